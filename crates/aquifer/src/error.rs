@@ -1,0 +1,163 @@
+//! Errors returned by the pool and by its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a [`Pool::get`](crate::Pool::get) (or another checkout) failed.
+///
+/// `E` is the manager's error type. Create errors are shared between all the
+/// callers they fail, so they are held in an [`Arc`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError<E: std::error::Error + 'static> {
+    /// No object became available within the acquire timeout.
+    ///
+    /// When objects could not be created in that time, `last_create_error`
+    /// holds the newest create failure and is this error's `source()`, so a
+    /// wrong password reads as a wrong password, not as a bare timeout.
+    #[error("timed out after {waited:?} waiting for a pooled object{}", last_create_error.as_ref().map(|e| format!(" (last create error: {e})")).unwrap_or_default())]
+    Timeout {
+        /// How long the caller waited.
+        waited: Duration,
+        /// The newest create failure seen while waiting, if any.
+        #[source]
+        last_create_error: Option<CreateError<E>>,
+    },
+    /// Creating an object failed `retries + 1` times in a row while this
+    /// caller waited; the error is the last failure.
+    #[error("could not create a pooled object: {0}")]
+    Create(#[source] CreateError<E>),
+    /// The wait queue already holds `max_waiting` callers; the pool is
+    /// overloaded. Retry later or raise `max_waiting`.
+    #[error("the pool's wait queue is full ({max_waiting} callers already waiting)")]
+    QueueFull {
+        /// The configured bound.
+        max_waiting: usize,
+    },
+    /// [`Pool::try_get`](crate::Pool::try_get) found no idle object.
+    #[error("no idle object is available right now")]
+    Exhausted,
+    /// The pool is draining: callers already waiting are served, new ones are not.
+    #[error("the pool is draining and takes no new checkouts")]
+    Draining,
+    /// The pool was closed.
+    #[error("the pool is closed")]
+    Closed,
+}
+
+impl<E: std::error::Error + 'static> PoolError<E> {
+    /// The create failure behind this error, if there is one.
+    pub fn create_error(&self) -> Option<&CreateError<E>> {
+        match self {
+            PoolError::Timeout {
+                last_create_error, ..
+            } => last_create_error.as_ref(),
+            PoolError::Create(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the error is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PoolError::Timeout { .. })
+    }
+}
+
+/// A failure of [`Manager::create`](crate::Manager::create).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateError<E: std::error::Error + 'static> {
+    /// The manager returned an error.
+    #[error("{0}")]
+    Backend(#[source] Arc<E>),
+    /// `create` did not finish within `create_timeout`.
+    #[error("create did not finish within {0:?}")]
+    Timeout(Duration),
+    /// `create` panicked. The pool stays usable.
+    #[error("create panicked")]
+    Panicked,
+}
+
+impl<E: std::error::Error + 'static> Clone for CreateError<E> {
+    fn clone(&self) -> Self {
+        match self {
+            CreateError::Backend(e) => CreateError::Backend(Arc::clone(e)),
+            CreateError::Timeout(d) => CreateError::Timeout(*d),
+            CreateError::Panicked => CreateError::Panicked,
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> CreateError<E> {
+    /// The manager's error, if that is what failed.
+    pub fn backend(&self) -> Option<&E> {
+        match self {
+            CreateError::Backend(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Why a destroy failed; kept with a *pending* object.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum DestroyError<E> {
+    /// The manager returned an error.
+    Backend(Arc<E>),
+    /// `destroy` did not finish within `destroy_timeout`.
+    Timeout(Duration),
+}
+
+impl<E: fmt::Display> fmt::Display for DestroyError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DestroyError::Backend(e) => write!(f, "{e}"),
+            DestroyError::Timeout(d) => write!(f, "destroy did not finish within {d:?}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for DestroyError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DestroyError::Backend(e) => Some(&**e),
+            DestroyError::Timeout(_) => None,
+        }
+    }
+}
+
+/// A pool configuration that cannot work. The message says what to change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `max` was 0.
+    #[error("`max` must be at least 1: a pool of size 0 can never hand out an object")]
+    MaxZero,
+    /// `min` was larger than `max`.
+    #[error("`min` ({min}) must not exceed `max` ({max}): lower `min` or raise `max`")]
+    MinAboveMax {
+        /// The configured minimum.
+        min: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A duration that must be positive was zero.
+    #[error("`{setting}` must be greater than zero{hint}")]
+    ZeroDuration {
+        /// The setting's name.
+        setting: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// A number was outside the range it must be in.
+    #[error("`{setting}` is {value} but must be {expected}")]
+    OutOfRange {
+        /// The setting's name.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// The range it must be in.
+        expected: &'static str,
+    },
+}

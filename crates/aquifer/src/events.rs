@@ -1,0 +1,282 @@
+//! Pool events: a bounded broadcast that never slows the pool, mirrored to
+//! `tracing` under the `aquifer::pool` target.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
+
+/// Why an object left the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Reason {
+    /// Idle longer than `idle_timeout` or `soft_idle_timeout`.
+    Idle,
+    /// Older than `max_lifetime`.
+    Lifetime,
+    /// `Manager::is_broken` said so.
+    Broken,
+    /// `Manager::validate` failed or timed out.
+    ValidationFailed,
+    /// `Manager::reset` failed or timed out on return.
+    ResetFailed,
+    /// The caller asked: `Pooled::destroy`, or `Pool::with` whose closure failed.
+    Caller,
+    /// `Pool::clear`, `Pool::retain` or `Pool::free`.
+    Cleared,
+    /// `Pool::resize` lowered `max` below the number of objects.
+    Resized,
+    /// The pool was closed.
+    Closed,
+}
+
+impl Reason {
+    /// A short lowercase name, for logs and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Idle => "idle",
+            Reason::Lifetime => "lifetime",
+            Reason::Broken => "broken",
+            Reason::ValidationFailed => "validation_failed",
+            Reason::ResetFailed => "reset_failed",
+            Reason::Caller => "caller",
+            Reason::Cleared => "cleared",
+            Reason::Resized => "resized",
+            Reason::Closed => "closed",
+        }
+    }
+}
+
+/// Something that happened in a pool.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PoolEvent {
+    /// An object was created.
+    Created {
+        /// The object's id.
+        id: u64,
+        /// How long `create` took.
+        took: Duration,
+    },
+    /// A create attempt failed; the next one waits `retry_in`.
+    CreateFailed {
+        /// The error's message.
+        error: String,
+        /// Consecutive failures so far.
+        failures: u32,
+        /// Backoff before the next attempt.
+        retry_in: Duration,
+    },
+    /// An object was closed.
+    Destroyed {
+        /// The object's id.
+        id: u64,
+        /// Why it was destroyed.
+        reason: Reason,
+    },
+    /// Closing an object failed; it is kept as pending.
+    DestroyFailed {
+        /// The object's id.
+        id: u64,
+        /// The error's message.
+        error: String,
+    },
+    /// A caller checked an object out.
+    Acquired {
+        /// The object's id.
+        id: u64,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// A caller returned an object.
+    Released {
+        /// The object's id.
+        id: u64,
+        /// How long the caller held it.
+        held: Duration,
+    },
+    /// A caller had to queue because every object up to `max` is in use.
+    MaxReached {
+        /// The pool's maximum.
+        max: usize,
+        /// Callers waiting, this one included.
+        waiting: usize,
+    },
+    /// A caller was refused because the queue was full.
+    QueueFull {
+        /// The configured bound.
+        max_waiting: usize,
+    },
+    /// A queued caller gave up at its acquire timeout.
+    QueueTimeout {
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// Validation failed; the object is destroyed.
+    ValidationFailed {
+        /// The object's id.
+        id: u64,
+        /// The error's message.
+        error: String,
+    },
+    /// Maintenance (or a checkout/return) evicted an object.
+    Evicted {
+        /// The object's id.
+        id: u64,
+        /// Idle, lifetime or broken.
+        reason: Reason,
+    },
+    /// An object has been held longer than `leak_detection_threshold`.
+    LeakSuspected {
+        /// The object's id.
+        id: u64,
+        /// How long it has been held.
+        held: Duration,
+        /// Where it was checked out (`file:line:column`).
+        location: String,
+    },
+}
+
+impl PoolEvent {
+    /// Writes the event to `tracing` at a level that fits it.
+    pub(crate) fn trace(&self) {
+        const T: &str = "aquifer::pool";
+        match self {
+            PoolEvent::Created { id, took } => tracing::debug!(target: T, id, ?took, "created"),
+            PoolEvent::CreateFailed {
+                error,
+                failures,
+                retry_in,
+            } => tracing::warn!(target: T, %error, failures, ?retry_in, "create failed"),
+            PoolEvent::Destroyed { id, reason } => {
+                tracing::debug!(target: T, id, reason = reason.as_str(), "destroyed")
+            }
+            PoolEvent::DestroyFailed { id, error } => {
+                tracing::warn!(target: T, id, %error, "destroy failed; kept as pending")
+            }
+            PoolEvent::Acquired { id, waited } => {
+                tracing::trace!(target: T, id, ?waited, "acquired")
+            }
+            PoolEvent::Released { id, held } => tracing::trace!(target: T, id, ?held, "released"),
+            PoolEvent::MaxReached { max, waiting } => {
+                tracing::debug!(target: T, max, waiting, "max reached; caller queued")
+            }
+            PoolEvent::QueueFull { max_waiting } => {
+                tracing::warn!(target: T, max_waiting, "wait queue full; caller refused")
+            }
+            PoolEvent::QueueTimeout { waited } => {
+                tracing::warn!(target: T, ?waited, "caller timed out waiting")
+            }
+            PoolEvent::ValidationFailed { id, error } => {
+                tracing::info!(target: T, id, %error, "validation failed; object destroyed")
+            }
+            PoolEvent::Evicted { id, reason } => {
+                tracing::debug!(target: T, id, reason = reason.as_str(), "evicted")
+            }
+            PoolEvent::LeakSuspected { id, held, location } => tracing::warn!(
+                target: T, id, ?held, %location,
+                "object held past the leak detection threshold; taken at {location}"
+            ),
+        }
+    }
+}
+
+/// The sending side, owned by the pool.
+pub(crate) struct EventBus {
+    tx: broadcast::Sender<PoolEvent>,
+    listeners: Arc<AtomicUsize>,
+}
+
+impl EventBus {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            tx: broadcast::channel(capacity).0,
+            listeners: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Whether anybody listens; checked before building a hot-path event.
+    #[inline]
+    pub(crate) fn wanted(&self) -> bool {
+        self.listeners.load(Ordering::Relaxed) > 0
+    }
+
+    pub(crate) fn send(&self, ev: PoolEvent) {
+        ev.trace();
+        if self.wanted() {
+            // Fails only when every receiver is gone: nothing to do then.
+            let _ = self.tx.send(ev);
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> EventStream {
+        self.listeners.fetch_add(1, Ordering::Relaxed);
+        EventStream {
+            inner: BroadcastStream::new(self.tx.subscribe()),
+            listeners: Arc::clone(&self.listeners),
+            lost: 0,
+        }
+    }
+}
+
+/// A stream of [`PoolEvent`]s, from [`Pool::events`](crate::Pool::events).
+///
+/// It buffers `event_capacity` events; a listener that falls further behind
+/// loses the oldest ones (counted by [`lost`](EventStream::lost)) and the pool
+/// never waits for it.
+pub struct EventStream {
+    inner: BroadcastStream<PoolEvent>,
+    listeners: Arc<AtomicUsize>,
+    lost: u64,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("lost", &self.lost)
+            .finish()
+    }
+}
+
+impl EventStream {
+    /// The next event; `None` once the pool is gone.
+    pub async fn recv(&mut self) -> Option<PoolEvent> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// Events this listener missed because it fell behind.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PoolEvent>> {
+        loop {
+            match futures_core::Stream::poll_next(Pin::new(&mut self.inner), cx) {
+                Poll::Ready(Some(Ok(ev))) => return Poll::Ready(Some(ev)),
+                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(n)))) => self.lost += n,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl futures_core::Stream for EventStream {
+    type Item = PoolEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PoolEvent>> {
+        EventStream::poll_next(self, cx)
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.listeners.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,648 @@
+//! The pool's state behind its lock. Every method is synchronous and takes
+//! `&mut self`: the caller locks, calls, unlocks, and only then wakes
+//! waiters, spawns work or awaits anything.
+
+use std::collections::VecDeque;
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::{Order, PoolConfig};
+use crate::error::CreateError;
+use crate::events::Reason;
+use crate::metrics::Counters;
+use crate::object::Entry;
+use crate::sync::Arc;
+use crate::waiters::{Slot, Waiters};
+
+/// What a waiter receives.
+pub(crate) type Handoff<T, E> = Result<Entry<T>, WaitError<E>>;
+
+/// Why a waiter was woken without an object.
+pub(crate) enum WaitError<E: std::error::Error + 'static> {
+    Create(CreateError<E>),
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Open,
+    Draining,
+    Closed,
+}
+
+pub(crate) enum Acquire<T, E: std::error::Error + 'static> {
+    Got(Entry<T>),
+    Wait {
+        slot: Arc<Slot<Handoff<T, E>>>,
+        /// The caller reserved a create and must start it.
+        create: bool,
+        /// Every slot up to `max` is taken.
+        at_max: bool,
+    },
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    QueueFull(usize),
+    Draining,
+    Closed,
+}
+
+/// Where a returned or new object went.
+pub(crate) enum Placed<T> {
+    /// To a waiter: wake it once the lock is released.
+    Handed(Option<Waker>),
+    Idle,
+    /// Not wanted any more (closed, or above `max`): destroy it. Its slot is
+    /// already freed.
+    Destroy(Entry<T>),
+}
+
+pub(crate) struct State<T, E: std::error::Error + 'static> {
+    pub(crate) idle: VecDeque<Entry<T>>,
+    pub(crate) waiters: Waiters<Handoff<T, E>>,
+    /// Idle + borrowed + creating.
+    pub(crate) size: usize,
+    pub(crate) creating: usize,
+    pub(crate) max: usize,
+    pub(crate) min: usize,
+    max_waiting: usize,
+    lifo: bool,
+    create_concurrency: usize,
+    pub(crate) phase: Phase,
+    /// Consecutive create failures.
+    pub(crate) failures: u32,
+    /// Create failures ever; waiters remember it to count what they saw.
+    failure_seq: u64,
+    pub(crate) last_error: Option<CreateError<E>>,
+    pub(crate) retry_at: Option<Instant>,
+    next_id: u64,
+    pub(crate) m: Counters,
+}
+
+impl<T, E: std::error::Error + 'static> State<T, E> {
+    pub(crate) fn new(cfg: &PoolConfig) -> Self {
+        Self {
+            idle: VecDeque::with_capacity(cfg.max),
+            waiters: Waiters::new(cfg.priority_levels),
+            size: 0,
+            creating: 0,
+            max: cfg.max,
+            min: cfg.min,
+            max_waiting: cfg.max_waiting.unwrap_or(usize::MAX),
+            lifo: cfg.order == Order::Lifo,
+            create_concurrency: cfg.create_concurrency,
+            phase: Phase::Open,
+            failures: 0,
+            failure_seq: 0,
+            last_error: None,
+            retry_at: None,
+            next_id: 1,
+            m: Counters::default(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn borrowed(&self) -> usize {
+        self.size - self.idle.len() - self.creating
+    }
+
+    pub(crate) fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// A checkout. `first` is false when the caller retries after throwing
+    /// away a bad object, so the attempt is not counted twice.
+    #[inline]
+    pub(crate) fn acquire(&mut self, priority: usize, now: Instant, first: bool) -> Acquire<T, E> {
+        match self.phase {
+            Phase::Open => {}
+            Phase::Draining => return Acquire::Refused(Refusal::Draining),
+            Phase::Closed => return Acquire::Refused(Refusal::Closed),
+        }
+        if first {
+            self.m.gets += 1;
+        }
+        if self.waiters.len() == 0 {
+            let entry = if self.lifo {
+                self.idle.pop_back()
+            } else {
+                self.idle.pop_front()
+            };
+            if let Some(entry) = entry {
+                if first {
+                    self.m.wait.record(Duration::ZERO);
+                }
+                return Acquire::Got(entry);
+            }
+        }
+        if self.waiters.len() >= self.max_waiting {
+            self.m.queue_full += 1;
+            return Acquire::Refused(Refusal::QueueFull(self.max_waiting));
+        }
+        let slot = Slot::new(self.waiters.clamp(priority), self.failure_seq, now);
+        self.waiters.push(Arc::clone(&slot));
+        if first {
+            self.m.gets_waited += 1;
+        }
+        let create = self.reserve_create();
+        Acquire::Wait {
+            slot,
+            create,
+            at_max: self.size >= self.max && self.creating == 0,
+        }
+    }
+
+    /// A checkout that never queues.
+    pub(crate) fn try_acquire(&mut self) -> Result<Option<Entry<T>>, Refusal> {
+        match self.phase {
+            Phase::Open => {}
+            Phase::Draining => return Err(Refusal::Draining),
+            Phase::Closed => return Err(Refusal::Closed),
+        }
+        self.m.gets += 1;
+        if self.waiters.len() > 0 {
+            return Ok(None);
+        }
+        let entry = if self.lifo {
+            self.idle.pop_back()
+        } else {
+            self.idle.pop_front()
+        };
+        if entry.is_some() {
+            self.m.wait.record(Duration::ZERO);
+        }
+        Ok(entry)
+    }
+
+    /// Puts a counted object back: to the first waiter, else to the idle list.
+    #[inline]
+    pub(crate) fn place(&mut self, entry: Entry<T>, now: Instant) -> Placed<T> {
+        if self.phase == Phase::Closed || self.size > self.max {
+            self.size -= 1;
+            return Placed::Destroy(entry);
+        }
+        match self.waiters.hand(Ok(entry)) {
+            Ok((waker, since)) => {
+                self.m.wait.record(now.saturating_duration_since(since));
+                Placed::Handed(waker)
+            }
+            Err(Ok(entry)) => {
+                self.idle.push_back(entry);
+                Placed::Idle
+            }
+            Err(Err(_)) => unreachable!(),
+        }
+    }
+
+    /// A waiter gives up (dropped or timed out). Returns what was handed to
+    /// it in the meantime, which the caller must take or put back.
+    pub(crate) fn cancel(
+        &mut self,
+        slot: &Arc<Slot<Handoff<T, E>>>,
+        timed_out: bool,
+    ) -> Option<Handoff<T, E>> {
+        if let Some(v) = slot.take_ready() {
+            return Some(v);
+        }
+        let removed = self.waiters.remove(slot);
+        debug_assert!(removed, "a waiting slot must be queued");
+        if timed_out {
+            self.m.timeouts += 1;
+        } else {
+            self.m.cancelled += 1;
+        }
+        None
+    }
+
+    /// How many creates would be useful now: one per waiter, and enough to
+    /// bring the live objects up to `min`.
+    fn wanted_creates(&self) -> usize {
+        let live = self.size - self.creating;
+        let for_min = if self.phase == Phase::Open {
+            self.min.saturating_sub(live)
+        } else {
+            0
+        };
+        self.waiters.len().max(for_min)
+    }
+
+    /// Reserves a slot for a new create if one is useful and allowed.
+    pub(crate) fn reserve_create(&mut self) -> bool {
+        if self.phase == Phase::Closed
+            || self.size >= self.max
+            || self.creating >= self.create_concurrency
+            || self.creating >= self.wanted_creates()
+        {
+            return false;
+        }
+        self.size += 1;
+        self.creating += 1;
+        true
+    }
+
+    /// Whether a create job holding a reservation should go on trying.
+    pub(crate) fn keep_creating(&self) -> bool {
+        self.phase != Phase::Closed
+            && self.size <= self.max
+            && self.creating <= self.wanted_creates()
+    }
+
+    /// Gives a create reservation back.
+    pub(crate) fn unreserve(&mut self) {
+        self.creating -= 1;
+        self.size -= 1;
+    }
+
+    /// A create succeeded.
+    pub(crate) fn created(&mut self, entry: Entry<T>, now: Instant, took: Duration) -> Placed<T> {
+        self.creating -= 1;
+        self.failures = 0;
+        self.retry_at = None;
+        self.last_error = None;
+        self.m.creates += 1;
+        self.m.create.record(took);
+        self.place(entry, now)
+    }
+
+    /// A create failed. Waiters that have now seen more than `retries`
+    /// consecutive failures get the error; returns whether the job should go
+    /// on (if not, its reservation is given back).
+    pub(crate) fn create_failed(
+        &mut self,
+        err: CreateError<E>,
+        retry_at: Instant,
+        retries: u32,
+        wake: &mut Vec<Waker>,
+    ) -> bool {
+        self.failures = self.failures.saturating_add(1);
+        self.failure_seq += 1;
+        self.m.create_failures += 1;
+        self.retry_at = Some(retry_at);
+        if self.failures > retries {
+            let (seq, run) = (self.failure_seq, u64::from(self.failures));
+            let limit = u64::from(retries);
+            self.waiters.fail_where(
+                |slot| (seq - slot.failures_base).min(run) > limit,
+                || Err(WaitError::Create(err.clone())),
+                wake,
+            );
+        }
+        self.last_error = Some(err);
+        let keep = self.keep_creating();
+        if !keep {
+            self.unreserve();
+        }
+        keep
+    }
+
+    /// An object leaves for good (destroyed or detached): free its slot.
+    /// Returns whether a replacement create was reserved.
+    pub(crate) fn discard(&mut self) -> bool {
+        self.size -= 1;
+        self.reserve_create()
+    }
+
+    /// Takes idle objects matching `pred` out of the pool (their slots freed).
+    pub(crate) fn take_idle(&mut self, mut pred: impl FnMut(&Entry<T>) -> bool) -> Vec<Entry<T>> {
+        let mut out = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.idle.len());
+        for e in self.idle.drain(..) {
+            if pred(&e) {
+                out.push(e);
+            } else {
+                keep.push_back(e);
+            }
+        }
+        self.idle = keep;
+        self.size -= out.len();
+        out
+    }
+
+    /// Maintenance: evicts idle objects that expired, idled too long or
+    /// are broken, examining at most `budget`, oldest first.
+    pub(crate) fn evict(
+        &mut self,
+        now: Instant,
+        cfg: &PoolConfig,
+        mut is_broken: impl FnMut(&T) -> bool,
+    ) -> Vec<(Entry<T>, Reason)> {
+        let mut budget = cfg.tests_per_eviction_run.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.idle.len());
+        // The front of the idle list was returned longest ago, in both orders.
+        while let Some(e) = self.idle.pop_front() {
+            if budget == 0 {
+                keep.push_back(e);
+                continue;
+            }
+            budget -= 1;
+            let idle_for = now.saturating_duration_since(e.meta.last_used);
+            let above_min = self.size - out.len() > self.min;
+            let idle_above_min = self.idle.len() + keep.len() + 1 > self.min;
+            let reason = if e.expired(now) {
+                Some(Reason::Lifetime)
+            } else if is_broken(&e.obj) {
+                Some(Reason::Broken)
+            } else if (cfg.idle_timeout.is_some_and(|t| idle_for >= t) && above_min)
+                || (cfg.soft_idle_timeout.is_some_and(|t| idle_for >= t)
+                    && idle_above_min
+                    && above_min)
+            {
+                Some(Reason::Idle)
+            } else {
+                None
+            };
+            match reason {
+                Some(r) => out.push((e, r)),
+                None => keep.push_back(e),
+            }
+        }
+        self.idle = keep;
+        self.size -= out.len();
+        for (_, r) in &out {
+            match r {
+                Reason::Idle => self.m.evicted_idle += 1,
+                Reason::Lifetime => self.m.evicted_lifetime += 1,
+                _ => self.m.evicted_broken += 1,
+            }
+        }
+        out
+    }
+
+    /// Keepalive: takes idle objects whose last check is older than `every`.
+    /// They count as borrowed until the check ends.
+    pub(crate) fn due_for_keepalive(&mut self, now: Instant, every: Duration) -> Vec<Entry<T>> {
+        let mut due = Vec::new();
+        let mut i = 0;
+        while i < self.idle.len() {
+            if now.saturating_duration_since(self.idle[i].checked_at) >= every {
+                due.extend(self.idle.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        due
+    }
+
+    /// Closes: fails every waiter and takes every idle object (slots freed).
+    pub(crate) fn close(&mut self, wake: &mut Vec<Waker>) -> Vec<Entry<T>> {
+        self.phase = Phase::Closed;
+        self.waiters
+            .fail_where(|_| true, || Err(WaitError::Closed), wake);
+        self.take_idle(|_| true)
+    }
+
+    /// The newest create failure, if it happened while `slot` waited.
+    pub(crate) fn error_seen_by(&self, slot: &Slot<Handoff<T, E>>) -> Option<CreateError<E>> {
+        if self.failure_seq > slot.failures_base {
+            self.last_error.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Nothing is out: no borrowed object, no create, no waiter.
+    pub(crate) fn settled(&self) -> bool {
+        self.idle.len() == self.size && self.waiters.len() == 0
+    }
+}
+
+#[cfg(all(test, aquifer_loom))]
+mod loom_tests {
+    //! Model tests of the handoff protocol, run with
+    //! `RUSTFLAGS="--cfg aquifer_loom" cargo test -p aquifer --lib loom`.
+
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use loom::thread;
+
+    use super::*;
+    use crate::sync::Mutex;
+
+    #[derive(Debug)]
+    struct NoError;
+    impl std::fmt::Display for NoError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("no error")
+        }
+    }
+    impl std::error::Error for NoError {}
+
+    type S = State<u32, NoError>;
+
+    fn pool(max: usize) -> Arc<Mutex<S>> {
+        let cfg = PoolConfig {
+            max,
+            ..PoolConfig::default()
+        };
+        Arc::new(Mutex::new(State::new(&cfg)))
+    }
+
+    fn entry(id: u64) -> Entry<u32> {
+        Entry::new(id as u32, id, Instant::now(), None)
+    }
+
+    fn release(pool: &Mutex<S>, e: Entry<u32>) {
+        let placed = pool.lock().place(e, Instant::now());
+        if let Placed::Handed(Some(w)) = placed {
+            w.wake();
+        }
+    }
+
+    /// A waiter's future: polls its slot, and gives up (like a dropped
+    /// `get`) after `polls` polls.
+    struct Wait {
+        pool: Arc<Mutex<S>>,
+        slot: Option<Arc<Slot<Handoff<u32, NoError>>>>,
+    }
+
+    impl Future for Wait {
+        type Output = Option<Entry<u32>>;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let slot = self.slot.as_ref().unwrap();
+            match slot.poll(cx) {
+                Poll::Ready(Ok(e)) => {
+                    self.slot = None;
+                    Poll::Ready(Some(e))
+                }
+                Poll::Ready(Err(_)) => {
+                    self.slot = None;
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        }
+    }
+
+    impl Drop for Wait {
+        fn drop(&mut self) {
+            if let Some(slot) = self.slot.take() {
+                let mut st = self.pool.lock();
+                if let Some(Ok(e)) = st.cancel(&slot, false) {
+                    let placed = st.place(e, Instant::now());
+                    drop(st);
+                    if let Placed::Handed(Some(w)) = placed {
+                        w.wake();
+                    }
+                }
+            }
+        }
+    }
+
+    fn check(st: &S) {
+        assert!(st.size <= st.max);
+        assert_eq!(st.idle.len() + st.borrowed() + st.creating, st.size);
+    }
+
+    /// A waiter that gives up while the only object is returned: the object
+    /// ends up idle or with the waiter, never lost, never doubled.
+    #[test]
+    fn release_races_cancel() {
+        loom::model(|| {
+            let p = pool(1);
+            let e = {
+                let mut st = p.lock();
+                st.size = 1;
+                entry(1)
+            };
+            let slot = match p.lock().acquire(0, Instant::now(), true) {
+                Acquire::Wait { slot, create, .. } => {
+                    assert!(!create);
+                    slot
+                }
+                _ => panic!("must wait"),
+            };
+            let p2 = Arc::clone(&p);
+            let releaser = thread::spawn(move || release(&p2, e));
+            let w = Wait {
+                pool: Arc::clone(&p),
+                slot: Some(slot),
+            };
+            // Either polls once and gives up, or is dropped at once.
+            let got = {
+                let mut w = Box::pin(w);
+                let waker = futures_noop();
+                let mut cx = Context::from_waker(&waker);
+                match w.as_mut().poll(&mut cx) {
+                    Poll::Ready(got) => got,
+                    Poll::Pending => None,
+                }
+            };
+            releaser.join().unwrap();
+            let st = p.lock();
+            check(&st);
+            let held = usize::from(got.is_some());
+            assert_eq!(
+                st.idle.len() + held,
+                1,
+                "the object is in exactly one place"
+            );
+            assert_eq!(st.waiters.len(), 0);
+        });
+    }
+
+    /// Two waiters and two returns in parallel: both are served, FIFO state
+    /// stays consistent.
+    #[test]
+    fn two_waiters_two_releases() {
+        loom::model(|| {
+            let p = pool(2);
+            p.lock().size = 2;
+            let mut slots = Vec::new();
+            for _ in 0..2 {
+                match p.lock().acquire(0, Instant::now(), true) {
+                    Acquire::Wait { slot, .. } => slots.push(slot),
+                    _ => panic!("must wait"),
+                }
+            }
+            let handles: Vec<_> = (1..=2)
+                .map(|id| {
+                    let p = Arc::clone(&p);
+                    thread::spawn(move || release(&p, entry(id)))
+                })
+                .collect();
+            let waiters: Vec<_> = slots
+                .into_iter()
+                .map(|slot| {
+                    let p = Arc::clone(&p);
+                    thread::spawn(move || {
+                        loom::future::block_on(Wait {
+                            pool: p,
+                            slot: Some(slot),
+                        })
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+            let mut ids: Vec<u64> = waiters
+                .into_iter()
+                .map(|h| h.join().unwrap().expect("served").meta.id)
+                .collect();
+            ids.sort_unstable();
+            assert_eq!(ids, vec![1, 2]);
+            let st = p.lock();
+            assert_eq!(st.idle.len(), 0);
+            assert_eq!(st.waiters.len(), 0);
+        });
+    }
+
+    /// A create that fails while its waiter gives up: the reservation is
+    /// always given back, the waiter is either failed or removed.
+    #[test]
+    fn create_failure_races_cancel() {
+        loom::model(|| {
+            let p = pool(1);
+            let slot = match p.lock().acquire(0, Instant::now(), true) {
+                Acquire::Wait { slot, create, .. } => {
+                    assert!(create);
+                    slot
+                }
+                _ => panic!("must wait"),
+            };
+            let p2 = Arc::clone(&p);
+            let creator = thread::spawn(move || {
+                let mut wake = Vec::new();
+                let keep = p2.lock().create_failed(
+                    CreateError::Timeout(Duration::from_secs(1)),
+                    Instant::now(),
+                    0,
+                    &mut wake,
+                );
+                for w in wake {
+                    w.wake();
+                }
+                if keep {
+                    // Nobody waits any more once the caller gave up, so a
+                    // job that kept going must still find work.
+                    let st = p2.lock();
+                    assert!(st.waiters.len() > 0 || !st.keep_creating());
+                    drop(st);
+                    p2.lock().unreserve();
+                }
+            });
+            drop(Wait {
+                pool: Arc::clone(&p),
+                slot: Some(slot),
+            });
+            creator.join().unwrap();
+            let st = p.lock();
+            check(&st);
+            assert_eq!(st.size, 0);
+            assert_eq!(st.waiters.len(), 0);
+        });
+    }
+
+    fn futures_noop() -> std::task::Waker {
+        std::task::Waker::noop().clone()
+    }
+}

@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod builder;
+mod config;
+mod error;
+mod events;
+mod internals;
+mod manager;
+mod metrics;
+mod object;
+mod pool;
+mod sync;
+mod waiters;
+
+pub use builder::Builder;
+pub use config::{Backoff, Order, PoolConfig};
+pub use error::{BuildError, CreateError, DestroyError, PoolError};
+pub use events::{EventStream, PoolEvent, Reason};
+pub use manager::Manager;
+pub use metrics::{Evictions, Metrics, Summary};
+pub use object::{Metadata, Pooled};
+pub use pool::{PendingInfo, Pool, Status};

@@ -1,0 +1,191 @@
+//! The checked-out object guard and what the pool knows about each object.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::pool::Shared;
+use crate::{Manager, Reason};
+
+/// Facts about one pooled object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metadata {
+    pub(crate) id: u64,
+    pub(crate) created: Instant,
+    pub(crate) last_used: Instant,
+    pub(crate) use_count: u64,
+}
+
+impl Metadata {
+    /// The object's id, unique within its pool.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// When it was created.
+    pub fn created(&self) -> std::time::Instant {
+        self.created.into_std()
+    }
+
+    /// When it was last returned to the pool (its creation, if never).
+    pub fn last_used(&self) -> std::time::Instant {
+        self.last_used.into_std()
+    }
+
+    /// How many times it has been checked out, this time included.
+    pub fn use_count(&self) -> u64 {
+        self.use_count
+    }
+
+    /// Time since it was created.
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
+    }
+}
+
+/// An object together with its metadata, as the pool stores it.
+pub(crate) struct Entry<T> {
+    pub(crate) obj: T,
+    pub(crate) meta: Metadata,
+    /// When `max_lifetime` (minus this object's jitter) runs out.
+    pub(crate) expires_at: Option<Instant>,
+    /// When it was last validated (or created).
+    pub(crate) checked_at: Instant,
+}
+
+impl<T> Entry<T> {
+    pub(crate) fn new(obj: T, id: u64, now: Instant, expires_at: Option<Instant>) -> Self {
+        Self {
+            obj,
+            meta: Metadata {
+                id,
+                created: now,
+                last_used: now,
+                use_count: 0,
+            },
+            expires_at,
+            checked_at: now,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// An object checked out of a [`Pool`](crate::Pool). It derefs to the object
+/// and goes back to the pool when dropped.
+///
+/// Dropping it outside a Tokio runtime still returns it; only a `reset` or
+/// `destroy` that has to run asynchronously then needs the runtime the pool
+/// started in, which the pool keeps a handle to.
+#[must_use = "dropping a Pooled returns the object at once"]
+pub struct Pooled<M: Manager> {
+    pub(crate) entry: Option<Entry<M::Type>>,
+    pub(crate) shared: Arc<Shared<M>>,
+    pub(crate) taken_at: Instant,
+}
+
+impl<M: Manager> Pooled<M> {
+    #[inline]
+    fn entry(&self) -> &Entry<M::Type> {
+        self.entry
+            .as_ref()
+            .expect("a Pooled always holds its object until consumed")
+    }
+
+    /// The object's id, unique within its pool.
+    pub fn id(&self) -> u64 {
+        self.entry().meta.id
+    }
+
+    /// Creation time, last use and use count.
+    pub fn metadata(&self) -> Metadata {
+        self.entry().meta
+    }
+
+    /// How long this checkout has held the object.
+    pub fn held_for(&self) -> Duration {
+        self.taken_at.elapsed()
+    }
+
+    /// Takes the object out of the pool for good. Its slot is freed, so the
+    /// pool may create a replacement.
+    pub fn detach(mut self) -> M::Type {
+        let entry = self
+            .entry
+            .take()
+            .expect("a Pooled always holds its object until consumed");
+        self.shared.forget(entry.meta.id, self.taken_at);
+        self.shared.detached();
+        entry.obj
+    }
+
+    /// Closes the object (in the background, within `destroy_timeout`)
+    /// instead of returning it; frees its slot.
+    pub fn destroy(mut self) {
+        let entry = self
+            .entry
+            .take()
+            .expect("a Pooled always holds its object until consumed");
+        self.shared.forget(entry.meta.id, self.taken_at);
+        self.shared.discard(entry, Reason::Caller);
+    }
+}
+
+impl<M: Manager> Deref for Pooled<M> {
+    type Target = M::Type;
+
+    #[inline]
+    fn deref(&self) -> &M::Type {
+        &self.entry().obj
+    }
+}
+
+impl<M: Manager> DerefMut for Pooled<M> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut M::Type {
+        &mut self
+            .entry
+            .as_mut()
+            .expect("a Pooled always holds its object until consumed")
+            .obj
+    }
+}
+
+impl<M: Manager> AsRef<M::Type> for Pooled<M> {
+    fn as_ref(&self) -> &M::Type {
+        self
+    }
+}
+
+impl<M: Manager> AsMut<M::Type> for Pooled<M> {
+    fn as_mut(&mut self) -> &mut M::Type {
+        self
+    }
+}
+
+impl<M: Manager> Drop for Pooled<M> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            self.shared.release(entry, self.taken_at);
+        }
+    }
+}
+
+impl<M: Manager> fmt::Debug for Pooled<M>
+where
+    M::Type: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pooled")
+            .field("obj", &self.entry().obj)
+            .field("metadata", &self.entry().meta)
+            .finish()
+    }
+}

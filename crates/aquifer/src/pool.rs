@@ -1,0 +1,1253 @@
+//! The pool handle and the async machinery around the locked state.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, Location};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::builder::Builder;
+use crate::config::PoolConfig;
+use crate::error::{BuildError, CreateError, DestroyError, PoolError};
+use crate::events::{EventBus, EventStream, PoolEvent, Reason};
+use crate::internals::{Acquire, Handoff, Phase, Placed, Refusal, State, WaitError};
+use crate::metrics::Metrics;
+use crate::object::{Entry, Metadata, Pooled};
+use crate::sync::Mutex;
+use crate::waiters::Slot;
+use crate::Manager;
+
+/// A pool of objects made by a [`Manager`].
+///
+/// `Pool` is a cheap handle: clone it into every task. When the last handle is
+/// dropped the pool closes: idle objects are destroyed, and objects still
+/// checked out are destroyed when they come back.
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # struct Conn;
+/// # struct Connector;
+/// # impl aquifer::Manager for Connector {
+/// #     type Type = Conn;
+/// #     type Error = Infallible;
+/// #     async fn create(&self) -> Result<Conn, Infallible> { Ok(Conn) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
+/// let pool = aquifer::Pool::builder(Connector)
+///     .max(16)
+///     .acquire_timeout(Duration::from_secs(2))
+///     .build()?;
+/// let conn = pool.get().await?; // returned to the pool when dropped
+/// assert_eq!(pool.status().borrowed, 1);
+/// # drop(conn);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Pool<M: Manager> {
+    shared: Arc<Shared<M>>,
+}
+
+/// What the pool keeps about an object whose `destroy` failed.
+pub(crate) struct PendingObject<T, E> {
+    entry: Entry<T>,
+    error: DestroyError<E>,
+    since: Instant,
+    attempts: u32,
+}
+
+/// An object whose `destroy` failed or timed out, as
+/// [`Pool::pending`] reports it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PendingInfo {
+    /// The object's id.
+    pub id: u64,
+    /// The last destroy error's message.
+    pub error: String,
+    /// When it first failed to close.
+    pub since: std::time::Instant,
+    /// Destroy attempts so far.
+    pub attempts: u32,
+}
+
+/// Where a checked-out object was taken, for leak reports.
+struct Lease {
+    since: Instant,
+    location: &'static Location<'static>,
+    reported: bool,
+}
+
+/// A snapshot of how many objects are where.
+///
+/// `idle + borrowed + creating == size <= max` always holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Status {
+    /// Objects alive or being created.
+    pub size: usize,
+    /// Objects waiting in the pool.
+    pub idle: usize,
+    /// Objects checked out (or being reset or checked in the background).
+    pub borrowed: usize,
+    /// Creates in flight.
+    pub creating: usize,
+    /// Callers waiting for an object.
+    pub waiting: usize,
+    /// Objects that failed to close and are kept for `close_pending`.
+    pub pending: usize,
+    /// The configured maximum.
+    pub max: usize,
+    /// The configured minimum.
+    pub min: usize,
+    /// Objects that could still be created: `max - size`.
+    pub spare: usize,
+}
+
+pub(crate) struct Shared<M: Manager> {
+    pub(crate) manager: M,
+    pub(crate) cfg: PoolConfig,
+    state: Mutex<State<M::Type, M::Error>>,
+    events: EventBus,
+    /// Woken whenever a draining or closed pool may have settled.
+    settled: Notify,
+    handles: AtomicUsize,
+    started: AtomicBool,
+    runtime: OnceLock<Handle>,
+    leases: Option<Mutex<HashMap<u64, Lease>>>,
+    pending: Mutex<Vec<PendingObject<M::Type, M::Error>>>,
+}
+
+/// Polls a future, turning a panic into an `Err`.
+async fn catch_unwind<F: Future>(f: F) -> std::thread::Result<F::Output> {
+    let mut f = pin!(f);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    })
+    .await
+}
+
+fn wake_all(wakers: Vec<Waker>) {
+    for w in wakers {
+        w.wake();
+    }
+}
+
+impl<M: Manager> Pool<M> {
+    /// A builder with every setting at its default.
+    pub fn builder(manager: M) -> Builder<M> {
+        Builder::new(manager)
+    }
+
+    /// Builds a pool from a complete configuration.
+    ///
+    /// Inside a Tokio runtime with `eager` set (the default), filling to
+    /// `min` and background maintenance start at once; otherwise at the first
+    /// checkout or [`start`](Pool::start).
+    ///
+    /// # Errors
+    /// A [`BuildError`] when the configuration cannot work.
+    pub fn new(manager: M, cfg: PoolConfig) -> Result<Self, BuildError> {
+        cfg.validate()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(&cfg)),
+            events: EventBus::new(cfg.event_capacity),
+            settled: Notify::new(),
+            handles: AtomicUsize::new(1),
+            started: AtomicBool::new(false),
+            runtime: OnceLock::new(),
+            leases: cfg
+                .leak_detection_threshold
+                .map(|_| Mutex::new(HashMap::new())),
+            pending: Mutex::new(Vec::new()),
+            manager,
+            cfg,
+        });
+        if shared.cfg.eager {
+            shared.ensure_started();
+        }
+        Ok(Pool { shared })
+    }
+
+    /// Checks an object out, waiting up to `acquire_timeout`, at priority 0.
+    ///
+    /// # Errors
+    /// [`PoolError::Timeout`] (with the last create error as its source),
+    /// [`PoolError::Create`] after `retries` consecutive create failures,
+    /// [`PoolError::QueueFull`], [`PoolError::Draining`], [`PoolError::Closed`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future at any point leaks nothing: a queued caller leaves
+    /// the queue (an object handed to it in the meantime goes to the next
+    /// caller), a create it started finishes in the background and the object
+    /// goes idle, and an object dropped mid-validation is destroyed and its
+    /// slot freed.
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        self.shared
+            .acquire(0, self.shared.cfg.acquire_timeout, caller)
+    }
+
+    /// Like [`get`](Pool::get) with another timeout for this call.
+    ///
+    /// # Errors
+    /// As [`get`](Pool::get).
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        self.shared.acquire(0, timeout, caller)
+    }
+
+    /// Like [`get`](Pool::get) at a priority: 0 is served first, and a value
+    /// beyond `priority_levels - 1` means the lowest. Within a priority,
+    /// callers are served in the order they arrived.
+    ///
+    /// # Errors
+    /// As [`get`](Pool::get).
+    #[track_caller]
+    pub fn get_with_priority(
+        &self,
+        priority: usize,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        self.shared
+            .acquire(priority, self.shared.cfg.acquire_timeout, caller)
+    }
+
+    /// Checks out an idle object without queueing. The object is still
+    /// validated when `validate_on_borrow` asks for it.
+    ///
+    /// # Errors
+    /// [`PoolError::Exhausted`] when no idle object is ready (others wait, or
+    /// all are in use), and the refusals of [`get`](Pool::get).
+    #[track_caller]
+    pub fn try_get(
+        &self,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        self.shared.try_acquire(caller)
+    }
+
+    /// Runs `f` with a checked-out object and returns what it returns. When
+    /// `f` fails the object is destroyed rather than reused, as it may be in
+    /// a bad state.
+    ///
+    /// # Errors
+    /// `f`'s error, or the checkout's error converted into `E`.
+    pub async fn with<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: AsyncFnOnce(&mut M::Type) -> Result<R, E>,
+        E: From<PoolError<M::Error>>,
+    {
+        let mut obj = self.get().await?;
+        match f(&mut *obj).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                obj.destroy();
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts background maintenance (if not yet running) and creates
+    /// objects until `min` are alive.
+    ///
+    /// # Errors
+    /// The create error when an object could not be made within
+    /// `acquire_timeout`.
+    pub async fn start(&self) -> Result<(), PoolError<M::Error>> {
+        self.shared.ensure_started();
+        let need = {
+            let st = self.shared.state.lock();
+            st.min.saturating_sub(st.size - st.creating)
+        };
+        // Checking out `need` objects at once makes (or waits for) that many.
+        let mut held = Vec::with_capacity(need);
+        for _ in 0..need {
+            held.push(
+                self.shared
+                    .acquire(0, self.shared.cfg.acquire_timeout, Location::caller()),
+            );
+        }
+        let mut objs = Vec::with_capacity(need);
+        for fut in held {
+            objs.push(fut.await?);
+        }
+        Ok(())
+    }
+
+    /// Stops new checkouts (they fail with [`PoolError::Draining`]), serves
+    /// the callers already waiting, and returns once every object is back.
+    /// Follow it with [`close`](Pool::close) or [`clear`](Pool::clear).
+    pub async fn drain(&self) {
+        {
+            let mut st = self.shared.state.lock();
+            if st.phase == Phase::Open {
+                st.phase = Phase::Draining;
+            }
+        }
+        self.shared.wait_settled().await;
+    }
+
+    /// Destroys every idle object (waiting for the destroys), then lets the
+    /// pool refill to `min`. Returns how many were destroyed.
+    pub async fn clear(&self) -> usize {
+        let taken = self.shared.state.lock().take_idle(|_| true);
+        let n = taken.len();
+        self.shared.destroy_all(taken, Reason::Cleared).await;
+        self.shared.refill();
+        n
+    }
+
+    /// Closes the pool: new and waiting checkouts fail with
+    /// [`PoolError::Closed`], idle objects are destroyed (this waits for
+    /// that), and objects still out are destroyed when they come back.
+    pub async fn close(&self) {
+        let taken = self.shared.close_state();
+        self.shared.destroy_all(taken, Reason::Closed).await;
+    }
+
+    /// Whether the pool was closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.state.lock().phase == Phase::Closed
+    }
+
+    /// Changes `max`. When it shrinks, idle objects above it are destroyed at
+    /// once and borrowed ones when they come back.
+    ///
+    /// # Errors
+    /// [`BuildError`] when `max` is 0 or below `min`.
+    pub fn resize(&self, max: usize) -> Result<(), BuildError> {
+        if max == 0 {
+            return Err(BuildError::MaxZero);
+        }
+        let (excess, creates) = {
+            let mut st = self.shared.state.lock();
+            if st.min > max {
+                return Err(BuildError::MinAboveMax { min: st.min, max });
+            }
+            st.max = max;
+            let mut excess = Vec::new();
+            while st.size > st.max {
+                match st.idle.pop_front() {
+                    Some(e) => {
+                        st.size -= 1;
+                        excess.push(e);
+                    }
+                    None => break,
+                }
+            }
+            let mut creates = 0;
+            while st.reserve_create() {
+                creates += 1;
+            }
+            (excess, creates)
+        };
+        for e in excess {
+            self.shared.spawn_destroy(e, Reason::Resized);
+        }
+        for _ in 0..creates {
+            self.shared.spawn_create();
+        }
+        Ok(())
+    }
+
+    /// Destroys the idle objects for which `keep` returns `false`; returns how many.
+    pub async fn retain(&self, mut keep: impl FnMut(&M::Type, &Metadata) -> bool) -> usize {
+        let taken = self
+            .shared
+            .state
+            .lock()
+            .take_idle(|e| !keep(&e.obj, &e.meta));
+        let n = taken.len();
+        self.shared.destroy_all(taken, Reason::Cleared).await;
+        self.shared.refill();
+        n
+    }
+
+    /// Keeps at most `keep` healthy idle objects: broken ones and the
+    /// surplus (those idle longest) are destroyed. Returns how many.
+    pub async fn free(&self, keep: usize) -> usize {
+        let shared = &self.shared;
+        let taken = {
+            let mut st = shared.state.lock();
+            let healthy = st.idle.iter().filter(|e| !shared.broken(&e.obj)).count();
+            let mut surplus = healthy.saturating_sub(keep);
+            st.take_idle(|e| {
+                if shared.broken(&e.obj) {
+                    true
+                } else if surplus > 0 {
+                    surplus -= 1;
+                    true
+                } else {
+                    false
+                }
+            })
+        };
+        let n = taken.len();
+        shared.destroy_all(taken, Reason::Cleared).await;
+        n
+    }
+
+    /// Objects whose `destroy` failed or timed out, with their errors.
+    pub fn pending(&self) -> Vec<PendingInfo> {
+        self.shared
+            .pending
+            .lock()
+            .iter()
+            .map(|p| PendingInfo {
+                id: p.entry.meta.id,
+                error: p.error.to_string(),
+                since: p.since.into_std(),
+                attempts: p.attempts,
+            })
+            .collect()
+    }
+
+    /// Tries to close the pending objects again. With `force`, drops them
+    /// without calling `destroy`. Returns how many are still pending.
+    pub async fn close_pending(&self, force: bool) -> usize {
+        let all = std::mem::take(&mut *self.shared.pending.lock());
+        if force {
+            let n = all.len();
+            for p in &all {
+                tracing::debug!(target: "aquifer::pool", id = p.entry.meta.id, "pending object dropped by force");
+            }
+            drop(all);
+            tracing::info!(target: "aquifer::pool", dropped = n, "pending objects dropped");
+            return 0;
+        }
+        for p in all {
+            self.shared
+                .destroy_now(p.entry, Reason::Closed, p.attempts)
+                .await;
+        }
+        self.shared.pending.lock().len()
+    }
+
+    /// How many objects are where, right now.
+    pub fn status(&self) -> Status {
+        let pending = self.shared.pending.lock().len();
+        let st = self.shared.state.lock();
+        Status {
+            size: st.size,
+            idle: st.idle.len(),
+            borrowed: st.borrowed(),
+            creating: st.creating,
+            waiting: st.waiters.len(),
+            pending,
+            max: st.max,
+            min: st.min,
+            spare: st.max.saturating_sub(st.size),
+        }
+    }
+
+    /// Counters and latency summaries since the pool was built.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.state.lock().m.snapshot()
+    }
+
+    /// A new listener for this pool's events. Listeners that fall behind
+    /// lose the oldest events; the pool never waits for them.
+    pub fn events(&self) -> EventStream {
+        self.shared.events.subscribe()
+    }
+
+    /// The pool's configuration (`max` as built; see [`status`](Pool::status)
+    /// for the current one).
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.cfg
+    }
+
+    /// The manager.
+    pub fn manager(&self) -> &M {
+        &self.shared.manager
+    }
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Pool {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<M: Manager> Drop for Pool<M> {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let taken = self.shared.close_state();
+            for e in taken {
+                self.shared.spawn_destroy(e, Reason::Closed);
+            }
+        }
+    }
+}
+
+impl<M: Manager> fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// The slot a queued caller waits on.
+type WaitSlot<M> = crate::sync::Arc<Slot<Handoff<<M as Manager>::Type, <M as Manager>::Error>>>;
+
+/// A queued caller's claim; dropping it leaves the queue and puts back
+/// anything handed over in the meantime.
+struct WaitGuard<'a, M: Manager> {
+    shared: &'a Arc<Shared<M>>,
+    slot: Option<WaitSlot<M>>,
+}
+
+impl<M: Manager> Drop for WaitGuard<'_, M> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let mut st = self.shared.state.lock();
+            let placed = match st.cancel(&slot, false) {
+                Some(Ok(entry)) => Some(st.place(entry, Instant::now())),
+                _ => None,
+            };
+            let settled = st.phase != Phase::Open && st.settled();
+            drop(st);
+            self.shared.after_place(placed, settled);
+        }
+    }
+}
+
+/// An object being validated or reset; if that is cancelled mid-way the
+/// object is destroyed (its state is unknown) and its slot freed.
+struct Checkout<'a, M: Manager> {
+    shared: &'a Arc<Shared<M>>,
+    entry: Option<Entry<M::Type>>,
+}
+
+impl<M: Manager> Drop for Checkout<'_, M> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            self.shared.discard(entry, Reason::ValidationFailed);
+        }
+    }
+}
+
+/// A reserved create slot. Given back on drop unless the create finished,
+/// so a create job that is cancelled or panics leaks nothing.
+struct Reservation<M: Manager> {
+    shared: Arc<Shared<M>>,
+    armed: bool,
+}
+
+impl<M: Manager> Drop for Reservation<M> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut st = self.shared.state.lock();
+            st.unreserve();
+            let settled = st.phase != Phase::Open && st.settled();
+            drop(st);
+            if settled {
+                self.shared.settled.notify_waiters();
+            }
+        }
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    #[inline]
+    fn ensure_started(self: &Arc<Self>) {
+        if !self.started.load(Ordering::Acquire) {
+            self.start_background();
+        }
+    }
+
+    #[cold]
+    fn start_background(self: &Arc<Self>) {
+        let Ok(handle) = Handle::try_current() else {
+            return;
+        };
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.runtime.set(handle.clone());
+        handle.spawn(maintain(Arc::downgrade(self), self.cfg.tick()));
+        self.refill();
+    }
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, fut: F) {
+        match self
+            .runtime
+            .get()
+            .cloned()
+            .or_else(|| Handle::try_current().ok())
+        {
+            Some(h) => {
+                h.spawn(fut);
+            }
+            // No runtime to run it on: dropping the future runs its guards.
+            None => drop(fut),
+        }
+    }
+
+    /// A cheap broken check that survives a panicking manager.
+    #[inline]
+    fn broken(&self, obj: &M::Type) -> bool {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.manager.is_broken(obj))).unwrap_or(true)
+    }
+
+    fn emit(&self, ev: PoolEvent) {
+        self.events.send(ev);
+    }
+
+    /// Whether a per-checkout event is worth building.
+    #[inline]
+    fn hot_events(&self) -> bool {
+        self.events.wanted() || tracing::enabled!(target: "aquifer::pool", tracing::Level::TRACE)
+    }
+
+    /// Starts creates while they are useful: for waiters and up to `min`.
+    fn refill(self: &Arc<Self>) {
+        loop {
+            if !self.state.lock().reserve_create() {
+                break;
+            }
+            self.spawn_create();
+        }
+    }
+
+    /// Spawns a create job for a slot already reserved.
+    fn spawn_create(self: &Arc<Self>) {
+        let res = Reservation {
+            shared: Arc::clone(self),
+            armed: true,
+        };
+        self.spawn(create_job(res));
+    }
+
+    fn expiry(&self, now: Instant) -> Option<Instant> {
+        self.cfg.max_lifetime.map(|life| {
+            let cut = self.cfg.lifetime_jitter * fastrand::f64();
+            now + life.mul_f64(1.0 - cut)
+        })
+    }
+
+    async fn wait_settled(&self) {
+        loop {
+            let mut notified = pin!(self.settled.notified());
+            notified.as_mut().enable();
+            if self.state.lock().settled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn close_state(&self) -> Vec<Entry<M::Type>> {
+        let mut wake = Vec::new();
+        let taken = self.state.lock().close(&mut wake);
+        wake_all(wake);
+        self.settled.notify_waiters();
+        taken
+    }
+
+    /// Wakes or destroys after a `place`, and signals a settled pool.
+    fn after_place(self: &Arc<Self>, placed: Option<Placed<M::Type>>, settled: bool) {
+        match placed {
+            Some(Placed::Handed(Some(w))) => w.wake(),
+            Some(Placed::Destroy(e)) => {
+                let reason = if self.state.lock().phase == Phase::Closed {
+                    Reason::Closed
+                } else {
+                    Reason::Resized
+                };
+                self.spawn_destroy(e, reason);
+            }
+            _ => {}
+        }
+        if settled {
+            self.settled.notify_waiters();
+        }
+    }
+
+    fn refused(&self, r: Refusal) -> PoolError<M::Error> {
+        match r {
+            Refusal::QueueFull(max_waiting) => {
+                self.emit(PoolEvent::QueueFull { max_waiting });
+                PoolError::QueueFull { max_waiting }
+            }
+            Refusal::Draining => PoolError::Draining,
+            Refusal::Closed => PoolError::Closed,
+        }
+    }
+
+    async fn acquire(
+        self: &Arc<Self>,
+        priority: usize,
+        timeout: Duration,
+        caller: &'static Location<'static>,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        self.ensure_started();
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let mut now = start;
+        let mut first = true;
+        loop {
+            let step = self.state.lock().acquire(priority, now, first);
+            first = false;
+            let entry = match step {
+                Acquire::Got(e) => e,
+                Acquire::Wait {
+                    slot,
+                    create,
+                    at_max,
+                } => {
+                    if create {
+                        self.spawn_create();
+                    }
+                    if at_max {
+                        self.emit(PoolEvent::MaxReached {
+                            max: self.cfg.max,
+                            waiting: self.state.lock().waiters.len(),
+                        });
+                    }
+                    let e = self.wait(slot, deadline, start).await?;
+                    now = Instant::now();
+                    e
+                }
+                Acquire::Refused(r) => return Err(self.refused(r)),
+            };
+            if let Some(entry) = self.check_out(entry, now, deadline).await {
+                return Ok(self.hand_out(entry, start, now, caller));
+            }
+            now = Instant::now();
+            if now >= deadline {
+                let last_create_error = {
+                    let mut st = self.state.lock();
+                    st.m.timeouts += 1;
+                    st.last_error.clone()
+                };
+                self.emit(PoolEvent::QueueTimeout {
+                    waited: now - start,
+                });
+                return Err(PoolError::Timeout {
+                    waited: now - start,
+                    last_create_error,
+                });
+            }
+        }
+    }
+
+    async fn try_acquire(
+        self: &Arc<Self>,
+        caller: &'static Location<'static>,
+    ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        self.ensure_started();
+        let start = Instant::now();
+        loop {
+            let got = self.state.lock().try_acquire();
+            match got {
+                Ok(Some(entry)) => {
+                    let now = Instant::now();
+                    let deadline = now + self.cfg.validate_timeout;
+                    if let Some(entry) = self.check_out(entry, now, deadline).await {
+                        return Ok(self.hand_out(entry, start, now, caller));
+                    }
+                }
+                Ok(None) => return Err(PoolError::Exhausted),
+                Err(r) => return Err(self.refused(r)),
+            }
+        }
+    }
+
+    /// Checks an object before handing it out; `None` when it was bad (and
+    /// has been destroyed).
+    #[inline]
+    async fn check_out(
+        self: &Arc<Self>,
+        entry: Entry<M::Type>,
+        now: Instant,
+        deadline: Instant,
+    ) -> Option<Entry<M::Type>> {
+        if entry.expired(now) {
+            self.evict(entry, Reason::Lifetime);
+            return None;
+        }
+        if self.broken(&entry.obj) {
+            self.evict(entry, Reason::Broken);
+            return None;
+        }
+        let cfg = &self.cfg;
+        if cfg.validate_on_borrow
+            && now.saturating_duration_since(entry.meta.last_used) >= cfg.validate_if_idle_for
+            && now.saturating_duration_since(entry.checked_at) >= cfg.validate_if_idle_for
+        {
+            return self.validate(entry, deadline).await;
+        }
+        Some(entry)
+    }
+
+    #[cold]
+    async fn validate(
+        self: &Arc<Self>,
+        entry: Entry<M::Type>,
+        deadline: Instant,
+    ) -> Option<Entry<M::Type>> {
+        let mut guard = Checkout {
+            shared: self,
+            entry: Some(entry),
+        };
+        let limit = self
+            .cfg
+            .validate_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let obj = &mut guard.entry.as_mut().expect("held until taken").obj;
+        let outcome = tokio::time::timeout(limit, catch_unwind(self.manager.validate(obj))).await;
+        let mut entry = guard.entry.take().expect("held until taken");
+        let error = match outcome {
+            Ok(Ok(Ok(()))) => {
+                entry.checked_at = Instant::now();
+                return Some(entry);
+            }
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(_)) => "validate panicked".to_owned(),
+            Err(_) => format!("validate did not finish within {limit:?}"),
+        };
+        self.validation_failed(entry, error);
+        None
+    }
+
+    fn validation_failed(self: &Arc<Self>, entry: Entry<M::Type>, error: String) {
+        self.state.lock().m.validation_failures += 1;
+        self.emit(PoolEvent::ValidationFailed {
+            id: entry.meta.id,
+            error,
+        });
+        self.discard(entry, Reason::ValidationFailed);
+    }
+
+    #[inline]
+    fn hand_out(
+        self: &Arc<Self>,
+        mut entry: Entry<M::Type>,
+        start: Instant,
+        now: Instant,
+        caller: &'static Location<'static>,
+    ) -> Pooled<M> {
+        entry.meta.use_count += 1;
+        if let Some(leases) = &self.leases {
+            leases.lock().insert(
+                entry.meta.id,
+                Lease {
+                    since: now,
+                    location: caller,
+                    reported: false,
+                },
+            );
+        }
+        if self.hot_events() {
+            self.emit(PoolEvent::Acquired {
+                id: entry.meta.id,
+                waited: now.saturating_duration_since(start),
+            });
+        }
+        Pooled {
+            entry: Some(entry),
+            shared: Arc::clone(self),
+            taken_at: now,
+        }
+    }
+
+    async fn wait(
+        self: &Arc<Self>,
+        slot: WaitSlot<M>,
+        deadline: Instant,
+        start: Instant,
+    ) -> Result<Entry<M::Type>, PoolError<M::Error>> {
+        let mut guard = WaitGuard {
+            shared: self,
+            slot: Some(slot),
+        };
+        let mut sleep = pin!(tokio::time::sleep_until(deadline));
+        let handed = std::future::poll_fn(|cx| {
+            let slot = guard.slot.as_ref().expect("held until the wait ends");
+            if let Poll::Ready(v) = slot.poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        let slot = guard.slot.take().expect("held until the wait ends");
+        let handed = match handed {
+            Some(v) => v,
+            None => {
+                let (late, seen) = {
+                    let mut st = self.state.lock();
+                    let late = st.cancel(&slot, true);
+                    (late, st.error_seen_by(&slot))
+                };
+                match late {
+                    // Handed over just as the time ran out: take it.
+                    Some(v) => v,
+                    None => {
+                        let waited = start.elapsed();
+                        self.emit(PoolEvent::QueueTimeout { waited });
+                        return Err(PoolError::Timeout {
+                            waited,
+                            last_create_error: seen,
+                        });
+                    }
+                }
+            }
+        };
+        match handed {
+            Ok(entry) => Ok(entry),
+            Err(WaitError::Create(e)) => Err(PoolError::Create(e)),
+            Err(WaitError::Closed) => Err(PoolError::Closed),
+        }
+    }
+
+    /// A checked-out object comes back.
+    #[inline]
+    pub(crate) fn release(self: &Arc<Self>, mut entry: Entry<M::Type>, taken_at: Instant) {
+        let now = Instant::now();
+        let held = now.saturating_duration_since(taken_at);
+        entry.meta.last_used = now;
+        if let Some(leases) = &self.leases {
+            leases.lock().remove(&entry.meta.id);
+        }
+        if self.hot_events() {
+            self.emit(PoolEvent::Released {
+                id: entry.meta.id,
+                held,
+            });
+        }
+        if self.broken(&entry.obj) {
+            self.state.lock().m.usage.record(held);
+            self.evict(entry, Reason::Broken);
+        } else if entry.expired(now) {
+            self.state.lock().m.usage.record(held);
+            self.evict(entry, Reason::Lifetime);
+        } else if std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.manager.needs_reset(&entry.obj)
+        }))
+        .unwrap_or(true)
+        {
+            self.state.lock().m.usage.record(held);
+            let this = Arc::clone(self);
+            self.spawn(async move { this.reset(entry).await });
+        } else {
+            let mut st = self.state.lock();
+            st.m.usage.record(held);
+            let placed = st.place(entry, now);
+            let settled = st.phase != Phase::Open && st.settled();
+            drop(st);
+            self.after_place(Some(placed), settled);
+        }
+    }
+
+    /// A returned object is reset before it is reused.
+    async fn reset(self: &Arc<Self>, entry: Entry<M::Type>) {
+        // If this task is dropped mid-reset the guard destroys the object.
+        let mut guard = Checkout {
+            shared: self,
+            entry: Some(entry),
+        };
+        let limit = self.cfg.reset_timeout;
+        let obj = &mut guard.entry.as_mut().expect("held until taken").obj;
+        let outcome = tokio::time::timeout(limit, catch_unwind(self.manager.reset(obj))).await;
+        let entry = guard.entry.take().expect("held until taken");
+        if let Ok(Ok(Ok(()))) = outcome {
+            let mut st = self.state.lock();
+            let placed = st.place(entry, Instant::now());
+            let settled = st.phase != Phase::Open && st.settled();
+            drop(st);
+            self.after_place(Some(placed), settled);
+        } else {
+            self.state.lock().m.reset_failures += 1;
+            self.discard(entry, Reason::ResetFailed);
+        }
+    }
+
+    /// Removes a checked-out object's lease and records how long it was held.
+    pub(crate) fn forget(&self, id: u64, taken_at: Instant) {
+        if let Some(leases) = &self.leases {
+            leases.lock().remove(&id);
+        }
+        self.state.lock().m.usage.record(taken_at.elapsed());
+    }
+
+    /// A detached object frees its slot.
+    pub(crate) fn detached(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        let create = st.discard();
+        let settled = st.phase != Phase::Open && st.settled();
+        drop(st);
+        if create {
+            self.spawn_create();
+        }
+        if settled {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Evicts a counted object (checkout or return found it expired or broken).
+    fn evict(self: &Arc<Self>, entry: Entry<M::Type>, reason: Reason) {
+        {
+            let mut st = self.state.lock();
+            match reason {
+                Reason::Idle => st.m.evicted_idle += 1,
+                Reason::Lifetime => st.m.evicted_lifetime += 1,
+                _ => st.m.evicted_broken += 1,
+            }
+        }
+        self.emit(PoolEvent::Evicted {
+            id: entry.meta.id,
+            reason,
+        });
+        self.discard(entry, reason);
+    }
+
+    /// Destroys a counted object: frees its slot (starting a replacement if
+    /// one is needed) and closes it in the background.
+    pub(crate) fn discard(self: &Arc<Self>, entry: Entry<M::Type>, reason: Reason) {
+        self.detached();
+        self.spawn_destroy(entry, reason);
+    }
+
+    /// Closes an object whose slot is already freed, in the background.
+    fn spawn_destroy(self: &Arc<Self>, entry: Entry<M::Type>, reason: Reason) {
+        let this = Arc::clone(self);
+        self.spawn(async move {
+            this.destroy_now(entry, reason, 0).await;
+        });
+    }
+
+    /// Closes objects whose slots are already freed, and waits for it.
+    async fn destroy_all(self: &Arc<Self>, entries: Vec<Entry<M::Type>>, reason: Reason) {
+        match self.runtime.get() {
+            Some(h) => {
+                let tasks: Vec<_> = entries
+                    .into_iter()
+                    .map(|e| {
+                        let this = Arc::clone(self);
+                        h.spawn(async move { this.destroy_now(e, reason, 0).await })
+                    })
+                    .collect();
+                for t in tasks {
+                    let _ = t.await;
+                }
+            }
+            None => {
+                for e in entries {
+                    self.destroy_now(e, reason, 0).await;
+                }
+            }
+        }
+    }
+
+    /// Runs `destroy`; a failure or timeout keeps the object as pending.
+    async fn destroy_now(&self, mut entry: Entry<M::Type>, reason: Reason, attempts: u32) {
+        let limit = self.cfg.destroy_timeout;
+        let outcome =
+            tokio::time::timeout(limit, catch_unwind(self.manager.destroy(&mut entry.obj))).await;
+        let id = entry.meta.id;
+        let error = match outcome {
+            Ok(Ok(Ok(()))) => {
+                drop(entry);
+                self.state.lock().m.destroys += 1;
+                self.emit(PoolEvent::Destroyed { id, reason });
+                return;
+            }
+            Ok(Ok(Err(e))) => DestroyError::Backend(std::sync::Arc::new(e)),
+            Ok(Err(_)) => {
+                // A panicking destroy leaves nothing to retry with.
+                drop(entry);
+                self.state.lock().m.destroy_failures += 1;
+                self.emit(PoolEvent::DestroyFailed {
+                    id,
+                    error: "destroy panicked; object dropped".into(),
+                });
+                return;
+            }
+            Err(_) => DestroyError::Timeout(limit),
+        };
+        self.state.lock().m.destroy_failures += 1;
+        self.emit(PoolEvent::DestroyFailed {
+            id,
+            error: error.to_string(),
+        });
+        self.pending.lock().push(PendingObject {
+            entry,
+            error,
+            since: Instant::now(),
+            attempts: attempts + 1,
+        });
+    }
+
+    /// One maintenance pass: eviction, refill, keepalive, leak checks.
+    async fn maintain_once(self: &Arc<Self>) {
+        let now = Instant::now();
+        let evicted = self
+            .state
+            .lock()
+            .evict(now, &self.cfg, |obj| self.broken(obj));
+        for (e, reason) in evicted {
+            self.emit(PoolEvent::Evicted {
+                id: e.meta.id,
+                reason,
+            });
+            self.spawn_destroy(e, reason);
+        }
+        self.refill();
+        if let Some(every) = self.cfg.keepalive_interval {
+            let due = self.state.lock().due_for_keepalive(now, every);
+            for entry in due {
+                let this = Arc::clone(self);
+                self.spawn(async move {
+                    let deadline = Instant::now() + this.cfg.validate_timeout;
+                    if let Some(entry) = this.validate(entry, deadline).await {
+                        let mut st = this.state.lock();
+                        let placed = st.place(entry, Instant::now());
+                        let settled = st.phase != Phase::Open && st.settled();
+                        drop(st);
+                        this.after_place(Some(placed), settled);
+                    }
+                });
+            }
+        }
+        if let (Some(limit), Some(leases)) = (self.cfg.leak_detection_threshold, &self.leases) {
+            let mut found = Vec::new();
+            for (id, lease) in leases.lock().iter_mut() {
+                let held = now.saturating_duration_since(lease.since);
+                if !lease.reported && held >= limit {
+                    lease.reported = true;
+                    found.push((*id, held, lease.location));
+                }
+            }
+            if !found.is_empty() {
+                self.state.lock().m.leaks += found.len() as u64;
+            }
+            for (id, held, location) in found {
+                self.emit(PoolEvent::LeakSuspected {
+                    id,
+                    held,
+                    location: location.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Creates objects while they are wanted, backing off after failures.
+async fn create_job<M: Manager>(mut res: Reservation<M>) {
+    let shared = Arc::clone(&res.shared);
+    let cfg = &shared.cfg;
+    loop {
+        let retry_at = shared.state.lock().retry_at;
+        if let Some(at) = retry_at {
+            if at > Instant::now() {
+                tokio::time::sleep_until(at).await;
+                let mut st = shared.state.lock();
+                if !st.keep_creating() {
+                    st.unreserve();
+                    res.armed = false;
+                    let settled = st.phase != Phase::Open && st.settled();
+                    drop(st);
+                    if settled {
+                        shared.settled.notify_waiters();
+                    }
+                    return;
+                }
+            }
+        }
+        let started = Instant::now();
+        let outcome =
+            tokio::time::timeout(cfg.create_timeout, catch_unwind(shared.manager.create())).await;
+        let now = Instant::now();
+        let err = match outcome {
+            Ok(Ok(Ok(obj))) => {
+                let took = now - started;
+                let expires = shared.expiry(now);
+                let (placed, id, again, settled) = {
+                    let mut st = shared.state.lock();
+                    let id = st.next_id();
+                    let placed = st.created(Entry::new(obj, id, now, expires), now, took);
+                    let again = st.reserve_create();
+                    let settled = st.phase != Phase::Open && st.settled();
+                    (placed, id, again, settled)
+                };
+                res.armed = again;
+                shared.emit(PoolEvent::Created { id, took });
+                shared.after_place(Some(placed), settled);
+                if !again {
+                    return;
+                }
+                continue;
+            }
+            Ok(Ok(Err(e))) => CreateError::Backend(std::sync::Arc::new(e)),
+            Ok(Err(_)) => CreateError::Panicked,
+            Err(_) => CreateError::Timeout(cfg.create_timeout),
+        };
+        let mut wake = Vec::new();
+        let (keep, failures, delay, settled) = {
+            let mut st = shared.state.lock();
+            let failures = st.failures.saturating_add(1);
+            let delay = cfg.backoff.delay(failures);
+            let keep = st.create_failed(err.clone(), now + delay, cfg.retries, &mut wake);
+            let settled = st.phase != Phase::Open && st.settled();
+            (keep, failures, delay, settled)
+        };
+        res.armed = keep;
+        wake_all(wake);
+        shared.emit(PoolEvent::CreateFailed {
+            error: err.to_string(),
+            failures,
+            retry_in: delay,
+        });
+        if settled {
+            shared.settled.notify_waiters();
+        }
+        if !keep {
+            return;
+        }
+    }
+}
+
+/// The background maintenance loop; ends when the pool is closed or gone.
+async fn maintain<M: Manager>(pool: Weak<Shared<M>>, tick: Duration) {
+    let mut interval = tokio::time::interval_at(Instant::now() + tick, tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(shared) = pool.upgrade() else {
+            return;
+        };
+        if shared.state.lock().phase == Phase::Closed {
+            return;
+        }
+        shared.maintain_once().await;
+    }
+}

@@ -1,0 +1,44 @@
+//! The synchronisation primitives the pool's state machine is built on.
+//!
+//! Normal builds use `parking_lot` (no poisoning: a panic while the lock is
+//! held cannot wedge the pool) and `std::sync::Arc`. Under `--cfg aquifer_loom`
+//! the same names come from `loom`, so the model tests in `core.rs` explore
+//! every interleaving of the real code. (The cfg is not called `loom` because
+//! tokio reacts to that name and would no longer build as a dependency.)
+
+#[cfg(not(aquifer_loom))]
+pub(crate) use std::sync::Arc;
+
+#[cfg(aquifer_loom)]
+pub(crate) use loom::sync::Arc;
+
+/// A mutex whose `lock` never fails.
+#[derive(Debug, Default)]
+pub(crate) struct Mutex<T>(
+    #[cfg(not(aquifer_loom))] parking_lot::Mutex<T>,
+    #[cfg(aquifer_loom)] loom::sync::Mutex<T>,
+);
+
+#[cfg(not(aquifer_loom))]
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(parking_lot::Mutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
+        self.0.lock()
+    }
+}
+
+#[cfg(aquifer_loom)]
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(loom::sync::Mutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+        // loom's mutex only poisons when a model thread panicked, which
+        // already fails the model.
+        self.0.lock().unwrap()
+    }
+}

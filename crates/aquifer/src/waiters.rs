@@ -1,0 +1,168 @@
+//! The wait queue: one FIFO per priority, each waiter a slot that the pool
+//! fills while it holds its lock.
+//!
+//! Lock order: pool state, then slot. A slot is filled only by whoever pops
+//! it from the queue (under the pool lock), and a waiter that gives up
+//! removes its slot under the pool lock too, taking back anything handed to
+//! it in the meantime. So a value is always in exactly one place: the idle
+//! list, a slot, or a caller's hands.
+
+use std::collections::VecDeque;
+use std::mem;
+use std::task::{Context, Poll, Waker};
+
+use crate::sync::{Arc, Mutex};
+
+enum SlotState<V> {
+    Waiting(Option<Waker>),
+    Ready(V),
+    Taken,
+}
+
+/// One waiting caller.
+pub(crate) struct Slot<V> {
+    state: Mutex<SlotState<V>>,
+    priority: usize,
+    /// The pool's create-failure count when this caller started to wait.
+    pub(crate) failures_base: u64,
+    /// When it started to wait.
+    pub(crate) since: tokio::time::Instant,
+}
+
+impl<V> Slot<V> {
+    pub(crate) fn new(
+        priority: usize,
+        failures_base: u64,
+        since: tokio::time::Instant,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(SlotState::Waiting(None)),
+            priority,
+            failures_base,
+            since,
+        })
+    }
+
+    /// Takes the value once the pool handed one over.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<V> {
+        let mut state = self.state.lock();
+        match &mut *state {
+            SlotState::Waiting(waker) => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            SlotState::Ready(_) => match mem::replace(&mut *state, SlotState::Taken) {
+                SlotState::Ready(v) => Poll::Ready(v),
+                _ => unreachable!(),
+            },
+            SlotState::Taken => panic!("a pool wait slot was polled after it completed"),
+        }
+    }
+
+    /// Takes a value that was handed over but not yet polled. Call with the
+    /// pool lock held, so that nothing is handed over concurrently.
+    pub(crate) fn take_ready(&self) -> Option<V> {
+        let mut state = self.state.lock();
+        match mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Ready(v) => Some(v),
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+
+    /// Hands a value over; the returned waker must be woken after the pool
+    /// lock is released.
+    fn fill(&self, v: V) -> Option<Waker> {
+        let mut state = self.state.lock();
+        match mem::replace(&mut *state, SlotState::Ready(v)) {
+            SlotState::Waiting(w) => w,
+            _ => unreachable!("a pool wait slot was filled twice"),
+        }
+    }
+}
+
+/// Waiting callers, most urgent priority first, FIFO within a priority.
+pub(crate) struct Waiters<V> {
+    queues: Box<[VecDeque<Arc<Slot<V>>>]>,
+    len: usize,
+}
+
+impl<V> Waiters<V> {
+    pub(crate) fn new(levels: usize) -> Self {
+        Self {
+            queues: (0..levels.max(1)).map(|_| VecDeque::new()).collect(),
+            len: 0,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The priority a request is served at: out of range means lowest.
+    pub(crate) fn clamp(&self, priority: usize) -> usize {
+        priority.min(self.queues.len() - 1)
+    }
+
+    pub(crate) fn push(&mut self, slot: Arc<Slot<V>>) {
+        self.queues[slot.priority].push_back(slot);
+        self.len += 1;
+    }
+
+    /// Removes a waiter that gave up. Returns whether it was queued.
+    pub(crate) fn remove(&mut self, slot: &Arc<Slot<V>>) -> bool {
+        let queue = &mut self.queues[slot.priority];
+        // A waiter that gives up is usually near the front (it waited
+        // longest), so search from there.
+        match queue.iter().position(|s| Arc::ptr_eq(s, slot)) {
+            Some(i) => {
+                queue.remove(i);
+                self.len -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands `v` to the longest-waiting caller of the most urgent priority.
+    /// Gives `v` back when nobody waits.
+    pub(crate) fn hand(&mut self, v: V) -> Result<(Option<Waker>, tokio::time::Instant), V> {
+        if self.len == 0 {
+            return Err(v);
+        }
+        for queue in self.queues.iter_mut() {
+            if let Some(slot) = queue.pop_front() {
+                self.len -= 1;
+                return Ok((slot.fill(v), slot.since));
+            }
+        }
+        unreachable!("waiter count out of step with the queues")
+    }
+
+    /// Fills every waiter for which `pred` holds with `make()`, pushing the
+    /// wakers to `wake`.
+    pub(crate) fn fail_where(
+        &mut self,
+        mut pred: impl FnMut(&Slot<V>) -> bool,
+        mut make: impl FnMut() -> V,
+        wake: &mut Vec<Waker>,
+    ) {
+        for queue in self.queues.iter_mut() {
+            queue.retain(|slot| {
+                if pred(slot) {
+                    wake.extend(slot.fill(make()));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        self.len = self.queues.iter().map(VecDeque::len).sum();
+    }
+}

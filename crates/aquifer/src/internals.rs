@@ -12,12 +12,12 @@ use crate::config::{Order, PoolConfig};
 use crate::error::CreateError;
 use crate::events::Reason;
 use crate::metrics::Counters;
-use crate::object::Entry;
+use crate::object::Item;
 use crate::sync::Arc;
 use crate::waiters::{Slot, Waiters};
 
 /// What a waiter receives.
-pub(crate) type Handoff<T, E> = Result<Entry<T>, WaitError<E>>;
+pub(crate) type Handoff<T, E> = Result<Item<T>, WaitError<E>>;
 
 /// Why a waiter was woken without an object.
 pub(crate) enum WaitError<E: std::error::Error + 'static> {
@@ -33,7 +33,7 @@ pub(crate) enum Phase {
 }
 
 pub(crate) enum Acquire<T, E: std::error::Error + 'static> {
-    Got(Entry<T>),
+    Got(Item<T>),
     Wait {
         slot: Arc<Slot<Handoff<T, E>>>,
         /// The caller reserved a create and must start it.
@@ -58,11 +58,11 @@ pub(crate) enum Placed<T> {
     Idle,
     /// Not wanted any more (closed, or above `max`): destroy it. Its slot is
     /// already freed.
-    Destroy(Entry<T>),
+    Destroy(Item<T>),
 }
 
 pub(crate) struct State<T, E: std::error::Error + 'static> {
-    pub(crate) idle: VecDeque<Entry<T>>,
+    pub(crate) idle: VecDeque<Item<T>>,
     pub(crate) waiters: Waiters<Handoff<T, E>>,
     /// Idle + borrowed + creating.
     pub(crate) size: usize,
@@ -136,7 +136,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             };
             if let Some(entry) = entry {
                 if first {
-                    self.m.wait.record(Duration::ZERO);
+                    self.m.immediate += 1;
                 }
                 return Acquire::Got(entry);
             }
@@ -159,7 +159,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     }
 
     /// A checkout that never queues.
-    pub(crate) fn try_acquire(&mut self) -> Result<Option<Entry<T>>, Refusal> {
+    pub(crate) fn try_acquire(&mut self) -> Result<Option<Item<T>>, Refusal> {
         match self.phase {
             Phase::Open => {}
             Phase::Draining => return Err(Refusal::Draining),
@@ -175,14 +175,14 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.idle.pop_front()
         };
         if entry.is_some() {
-            self.m.wait.record(Duration::ZERO);
+            self.m.immediate += 1;
         }
         Ok(entry)
     }
 
     /// Puts a counted object back: to the first waiter, else to the idle list.
     #[inline]
-    pub(crate) fn place(&mut self, entry: Entry<T>, now: Instant) -> Placed<T> {
+    pub(crate) fn place(&mut self, entry: Item<T>, now: Instant) -> Placed<T> {
         if self.phase == Phase::Closed || self.size > self.max {
             self.size -= 1;
             return Placed::Destroy(entry);
@@ -260,7 +260,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     }
 
     /// A create succeeded.
-    pub(crate) fn created(&mut self, entry: Entry<T>, now: Instant, took: Duration) -> Placed<T> {
+    pub(crate) fn created(&mut self, entry: Item<T>, now: Instant, took: Duration) -> Placed<T> {
         self.creating -= 1;
         self.failures = 0;
         self.retry_at = None;
@@ -309,7 +309,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     }
 
     /// Takes idle objects matching `pred` out of the pool (their slots freed).
-    pub(crate) fn take_idle(&mut self, mut pred: impl FnMut(&Entry<T>) -> bool) -> Vec<Entry<T>> {
+    pub(crate) fn take_idle(&mut self, mut pred: impl FnMut(&Item<T>) -> bool) -> Vec<Item<T>> {
         let mut out = Vec::new();
         let mut keep = VecDeque::with_capacity(self.idle.len());
         for e in self.idle.drain(..) {
@@ -331,7 +331,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         now: Instant,
         cfg: &PoolConfig,
         mut is_broken: impl FnMut(&T) -> bool,
-    ) -> Vec<(Entry<T>, Reason)> {
+    ) -> Vec<(Item<T>, Reason)> {
         let mut budget = cfg.tests_per_eviction_run.unwrap_or(usize::MAX);
         let mut out = Vec::new();
         let mut keep = VecDeque::with_capacity(self.idle.len());
@@ -377,7 +377,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// Keepalive: takes idle objects whose last check is older than `every`.
     /// They count as borrowed until the check ends.
-    pub(crate) fn due_for_keepalive(&mut self, now: Instant, every: Duration) -> Vec<Entry<T>> {
+    pub(crate) fn due_for_keepalive(&mut self, now: Instant, every: Duration) -> Vec<Item<T>> {
         let mut due = Vec::new();
         let mut i = 0;
         while i < self.idle.len() {
@@ -391,7 +391,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     }
 
     /// Closes: fails every waiter and takes every idle object (slots freed).
-    pub(crate) fn close(&mut self, wake: &mut Vec<Waker>) -> Vec<Entry<T>> {
+    pub(crate) fn close(&mut self, wake: &mut Vec<Waker>) -> Vec<Item<T>> {
         self.phase = Phase::Closed;
         self.waiters
             .fail_where(|_| true, || Err(WaitError::Closed), wake);
@@ -425,6 +425,7 @@ mod loom_tests {
     use loom::thread;
 
     use super::*;
+    use crate::object::Entry;
     use crate::sync::Mutex;
 
     #[derive(Debug)]
@@ -446,11 +447,11 @@ mod loom_tests {
         Arc::new(Mutex::new(State::new(&cfg)))
     }
 
-    fn entry(id: u64) -> Entry<u32> {
-        Entry::new(id as u32, id, Instant::now(), None)
+    fn entry(id: u64) -> Item<u32> {
+        Box::new(Entry::new(id as u32, id, Instant::now(), None))
     }
 
-    fn release(pool: &Mutex<S>, e: Entry<u32>) {
+    fn release(pool: &Mutex<S>, e: Item<u32>) {
         let placed = pool.lock().place(e, Instant::now());
         if let Placed::Handed(Some(w)) = placed {
             w.wake();
@@ -465,7 +466,7 @@ mod loom_tests {
     }
 
     impl Future for Wait {
-        type Output = Option<Entry<u32>>;
+        type Output = Option<Item<u32>>;
         fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let slot = self.slot.as_ref().unwrap();
             match slot.poll(cx) {

@@ -73,6 +73,17 @@ impl Histogram {
     }
 
     pub(crate) fn summary(&self) -> Summary {
+        self.summary_with_zeros(0)
+    }
+
+    /// The summary as if `zeros` more samples of 0 had been recorded.
+    pub(crate) fn summary_with_zeros(&self, zeros: u64) -> Summary {
+        if zeros > 0 {
+            let mut h = self.clone();
+            h.buckets[0] += zeros;
+            h.count += zeros;
+            return h.summary();
+        }
         Summary {
             count: self.count,
             mean: if self.count == 0 {
@@ -108,6 +119,8 @@ pub struct Summary {
 pub(crate) struct Counters {
     pub(crate) gets: u64,
     pub(crate) gets_waited: u64,
+    /// Checkouts served at once; their zero waits are not recorded one by one.
+    pub(crate) immediate: u64,
     pub(crate) timeouts: u64,
     pub(crate) cancelled: u64,
     pub(crate) queue_full: u64,
@@ -146,7 +159,7 @@ impl Counters {
                 broken: self.evicted_broken,
             },
             leaks_suspected: self.leaks,
-            wait_time: self.wait.summary(),
+            wait_time: self.wait.summary_with_zeros(self.immediate),
             create_time: self.create.summary(),
             usage_time: self.usage.summary(),
         }

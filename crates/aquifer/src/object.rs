@@ -46,6 +46,9 @@ impl Metadata {
     }
 }
 
+/// How the pool stores an object: boxed, so that handing it around moves a pointer.
+pub(crate) type Item<T> = Box<Entry<T>>;
+
 /// An object together with its metadata, as the pool stores it.
 pub(crate) struct Entry<T> {
     pub(crate) obj: T,
@@ -85,7 +88,7 @@ impl<T> Entry<T> {
 /// started in, which the pool keeps a handle to.
 #[must_use = "dropping a Pooled returns the object at once"]
 pub struct Pooled<M: Manager> {
-    pub(crate) entry: Option<Entry<M::Type>>,
+    pub(crate) entry: Option<Item<M::Type>>,
     pub(crate) shared: Arc<Shared<M>>,
     pub(crate) taken_at: Instant,
 }

@@ -20,7 +20,7 @@ use crate::error::{BuildError, CreateError, DestroyError, PoolError};
 use crate::events::{EventBus, EventStream, PoolEvent, Reason};
 use crate::internals::{Acquire, Handoff, Phase, Placed, Refusal, State, WaitError};
 use crate::metrics::Metrics;
-use crate::object::{Entry, Metadata, Pooled};
+use crate::object::{Entry, Item, Metadata, Pooled};
 use crate::sync::Mutex;
 use crate::waiters::Slot;
 use crate::Manager;
@@ -60,7 +60,7 @@ pub struct Pool<M: Manager> {
 
 /// What the pool keeps about an object whose `destroy` failed.
 pub(crate) struct PendingObject<T, E> {
-    entry: Entry<T>,
+    entry: Item<T>,
     error: DestroyError<E>,
     since: Instant,
     attempts: u32,
@@ -541,7 +541,7 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
 /// object is destroyed (its state is unknown) and its slot freed.
 struct Checkout<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
-    entry: Option<Entry<M::Type>>,
+    entry: Option<Item<M::Type>>,
 }
 
 impl<M: Manager> Drop for Checkout<'_, M> {
@@ -662,7 +662,7 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    fn close_state(&self) -> Vec<Entry<M::Type>> {
+    fn close_state(&self) -> Vec<Item<M::Type>> {
         let mut wake = Vec::new();
         let taken = self.state.lock().close(&mut wake);
         wake_all(wake);
@@ -706,6 +706,10 @@ impl<M: Manager> Shared<M> {
         timeout: Duration,
         caller: &'static Location<'static>,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        // Take part in Tokio's cooperative scheduling, like its own
+        // semaphore: a task that loops on `get` while objects are free must
+        // still yield now and then, or it starves its worker's timers and I/O.
+        tokio::task::coop::consume_budget().await;
         self.ensure_started();
         let start = Instant::now();
         let deadline = start + timeout;
@@ -784,10 +788,10 @@ impl<M: Manager> Shared<M> {
     #[inline]
     async fn check_out(
         self: &Arc<Self>,
-        entry: Entry<M::Type>,
+        entry: Item<M::Type>,
         now: Instant,
         deadline: Instant,
-    ) -> Option<Entry<M::Type>> {
+    ) -> Option<Item<M::Type>> {
         if entry.expired(now) {
             self.evict(entry, Reason::Lifetime);
             return None;
@@ -809,9 +813,9 @@ impl<M: Manager> Shared<M> {
     #[cold]
     async fn validate(
         self: &Arc<Self>,
-        entry: Entry<M::Type>,
+        entry: Item<M::Type>,
         deadline: Instant,
-    ) -> Option<Entry<M::Type>> {
+    ) -> Option<Item<M::Type>> {
         let mut guard = Checkout {
             shared: self,
             entry: Some(entry),
@@ -836,7 +840,7 @@ impl<M: Manager> Shared<M> {
         None
     }
 
-    fn validation_failed(self: &Arc<Self>, entry: Entry<M::Type>, error: String) {
+    fn validation_failed(self: &Arc<Self>, entry: Item<M::Type>, error: String) {
         self.state.lock().m.validation_failures += 1;
         self.emit(PoolEvent::ValidationFailed {
             id: entry.meta.id,
@@ -848,7 +852,7 @@ impl<M: Manager> Shared<M> {
     #[inline]
     fn hand_out(
         self: &Arc<Self>,
-        mut entry: Entry<M::Type>,
+        mut entry: Item<M::Type>,
         start: Instant,
         now: Instant,
         caller: &'static Location<'static>,
@@ -882,7 +886,7 @@ impl<M: Manager> Shared<M> {
         slot: WaitSlot<M>,
         deadline: Instant,
         start: Instant,
-    ) -> Result<Entry<M::Type>, PoolError<M::Error>> {
+    ) -> Result<Item<M::Type>, PoolError<M::Error>> {
         let mut guard = WaitGuard {
             shared: self,
             slot: Some(slot),
@@ -931,7 +935,7 @@ impl<M: Manager> Shared<M> {
 
     /// A checked-out object comes back.
     #[inline]
-    pub(crate) fn release(self: &Arc<Self>, mut entry: Entry<M::Type>, taken_at: Instant) {
+    pub(crate) fn release(self: &Arc<Self>, mut entry: Item<M::Type>, taken_at: Instant) {
         let now = Instant::now();
         let held = now.saturating_duration_since(taken_at);
         entry.meta.last_used = now;
@@ -969,7 +973,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// A returned object is reset before it is reused.
-    async fn reset(self: &Arc<Self>, entry: Entry<M::Type>) {
+    async fn reset(self: &Arc<Self>, entry: Item<M::Type>) {
         // If this task is dropped mid-reset the guard destroys the object.
         let mut guard = Checkout {
             shared: self,
@@ -1014,7 +1018,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Evicts a counted object (checkout or return found it expired or broken).
-    fn evict(self: &Arc<Self>, entry: Entry<M::Type>, reason: Reason) {
+    fn evict(self: &Arc<Self>, entry: Item<M::Type>, reason: Reason) {
         {
             let mut st = self.state.lock();
             match reason {
@@ -1032,13 +1036,13 @@ impl<M: Manager> Shared<M> {
 
     /// Destroys a counted object: frees its slot (starting a replacement if
     /// one is needed) and closes it in the background.
-    pub(crate) fn discard(self: &Arc<Self>, entry: Entry<M::Type>, reason: Reason) {
+    pub(crate) fn discard(self: &Arc<Self>, entry: Item<M::Type>, reason: Reason) {
         self.detached();
         self.spawn_destroy(entry, reason);
     }
 
     /// Closes an object whose slot is already freed, in the background.
-    fn spawn_destroy(self: &Arc<Self>, entry: Entry<M::Type>, reason: Reason) {
+    fn spawn_destroy(self: &Arc<Self>, entry: Item<M::Type>, reason: Reason) {
         let this = Arc::clone(self);
         self.spawn(async move {
             this.destroy_now(entry, reason, 0).await;
@@ -1046,7 +1050,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Closes objects whose slots are already freed, and waits for it.
-    async fn destroy_all(self: &Arc<Self>, entries: Vec<Entry<M::Type>>, reason: Reason) {
+    async fn destroy_all(self: &Arc<Self>, entries: Vec<Item<M::Type>>, reason: Reason) {
         match self.runtime.get() {
             Some(h) => {
                 let tasks: Vec<_> = entries
@@ -1069,7 +1073,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Runs `destroy`; a failure or timeout keeps the object as pending.
-    async fn destroy_now(&self, mut entry: Entry<M::Type>, reason: Reason, attempts: u32) {
+    async fn destroy_now(&self, mut entry: Item<M::Type>, reason: Reason, attempts: u32) {
         let limit = self.cfg.destroy_timeout;
         let outcome =
             tokio::time::timeout(limit, catch_unwind(self.manager.destroy(&mut entry.obj))).await;
@@ -1194,7 +1198,7 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
                 let (placed, id, again, settled) = {
                     let mut st = shared.state.lock();
                     let id = st.next_id();
-                    let placed = st.created(Entry::new(obj, id, now, expires), now, took);
+                    let placed = st.created(Box::new(Entry::new(obj, id, now, expires)), now, took);
                     let again = st.reserve_create();
                     let settled = st.phase != Phase::Open && st.settled();
                     (placed, id, again, settled)

@@ -83,7 +83,6 @@ impl Backoff {
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
-#[non_exhaustive]
 pub struct PoolConfig {
     /// Most objects alive at once (idle, borrowed and being created). Default 10.
     pub max: usize,

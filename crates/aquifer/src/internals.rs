@@ -301,6 +301,13 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         keep
     }
 
+    /// A brand-new object failed its first validation: count it like a
+    /// failed create, so the next create backs off instead of looping.
+    pub(crate) fn fresh_object_failed(&mut self, retry_at: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at = Some(retry_at);
+    }
+
     /// An object leaves for good (destroyed or detached): free its slot.
     /// Returns whether a replacement create was reserved.
     pub(crate) fn discard(&mut self) -> bool {

@@ -841,7 +841,14 @@ impl<M: Manager> Shared<M> {
     }
 
     fn validation_failed(self: &Arc<Self>, entry: Item<M::Type>, error: String) {
-        self.state.lock().m.validation_failures += 1;
+        {
+            let mut st = self.state.lock();
+            st.m.validation_failures += 1;
+            if entry.meta.use_count == 0 {
+                let delay = self.cfg.backoff.delay(st.failures.saturating_add(1));
+                st.fresh_object_failed(Instant::now() + delay);
+            }
+        }
         self.emit(PoolEvent::ValidationFailed {
             id: entry.meta.id,
             error,

@@ -1,0 +1,318 @@
+//! Checkout and return, the guard, configuration errors.
+
+mod common;
+
+use std::time::Duration;
+
+use aquifer::{BuildError, Order, Pool, PoolConfig, PoolError, Pooled};
+use common::*;
+
+fn pool(max: usize) -> (std::sync::Arc<Fake>, Pool<FakeManager>) {
+    let (f, m) = fake();
+    (f, Pool::builder(m).max(max).build().unwrap())
+}
+
+#[test]
+fn handles_are_send_sync_and_static() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    fn assert_send<T: Send + 'static>() {}
+    assert_send_sync::<Pool<FakeManager>>();
+    assert_send_sync::<Pooled<FakeManager>>();
+    assert_send_sync::<PoolError<FakeError>>();
+    assert_send::<aquifer::EventStream>();
+    fn get_is_send(p: &Pool<FakeManager>) -> impl Send + '_ {
+        p.get()
+    }
+    let _ = get_is_send;
+}
+
+#[tokio::test]
+async fn get_and_return_reuses_the_object() {
+    let (f, p) = pool(4);
+    let a = p.get().await.unwrap();
+    let id = a.id();
+    assert_eq!(a.obj.id, 1);
+    assert_eq!(a.metadata().use_count(), 1);
+    let s = check_pool(&p);
+    assert_eq!((s.size, s.borrowed, s.idle), (1, 1, 0));
+    drop(a);
+    let s = check_pool(&p);
+    assert_eq!((s.size, s.borrowed, s.idle), (1, 0, 1));
+    let b = p.get().await.unwrap();
+    assert_eq!(b.id(), id, "the idle object is reused");
+    assert_eq!(b.metadata().use_count(), 2);
+    assert!(b.metadata().last_used() >= b.metadata().created());
+    assert_eq!(f.create.calls(), 1);
+}
+
+#[tokio::test]
+async fn deref_mut_reaches_the_object() {
+    let (_, p) = pool(1);
+    let mut a = p.get().await.unwrap();
+    a.obj.dirty = true;
+    assert!(a.obj.dirty);
+    assert!(format!("{a:?}").contains("Pooled"));
+}
+
+#[tokio::test]
+async fn try_get_never_waits() {
+    let (_, p) = pool(1);
+    assert!(
+        matches!(p.try_get().await, Err(PoolError::Exhausted)),
+        "nothing idle yet"
+    );
+    let a = p.get().await.unwrap();
+    assert!(matches!(p.try_get().await, Err(PoolError::Exhausted)));
+    drop(a);
+    let b = p.try_get().await.expect("an idle object is there now");
+    drop(b);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bounded_queue_refuses_at_once() {
+    let (f, m) = fake();
+    let p = Pool::builder(m).max(1).max_waiting(1).build().unwrap();
+    let _held = p.get().await.unwrap();
+    let p2 = p.clone();
+    let waiter = tokio::spawn(async move { p2.get().await.map(|o| o.id()) });
+    settle().await;
+    assert_eq!(p.status().waiting, 1);
+    let err = p.get().await.unwrap_err();
+    assert!(
+        matches!(err, PoolError::QueueFull { max_waiting: 1 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("wait queue is full"));
+    assert_eq!(p.metrics().queue_full, 1);
+    drop(_held);
+    assert_eq!(waiter.await.unwrap().unwrap(), 1);
+    assert_eq!(f.create.calls(), 1);
+}
+
+#[tokio::test]
+async fn detach_and_destroy_free_the_slot() {
+    let (f, p) = pool(1);
+    let a = p.get().await.unwrap();
+    let conn = a.detach();
+    assert_eq!(conn.obj.id, 1);
+    assert_eq!(check_pool(&p).size, 0);
+    let b = p.get().await.unwrap();
+    assert_eq!(b.obj.id, 2, "a new object replaces the detached one");
+    b.destroy();
+    settle().await;
+    assert_eq!(check_pool(&p).size, 0);
+    assert_eq!(f.destroyed.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(conn);
+}
+
+#[derive(Debug)]
+enum AppError {
+    Pool(#[allow(dead_code)] PoolError<FakeError>),
+    Query,
+}
+
+impl From<PoolError<FakeError>> for AppError {
+    fn from(e: PoolError<FakeError>) -> Self {
+        AppError::Pool(e)
+    }
+}
+
+#[tokio::test]
+async fn with_returns_the_result_and_destroys_on_error() {
+    let (f, p) = pool(2);
+    let n = p
+        .with(async |c: &mut Conn| -> Result<u64, AppError> { Ok(c.obj.id * 10) })
+        .await
+        .unwrap();
+    assert_eq!(n, 10);
+    assert_eq!(check_pool(&p).idle, 1, "Ok returns the object");
+    let r = p
+        .with(async |_: &mut Conn| -> Result<(), AppError> { Err(AppError::Query) })
+        .await;
+    assert!(matches!(r, Err(AppError::Query)));
+    settle().await;
+    let s = check_pool(&p);
+    assert_eq!(s.size, 0, "Err destroys the object: {s:?}");
+    assert_eq!(f.destroyed.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn fifo_and_lifo_pick_different_idle_objects() {
+    for (order, expect_first) in [(Order::Fifo, 1), (Order::Lifo, 2)] {
+        let (_, m) = fake();
+        let p = Pool::builder(m).max(2).order(order).build().unwrap();
+        let a = p.get().await.unwrap();
+        let b = p.get().await.unwrap();
+        drop(a); // id 1 idles first
+        drop(b); // id 2 idles last
+        let c = p.get().await.unwrap();
+        assert_eq!(c.id(), expect_first, "{order:?}");
+    }
+}
+
+#[test]
+fn bad_configuration_is_a_typed_error() {
+    let (_, m) = fake();
+    let build = |cfg: PoolConfig| Pool::new(m.clone(), cfg).map(|_| ()).unwrap_err();
+    assert_eq!(
+        build(PoolConfig {
+            max: 0,
+            ..Default::default()
+        }),
+        BuildError::MaxZero
+    );
+    let e = build(PoolConfig {
+        min: 5,
+        max: 2,
+        ..Default::default()
+    });
+    assert_eq!(e, BuildError::MinAboveMax { min: 5, max: 2 });
+    assert!(e.to_string().contains("lower `min` or raise `max`"), "{e}");
+    let e = build(PoolConfig {
+        acquire_timeout: Duration::ZERO,
+        ..Default::default()
+    });
+    assert!(
+        matches!(
+            e,
+            BuildError::ZeroDuration {
+                setting: "acquire_timeout",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("try_get"),
+        "the message says what to do: {e}"
+    );
+    let e = build(PoolConfig {
+        priority_levels: 0,
+        ..Default::default()
+    });
+    assert!(
+        matches!(
+            e,
+            BuildError::OutOfRange {
+                setting: "priority_levels",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = build(PoolConfig {
+        max_waiting: Some(0),
+        ..Default::default()
+    });
+    assert!(
+        matches!(
+            e,
+            BuildError::OutOfRange {
+                setting: "max_waiting",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let mut cfg = PoolConfig::default();
+    cfg.backoff.factor = 0.5;
+    assert!(matches!(
+        build(cfg),
+        BuildError::OutOfRange {
+            setting: "backoff.factor",
+            ..
+        }
+    ));
+    let mut cfg = PoolConfig::default();
+    cfg.backoff.max = Duration::from_millis(1);
+    assert!(matches!(
+        build(cfg),
+        BuildError::OutOfRange {
+            setting: "backoff.max",
+            ..
+        }
+    ));
+    let e = build(PoolConfig {
+        lifetime_jitter: 1.5,
+        ..Default::default()
+    });
+    assert!(matches!(
+        e,
+        BuildError::OutOfRange {
+            setting: "lifetime_jitter",
+            ..
+        }
+    ));
+    let e = build(PoolConfig {
+        idle_timeout: Some(Duration::ZERO),
+        ..Default::default()
+    });
+    assert!(e.to_string().contains("leave it unset"), "{e}");
+    // The builder reports the same errors.
+    let e = Pool::builder(m.clone()).max(0).build().unwrap_err();
+    assert_eq!(e, BuildError::MaxZero);
+}
+
+#[tokio::test]
+async fn building_outside_a_runtime_starts_lazily() {
+    let (f, m) = fake();
+    let p = std::thread::spawn(move || Pool::builder(m).min(2).max(3).build().unwrap())
+        .join()
+        .unwrap();
+    settle().await;
+    assert_eq!(f.create.calls(), 0, "nothing runs before the first use");
+    p.start().await.unwrap();
+    let s = check_pool(&p);
+    assert_eq!((s.size, s.idle), (2, 2));
+}
+
+#[tokio::test]
+async fn eager_pools_fill_to_min_and_start_reports_errors() {
+    let (_, m) = fake();
+    let p = Pool::builder(m).min(3).max(5).build().unwrap();
+    p.start().await.unwrap();
+    assert_eq!(check_pool(&p).idle, 3);
+
+    let (f, m) = fake();
+    f.create.set(Step::Err);
+    let p = Pool::builder(m)
+        .min(1)
+        .max(2)
+        .retries(0)
+        .eager(false)
+        .build()
+        .unwrap();
+    let err = p.start().await.unwrap_err();
+    assert!(matches!(err, PoolError::Create(_)), "{err}");
+    assert!(
+        err.to_string().contains("password authentication failed"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_closes_the_pool() {
+    let (f, m) = fake();
+    let p = Pool::builder(m).max(3).build().unwrap();
+    let p2 = p.clone();
+    let a = p.get().await.unwrap();
+    let b = p.get().await.unwrap();
+    drop(b);
+    drop(p);
+    assert!(!p2.is_closed(), "a clone is still alive");
+    drop(p2);
+    settle().await;
+    assert_eq!(
+        f.destroyed.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the idle object is closed"
+    );
+    drop(a);
+    settle().await;
+    assert_eq!(
+        f.destroyed.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the borrowed one on return"
+    );
+    assert_eq!(f.alive.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

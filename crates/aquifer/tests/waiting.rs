@@ -1,0 +1,162 @@
+//! The wait queue: order, priorities, timeouts, and waiters taking whichever
+//! object frees first.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use aquifer::{Pool, PoolError};
+use common::*;
+
+/// Spawns a get that records its tag when served, then holds the object
+/// for `hold` (paused time) before returning it.
+fn waiter(
+    p: &Pool<FakeManager>,
+    priority: usize,
+    tag: usize,
+    order: &Arc<Mutex<Vec<usize>>>,
+) -> tokio::task::JoinHandle<()> {
+    let (p, order) = (p.clone(), Arc::clone(order));
+    tokio::spawn(async move {
+        let o = p.get_with_priority(priority).await.unwrap();
+        order.lock().unwrap().push(tag);
+        tokio::time::sleep(ms(1)).await;
+        drop(o);
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_arrival_order_and_newcomers_do_not_barge() {
+    let (_, m) = fake();
+    let p = Pool::builder(m).max(1).build().unwrap();
+    let held = p.get().await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for tag in 0..5 {
+        tasks.push(waiter(&p, 0, tag, &order));
+        settle().await; // each is queued before the next arrives
+        assert_eq!(p.status().waiting, tag + 1);
+    }
+    drop(held);
+    // While the first waiters are being served, newcomers arrive: they must
+    // queue behind the ones already waiting even when an object is momentarily free.
+    settle().await;
+    for tag in 5..8 {
+        tasks.push(waiter(&p, 0, tag, &order));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
+    // The very first get waited for its create; every later one queued too,
+    // newcomers included: none took an object past a waiter.
+    assert_eq!(p.metrics().gets_waited, 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn urgent_priorities_go_first_and_out_of_range_means_lowest() {
+    let (_, m) = fake();
+    let p = Pool::builder(m).max(1).priority_levels(3).build().unwrap();
+    let held = p.get().await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    // (priority, tag): tag says the expected service position.
+    // 99 is beyond the 3 levels, so it joins level 2, in arrival order.
+    let plan = [(2, 3), (99, 4), (1, 1), (0, 0), (2, 5), (1, 2)];
+    let mut tasks = Vec::new();
+    for (prio, tag) in plan {
+        tasks.push(waiter(&p, prio, tag, &order));
+        settle().await;
+    }
+    drop(held);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_times_out_at_the_acquire_timeout() {
+    let (_, m) = fake();
+    let p = Pool::builder(m)
+        .max(1)
+        .acquire_timeout(ms(250))
+        .build()
+        .unwrap();
+    let held = p.get().await.unwrap();
+    let start = tokio::time::Instant::now();
+    let err = p.get().await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(250));
+    match &err {
+        PoolError::Timeout {
+            waited,
+            last_create_error,
+        } => {
+            assert_eq!(*waited, ms(250));
+            assert!(last_create_error.is_none(), "nothing failed to create");
+        }
+        other => panic!("expected a timeout, got {other}"),
+    }
+    let err = p.get_timeout(ms(40)).await.unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(start.elapsed(), ms(290));
+    let s = check_pool(&p);
+    assert_eq!(s.waiting, 0);
+    assert_eq!(p.metrics().timeouts, 2);
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_take_whichever_object_frees_first() {
+    let (f, m) = fake();
+    let p = Pool::builder(m).max(4).build().unwrap();
+    let held = p.get().await.unwrap();
+    // From now on creating an object takes a second.
+    f.create.set(Step::Slow(ms(1000)));
+    let p2 = p.clone();
+    let start = tokio::time::Instant::now();
+    let w = tokio::spawn(async move {
+        p2.get()
+            .await
+            .map(|o| (o.id(), tokio::time::Instant::now()))
+    });
+    settle().await;
+    assert_eq!(p.status().creating, 1, "the waiter started a create");
+    tokio::time::sleep(ms(10)).await;
+    drop(held);
+    let (id, at) = w.await.unwrap().unwrap();
+    assert_eq!(id, 1, "served by the returned object");
+    assert_eq!(at - start, ms(10), "without waiting for the slow create");
+    tokio::time::sleep(ms(1000)).await;
+    settle().await;
+    let s = check_pool(&p);
+    assert_eq!(
+        (s.size, s.idle, s.creating),
+        (2, 2, 0),
+        "the finished create went idle"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spike_of_waiters_opens_few_objects() {
+    let (f, m) = fake();
+    f.create.set(Step::Slow(ms(150)));
+    let p = Pool::builder(m).max(50).build().unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let o = p.get().await.unwrap();
+                tokio::time::sleep(ms(2)).await;
+                drop(o);
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let made = f.create.calls();
+    assert!(
+        made <= 8,
+        "50 callers with 2 ms of work opened {made} objects"
+    );
+}

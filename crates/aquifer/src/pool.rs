@@ -90,7 +90,9 @@ struct Lease {
 
 /// A snapshot of how many objects are where.
 ///
-/// `idle + borrowed + creating == size <= max` always holds.
+/// `idle + borrowed + creating == size` always holds, and so does
+/// `size <= max` except right after [`Pool::resize`] lowered `max`, until
+/// enough borrowed objects came back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]

@@ -1,0 +1,304 @@
+//! Time-driven behaviour under paused Tokio time: eviction, lifetime,
+//! keepalive, leak detection, backoff and a database that is down.
+
+mod common;
+
+use std::error::Error as _;
+use std::sync::atomic::Ordering;
+
+use aquifer::{Pool, PoolError, PoolEvent};
+use common::*;
+
+async fn take_all(p: &Pool<FakeManager>, n: usize) {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(p.get().await.unwrap());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_evicts_but_never_below_min() {
+    let (f, m) = fake();
+    let p = Pool::builder(m)
+        .min(2)
+        .max(5)
+        .idle_timeout(ms(10_000))
+        .eviction_interval(ms(1_000))
+        .build()
+        .unwrap();
+    take_all(&p, 5).await;
+    assert_eq!(check_pool(&p).idle, 5);
+    tokio::time::sleep(ms(9_000)).await;
+    assert_eq!(check_pool(&p).idle, 5, "not idle long enough yet");
+    tokio::time::sleep(ms(2_100)).await;
+    settle().await;
+    let s = check_pool(&p);
+    assert_eq!((s.size, s.idle), (2, 2), "{s:?}");
+    assert_eq!(p.metrics().evictions.idle, 3);
+    assert_eq!(f.destroyed.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn soft_idle_timeout_only_trims_the_surplus() {
+    let (_, m) = fake();
+    let p = Pool::builder(m)
+        .min(1)
+        .max(4)
+        .idle_timeout(None)
+        .soft_idle_timeout(ms(5_000))
+        .eviction_interval(ms(500))
+        .build()
+        .unwrap();
+    take_all(&p, 4).await;
+    tokio::time::sleep(ms(6_000)).await;
+    settle().await;
+    let s = check_pool(&p);
+    assert_eq!((s.size, s.idle), (1, 1), "{s:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn tests_per_eviction_run_bounds_each_run() {
+    let (_, m) = fake();
+    let p = Pool::builder(m)
+        .max(6)
+        .idle_timeout(ms(1_000))
+        .eviction_interval(ms(10_000))
+        .tests_per_eviction_run(2)
+        .build()
+        .unwrap();
+    take_all(&p, 6).await;
+    tokio::time::sleep(ms(10_001)).await;
+    settle().await;
+    assert_eq!(check_pool(&p).idle, 4, "one run examined two objects");
+    tokio::time::sleep(ms(10_000)).await;
+    settle().await;
+    assert_eq!(check_pool(&p).idle, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_lifetime_is_jittered_so_objects_do_not_expire_together() {
+    let (_, m) = fake();
+    let p = Pool::builder(m)
+        .max(40)
+        .max_lifetime(ms(100_000))
+        .idle_timeout(None)
+        .eviction_interval(ms(100))
+        .build()
+        .unwrap();
+    take_all(&p, 40).await;
+    tokio::time::sleep(ms(97_400)).await;
+    settle().await;
+    assert_eq!(
+        check_pool(&p).size,
+        40,
+        "nothing expires before 97.5% of the lifetime"
+    );
+    tokio::time::sleep(ms(1_350)).await; // 98.75%: halfway through the jitter window
+    settle().await;
+    let left = check_pool(&p).size;
+    assert!(
+        left > 0 && left < 40,
+        "expiry is spread out, {left} of 40 left halfway"
+    );
+    tokio::time::sleep(ms(1_400)).await;
+    settle().await;
+    assert_eq!(check_pool(&p).size, 0);
+    assert_eq!(p.metrics().evictions.lifetime, 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_object_is_not_handed_out_or_taken_back() {
+    let (_, m) = fake();
+    let p = Pool::builder(m)
+        .max(2)
+        .max_lifetime(ms(1_000))
+        .lifetime_jitter(0.0)
+        .eviction_interval(ms(3_600_000))
+        .build()
+        .unwrap();
+    let a = p.get().await.unwrap();
+    tokio::time::sleep(ms(1_000)).await;
+    drop(a); // expired while held: destroyed on return
+    settle().await;
+    assert_eq!(check_pool(&p).size, 0);
+    let b = p.get().await.unwrap();
+    assert_eq!(b.obj.id, 2);
+    drop(b);
+    tokio::time::sleep(ms(1_000)).await;
+    let c = p.get().await.unwrap(); // the idle one expired: skipped on checkout
+    assert_eq!(c.obj.id, 3);
+    assert_eq!(p.metrics().evictions.lifetime, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_validates_idle_objects_and_drops_dead_ones() {
+    let (f, m) = fake();
+    let p = Pool::builder(m)
+        .max(3)
+        .keepalive_interval(ms(2_000))
+        .validate_on_borrow(false)
+        .build()
+        .unwrap();
+    take_all(&p, 3).await;
+    tokio::time::sleep(ms(2_100)).await;
+    settle().await;
+    assert_eq!(f.validate.calls(), 3);
+    assert_eq!(check_pool(&p).idle, 3);
+    f.validate.then(&[Step::Err]);
+    tokio::time::sleep(ms(2_000)).await;
+    settle().await;
+    let s = check_pool(&p);
+    assert_eq!((s.size, s.idle), (2, 2), "{s:?}");
+    assert_eq!(p.metrics().validation_failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn validate_on_borrow_skips_recently_used_objects() {
+    let (f, m) = fake();
+    let p = Pool::builder(m).max(1).build().unwrap(); // 500 ms default
+    drop(p.get().await.unwrap());
+    tokio::time::sleep(ms(100)).await;
+    drop(p.get().await.unwrap());
+    assert_eq!(f.validate.calls(), 0, "used 100 ms ago: no check");
+    tokio::time::sleep(ms(600)).await;
+    drop(p.get().await.unwrap());
+    assert_eq!(f.validate.calls(), 1);
+    f.validate.then(&[Step::Err]);
+    tokio::time::sleep(ms(600)).await;
+    let o = p.get().await.unwrap();
+    assert_eq!(
+        o.obj.id, 2,
+        "the object that failed validation was replaced"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_object_past_the_threshold_is_reported_as_a_leak() {
+    let (_, m) = fake();
+    let p = Pool::builder(m)
+        .max(2)
+        .leak_detection_threshold(ms(2_000))
+        .build()
+        .unwrap();
+    let mut events = p.events();
+    let quick = p.get().await.unwrap();
+    drop(quick);
+    let leaked = p.get().await.unwrap(); // this line is named in the report
+    let line = line!() - 1;
+    tokio::time::sleep(ms(3_100)).await;
+    settle().await;
+    let mut found = None;
+    while let Ok(Some(ev)) = tokio::time::timeout(ms(1), events.recv()).await {
+        if let PoolEvent::LeakSuspected { id, held, location } = ev {
+            found = Some((id, held, location));
+        }
+    }
+    let (id, held, location) = found.expect("a leak event");
+    assert_eq!(id, leaked.id());
+    assert!(held >= ms(2_000));
+    assert!(
+        location.ends_with(&format!("time.rs:{line}:31"))
+            || location.contains(&format!("time.rs:{line}")),
+        "{location}"
+    );
+    assert_eq!(p.metrics().leaks_suspected, 1, "reported once");
+    tokio::time::sleep(ms(3_000)).await;
+    assert_eq!(p.metrics().leaks_suspected, 1, "not reported again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn creates_back_off_exponentially_and_a_get_fails_after_its_retries() {
+    let (f, m) = fake();
+    f.create.set(Step::Err);
+    let mut backoff = aquifer::Backoff::default();
+    backoff.jitter = 0.0;
+    let p = Pool::builder(m)
+        .max(2)
+        .retries(3)
+        .backoff(backoff)
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let err = p.get().await.unwrap_err();
+    // Attempts at 0, 100, 300 and 700 ms: the fourth failure is one more than `retries`.
+    assert_eq!(start.elapsed(), ms(700));
+    assert_eq!(f.create.calls(), 4);
+    assert!(matches!(err, PoolError::Create(_)), "{err}");
+    let source = err.source().expect("the create error is the source");
+    assert!(
+        source
+            .to_string()
+            .contains("password authentication failed"),
+        "{source}"
+    );
+    assert!(err.create_error().unwrap().backend().is_some());
+    assert_eq!(p.metrics().create_failures, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_down_database_fails_gets_at_the_timeout_with_the_cause_and_never_busy_loops() {
+    let (f, m) = fake();
+    f.create.set(Step::Err);
+    let p = Pool::builder(m)
+        .max(4)
+        .min(2)
+        .retries(1_000)
+        .acquire_timeout(ms(3_000))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let err = p.get().await.unwrap_err();
+    assert_eq!(
+        start.elapsed(),
+        ms(3_000),
+        "fails at the acquire timeout, not later"
+    );
+    let PoolError::Timeout {
+        last_create_error: Some(cause),
+        ..
+    } = &err
+    else {
+        panic!("expected a timeout carrying the create error, got {err:?}");
+    };
+    assert!(cause.to_string().contains("password authentication failed"));
+    assert!(
+        err.to_string().contains("password authentication failed"),
+        "not a bare timeout: {err}"
+    );
+    // A minute of outage with background refills running: attempts stay
+    // logarithmic then capped by backoff.max (5 s), per create slot.
+    tokio::time::sleep(ms(60_000)).await;
+    let attempts = f.create.calls();
+    assert!(
+        attempts <= 2 * (8 + 60 / 5),
+        "{attempts} attempts in a minute is a busy loop"
+    );
+    // The database comes back: the pool recovers within backoff.max.
+    f.create.set(Step::Ok);
+    tokio::time::sleep(ms(5_100)).await;
+    settle().await;
+    let s = check_pool(&p);
+    assert_eq!(s.idle, 2, "refilled to min after recovery: {s:?}");
+    assert!(p.get().await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn create_timeout_bounds_a_hanging_create() {
+    let (f, m) = fake();
+    f.create.then(&[Step::Never]);
+    let p = Pool::builder(m)
+        .max(1)
+        .create_timeout(ms(500))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let o = p.get().await.unwrap();
+    // 500 ms timeout, then the first backoff of 100 ms (less jitter).
+    assert!(
+        start.elapsed() >= ms(580) && start.elapsed() <= ms(600),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(o.obj.id, 1);
+    assert_eq!(p.metrics().create_failures, 1);
+}

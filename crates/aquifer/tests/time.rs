@@ -210,8 +210,10 @@ async fn a_held_object_past_the_threshold_is_reported_as_a_leak() {
 async fn creates_back_off_exponentially_and_a_get_fails_after_its_retries() {
     let (f, m) = fake();
     f.create.set(Step::Err);
-    let mut backoff = aquifer::Backoff::default();
-    backoff.jitter = 0.0;
+    let backoff = aquifer::Backoff {
+        jitter: 0.0,
+        ..Default::default()
+    };
     let p = Pool::builder(m)
         .max(2)
         .retries(3)

@@ -16,13 +16,18 @@ use crate::object::Item;
 use crate::sync::Arc;
 use crate::waiters::{Slot, Waiters};
 
-/// What a waiter receives.
-pub(crate) type Handoff<T, E> = Result<Item<T>, WaitError<E>>;
+/// What a waiter receives: an object and the instant it was handed over
+/// (which the waiter takes as its checkout time, saving a clock read), or
+/// why it gets none.
+pub(crate) type Handoff<T, E> = Result<(Item<T>, Instant), WaitError<E>>;
 
 /// Why a waiter was woken without an object.
 pub(crate) enum WaitError<E: std::error::Error + 'static> {
     Create(CreateError<E>),
     Closed,
+    /// The deadline passed; carries the newest create failure seen while
+    /// waiting, if any.
+    Timeout(Option<CreateError<E>>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +45,9 @@ pub(crate) enum Acquire<T, E: std::error::Error + 'static> {
         create: bool,
         /// Every slot up to `max` is taken.
         at_max: bool,
+        /// This caller's deadline is the earliest: the deadline task must
+        /// re-arm.
+        rearm: bool,
     },
     Refused(Refusal),
 }
@@ -79,6 +87,10 @@ pub(crate) struct State<T, E: std::error::Error + 'static> {
     failure_seq: u64,
     pub(crate) last_error: Option<CreateError<E>>,
     pub(crate) retry_at: Option<Instant>,
+    /// What the deadline task sleeps until: at or before every waiter's
+    /// deadline (it may be stale-early, never late). `None` when no waiter
+    /// needs it.
+    pub(crate) next_deadline: Option<Instant>,
     next_id: u64,
     pub(crate) m: Counters,
 }
@@ -100,6 +112,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             failure_seq: 0,
             last_error: None,
             retry_at: None,
+            next_deadline: None,
             next_id: 1,
             m: Counters::default(),
         }
@@ -117,9 +130,16 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     }
 
     /// A checkout. `first` is false when the caller retries after throwing
-    /// away a bad object, so the attempt is not counted twice.
+    /// away a bad object, so the attempt is not counted twice. A caller that
+    /// has to wait is failed by the deadline task at `deadline`.
     #[inline]
-    pub(crate) fn acquire(&mut self, priority: usize, now: Instant, first: bool) -> Acquire<T, E> {
+    pub(crate) fn acquire(
+        &mut self,
+        priority: usize,
+        now: Instant,
+        deadline: Instant,
+        first: bool,
+    ) -> Acquire<T, E> {
         match self.phase {
             Phase::Open => {}
             Phase::Draining => return Acquire::Refused(Refusal::Draining),
@@ -145,8 +165,17 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.m.queue_full += 1;
             return Acquire::Refused(Refusal::QueueFull(self.max_waiting));
         }
-        let slot = Slot::new(self.waiters.clamp(priority), self.failure_seq, now);
+        let slot = Slot::new(
+            self.waiters.clamp(priority),
+            self.failure_seq,
+            now,
+            deadline,
+        );
         self.waiters.push(Arc::clone(&slot));
+        let rearm = self.next_deadline.is_none_or(|at| deadline < at);
+        if rearm {
+            self.next_deadline = Some(deadline);
+        }
         if first {
             self.m.gets_waited += 1;
         }
@@ -155,7 +184,25 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             slot,
             create,
             at_max: self.size >= self.max && self.creating == 0,
+            rearm,
         }
+    }
+
+    /// The deadline task's step: fails the waiters whose deadline passed
+    /// and re-arms for the earliest one left.
+    pub(crate) fn expire(&mut self, now: Instant, wake: &mut Vec<Waker>) -> usize {
+        let (seq, last) = (self.failure_seq, &self.last_error);
+        let n = self.waiters.fail_where(
+            |slot| slot.deadline <= now,
+            |slot| {
+                let seen = (seq > slot.failures_base).then(|| last.clone()).flatten();
+                Err(WaitError::Timeout(seen))
+            },
+            wake,
+        );
+        self.m.timeouts += n as u64;
+        self.next_deadline = self.waiters.earliest_deadline();
+        n
     }
 
     /// A checkout that never queues.
@@ -187,12 +234,12 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.size -= 1;
             return Placed::Destroy(entry);
         }
-        match self.waiters.hand(Ok(entry)) {
+        match self.waiters.hand(Ok((entry, now))) {
             Ok((waker, since)) => {
                 self.m.wait.record(now.saturating_duration_since(since));
                 Placed::Handed(waker)
             }
-            Err(Ok(entry)) => {
+            Err(Ok((entry, _))) => {
                 self.idle.push_back(entry);
                 Placed::Idle
             }
@@ -289,7 +336,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             let limit = u64::from(retries);
             self.waiters.fail_where(
                 |slot| (seq - slot.failures_base).min(run) > limit,
-                || Err(WaitError::Create(err.clone())),
+                |_| Err(WaitError::Create(err.clone())),
                 wake,
             );
         }
@@ -401,7 +448,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     pub(crate) fn close(&mut self, wake: &mut Vec<Waker>) -> Vec<Item<T>> {
         self.phase = Phase::Closed;
         self.waiters
-            .fail_where(|_| true, || Err(WaitError::Closed), wake);
+            .fail_where(|_| true, |_| Err(WaitError::Closed), wake);
         self.take_idle(|_| true)
     }
 
@@ -477,7 +524,7 @@ mod loom_tests {
         fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let slot = self.slot.as_ref().unwrap();
             match slot.poll(cx) {
-                Poll::Ready(Ok(e)) => {
+                Poll::Ready(Ok((e, _))) => {
                     self.slot = None;
                     Poll::Ready(Some(e))
                 }
@@ -494,7 +541,7 @@ mod loom_tests {
         fn drop(&mut self) {
             if let Some(slot) = self.slot.take() {
                 let mut st = self.pool.lock();
-                if let Some(Ok(e)) = st.cancel(&slot, false) {
+                if let Some(Ok((e, _))) = st.cancel(&slot, false) {
                     let placed = st.place(e, Instant::now());
                     drop(st);
                     if let Placed::Handed(Some(w)) = placed {
@@ -521,7 +568,12 @@ mod loom_tests {
                 st.size = 1;
                 entry(1)
             };
-            let slot = match p.lock().acquire(0, Instant::now(), true) {
+            let slot = match p.lock().acquire(
+                0,
+                Instant::now(),
+                Instant::now() + Duration::from_secs(1),
+                true,
+            ) {
                 Acquire::Wait { slot, create, .. } => {
                     assert!(!create);
                     slot
@@ -566,7 +618,12 @@ mod loom_tests {
             p.lock().size = 2;
             let mut slots = Vec::new();
             for _ in 0..2 {
-                match p.lock().acquire(0, Instant::now(), true) {
+                match p.lock().acquire(
+                    0,
+                    Instant::now(),
+                    Instant::now() + Duration::from_secs(1),
+                    true,
+                ) {
                     Acquire::Wait { slot, .. } => slots.push(slot),
                     _ => panic!("must wait"),
                 }
@@ -610,7 +667,12 @@ mod loom_tests {
     fn create_failure_races_cancel() {
         loom::model(|| {
             let p = pool(1);
-            let slot = match p.lock().acquire(0, Instant::now(), true) {
+            let slot = match p.lock().acquire(
+                0,
+                Instant::now(),
+                Instant::now() + Duration::from_secs(1),
+                true,
+            ) {
                 Acquire::Wait { slot, create, .. } => {
                     assert!(create);
                     slot
@@ -647,6 +709,45 @@ mod loom_tests {
             check(&st);
             assert_eq!(st.size, 0);
             assert_eq!(st.waiters.len(), 0);
+        });
+    }
+
+    /// The deadline task expires a waiter while an object is returned: the
+    /// waiter gets the object or the timeout, the object is never lost.
+    #[test]
+    fn deadline_races_release() {
+        loom::model(|| {
+            let p = pool(1);
+            p.lock().size = 1;
+            let start = Instant::now();
+            let slot = match p.lock().acquire(0, start, start, true) {
+                Acquire::Wait { slot, rearm, .. } => {
+                    assert!(rearm, "the first waiter arms the deadline task");
+                    slot
+                }
+                _ => panic!("must wait"),
+            };
+            let p2 = Arc::clone(&p);
+            let releaser = thread::spawn(move || release(&p2, entry(1)));
+            let p3 = Arc::clone(&p);
+            let reaper = thread::spawn(move || {
+                let mut wake = Vec::new();
+                p3.lock().expire(start, &mut wake);
+                for w in wake {
+                    w.wake();
+                }
+            });
+            let got = loom::future::block_on(Wait {
+                pool: Arc::clone(&p),
+                slot: Some(slot),
+            });
+            releaser.join().unwrap();
+            reaper.join().unwrap();
+            let st = p.lock();
+            check(&st);
+            assert_eq!(st.idle.len() + usize::from(got.is_some()), 1);
+            assert_eq!(st.waiters.len(), 0);
+            assert_eq!(st.next_deadline, None);
         });
     }
 

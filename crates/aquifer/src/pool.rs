@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Poll, Waker};
@@ -125,7 +125,11 @@ pub(crate) struct Shared<M: Manager> {
     /// Woken whenever a draining or closed pool may have settled.
     settled: Notify,
     handles: AtomicUsize,
-    started: AtomicBool,
+    /// The background task (maintenance and waiter deadlines) is running.
+    /// It is restarted on the caller's runtime if its own runtime went away.
+    running: AtomicBool,
+    /// Wakes the background task when a waiter's deadline is the new earliest.
+    rearm: Arc<Notify>,
     runtime: OnceLock<Handle>,
     leases: Option<Mutex<HashMap<u64, Lease>>>,
     pending: Mutex<Vec<PendingObject<M::Type, M::Error>>>,
@@ -171,7 +175,8 @@ impl<M: Manager> Pool<M> {
             events: EventBus::new(cfg.event_capacity),
             settled: Notify::new(),
             handles: AtomicUsize::new(1),
-            started: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            rearm: Arc::new(Notify::new()),
             runtime: OnceLock::new(),
             leases: cfg
                 .leak_detection_threshold
@@ -529,7 +534,7 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
         if let Some(slot) = self.slot.take() {
             let mut st = self.shared.state.lock();
             let placed = match st.cancel(&slot, false) {
-                Some(Ok(entry)) => Some(st.place(entry, Instant::now())),
+                Some(Ok((entry, _))) => Some(st.place(entry, Instant::now())),
                 _ => None,
             };
             let settled = st.phase != Phase::Open && st.settled();
@@ -578,7 +583,7 @@ impl<M: Manager> Drop for Reservation<M> {
 impl<M: Manager> Shared<M> {
     #[inline]
     fn ensure_started(self: &Arc<Self>) {
-        if !self.started.load(Ordering::Acquire) {
+        if !self.running.load(Ordering::Acquire) {
             self.start_background();
         }
     }
@@ -588,20 +593,21 @@ impl<M: Manager> Shared<M> {
         let Ok(handle) = Handle::try_current() else {
             return;
         };
-        if self.started.swap(true, Ordering::AcqRel) {
+        if self.state.lock().phase == Phase::Closed || self.running.swap(true, Ordering::AcqRel) {
             return;
         }
         let _ = self.runtime.set(handle.clone());
-        handle.spawn(maintain(Arc::downgrade(self), self.cfg.tick()));
+        let alive = Alive(Arc::downgrade(self));
+        handle.spawn(background(alive, Arc::clone(&self.rearm), self.cfg.tick()));
         self.refill();
     }
 
+    /// Runs `fut` on the caller's runtime, or else on the one the pool
+    /// started in.
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, fut: F) {
-        match self
-            .runtime
-            .get()
-            .cloned()
-            .or_else(|| Handle::try_current().ok())
+        match Handle::try_current()
+            .ok()
+            .or_else(|| self.runtime.get().cloned())
         {
             Some(h) => {
                 h.spawn(fut);
@@ -718,7 +724,7 @@ impl<M: Manager> Shared<M> {
         let mut now = start;
         let mut first = true;
         loop {
-            let step = self.state.lock().acquire(priority, now, first);
+            let step = self.state.lock().acquire(priority, now, deadline, first);
             first = false;
             let entry = match step {
                 Acquire::Got(e) => e,
@@ -726,7 +732,11 @@ impl<M: Manager> Shared<M> {
                     slot,
                     create,
                     at_max,
+                    rearm,
                 } => {
+                    if rearm {
+                        self.rearm.notify_one();
+                    }
                     if create {
                         self.spawn_create();
                     }
@@ -736,8 +746,8 @@ impl<M: Manager> Shared<M> {
                             waiting: self.state.lock().waiters.len(),
                         });
                     }
-                    let e = self.wait(slot, deadline, start).await?;
-                    now = Instant::now();
+                    let (e, handed_at) = self.wait(slot, deadline, start).await?;
+                    now = handed_at;
                     e
                 }
                 Acquire::Refused(r) => return Err(self.refused(r)),
@@ -895,19 +905,28 @@ impl<M: Manager> Shared<M> {
         slot: WaitSlot<M>,
         deadline: Instant,
         start: Instant,
-    ) -> Result<Item<M::Type>, PoolError<M::Error>> {
+    ) -> Result<(Item<M::Type>, Instant), PoolError<M::Error>> {
         let mut guard = WaitGuard {
             shared: self,
             slot: Some(slot),
         };
-        let mut sleep = pin!(tokio::time::sleep_until(deadline));
+        // The background task fails this caller at its deadline, so no timer
+        // is armed per wait. Only when that task is gone (its runtime shut
+        // down) does the caller fall back to a timer of its own; the task
+        // nudges every waiter when it goes, so none misses the switch.
+        let mut own_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let handed = std::future::poll_fn(|cx| {
             let slot = guard.slot.as_ref().expect("held until the wait ends");
             if let Poll::Ready(v) = slot.poll(cx) {
                 return Poll::Ready(Some(v));
             }
-            if sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
+            if own_timer.is_none() && !self.running.load(Ordering::Acquire) {
+                own_timer = Some(Box::pin(tokio::time::sleep_until(deadline)));
+            }
+            if let Some(timer) = own_timer.as_mut() {
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
             }
             Poll::Pending
         })
@@ -936,9 +955,17 @@ impl<M: Manager> Shared<M> {
             }
         };
         match handed {
-            Ok(entry) => Ok(entry),
+            Ok(got) => Ok(got),
             Err(WaitError::Create(e)) => Err(PoolError::Create(e)),
             Err(WaitError::Closed) => Err(PoolError::Closed),
+            Err(WaitError::Timeout(last_create_error)) => {
+                let waited = start.elapsed();
+                self.emit(PoolEvent::QueueTimeout { waited });
+                Err(PoolError::Timeout {
+                    waited,
+                    last_create_error,
+                })
+            }
         }
     }
 
@@ -1249,18 +1276,81 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
     }
 }
 
-/// The background maintenance loop; ends when the pool is closed or gone.
-async fn maintain<M: Manager>(pool: Weak<Shared<M>>, tick: Duration) {
+/// Marks the background task as gone when it ends, however it ends (the
+/// pool closed or dropped, or its runtime shut down), and nudges every
+/// waiter so that each arms a timer of its own.
+struct Alive<M: Manager>(Weak<Shared<M>>);
+
+impl<M: Manager> Drop for Alive<M> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.running.store(false, Ordering::Release);
+            let mut wake = Vec::new();
+            shared.state.lock().waiters.nudge_all(&mut wake);
+            wake_all(wake);
+        }
+    }
+}
+
+/// The pool's one background task: maintenance every `tick`, and failing
+/// waiters whose deadline passed. Holds the pool only weakly; ends when the
+/// pool is closed or gone.
+async fn background<M: Manager>(alive: Alive<M>, rearm: Arc<Notify>, tick: Duration) {
     let mut interval = tokio::time::interval_at(Instant::now() + tick, tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    let mut armed_for = None;
     loop {
-        interval.tick().await;
-        let Some(shared) = pool.upgrade() else {
-            return;
+        let next = {
+            let Some(shared) = alive.0.upgrade() else {
+                return;
+            };
+            let mut st = shared.state.lock();
+            if st.phase == Phase::Closed {
+                return;
+            }
+            let now = Instant::now();
+            if st.next_deadline.is_some_and(|at| at <= now) {
+                let mut wake = Vec::new();
+                st.expire(now, &mut wake);
+                let next = st.next_deadline;
+                drop(st);
+                wake_all(wake);
+                next
+            } else {
+                st.next_deadline
+            }
         };
-        if shared.state.lock().phase == Phase::Closed {
-            return;
+        if next != armed_for {
+            if let Some(at) = next {
+                timer.as_mut().reset(at);
+            }
+            armed_for = next;
         }
-        shared.maintain_once().await;
+        let mut notified = pin!(rearm.notified());
+        enum Woke {
+            Tick,
+            Deadline,
+            Rearm,
+        }
+        let woke = std::future::poll_fn(|cx| {
+            if interval.poll_tick(cx).is_ready() {
+                return Poll::Ready(Woke::Tick);
+            }
+            if armed_for.is_some() && timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::Deadline);
+            }
+            if notified.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::Rearm);
+            }
+            Poll::Pending
+        })
+        .await;
+        if let Woke::Tick = woke {
+            let Some(shared) = alive.0.upgrade() else {
+                return;
+            };
+            shared.maintain_once().await;
+        }
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct Slot<V> {
     pub(crate) failures_base: u64,
     /// When it started to wait.
     pub(crate) since: tokio::time::Instant,
+    /// When the pool's deadline task fails it with a timeout.
+    pub(crate) deadline: tokio::time::Instant,
 }
 
 impl<V> Slot<V> {
@@ -34,12 +36,14 @@ impl<V> Slot<V> {
         priority: usize,
         failures_base: u64,
         since: tokio::time::Instant,
+        deadline: tokio::time::Instant,
     ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(SlotState::Waiting(None)),
             priority,
             failures_base,
             since,
+            deadline,
         })
     }
 
@@ -72,6 +76,14 @@ impl<V> Slot<V> {
                 *state = other;
                 None
             }
+        }
+    }
+
+    /// The waker of a caller still waiting, to nudge it.
+    fn waker(&self) -> Option<Waker> {
+        match &*self.state.lock() {
+            SlotState::Waiting(w) => w.clone(),
+            _ => None,
         }
     }
 
@@ -145,18 +157,19 @@ impl<V> Waiters<V> {
         unreachable!("waiter count out of step with the queues")
     }
 
-    /// Fills every waiter for which `pred` holds with `make()`, pushing the
-    /// wakers to `wake`.
+    /// Fills every waiter for which `pred` holds with `make(slot)`, pushing
+    /// the wakers to `wake`. Returns how many were filled.
     pub(crate) fn fail_where(
         &mut self,
         mut pred: impl FnMut(&Slot<V>) -> bool,
-        mut make: impl FnMut() -> V,
+        mut make: impl FnMut(&Slot<V>) -> V,
         wake: &mut Vec<Waker>,
-    ) {
+    ) -> usize {
+        let before = self.len;
         for queue in self.queues.iter_mut() {
             queue.retain(|slot| {
                 if pred(slot) {
-                    wake.extend(slot.fill(make()));
+                    wake.extend(slot.fill(make(slot)));
                     false
                 } else {
                     true
@@ -164,5 +177,16 @@ impl<V> Waiters<V> {
             });
         }
         self.len = self.queues.iter().map(VecDeque::len).sum();
+        before - self.len
+    }
+
+    /// Collects the wakers of every waiting caller, so that each polls again.
+    pub(crate) fn nudge_all(&self, wake: &mut Vec<Waker>) {
+        wake.extend(self.queues.iter().flatten().filter_map(|s| s.waker()));
+    }
+
+    /// The earliest deadline of any waiter.
+    pub(crate) fn earliest_deadline(&self) -> Option<tokio::time::Instant> {
+        self.queues.iter().flatten().map(|s| s.deadline).min()
     }
 }

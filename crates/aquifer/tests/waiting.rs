@@ -160,3 +160,90 @@ async fn a_spike_of_waiters_opens_few_objects() {
         "50 callers with 2 ms of work opened {made} objects"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_short_deadline_queued_behind_a_long_one_fires_first() {
+    let (_, m) = fake();
+    let p = Pool::builder(m)
+        .max(1)
+        .acquire_timeout(ms(1000))
+        .build()
+        .unwrap();
+    let held = p.get().await.unwrap();
+    let start = tokio::time::Instant::now();
+    let long = {
+        let p = p.clone();
+        tokio::spawn(async move { (p.get().await.map(drop), start.elapsed()) })
+    };
+    tokio::task::yield_now().await;
+    let short = p.get_timeout(ms(100)).await.unwrap_err();
+    assert!(short.is_timeout());
+    assert_eq!(
+        start.elapsed(),
+        ms(100),
+        "the later, shorter deadline re-armed"
+    );
+    assert_eq!(p.status().waiting, 1, "the long waiter still waits");
+    let (long, at) = long.await.unwrap();
+    assert!(long.unwrap_err().is_timeout());
+    assert_eq!(at, ms(1000));
+    assert_eq!(p.metrics().timeouts, 2);
+    check_pool(&p);
+    drop(held);
+}
+
+/// A pool used from a second runtime after the runtime that ran its
+/// background task shut down (a static pool shared by `#[tokio::test]`s):
+/// a caller already waiting still times out, and new callers are served.
+#[test]
+fn waiters_time_out_after_the_pools_runtime_is_gone() {
+    let (_, m) = fake();
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = first.block_on(async {
+        let p = Pool::builder(m)
+            .max(1)
+            .acquire_timeout(ms(150))
+            .build()
+            .unwrap();
+        p.start().await.unwrap();
+        p
+    });
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async move {
+        let held = p.get().await.unwrap();
+        let waiting = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                (p.get().await.map(drop), start.elapsed())
+            })
+        };
+        tokio::time::sleep(ms(20)).await;
+        assert_eq!(p.status().waiting, 1);
+        // The background task goes with its runtime.
+        first.shutdown_background();
+        let (got, waited) = tokio::time::timeout(ms(2000), waiting)
+            .await
+            .expect("the waiter must not hang")
+            .unwrap();
+        assert!(got.unwrap_err().is_timeout());
+        assert!(waited >= ms(150) && waited < ms(1000), "{waited:?}");
+        drop(held);
+        // The next caller restarts the background task here and is served.
+        let again = p.get().await.unwrap();
+        drop(again);
+        let err = {
+            let _held = p.get().await.unwrap();
+            p.get().await.unwrap_err()
+        };
+        assert!(err.is_timeout(), "deadlines work on the new runtime: {err}");
+        check_pool(&p);
+    });
+}

@@ -1,12 +1,19 @@
 //! Throughput of aquifer and its peer pools, side by side in one process.
 //!
 //! Every pool holds `u64`s made by a manager that does nothing, so what is
-//! measured is the pool itself: one operation is a checkout, a
-//! `yield_now` while holding the object (so that tasks really contend for
-//! it), and the return. Async pools run on one 2-worker multi-thread Tokio
-//! runtime; r2d2, being synchronous, runs on as many OS threads as there are
-//! tasks. Pools alternate within each round, and each cell reports the
-//! median over the rounds.
+//! measured is the pool itself: one operation is a checkout and its return.
+//! With `--hold` the task also yields to the scheduler while it holds the
+//! object, as a task holding a connection across a query would, so that
+//! tasks really contend for objects when there are more tasks than objects.
+//! Async pools run on one 2-worker multi-thread Tokio runtime; r2d2, being
+//! synchronous, runs on as many OS threads as there are tasks. Pools
+//! alternate within each round, and each cell reports the median over the
+//! rounds.
+//!
+//! Next to throughput each cell gets Jain's fairness index over the tasks'
+//! operation counts: 1 when every task did the same share, `1/tasks` when one
+//! task did everything. A pool that never yields lets a few tasks monopolise
+//! the workers; its throughput is then that of a few uncontended tasks.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -185,15 +192,32 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// Runs `tasks` async loops of `op` for `window`; returns operations per
-/// second, or `None` when some task was still stuck a second after the end
-/// (a pool that lost a wakeup). The clock and the watchdog are OS threads, so
-/// a pool that starves the runtime cannot stop the measurement.
+/// One cell's result: operations per second and fairness.
+#[derive(Clone, Copy)]
+struct Sample {
+    ops: f64,
+    fairness: f64,
+}
+
+/// Jain's fairness index of per-task counts.
+fn jain(counts: &[u64]) -> f64 {
+    let sum: f64 = counts.iter().map(|&c| c as f64).sum();
+    let squares: f64 = counts.iter().map(|&c| (c as f64) * (c as f64)).sum();
+    if squares == 0.0 {
+        return 0.0;
+    }
+    sum * sum / (counts.len() as f64 * squares)
+}
+
+/// Runs `tasks` async loops of `op` for `window`; returns the sample, or
+/// `None` when some task was still stuck a second after the end (a pool that
+/// lost a wakeup). The clock and the watchdog are OS threads, so a pool that
+/// starves the runtime cannot stop the measurement.
 async fn drive(
     tasks: usize,
     window: Duration,
     spawn: impl Fn(Arc<AtomicBool>, Arc<AtomicU64>) -> tokio::task::JoinHandle<()>,
-) -> Option<f64> {
+) -> Option<Sample> {
     let stop = Arc::new(AtomicBool::new(false));
     let counters: Vec<Arc<AtomicU64>> = (0..tasks).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let handles: Vec<_> = counters
@@ -225,8 +249,12 @@ async fn drive(
     }
     finished.store(true, Ordering::Relaxed);
     let (elapsed, hung) = watchdog.join().expect("watchdog");
-    let total: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-    (!hung).then(|| total as f64 / elapsed.as_secs_f64())
+    let counts: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    let total: u64 = counts.iter().sum();
+    (!hung).then(|| Sample {
+        ops: total as f64 / elapsed.as_secs_f64(),
+        fairness: jain(&counts),
+    })
 }
 
 /// Spawns one benchmark task: `$pool` is cloned once per task, then `$op`
@@ -259,7 +287,7 @@ fn measure(
     tasks: usize,
     window: Duration,
     hold: bool,
-) -> Option<f64> {
+) -> Option<Sample> {
     match pool {
         "aquifer" => rt.block_on(async {
             let p = aquifer::Pool::builder(Noop)
@@ -359,10 +387,9 @@ fn measure(
                 .build(Noop)
                 .expect("valid config");
             let stop = Arc::new(AtomicBool::new(false));
-            let done = Arc::new(AtomicU64::new(0));
             let threads: Vec<_> = (0..tasks)
                 .map(|_| {
-                    let (p, stop, done) = (p.clone(), stop.clone(), done.clone());
+                    let (p, stop) = (p.clone(), stop.clone());
                     std::thread::spawn(move || {
                         let mut n = 0u64;
                         while !stop.load(Ordering::Relaxed) {
@@ -373,7 +400,7 @@ fn measure(
                             drop(o);
                             n += 1;
                         }
-                        done.fetch_add(n, Ordering::Relaxed);
+                        n
                     })
                 })
                 .collect();
@@ -381,21 +408,25 @@ fn measure(
             std::thread::sleep(window);
             stop.store(true, Ordering::Relaxed);
             let elapsed = start.elapsed();
-            for t in threads {
-                t.join().expect("bench thread panicked");
-            }
-            Some(done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64())
+            let counts: Vec<u64> = threads
+                .into_iter()
+                .map(|t| t.join().expect("bench thread panicked"))
+                .collect();
+            Some(Sample {
+                ops: counts.iter().sum::<u64>() as f64 / elapsed.as_secs_f64(),
+                fairness: jain(&counts),
+            })
         }
         other => unreachable!("unknown pool {other}"),
     }
 }
 
 /// The median, or NaN when any round hung.
-fn median(v: &mut [Option<f64>]) -> f64 {
+fn median(v: &[Option<Sample>], field: fn(&Sample) -> f64) -> f64 {
     if v.iter().any(Option::is_none) {
         return f64::NAN;
     }
-    let mut v: Vec<f64> = v.iter().flatten().copied().collect();
+    let mut v: Vec<f64> = v.iter().flatten().map(field).collect();
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
@@ -438,18 +469,24 @@ fn run(o: Opts) -> ExitCode {
             eprintln!("round {}/{} done", round + 1, o.rounds);
         }
     }
-    let medians: Vec<Vec<f64>> = samples
-        .iter_mut()
-        .map(|c| c.iter_mut().map(|s| median(s)).collect())
+    let ops: Vec<Vec<f64>> = samples
+        .iter()
+        .map(|c| c.iter().map(|s| median(s, |x| x.ops)).collect())
+        .collect();
+    let fair: Vec<Vec<f64>> = samples
+        .iter()
+        .map(|c| c.iter().map(|s| median(s, |x| x.fairness)).collect())
         .collect();
     if o.json {
         for (ci, &(size, tasks)) in cells.iter().enumerate() {
             for (pi, pool) in o.pools.iter().enumerate() {
+                let known = |v: f64| (!v.is_nan()).then_some(v);
                 println!(
                     "{}",
                     serde_json::json!({
-                        "pool": pool, "size": size, "tasks": tasks,
-                        "ops_per_sec": (!medians[ci][pi].is_nan()).then(|| medians[ci][pi].round()),
+                        "pool": pool, "size": size, "tasks": tasks, "hold": o.hold,
+                        "ops_per_sec": known(ops[ci][pi]).map(f64::round),
+                        "fairness": known(fair[ci][pi]).map(|f| (f * 1000.0).round() / 1000.0),
                         "rounds": o.rounds,
                     })
                 );
@@ -458,29 +495,44 @@ fn run(o: Opts) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!(
-        "acquire + yield + release, ops/s, median of {} rounds of {:?}, 2 worker threads",
-        o.rounds, o.window
+        "{}, ops/s (Jain fairness across tasks), median of {} rounds of {:?}, 2 worker threads",
+        if o.hold {
+            "acquire + yield while holding + release"
+        } else {
+            "acquire + release"
+        },
+        o.rounds,
+        o.window
     );
     let mut header = format!("| {:>4} | {:>5} |", "size", "tasks");
     for p in &o.pools {
-        header += &format!(" {p:>12} |");
+        header += &format!(" {p:>15} |");
     }
     let aq = o.pools.iter().position(|p| p == "aquifer");
+    let dp = o.pools.iter().position(|p| p == "deadpool");
+    let mut columns = 2 + o.pools.len();
     if aq.is_some() {
         header += " aquifer / best peer |";
+        columns += 1;
+        if dp.is_some() {
+            header += " aquifer / deadpool |";
+            columns += 1;
+        }
     }
     println!("{header}");
-    println!(
-        "|{}",
-        "---|".repeat(2 + o.pools.len() + usize::from(aq.is_some()))
-    );
+    println!("|{}", "---|".repeat(columns));
     for (ci, &(size, tasks)) in cells.iter().enumerate() {
         let mut line = format!("| {size:>4} | {tasks:>5} |");
-        for v in &medians[ci] {
-            line += &format!(" {:>12} |", human(*v));
+        for (v, f) in ops[ci].iter().zip(&fair[ci]) {
+            let cell = if v.is_nan() {
+                human(*v)
+            } else {
+                format!("{} ({:.2})", human(*v), f)
+            };
+            line += &format!(" {cell:>15} |");
         }
         if let Some(a) = aq {
-            let best = medians[ci]
+            let best = ops[ci]
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| *i != a)
@@ -488,7 +540,10 @@ fn run(o: Opts) -> ExitCode {
                 .filter(|v| !v.is_nan())
                 .fold(0.0, f64::max);
             if best > 0.0 {
-                line += &format!(" {:>19.2}x |", medians[ci][a] / best);
+                line += &format!(" {:>18.2}x |", ops[ci][a] / best);
+            }
+            if let Some(d) = dp {
+                line += &format!(" {:>17.2}x |", ops[ci][a] / ops[ci][d]);
             }
         }
         println!("{line}");
@@ -503,5 +558,39 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jain_is_one_when_even_and_one_over_n_when_one_task_does_all() {
+        assert!((jain(&[5, 5, 5, 5]) - 1.0).abs() < 1e-12);
+        assert!((jain(&[8, 0, 0, 0]) - 0.25).abs() < 1e-12);
+        let partial = jain(&[3, 1, 0, 0]);
+        assert!(partial > 0.25 && partial < 1.0);
+        assert_eq!(jain(&[0, 0]), 0.0);
+    }
+
+    #[test]
+    fn median_of_rounds_and_a_hang_poisons_the_cell() {
+        let s = |ops| Some(Sample { ops, fairness: 1.0 });
+        assert_eq!(median(&[s(3.0), s(1.0), s(2.0)], |x| x.ops), 2.0);
+        assert_eq!(median(&[s(4.0), s(1.0), s(2.0), s(3.0)], |x| x.ops), 2.5);
+        assert!(median(&[s(1.0), None], |x| x.ops).is_nan());
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        let args = |v: &[&str]| parse(v.iter().map(|s| s.to_string()));
+        assert!(args(&["--pools", "nope"]).is_err());
+        assert!(args(&["--tasks", "0"]).is_err());
+        assert!(args(&["--rounds"]).is_err());
+        let o = args(&["--hold", "--sizes", "4,16", "--pools", "aquifer,bb8"]).unwrap();
+        assert!(o.hold);
+        assert_eq!(o.sizes, vec![4, 16]);
+        assert_eq!(o.pools, vec!["aquifer", "bb8"]);
     }
 }

@@ -1,13 +1,32 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine, then runs the whole test
-# suite. Today the core pool needs nothing beyond the Rust toolchain; the
-# database drivers will install and start their servers from here.
+# suite. Database tests start their own throwaway servers (aquifer-testkit)
+# from the installed server binaries; nothing has to be running beforehand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo is missing: install the Rust toolchain (https://rustup.rs) first" >&2
     exit 1
+fi
+
+# Debian package names of what the tests need, checked by a file each.
+need=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+
+if ((${#need[@]})); then
+    echo "installing: ${need[*]}"
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo="sudo"
+        else
+            echo "missing ${need[*]}; run as root or install them with apt-get" >&2
+            exit 1
+        fi
+    fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
 cargo test --workspace --all-targets

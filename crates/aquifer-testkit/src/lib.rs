@@ -1,0 +1,72 @@
+//! Real servers and real faults for aquifer's tests.
+//!
+//! - [`PgServer`]: a throwaway PostgreSQL in a temporary directory on a free
+//!   port of 127.0.0.1, started from the installed server binaries in about
+//!   a second; `stop`, `kill` (a crash), `start` again on the same data and
+//!   port; removed on drop.
+//! - [`FaultProxy`]: a TCP proxy between a pool and a server that passes,
+//!   delays, blackholes, refuses or resets traffic on demand.
+//!
+//! ```no_run
+//! use aquifer_testkit::{Fault, FaultProxy, PgServer};
+//!
+//! # fn main() -> Result<(), aquifer_testkit::TestkitError> {
+//! let pg = PgServer::new()?;
+//! let proxy = FaultProxy::start(pg.addr())?;
+//! let url = pg.url_through(&proxy); // clients connect through the proxy
+//! proxy.set(Fault::Blackhole);      // ...and now hang
+//! # let _ = url;
+//! # Ok(())
+//! # }
+//! ```
+
+mod pg;
+mod proxy;
+
+pub use pg::{PgServer, PgServerBuilder, PG_PASSWORD};
+pub use proxy::{Fault, FaultProxy};
+
+/// Why a test server or proxy could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestkitError {
+    /// Something the tests need is not installed.
+    #[error("{what} not found: install it with `{install}`")]
+    Missing {
+        /// What is missing.
+        what: &'static str,
+        /// How to install it.
+        install: &'static str,
+    },
+    /// The server did not come up; `log` is the tail of its log.
+    #[error("{server} did not start:\n{log}")]
+    Startup {
+        /// Which server.
+        server: &'static str,
+        /// The end of its log.
+        log: String,
+    },
+    /// A helper command failed.
+    #[error("`{command}` failed: {message}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its error output.
+        message: String,
+    },
+    /// An I/O error while `context`.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl TestkitError {
+    pub(crate) fn io(context: &'static str, source: std::io::Error) -> Self {
+        Self::Io { context, source }
+    }
+}

@@ -53,6 +53,34 @@ impl Reason {
     }
 }
 
+/// Work a driver did on a pooled object, for [`PoolEvent::OperationFailed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Operation {
+    /// A query or statement.
+    Query,
+    /// A `COMMIT`.
+    Commit,
+    /// A `ROLLBACK`.
+    Rollback,
+    /// A whole transaction (its body returned an error or panicked).
+    Transaction,
+}
+
+impl Operation {
+    /// A short lowercase name, for logs and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Query => "query",
+            Operation::Commit => "commit",
+            Operation::Rollback => "rollback",
+            Operation::Transaction => "transaction",
+        }
+    }
+}
+
 /// Something that happened in a pool.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -141,6 +169,14 @@ pub enum PoolEvent {
         /// Where it was checked out (`file:line:column`).
         location: String,
     },
+    /// A driver reported that work on a pooled object failed (see
+    /// [`Pool::report`](crate::Pool::report)).
+    OperationFailed {
+        /// What failed.
+        op: Operation,
+        /// The error's message.
+        error: String,
+    },
 }
 
 impl PoolEvent {
@@ -178,6 +214,9 @@ impl PoolEvent {
             }
             PoolEvent::Evicted { id, reason } => {
                 tracing::debug!(target: T, id, reason = reason.as_str(), "evicted")
+            }
+            PoolEvent::OperationFailed { op, error } => {
+                tracing::warn!(target: T, op = op.as_str(), %error, "{} failed", op.as_str())
             }
             PoolEvent::LeakSuspected { id, held, location } => tracing::warn!(
                 target: T, id, ?held, %location,

@@ -16,7 +16,7 @@ mod waiters;
 pub use builder::Builder;
 pub use config::{Backoff, Order, PoolConfig};
 pub use error::{BuildError, CreateError, DestroyError, PoolError};
-pub use events::{EventStream, PoolEvent, Reason};
+pub use events::{EventStream, Operation, PoolEvent, Reason};
 pub use manager::Manager;
 pub use metrics::{Evictions, Metrics, Summary};
 pub use object::{Metadata, Pooled};

@@ -134,6 +134,7 @@ pub(crate) struct Counters {
     pub(crate) evicted_lifetime: u64,
     pub(crate) evicted_broken: u64,
     pub(crate) leaks: u64,
+    pub(crate) operation_failures: u64,
     pub(crate) wait: Histogram,
     pub(crate) create: Histogram,
     pub(crate) usage: Histogram,
@@ -159,6 +160,7 @@ impl Counters {
                 broken: self.evicted_broken,
             },
             leaks_suspected: self.leaks,
+            operation_failures: self.operation_failures,
             wait_time: self.wait.summary_with_zeros(self.immediate),
             create_time: self.create.summary(),
             usage_time: self.usage.summary(),
@@ -209,6 +211,8 @@ pub struct Metrics {
     pub evictions: Evictions,
     /// Objects held past `leak_detection_threshold`.
     pub leaks_suspected: u64,
+    /// Failures drivers reported with [`Pool::report`](crate::Pool::report).
+    pub operation_failures: u64,
     /// Time from asking to getting, for successful checkouts.
     pub wait_time: Summary,
     /// Time taken by successful creates.

@@ -479,6 +479,18 @@ impl<M: Manager> Pool<M> {
         self.shared.events.subscribe()
     }
 
+    /// Records that work on one of this pool's objects failed, for drivers'
+    /// query helpers: listeners get [`PoolEvent::OperationFailed`], `tracing`
+    /// a warning, and [`Metrics::operation_failures`] counts it. The message
+    /// must not hold secrets.
+    pub fn report(&self, op: crate::Operation, error: impl std::fmt::Display) {
+        self.shared.state.lock().m.operation_failures += 1;
+        self.shared.emit(PoolEvent::OperationFailed {
+            op,
+            error: error.to_string(),
+        });
+    }
+
     /// The pool's configuration (`max` as built; see [`status`](Pool::status)
     /// for the current one).
     pub fn config(&self) -> &PoolConfig {

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aquifer::{Pool, PoolError, PoolEvent, Reason};
+use aquifer::{Operation, Pool, PoolError, PoolEvent, Reason};
 use common::*;
 
 fn destroyed(f: &Fake) -> usize {
@@ -358,4 +358,29 @@ async fn panics_in_callers_and_managers_do_not_poison_the_pool() {
     settle().await;
     assert_eq!(p.get().await.unwrap().obj.id, 4);
     check_pool(&p);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drivers_report_failed_work_as_events_and_metrics() {
+    let (_, m) = fake();
+    let p = Pool::builder(m).build().unwrap();
+    let mut ev = p.events();
+    p.report(Operation::Commit, "could not serialize access");
+    p.report(Operation::Query, "syntax error at or near \"SELEC\"");
+    assert_eq!(
+        ev.recv().await,
+        Some(PoolEvent::OperationFailed {
+            op: Operation::Commit,
+            error: "could not serialize access".into()
+        })
+    );
+    assert!(matches!(
+        ev.recv().await,
+        Some(PoolEvent::OperationFailed {
+            op: Operation::Query,
+            ..
+        })
+    ));
+    assert_eq!(p.metrics().operation_failures, 2);
+    assert_eq!(Operation::Transaction.as_str(), "transaction");
 }

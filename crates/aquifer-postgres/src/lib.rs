@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod database;
+mod manager;
+mod query;
+
+pub use config::PgConfigError;
+pub use database::{ConnectionError, HealthReport, PgDatabase, PgStats, Preset};
+pub use manager::{AfterConnect, BoxFuture, PgConnection, PgError, PgManager, ResetMode};
+pub use query::{PgPoolExt, QueryError};
+/// The driver, re-exported so that one dependency is enough.
+pub use tokio_postgres;
+
+/// A pool of PostgreSQL connections.
+pub type PgPool = aquifer::Pool<PgManager>;

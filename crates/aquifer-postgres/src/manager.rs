@@ -1,0 +1,410 @@
+//! The aquifer [`Manager`] for tokio-postgres connections.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aquifer::Manager;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::config::{self, PgConfigError};
+
+/// A boxed, `Send` future borrowing for `'a`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs on every new connection before the pool hands it out.
+pub type AfterConnect = Arc<
+    dyn for<'c> Fn(&'c Client) -> BoxFuture<'c, Result<(), tokio_postgres::Error>> + Send + Sync,
+>;
+
+/// Why a connection could not be made or checked. The message never holds
+/// the password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    /// The server or the network said no (refused, wrong password, unknown
+    /// database, connection closed…); the source has the details.
+    #[error("{}", describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    /// The health-check round trip did not come back in time.
+    #[error("the health check got no answer within {0:?}")]
+    CheckTimeout(Duration),
+    /// The `after_connect` hook failed; the connection was dropped.
+    #[error("after_connect failed: {}", describe(.0))]
+    AfterConnect(#[source] tokio_postgres::Error),
+}
+
+/// tokio-postgres's own message is terse ("db error"); this adds its causes
+/// ("db error: FATAL: password authentication failed for user …").
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+impl PgError {
+    /// The server's own error, if it sent one (SQLSTATE, message, detail).
+    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            PgError::Db(e) | PgError::AfterConnect(e) => e.as_db_error(),
+            PgError::CheckTimeout(_) => None,
+        }
+    }
+}
+
+/// What a returned connection goes through before it is reused.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ResetMode {
+    /// Roll back only connections known to be dirty: a transaction helper
+    /// was cancelled or panicked mid-way, or [`PgConnection::mark_dirty`]
+    /// was called. Costs nothing otherwise. tokio-postgres `Transaction`s
+    /// dropped without commit roll back by themselves. The default.
+    #[default]
+    IfDirty,
+    /// `ROLLBACK` on every return: for code that sends a raw `BEGIN`. One
+    /// round trip per checkout.
+    Rollback,
+    /// `ROLLBACK`, then this query (e.g. `DISCARD ALL`, as PgBouncer's
+    /// `server_reset_query`) on every return. The statement cache is
+    /// cleared, since the server may have dropped its statements.
+    Query(String),
+}
+
+/// Makes, checks, resets and closes PostgreSQL connections for an
+/// [`aquifer::Pool`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager = aquifer_postgres::PgManager::new("postgres://app:secret@localhost/app")?
+///     .statement_cache_capacity(256);
+/// let pool = aquifer_postgres::PgPool::builder(manager).max(16).build()?;
+/// let conn = pool.get().await?;
+/// let row = conn.query_one("SELECT 1::int4", &[]).await?;
+/// assert_eq!(row.get::<_, i32>(0), 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PgManager {
+    config: tokio_postgres::Config,
+    check_query: String,
+    check_timeout: Duration,
+    reset: ResetMode,
+    statement_cache_capacity: usize,
+    prepared_statements: bool,
+    after_connect: Option<AfterConnect>,
+}
+
+impl fmt::Debug for PgManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgManager")
+            .field("target", &config::target(&self.config))
+            .field("user", &self.config.get_user())
+            .field("check_timeout", &self.check_timeout)
+            .field("reset", &self.reset)
+            .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("prepared_statements", &self.prepared_statements)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgManager {
+    /// A manager for `postgres://user:password@host:port/db?…` or a
+    /// `key=value` connection string.
+    ///
+    /// # Errors
+    /// [`PgConfigError`] naming the malformed part.
+    pub fn new(url: &str) -> Result<Self, PgConfigError> {
+        Ok(Self::from_config(config::parse(url)?))
+    }
+
+    /// A manager for a tokio-postgres configuration. Without an
+    /// `application_name` it is set to `aquifer`, so the pool's sessions are
+    /// easy to find in `pg_stat_activity`.
+    pub fn from_config(mut config: tokio_postgres::Config) -> Self {
+        if config.get_application_name().is_none() {
+            config.application_name("aquifer");
+        }
+        Self {
+            config,
+            check_query: String::new(),
+            check_timeout: Duration::from_secs(2),
+            reset: ResetMode::default(),
+            statement_cache_capacity: 100,
+            prepared_statements: true,
+            after_connect: None,
+        }
+    }
+
+    /// The query the health check sends. Default: the empty query, one round
+    /// trip with no work for the server.
+    #[must_use]
+    pub fn check_query(mut self, sql: &str) -> Self {
+        self.check_query = sql.to_owned();
+        self
+    }
+
+    /// How long the health check may take. Default 2 s.
+    #[must_use]
+    pub fn check_timeout(mut self, timeout: Duration) -> Self {
+        self.check_timeout = timeout;
+        self
+    }
+
+    /// TCP connect timeout (per host). Default none: the pool's
+    /// `create_timeout` bounds the whole connect.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout(timeout);
+        self
+    }
+
+    /// What a returned connection goes through. Default [`ResetMode::IfDirty`].
+    #[must_use]
+    pub fn reset(mut self, mode: ResetMode) -> Self {
+        self.reset = mode;
+        self
+    }
+
+    /// Most prepared statements kept per connection by
+    /// [`PgConnection::prepare_cached`]; the least recently used goes first.
+    /// 0 turns the cache off. Default 100.
+    #[must_use]
+    pub fn statement_cache_capacity(mut self, n: usize) -> Self {
+        self.statement_cache_capacity = n;
+        self
+    }
+
+    /// Whether named server-side prepared statements may be kept across
+    /// transactions. Turn it off behind PgBouncer in transaction pooling
+    /// mode: `prepare_cached` then caches nothing, and the pool's query
+    /// helpers use unnamed statements. Default `true`.
+    #[must_use]
+    pub fn prepared_statements(mut self, on: bool) -> Self {
+        self.prepared_statements = on;
+        self
+    }
+
+    /// Runs `hook` on every new connection, e.g. to set `search_path`. A
+    /// failure drops the connection and counts as a failed create.
+    #[must_use]
+    pub fn after_connect<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(&'c Client) -> BoxFuture<'c, Result<(), tokio_postgres::Error>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.after_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// The connection settings (the password stays redacted in `Debug`).
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// `host:port/db`, for messages.
+    pub fn target(&self) -> String {
+        config::target(&self.config)
+    }
+
+    pub(crate) fn uses_prepared_statements(&self) -> bool {
+        self.prepared_statements
+    }
+}
+
+impl Manager for PgManager {
+    type Type = PgConnection;
+    type Error = PgError;
+
+    async fn create(&self) -> Result<PgConnection, PgError> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(target: "aquifer::postgres", error = %e, "connection ended");
+            }
+        });
+        if let Some(hook) = &self.after_connect {
+            hook(&client).await.map_err(PgError::AfterConnect)?;
+        }
+        let capacity = if self.prepared_statements {
+            self.statement_cache_capacity
+        } else {
+            0
+        };
+        Ok(PgConnection {
+            client,
+            statements: StatementCache::new(capacity),
+            dirty: false,
+        })
+    }
+
+    async fn validate(&self, conn: &mut PgConnection) -> Result<(), PgError> {
+        match tokio::time::timeout(
+            self.check_timeout,
+            conn.client.simple_query(&self.check_query),
+        )
+        .await
+        {
+            Ok(r) => r.map(drop).map_err(PgError::Db),
+            Err(_) => Err(PgError::CheckTimeout(self.check_timeout)),
+        }
+    }
+
+    fn is_broken(&self, conn: &PgConnection) -> bool {
+        conn.client.is_closed()
+    }
+
+    fn needs_reset(&self, conn: &PgConnection) -> bool {
+        conn.dirty || self.reset != ResetMode::IfDirty
+    }
+
+    async fn reset(&self, conn: &mut PgConnection) -> Result<(), PgError> {
+        // Outside a transaction this only draws a warning from the server.
+        conn.client.batch_execute("ROLLBACK").await?;
+        if let ResetMode::Query(sql) = &self.reset {
+            conn.client.batch_execute(sql).await?;
+            conn.statements.clear();
+        }
+        conn.dirty = false;
+        Ok(())
+    }
+}
+
+/// A pooled PostgreSQL connection: a tokio-postgres [`Client`] (it derefs to
+/// one) with a bounded prepared-statement cache.
+pub struct PgConnection {
+    client: Client,
+    statements: StatementCache,
+    dirty: bool,
+}
+
+impl PgConnection {
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Prepares `sql` once per connection and reuses the statement; the
+    /// least recently used statement is closed past the cache's capacity.
+    ///
+    /// # Errors
+    /// The server's error when `sql` does not prepare.
+    pub async fn prepare_cached(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st);
+        }
+        let st = self.client.prepare(sql).await?;
+        self.statements.insert(sql, st.clone());
+        Ok(st)
+    }
+
+    /// Statements in the cache now.
+    pub fn cached_statements(&self) -> usize {
+        self.statements.len()
+    }
+
+    /// Makes the pool roll the connection back when it comes back, e.g.
+    /// after a raw `BEGIN`.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Whether the connection will be rolled back on return.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Forgets a dirty mark, once a transaction ended cleanly.
+    pub(crate) fn clean(&mut self) {
+        self.dirty = false;
+    }
+}
+
+impl Deref for PgConnection {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for PgConnection {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl fmt::Debug for PgConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConnection")
+            .field("closed", &self.client.is_closed())
+            .field("cached_statements", &self.statements.len())
+            .field("dirty", &self.dirty)
+            .finish()
+    }
+}
+
+/// A small LRU of prepared statements.
+struct StatementCache {
+    capacity: usize,
+    tick: u64,
+    map: HashMap<String, (Statement, u64)>,
+}
+
+impl StatementCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            tick: 0,
+            map: HashMap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn get(&mut self, sql: &str) -> Option<Statement> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(sql).map(|(st, used)| {
+            *used = tick;
+            st.clone()
+        })
+    }
+
+    fn insert(&mut self, sql: &str, st: Statement) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.map.len() >= self.capacity {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            // Dropping the statement closes it on the server.
+            if let Some(k) = oldest {
+                self.map.remove(&k);
+            }
+        }
+        self.tick += 1;
+        self.map.insert(sql.to_owned(), (st, self.tick));
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+    }
+}

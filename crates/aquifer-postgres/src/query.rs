@@ -1,0 +1,221 @@
+//! Query helpers on the pool: check out, run, return, and report failures
+//! on the pool's event stream (where a `Cluster` turns them into warnings).
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::task::Poll;
+
+use aquifer::{Operation, PoolError};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Transaction};
+
+use crate::manager::{describe, BoxFuture, PgError};
+use crate::PgPool;
+
+/// Why a query through the pool failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// No connection could be checked out.
+    #[error("no connection: {0}")]
+    Pool(#[from] PoolError<PgError>),
+    /// The server rejected the query, or the connection broke.
+    #[error("{}", describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+}
+
+impl QueryError {
+    /// The server's own error (SQLSTATE, message, detail), if it sent one.
+    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            QueryError::Db(e) => e.as_db_error(),
+            QueryError::Pool(_) => None,
+        }
+    }
+}
+
+/// Polls a future, turning a panic into an `Err`.
+async fn catch_unwind<F: Future>(f: F) -> std::thread::Result<F::Output> {
+    let mut f = pin!(f);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    })
+    .await
+}
+
+/// Queries and transactions straight on a [`PgPool`].
+///
+/// ```no_run
+/// use aquifer_postgres::{PgPoolExt, QueryError};
+///
+/// # async fn run(pool: aquifer_postgres::PgPool) -> Result<(), QueryError> {
+/// pool.execute("UPDATE stock SET n = n - 1 WHERE id = $1", &[&7i32]).await?;
+/// let moved = pool
+///     .transaction(|tx| Box::pin(async move {
+///         tx.execute("UPDATE a SET v = v - 1", &[]).await?;
+///         let n = tx.execute("UPDATE b SET v = v + 1", &[]).await?;
+///         Ok::<_, QueryError>(n)
+///     }))
+///     .await?;
+/// # let _ = moved;
+/// # Ok(())
+/// # }
+/// ```
+pub trait PgPoolExt {
+    /// Runs a query on a pooled connection and returns its rows. Statements
+    /// are prepared once per connection (see
+    /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached)).
+    ///
+    /// # Errors
+    /// [`QueryError`]; a server error is also reported as
+    /// [`Operation::Query`] on the pool's events.
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Row>, QueryError>> + Send;
+
+    /// Like [`query`](PgPoolExt::query), for exactly one row.
+    ///
+    /// # Errors
+    /// As [`query`](PgPoolExt::query), and when the query does not return
+    /// exactly one row.
+    fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Row, QueryError>> + Send;
+
+    /// Runs a statement and returns how many rows it changed.
+    ///
+    /// # Errors
+    /// As [`query`](PgPoolExt::query).
+    fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<u64, QueryError>> + Send;
+
+    /// Runs `f` inside a transaction on one pooled connection: commits when
+    /// it returns `Ok`, rolls back when it returns `Err` or panics (the panic
+    /// then goes on). If the future is dropped mid-way the connection is
+    /// rolled back when it returns to the pool. Failed commits, rollbacks and
+    /// transactions are reported on the pool's events.
+    ///
+    /// # Errors
+    /// `f`'s error, or the checkout, `BEGIN` or `COMMIT` error converted
+    /// into `E`.
+    fn transaction<R, E, F>(&self, f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        R: Send,
+        E: From<QueryError> + std::fmt::Display + Send,
+        F: for<'t> FnOnce(&'t mut Transaction<'_>) -> BoxFuture<'t, Result<R, E>> + Send;
+}
+
+impl PgPoolExt for PgPool {
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, QueryError> {
+        let mut conn = self.get().await?;
+        let result = if self.manager().uses_prepared_statements() {
+            match conn.prepare_cached(sql).await {
+                Ok(st) => conn.query(&st, params).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            conn.query(sql, params).await
+        };
+        result.map_err(|e| self.failed(Operation::Query, e))
+    }
+
+    async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, QueryError> {
+        let mut conn = self.get().await?;
+        let result = if self.manager().uses_prepared_statements() {
+            match conn.prepare_cached(sql).await {
+                Ok(st) => conn.query_one(&st, params).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            conn.query_one(sql, params).await
+        };
+        result.map_err(|e| self.failed(Operation::Query, e))
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, QueryError> {
+        let mut conn = self.get().await?;
+        let result = if self.manager().uses_prepared_statements() {
+            match conn.prepare_cached(sql).await {
+                Ok(st) => conn.execute(&st, params).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            conn.execute(sql, params).await
+        };
+        result.map_err(|e| self.failed(Operation::Query, e))
+    }
+
+    async fn transaction<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        R: Send,
+        E: From<QueryError> + std::fmt::Display + Send,
+        F: for<'t> FnOnce(&'t mut Transaction<'_>) -> BoxFuture<'t, Result<R, E>> + Send,
+    {
+        let mut conn = self.get().await.map_err(QueryError::from)?;
+        // Until it commits or rolls back, a dropped future leaves a
+        // connection the pool must roll back.
+        conn.mark_dirty();
+        let mut tx = match conn.transaction().await {
+            Ok(tx) => tx,
+            Err(e) => return Err(self.failed(Operation::Transaction, e).into()),
+        };
+        let outcome = catch_unwind(f(&mut tx)).await;
+        match outcome {
+            Ok(Ok(value)) => match tx.commit().await {
+                Ok(()) => {
+                    conn.clean();
+                    Ok(value)
+                }
+                Err(e) => Err(self.failed(Operation::Commit, e).into()),
+            },
+            Ok(Err(e)) => {
+                match tx.rollback().await {
+                    Ok(()) => conn.clean(),
+                    Err(re) => {
+                        self.report(Operation::Rollback, describe(&re));
+                    }
+                }
+                self.report(Operation::Transaction, &e);
+                Err(e)
+            }
+            Err(panic) => {
+                // Dropping the transaction queues its ROLLBACK; the dirty
+                // mark rolls back once more on return, to be sure.
+                drop(tx);
+                self.report(Operation::Transaction, "the transaction's closure panicked");
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+}
+
+trait Failed {
+    fn failed(&self, op: Operation, e: tokio_postgres::Error) -> QueryError;
+}
+
+impl Failed for PgPool {
+    fn failed(&self, op: Operation, e: tokio_postgres::Error) -> QueryError {
+        self.report(op, describe(&e));
+        QueryError::Db(e)
+    }
+}

@@ -1,0 +1,331 @@
+//! Faults real servers and networks produce, survived against real servers.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aquifer::{Backoff, CreateError, PoolError};
+use aquifer_postgres::{PgManager, PgPool};
+use aquifer_testkit::{Fault, FaultProxy};
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_backends_are_never_handed_out() {
+    let pg = server();
+    let pool = PgPool::builder(PgManager::new(&pg.url()).unwrap())
+        .max(8)
+        .min(8)
+        .build()
+        .unwrap();
+    pool.start().await.unwrap();
+    assert_eq!(pg.sessions("aquifer").unwrap(), 8);
+    let killed = pg
+        .psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'aquifer'")
+        .unwrap();
+    assert_eq!(killed, "8");
+    eventually("the backends exited", || {
+        pg.sessions("aquifer").unwrap() == 0
+    })
+    .await;
+    for i in 0..1000 {
+        let conn = pool.get().await.unwrap();
+        if let Err(e) = conn.simple_query("SELECT 1").await {
+            panic!("checkout {i} handed out a dead connection: {e}");
+        }
+    }
+    let m = pool.metrics();
+    eprintln!(
+        "after terminating 8 backends: 1000/1000 checkouts worked; evicted broken {}, validation failures {}, creates {}",
+        m.evictions.broken, m.validation_failures, m.creates
+    );
+    assert!(m.evictions.broken + m.validation_failures >= 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
+    let mut pg = server();
+    let url = pg.url();
+    let max = 4;
+    let acquire = ms(500);
+    let backoff_max = ms(1000);
+    let pool = PgPool::builder(PgManager::new(&url).unwrap())
+        .max(max)
+        .acquire_timeout(acquire)
+        .backoff(Backoff {
+            min: ms(50),
+            max: backoff_max,
+            ..Backoff::default()
+        })
+        .build()
+        .unwrap();
+
+    // Watch the server's view: never more sessions than `max`.
+    let most = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (most, stop, port) = (most.clone(), stop.clone(), pg.port());
+        let psql = pg.dir().join("sock");
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let out = std::process::Command::new("psql")
+                    .args(["-X", "-A", "-t", "-U", "postgres", "-d", "postgres", "-p"])
+                    .arg(port.to_string())
+                    .arg("-h")
+                    .arg(&psql)
+                    .arg("-c")
+                    .arg("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'aquifer'")
+                    .output();
+                if let Ok(o) = out {
+                    if let Ok(n) = String::from_utf8_lossy(&o.stdout).trim().parse::<usize>() {
+                        most.fetch_max(n, Ordering::SeqCst);
+                    }
+                }
+                std::thread::sleep(ms(20));
+            }
+        })
+    };
+
+    // Eight tasks hammer the pool; every failed get is timed and kept.
+    let slow_failures = Arc::new(Mutex::new(Vec::new()));
+    let untyped = Arc::new(Mutex::new(Vec::new()));
+    let served = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            let (slow, untyped, served) = (slow_failures.clone(), untyped.clone(), served.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let t = Instant::now();
+                    match pool.get().await {
+                        Ok(conn) => {
+                            if conn.simple_query("SELECT 1").await.is_ok() {
+                                served.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Err(e) => {
+                            let took = t.elapsed();
+                            if took > acquire + acquire / 10 {
+                                slow.lock().unwrap().push(took);
+                            }
+                            let has_cause = e.create_error().is_some();
+                            if !matches!(e, PoolError::Timeout { .. } | PoolError::Create(_))
+                                || (matches!(e, PoolError::Create(_)) && !has_cause)
+                            {
+                                untyped.lock().unwrap().push(e.to_string());
+                            }
+                            tokio::time::sleep(ms(5)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(ms(300)).await;
+    assert!(
+        served.load(Ordering::SeqCst) > 0,
+        "the pool served before the crash"
+    );
+    pg.kill().unwrap();
+    tokio::time::sleep(ms(1500)).await;
+    // While the server is down, a get carries the connection error.
+    let err = pool.get().await.unwrap_err();
+    let text = chain(&err);
+    assert!(err.create_error().is_some(), "{text}");
+    assert!(
+        text.to_lowercase().contains("refused") || text.contains("connect"),
+        "{text}"
+    );
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.start().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    let back = Instant::now();
+    let before = served.load(Ordering::SeqCst);
+    while served.load(Ordering::SeqCst) == before {
+        assert!(
+            back.elapsed() < backoff_max * 3,
+            "no recovery after the restart"
+        );
+        tokio::time::sleep(ms(10)).await;
+    }
+    let recovered = back.elapsed();
+    tokio::time::sleep(ms(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .expect("no task hangs")
+            .unwrap();
+    }
+    watcher.join().unwrap();
+    eprintln!(
+        "server killed under load: served {}, recovered {recovered:?} after the restart (backoff max {backoff_max:?}), at most {} sessions (max {max})",
+        served.load(Ordering::SeqCst),
+        most.load(Ordering::SeqCst)
+    );
+    assert!(
+        slow_failures.lock().unwrap().is_empty(),
+        "gets slower than the timeout + 10%: {:?}",
+        slow_failures.lock().unwrap()
+    );
+    assert!(
+        untyped.lock().unwrap().is_empty(),
+        "{:?}",
+        untyped.lock().unwrap()
+    );
+    assert!(
+        recovered <= backoff_max + ms(500),
+        "recovered only after {recovered:?}"
+    );
+    assert!(most.load(Ordering::SeqCst) <= max);
+    drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_network_times_out_instead_of_hanging() {
+    let pg = server();
+    let proxy = FaultProxy::start(pg.addr()).unwrap();
+    let max = 4;
+    let manager = PgManager::new(&pg.url_through(&proxy))
+        .unwrap()
+        .check_timeout(ms(300));
+    let pool = PgPool::builder(manager)
+        .max(max)
+        .acquire_timeout(ms(1000))
+        .create_timeout(ms(400))
+        .validate_if_idle_for(ms(0))
+        .build()
+        .unwrap();
+    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    drop((a, b));
+    let accepted_before = proxy.accepted();
+    proxy.set(Fault::Blackhole);
+
+    // A storm of gets: each fails at its timeout, none hangs.
+    let start = Instant::now();
+    let storm: Vec<_> = (0..20)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                (pool.get().await.map(drop), t.elapsed(), pool.status().size)
+            })
+        })
+        .collect();
+    for s in storm {
+        let (got, took, size) = tokio::time::timeout(Duration::from_secs(5), s)
+            .await
+            .expect("a get hung on a blackholed network")
+            .unwrap();
+        // Either the acquire timeout, or `retries` create timeouts in a row:
+        // a typed error about time running out, with the cause.
+        let err = got.unwrap_err();
+        let create_timed_out = matches!(err.create_error(), Some(CreateError::Timeout(_)));
+        assert!(err.is_timeout() || create_timed_out, "{}", chain(&err));
+        assert!(took <= ms(1100), "{took:?}");
+        assert!(size <= max);
+    }
+    let attempts = proxy.accepted() - accepted_before;
+    let m = pool.metrics();
+    eprintln!(
+        "blackhole: 20 gets failed in {:?}; {attempts} connection attempts, {} validations timed out",
+        start.elapsed(),
+        m.validation_failures
+    );
+    assert_eq!(
+        m.validation_failures, 2,
+        "both idle connections failed their check"
+    );
+    assert!(
+        attempts <= 2 * max as u64,
+        "{attempts} connection attempts in one second"
+    );
+
+    proxy.set(Fault::Pass);
+    let t = Instant::now();
+    loop {
+        match pool.get().await {
+            Ok(c) => {
+                c.simple_query("SELECT 1").await.unwrap();
+                break;
+            }
+            Err(_) => assert!(t.elapsed() < Duration::from_secs(10), "no recovery"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spike_over_slow_connects_opens_few_connections() {
+    let pg = server();
+    let proxy = FaultProxy::start(pg.addr()).unwrap();
+    proxy.set(Fault::Latency(ms(150)));
+    let pool = PgPool::builder(PgManager::new(&pg.url_through(&proxy)).unwrap())
+        .max(50)
+        .acquire_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let c = pool.get().await.unwrap();
+                c.simple_query("SELECT 1").await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let creates = pool.metrics().creates;
+    eprintln!(
+        "50 tasks at once over 150 ms latency: served in {:?} with {creates} connections",
+        start.elapsed()
+    );
+    assert!(
+        creates <= 15,
+        "opened {creates} connections for 50 short tasks"
+    );
+}
+
+#[tokio::test]
+async fn closing_or_dropping_a_pool_leaves_no_session_behind() {
+    let pg = server();
+    let pool =
+        PgPool::builder(PgManager::new(&format!("{}?application_name=closed", pg.url())).unwrap())
+            .max(5)
+            .min(5)
+            .build()
+            .unwrap();
+    pool.start().await.unwrap();
+    let held = pool.get().await.unwrap();
+    assert_eq!(pg.sessions("closed").unwrap(), 5);
+    pool.close().await;
+    drop(held);
+    eventually("closed sessions left", || {
+        pg.sessions("closed").unwrap() == 0
+    })
+    .await;
+
+    let pool =
+        PgPool::builder(PgManager::new(&format!("{}?application_name=dropped", pg.url())).unwrap())
+            .max(3)
+            .min(3)
+            .build()
+            .unwrap();
+    pool.start().await.unwrap();
+    let held = pool.get().await.unwrap();
+    assert_eq!(pg.sessions("dropped").unwrap(), 3);
+    drop(pool);
+    drop(held);
+    eventually("dropped sessions left", || {
+        pg.sessions("dropped").unwrap() == 0
+    })
+    .await;
+}

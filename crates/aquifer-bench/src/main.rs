@@ -15,6 +15,8 @@
 //! task did everything. A pool that never yields lets a few tasks monopolise
 //! the workers; its throughput is then that of a few uncontended tasks.
 
+mod pg;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -194,7 +196,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Opts, String> {
 
 /// One cell's result: operations per second and fairness.
 #[derive(Clone, Copy)]
-struct Sample {
+pub(crate) struct Sample {
     ops: f64,
     fairness: f64,
 }
@@ -213,7 +215,7 @@ fn jain(counts: &[u64]) -> f64 {
 /// `None` when some task was still stuck a second after the end (a pool that
 /// lost a wakeup). The clock and the watchdog are OS threads, so a pool that
 /// starves the runtime cannot stop the measurement.
-async fn drive(
+pub(crate) async fn drive(
     tasks: usize,
     window: Duration,
     spawn: impl Fn(Arc<AtomicBool>, Arc<AtomicU64>) -> tokio::task::JoinHandle<()>,
@@ -422,7 +424,7 @@ fn measure(
 }
 
 /// The median, or NaN when any round hung.
-fn median(v: &[Option<Sample>], field: fn(&Sample) -> f64) -> f64 {
+pub(crate) fn median(v: &[Option<Sample>], field: fn(&Sample) -> f64) -> f64 {
     if v.iter().any(Option::is_none) {
         return f64::NAN;
     }
@@ -436,7 +438,7 @@ fn median(v: &[Option<Sample>], field: fn(&Sample) -> f64) -> f64 {
     }
 }
 
-fn human(ops: f64) -> String {
+pub(crate) fn human(ops: f64) -> String {
     if ops.is_nan() {
         "hang".into()
     } else if ops >= 1e6 {
@@ -551,14 +553,58 @@ fn run(o: Opts) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn main() -> ExitCode {
-    match parse(std::env::args().skip(1)) {
-        Ok(o) => run(o),
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(2)
+fn pg_usage() -> &'static str {
+    "usage: aquifer-bench pg [--json] [--rounds N] [--millis MS] [--size 16] [--tasks 64] [--pools aquifer,deadpool-postgres,bb8-postgres,raw-exclusive]"
+}
+
+fn parse_pg(args: impl Iterator<Item = String>) -> Result<pg::PgOpts, String> {
+    let mut o = pg::PgOpts {
+        size: 16,
+        tasks: 64,
+        rounds: 5,
+        window: Duration::from_millis(1000),
+        pools: pg::POOLS.iter().map(|s| s.to_string()).collect(),
+        json: false,
+    };
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--rounds" => o.rounds = val()?.parse().map_err(|_| "bad --rounds")?,
+            "--millis" => {
+                o.window = Duration::from_millis(val()?.parse().map_err(|_| "bad --millis")?)
+            }
+            "--size" => o.size = val()?.parse().map_err(|_| "bad --size")?,
+            "--tasks" => o.tasks = val()?.parse().map_err(|_| "bad --tasks")?,
+            "--pools" => {
+                o.pools = val()?.split(',').map(str::to_owned).collect();
+                if let Some(p) = o.pools.iter().find(|p| !pg::POOLS.contains(&p.as_str())) {
+                    return Err(format!("unknown pool {p}; known: {}", pg::POOLS.join(",")));
+                }
+            }
+            "-h" | "--help" => return Err(pg_usage().into()),
+            _ => return Err(format!("unknown argument {a}\n{}", pg_usage())),
         }
     }
+    if o.rounds == 0 || o.size == 0 || o.tasks == 0 {
+        return Err("rounds, size and tasks must be at least 1".into());
+    }
+    Ok(o)
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    let parsed = if args.peek().map(String::as_str) == Some("pg") {
+        args.next();
+        parse_pg(args).map(pg::run)
+    } else {
+        parse(args).map(run)
+    };
+    parsed.unwrap_or_else(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
 }
 
 #[cfg(test)]
@@ -580,6 +626,16 @@ mod tests {
         assert_eq!(median(&[s(3.0), s(1.0), s(2.0)], |x| x.ops), 2.0);
         assert_eq!(median(&[s(4.0), s(1.0), s(2.0), s(3.0)], |x| x.ops), 2.5);
         assert!(median(&[s(1.0), None], |x| x.ops).is_nan());
+    }
+
+    #[test]
+    fn pg_arguments_parse_and_bad_ones_are_refused() {
+        let args = |v: &[&str]| parse_pg(v.iter().map(|s| s.to_string()));
+        let o = args(&["--size", "8", "--pools", "aquifer,raw-exclusive"]).unwrap();
+        assert_eq!((o.size, o.tasks), (8, 64));
+        assert_eq!(o.pools, vec!["aquifer", "raw-exclusive"]);
+        assert!(args(&["--pools", "sqlx"]).is_err());
+        assert!(args(&["--size", "0"]).is_err());
     }
 
     #[test]

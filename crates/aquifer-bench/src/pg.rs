@@ -1,0 +1,197 @@
+//! `SELECT 1` round trips per second through each PostgreSQL pool, against a
+//! throwaway server from the testkit, all in one process and one run.
+//!
+//! Every pool runs at its defaults and does the same work per operation:
+//! check out, `simple_query("SELECT 1")` (one round trip), return. The floor
+//! is `size` raw tokio-postgres clients, each used by one task at a time,
+//! with no pool at all.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aquifer_postgres::{PgManager, PgPool};
+use aquifer_testkit::PgServer;
+use tokio_postgres::NoTls;
+
+use crate::{drive, human, median, Sample};
+
+/// The pools this benchmark compares.
+pub const POOLS: &[&str] = &[
+    "aquifer",
+    "deadpool-postgres",
+    "bb8-postgres",
+    "raw-exclusive",
+];
+
+/// Settings of one run.
+pub struct PgOpts {
+    pub size: usize,
+    pub tasks: usize,
+    pub rounds: usize,
+    pub window: Duration,
+    pub pools: Vec<String>,
+    pub json: bool,
+}
+
+macro_rules! select_loop {
+    ($pool:expr, $tasks:expr, $window:expr, |$p:ident| $get:expr) => {{
+        let pool = $pool;
+        drive(
+            $tasks,
+            $window,
+            move |stop: Arc<AtomicBool>, count: Arc<AtomicU64>| {
+                let $p = pool.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let conn = $get;
+                        conn.simple_query("SELECT 1").await.expect("SELECT 1");
+                        drop(conn);
+                        n += 1;
+                        count.store(n, Ordering::Relaxed);
+                    }
+                })
+            },
+        )
+        .await
+    }};
+}
+
+async fn measure(
+    url: &str,
+    pool: &str,
+    size: usize,
+    tasks: usize,
+    window: Duration,
+) -> Option<Sample> {
+    let config = tokio_postgres::Config::from_str(url).expect("testkit URL");
+    match pool {
+        "aquifer" => {
+            let p = PgPool::builder(PgManager::new(url).expect("testkit URL"))
+                .max(size)
+                .build()
+                .expect("valid config");
+            p.start().await.expect("connect");
+            select_loop!(p, tasks, window, |p| p.get().await.expect("get"))
+        }
+        "deadpool-postgres" => {
+            let mgr = deadpool_postgres::Manager::from_config(
+                config,
+                NoTls,
+                deadpool_postgres::ManagerConfig::default(),
+            );
+            let p = deadpool_postgres::Pool::builder(mgr)
+                .max_size(size)
+                .build()
+                .expect("valid config");
+            select_loop!(p, tasks, window, |p| p.get().await.expect("get"))
+        }
+        "bb8-postgres" => {
+            let mgr = bb8_postgres::PostgresConnectionManager::new(config, NoTls);
+            let p = bb8::Pool::builder()
+                .max_size(size as u32)
+                .build(mgr)
+                .await
+                .expect("connect");
+            select_loop!(p, tasks, window, |p| p.get().await.expect("get"))
+        }
+        "raw-exclusive" => {
+            let mut clients = Vec::with_capacity(size);
+            for _ in 0..size {
+                let (client, conn) = config.connect(NoTls).await.expect("connect");
+                tokio::spawn(conn);
+                clients.push(Arc::new(tokio::sync::Mutex::new(client)));
+            }
+            let next = Arc::new(AtomicU64::new(0));
+            let clients = Arc::new(clients);
+            drive(tasks, window, move |stop, count| {
+                let clients = Arc::clone(&clients);
+                let mine = next.fetch_add(1, Ordering::Relaxed) as usize % clients.len();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let client = clients[mine].lock().await;
+                        client.simple_query("SELECT 1").await.expect("SELECT 1");
+                        drop(client);
+                        n += 1;
+                        count.store(n, Ordering::Relaxed);
+                    }
+                })
+            })
+            .await
+        }
+        other => unreachable!("unknown pool {other}"),
+    }
+}
+
+/// Runs the comparison and prints a table (or JSON lines).
+pub fn run(o: PgOpts) -> std::process::ExitCode {
+    let server = match PgServer::builder().max_connections(200).trust().start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot start a PostgreSQL server for the benchmark: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let url = server.url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut samples: Vec<Vec<Option<Sample>>> = vec![Vec::new(); o.pools.len()];
+    for round in 0..o.rounds {
+        for (i, pool) in o.pools.iter().enumerate() {
+            let s = rt.block_on(measure(&url, pool, o.size, o.tasks, o.window));
+            samples[i].push(s);
+        }
+        if !o.json {
+            eprintln!("round {}/{} done", round + 1, o.rounds);
+        }
+    }
+    let ops: Vec<f64> = samples.iter().map(|s| median(s, |x| x.ops)).collect();
+    if o.json {
+        for (pool, v) in o.pools.iter().zip(&ops) {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "postgres-select-1", "pool": pool, "size": o.size,
+                    "tasks": o.tasks, "ops_per_sec": (!v.is_nan()).then(|| v.round()),
+                    "rounds": o.rounds,
+                })
+            );
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
+    let raw = o
+        .pools
+        .iter()
+        .position(|p| p == "raw-exclusive")
+        .map(|i| ops[i]);
+    let best_peer = o
+        .pools
+        .iter()
+        .zip(&ops)
+        .filter(|(p, _)| *p != "aquifer" && *p != "raw-exclusive")
+        .map(|(_, v)| *v)
+        .filter(|v| !v.is_nan())
+        .fold(0.0, f64::max);
+    println!(
+        "SELECT 1 round trips/s, pool size {}, {} tasks, 2 worker threads, median of {} rounds of {:?}",
+        o.size, o.tasks, o.rounds, o.window
+    );
+    println!("| pool | ops/s | vs best peer | vs raw exclusive |");
+    println!("|---|---|---|---|");
+    for (pool, v) in o.pools.iter().zip(&ops) {
+        let peer = if best_peer > 0.0 {
+            format!("{:.2}x", v / best_peer)
+        } else {
+            "-".into()
+        };
+        let floor = raw.map_or("-".into(), |r| format!("{:.2}x", v / r));
+        println!("| {pool} | {} | {peer} | {floor} |", human(*v));
+    }
+    std::process::ExitCode::SUCCESS
+}

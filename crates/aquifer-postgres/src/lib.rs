@@ -14,3 +14,9 @@ pub use tokio_postgres;
 
 /// A pool of PostgreSQL connections.
 pub type PgPool = aquifer::Pool<PgManager>;
+
+/// The workspace README's examples, compiled (and run where they need no
+/// server) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct WorkspaceReadme;

@@ -21,8 +21,3 @@ pub use manager::Manager;
 pub use metrics::{Evictions, Metrics, Summary};
 pub use object::{Metadata, Pooled};
 pub use pool::{PendingInfo, Pool, Status};
-
-/// The workspace README's example, compiled and run as a doctest.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct WorkspaceReadme;

@@ -29,5 +29,5 @@ if ((${#need[@]})); then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
-cargo test --workspace --all-targets
-cargo test --workspace --doc
+cargo test --workspace --all-targets --all-features
+cargo test --workspace --doc --all-features

@@ -4,11 +4,15 @@ mod config;
 mod database;
 mod manager;
 mod query;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use config::PgConfigError;
 pub use database::{ConnectionError, HealthReport, PgDatabase, PgStats, Preset};
 pub use manager::{AfterConnect, BoxFuture, PgConnection, PgError, PgManager, ResetMode};
 pub use query::{PgPoolExt, QueryError};
+#[cfg(feature = "tls")]
+pub use tls::TlsError;
 /// The driver, re-exported so that one dependency is enough.
 pub use tokio_postgres;
 

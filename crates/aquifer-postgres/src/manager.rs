@@ -80,6 +80,26 @@ pub enum ResetMode {
     Query(String),
 }
 
+/// How connections are made: in the clear, or over rustls.
+#[derive(Clone)]
+enum Connector {
+    Plain,
+    #[cfg(feature = "tls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// Drives a connection's I/O until it ends.
+fn spawn_driver<F>(connection: F)
+where
+    F: Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(target: "aquifer::postgres", error = %describe(&e), "connection ended");
+        }
+    });
+}
+
 /// Makes, checks, resets and closes PostgreSQL connections for an
 /// [`aquifer::Pool`].
 ///
@@ -97,6 +117,7 @@ pub enum ResetMode {
 #[derive(Clone)]
 pub struct PgManager {
     config: tokio_postgres::Config,
+    connector: Connector,
     check_query: String,
     check_timeout: Duration,
     reset: ResetMode,
@@ -110,6 +131,14 @@ impl fmt::Debug for PgManager {
         f.debug_struct("PgManager")
             .field("target", &config::target(&self.config))
             .field("user", &self.config.get_user())
+            .field(
+                "tls",
+                &match self.connector {
+                    Connector::Plain => "none",
+                    #[cfg(feature = "tls")]
+                    Connector::Rustls(_) => "rustls",
+                },
+            )
             .field("check_timeout", &self.check_timeout)
             .field("reset", &self.reset)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
@@ -137,6 +166,7 @@ impl PgManager {
         }
         Self {
             config,
+            connector: Connector::Plain,
             check_query: String::new(),
             check_timeout: Duration::from_secs(2),
             reset: ResetMode::default(),
@@ -209,6 +239,38 @@ impl PgManager {
         self
     }
 
+    /// Encrypts every connection and verifies the server's certificate
+    /// against the CA certificates in `ca_pem` and its host name (libpq's
+    /// `verify-full`). A server that does not offer TLS is an error, never a
+    /// fallback to plain text.
+    ///
+    /// # Errors
+    /// [`TlsError`](crate::TlsError) when `ca_pem` holds no usable certificate.
+    #[cfg(feature = "tls")]
+    pub fn tls_verified(self, ca_pem: &[u8]) -> Result<Self, crate::TlsError> {
+        Ok(self.tls_config(crate::tls::verified(ca_pem)?))
+    }
+
+    /// Encrypts every connection but accepts any server certificate (libpq's
+    /// `sslmode=require`): it stops eavesdropping, not an active attacker.
+    ///
+    /// # Errors
+    /// [`TlsError`](crate::TlsError) when rustls refuses the setup.
+    #[cfg(feature = "tls")]
+    pub fn tls_unverified(self) -> Result<Self, crate::TlsError> {
+        Ok(self.tls_config(crate::tls::unverified()?))
+    }
+
+    /// Encrypts every connection with a rustls configuration of your own.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.config
+            .ssl_mode(tokio_postgres::config::SslMode::Require);
+        self.connector = Connector::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(config));
+        self
+    }
+
     /// The connection settings (the password stays redacted in `Debug`).
     pub fn config(&self) -> &tokio_postgres::Config {
         &self.config
@@ -229,12 +291,19 @@ impl Manager for PgManager {
     type Error = PgError;
 
     async fn create(&self) -> Result<PgConnection, PgError> {
-        let (client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(target: "aquifer::postgres", error = %e, "connection ended");
+        let client = match &self.connector {
+            Connector::Plain => {
+                let (client, connection) = self.config.connect(NoTls).await?;
+                spawn_driver(connection);
+                client
             }
-        });
+            #[cfg(feature = "tls")]
+            Connector::Rustls(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                spawn_driver(connection);
+                client
+            }
+        };
         if let Some(hook) = &self.after_connect {
             hook(&client).await.map_err(PgError::AfterConnect)?;
         }

@@ -13,6 +13,7 @@ fi
 # Debian package names of what the tests need, checked by a file each.
 need=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"

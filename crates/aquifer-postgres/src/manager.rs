@@ -217,8 +217,12 @@ impl PgManager {
 
     /// Whether named server-side prepared statements may be kept across
     /// transactions. Turn it off behind PgBouncer in transaction pooling
-    /// mode: `prepare_cached` then caches nothing, and the pool's query
-    /// helpers use unnamed statements. Default `true`.
+    /// mode (before 1.21, or without `max_prepared_statements`), where the
+    /// next statement may run on another server connection:
+    /// `prepare_cached` then caches nothing, and the pool's query helpers
+    /// send statements without parameters as one unnamed round trip and run
+    /// those with parameters inside a transaction of their own, which keeps
+    /// them on one server connection. Default `true`.
     #[must_use]
     pub fn prepared_statements(mut self, on: bool) -> Self {
         self.prepared_statements = on;

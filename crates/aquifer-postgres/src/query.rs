@@ -129,8 +129,10 @@ impl PgPoolExt for PgPool {
                 Ok(st) => conn.query(&st, params).await,
                 Err(e) => Err(e),
             }
+        } else if params.is_empty() {
+            conn.query_typed(sql, &[]).await
         } else {
-            conn.query(sql, params).await
+            pinned::query(&mut conn, sql, params).await
         };
         result.map_err(|e| self.failed(Operation::Query, e))
     }
@@ -146,8 +148,10 @@ impl PgPoolExt for PgPool {
                 Ok(st) => conn.query_one(&st, params).await,
                 Err(e) => Err(e),
             }
+        } else if params.is_empty() {
+            conn.query_typed_one(sql, &[]).await
         } else {
-            conn.query_one(sql, params).await
+            pinned::query_one(&mut conn, sql, params).await
         };
         result.map_err(|e| self.failed(Operation::Query, e))
     }
@@ -159,8 +163,10 @@ impl PgPoolExt for PgPool {
                 Ok(st) => conn.execute(&st, params).await,
                 Err(e) => Err(e),
             }
+        } else if params.is_empty() {
+            pinned::execute_simple(&conn, sql).await
         } else {
-            conn.execute(sql, params).await
+            pinned::execute(&mut conn, sql, params).await
         };
         result.map_err(|e| self.failed(Operation::Query, e))
     }
@@ -206,6 +212,62 @@ impl PgPoolExt for PgPool {
                 std::panic::resume_unwind(panic)
             }
         }
+    }
+}
+
+/// Without named statements kept across transactions (PgBouncer in
+/// transaction pooling mode): a statement with parameters is prepared and
+/// run inside one transaction, which keeps it on one server connection;
+/// one without parameters goes as a single unnamed round trip.
+mod pinned {
+    use tokio_postgres::types::ToSql;
+    use tokio_postgres::{Error, Row, SimpleQueryMessage};
+
+    use crate::PgConnection;
+
+    pub(super) async fn query(
+        conn: &mut PgConnection,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        let tx = conn.transaction().await?;
+        let rows = tx.query(sql, params).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    pub(super) async fn query_one(
+        conn: &mut PgConnection,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, Error> {
+        let tx = conn.transaction().await?;
+        let row = tx.query_one(sql, params).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    pub(super) async fn execute(
+        conn: &mut PgConnection,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        let tx = conn.transaction().await?;
+        let n = tx.execute(sql, params).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub(super) async fn execute_simple(conn: &PgConnection, sql: &str) -> Result<u64, Error> {
+        let messages = conn.simple_query(sql).await?;
+        Ok(messages
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                SimpleQueryMessage::CommandComplete(n) => Some(*n),
+                _ => None,
+            })
+            .unwrap_or(0))
     }
 }
 

@@ -4,6 +4,8 @@
 //!   port of 127.0.0.1, started from the installed server binaries in about
 //!   a second; `stop`, `kill` (a crash), `start` again on the same data and
 //!   port; removed on drop.
+//! - [`PgBouncer`]: PgBouncer in session or transaction pooling mode in
+//!   front of a `PgServer`.
 //! - [`FaultProxy`]: a TCP proxy between a pool and a server that passes,
 //!   delays, blackholes, refuses or resets traffic on demand.
 //!
@@ -20,9 +22,11 @@
 //! # }
 //! ```
 
+mod bouncer;
 mod pg;
 mod proxy;
 
+pub use bouncer::{PgBouncer, PoolMode};
 pub use pg::{PgServer, PgServerBuilder, PG_PASSWORD};
 pub use proxy::{Fault, FaultProxy};
 

@@ -6,6 +6,7 @@ mod manager;
 mod query;
 #[cfg(feature = "tls")]
 mod tls;
+mod wire;
 
 pub use config::PgConfigError;
 pub use database::{ConnectionError, HealthReport, PgDatabase, PgStats, Preset};
@@ -15,6 +16,7 @@ pub use query::{PgPoolExt, QueryError};
 pub use tls::TlsError;
 /// The driver, re-exported so that one dependency is enough.
 pub use tokio_postgres;
+pub use wire::TxStatus;
 
 /// A pool of PostgreSQL connections.
 pub type PgPool = aquifer::Pool<PgManager>;

@@ -12,6 +12,7 @@ use aquifer::Manager;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::config::{self, PgConfigError};
+use crate::wire::{self, Status, TxStatus};
 
 /// A boxed, `Send` future borrowing for `'a`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -36,6 +37,18 @@ pub enum PgError {
     /// The `after_connect` hook failed; the connection was dropped.
     #[error("after_connect failed: {}", describe(.0))]
     AfterConnect(#[source] tokio_postgres::Error),
+    /// No host could be reached (refused, unreachable, timed out).
+    #[error("could not connect to {target}: {source}")]
+    Connect {
+        /// `host:port/db`.
+        target: String,
+        /// The last host's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS connector could not be set up for this host.
+    #[error("TLS setup failed: {0}")]
+    TlsSetup(String),
 }
 
 /// tokio-postgres's own message is terse ("db error"); this adds its causes
@@ -56,7 +69,7 @@ impl PgError {
     pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
         match self {
             PgError::Db(e) | PgError::AfterConnect(e) => e.as_db_error(),
-            PgError::CheckTimeout(_) => None,
+            PgError::CheckTimeout(_) | PgError::Connect { .. } | PgError::TlsSetup(_) => None,
         }
     }
 }
@@ -65,10 +78,11 @@ impl PgError {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ResetMode {
-    /// Roll back only connections known to be dirty: a transaction helper
-    /// was cancelled or panicked mid-way, or [`PgConnection::mark_dirty`]
-    /// was called. Costs nothing otherwise. tokio-postgres `Transaction`s
-    /// dropped without commit roll back by themselves. The default.
+    /// Roll back only connections that need it: the server's last
+    /// ReadyForQuery said a transaction is open or failed (a raw `BEGIN`,
+    /// say; the pool reads this off the wire), a transaction helper was
+    /// cancelled mid-way, or [`PgConnection::mark_dirty`] was called. Costs
+    /// nothing otherwise. The default.
     #[default]
     IfDirty,
     /// `ROLLBACK` on every return: for code that sends a raw `BEGIN`. One
@@ -295,19 +309,37 @@ impl Manager for PgManager {
     type Error = PgError;
 
     async fn create(&self) -> Result<PgConnection, PgError> {
+        let (socket, host) = wire::open(&self.config)
+            .await
+            .map_err(|source| PgError::Connect {
+                target: self.target(),
+                source,
+            })?;
+        let status = Status::default();
         let client = match &self.connector {
             Connector::Plain => {
-                let (client, connection) = self.config.connect(NoTls).await?;
+                let watched = wire::Watched::new(socket, status.clone());
+                let (client, connection) = self.config.connect_raw(watched, NoTls).await?;
                 spawn_driver(connection);
                 client
             }
             #[cfg(feature = "tls")]
-            Connector::Rustls(tls) => {
-                let (client, connection) = self.config.connect(tls.clone()).await?;
+            Connector::Rustls(make) => {
+                use tokio_postgres::tls::MakeTlsConnect;
+                let tls =
+                    MakeTlsConnect::<wire::Socket>::make_tls_connect(&mut make.clone(), &host)
+                        .map_err(|e| PgError::TlsSetup(e.to_string()))?;
+                let watched = wire::WatchedTls {
+                    inner: tls,
+                    status: status.clone(),
+                };
+                let (client, connection) = self.config.connect_raw(socket, watched).await?;
                 spawn_driver(connection);
                 client
             }
         };
+        // The host name is only needed for TLS (SNI and verification).
+        let _ = host;
         if let Some(hook) = &self.after_connect {
             hook(&client).await.map_err(PgError::AfterConnect)?;
         }
@@ -320,6 +352,7 @@ impl Manager for PgManager {
             client,
             statements: StatementCache::new(capacity),
             dirty: false,
+            status,
         })
     }
 
@@ -340,7 +373,7 @@ impl Manager for PgManager {
     }
 
     fn needs_reset(&self, conn: &PgConnection) -> bool {
-        conn.dirty || self.reset != ResetMode::IfDirty
+        conn.dirty || conn.status.get() != TxStatus::Idle || self.reset != ResetMode::IfDirty
     }
 
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), PgError> {
@@ -361,6 +394,7 @@ pub struct PgConnection {
     client: Client,
     statements: StatementCache,
     dirty: bool,
+    status: Status,
 }
 
 impl PgConnection {
@@ -394,9 +428,16 @@ impl PgConnection {
         self.dirty = true;
     }
 
-    /// Whether the connection will be rolled back on return.
+    /// Whether the connection will be rolled back on return: marked dirty,
+    /// or the server last said it is inside a transaction.
     pub fn is_dirty(&self) -> bool {
-        self.dirty
+        self.dirty || self.status.get() != TxStatus::Idle
+    }
+
+    /// The transaction status the server reported after the last statement
+    /// (read off the wire, at no cost).
+    pub fn transaction_status(&self) -> TxStatus {
+        self.status.get()
     }
 
     /// Forgets a dirty mark, once a transaction ended cleanly.

@@ -11,8 +11,13 @@ use aquifer_postgres::{PgManager, PgPool};
 use aquifer_testkit::{Fault, FaultProxy};
 use common::*;
 
+/// The fault tests measure time; run one at a time so that none of them
+/// waits for a core that another is using.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_backends_are_never_handed_out() {
+    let _serial = SERIAL.lock().await;
     let pg = server();
     let pool = PgPool::builder(PgManager::new(&pg.url()).unwrap())
         .max(8)
@@ -45,10 +50,11 @@ async fn terminated_backends_are_never_handed_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
+    let _serial = SERIAL.lock().await;
     let mut pg = server();
     let url = pg.url();
     let max = 4;
-    let acquire = ms(500);
+    let acquire = ms(1000);
     let backoff_max = ms(1000);
     let pool = PgPool::builder(PgManager::new(&url).unwrap())
         .max(max)
@@ -189,6 +195,7 @@ async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_network_times_out_instead_of_hanging() {
+    let _serial = SERIAL.lock().await;
     let pg = server();
     let proxy = FaultProxy::start(pg.addr()).unwrap();
     let max = 4;
@@ -262,6 +269,7 @@ async fn a_blackholed_network_times_out_instead_of_hanging() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spike_over_slow_connects_opens_few_connections() {
+    let _serial = SERIAL.lock().await;
     let pg = server();
     let proxy = FaultProxy::start(pg.addr()).unwrap();
     proxy.set(Fault::Latency(ms(150)));
@@ -296,6 +304,7 @@ async fn a_spike_over_slow_connects_opens_few_connections() {
 
 #[tokio::test]
 async fn closing_or_dropping_a_pool_leaves_no_session_behind() {
+    let _serial = SERIAL.lock().await;
     let pg = server();
     let pool =
         PgPool::builder(PgManager::new(&format!("{}?application_name=closed", pg.url())).unwrap())

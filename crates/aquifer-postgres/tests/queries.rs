@@ -3,7 +3,7 @@
 mod common;
 
 use aquifer::{Operation, PoolEvent};
-use aquifer_postgres::{PgManager, PgPool, PgPoolExt, QueryError, ResetMode};
+use aquifer_postgres::{PgManager, PgPool, PgPoolExt, QueryError, ResetMode, TxStatus};
 use common::*;
 
 async fn failures(events: &mut aquifer::EventStream) -> Vec<(Operation, String)> {
@@ -57,8 +57,11 @@ async fn helpers_run_queries_and_report_failures() {
     assert!(seen.iter().all(|(op, _)| *op == Operation::Query));
     assert!(seen[0].1.contains("syntax error"), "{seen:?}");
     assert_eq!(pool.metrics().operation_failures, 2);
-    // Failed queries do not cost the connection.
-    assert_eq!(pool.status().size, pool.metrics().creates as usize);
+    // Failed queries do not cost the connection (it is rolled back, to be
+    // safe, and reused).
+    eventually("resets done", || pool.status().borrowed == 0).await;
+    assert_eq!(pool.metrics().destroys, 0);
+    assert_eq!(pool.metrics().reset_failures, 0);
 }
 
 #[tokio::test]
@@ -245,4 +248,50 @@ async fn after_connect_runs_on_every_new_connection() {
         "{}",
         chain(&err)
     );
+}
+
+#[tokio::test]
+async fn a_raw_begin_left_open_is_read_off_the_wire_and_rolled_back() {
+    let pg = server();
+    let pool = pool(&pg.url(), 1);
+    pool.execute("CREATE TABLE t (v int)", &[]).await.unwrap();
+    // A whole failed transaction in one batch, returned the moment the
+    // error is known (before the server's status can arrive).
+    {
+        let conn = pool.get().await.unwrap();
+        let err = conn
+            .batch_execute("BEGIN; INSERT INTO t VALUES (1); SELECT 1/0")
+            .await;
+        assert!(err.is_err());
+    }
+    eventually("the reset ran", || pool.status().idle == 1).await;
+    {
+        let conn = pool.get().await.unwrap();
+        assert_eq!(conn.transaction_status(), TxStatus::Idle);
+        conn.batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+            .await
+            .unwrap();
+        assert_eq!(conn.transaction_status(), TxStatus::InTransaction);
+        assert!(conn.is_dirty());
+        assert!(conn.batch_execute("SELECT 1/0").await.is_err());
+        // The error comes before the server's status: dirty either way.
+        assert!(conn.is_dirty());
+        eventually("the failed status arrived", || {
+            conn.transaction_status() == TxStatus::Failed
+        })
+        .await;
+        // Returned without any mark: the server's status is enough.
+    }
+    eventually("the reset ran", || pool.status().idle == 1).await;
+    let conn = pool.get().await.unwrap();
+    assert_eq!(conn.transaction_status(), TxStatus::Idle);
+    let n: i64 = conn
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the open transaction was rolled back");
+    // A clean connection goes straight back, with no reset round trip.
+    drop(conn);
+    assert_eq!(pool.status().idle, 1, "returned at once, no reset queued");
 }

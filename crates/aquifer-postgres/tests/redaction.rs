@@ -1,0 +1,84 @@
+//! The password never reaches logs or events. In a test binary of its own:
+//! `tracing` caches per call site whether anyone listens, and other tests
+//! hitting the same call sites first without a subscriber would hide them
+//! from this test's thread-scoped one.
+
+mod common;
+
+use aquifer_postgres::{PgDatabase, PgManager, PgPool, Preset};
+use aquifer_testkit::PG_PASSWORD;
+use common::*;
+
+fn quick(url: &str) -> PgPool {
+    PgPool::builder(PgManager::new(url).unwrap())
+        .max(2)
+        .retries(1)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// A `tracing` writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_password_never_reaches_logs_or_events() {
+    let pg = server();
+    let secret = "Sup3r-Secret-Pw";
+    let url = pg.url().replace(PG_PASSWORD, secret);
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let events = tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let db = PgDatabase::new(
+                &url,
+                aquifer::PoolConfig {
+                    retries: 1,
+                    ..Preset::Test.pool_config()
+                },
+            )
+            .unwrap();
+            let err = db.connect().await.unwrap_err();
+            let pool = quick(&url);
+            let mut events = pool.events();
+            let _ = pool.get().await;
+            let mut seen = vec![chain(&err), format!("{err:?}"), format!("{db:?}")];
+            while let Ok(Some(e)) = tokio::time::timeout(ms(50), events.recv()).await {
+                seen.push(format!("{e:?}"));
+            }
+            seen
+        })
+    });
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("create failed"),
+        "the failures were logged: {logs}"
+    );
+    assert!(logs.contains("password authentication failed"), "{logs}");
+    assert!(
+        events.iter().any(|e| e.contains("CreateFailed")),
+        "{events:?}"
+    );
+    for text in events.iter().chain(std::iter::once(&logs)) {
+        assert!(!text.contains(secret), "the password leaked: {text}");
+    }
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::pg::{chown_tree, run, server_owner};
+use crate::pg::{chown_tree, server_owner, signal_and_reap};
 use crate::{PgServer, TestkitError, PG_PASSWORD};
 
 /// How PgBouncer shares server connections between clients.
@@ -146,19 +146,8 @@ impl PgBouncer {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = run(Command::new("kill")
-                .args(["-s", "INT"])
-                .arg(child.id().to_string()));
-            let give_up = Instant::now() + Duration::from_secs(5);
-            while let Ok(None) = child.try_wait() {
-                if Instant::now() > give_up {
-                    let _ = child.kill();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            let _ = signal_and_reap(child, "INT", Duration::from_secs(5));
         }
     }
 }

@@ -330,24 +330,10 @@ impl PgServer {
     }
 
     fn halt(&mut self, signal: &str) -> Result<(), TestkitError> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if let Ok(None) = child.try_wait() {
-            run(Command::new("kill")
-                .args(["-s", signal])
-                .arg(child.id().to_string()))?;
-            let give_up = Instant::now() + Duration::from_secs(30);
-            while let Ok(None) = child.try_wait() {
-                if Instant::now() > give_up {
-                    let _ = child.kill();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            let _ = child.wait();
+        match self.child.take() {
+            Some(child) => signal_and_reap(child, signal, Duration::from_secs(30)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Waits for `postmaster.pid` to say "ready".
@@ -427,6 +413,30 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         let _ = self.halt("QUIT");
     }
+}
+
+/// Sends `signal` to a child still running and waits for it to exit; kills
+/// it after `patience`.
+pub(crate) fn signal_and_reap(
+    mut child: Child,
+    signal: &str,
+    patience: Duration,
+) -> Result<(), TestkitError> {
+    if let Ok(None) = child.try_wait() {
+        run(Command::new("kill")
+            .args(["-s", signal])
+            .arg(child.id().to_string()))?;
+        let give_up = Instant::now() + patience;
+        while let Ok(None) = child.try_wait() {
+            if Instant::now() > give_up {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.wait();
+    }
+    Ok(())
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -193,5 +193,26 @@ pub fn run(o: PgOpts) -> std::process::ExitCode {
         let floor = raw.map_or("-".into(), |r| format!("{:.2}x", v / r));
         println!("| {pool} | {} | {peer} | {floor} |", human(*v));
     }
+    // The machine's speed drifts between rounds; pools measured back to
+    // back in one round share it, so the ratio within each round is the
+    // steadier figure.
+    let at = |name: &str| o.pools.iter().position(|p| p == name);
+    if let Some(a) = at("aquifer") {
+        let mut lines = Vec::new();
+        for other in o.pools.iter().filter(|p| *p != "aquifer") {
+            let b = at(other).expect("listed");
+            let ratios: Vec<Option<Sample>> = (0..o.rounds)
+                .map(|r| match (samples[a][r], samples[b][r]) {
+                    (Some(x), Some(y)) if y.ops > 0.0 => Some(Sample {
+                        ops: x.ops / y.ops,
+                        fairness: 1.0,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            lines.push(format!("{other} {:.2}x", median(&ratios, |x| x.ops)));
+        }
+        println!("aquifer per round, median: {}", lines.join(", "));
+    }
     std::process::ExitCode::SUCCESS
 }

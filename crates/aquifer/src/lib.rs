@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
+mod cluster;
 mod config;
 mod error;
 mod events;
@@ -10,10 +11,14 @@ mod manager;
 mod metrics;
 mod object;
 mod pool;
+mod selector;
 mod sync;
 mod waiters;
 
 pub use builder::Builder;
+pub use cluster::{
+    Cluster, ClusterBuilder, ClusterConn, ClusterError, ClusterPending, ClusterPool, Mode, Warning,
+};
 pub use config::{Backoff, Order, PoolConfig};
 pub use error::{BuildError, CreateError, DestroyError, PoolError};
 pub use events::{EventStream, Operation, PoolEvent, Reason};
@@ -21,3 +26,4 @@ pub use manager::Manager;
 pub use metrics::{Evictions, Metrics, Summary};
 pub use object::{Metadata, Pooled};
 pub use pool::{PendingInfo, Pool, Status};
+pub use selector::{RegexError, Selector};

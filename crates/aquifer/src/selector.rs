@@ -1,0 +1,190 @@
+//! Naming pools in a [`Cluster`](crate::Cluster): by exact name, glob,
+//! regex or tag.
+
+use std::fmt;
+
+/// Which pools of a cluster an operation applies to.
+///
+/// A string converts by its look: with `*` or `?` it is a glob (`asia_*`,
+/// `*`), otherwise an exact name. Regexes and tags are built explicitly.
+///
+/// ```
+/// use aquifer::Selector;
+///
+/// assert!(matches!(Selector::from("asia_*"), Selector::Glob(_)));
+/// assert!(matches!(Selector::from("asia_1"), Selector::Name(_)));
+/// assert!(Selector::regex("^asia_[0-9]+$").is_ok());
+/// assert!(Selector::regex("(unclosed").is_err());
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Selector {
+    /// One pool, by its exact name.
+    Name(String),
+    /// Names matching a glob: `*` is any run of characters, `?` one.
+    Glob(String),
+    /// Names matching a regular expression.
+    Regex(regex::Regex),
+    /// Pools carrying a tag, such as `primary` or `replica`.
+    Tag(String),
+}
+
+/// A regex that does not compile.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid pool regex `{pattern}`: {message}")]
+pub struct RegexError {
+    /// The pattern as given.
+    pub pattern: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl Selector {
+    /// Pools whose name matches `pattern`.
+    ///
+    /// # Errors
+    /// [`RegexError`] when the pattern does not compile.
+    pub fn regex(pattern: &str) -> Result<Self, RegexError> {
+        regex::Regex::new(pattern)
+            .map(Selector::Regex)
+            .map_err(|e| RegexError {
+                pattern: pattern.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Pools carrying `tag`.
+    pub fn tag(tag: &str) -> Self {
+        Selector::Tag(tag.to_owned())
+    }
+
+    /// Whether the selector names nothing at all (an empty name or pattern).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Selector::Name(s) | Selector::Glob(s) | Selector::Tag(s) => s.is_empty(),
+            Selector::Regex(r) => r.as_str().is_empty(),
+        }
+    }
+
+    /// Whether it names one pool exactly.
+    pub fn is_exact(&self) -> bool {
+        matches!(self, Selector::Name(_))
+    }
+
+    pub(crate) fn matches(&self, name: &str, tags: &[String]) -> bool {
+        match self {
+            Selector::Name(n) => n == name,
+            Selector::Glob(g) => glob(g.as_bytes(), name.as_bytes()),
+            Selector::Regex(r) => r.is_match(name),
+            Selector::Tag(t) => tags.iter().any(|x| x == t),
+        }
+    }
+}
+
+impl From<&str> for Selector {
+    fn from(s: &str) -> Self {
+        if s.contains(['*', '?']) {
+            Selector::Glob(s.to_owned())
+        } else {
+            Selector::Name(s.to_owned())
+        }
+    }
+}
+
+impl From<String> for Selector {
+    fn from(s: String) -> Self {
+        Selector::from(s.as_str())
+    }
+}
+
+impl From<&Selector> for Selector {
+    fn from(s: &Selector) -> Self {
+        s.clone()
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Name(s) | Selector::Glob(s) => f.write_str(s),
+            Selector::Regex(r) => write!(f, "/{}/", r.as_str()),
+            Selector::Tag(t) => write!(f, "tag:{t}"),
+        }
+    }
+}
+
+/// `*` matches any run of bytes, `?` one byte; everything else itself.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Where the last `*` was, and the text position it is trying to cover.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                // Let the last `*` swallow one more byte and retry.
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_a_shell() {
+        for (pat, name, want) in [
+            ("asia_*", "asia_1", true),
+            ("asia_*", "asia_", true),
+            ("asia_*", "africa_1", false),
+            ("africa*", "africa", true),
+            ("*", "anything", true),
+            ("*", "", true),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("*_2", "africa_2", true),
+            ("*_2", "africa_12", false),
+            ("*2", "africa_12", true),
+            ("*_2", "africa_21", false),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ] {
+            assert_eq!(
+                glob(pat.as_bytes(), name.as_bytes()),
+                want,
+                "{pat} ~ {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn strings_become_names_or_globs_and_regexes_are_checked() {
+        let tags = vec!["replica".to_owned()];
+        assert!(Selector::from("asia_*").matches("asia_3", &[]));
+        assert!(!Selector::from("asia_1").matches("asia_10", &[]));
+        assert!(Selector::tag("replica").matches("x", &tags));
+        let r = Selector::regex("^asia_[0-9]+$").unwrap();
+        assert!(r.matches("asia_12", &[]) && !r.matches("asia_x", &[]));
+        let e = Selector::regex("asia_(").unwrap_err();
+        assert!(e.to_string().contains("asia_("), "{e}");
+        assert!(Selector::from("").is_empty());
+        assert_eq!(Selector::tag("primary").to_string(), "tag:primary");
+    }
+}

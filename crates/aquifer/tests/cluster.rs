@@ -1,0 +1,339 @@
+//! The cluster of named pools, with fake managers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aquifer::{Cluster, ClusterError, ClusterPool, Mode, Pool, Selector};
+use common::*;
+
+fn fake_pool(max: usize) -> (Arc<Fake>, Pool<FakeManager>) {
+    let (f, m) = fake();
+    let pool = Pool::builder(m)
+        .max(max)
+        .retries(0)
+        .acquire_timeout(ms(1000))
+        .build()
+        .unwrap();
+    (f, pool)
+}
+
+/// A cluster of named fake pools; returns the fakes by name.
+fn cluster(names: &[&str], mode: Mode) -> (Cluster<FakeManager>, HashMap<String, Arc<Fake>>) {
+    let c = Cluster::builder().mode(mode).ban_time(ms(5000)).build();
+    let mut fakes = HashMap::new();
+    for n in names {
+        let (f, p) = fake_pool(4);
+        c.add(ClusterPool::new(*n, p)).unwrap();
+        fakes.insert((*n).to_owned(), f);
+    }
+    (c, fakes)
+}
+
+async fn tally(c: &Cluster<FakeManager>, sel: &str, gets: usize) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..gets {
+        let conn = c.get(sel).await.unwrap();
+        *seen.entry(conn.pool_name().to_owned()).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_input_is_a_typed_error() {
+    let (c, _) = cluster(&["asia_1"], Mode::RoundRobin);
+    let (_, p) = fake_pool(1);
+    assert!(matches!(
+        c.add(ClusterPool::new("asia_1", p.clone())),
+        Err(ClusterError::Duplicate(n)) if n == "asia_1"
+    ));
+    for bad in ["", "asia_*", "a b", "x?"] {
+        let err = c.add(ClusterPool::new(bad, p.clone())).unwrap_err();
+        assert!(
+            matches!(err, ClusterError::InvalidName { .. }),
+            "{bad}: {err}"
+        );
+    }
+    let err: ClusterError<FakeError> = Selector::regex("asia_(").unwrap_err().into();
+    assert!(err.to_string().contains("asia_("), "{err}");
+    assert!(matches!(c.get("").await, Err(ClusterError::EmptySelector)));
+    assert!(matches!(c.get("europe_*").await, Err(ClusterError::NoMatch(s)) if s == "europe_*"));
+    assert!(matches!(c.freeze("nope"), Err(ClusterError::NoMatch(_))));
+    assert_eq!(c.remove("asia_1", ms(10)).await.unwrap(), 1);
+    assert!(matches!(
+        c.remove("asia_1", ms(10)).await,
+        Err(ClusterError::NoMatch(_))
+    ));
+    assert!(
+        matches!(c.get_any().await, Err(ClusterError::NoMatch(_))),
+        "an empty cluster"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_selector_form_picks_the_right_pools() {
+    let c: Cluster<FakeManager> = Cluster::builder().build();
+    for (name, tag) in [
+        ("asia_1", "primary"),
+        ("asia_2", "replica"),
+        ("africa_1", "replica"),
+    ] {
+        let (_, p) = fake_pool(2);
+        c.add(ClusterPool::new(name, p).tag(tag)).unwrap();
+    }
+    let names = |seen: HashMap<String, usize>| {
+        let mut v: Vec<String> = seen.into_keys().collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(tally(&c, "asia_2", 6).await), ["asia_2"]);
+    assert_eq!(names(tally(&c, "asia_*", 6).await), ["asia_1", "asia_2"]);
+    assert_eq!(
+        names(tally(&c, "*", 6).await),
+        ["africa_1", "asia_1", "asia_2"]
+    );
+    let re = Selector::regex("^a[a-z]+_1$").unwrap();
+    let mut seen = HashMap::new();
+    for _ in 0..6 {
+        let conn = c.get(&re).await.unwrap();
+        *seen.entry(conn.pool_name().to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(names(seen), ["africa_1", "asia_1"]);
+    let mut seen = HashMap::new();
+    for _ in 0..6 {
+        let conn = c.get(Selector::tag("replica")).await.unwrap();
+        *seen.entry(conn.pool_name().to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(names(seen), ["africa_1", "asia_2"]);
+    assert_eq!(c.names(), ["asia_1", "asia_2", "africa_1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn modes_distribute_as_promised() {
+    let (c, _) = cluster(&["a", "b", "c"], Mode::RoundRobin);
+    let rr = tally(&c, "*", 3000).await;
+    assert!(
+        rr.values().all(|&n| n == 1000),
+        "round robin: exact thirds {rr:?}"
+    );
+
+    c.set_mode(Mode::Random);
+    assert_eq!(c.mode(), Mode::Random);
+    let random = tally(&c, "*", 3000).await;
+    assert!(
+        random.values().all(|&n| (900..=1100).contains(&n)),
+        "random within 10%: {random:?}"
+    );
+
+    c.set_mode(Mode::LeastBusy);
+    let held_a = (c.get("a").await.unwrap(), c.get("a").await.unwrap());
+    let held_b = c.get("b").await.unwrap();
+    let busy = tally(&c, "*", 10).await;
+    assert_eq!(
+        busy.get("c"),
+        Some(&10),
+        "least busy picks the idle pool: {busy:?}"
+    );
+    drop((held_a, held_b));
+
+    let w: Cluster<FakeManager> = Cluster::builder().mode(Mode::Weighted).build();
+    for (name, weight) in [("light", 1), ("mid", 2), ("heavy", 7)] {
+        let (_, p) = fake_pool(2);
+        w.add(ClusterPool::new(name, p).weight(weight)).unwrap();
+    }
+    let weighted = tally(&w, "*", 10_000).await;
+    for (name, share) in [("light", 1000.0), ("mid", 2000.0), ("heavy", 7000.0)] {
+        let got = weighted[name] as f64;
+        assert!(
+            (got - share).abs() < share * 0.1,
+            "{name}: {got} vs {share}: {weighted:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_server_costs_latency_not_an_error_and_is_banned() {
+    let (c, fakes) = cluster(&["down", "up"], Mode::RoundRobin);
+    fakes["down"].create.set(Step::Err);
+    let seen = tally(&c, "*", 20).await;
+    assert_eq!(seen.get("up"), Some(&20), "every get served: {seen:?}");
+    assert!(c.is_banned("down"));
+    assert!(c
+        .warnings()
+        .iter()
+        .any(|w| w.pool.as_deref() == Some("down") && w.message.contains("banned")));
+    // Banned: no traffic while the ban lasts.
+    let calls = fakes["down"].create.calls();
+    tally(&c, "*", 20).await;
+    assert_eq!(
+        fakes["down"].create.calls(),
+        calls,
+        "a banned pool gets no traffic"
+    );
+    // Back after the ban, used again once it works.
+    fakes["down"].create.set(Step::Ok);
+    tokio::time::advance(ms(5001)).await;
+    assert!(!c.is_banned("down"));
+    let seen = tally(&c, "*", 20).await;
+    assert_eq!(seen.get("down"), Some(&10), "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_match_is_banned_they_are_tried_anyway() {
+    let (c, fakes) = cluster(&["x", "y"], Mode::RoundRobin);
+    for f in fakes.values() {
+        f.create.set(Step::Err);
+    }
+    let err = c.get_any().await.unwrap_err();
+    match &err {
+        ClusterError::Unavailable { source, .. } => {
+            assert!(source.create_error().is_some(), "{err}")
+        }
+        other => panic!("{other}"),
+    }
+    assert!(c.is_banned("x") && c.is_banned("y"));
+    fakes["y"].create.set(Step::Ok);
+    let conn = c.get_any().await.unwrap();
+    assert_eq!(
+        conn.pool_name(),
+        "y",
+        "banned pools were tried rather than failing blind"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_sticks_to_the_pool_that_works() {
+    let (c, fakes) = cluster(&["first", "second", "third"], Mode::Failover);
+    assert_eq!(tally(&c, "*", 5).await.get("first"), Some(&5));
+    let c2: Cluster<FakeManager> = Cluster::builder()
+        .mode(Mode::Failover)
+        .ban_time(ms(100))
+        .build();
+    let (fa, pa) = fake_pool(2);
+    let (_, pb) = fake_pool(2);
+    c2.add(ClusterPool::new("first", pa)).unwrap();
+    c2.add(ClusterPool::new("second", pb)).unwrap();
+    fa.create.set(Step::Err);
+    assert_eq!(c2.get_any().await.unwrap().pool_name(), "second");
+    // `first` recovers and its ban ends, yet traffic stays where it went.
+    fa.create.set(Step::Ok);
+    tokio::time::advance(ms(200)).await;
+    assert_eq!(tally(&c2, "*", 5).await.get("second"), Some(&5));
+    drop(fakes);
+}
+
+#[tokio::test(start_paused = true)]
+async fn freezing_stops_new_gets_but_not_work_in_flight() {
+    let (c, _) = cluster(&["asia_1", "asia_2"], Mode::RoundRobin);
+    let out = c.get("asia_1").await.unwrap();
+    assert_eq!(c.freeze("asia_1").unwrap(), 1);
+    assert!(matches!(c.get("asia_1").await, Err(ClusterError::Frozen(n)) if n == "asia_1"));
+    assert_eq!(tally(&c, "asia_*", 6).await.get("asia_2"), Some(&6));
+    assert_eq!(c.frozen(), ["asia_1"]);
+    assert_eq!(c.active(), ["asia_2"]);
+    assert!(c.has_frozen("asia_*") && c.has_active("asia_*") && !c.has_active("asia_1"));
+    let _still_works = &*out;
+    drop(out);
+    c.freeze("*").unwrap();
+    assert!(matches!(
+        c.get("asia_*").await,
+        Err(ClusterError::Frozen(_))
+    ));
+    c.unfreeze("asia_1").unwrap();
+    assert_eq!(c.get("asia_*").await.unwrap().pool_name(), "asia_1");
+    // Frozen pools can be removed.
+    assert_eq!(c.remove("asia_2", ms(10)).await.unwrap(), 1);
+    assert_eq!(c.names(), ["asia_1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn remove_waits_for_connections_out_then_closes() {
+    let (c, fakes) = cluster(&["old", "new"], Mode::RoundRobin);
+    let out = c.get("old").await.unwrap();
+    let returner = tokio::spawn(async move {
+        tokio::time::sleep(ms(300)).await;
+        drop(out);
+    });
+    let start = tokio::time::Instant::now();
+    assert_eq!(c.remove("old", ms(5000)).await.unwrap(), 1);
+    assert_eq!(
+        start.elapsed(),
+        ms(300),
+        "waited for the borrowed connection"
+    );
+    returner.await.unwrap();
+    assert_eq!(c.names(), ["new"]);
+    settle().await;
+    assert_eq!(
+        fakes["old"].alive.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "closed"
+    );
+    // A connection held past the wait: removed anyway, with a warning.
+    let held = c.get("new").await.unwrap();
+    c.remove("new", ms(100)).await.unwrap();
+    assert!(c.warnings().iter().any(|w| w.message.contains("still out")));
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_that_fail_to_close_are_kept_pending() {
+    let (c, fakes) = cluster(&["leaky"], Mode::RoundRobin);
+    drop(c.get("leaky").await.unwrap());
+    fakes["leaky"].destroy.set(Step::Err);
+    c.remove("leaky", ms(10)).await.unwrap();
+    assert!(c.has_pending());
+    assert_eq!(c.pending()[0].pool, "leaky");
+    assert_eq!(c.close_pending(false).await, 1, "still failing: kept");
+    fakes["leaky"].destroy.set(Step::Ok);
+    assert_eq!(c.close_pending(false).await, 0);
+    assert!(!c.has_pending());
+
+    let (c, fakes) = cluster(&["stuck"], Mode::RoundRobin);
+    drop(c.get("stuck").await.unwrap());
+    fakes["stuck"].destroy.set(Step::Err);
+    assert_eq!(
+        c.shutdown(ms(10), true).await,
+        0,
+        "force drops what still fails"
+    );
+    assert!(matches!(c.get_any().await, Err(ClusterError::ShutDown)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn trouble_becomes_bounded_warnings() {
+    let c: Cluster<FakeManager> = Cluster::builder().max_warnings(3).build();
+    let (f, p) = fake_pool(1);
+    c.add(ClusterPool::new("busy", p)).unwrap();
+    f.create.set(Step::Err);
+    for _ in 0..5 {
+        let _ = c.get("busy").await;
+    }
+    settle().await;
+    let w = c.warnings();
+    assert_eq!(w.len(), 3, "bounded: {w:?}");
+    assert!(w.iter().all(|w| w.pool.as_deref() == Some("busy")));
+    assert!(
+        w.iter().any(|w| w.message.contains("create failed")),
+        "{w:?}"
+    );
+    c.clear_warnings();
+    c.add_warning(None, "maintenance at 02:00");
+    assert_eq!(c.warnings()[0].message, "maintenance at 02:00");
+    assert_eq!(c.warnings().len(), 1);
+    let _ = Duration::ZERO;
+}
+
+#[test]
+fn cluster_handles_and_futures_are_send() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Cluster<FakeManager>>();
+    send_sync::<aquifer::ClusterConn<FakeManager>>();
+    let c: Cluster<FakeManager> = Cluster::builder().build();
+    send(&c.get("x"));
+    send(&c.remove("x", Duration::ZERO));
+    send(&c.shutdown(Duration::ZERO, false));
+}

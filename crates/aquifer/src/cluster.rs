@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
@@ -10,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
+use crate::eventlog::EventLog;
 use crate::selector::RegexError;
 use crate::{Manager, PendingInfo, Pool, PoolError, PoolEvent, Pooled, Selector};
 
@@ -176,20 +178,25 @@ struct Inner<M: Manager> {
     max_warnings: usize,
     acquire_timeout: Option<Duration>,
     shut: AtomicBool,
+    log: Option<EventLog>,
 }
 
 impl<M: Manager> Inner<M> {
     fn warn(&self, pool: Option<&str>, message: String) {
         tracing::warn!(target: "aquifer::cluster", pool, %message, "cluster warning");
-        let mut w = self.warnings.lock();
-        if w.len() >= self.max_warnings {
-            w.pop_front();
-        }
-        w.push_back(Warning {
+        let w = Warning {
             at: SystemTime::now(),
             pool: pool.map(str::to_owned),
             message,
-        });
+        };
+        if let Some(log) = &self.log {
+            log.append(&w);
+        }
+        let mut all = self.warnings.lock();
+        if all.len() >= self.max_warnings {
+            all.pop_front();
+        }
+        all.push_back(w);
     }
 }
 
@@ -200,6 +207,7 @@ pub struct ClusterBuilder<M: Manager> {
     ban_time: Duration,
     max_warnings: usize,
     acquire_timeout: Option<Duration>,
+    log: Option<(PathBuf, u64)>,
     manager: std::marker::PhantomData<fn() -> M>,
 }
 
@@ -221,6 +229,7 @@ impl<M: Manager> Default for ClusterBuilder<M> {
             ban_time: Duration::from_secs(30),
             max_warnings: 1000,
             acquire_timeout: None,
+            log: None,
             manager: std::marker::PhantomData,
         }
     }
@@ -253,8 +262,53 @@ impl<M: Manager> ClusterBuilder<M> {
         self
     }
 
+    /// Appends every warning as a JSON line (`at_ms`, `pool`, `message`) to
+    /// `path`, kept across restarts and read back by
+    /// [`log_messages`](Cluster::log_messages). Past `max_bytes` the file
+    /// moves to `path.1` and a new one starts. A thread of its own writes, so
+    /// logging never holds up a get. Default: no file.
+    pub fn log_file(mut self, path: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        self.log = Some((path.into(), max_bytes.max(1)));
+        self
+    }
+
+    /// An empty cluster. If the event log cannot be opened, the cluster
+    /// works without it and says so in its first warning; use
+    /// [`try_build`](ClusterBuilder::try_build) to get the error instead.
+    pub fn build(mut self) -> Cluster<M> {
+        let (log, failure) = match self.log.take() {
+            None => (None, None),
+            Some((path, max)) => match EventLog::open(&path, max) {
+                Ok(log) => (Some(log), None),
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "event log {} unavailable ({e}); warnings stay in memory only",
+                        path.display()
+                    )),
+                ),
+            },
+        };
+        let cluster = self.assemble(log);
+        if let Some(message) = failure {
+            cluster.inner.warn(None, message);
+        }
+        cluster
+    }
+
     /// An empty cluster.
-    pub fn build(self) -> Cluster<M> {
+    ///
+    /// # Errors
+    /// The I/O error when the event log file cannot be opened.
+    pub fn try_build(mut self) -> std::io::Result<Cluster<M>> {
+        let log = match self.log.take() {
+            Some((path, max)) => Some(EventLog::open(&path, max)?),
+            None => None,
+        };
+        Ok(self.assemble(log))
+    }
+
+    fn assemble(self, log: Option<EventLog>) -> Cluster<M> {
         Cluster {
             inner: Arc::new(Inner {
                 members: RwLock::new(Vec::new()),
@@ -267,6 +321,7 @@ impl<M: Manager> ClusterBuilder<M> {
                 max_warnings: self.max_warnings,
                 acquire_timeout: self.acquire_timeout,
                 shut: AtomicBool::new(false),
+                log,
             }),
         }
     }
@@ -750,6 +805,23 @@ impl<M: Manager> Cluster<M> {
     /// Records a warning of your own.
     pub fn add_warning(&self, pool: Option<&str>, message: impl Into<String>) {
         self.inner.warn(pool, message.into());
+    }
+
+    /// Every warning in the event log file, this run's and earlier runs',
+    /// oldest first (empty without a log file).
+    ///
+    /// # Errors
+    /// The I/O error when the file cannot be read.
+    pub fn log_messages(&self) -> std::io::Result<Vec<Warning>> {
+        match &self.inner.log {
+            Some(log) => log.read_back(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Warnings the event log dropped because its writer fell behind.
+    pub fn log_dropped(&self) -> u64 {
+        self.inner.log.as_ref().map_or(0, EventLog::dropped)
     }
 
     fn all_pools(&self) -> Vec<(String, Pool<M>)> {

@@ -5,6 +5,7 @@ mod builder;
 mod cluster;
 mod config;
 mod error;
+mod eventlog;
 mod events;
 mod internals;
 mod manager;

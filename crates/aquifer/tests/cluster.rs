@@ -337,3 +337,75 @@ fn cluster_handles_and_futures_are_send() {
     send(&c.remove("x", Duration::ZERO));
     send(&c.shutdown(Duration::ZERO, false));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_event_log_survives_a_restart_and_keeps_warnings_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.log");
+    {
+        let c: Cluster<FakeManager> = Cluster::builder().log_file(&path, 1 << 20).build();
+        let (f, p) = fake_pool(1);
+        c.add(ClusterPool::new("db_1", p)).unwrap();
+        c.add_warning(None, "first");
+        f.create.set(Step::Err);
+        let _ = c.get("db_1").await;
+        settle().await;
+        c.add_warning(Some("db_1"), "last");
+        let logged = c.log_messages().unwrap();
+        assert_eq!(logged.first().unwrap().message, "first");
+        assert_eq!(logged.last().unwrap().message, "last");
+        assert_eq!(logged.len(), c.warnings().len(), "{logged:?}");
+    }
+    // A new cluster on the same file reads the old run back, then appends.
+    let c: Cluster<FakeManager> = Cluster::builder().log_file(&path, 1 << 20).build();
+    assert!(c.warnings().is_empty(), "memory starts empty");
+    c.add_warning(None, "after restart");
+    let logged = c.log_messages().unwrap();
+    let messages: Vec<&str> = logged.iter().map(|w| w.message.as_str()).collect();
+    assert_eq!(messages.first(), Some(&"first"));
+    assert_eq!(messages.last(), Some(&"after restart"));
+    assert!(
+        messages.iter().any(|m| m.contains("create failed")),
+        "{messages:?}"
+    );
+    assert!(logged.iter().any(|w| w.pool.as_deref() == Some("db_1")));
+    let times: Vec<_> = logged.iter().map(|w| w.at).collect();
+    assert!(times.windows(2).all(|p| p[0] <= p[1]), "in order");
+    assert_eq!(c.log_dropped(), 0);
+}
+
+#[tokio::test]
+async fn the_event_log_rotates_by_size_and_a_bad_path_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.log");
+    let c: Cluster<FakeManager> = Cluster::builder().log_file(&path, 300).build();
+    for i in 0..40 {
+        c.add_warning(None, format!("warning number {i}"));
+    }
+    let logged = c.log_messages().unwrap();
+    assert!(dir.path().join("small.log.1").exists(), "rotated");
+    assert!(std::fs::metadata(&path).unwrap().len() <= 300);
+    assert_eq!(logged.last().unwrap().message, "warning number 39");
+    assert!(
+        logged.len() < 40,
+        "the oldest rotated away: {}",
+        logged.len()
+    );
+
+    let bad = dir.path().join("no/such/dir/x.log");
+    let err = Cluster::<FakeManager>::builder()
+        .log_file(&bad, 100)
+        .try_build()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    let c: Cluster<FakeManager> = Cluster::builder()
+        .mode(Mode::Random)
+        .log_file(&bad, 100)
+        .build();
+    assert_eq!(c.mode(), Mode::Random, "settings kept without the log");
+    assert!(
+        c.warnings()[0].message.contains("unavailable"),
+        "{:?}",
+        c.warnings()
+    );
+}

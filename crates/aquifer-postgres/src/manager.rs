@@ -368,6 +368,10 @@ impl Manager for PgManager {
         }
     }
 
+    fn driver_name(&self) -> &'static str {
+        "postgres"
+    }
+
     fn is_broken(&self, conn: &PgConnection) -> bool {
         conn.client.is_closed()
     }

@@ -93,6 +93,62 @@ pub struct ClusterPending {
     pub info: PendingInfo,
 }
 
+/// A cluster at a glance, from [`Cluster::info`].
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ClusterInfo {
+    /// How gets pick a pool.
+    pub mode: Mode,
+    /// Pools in the cluster.
+    pub pools: usize,
+    /// Pools taking gets.
+    pub active: usize,
+    /// Frozen pools.
+    pub frozen: usize,
+    /// Pools banned now.
+    pub banned: usize,
+    /// Warnings in memory.
+    pub warnings: usize,
+    /// Connections that failed to close.
+    pub pending: usize,
+    /// Connections open in all pools.
+    pub size: usize,
+    /// Idle connections in all pools.
+    pub idle: usize,
+    /// Borrowed connections in all pools.
+    pub borrowed: usize,
+    /// Callers waiting in all pools.
+    pub waiting: usize,
+}
+
+/// One pool of a cluster, from [`Cluster::info_about`].
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct PoolInfo {
+    /// Unique within the cluster, in the order pools were added.
+    pub id: u64,
+    /// The pool's name.
+    pub name: String,
+    /// When it was added.
+    pub created_at: SystemTime,
+    /// The manager's [`driver_name`](Manager::driver_name).
+    pub driver: &'static str,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its weight in [`Mode::Weighted`].
+    pub weight: u32,
+    /// Whether it is frozen.
+    pub frozen: bool,
+    /// How much longer it is banned, if it is.
+    pub banned_for: Option<Duration>,
+    /// Connection counts.
+    pub status: crate::Status,
+    /// Counters and latencies.
+    pub metrics: crate::Metrics,
+}
+
 /// Why a cluster operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -138,6 +194,8 @@ pub enum ClusterError<E: std::error::Error + 'static> {
 }
 
 struct Member<M: Manager> {
+    id: u64,
+    added_at: SystemTime,
     name: String,
     pool: Pool<M>,
     tags: Vec<String>,
@@ -179,6 +237,7 @@ struct Inner<M: Manager> {
     acquire_timeout: Option<Duration>,
     shut: AtomicBool,
     log: Option<EventLog>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl<M: Manager> Inner<M> {
@@ -322,6 +381,7 @@ impl<M: Manager> ClusterBuilder<M> {
                 acquire_timeout: self.acquire_timeout,
                 shut: AtomicBool::new(false),
                 log,
+                next_id: std::sync::atomic::AtomicU64::new(1),
             }),
         }
     }
@@ -493,7 +553,10 @@ impl<M: Manager> Cluster<M> {
             })
             .abort_handle()
         });
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         members.push(Arc::new(Member {
+            id,
+            added_at: SystemTime::now(),
             name: p.name,
             pool: p.pool,
             tags: p.tags,
@@ -780,6 +843,68 @@ impl<M: Manager> Cluster<M> {
             tracing::info!(target: "aquifer::cluster", pool = %m.name, "removed");
         }
         Ok(found.len())
+    }
+
+    /// Counts across the cluster.
+    pub fn info(&self) -> ClusterInfo {
+        let now = Instant::now();
+        let members = self.inner.members.read().clone();
+        let mut info = ClusterInfo {
+            mode: self.mode(),
+            pools: members.len(),
+            active: 0,
+            frozen: 0,
+            banned: 0,
+            warnings: self.inner.warnings.lock().len(),
+            pending: self.pending().len(),
+            size: 0,
+            idle: 0,
+            borrowed: 0,
+            waiting: 0,
+        };
+        for m in &members {
+            if m.frozen.load(Ordering::Acquire) {
+                info.frozen += 1;
+            } else {
+                info.active += 1;
+            }
+            info.banned += usize::from(m.banned(now));
+            let s = m.pool.status();
+            info.size += s.size;
+            info.idle += s.idle;
+            info.borrowed += s.borrowed;
+            info.waiting += s.waiting;
+        }
+        info
+    }
+
+    /// One pool in detail, or `None` when no pool has that name.
+    pub fn info_about(&self, name: &str) -> Option<PoolInfo> {
+        let now = Instant::now();
+        let m = self
+            .inner
+            .members
+            .read()
+            .iter()
+            .find(|m| m.name == name)
+            .cloned()?;
+        let banned_for = m
+            .banned_until
+            .lock()
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|d| !d.is_zero());
+        Some(PoolInfo {
+            id: m.id,
+            name: m.name.clone(),
+            created_at: m.added_at,
+            driver: m.pool.manager().driver_name(),
+            tags: m.tags.clone(),
+            weight: m.weight,
+            frozen: m.frozen.load(Ordering::Acquire),
+            banned_for,
+            status: m.pool.status(),
+            metrics: m.pool.metrics(),
+        })
     }
 
     /// The current mode.

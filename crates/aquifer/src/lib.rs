@@ -18,7 +18,8 @@ mod waiters;
 
 pub use builder::Builder;
 pub use cluster::{
-    Cluster, ClusterBuilder, ClusterConn, ClusterError, ClusterPending, ClusterPool, Mode, Warning,
+    Cluster, ClusterBuilder, ClusterConn, ClusterError, ClusterInfo, ClusterPending, ClusterPool,
+    Mode, PoolInfo, Warning,
 };
 pub use config::{Backoff, Order, PoolConfig};
 pub use error::{BuildError, CreateError, DestroyError, PoolError};

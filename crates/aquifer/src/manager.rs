@@ -66,6 +66,13 @@ pub trait Manager: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// A short name for what this manager connects to (`postgres`,
+    /// `sqlite`…), for operators' views such as
+    /// [`Cluster::info_about`](crate::Cluster::info_about). Default `custom`.
+    fn driver_name(&self) -> &'static str {
+        "custom"
+    }
+
     /// Closes an object, within `destroy_timeout`. The pool drops the object
     /// afterwards; when this fails or times out the object is kept as
     /// *pending* (see [`Pool::pending`](crate::Pool::pending)).

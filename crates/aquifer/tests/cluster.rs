@@ -409,3 +409,51 @@ async fn the_event_log_rotates_by_size_and_a_bad_path_is_reported() {
         c.warnings()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn info_counts_the_cluster_and_describes_each_pool() {
+    let c: Cluster<FakeManager> = Cluster::builder().ban_time(ms(5000)).build();
+    let mut fakes = Vec::new();
+    for (name, tag) in [
+        ("eu_1", "primary"),
+        ("eu_2", "replica"),
+        ("eu_3", "replica"),
+    ] {
+        let (f, p) = fake_pool(4);
+        c.add(ClusterPool::new(name, p).tag(tag).weight(2)).unwrap();
+        fakes.push(f);
+    }
+    let held = c.get("eu_1").await.unwrap();
+    c.freeze("eu_2").unwrap();
+    fakes[2].create.set(Step::Err);
+    let _ = c.get("eu_3").await;
+    let info = c.info();
+    assert_eq!(
+        (
+            info.pools,
+            info.active,
+            info.frozen,
+            info.banned,
+            info.borrowed
+        ),
+        (3, 2, 1, 1, 1),
+        "{info:?}"
+    );
+    assert!(info.warnings >= 1);
+    let eu_1 = c.info_about("eu_1").unwrap();
+    assert_eq!((eu_1.id, eu_1.driver, eu_1.weight), (1, "custom", 2));
+    assert_eq!(eu_1.tags, ["primary"]);
+    assert_eq!(eu_1.status.borrowed, 1);
+    assert_eq!(eu_1.metrics.gets, 1);
+    let eu_3 = c.info_about("eu_3").unwrap();
+    assert!(eu_3.banned_for.is_some_and(|d| d <= ms(5000)));
+    assert!(eu_3.metrics.create_failures >= 1);
+    assert!(c.info_about("eu_2").unwrap().frozen);
+    assert!(c.info_about("nope").is_none());
+    let json = serde_json::to_value(&eu_3).unwrap();
+    assert_eq!(json["name"], "eu_3");
+    assert!(serde_json::to_string(&info)
+        .unwrap()
+        .contains("\"mode\":\"round_robin\""));
+    drop(held);
+}

@@ -15,6 +15,7 @@
 //! task did everything. A pool that never yields lets a few tasks monopolise
 //! the workers; its throughput is then that of a few uncontended tasks.
 
+mod cluster;
 mod pg;
 
 use std::process::ExitCode;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The no-op managers, one per pool crate.
-mod managers {
+pub(crate) mod managers {
     use std::convert::Infallible;
 
     pub struct Noop;
@@ -598,6 +599,9 @@ fn main() -> ExitCode {
     let parsed = if args.peek().map(String::as_str) == Some("pg") {
         args.next();
         parse_pg(args).map(pg::run)
+    } else if args.peek().map(String::as_str) == Some("cluster") {
+        args.next();
+        parse(args).map(|o| cluster::run(o.rounds, o.window))
     } else {
         parse(args).map(run)
     };

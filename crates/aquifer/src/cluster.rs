@@ -196,23 +196,41 @@ pub enum ClusterError<E: std::error::Error + 'static> {
 struct Member<M: Manager> {
     id: u64,
     added_at: SystemTime,
-    name: String,
+    name: Arc<str>,
     pool: Pool<M>,
     tags: Vec<String>,
     weight: u32,
     frozen: AtomicBool,
+    /// Set with `banned_until`; lets the hot path skip the clock and the
+    /// lock while no ban exists.
+    banned: AtomicBool,
     banned_until: Mutex<Option<Instant>>,
     watcher: Option<tokio::task::AbortHandle>,
 }
 
 impl<M: Manager> Member<M> {
-    fn banned(&self, now: Instant) -> bool {
-        self.banned_until.lock().is_some_and(|until| until > now)
+    fn is_banned(&self) -> bool {
+        if !self.banned.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut until = self.banned_until.lock();
+        match *until {
+            Some(t) if t > Instant::now() => true,
+            _ => {
+                *until = None;
+                self.banned.store(false, Ordering::Release);
+                false
+            }
+        }
     }
 
-    fn load(&self) -> usize {
-        let s = self.pool.status();
-        s.borrowed + s.waiting
+    fn ban(&self, for_: Duration) {
+        *self.banned_until.lock() = Some(Instant::now() + for_);
+        self.banned.store(true, Ordering::Release);
+    }
+
+    fn active(&self) -> bool {
+        !self.frozen.load(Ordering::Acquire)
     }
 }
 
@@ -226,9 +244,10 @@ impl<M: Manager> Drop for Member<M> {
 
 struct Inner<M: Manager> {
     members: RwLock<Vec<Arc<Member<M>>>>,
-    mode: Mutex<Mode>,
+    mode: std::sync::atomic::AtomicU8,
     cursor: AtomicUsize,
-    sticky: Mutex<Option<String>>,
+    /// The member id failover sticks to (0: none yet).
+    sticky: std::sync::atomic::AtomicU64,
     warnings: Mutex<VecDeque<Warning>>,
     /// Removed pools that still hold connections that failed to close.
     retired: Mutex<Vec<(String, Pool<M>)>>,
@@ -371,9 +390,9 @@ impl<M: Manager> ClusterBuilder<M> {
         Cluster {
             inner: Arc::new(Inner {
                 members: RwLock::new(Vec::new()),
-                mode: Mutex::new(self.mode),
+                mode: std::sync::atomic::AtomicU8::new(mode_code(self.mode)),
                 cursor: AtomicUsize::new(0),
-                sticky: Mutex::new(None),
+                sticky: std::sync::atomic::AtomicU64::new(0),
                 warnings: Mutex::new(VecDeque::new()),
                 retired: Mutex::new(Vec::new()),
                 ban_time: self.ban_time,
@@ -437,7 +456,7 @@ impl<M: Manager> fmt::Debug for Cluster<M> {
 /// A connection from a cluster: the pooled object and the pool it came from.
 pub struct ClusterConn<M: Manager> {
     conn: Pooled<M>,
-    pool: String,
+    pool: Arc<str>,
 }
 
 impl<M: Manager> ClusterConn<M> {
@@ -475,6 +494,67 @@ impl<M: Manager> Deref for ClusterConn<M> {
 impl<M: Manager> DerefMut for ClusterConn<M> {
     fn deref_mut(&mut self) -> &mut M::Type {
         &mut self.conn
+    }
+}
+
+/// The pool a get tries first, and how many pools are eligible.
+type Choice<M> = (Arc<Member<M>>, usize);
+
+/// A set of member positions: a bitmask up to 64 members, so that picking
+/// a pool allocates nothing in the common case.
+enum Bits {
+    Small(u64),
+    Large(Vec<bool>),
+}
+
+impl Bits {
+    fn new(len: usize) -> Self {
+        if len <= 64 {
+            Bits::Small(0)
+        } else {
+            Bits::Large(vec![false; len])
+        }
+    }
+
+    fn set(&mut self, i: usize) {
+        match self {
+            Bits::Small(b) => *b |= 1 << i,
+            Bits::Large(v) => v[i] = true,
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        match self {
+            Bits::Small(b) => b & (1 << i) != 0,
+            Bits::Large(v) => v[i],
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Bits::Small(b) => b.count_ones() as usize,
+            Bits::Large(v) => v.iter().filter(|x| **x).count(),
+        }
+    }
+}
+
+fn mode_code(m: Mode) -> u8 {
+    match m {
+        Mode::RoundRobin => 0,
+        Mode::Random => 1,
+        Mode::LeastBusy => 2,
+        Mode::Weighted => 3,
+        Mode::Failover => 4,
+    }
+}
+
+fn mode_of(code: u8) -> Mode {
+    match code {
+        1 => Mode::Random,
+        2 => Mode::LeastBusy,
+        3 => Mode::Weighted,
+        4 => Mode::Failover,
+        _ => Mode::RoundRobin,
     }
 }
 
@@ -536,11 +616,11 @@ impl<M: Manager> Cluster<M> {
             return Err(ClusterError::ShutDown);
         }
         let mut members = self.inner.members.write();
-        if members.iter().any(|m| m.name == p.name) {
+        if members.iter().any(|m| *m.name == *p.name) {
             return Err(ClusterError::Duplicate(p.name));
         }
         let watcher = tokio::runtime::Handle::try_current().ok().map(|rt| {
-            let mut events = p.pool.events();
+            let mut events = p.pool.lifecycle_events();
             let (inner, name): (Weak<Inner<M>>, String) =
                 (Arc::downgrade(&self.inner), p.name.clone());
             rt.spawn(async move {
@@ -557,11 +637,12 @@ impl<M: Manager> Cluster<M> {
         members.push(Arc::new(Member {
             id,
             added_at: SystemTime::now(),
-            name: p.name,
+            name: p.name.into(),
             pool: p.pool,
             tags: p.tags,
             weight: p.weight,
             frozen: AtomicBool::new(false),
+            banned: AtomicBool::new(false),
             banned_until: Mutex::new(None),
             watcher,
         }));
@@ -574,7 +655,7 @@ impl<M: Manager> Cluster<M> {
             .members
             .read()
             .iter()
-            .map(|m| m.name.clone())
+            .map(|m| m.name.to_string())
             .collect()
     }
 
@@ -596,74 +677,121 @@ impl<M: Manager> Cluster<M> {
         Ok(found)
     }
 
-    /// The matching, active pools in the order a get tries them.
-    fn candidates(&self, sel: &Selector) -> Result<Vec<Arc<Member<M>>>, ClusterError<M::Error>> {
+    /// Which pools a get may use: those `sel` matches that are active and
+    /// not banned, or, when every active match is banned, those (they are
+    /// tried anyway rather than failing blind).
+    fn eligible(
+        &self,
+        members: &[Arc<Member<M>>],
+        sel: &Selector,
+    ) -> Result<(Bits, usize), ClusterError<M::Error>> {
         if self.inner.shut.load(Ordering::Acquire) {
             return Err(ClusterError::ShutDown);
         }
-        let all = self.matching(sel)?;
-        let active: Vec<_> = all
-            .into_iter()
-            .filter(|m| !m.frozen.load(Ordering::Acquire))
-            .collect();
-        if active.is_empty() {
-            return Err(ClusterError::Frozen(sel.to_string()));
+        if sel.is_empty() {
+            return Err(ClusterError::EmptySelector);
         }
-        let now = Instant::now();
-        let (healthy, banned): (Vec<_>, Vec<_>) = active.into_iter().partition(|m| !m.banned(now));
-        // When every match is banned, try them anyway rather than fail blind.
-        let mut list = if healthy.is_empty() { banned } else { healthy };
-        let turn = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
-        match self.mode() {
-            Mode::RoundRobin => {
-                let n = list.len();
-                list.rotate_left(turn % n);
-            }
-            Mode::Random => fastrand::shuffle(&mut list),
-            Mode::LeastBusy => {
-                // Ties go round robin.
-                let n = list.len();
-                list.rotate_left(turn % n);
-                list.sort_by_key(|m| m.load());
-            }
-            Mode::Weighted => {
-                let mut ordered = Vec::with_capacity(list.len());
-                while !list.is_empty() {
-                    let total: u64 = list.iter().map(|m| u64::from(m.weight.max(1))).sum();
-                    let mut pick = fastrand::u64(0..total);
-                    let i = list
-                        .iter()
-                        .position(|m| {
-                            let w = u64::from(m.weight.max(1));
-                            if pick < w {
-                                true
-                            } else {
-                                pick -= w;
-                                false
-                            }
-                        })
-                        .expect("pick is below the total");
-                    ordered.push(list.remove(i));
-                }
-                list = ordered;
-            }
-            Mode::Failover => {
-                if let Some(name) = self.inner.sticky.lock().clone() {
-                    if let Some(i) = list.iter().position(|m| m.name == name) {
-                        let m = list.remove(i);
-                        list.insert(0, m);
+        let mut matched = false;
+        let mut active = Bits::new(members.len());
+        let mut healthy = Bits::new(members.len());
+        for (i, m) in members.iter().enumerate() {
+            if sel.matches(&m.name, &m.tags) {
+                matched = true;
+                if m.active() {
+                    active.set(i);
+                    if !m.is_banned() {
+                        healthy.set(i);
                     }
                 }
             }
         }
-        Ok(list)
+        match (healthy.count(), active.count()) {
+            (n, _) if n > 0 => Ok((healthy, n)),
+            (_, n) if n > 0 => Ok((active, n)),
+            _ if matched => Err(ClusterError::Frozen(sel.to_string())),
+            _ => Err(ClusterError::NoMatch(sel.to_string())),
+        }
+    }
+
+    /// The pool a get tries first, by the cluster's mode, and how many pools
+    /// are eligible. Allocates nothing but the eligibility flags.
+    fn first_choice(&self, sel: &Selector) -> Result<Choice<M>, ClusterError<M::Error>> {
+        let members = self.inner.members.read();
+        let (ok, n) = self.eligible(&members, sel)?;
+        let nth = |k: usize| {
+            (0..members.len())
+                .filter(|&i| ok.get(i))
+                .nth(k)
+                .expect("k is below the eligible count")
+        };
+        let pick = match self.mode() {
+            Mode::RoundRobin => nth(self.inner.cursor.fetch_add(1, Ordering::Relaxed) % n),
+            Mode::Random => nth(fastrand::usize(0..n)),
+            Mode::LeastBusy => {
+                // Ties go round robin: scan from a rotating start.
+                let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
+                let len = members.len();
+                (0..len)
+                    .map(|k| (start + k) % len)
+                    .filter(|&i| ok.get(i))
+                    .min_by_key(|&i| members[i].pool.busy())
+                    .expect("one is eligible")
+            }
+            Mode::Weighted => {
+                let weight = |i: usize| u64::from(members[i].weight.max(1));
+                let total: u64 = (0..members.len()).filter(|&i| ok.get(i)).map(weight).sum();
+                let mut r = fastrand::u64(0..total);
+                (0..members.len())
+                    .filter(|&i| ok.get(i))
+                    .find(|&i| {
+                        let w = weight(i);
+                        if r < w {
+                            true
+                        } else {
+                            r -= w;
+                            false
+                        }
+                    })
+                    .expect("r is below the total")
+            }
+            Mode::Failover => {
+                let sticky = self.inner.sticky.load(Ordering::Relaxed);
+                (0..members.len())
+                    .find(|&i| ok.get(i) && members[i].id == sticky)
+                    .unwrap_or_else(|| nth(0))
+            }
+        };
+        Ok((Arc::clone(&members[pick]), n))
+    }
+
+    /// The eligible pools but `skip`, in the order the rest of a get tries
+    /// them (after its first choice failed).
+    fn fallbacks(&self, sel: &Selector, skip: u64) -> Vec<Arc<Member<M>>> {
+        let members = self.inner.members.read();
+        let Ok((ok, _)) = self.eligible(&members, sel) else {
+            return Vec::new();
+        };
+        let mut list: Vec<_> = members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| ok.get(*i) && m.id != skip)
+            .map(|(_, m)| Arc::clone(m))
+            .collect();
+        drop(members);
+        match self.mode() {
+            Mode::Random | Mode::Weighted => fastrand::shuffle(&mut list),
+            Mode::LeastBusy => list.sort_by_key(|m| m.pool.busy()),
+            Mode::RoundRobin | Mode::Failover => {}
+        }
+        list
     }
 
     /// A connection from one of the active pools `sel` matches, picked by
     /// the cluster's mode. A pool whose get fails with a connection error
     /// is banned for `ban_time` and the next one is tried, within one
     /// overall acquire timeout, so a dead server costs latency, not an
-    /// error, while another server is alive.
+    /// error, while another server is alive. Each pool tried gets an equal
+    /// share of what is left of that timeout.
     ///
     /// # Errors
     /// [`ClusterError::NoMatch`], [`ClusterError::Frozen`] (every match is
@@ -674,50 +802,73 @@ impl<M: Manager> Cluster<M> {
         sel: impl Into<Selector>,
     ) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
         let sel = sel.into();
-        let order = self.candidates(&sel)?;
+        let (first, n) = self.first_choice(&sel)?;
         let budget = self
             .inner
             .acquire_timeout
-            .unwrap_or_else(|| order[0].pool.config().acquire_timeout);
-        let deadline = Instant::now() + budget;
-        let mut last = None;
-        let n = order.len();
-        for (i, m) in order.iter().enumerate() {
+            .unwrap_or_else(|| first.pool.config().acquire_timeout);
+        let share = budget / u32::try_from(n).unwrap_or(u32::MAX);
+        let error = match self.try_one(&first, share).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => e,
+        };
+        if n == 1 {
+            return Err(ClusterError::Unavailable {
+                selector: sel.to_string(),
+                pool: first.name.to_string(),
+                source: error,
+            });
+        }
+        // The first try may have used its whole share; count it as such.
+        let deadline = Instant::now() + budget.saturating_sub(share);
+        let mut last = (first.name.to_string(), error);
+        let rest = self.fallbacks(&sel, first.id);
+        let left_to_try = rest.len();
+        for (i, m) in rest.iter().enumerate() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            // A dead server must not eat the whole budget while others
-            // remain: each pool still to try gets an equal share.
-            let share = left / u32::try_from(n - i).unwrap_or(u32::MAX);
-            match m.pool.get_timeout(share).await {
-                Ok(conn) => {
-                    if self.mode() == Mode::Failover {
-                        *self.inner.sticky.lock() = Some(m.name.clone());
-                    }
-                    return Ok(ClusterConn {
-                        conn,
-                        pool: m.name.clone(),
-                    });
-                }
-                Err(e) => {
-                    if e.create_error().is_some() {
-                        *m.banned_until.lock() = Some(Instant::now() + self.inner.ban_time);
-                        self.inner.warn(
-                            Some(&m.name),
-                            format!("banned for {:?}: {e}", self.inner.ban_time),
-                        );
-                    }
-                    last = Some((m.name.clone(), e));
-                }
+            let share = left / u32::try_from(left_to_try - i).unwrap_or(u32::MAX);
+            match self.try_one(m, share).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => last = (m.name.to_string(), e),
             }
         }
-        let (pool, source) = last.expect("the first pool always gets a try");
         Err(ClusterError::Unavailable {
             selector: sel.to_string(),
-            pool,
-            source,
+            pool: last.0,
+            source: last.1,
         })
+    }
+
+    /// One pool's get; a connection error bans the pool.
+    async fn try_one(
+        &self,
+        m: &Arc<Member<M>>,
+        timeout: Duration,
+    ) -> Result<ClusterConn<M>, PoolError<M::Error>> {
+        match m.pool.get_timeout(timeout).await {
+            Ok(conn) => {
+                if self.mode() == Mode::Failover {
+                    self.inner.sticky.store(m.id, Ordering::Relaxed);
+                }
+                Ok(ClusterConn {
+                    conn,
+                    pool: Arc::clone(&m.name),
+                })
+            }
+            Err(e) => {
+                if e.create_error().is_some() {
+                    m.ban(self.inner.ban_time);
+                    self.inner.warn(
+                        Some(&m.name),
+                        format!("banned for {:?}: {e}", self.inner.ban_time),
+                    );
+                }
+                Err(e)
+            }
+        }
     }
 
     /// A connection from any active pool.
@@ -725,7 +876,7 @@ impl<M: Manager> Cluster<M> {
     /// # Errors
     /// As [`get`](Cluster::get).
     pub async fn get_any(&self) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
-        self.get(Selector::Glob("*".into())).await
+        self.get(Selector::Any).await
     }
 
     /// The pool a get would try first.
@@ -733,8 +884,8 @@ impl<M: Manager> Cluster<M> {
     /// # Errors
     /// As [`get`](Cluster::get), without `Unavailable`.
     pub fn pool(&self, sel: impl Into<Selector>) -> Result<Pool<M>, ClusterError<M::Error>> {
-        let order = self.candidates(&sel.into())?;
-        Ok(order[0].pool.clone())
+        let (first, _) = self.first_choice(&sel.into())?;
+        Ok(first.pool.clone())
     }
 
     /// Stops new gets on the matching pools; connections already out keep
@@ -769,7 +920,7 @@ impl<M: Manager> Cluster<M> {
             .read()
             .iter()
             .filter(|m| m.frozen.load(Ordering::Acquire) == frozen)
-            .map(|m| m.name.clone())
+            .map(|m| m.name.to_string())
             .collect()
     }
 
@@ -797,12 +948,11 @@ impl<M: Manager> Cluster<M> {
 
     /// Whether the pool is banned now (its gets failed with connection errors).
     pub fn is_banned(&self, name: &str) -> bool {
-        let now = Instant::now();
         self.inner
             .members
             .read()
             .iter()
-            .any(|m| m.name == name && m.banned(now))
+            .any(|m| &*m.name == name && m.is_banned())
     }
 
     /// Removes the matching pools gracefully: they take no new gets at once,
@@ -838,7 +988,7 @@ impl<M: Manager> Cluster<M> {
                 self.inner
                     .retired
                     .lock()
-                    .push((m.name.clone(), m.pool.clone()));
+                    .push((m.name.to_string(), m.pool.clone()));
             }
             tracing::info!(target: "aquifer::cluster", pool = %m.name, "removed");
         }
@@ -847,7 +997,6 @@ impl<M: Manager> Cluster<M> {
 
     /// Counts across the cluster.
     pub fn info(&self) -> ClusterInfo {
-        let now = Instant::now();
         let members = self.inner.members.read().clone();
         let mut info = ClusterInfo {
             mode: self.mode(),
@@ -868,7 +1017,7 @@ impl<M: Manager> Cluster<M> {
             } else {
                 info.active += 1;
             }
-            info.banned += usize::from(m.banned(now));
+            info.banned += usize::from(m.is_banned());
             let s = m.pool.status();
             info.size += s.size;
             info.idle += s.idle;
@@ -886,7 +1035,7 @@ impl<M: Manager> Cluster<M> {
             .members
             .read()
             .iter()
-            .find(|m| m.name == name)
+            .find(|m| &*m.name == name)
             .cloned()?;
         let banned_for = m
             .banned_until
@@ -895,7 +1044,7 @@ impl<M: Manager> Cluster<M> {
             .filter(|d| !d.is_zero());
         Some(PoolInfo {
             id: m.id,
-            name: m.name.clone(),
+            name: m.name.to_string(),
             created_at: m.added_at,
             driver: m.pool.manager().driver_name(),
             tags: m.tags.clone(),
@@ -909,12 +1058,12 @@ impl<M: Manager> Cluster<M> {
 
     /// The current mode.
     pub fn mode(&self) -> Mode {
-        *self.inner.mode.lock()
+        mode_of(self.inner.mode.load(Ordering::Relaxed))
     }
 
     /// Changes the mode for the gets that follow.
     pub fn set_mode(&self, mode: Mode) {
-        *self.inner.mode.lock() = mode;
+        self.inner.mode.store(mode_code(mode), Ordering::Relaxed);
     }
 
     /// Warnings, oldest first.
@@ -955,7 +1104,7 @@ impl<M: Manager> Cluster<M> {
             .members
             .read()
             .iter()
-            .map(|m| (m.name.clone(), m.pool.clone()))
+            .map(|m| (m.name.to_string(), m.pool.clone()))
             .collect();
         all.extend(self.inner.retired.lock().iter().cloned());
         all
@@ -1000,7 +1149,7 @@ impl<M: Manager> Cluster<M> {
     /// Returns how many connections are still pending.
     pub async fn shutdown(&self, wait: Duration, force: bool) -> usize {
         self.inner.shut.store(true, Ordering::Release);
-        let _ = self.remove(Selector::Glob("*".into()), wait).await;
+        let _ = self.remove(Selector::Any, wait).await;
         self.close_pending(force).await
     }
 }

@@ -229,7 +229,10 @@ impl PoolEvent {
 /// The sending side, owned by the pool.
 pub(crate) struct EventBus {
     tx: broadcast::Sender<PoolEvent>,
+    /// Listeners that want every event, per-checkout ones included.
     listeners: Arc<AtomicUsize>,
+    /// Listeners that want all but `Acquired` and `Released`.
+    lifecycle: Arc<AtomicUsize>,
 }
 
 impl EventBus {
@@ -237,6 +240,7 @@ impl EventBus {
         Self {
             tx: broadcast::channel(capacity).0,
             listeners: Arc::new(AtomicUsize::new(0)),
+            lifecycle: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -248,17 +252,27 @@ impl EventBus {
 
     pub(crate) fn send(&self, ev: PoolEvent) {
         ev.trace();
-        if self.wanted() {
+        if self.wanted() || self.lifecycle.load(Ordering::Relaxed) > 0 {
             // Fails only when every receiver is gone: nothing to do then.
             let _ = self.tx.send(ev);
         }
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {
-        self.listeners.fetch_add(1, Ordering::Relaxed);
+        self.counted(&self.listeners)
+    }
+
+    /// A listener that does not ask for per-checkout events (it may still
+    /// see them while another listener does).
+    pub(crate) fn subscribe_lifecycle(&self) -> EventStream {
+        self.counted(&self.lifecycle)
+    }
+
+    fn counted(&self, counter: &Arc<AtomicUsize>) -> EventStream {
+        counter.fetch_add(1, Ordering::Relaxed);
         EventStream {
             inner: BroadcastStream::new(self.tx.subscribe()),
-            listeners: Arc::clone(&self.listeners),
+            listeners: Arc::clone(counter),
             lost: 0,
         }
     }

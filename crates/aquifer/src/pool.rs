@@ -468,6 +468,12 @@ impl<M: Manager> Pool<M> {
         }
     }
 
+    /// Borrowed objects plus waiting callers: how busy the pool is, cheaply.
+    pub(crate) fn busy(&self) -> usize {
+        let st = self.shared.state.lock();
+        st.borrowed() + st.waiters.len()
+    }
+
     /// Counters and latency summaries since the pool was built.
     pub fn metrics(&self) -> Metrics {
         self.shared.state.lock().m.snapshot()
@@ -477,6 +483,15 @@ impl<M: Manager> Pool<M> {
     /// lose the oldest events; the pool never waits for them.
     pub fn events(&self) -> EventStream {
         self.shared.events.subscribe()
+    }
+
+    /// Like [`events`](Pool::events) but without asking for the
+    /// per-checkout [`PoolEvent::Acquired`] and [`PoolEvent::Released`]:
+    /// while only such listeners exist those are not even built, so the
+    /// checkout path pays nothing for them. (They still arrive while
+    /// another listener asks for every event.)
+    pub fn lifecycle_events(&self) -> EventStream {
+        self.shared.events.subscribe_lifecycle()
     }
 
     /// Records that work on one of this pool's objects failed, for drivers'

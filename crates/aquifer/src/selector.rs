@@ -27,6 +27,8 @@ pub enum Selector {
     Regex(regex::Regex),
     /// Pools carrying a tag, such as `primary` or `replica`.
     Tag(String),
+    /// Every pool (what [`Cluster::get_any`](crate::Cluster::get_any) uses).
+    Any,
 }
 
 /// A regex that does not compile.
@@ -63,6 +65,7 @@ impl Selector {
         match self {
             Selector::Name(s) | Selector::Glob(s) | Selector::Tag(s) => s.is_empty(),
             Selector::Regex(r) => r.as_str().is_empty(),
+            Selector::Any => false,
         }
     }
 
@@ -77,13 +80,16 @@ impl Selector {
             Selector::Glob(g) => glob(g.as_bytes(), name.as_bytes()),
             Selector::Regex(r) => r.is_match(name),
             Selector::Tag(t) => tags.iter().any(|x| x == t),
+            Selector::Any => true,
         }
     }
 }
 
 impl From<&str> for Selector {
     fn from(s: &str) -> Self {
-        if s.contains(['*', '?']) {
+        if s == "*" {
+            Selector::Any
+        } else if s.contains(['*', '?']) {
             Selector::Glob(s.to_owned())
         } else {
             Selector::Name(s.to_owned())
@@ -109,6 +115,7 @@ impl fmt::Display for Selector {
             Selector::Name(s) | Selector::Glob(s) => f.write_str(s),
             Selector::Regex(r) => write!(f, "/{}/", r.as_str()),
             Selector::Tag(t) => write!(f, "tag:{t}"),
+            Selector::Any => f.write_str("*"),
         }
     }
 }

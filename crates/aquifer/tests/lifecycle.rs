@@ -384,3 +384,37 @@ async fn drivers_report_failed_work_as_events_and_metrics() {
     assert_eq!(p.metrics().operation_failures, 2);
     assert_eq!(Operation::Transaction.as_str(), "transaction");
 }
+
+#[tokio::test(start_paused = true)]
+async fn lifecycle_listeners_do_not_switch_on_per_checkout_events() {
+    let (f, m) = fake();
+    let p = Pool::builder(m).max(1).build().unwrap();
+    let mut quiet = p.lifecycle_events();
+    drop(p.get().await.unwrap());
+    drop(p.get().await.unwrap());
+    f.create.then(&[Step::Err]);
+    p.get().await.unwrap().destroy();
+    settle().await;
+    let _ = p.get().await;
+    settle().await;
+    let mut seen = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(ms(1), quiet.recv()).await {
+        seen.push(e);
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, PoolEvent::Acquired { .. } | PoolEvent::Released { .. })),
+        "{seen:#?}"
+    );
+    assert!(seen.iter().any(|e| matches!(e, PoolEvent::Created { .. })));
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, PoolEvent::CreateFailed { .. })),
+        "{seen:#?}"
+    );
+    // With a full listener too, checkouts are reported again.
+    let mut all = p.events();
+    drop(p.get().await.unwrap());
+    assert!(matches!(all.recv().await, Some(PoolEvent::Acquired { .. })));
+}

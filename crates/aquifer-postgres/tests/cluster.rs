@@ -11,8 +11,12 @@ use aquifer::{Backoff, Cluster, ClusterPool};
 use aquifer_postgres::{PgManager, PgPool};
 use common::*;
 
+/// These tests watch timing on two cores: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_server_costs_no_failed_gets_and_comes_back_after_its_ban() {
+    let _serial = SERIAL.lock().await;
     let mut servers = vec![server(), server(), server()];
     let cluster: Cluster<PgManager> = Cluster::builder()
         .ban_time(Duration::from_secs(1))
@@ -69,8 +73,17 @@ async fn a_dead_server_costs_no_failed_gets_and_comes_back_after_its_ban() {
         .collect();
     let count = |name: &str| served.lock().unwrap().get(name).copied().unwrap_or(0);
 
-    tokio::time::sleep(ms(400)).await;
-    assert!(count("pg_2") > 0, "all three serve at first");
+    // All three serve first (connecting takes a while on a busy machine).
+    let mut waited = 0;
+    while ["pg_1", "pg_2", "pg_3"].iter().any(|n| count(n) == 0) {
+        tokio::time::sleep(ms(10)).await;
+        waited += 1;
+        assert!(
+            waited < 1000,
+            "not every server served: {:?}",
+            served.lock().unwrap()
+        );
+    }
     servers[1].kill().unwrap();
     // Wait for the ban, then watch pg_2's count while it lasts.
     let mut waited = 0;
@@ -117,4 +130,91 @@ async fn a_dead_server_costs_no_failed_gets_and_comes_back_after_its_ban() {
         .iter()
         .any(|w| w.pool.as_deref() == Some("pg_2")));
     drop(pg2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeze_under_load_then_remove_leaves_nothing_on_the_server() {
+    let _serial = SERIAL.lock().await;
+    let servers = [server(), server()];
+    let cluster: Cluster<PgManager> = Cluster::builder().build();
+    for (i, pg) in servers.iter().enumerate() {
+        let url = format!("{}?application_name=node_{}", pg.url(), i + 1);
+        let pool = PgPool::builder(PgManager::new(&url).unwrap())
+            .max(6)
+            .build()
+            .unwrap();
+        cluster
+            .add(ClusterPool::new(format!("node_{}", i + 1), pool))
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..50)
+        .map(|_| {
+            let (cluster, stop, finished) = (cluster.clone(), stop.clone(), finished.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let conn = cluster.get_any().await.expect("the other node serves");
+                    // Work in flight: it must finish even if its pool freezes.
+                    conn.simple_query("SELECT pg_sleep(0.02)").await.unwrap();
+                    finished.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(ms(300)).await;
+    let node_1 = cluster.pool("node_1").unwrap();
+    cluster.freeze("node_1").unwrap();
+    // Gets already queued in node_1 when it froze are work in flight: once
+    // they are served, node_1 must serve and open nothing more.
+    eventually("node_1's queue drained", || {
+        let s = node_1.status();
+        s.waiting == 0 && s.creating == 0
+    })
+    .await;
+    // Creates started so far: finished, failed, or still in flight.
+    let started = |p: &PgPool| {
+        let m = p.metrics();
+        m.creates + m.create_failures + p.status().creating as u64
+    };
+    let (gets, creates) = (node_1.metrics().gets, started(&node_1));
+    let done_at_freeze = finished.load(Ordering::SeqCst);
+    tokio::time::sleep(ms(500)).await;
+    assert_eq!(node_1.metrics().gets, gets, "no new get from a frozen pool");
+    assert_eq!(
+        started(&node_1),
+        creates,
+        "no new connection from a frozen pool"
+    );
+    assert_eq!(
+        node_1.status().borrowed,
+        0,
+        "work in flight finished and came back"
+    );
+    assert!(
+        finished.load(Ordering::SeqCst) > done_at_freeze,
+        "node_2 kept serving"
+    );
+    assert!(
+        servers[0].sessions("node_1").unwrap() > 0,
+        "frozen, not closed"
+    );
+
+    assert_eq!(
+        cluster
+            .remove("node_1", Duration::from_secs(5))
+            .await
+            .unwrap(),
+        1
+    );
+    eventually("node_1 sessions gone", || {
+        servers[0].sessions("node_1").unwrap() == 0
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(servers[1].sessions("node_2").unwrap() > 0);
+    assert_eq!(cluster.names(), ["node_2"]);
 }

@@ -323,7 +323,6 @@ async fn trouble_becomes_bounded_warnings() {
     c.add_warning(None, "maintenance at 02:00");
     assert_eq!(c.warnings()[0].message, "maintenance at 02:00");
     assert_eq!(c.warnings().len(), 1);
-    let _ = Duration::ZERO;
 }
 
 #[test]

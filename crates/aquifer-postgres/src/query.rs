@@ -2,9 +2,6 @@
 //! on the pool's event stream (where a `Cluster` turns them into warnings).
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::pin;
-use std::task::Poll;
 
 use aquifer::{Operation, PoolError};
 use tokio_postgres::types::ToSql;
@@ -35,17 +32,27 @@ impl QueryError {
     }
 }
 
-/// Polls a future, turning a panic into an `Err`.
-async fn catch_unwind<F: Future>(f: F) -> std::thread::Result<F::Output> {
-    let mut f = pin!(f);
-    std::future::poll_fn(move |cx| {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic)),
+/// Reports a transaction that ends without a commit or a rollback: its
+/// closure panicked, or the caller dropped the future mid-way. Either way
+/// the transaction is rolled back (tokio-postgres queues a ROLLBACK when its
+/// `Transaction` is dropped, and the dirty connection is rolled back again
+/// on return); this only makes it visible.
+struct Unfinished<'a> {
+    pool: &'a PgPool,
+    armed: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let why = if std::thread::panicking() {
+                "the transaction's closure panicked"
+            } else {
+                "the transaction was dropped before it finished"
+            };
+            self.pool.report(Operation::Transaction, why);
         }
-    })
-    .await
+    }
 }
 
 /// Queries and transactions straight on a [`PgPool`].
@@ -102,10 +109,10 @@ pub trait PgPoolExt {
     ) -> impl Future<Output = Result<u64, QueryError>> + Send;
 
     /// Runs `f` inside a transaction on one pooled connection: commits when
-    /// it returns `Ok`, rolls back when it returns `Err` or panics (the panic
-    /// then goes on). If the future is dropped mid-way the connection is
-    /// rolled back when it returns to the pool. Failed commits, rollbacks and
-    /// transactions are reported on the pool's events.
+    /// it returns `Ok`, rolls back when it returns `Err`, panics (the panic
+    /// goes on) or the future is dropped mid-way. Failed commits, rollbacks
+    /// and transactions (panicked and abandoned ones included) are reported
+    /// on the pool's events.
     ///
     /// # Errors
     /// `f`'s error, or the checkout, `BEGIN` or `COMMIT` error converted
@@ -185,17 +192,27 @@ impl PgPoolExt for PgPool {
             Ok(tx) => tx,
             Err(e) => return Err(self.failed(Operation::Transaction, e).into()),
         };
-        let outcome = catch_unwind(f(&mut tx)).await;
+        let mut unfinished = Unfinished {
+            pool: self,
+            armed: true,
+        };
+        let outcome = f(&mut tx).await;
         match outcome {
-            Ok(Ok(value)) => match tx.commit().await {
-                Ok(()) => {
-                    conn.clean();
-                    Ok(value)
+            Ok(value) => {
+                let committed = tx.commit().await;
+                unfinished.armed = false;
+                match committed {
+                    Ok(()) => {
+                        conn.clean();
+                        Ok(value)
+                    }
+                    Err(e) => Err(self.failed(Operation::Commit, e).into()),
                 }
-                Err(e) => Err(self.failed(Operation::Commit, e).into()),
-            },
-            Ok(Err(e)) => {
-                match tx.rollback().await {
+            }
+            Err(e) => {
+                let rolled_back = tx.rollback().await;
+                unfinished.armed = false;
+                match rolled_back {
                     Ok(()) => conn.clean(),
                     Err(re) => {
                         self.report(Operation::Rollback, describe(&re));
@@ -203,13 +220,6 @@ impl PgPoolExt for PgPool {
                 }
                 self.report(Operation::Transaction, &e);
                 Err(e)
-            }
-            Err(panic) => {
-                // Dropping the transaction queues its ROLLBACK; the dirty
-                // mark rolls back once more on return, to be sure.
-                drop(tx);
-                self.report(Operation::Transaction, "the transaction's closure panicked");
-                std::panic::resume_unwind(panic)
             }
         }
     }

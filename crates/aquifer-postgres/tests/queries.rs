@@ -295,3 +295,44 @@ async fn a_raw_begin_left_open_is_read_off_the_wire_and_rolled_back() {
     drop(conn);
     assert_eq!(pool.status().idle, 1, "returned at once, no reset queued");
 }
+
+#[tokio::test]
+async fn a_transaction_dropped_mid_way_is_reported_and_rolled_back() {
+    let pg = server();
+    let pool = pool(&pg.url(), 1);
+    pool.execute("CREATE TABLE t (v int)", &[]).await.unwrap();
+    let mut events = pool.events();
+    let cut = tokio::time::timeout(
+        ms(200),
+        pool.transaction(|tx| {
+            Box::pin(async move {
+                tx.execute("INSERT INTO t VALUES (1)", &[]).await?;
+                tx.batch_execute("SELECT pg_sleep(1)").await?;
+                Ok::<_, QueryError>(())
+            })
+        }),
+    )
+    .await;
+    assert!(cut.is_err(), "the caller gave up first");
+    let seen = failures(&mut events).await;
+    assert!(
+        seen.iter().any(
+            |(op, e)| *op == Operation::Transaction && e.contains("dropped before it finished")
+        ),
+        "{seen:?}"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM t").unwrap(), "0");
+    // Once the sleep ends the connection is rolled back and reused.
+    eventually("the connection came back", || pool.status().idle == 1).await;
+    let n: i64 = pool
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    assert_eq!(
+        pg.psql("SELECT state FROM pg_stat_activity WHERE application_name = 'aquifer'")
+            .unwrap(),
+        "idle"
+    );
+}

@@ -65,7 +65,8 @@ pub enum Operation {
     Commit,
     /// A `ROLLBACK`.
     Rollback,
-    /// A whole transaction (its body returned an error or panicked).
+    /// A whole transaction (its body returned an error, panicked, or was
+    /// dropped before it finished).
     Transaction,
 }
 

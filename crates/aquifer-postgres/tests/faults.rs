@@ -338,3 +338,28 @@ async fn closing_or_dropping_a_pool_leaves_no_session_behind() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_check_has_its_own_timeout() {
+    let _serial = SERIAL.lock().await;
+    let pg = server();
+    let proxy = FaultProxy::start(pg.addr()).unwrap();
+    let manager = PgManager::new(&pg.url_through(&proxy))
+        .unwrap()
+        .check_timeout(ms(200));
+    let mut conn = aquifer::Manager::create(&manager).await.unwrap();
+    aquifer::Manager::validate(&manager, &mut conn)
+        .await
+        .unwrap();
+    proxy.set(Fault::Blackhole);
+    let start = Instant::now();
+    let err = aquifer::Manager::validate(&manager, &mut conn)
+        .await
+        .unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        matches!(err, aquifer_postgres::PgError::CheckTimeout(t) if t == ms(200)),
+        "{err}"
+    );
+    assert!(took >= ms(200) && took < ms(1000), "{took:?}");
+}

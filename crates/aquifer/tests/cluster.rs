@@ -456,3 +456,27 @@ async fn info_counts_the_cluster_and_describes_each_pool() {
         .contains("\"mode\":\"round_robin\""));
     drop(held);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_server_costs_a_share_of_the_budget_not_an_error() {
+    let c: Cluster<FakeManager> = Cluster::builder().acquire_timeout(ms(1000)).build();
+    let (hang, p) = fake_pool(2);
+    hang.create.set(Step::Never);
+    c.add(ClusterPool::new("hang", p)).unwrap();
+    let (_, p) = fake_pool(2);
+    c.add(ClusterPool::new("ok", p)).unwrap();
+    // Round robin starts with `hang` once in two gets.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let start = tokio::time::Instant::now();
+        let conn = c.get_any().await.expect("the other pool serves");
+        assert_eq!(conn.pool_name(), "ok");
+        slow.push(start.elapsed());
+    }
+    slow.sort();
+    assert_eq!(
+        slow,
+        [ms(0), ms(500)],
+        "half the budget on the hanging pool, then served"
+    );
+}

@@ -24,20 +24,9 @@ async fn single(tasks: usize, window: Duration) -> Option<Sample> {
     drive(
         tasks,
         window,
-        move |stop: Arc<AtomicBool>, count: Arc<AtomicU64>| {
-            let p = p.clone();
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    drop(p.get().await.expect("get"));
-                    n += 1;
-                    if n % 64 == 0 {
-                        count.store(n, Ordering::Relaxed);
-                    }
-                }
-                count.store(n, Ordering::Relaxed);
-            })
-        },
+        task!(p, |p| {
+            drop(p.get().await.expect("get"));
+        }),
     )
     .await
 }
@@ -53,20 +42,9 @@ async fn cluster(mode: Mode, tasks: usize, window: Duration) -> Option<Sample> {
     drive(
         tasks,
         window,
-        move |stop: Arc<AtomicBool>, count: Arc<AtomicU64>| {
-            let c = c.clone();
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    drop(c.get_any().await.expect("get"));
-                    n += 1;
-                    if n % 64 == 0 {
-                        count.store(n, Ordering::Relaxed);
-                    }
-                }
-                count.store(n, Ordering::Relaxed);
-            })
-        },
+        task!(c, |c| {
+            drop(c.get_any().await.expect("get"));
+        }),
     )
     .await
 }

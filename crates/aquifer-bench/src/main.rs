@@ -15,9 +15,6 @@
 //! task did everything. A pool that never yields lets a few tasks monopolise
 //! the workers; its throughput is then that of a few uncontended tasks.
 
-mod cluster;
-mod pg;
-
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -281,6 +278,10 @@ macro_rules! task {
         }
     }};
 }
+
+// After `task!`, so that they can use it.
+mod cluster;
+mod pg;
 
 /// One measurement of one pool.
 fn measure(

@@ -35,28 +35,19 @@ pub struct PgOpts {
     pub json: bool,
 }
 
+/// One checkout running one `SELECT 1`.
 macro_rules! select_loop {
-    ($pool:expr, $tasks:expr, $window:expr, |$p:ident| $get:expr) => {{
-        let pool = $pool;
+    ($pool:expr, $tasks:expr, $window:expr, |$p:ident| $get:expr) => {
         drive(
             $tasks,
             $window,
-            move |stop: Arc<AtomicBool>, count: Arc<AtomicU64>| {
-                let $p = pool.clone();
-                tokio::spawn(async move {
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let conn = $get;
-                        conn.simple_query("SELECT 1").await.expect("SELECT 1");
-                        drop(conn);
-                        n += 1;
-                        count.store(n, Ordering::Relaxed);
-                    }
-                })
-            },
+            task!($pool, |$p| {
+                let conn = $get;
+                conn.simple_query("SELECT 1").await.expect("SELECT 1");
+            }),
         )
         .await
-    }};
+    };
 }
 
 async fn measure(

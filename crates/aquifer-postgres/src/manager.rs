@@ -309,6 +309,8 @@ impl Manager for PgManager {
     type Error = PgError;
 
     async fn create(&self) -> Result<PgConnection, PgError> {
+        // The host name is only needed for TLS (SNI and verification).
+        #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
         let (socket, host) = wire::open(&self.config)
             .await
             .map_err(|source| PgError::Connect {
@@ -338,8 +340,6 @@ impl Manager for PgManager {
                 client
             }
         };
-        // The host name is only needed for TLS (SNI and verification).
-        let _ = host;
         if let Some(hook) = &self.after_connect {
             hook(&client).await.map_err(PgError::AfterConnect)?;
         }

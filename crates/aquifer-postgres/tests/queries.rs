@@ -6,6 +6,12 @@ use aquifer::{Operation, PoolEvent};
 use aquifer_postgres::{PgManager, PgPool, PgPoolExt, QueryError, ResetMode, TxStatus};
 use common::*;
 
+/// The state of the pool's one session, as the server sees it.
+fn session_state(pg: &aquifer_testkit::PgServer) -> String {
+    pg.psql("SELECT state FROM pg_stat_activity WHERE application_name = 'aquifer'")
+        .unwrap()
+}
+
 async fn failures(events: &mut aquifer::EventStream) -> Vec<(Operation, String)> {
     let mut out = Vec::new();
     while let Ok(Some(e)) = tokio::time::timeout(ms(50), events.recv()).await {
@@ -136,10 +142,7 @@ async fn transactions_commit_on_ok_roll_back_on_err_and_on_panic() {
     assert!(seen[1].1.contains("panicked"));
     // The one connection survived all of it and is not inside a transaction.
     assert_eq!(pool.status().size, 1);
-    let state = pg
-        .psql("SELECT state FROM pg_stat_activity WHERE application_name = 'aquifer'")
-        .unwrap();
-    assert_eq!(state, "idle");
+    assert_eq!(session_state(&pg), "idle");
 }
 
 #[tokio::test]
@@ -164,10 +167,7 @@ async fn a_dirty_connection_is_rolled_back_on_return() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0, "the open transaction was rolled back");
-    let state = pg
-        .psql("SELECT state FROM pg_stat_activity WHERE application_name = 'aquifer'")
-        .unwrap();
-    assert_eq!(state, "idle", "not 'idle in transaction'");
+    assert_eq!(session_state(&pg), "idle", "not 'idle in transaction'");
 }
 
 #[tokio::test]
@@ -330,9 +330,5 @@ async fn a_transaction_dropped_mid_way_is_reported_and_rolled_back() {
         .unwrap()
         .get(0);
     assert_eq!(n, 0);
-    assert_eq!(
-        pg.psql("SELECT state FROM pg_stat_activity WHERE application_name = 'aquifer'")
-            .unwrap(),
-        "idle"
-    );
+    assert_eq!(session_state(&pg), "idle");
 }

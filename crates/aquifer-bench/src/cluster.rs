@@ -1,8 +1,6 @@
 //! What choosing a pool costs: `get_any()` on a cluster of 8 no-op pools,
 //! in each mode, against `get()` on one pool, in one run.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use aquifer::{Cluster, ClusterPool, Mode, Pool};

@@ -200,7 +200,7 @@ pub(crate) struct Sample {
 }
 
 /// Jain's fairness index of per-task counts.
-fn jain(counts: &[u64]) -> f64 {
+pub(crate) fn jain(counts: &[u64]) -> f64 {
     let sum: f64 = counts.iter().map(|&c| c as f64).sum();
     let squares: f64 = counts.iter().map(|&c| (c as f64) * (c as f64)).sum();
     if squares == 0.0 {
@@ -262,18 +262,19 @@ pub(crate) async fn drive(
 macro_rules! task {
     ($pool:expr, |$p:ident| $op:block) => {{
         let pool = $pool.clone();
-        move |stop: Arc<AtomicBool>, count: Arc<AtomicU64>| {
+        move |stop: ::std::sync::Arc<::std::sync::atomic::AtomicBool>,
+              count: ::std::sync::Arc<::std::sync::atomic::AtomicU64>| {
             let $p = pool.clone();
             tokio::spawn(async move {
                 let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(::std::sync::atomic::Ordering::Relaxed) {
                     $op;
                     n += 1;
                     if n % 64 == 0 {
-                        count.store(n, Ordering::Relaxed);
+                        count.store(n, ::std::sync::atomic::Ordering::Relaxed);
                     }
                 }
-                count.store(n, Ordering::Relaxed);
+                count.store(n, ::std::sync::atomic::Ordering::Relaxed);
             })
         }
     }};
@@ -281,7 +282,9 @@ macro_rules! task {
 
 // After `task!`, so that they can use it.
 mod cluster;
+mod compare;
 mod pg;
+mod sqlite;
 
 /// One measurement of one pool.
 fn measure(
@@ -555,51 +558,14 @@ fn run(o: Opts) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn pg_usage() -> &'static str {
-    "usage: aquifer-bench pg [--json] [--rounds N] [--millis MS] [--size 16] [--tasks 64] [--pools aquifer,deadpool-postgres,bb8-postgres,raw-exclusive]"
-}
-
-fn parse_pg(args: impl Iterator<Item = String>) -> Result<pg::PgOpts, String> {
-    let mut o = pg::PgOpts {
-        size: 16,
-        tasks: 64,
-        rounds: 5,
-        window: Duration::from_millis(1000),
-        pools: pg::POOLS.iter().map(|s| s.to_string()).collect(),
-        json: false,
-    };
-    let mut args = args.peekable();
-    while let Some(a) = args.next() {
-        let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--json" => o.json = true,
-            "--rounds" => o.rounds = val()?.parse().map_err(|_| "bad --rounds")?,
-            "--millis" => {
-                o.window = Duration::from_millis(val()?.parse().map_err(|_| "bad --millis")?)
-            }
-            "--size" => o.size = val()?.parse().map_err(|_| "bad --size")?,
-            "--tasks" => o.tasks = val()?.parse().map_err(|_| "bad --tasks")?,
-            "--pools" => {
-                o.pools = val()?.split(',').map(str::to_owned).collect();
-                if let Some(p) = o.pools.iter().find(|p| !pg::POOLS.contains(&p.as_str())) {
-                    return Err(format!("unknown pool {p}; known: {}", pg::POOLS.join(",")));
-                }
-            }
-            "-h" | "--help" => return Err(pg_usage().into()),
-            _ => return Err(format!("unknown argument {a}\n{}", pg_usage())),
-        }
-    }
-    if o.rounds == 0 || o.size == 0 || o.tasks == 0 {
-        return Err("rounds, size and tasks must be at least 1".into());
-    }
-    Ok(o)
-}
-
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1).peekable();
     let parsed = if args.peek().map(String::as_str) == Some("pg") {
         args.next();
-        parse_pg(args).map(pg::run)
+        compare::parse("pg", pg::POOLS, (16, 64), args).map(pg::run)
+    } else if args.peek().map(String::as_str) == Some("sqlite") {
+        args.next();
+        compare::parse("sqlite", sqlite::POOLS, (4, 16), args).map(sqlite::run)
     } else if args.peek().map(String::as_str) == Some("cluster") {
         args.next();
         parse(args).map(|o| cluster::run(o.rounds, o.window))
@@ -635,7 +601,8 @@ mod tests {
 
     #[test]
     fn pg_arguments_parse_and_bad_ones_are_refused() {
-        let args = |v: &[&str]| parse_pg(v.iter().map(|s| s.to_string()));
+        let args =
+            |v: &[&str]| compare::parse("pg", pg::POOLS, (16, 64), v.iter().map(|s| s.to_string()));
         let o = args(&["--size", "8", "--pools", "aquifer,raw-exclusive"]).unwrap();
         assert_eq!((o.size, o.tasks), (8, 64));
         assert_eq!(o.pools, vec!["aquifer", "raw-exclusive"]);

@@ -7,7 +7,7 @@
 //! with no pool at all.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,8 @@ use aquifer_postgres::{PgManager, PgPool};
 use aquifer_testkit::PgServer;
 use tokio_postgres::NoTls;
 
-use crate::{drive, human, median, Sample};
+use crate::compare::{self, DbOpts};
+use crate::{drive, Sample};
 
 /// The pools this benchmark compares.
 pub const POOLS: &[&str] = &[
@@ -24,16 +25,6 @@ pub const POOLS: &[&str] = &[
     "bb8-postgres",
     "raw-exclusive",
 ];
-
-/// Settings of one run.
-pub struct PgOpts {
-    pub size: usize,
-    pub tasks: usize,
-    pub rounds: usize,
-    pub window: Duration,
-    pub pools: Vec<String>,
-    pub json: bool,
-}
 
 /// One checkout running one `SELECT 1`.
 macro_rules! select_loop {
@@ -118,7 +109,7 @@ async fn measure(
 }
 
 /// Runs the comparison and prints a table (or JSON lines).
-pub fn run(o: PgOpts) -> std::process::ExitCode {
+pub fn run(o: DbOpts) -> std::process::ExitCode {
     let server = match PgServer::builder().max_connections(200).trust().start() {
         Ok(s) => s,
         Err(e) => {
@@ -132,78 +123,14 @@ pub fn run(o: PgOpts) -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut samples: Vec<Vec<Option<Sample>>> = vec![Vec::new(); o.pools.len()];
-    for round in 0..o.rounds {
-        for (i, pool) in o.pools.iter().enumerate() {
-            let s = rt.block_on(measure(&url, pool, o.size, o.tasks, o.window));
-            samples[i].push(s);
-        }
-        if !o.json {
-            eprintln!("round {}/{} done", round + 1, o.rounds);
-        }
-    }
-    let ops: Vec<f64> = samples.iter().map(|s| median(s, |x| x.ops)).collect();
-    if o.json {
-        for (pool, v) in o.pools.iter().zip(&ops) {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "bench": "postgres-select-1", "pool": pool, "size": o.size,
-                    "tasks": o.tasks, "ops_per_sec": (!v.is_nan()).then(|| v.round()),
-                    "rounds": o.rounds,
-                })
-            );
-        }
-        return std::process::ExitCode::SUCCESS;
-    }
-    let raw = o
-        .pools
-        .iter()
-        .position(|p| p == "raw-exclusive")
-        .map(|i| ops[i]);
-    let best_peer = o
-        .pools
-        .iter()
-        .zip(&ops)
-        .filter(|(p, _)| *p != "aquifer" && *p != "raw-exclusive")
-        .map(|(_, v)| *v)
-        .filter(|v| !v.is_nan())
-        .fold(0.0, f64::max);
-    println!(
-        "SELECT 1 round trips/s, pool size {}, {} tasks, 2 worker threads, median of {} rounds of {:?}",
-        o.size, o.tasks, o.rounds, o.window
-    );
-    println!("| pool | ops/s | vs best peer | vs raw exclusive |");
-    println!("|---|---|---|---|");
-    for (pool, v) in o.pools.iter().zip(&ops) {
-        let peer = if best_peer > 0.0 {
-            format!("{:.2}x", v / best_peer)
-        } else {
-            "-".into()
-        };
-        let floor = raw.map_or("-".into(), |r| format!("{:.2}x", v / r));
-        println!("| {pool} | {} | {peer} | {floor} |", human(*v));
-    }
-    // The machine's speed drifts between rounds; pools measured back to
-    // back in one round share it, so the ratio within each round is the
-    // steadier figure.
-    let at = |name: &str| o.pools.iter().position(|p| p == name);
-    if let Some(a) = at("aquifer") {
-        let mut lines = Vec::new();
-        for other in o.pools.iter().filter(|p| *p != "aquifer") {
-            let b = at(other).expect("listed");
-            let ratios: Vec<Option<Sample>> = (0..o.rounds)
-                .map(|r| match (samples[a][r], samples[b][r]) {
-                    (Some(x), Some(y)) if y.ops > 0.0 => Some(Sample {
-                        ops: x.ops / y.ops,
-                        fairness: 1.0,
-                    }),
-                    _ => None,
-                })
-                .collect();
-            lines.push(format!("{other} {:.2}x", median(&ratios, |x| x.ops)));
-        }
-        println!("aquifer per round, median: {}", lines.join(", "));
-    }
-    std::process::ExitCode::SUCCESS
+    let samples = compare::rounds(&o, |pool| {
+        rt.block_on(measure(&url, pool, o.size, o.tasks, o.window))
+    });
+    compare::report(
+        "postgres-select-1",
+        "SELECT 1 round trips/s",
+        &o,
+        &samples,
+        Some("raw-exclusive"),
+    )
 }

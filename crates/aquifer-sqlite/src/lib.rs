@@ -6,7 +6,7 @@ mod manager;
 mod query;
 
 pub use config::{JournalMode, SqliteConfig, SqliteConfigError, Synchronous};
-pub use connection::SqliteConnection;
+pub use connection::{SqliteConnection, SqliteGuard};
 pub use manager::{AfterConnect, SqliteError, SqliteManager};
 pub use query::{SqlitePoolExt, SqliteQueryError};
 /// The driver, re-exported so that one dependency is enough.

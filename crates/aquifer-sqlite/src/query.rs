@@ -36,6 +36,10 @@ impl SqliteQueryError {
     }
 }
 
+/// How many calls may be queued on one connection before a pool call keeps
+/// its checkout until its result is back.
+const PIPELINE_DEPTH: usize = 4;
+
 /// How a transaction ended on the connection's thread.
 enum Ended<R, E> {
     Committed(R),
@@ -182,7 +186,27 @@ impl SqlitePoolExt for SqlitePool {
         R: Send + 'static,
     {
         let conn = self.get().await?;
-        conn.interact(f).await.map_err(SqliteQueryError::Connection)
+        let (done, depth) = conn.send(f, true).map_err(SqliteQueryError::Connection)?;
+        // Pipelining: with few calls queued on it, the connection goes back
+        // to the pool now and the next caller queues behind this call, so
+        // the connection's thread runs calls back to back instead of
+        // waiting a round of wake-ups between them. Deeper queues hold the
+        // checkout until the result, so the pool's wait queue, timeouts
+        // and limits still apply under load.
+        let held = (depth > PIPELINE_DEPTH).then_some(conn);
+        let done = done.await;
+        drop(held);
+        let done = done.map_err(|_| SqliteQueryError::Connection(SqliteError::Closed))?;
+        if let Some(rolled_back) = &done.rolled_back {
+            self.report(
+                Operation::Transaction,
+                "a pool call returned inside a transaction; it was rolled back",
+            );
+            if let Err(e) = rolled_back {
+                self.report(Operation::Rollback, e);
+            }
+        }
+        done.unwrap().map_err(SqliteQueryError::Connection)
     }
 
     async fn execute<P>(&self, sql: &str, params: P) -> Result<usize, SqliteQueryError>

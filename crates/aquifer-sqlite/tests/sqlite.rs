@@ -566,3 +566,90 @@ fn the_manager_is_send_and_sync() {
     check::<SqlitePool>();
     check::<aquifer_sqlite::SqliteConnection>();
 }
+
+#[tokio::test]
+async fn locked_use_on_the_callers_thread_is_cleaned_up_like_interact() {
+    let pool = pool(SqliteManager::new(SqliteConfig::memory()).unwrap(), 1);
+    pool.execute("CREATE TABLE t (v INTEGER)", ())
+        .await
+        .unwrap();
+    {
+        let mut conn = pool.get().await.unwrap();
+        let mut c = conn.lock().unwrap();
+        let caller = std::thread::current().id();
+        let tx = c.transaction().unwrap();
+        tx.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        tx.commit().unwrap();
+        c.execute_batch("BEGIN; INSERT INTO t VALUES (2);").unwrap();
+        assert_eq!(std::thread::current().id(), caller);
+        drop(c);
+        assert!(conn.in_transaction());
+        // interact sees what the lock left.
+        let open = conn.interact(|c| !c.is_autocommit()).await.unwrap();
+        assert!(open);
+    }
+    let values: Vec<i64> = pool
+        .query("SELECT v FROM t", (), |r| r.get(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        values,
+        vec![1],
+        "the open transaction was rolled back on return"
+    );
+}
+
+#[tokio::test]
+async fn a_pool_call_that_leaves_a_transaction_open_is_rolled_back_and_reported() {
+    let pool = pool(SqliteManager::new(SqliteConfig::memory()).unwrap(), 1);
+    pool.execute("CREATE TABLE t (v INTEGER)", ())
+        .await
+        .unwrap();
+    pool.interact(|c| c.execute_batch("BEGIN; INSERT INTO t VALUES (1);"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pool.metrics().operation_failures, 1);
+    let n: i64 = pool
+        .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+/// Pool calls are pipelined: the connection goes back to the pool while
+/// the call is queued on it. Closing that connection must let the call
+/// finish, not interrupt it.
+#[tokio::test]
+async fn pipelined_calls_finish_even_when_their_connection_is_closed() {
+    let pool = pool(SqliteManager::new(SqliteConfig::memory()).unwrap(), 1);
+    let slow = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            pool.query_row(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) \
+                 SELECT count(*) FROM n",
+                (),
+                |r| r.get::<_, i64>(0),
+            )
+            .await
+        })
+    };
+    // The call is queued and its connection is idle in the pool again.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(pool.status().idle, 1);
+    pool.clear().await;
+    assert_eq!(slow.await.unwrap().unwrap(), 1_000_000);
+    // Calls queue on one connection and all complete, in order.
+    let mut calls = Vec::new();
+    for i in 0..20i64 {
+        let pool = pool.clone();
+        calls.push(tokio::spawn(async move {
+            pool.query_row("SELECT ?1", (i,), |r| r.get::<_, i64>(0))
+                .await
+        }));
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap().unwrap(), i as i64);
+    }
+}

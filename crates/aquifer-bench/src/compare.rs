@@ -1,0 +1,167 @@
+//! What the database comparisons (`pg`, `sqlite`, `mysql`) share: their
+//! flags, the rounds, and the table with per-round ratios.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::{human, median, Sample};
+
+/// Settings of one database comparison.
+pub struct DbOpts {
+    pub size: usize,
+    pub tasks: usize,
+    pub rounds: usize,
+    pub window: Duration,
+    pub pools: Vec<String>,
+    pub json: bool,
+}
+
+/// Parses `[--json] [--rounds N] [--millis MS] [--size N] [--tasks N]
+/// [--pools a,b]` for a comparison of `known` pools.
+pub fn parse(
+    command: &str,
+    known: &[&str],
+    (size, tasks): (usize, usize),
+    args: impl Iterator<Item = String>,
+) -> Result<DbOpts, String> {
+    let usage = format!(
+        "usage: aquifer-bench {command} [--json] [--rounds N] [--millis MS] [--size {size}] [--tasks {tasks}] [--pools {}]",
+        known.join(",")
+    );
+    let mut o = DbOpts {
+        size,
+        tasks,
+        rounds: 5,
+        window: Duration::from_millis(1000),
+        pools: known.iter().map(|s| s.to_string()).collect(),
+        json: false,
+    };
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--rounds" => o.rounds = val()?.parse().map_err(|_| "bad --rounds")?,
+            "--millis" => {
+                o.window = Duration::from_millis(val()?.parse().map_err(|_| "bad --millis")?)
+            }
+            "--size" => o.size = val()?.parse().map_err(|_| "bad --size")?,
+            "--tasks" => o.tasks = val()?.parse().map_err(|_| "bad --tasks")?,
+            "--pools" => {
+                o.pools = val()?.split(',').map(str::to_owned).collect();
+                if let Some(p) = o.pools.iter().find(|p| !known.contains(&p.as_str())) {
+                    return Err(format!("unknown pool {p}; known: {}", known.join(",")));
+                }
+            }
+            "-h" | "--help" => return Err(usage),
+            _ => return Err(format!("unknown argument {a}\n{usage}")),
+        }
+    }
+    if o.rounds == 0 || o.size == 0 || o.tasks == 0 {
+        return Err("rounds, size and tasks must be at least 1".into());
+    }
+    Ok(o)
+}
+
+/// Runs every pool once per round, pools alternating within a round, and
+/// returns `samples[pool][round]`.
+pub fn rounds(
+    o: &DbOpts,
+    mut measure: impl FnMut(&str) -> Option<Sample>,
+) -> Vec<Vec<Option<Sample>>> {
+    let mut samples: Vec<Vec<Option<Sample>>> = vec![Vec::new(); o.pools.len()];
+    for round in 0..o.rounds {
+        for (i, pool) in o.pools.iter().enumerate() {
+            samples[i].push(measure(pool));
+        }
+        if !o.json {
+            eprintln!("round {}/{} done", round + 1, o.rounds);
+        }
+    }
+    samples
+}
+
+/// Prints the table (or JSON lines): median ops/s per pool, the ratio to
+/// the best peer and to `floor` (a pool-less baseline, if measured), and
+/// aquifer's per-round ratio to each other pool.
+pub fn report(
+    bench: &str,
+    title: &str,
+    o: &DbOpts,
+    samples: &[Vec<Option<Sample>>],
+    floor: Option<&str>,
+) -> ExitCode {
+    let ops: Vec<f64> = samples.iter().map(|s| median(s, |x| x.ops)).collect();
+    if o.json {
+        for (pool, v) in o.pools.iter().zip(&ops) {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": bench, "pool": pool, "size": o.size,
+                    "tasks": o.tasks, "ops_per_sec": (!v.is_nan()).then(|| v.round()),
+                    "rounds": o.rounds,
+                })
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    let at = |name: &str| o.pools.iter().position(|p| p == name);
+    let floor_ops = floor.and_then(at).map(|i| ops[i]);
+    let best_peer = o
+        .pools
+        .iter()
+        .zip(&ops)
+        .filter(|(p, _)| *p != "aquifer" && Some(p.as_str()) != floor)
+        .map(|(_, v)| *v)
+        .filter(|v| !v.is_nan())
+        .fold(0.0, f64::max);
+    println!(
+        "{title}, pool size {}, {} tasks, 2 worker threads, median of {} rounds of {:?}",
+        o.size, o.tasks, o.rounds, o.window
+    );
+    match floor {
+        Some(f) => {
+            println!("| pool | ops/s | vs best peer | vs {f} |");
+            println!("|---|---|---|---|");
+        }
+        None => {
+            println!("| pool | ops/s | vs best peer |");
+            println!("|---|---|---|");
+        }
+    }
+    for (pool, v) in o.pools.iter().zip(&ops) {
+        let peer = if best_peer > 0.0 {
+            format!("{:.2}x", v / best_peer)
+        } else {
+            "-".into()
+        };
+        match floor {
+            Some(_) => {
+                let vs = floor_ops.map_or("-".into(), |r| format!("{:.2}x", v / r));
+                println!("| {pool} | {} | {peer} | {vs} |", human(*v));
+            }
+            None => println!("| {pool} | {} | {peer} |", human(*v)),
+        }
+    }
+    // The machine's speed drifts between rounds; pools measured back to
+    // back in one round share it, so the ratio within each round is the
+    // steadier figure.
+    if let Some(a) = at("aquifer") {
+        let mut lines = Vec::new();
+        for other in o.pools.iter().filter(|p| *p != "aquifer") {
+            let b = at(other).expect("listed");
+            let ratios: Vec<Option<Sample>> = (0..o.rounds)
+                .map(|r| match (samples[a][r], samples[b][r]) {
+                    (Some(x), Some(y)) if y.ops > 0.0 => Some(Sample {
+                        ops: x.ops / y.ops,
+                        fairness: 1.0,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            lines.push(format!("{other} {:.2}x", median(&ratios, |x| x.ops)));
+        }
+        println!("aquifer per round, median: {}", lines.join(", "));
+    }
+    ExitCode::SUCCESS
+}

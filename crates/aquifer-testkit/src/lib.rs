@@ -4,6 +4,8 @@
 //!   port of 127.0.0.1, started from the installed server binaries in about
 //!   a second; `stop`, `kill` (a crash), `start` again on the same data and
 //!   port; removed on drop.
+//! - [`MariaDbServer`]: the same for MariaDB (`mariadb-install-db` once
+//!   per machine into a cached template), as the `mysql` user when root.
 //! - [`PgBouncer`]: PgBouncer in session or transaction pooling mode in
 //!   front of a `PgServer`.
 //! - [`FaultProxy`]: a TCP proxy between a pool and a server that passes,
@@ -23,10 +25,12 @@
 //! ```
 
 mod bouncer;
+mod mariadb;
 mod pg;
 mod proxy;
 
 pub use bouncer::{PgBouncer, PoolMode};
+pub use mariadb::{MariaDbServer, MariaDbServerBuilder, MARIADB_PASSWORD, MARIADB_USER};
 pub use pg::{PgServer, PgServerBuilder, PG_PASSWORD};
 pub use proxy::{Fault, FaultProxy};
 

@@ -439,7 +439,7 @@ pub(crate) fn signal_and_reap(
     Ok(())
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -460,7 +460,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String, TestkitError> {
     }
 }
 
-fn free_port() -> Result<u16, TestkitError> {
+pub(crate) fn free_port() -> Result<u16, TestkitError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| TestkitError::io("finding a free port", e))?;
     l.local_addr()
@@ -518,6 +518,21 @@ fn find_bindir(explicit: Option<PathBuf>) -> Option<PathBuf> {
 /// The uid and gid the server must run as: `postgres` when we are root
 /// (PostgreSQL refuses to run as root), else ourselves (`None`).
 pub(crate) fn server_owner() -> Result<Option<(u32, u32)>, TestkitError> {
+    server_owner_named(
+        "postgres",
+        "the `postgres` user to run the server as (running as root)",
+        "apt-get install -y postgresql",
+    )
+}
+
+/// The uid and gid of `user` when we are root, else `None` (run as
+/// ourselves). The user comes with the server's package, `install`;
+/// `what` says what is missing when it does not exist.
+pub(crate) fn server_owner_named(
+    user: &'static str,
+    what: &'static str,
+    install: &'static str,
+) -> Result<Option<(u32, u32)>, TestkitError> {
     let me = fs::metadata("/proc/self")
         .map_err(|e| TestkitError::io("reading /proc/self", e))?
         .uid();
@@ -530,15 +545,12 @@ pub(crate) fn server_owner() -> Result<Option<(u32, u32)>, TestkitError> {
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&"postgres") && f.len() > 3)
+            (f.first() == Some(&user) && f.len() > 3)
                 .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
                 .flatten()
         })
         .map(Some)
-        .ok_or(TestkitError::Missing {
-            what: "the `postgres` user to run the server as (running as root)",
-            install: "apt-get install -y postgresql",
-        })
+        .ok_or(TestkitError::Missing { what, install })
 }
 
 pub(crate) fn chown_tree(path: &Path, owner: Option<(u32, u32)>) -> Result<(), TestkitError> {

@@ -1,0 +1,336 @@
+//! The aquifer [`Manager`] for mysql_async connections.
+
+use std::fmt;
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aquifer::Manager;
+use mysql_async::consts::StatusFlags;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder};
+
+use crate::config::{self, MySqlConfigError};
+
+/// A boxed, `Send` future borrowing for `'a`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs on every new connection (and again after a
+/// [`ResetMode::Connection`] reset, which clears session state) before the
+/// pool hands it out.
+pub type AfterConnect =
+    Arc<dyn for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<(), mysql_async::Error>> + Send + Sync>;
+
+/// Why a connection could not be made or checked. The message never holds
+/// the password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MySqlError {
+    /// The URL is malformed.
+    #[error(transparent)]
+    Config(#[from] MySqlConfigError),
+    /// No connection could be made to `target` (refused, unreachable,
+    /// wrong password, unknown database…); the source has the details.
+    #[error("could not connect to {target}: {source}")]
+    Connect {
+        /// `user@host:port/db`.
+        target: String,
+        /// The driver's error.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// The server or the connection failed a command.
+    #[error("{0}")]
+    Db(#[from] mysql_async::Error),
+    /// The health check (a ping) got no answer in time.
+    #[error("the health check got no answer within {0:?}")]
+    CheckTimeout(Duration),
+    /// The `after_connect` hook failed; the connection was closed.
+    #[error("after_connect failed: {0}")]
+    AfterConnect(#[source] mysql_async::Error),
+    /// The connection was already closed.
+    #[error("the connection is closed")]
+    Closed,
+}
+
+impl MySqlError {
+    /// The server's error code (e.g. 1045 for a wrong password, 1146 for
+    /// an unknown table), if the server sent one.
+    pub fn server_code(&self) -> Option<u16> {
+        let e = match self {
+            MySqlError::Connect { source, .. } => source,
+            MySqlError::Db(e) | MySqlError::AfterConnect(e) => e,
+            _ => return None,
+        };
+        match e {
+            mysql_async::Error::Server(s) => Some(s.code),
+            _ => None,
+        }
+    }
+}
+
+/// What a returned connection goes through before it is reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ResetMode {
+    /// `ROLLBACK` only when the connection is inside a transaction: the
+    /// server's status flags in its last OK packet say so (a raw `BEGIN`,
+    /// say), a transaction helper was cancelled mid-way, or
+    /// [`MySqlConnection::mark_dirty`] was called. Costs nothing otherwise.
+    /// The default.
+    #[default]
+    IfDirty,
+    /// `COM_RESET_CONNECTION` on every return: rolls back, drops temporary
+    /// tables, user variables and prepared statements, restores session
+    /// settings (then runs `after_connect` again). One round trip per
+    /// checkout. What mysql_async's own pool does by default.
+    Connection,
+}
+
+/// A pooled MySQL connection: a mysql_async [`Conn`] (through `Deref`)
+/// plus what the pool needs to know to clean it up.
+pub struct MySqlConnection {
+    conn: Option<Conn>,
+    dirty: bool,
+}
+
+impl fmt::Debug for MySqlConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MySqlConnection")
+            .field("id", &self.conn.as_ref().map(Conn::id))
+            .field("in_transaction", &self.in_transaction())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MySqlConnection {
+    /// Whether the connection is inside a transaction, as far as the
+    /// client knows: the status flags of the server's last OK packet, or a
+    /// [`mark_dirty`](Self::mark_dirty) not yet cleared.
+    pub fn in_transaction(&self) -> bool {
+        self.dirty
+            || self.conn.as_ref().is_some_and(|c| {
+                c.last_ok_packet()
+                    .is_some_and(|ok| ok.status_flags().contains(StatusFlags::SERVER_STATUS_IN_TRANS))
+            })
+    }
+
+    /// Makes the pool roll the connection back on return, whatever the
+    /// status flags say (the transaction helper does this while it runs).
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    pub(crate) fn clean(&mut self) {
+        self.dirty = false;
+    }
+
+    fn is_closed(&self) -> bool {
+        self.conn.as_ref().is_none_or(Conn::is_disconnected)
+    }
+}
+
+impl Deref for MySqlConnection {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        // Only `destroy` takes the connection out, and a destroyed object
+        // is never handed out again.
+        self.conn.as_ref().expect("a pooled connection is open")
+    }
+}
+
+impl DerefMut for MySqlConnection {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("a pooled connection is open")
+    }
+}
+
+/// Makes, checks, resets and closes MySQL/MariaDB connections for an
+/// [`aquifer::Pool`]. mysql_async's own pool is not involved: every
+/// connection is a `Conn` of its own, and aquifer decides when it is made,
+/// checked, reset and closed.
+///
+/// ```no_run
+/// use aquifer_mysql::{MySqlManager, MySqlPool};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager = MySqlManager::new("mysql://app:secret@127.0.0.1:3306/shop")?;
+/// let pool = MySqlPool::builder(manager).max(16).build()?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct MySqlManager {
+    opts: Opts,
+    target: String,
+    after_connect: Option<AfterConnect>,
+    reset: ResetMode,
+    check_timeout: Duration,
+}
+
+impl fmt::Debug for MySqlManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not `opts`: its Debug shows the password.
+        f.debug_struct("MySqlManager")
+            .field("target", &self.target)
+            .field("reset", &self.reset)
+            .field("check_timeout", &self.check_timeout)
+            .field("after_connect", &self.after_connect.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MySqlManager {
+    /// A manager for the server at `url`
+    /// (`mysql://user:password@host:port/database?param=value`).
+    ///
+    /// # Errors
+    /// [`MySqlError::Config`] naming the malformed part.
+    pub fn new(url: &str) -> Result<Self, MySqlError> {
+        Ok(Self::from_opts(config::parse(url)?))
+    }
+
+    /// A manager from driver options built in code. mysql_async's pool
+    /// settings in them are ignored.
+    pub fn from_opts(opts: impl Into<Opts>) -> Self {
+        let opts = opts.into();
+        MySqlManager {
+            target: config::describe(&opts),
+            opts,
+            after_connect: None,
+            reset: ResetMode::default(),
+            check_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Runs `hook` on every new connection; an error closes it and fails
+    /// the create with [`MySqlError::AfterConnect`].
+    #[must_use]
+    pub fn after_connect<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<(), mysql_async::Error>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.after_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// What a returned connection goes through. Default
+    /// [`ResetMode::IfDirty`].
+    #[must_use]
+    pub fn reset_mode(mut self, mode: ResetMode) -> Self {
+        self.reset = mode;
+        self
+    }
+
+    /// How long the health check (a ping) may take. Default 5 s.
+    #[must_use]
+    pub fn check_timeout(mut self, timeout: Duration) -> Self {
+        self.check_timeout = timeout;
+        self
+    }
+
+    /// Encrypts connections. `ca_pem`: verify the server's certificate
+    /// against this CA (and its host name); `None`: encrypt without
+    /// verifying (like `ssl-mode=REQUIRED`).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, ca_pem: Option<Vec<u8>>) -> Self {
+        let ssl = match ca_pem {
+            Some(pem) => mysql_async::SslOpts::default()
+                .with_root_certs(vec![pem.into()])
+                .with_disable_built_in_roots(true),
+            None => mysql_async::SslOpts::default()
+                .with_danger_accept_invalid_certs(true)
+                .with_danger_skip_domain_validation(true),
+        };
+        self.opts = OptsBuilder::from_opts(self.opts).ssl_opts(ssl).into();
+        self
+    }
+
+    /// `user@host:port/db`, for messages (no password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn run_hook(&self, conn: &mut Conn) -> Result<(), MySqlError> {
+        match &self.after_connect {
+            Some(hook) => hook(conn).await.map_err(MySqlError::AfterConnect),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Manager for MySqlManager {
+    type Type = MySqlConnection;
+    type Error = MySqlError;
+
+    async fn create(&self) -> Result<MySqlConnection, MySqlError> {
+        // No mysql_async pool: a plain connection, with its own reset on
+        // drop turned off since aquifer resets on return.
+        let opts = OptsBuilder::from_opts(self.opts.clone());
+        let mut conn = Conn::new(opts)
+            .await
+            .map_err(|source| MySqlError::Connect {
+                target: self.target.clone(),
+                source,
+            })?;
+        if let Err(e) = self.run_hook(&mut conn).await {
+            let _ = conn.disconnect().await;
+            return Err(e);
+        }
+        Ok(MySqlConnection {
+            conn: Some(conn),
+            dirty: false,
+        })
+    }
+
+    async fn validate(&self, conn: &mut MySqlConnection) -> Result<(), MySqlError> {
+        let conn = conn.conn.as_mut().ok_or(MySqlError::Closed)?;
+        match tokio::time::timeout(self.check_timeout, conn.ping()).await {
+            Ok(result) => result.map_err(MySqlError::Db),
+            Err(_) => Err(MySqlError::CheckTimeout(self.check_timeout)),
+        }
+    }
+
+    fn is_broken(&self, conn: &MySqlConnection) -> bool {
+        conn.is_closed()
+    }
+
+    fn needs_reset(&self, conn: &MySqlConnection) -> bool {
+        match self.reset {
+            ResetMode::IfDirty => conn.in_transaction(),
+            ResetMode::Connection => true,
+        }
+    }
+
+    async fn reset(&self, pooled: &mut MySqlConnection) -> Result<(), MySqlError> {
+        let conn = pooled.conn.as_mut().ok_or(MySqlError::Closed)?;
+        match self.reset {
+            ResetMode::IfDirty => conn.query_drop("ROLLBACK").await?,
+            ResetMode::Connection => {
+                if !conn.reset().await? {
+                    // Servers before MySQL 5.7.3 / MariaDB 10.2.4.
+                    conn.query_drop("ROLLBACK").await?;
+                }
+                self.run_hook(conn).await?;
+            }
+        }
+        pooled.clean();
+        Ok(())
+    }
+
+    fn driver_name(&self) -> &'static str {
+        "mysql"
+    }
+
+    async fn destroy(&self, pooled: &mut MySqlConnection) -> Result<(), MySqlError> {
+        match pooled.conn.take() {
+            Some(conn) if !conn.is_disconnected() => conn.disconnect().await.map_err(MySqlError::Db),
+            _ => Ok(()),
+        }
+    }
+}

@@ -14,6 +14,8 @@ fi
 need=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
+{ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } &&
+    command -v mariadb-install-db >/dev/null 2>&1 || need+=(mariadb-server)
 
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"

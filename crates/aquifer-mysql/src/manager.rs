@@ -20,8 +20,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Runs on every new connection (and again after a
 /// [`ResetMode::Connection`] reset, which clears session state) before the
 /// pool hands it out.
-pub type AfterConnect =
-    Arc<dyn for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<(), mysql_async::Error>> + Send + Sync>;
+pub type AfterConnect = Arc<
+    dyn for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, Result<(), mysql_async::Error>> + Send + Sync,
+>;
 
 /// Why a connection could not be made or checked. The message never holds
 /// the password.
@@ -112,8 +113,10 @@ impl MySqlConnection {
     pub fn in_transaction(&self) -> bool {
         self.dirty
             || self.conn.as_ref().is_some_and(|c| {
-                c.last_ok_packet()
-                    .is_some_and(|ok| ok.status_flags().contains(StatusFlags::SERVER_STATUS_IN_TRANS))
+                c.last_ok_packet().is_some_and(|ok| {
+                    ok.status_flags()
+                        .contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+                })
             })
     }
 
@@ -329,7 +332,9 @@ impl Manager for MySqlManager {
 
     async fn destroy(&self, pooled: &mut MySqlConnection) -> Result<(), MySqlError> {
         match pooled.conn.take() {
-            Some(conn) if !conn.is_disconnected() => conn.disconnect().await.map_err(MySqlError::Db),
+            Some(conn) if !conn.is_disconnected() => {
+                conn.disconnect().await.map_err(MySqlError::Db)
+            }
             _ => Ok(()),
         }
     }

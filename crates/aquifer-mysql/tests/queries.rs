@@ -26,7 +26,10 @@ async fn queries_run_through_the_pool() {
             .await
             .unwrap();
     }
-    let names: Vec<String> = pool.query("SELECT name FROM item ORDER BY id").await.unwrap();
+    let names: Vec<String> = pool
+        .query("SELECT name FROM item ORDER BY id")
+        .await
+        .unwrap();
     assert_eq!(names, ["bolt", "nut", "washer"]);
     let two: Vec<(i32, String)> = pool
         .exec("SELECT id, name FROM item WHERE id > ? ORDER BY id", (1,))
@@ -48,7 +51,9 @@ async fn queries_run_through_the_pool() {
 async fn a_connection_returned_inside_a_transaction_is_rolled_back() {
     let db = server();
     let pool = pool(&db.url(), 1);
-    pool.query_drop("CREATE TABLE t (v INT) ENGINE=InnoDB").await.unwrap();
+    pool.query_drop("CREATE TABLE t (v INT) ENGINE=InnoDB")
+        .await
+        .unwrap();
     {
         let mut conn = pool.get().await.unwrap();
         conn.query_drop("BEGIN").await.unwrap();
@@ -75,11 +80,16 @@ async fn connection_reset_mode_clears_session_state_and_reruns_the_hook() {
         let hooked: Option<i64> = conn.query_first("SELECT @hooked").await.unwrap();
         assert_eq!(hooked, Some(42));
         conn.query_drop("SET @mine = 'left over'").await.unwrap();
-        conn.query_drop("CREATE TEMPORARY TABLE scratch (v INT)").await.unwrap();
+        conn.query_drop("CREATE TEMPORARY TABLE scratch (v INT)")
+            .await
+            .unwrap();
     }
     let mut conn = pool.get().await.unwrap();
-    let (mine, hooked): (Option<String>, Option<i64>) =
-        conn.query_first("SELECT @mine, @hooked").await.unwrap().unwrap();
+    let (mine, hooked): (Option<String>, Option<i64>) = conn
+        .query_first("SELECT @mine, @hooked")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(mine, None, "user variables are gone");
     assert_eq!(hooked, Some(42), "the hook ran again after the reset");
     assert!(conn.query_drop("SELECT * FROM scratch").await.is_err());
@@ -146,16 +156,25 @@ async fn transactions_commit_roll_back_and_report() {
         }
     }
     let ops: Vec<Operation> = failed.iter().map(|(op, _)| *op).collect();
-    assert_eq!(ops, [Operation::Transaction, Operation::Transaction], "{failed:?}");
+    assert_eq!(
+        ops,
+        [Operation::Transaction, Operation::Transaction],
+        "{failed:?}"
+    );
     assert!(failed[0].1.contains("Duplicate"), "{failed:?}");
-    assert!(failed[1].1.contains("dropped before it finished"), "{failed:?}");
+    assert!(
+        failed[1].1.contains("dropped before it finished"),
+        "{failed:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_panicking_transaction_rolls_back_and_the_pool_goes_on() {
     let db = server();
     let pool = pool(&db.url(), 1);
-    pool.query_drop("CREATE TABLE t (v INT) ENGINE=InnoDB").await.unwrap();
+    pool.query_drop("CREATE TABLE t (v INT) ENGINE=InnoDB")
+        .await
+        .unwrap();
     let task = {
         let pool = pool.clone();
         tokio::spawn(async move {
@@ -193,7 +212,10 @@ async fn a_wrong_password_is_a_typed_error_that_never_shows_the_password() {
     let text = chain(&err);
     let debug = format!("{err:?}");
     assert!(text.contains("Access denied"), "{text}");
-    assert!(!text.contains("xyzzy") && !debug.contains("xyzzy"), "{text}\n{debug}");
+    assert!(
+        !text.contains("xyzzy") && !debug.contains("xyzzy"),
+        "{text}\n{debug}"
+    );
     let cause = err.create_error().and_then(|c| c.backend()).unwrap();
     assert!(matches!(cause, MySqlError::Connect { .. }));
     assert_eq!(cause.server_code(), Some(1045));
@@ -217,7 +239,10 @@ async fn a_server_that_is_down_is_a_typed_error_in_time() {
     assert!(t.elapsed() < ms(440), "{:?}", t.elapsed());
     let text = chain(&err);
     assert!(err.create_error().is_some(), "{text}");
-    assert!(text.contains("could not connect to aquifer@127.0.0.1"), "{text}");
+    assert!(
+        text.contains("could not connect to aquifer@127.0.0.1"),
+        "{text}"
+    );
     assert!(!text.contains(MARIADB_PASSWORD));
 }
 
@@ -229,7 +254,9 @@ async fn bad_urls_are_typed_errors() {
         ("mysql://a:b@h/d?frobnicate=1", "parameter"),
     ] {
         match MySqlManager::new(url) {
-            Err(MySqlError::Config(aquifer_mysql::MySqlConfigError::Invalid { part: p, .. })) => {
+            Err(MySqlError::Config(aquifer_mysql::MySqlConfigError::Invalid {
+                part: p, ..
+            })) => {
                 assert_eq!(p, part, "{url}")
             }
             other => panic!("{url}: {other:?}"),

@@ -35,6 +35,8 @@ const SERVER_ARGS: &[&str] = &[
 pub struct MariaDbServerBuilder {
     max_connections: u32,
     settings: Vec<(String, String)>,
+    ssl: Option<(PathBuf, PathBuf)>,
+    tls_only: bool,
 }
 
 impl Default for MariaDbServerBuilder {
@@ -42,6 +44,8 @@ impl Default for MariaDbServerBuilder {
         MariaDbServerBuilder {
             max_connections: 100,
             settings: Vec::new(),
+            ssl: None,
+            tls_only: false,
         }
     }
 }
@@ -56,6 +60,20 @@ impl MariaDbServerBuilder {
     /// Any other server option, passed as `--name=value`.
     pub fn setting(mut self, name: &str, value: &str) -> Self {
         self.settings.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Serves TLS with this certificate and key (PEM files, copied into the
+    /// server's directory so the server user can read them).
+    pub fn ssl(mut self, cert: &Path, key: &Path) -> Self {
+        self.ssl = Some((cert.to_path_buf(), key.to_path_buf()));
+        self
+    }
+
+    /// Refuses connections that are not encrypted
+    /// (`require_secure_transport`). Needs [`ssl`](Self::ssl).
+    pub fn tls_only(mut self) -> Self {
+        self.tls_only = true;
         self
     }
 
@@ -79,6 +97,25 @@ impl MariaDbServerBuilder {
             .map_err(|e| TestkitError::io("creating the server dir", e))?;
         let data = dir.path().join("data");
         run(Command::new("cp").arg("-a").arg(template).arg(&data))?;
+        let mut settings = self;
+        if let Some((cert, key)) = settings.ssl.take() {
+            let (cert_copy, key_copy) =
+                (dir.path().join("server.crt"), dir.path().join("server.key"));
+            fs::copy(&cert, &cert_copy)
+                .map_err(|e| TestkitError::io("copying the certificate", e))?;
+            fs::copy(&key, &key_copy).map_err(|e| TestkitError::io("copying the key", e))?;
+            settings
+                .settings
+                .push(("ssl-cert".into(), cert_copy.display().to_string()));
+            settings
+                .settings
+                .push(("ssl-key".into(), key_copy.display().to_string()));
+        }
+        if settings.tls_only {
+            settings
+                .settings
+                .push(("require-secure-transport".into(), "ON".into()));
+        }
         chown_tree(dir.path(), owner)?;
         let mut server = MariaDbServer {
             port: free_port()?,
@@ -88,7 +125,7 @@ impl MariaDbServerBuilder {
             child: None,
             socket: dir.path().join("mysqld.sock"),
             data,
-            settings: self,
+            settings,
             dir,
         };
         server.start()?;
@@ -190,7 +227,10 @@ impl MariaDbServer {
                 self.dir.path().join("mysqld.pid").display()
             ))
             .arg(format!("--log-error={}", self.log_path().display()))
-            .arg(format!("--max-connections={}", self.settings.max_connections))
+            .arg(format!(
+                "--max-connections={}",
+                self.settings.max_connections
+            ))
             .args(
                 self.settings
                     .settings
@@ -322,7 +362,8 @@ fn binaries() -> Result<&'static Binaries, TestkitError> {
         .as_ref()
         .ok_or(TestkitError::Missing {
             what: "the MariaDB server binaries (mariadbd, mariadb-install-db, mariadb)",
-            install: "apt-get install -y mariadb-server (or set AQUIFER_MARIADB_BIN to their directory)",
+            install:
+                "apt-get install -y mariadb-server (or set AQUIFER_MARIADB_BIN to their directory)",
         })
 }
 
@@ -336,11 +377,7 @@ fn find_binaries(explicit: Option<PathBuf>) -> Option<Binaries> {
             .chain(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
             .collect(),
     };
-    let find = |name: &str| {
-        dirs.iter()
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    };
+    let find = |name: &str| dirs.iter().map(|d| d.join(name)).find(|p| p.is_file());
     Some(Binaries {
         server: find("mariadbd")?,
         install_db: find("mariadb-install-db")?,

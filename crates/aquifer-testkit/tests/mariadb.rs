@@ -35,7 +35,12 @@ fn settings_reach_the_server_and_servers_are_independent() {
         .unwrap();
     let b = MariaDbServer::new().unwrap();
     assert_ne!(a.port(), b.port());
-    assert_eq!(a.sql("SELECT @@max_connections, @@wait_timeout").unwrap().trim(), "12\t33");
+    assert_eq!(
+        a.sql("SELECT @@max_connections, @@wait_timeout")
+            .unwrap()
+            .trim(),
+        "12\t33"
+    );
     a.sql("CREATE TABLE aquifer.only_a (v INT)").unwrap();
     assert!(b.sql("SELECT * FROM aquifer.only_a").is_err());
     let dir = a.dir().to_path_buf();

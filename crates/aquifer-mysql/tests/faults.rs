@@ -1,0 +1,260 @@
+//! Faults real servers produce, survived against a real MariaDB.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aquifer::{Backoff, PoolError};
+use aquifer_mysql::mysql_async::prelude::Queryable;
+use aquifer_mysql::{MySqlManager, MySqlPool};
+use aquifer_testkit::{MariaDbServer, MARIADB_USER};
+use common::*;
+
+/// The fault tests measure time; run one at a time so that none of them
+/// waits for a core that another is using.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Kills every connection of the test user from the server side and waits
+/// until they are gone.
+async fn kill_all(db: &MariaDbServer) -> usize {
+    let ids = db
+        .sql(&format!(
+            "SELECT id FROM information_schema.processlist WHERE user = '{MARIADB_USER}'"
+        ))
+        .unwrap();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    for id in &ids {
+        db.sql(&format!("KILL {id}")).unwrap();
+    }
+    eventually("the killed connections are gone", || {
+        db.sessions().unwrap() == 0
+    })
+    .await;
+    ids.len()
+}
+
+async fn thousand_checkouts_never_see_a_dead_connection(pool: &MySqlPool) {
+    for i in 0..1000 {
+        let mut conn = pool.get().await.unwrap();
+        if let Err(e) = conn.query_drop("SELECT 1").await {
+            panic!("checkout {i} handed out a dead connection: {e}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_idle_connections_are_never_handed_out() {
+    let _serial = SERIAL.lock().await;
+    let db = server();
+    let pool = MySqlPool::builder(MySqlManager::new(&db.url()).unwrap())
+        .max(8)
+        .min(8)
+        .build()
+        .unwrap();
+    pool.start().await.unwrap();
+    assert_eq!(db.sessions().unwrap(), 8);
+    assert_eq!(kill_all(&db).await, 8);
+    // Idle longer than validate_if_idle_for (500 ms): checked on checkout.
+    tokio::time::sleep(ms(600)).await;
+    thousand_checkouts_never_see_a_dead_connection(&pool).await;
+    let m = pool.metrics();
+    eprintln!(
+        "after KILL of 8 idle connections: 1000/1000 checkouts worked; validation failures {}, evicted broken {}, creates {}",
+        m.validation_failures, m.evictions.broken, m.creates
+    );
+    assert!(m.validation_failures + m.evictions.broken >= 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_while_in_use_are_caught_when_every_checkout_pings() {
+    let _serial = SERIAL.lock().await;
+    let db = server();
+    let pool = MySqlPool::builder(MySqlManager::new(&db.url()).unwrap())
+        .max(8)
+        .min(8)
+        .validate_if_idle_for(Duration::ZERO)
+        .build()
+        .unwrap();
+    pool.start().await.unwrap();
+    // Use every connection, then kill them all right away.
+    let held: Vec<_> = futures_all(&pool, 8).await;
+    drop(held);
+    assert_eq!(kill_all(&db).await, 8);
+    thousand_checkouts_never_see_a_dead_connection(&pool).await;
+    assert!(pool.metrics().validation_failures >= 8);
+}
+
+async fn futures_all(pool: &MySqlPool, n: usize) -> Vec<aquifer::Pooled<MySqlManager>> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut conn = pool.get().await.unwrap();
+        conn.query_drop("SELECT 1").await.unwrap();
+        held.push(conn);
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
+    let _serial = SERIAL.lock().await;
+    let mut db = server();
+    let url = db.url();
+    let max = 4;
+    let acquire = ms(1000);
+    let backoff_max = ms(1000);
+    let pool = MySqlPool::builder(MySqlManager::new(&url).unwrap())
+        .max(max)
+        .acquire_timeout(acquire)
+        .backoff(Backoff {
+            min: ms(50),
+            max: backoff_max,
+            ..Backoff::default()
+        })
+        .build()
+        .unwrap();
+
+    // Watch the server's view: never more connections than `max`.
+    let most = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (most, stop) = (most.clone(), stop.clone());
+        let socket = db.dir().join("mysqld.sock");
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let out = std::process::Command::new("mariadb")
+                    .arg("--no-defaults")
+                    .arg(format!("--socket={}", socket.display()))
+                    .args(["-u", "root", "--batch", "--skip-column-names", "-e"])
+                    .arg(format!(
+                        "SELECT count(*) FROM information_schema.processlist WHERE user = '{MARIADB_USER}'"
+                    ))
+                    .output();
+                if let Ok(o) = out {
+                    if let Ok(n) = String::from_utf8_lossy(&o.stdout).trim().parse::<usize>() {
+                        most.fetch_max(n, Ordering::SeqCst);
+                    }
+                }
+                std::thread::sleep(ms(20));
+            }
+        })
+    };
+
+    // Eight tasks hammer the pool; every failed get is timed and kept.
+    let slow_failures = Arc::new(Mutex::new(Vec::new()));
+    let untyped = Arc::new(Mutex::new(Vec::new()));
+    let served = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            let (slow, untyped, served) = (slow_failures.clone(), untyped.clone(), served.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let t = Instant::now();
+                    match pool.get().await {
+                        Ok(mut conn) => {
+                            if conn.query_drop("SELECT 1").await.is_ok() {
+                                served.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Err(e) => {
+                            let took = t.elapsed();
+                            if took > acquire + acquire / 10 {
+                                slow.lock().unwrap().push(took);
+                            }
+                            let typed = match &e {
+                                PoolError::Timeout { .. } => true,
+                                PoolError::Create(_) => e.create_error().is_some(),
+                                _ => false,
+                            };
+                            if !typed {
+                                untyped.lock().unwrap().push(e.to_string());
+                            }
+                            tokio::time::sleep(ms(5)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(ms(300)).await;
+    assert!(
+        served.load(Ordering::SeqCst) > 0,
+        "the pool served before the crash"
+    );
+    db.kill().unwrap();
+    tokio::time::sleep(ms(1500)).await;
+    // While the server is down, a get carries the connection error.
+    let err = pool.get().await.unwrap_err();
+    let text = chain(&err);
+    assert!(err.create_error().is_some(), "{text}");
+    assert!(text.contains("could not connect"), "{text}");
+
+    let db = tokio::task::spawn_blocking(move || {
+        db.start().unwrap();
+        db
+    })
+    .await
+    .unwrap();
+    let back = Instant::now();
+    let before = served.load(Ordering::SeqCst);
+    while served.load(Ordering::SeqCst) == before {
+        assert!(
+            back.elapsed() < backoff_max * 3,
+            "no recovery after the restart"
+        );
+        tokio::time::sleep(ms(10)).await;
+    }
+    let recovered = back.elapsed();
+    tokio::time::sleep(ms(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .expect("no task hangs")
+            .unwrap();
+    }
+    watcher.join().unwrap();
+    eprintln!(
+        "server killed under load: served {}, recovered {recovered:?} after the restart (backoff max {backoff_max:?}), at most {} connections (max {max})",
+        served.load(Ordering::SeqCst),
+        most.load(Ordering::SeqCst)
+    );
+    let slow = slow_failures.lock().unwrap().clone();
+    assert!(
+        slow.is_empty(),
+        "gets slower than the timeout + 10%: {slow:?}"
+    );
+    let untyped = untyped.lock().unwrap().clone();
+    assert!(untyped.is_empty(), "{untyped:?}");
+    assert!(
+        recovered <= backoff_max + ms(500),
+        "recovered only after {recovered:?}"
+    );
+    assert!(most.load(Ordering::SeqCst) <= max);
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_pool_leaves_no_connection_behind() {
+    let _serial = SERIAL.lock().await;
+    let db = server();
+    let pool = MySqlPool::builder(MySqlManager::new(&db.url()).unwrap())
+        .max(6)
+        .min(3)
+        .build()
+        .unwrap();
+    pool.start().await.unwrap();
+    let held = futures_all(&pool, 6).await;
+    assert_eq!(db.sessions().unwrap(), 6);
+    drop(held);
+    pool.close().await;
+    assert_eq!(pool.status().size, 0);
+    eventually("the server saw every connection close", || {
+        db.sessions().unwrap() == 0
+    })
+    .await;
+    assert!(pool.pending().is_empty());
+}

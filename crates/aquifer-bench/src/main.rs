@@ -283,6 +283,7 @@ macro_rules! task {
 // After `task!`, so that they can use it.
 mod cluster;
 mod compare;
+mod mysql;
 mod pg;
 mod sqlite;
 
@@ -563,6 +564,9 @@ fn main() -> ExitCode {
     let parsed = if args.peek().map(String::as_str) == Some("pg") {
         args.next();
         compare::parse("pg", pg::POOLS, (16, 64), args).map(pg::run)
+    } else if args.peek().map(String::as_str) == Some("mysql") {
+        args.next();
+        compare::parse("mysql", mysql::POOLS, (16, 64), args).map(mysql::run)
     } else if args.peek().map(String::as_str) == Some("sqlite") {
         args.next();
         compare::parse("sqlite", sqlite::POOLS, (4, 16), args).map(sqlite::run)

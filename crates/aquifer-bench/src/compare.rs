@@ -63,16 +63,21 @@ pub fn parse(
     Ok(o)
 }
 
-/// Runs every pool once per round, pools alternating within a round, and
-/// returns `samples[pool][round]`.
+/// Runs every pool once per round on a 2-worker Tokio runtime, pools
+/// alternating within a round, and returns `samples[pool][round]`.
 pub fn rounds(
     o: &DbOpts,
-    mut measure: impl FnMut(&str) -> Option<Sample>,
+    measure: impl AsyncFn(&str) -> Option<Sample>,
 ) -> Vec<Vec<Option<Sample>>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut samples: Vec<Vec<Option<Sample>>> = vec![Vec::new(); o.pools.len()];
     for round in 0..o.rounds {
         for (i, pool) in o.pools.iter().enumerate() {
-            samples[i].push(measure(pool));
+            samples[i].push(rt.block_on(measure(pool)));
         }
         if !o.json {
             eprintln!("round {}/{} done", round + 1, o.rounds);

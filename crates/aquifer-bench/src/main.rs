@@ -394,39 +394,51 @@ fn measure(
                 .max_size(size as u32)
                 .build(Noop)
                 .expect("valid config");
-            let stop = Arc::new(AtomicBool::new(false));
-            let threads: Vec<_> = (0..tasks)
-                .map(|_| {
-                    let (p, stop) = (p.clone(), stop.clone());
-                    std::thread::spawn(move || {
-                        let mut n = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            let o = p.get().expect("get");
-                            if hold {
-                                std::thread::yield_now();
-                            }
-                            drop(o);
-                            n += 1;
-                        }
-                        n
-                    })
-                })
-                .collect();
-            let start = Instant::now();
-            std::thread::sleep(window);
-            stop.store(true, Ordering::Relaxed);
-            let elapsed = start.elapsed();
-            let counts: Vec<u64> = threads
-                .into_iter()
-                .map(|t| t.join().expect("bench thread panicked"))
-                .collect();
-            Some(Sample {
-                ops: counts.iter().sum::<u64>() as f64 / elapsed.as_secs_f64(),
-                fairness: jain(&counts),
+            drive_threads(tasks, window, move || {
+                let o = p.get().expect("get");
+                if hold {
+                    std::thread::yield_now();
+                }
+                drop(o);
             })
         }
         other => unreachable!("unknown pool {other}"),
     }
+}
+
+/// Runs `op` in a loop on `tasks` OS threads for `window` (for the
+/// synchronous pools).
+pub(crate) fn drive_threads(
+    tasks: usize,
+    window: Duration,
+    op: impl Fn() + Send + Sync + Clone + 'static,
+) -> Option<Sample> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (op, stop) = (op.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    op();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::sleep(window);
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    let counts: Vec<u64> = threads
+        .into_iter()
+        .map(|t| t.join().expect("bench thread panicked"))
+        .collect();
+    Some(Sample {
+        ops: counts.iter().sum::<u64>() as f64 / elapsed.as_secs_f64(),
+        fairness: jain(&counts),
+    })
 }
 
 /// The median, or NaN when any round hung.

@@ -171,13 +171,8 @@ pub fn run(o: DbOpts) -> std::process::ExitCode {
         }
     };
     let url = server.url();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let samples = compare::rounds(&o, |pool| {
-        rt.block_on(measure(&url, pool, o.size, o.tasks, o.window))
+    let samples = compare::rounds(&o, async |pool| {
+        measure(&url, pool, o.size, o.tasks, o.window).await
     });
     compare::report(
         "mysql-select-1",

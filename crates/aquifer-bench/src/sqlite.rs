@@ -11,15 +11,13 @@
 //! OS threads that query on their own stack.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aquifer_sqlite::rusqlite::{self, Connection};
 use aquifer_sqlite::{SqliteConfig, SqliteManager, SqlitePool, SqlitePoolExt};
 
 use crate::compare::{self, DbOpts};
-use crate::{drive, jain, Sample};
+use crate::{drive, drive_threads, Sample};
 
 /// The pools this benchmark compares.
 pub const POOLS: &[&str] = &[
@@ -151,33 +149,9 @@ async fn measure(
                 .max_size(size as u32)
                 .build(r2d2_sqlite::SqliteConnectionManager::file(path))
                 .expect("open");
-            let stop = Arc::new(AtomicBool::new(false));
-            let threads: Vec<_> = (0..tasks)
-                .map(|_| {
-                    let (p, stop) = (p.clone(), stop.clone());
-                    std::thread::spawn(move || {
-                        let mut n = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            let conn = p.get().expect("get");
-                            point_select(&conn).expect("select");
-                            drop(conn);
-                            n += 1;
-                        }
-                        n
-                    })
-                })
-                .collect();
-            let start = Instant::now();
-            std::thread::sleep(window);
-            stop.store(true, Ordering::Relaxed);
-            let elapsed = start.elapsed();
-            let counts: Vec<u64> = threads
-                .into_iter()
-                .map(|t| t.join().expect("bench thread panicked"))
-                .collect();
-            Some(Sample {
-                ops: counts.iter().sum::<u64>() as f64 / elapsed.as_secs_f64(),
-                fairness: jain(&counts),
+            drive_threads(tasks, window, move || {
+                let conn = p.get().expect("get");
+                point_select(&conn).expect("select");
             })
         }
         other => unreachable!("unknown pool {other}"),
@@ -192,13 +166,8 @@ pub fn run(o: DbOpts) -> std::process::ExitCode {
         eprintln!("cannot build the benchmark database: {e}");
         return std::process::ExitCode::FAILURE;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let samples = compare::rounds(&o, |pool| {
-        rt.block_on(measure(&path, pool, o.size, o.tasks, o.window))
+    let samples = compare::rounds(&o, async |pool| {
+        measure(&path, pool, o.size, o.tasks, o.window).await
     });
     compare::report(
         "sqlite-point-select",

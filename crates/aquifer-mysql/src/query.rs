@@ -33,27 +33,6 @@ impl MySqlQueryError {
     }
 }
 
-/// Reports a transaction that ends without a commit or a rollback: its
-/// closure panicked, or the caller dropped the future mid-way. The
-/// connection is marked dirty, so the pool rolls it back on return.
-struct Unfinished<'a> {
-    pool: &'a MySqlPool,
-    armed: bool,
-}
-
-impl Drop for Unfinished<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let why = if std::thread::panicking() {
-                "the transaction's closure panicked"
-            } else {
-                "the transaction was dropped before it finished"
-            };
-            self.pool.report(Operation::Transaction, why);
-        }
-    }
-}
-
 /// Queries and transactions straight on a [`MySqlPool`].
 ///
 /// ```no_run
@@ -203,15 +182,12 @@ impl MySqlPoolExt for MySqlPool {
             Ok(tx) => tx,
             Err(e) => return Err(self.failed(Operation::Transaction, e).into()),
         };
-        let mut unfinished = Unfinished {
-            pool: self,
-            armed: true,
-        };
+        let watch = self.watch_transaction();
         let outcome = f(&mut tx).await;
         let ended = match outcome {
             Ok(value) => {
                 let committed = tx.commit().await;
-                unfinished.armed = false;
+                watch.finished();
                 match committed {
                     Ok(()) => Ok(value),
                     Err(e) => Err(self.failed(Operation::Commit, e).into()),
@@ -219,7 +195,7 @@ impl MySqlPoolExt for MySqlPool {
             }
             Err(e) => {
                 let rolled_back = tx.rollback().await;
-                unfinished.armed = false;
+                watch.finished();
                 if let Err(re) = rolled_back {
                     self.report(Operation::Rollback, &re);
                 }

@@ -2,14 +2,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aquifer::{Backoff, PoolError};
 use aquifer_mysql::mysql_async::prelude::Queryable;
 use aquifer_mysql::{MySqlManager, MySqlPool};
-use aquifer_testkit::{MariaDbServer, MARIADB_USER};
+use aquifer_testkit::{Load, MariaDbServer, MaxWatcher, Step, MARIADB_USER};
 use common::*;
 
 /// The fault tests measure time; run one at a time so that none of them
@@ -116,74 +114,46 @@ async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
         .unwrap();
 
     // Watch the server's view: never more connections than `max`.
-    let most = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (most, stop) = (most.clone(), stop.clone());
-        let socket = db.dir().join("mysqld.sock");
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let out = std::process::Command::new("mariadb")
-                    .arg("--no-defaults")
-                    .arg(format!("--socket={}", socket.display()))
-                    .args(["-u", "root", "--batch", "--skip-column-names", "-e"])
-                    .arg(format!(
-                        "SELECT count(*) FROM information_schema.processlist WHERE user = '{MARIADB_USER}'"
-                    ))
-                    .output();
-                if let Ok(o) = out {
-                    if let Ok(n) = String::from_utf8_lossy(&o.stdout).trim().parse::<usize>() {
-                        most.fetch_max(n, Ordering::SeqCst);
-                    }
+    let socket = db.dir().join("mysqld.sock");
+    let watcher = MaxWatcher::start(move || {
+        let out = std::process::Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", socket.display()))
+            .args(["-u", "root", "--batch", "--skip-column-names", "-e"])
+            .arg(format!(
+                "SELECT count(*) FROM information_schema.processlist WHERE user = '{MARIADB_USER}'"
+            ))
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    });
+
+    // Eight tasks hammer the pool; every failed get is timed and kept.
+    let load = {
+        let pool = pool.clone();
+        Load::start(8, acquire + acquire / 10, move || {
+            let pool = pool.clone();
+            async move {
+                match pool.get().await {
+                    Ok(mut conn) => match conn.query_drop("SELECT 1").await {
+                        Ok(()) => Step::Served,
+                        Err(_) => Step::QueryFailed,
+                    },
+                    Err(e) => Step::GetFailed {
+                        typed: match &e {
+                            PoolError::Timeout { .. } => true,
+                            PoolError::Create(_) => e.create_error().is_some(),
+                            _ => false,
+                        },
+                        message: e.to_string(),
+                    },
                 }
-                std::thread::sleep(ms(20));
             }
         })
     };
 
-    // Eight tasks hammer the pool; every failed get is timed and kept.
-    let slow_failures = Arc::new(Mutex::new(Vec::new()));
-    let untyped = Arc::new(Mutex::new(Vec::new()));
-    let served = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (pool, stop) = (pool.clone(), stop.clone());
-            let (slow, untyped, served) = (slow_failures.clone(), untyped.clone(), served.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::SeqCst) {
-                    let t = Instant::now();
-                    match pool.get().await {
-                        Ok(mut conn) => {
-                            if conn.query_drop("SELECT 1").await.is_ok() {
-                                served.fetch_add(1, Ordering::SeqCst);
-                            }
-                        }
-                        Err(e) => {
-                            let took = t.elapsed();
-                            if took > acquire + acquire / 10 {
-                                slow.lock().unwrap().push(took);
-                            }
-                            let typed = match &e {
-                                PoolError::Timeout { .. } => true,
-                                PoolError::Create(_) => e.create_error().is_some(),
-                                _ => false,
-                            };
-                            if !typed {
-                                untyped.lock().unwrap().push(e.to_string());
-                            }
-                            tokio::time::sleep(ms(5)).await;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-
     tokio::time::sleep(ms(300)).await;
-    assert!(
-        served.load(Ordering::SeqCst) > 0,
-        "the pool served before the crash"
-    );
+    assert!(load.served() > 0, "the pool served before the crash");
     db.kill().unwrap();
     tokio::time::sleep(ms(1500)).await;
     // While the server is down, a get carries the connection error.
@@ -198,42 +168,29 @@ async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
     })
     .await
     .unwrap();
-    let back = Instant::now();
-    let before = served.load(Ordering::SeqCst);
-    while served.load(Ordering::SeqCst) == before {
-        assert!(
-            back.elapsed() < backoff_max * 3,
-            "no recovery after the restart"
-        );
-        tokio::time::sleep(ms(10)).await;
-    }
-    let recovered = back.elapsed();
+    let recovered = load.next_served(backoff_max * 3).await;
     tokio::time::sleep(ms(300)).await;
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        tokio::time::timeout(Duration::from_secs(5), w)
-            .await
-            .expect("no task hangs")
-            .unwrap();
-    }
-    watcher.join().unwrap();
+    let report = load.finish().await;
+    let most = watcher.finish();
     eprintln!(
-        "server killed under load: served {}, recovered {recovered:?} after the restart (backoff max {backoff_max:?}), at most {} connections (max {max})",
-        served.load(Ordering::SeqCst),
-        most.load(Ordering::SeqCst)
+        "server killed under load: served {}, recovered {recovered:?} after the restart (backoff max {backoff_max:?}), at most {most} connections (max {max})",
+        report.served
     );
-    let slow = slow_failures.lock().unwrap().clone();
     assert!(
-        slow.is_empty(),
-        "gets slower than the timeout + 10%: {slow:?}"
+        report.slow_failures.is_empty(),
+        "gets slower than the timeout + 10%: {:?}",
+        report.slow_failures
     );
-    let untyped = untyped.lock().unwrap().clone();
-    assert!(untyped.is_empty(), "{untyped:?}");
+    assert!(
+        report.untyped_failures.is_empty(),
+        "{:?}",
+        report.untyped_failures
+    );
     assert!(
         recovered <= backoff_max + ms(500),
         "recovered only after {recovered:?}"
     );
-    assert!(most.load(Ordering::SeqCst) <= max);
+    assert!(most <= max);
     drop(db);
 }
 

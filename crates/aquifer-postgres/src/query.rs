@@ -32,29 +32,6 @@ impl QueryError {
     }
 }
 
-/// Reports a transaction that ends without a commit or a rollback: its
-/// closure panicked, or the caller dropped the future mid-way. Either way
-/// the transaction is rolled back (tokio-postgres queues a ROLLBACK when its
-/// `Transaction` is dropped, and the dirty connection is rolled back again
-/// on return); this only makes it visible.
-struct Unfinished<'a> {
-    pool: &'a PgPool,
-    armed: bool,
-}
-
-impl Drop for Unfinished<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let why = if std::thread::panicking() {
-                "the transaction's closure panicked"
-            } else {
-                "the transaction was dropped before it finished"
-            };
-            self.pool.report(Operation::Transaction, why);
-        }
-    }
-}
-
 /// Queries and transactions straight on a [`PgPool`].
 ///
 /// ```no_run
@@ -192,15 +169,12 @@ impl PgPoolExt for PgPool {
             Ok(tx) => tx,
             Err(e) => return Err(self.failed(Operation::Transaction, e).into()),
         };
-        let mut unfinished = Unfinished {
-            pool: self,
-            armed: true,
-        };
+        let watch = self.watch_transaction();
         let outcome = f(&mut tx).await;
         match outcome {
             Ok(value) => {
                 let committed = tx.commit().await;
-                unfinished.armed = false;
+                watch.finished();
                 match committed {
                     Ok(()) => {
                         conn.clean();
@@ -211,7 +185,7 @@ impl PgPoolExt for PgPool {
             }
             Err(e) => {
                 let rolled_back = tx.rollback().await;
-                unfinished.armed = false;
+                watch.finished();
                 match rolled_back {
                     Ok(()) => conn.clean(),
                     Err(re) => {

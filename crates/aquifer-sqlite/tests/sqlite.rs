@@ -22,6 +22,13 @@ fn file_pool(dir: &tempfile::TempDir, max: usize) -> SqlitePool {
     pool(manager, max)
 }
 
+/// How many rows `table` has, through the pool.
+async fn rows(pool: &SqlitePool, table: &str) -> i64 {
+    pool.query_row(&format!("SELECT count(*) FROM {table}"), (), |r| r.get(0))
+        .await
+        .unwrap()
+}
+
 /// Holds `n` connections at once and runs `f` on each.
 async fn on_each<R: Send + 'static>(
     pool: &SqlitePool,
@@ -200,10 +207,7 @@ async fn concurrent_writers_on_a_wal_file_all_land() {
     for t in tasks {
         t.await.unwrap();
     }
-    let n: i64 = pool
-        .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
-        .await
-        .unwrap();
+    let n = rows(&pool, "t").await;
     assert_eq!(n, 200);
 }
 
@@ -259,10 +263,7 @@ async fn transactions_commit_roll_back_and_report() {
         .await
         .unwrap();
     assert_eq!(values, vec![1], "the failed transaction left nothing");
-    let orphans: i64 = pool
-        .query_row("SELECT count(*) FROM c", (), |r| r.get(0))
-        .await
-        .unwrap();
+    let orphans = rows(&pool, "c").await;
     assert_eq!(orphans, 0, "the failed commit left nothing");
     let in_tx = pool.interact(|c| !c.is_autocommit()).await.unwrap();
     assert!(!in_tx);
@@ -300,10 +301,7 @@ async fn a_panicking_transaction_rolls_back_and_the_pool_goes_on() {
     };
     let err = task.await.unwrap_err();
     assert!(err.is_panic());
-    let n: i64 = pool
-        .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
-        .await
-        .unwrap();
+    let n = rows(&pool, "t").await;
     assert_eq!(n, 0);
     let reported = loop {
         match events.next().await {
@@ -372,10 +370,7 @@ async fn a_transaction_begun_by_hand_is_rolled_back_on_return() {
             .unwrap();
         assert!(conn.in_transaction());
     }
-    let n: i64 = pool
-        .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
-        .await
-        .unwrap();
+    let n = rows(&pool, "t").await;
     assert_eq!(n, 0);
 }
 
@@ -439,10 +434,7 @@ async fn read_only_connections_refuse_writes() {
         SqliteManager::new(SqliteConfig::file(&path).read_only(true)).unwrap(),
         1,
     );
-    let n: i64 = ro
-        .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
-        .await
-        .unwrap();
+    let n = rows(&ro, "t").await;
     assert_eq!(n, 0);
     let err = ro
         .execute("INSERT INTO t VALUES (1)", ())
@@ -552,10 +544,7 @@ async fn a_read_only_file_opened_for_writing_is_a_typed_error() {
         SqliteManager::new(SqliteConfig::file(&path).read_only(true)).unwrap(),
         1,
     );
-    let n: i64 = ro
-        .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
-        .await
-        .unwrap();
+    let n = rows(&ro, "t").await;
     assert_eq!(n, 0);
 }
 
@@ -610,10 +599,7 @@ async fn a_pool_call_that_leaves_a_transaction_open_is_rolled_back_and_reported(
         .unwrap()
         .unwrap();
     assert_eq!(pool.metrics().operation_failures, 1);
-    let n: i64 = pool
-        .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
-        .await
-        .unwrap();
+    let n = rows(&pool, "t").await;
     assert_eq!(n, 0);
 }
 

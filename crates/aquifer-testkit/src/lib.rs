@@ -25,11 +25,13 @@
 //! ```
 
 mod bouncer;
+mod load;
 mod mariadb;
 mod pg;
 mod proxy;
 
 pub use bouncer::{PgBouncer, PoolMode};
+pub use load::{Load, LoadReport, MaxWatcher, Step};
 pub use mariadb::{MariaDbServer, MariaDbServerBuilder, MARIADB_PASSWORD, MARIADB_USER};
 pub use pg::{PgServer, PgServerBuilder, PG_PASSWORD};
 pub use proxy::{Fault, FaultProxy};
@@ -71,6 +73,35 @@ pub enum TestkitError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Polls `cond` (a blocking check, such as a query through the server's
+/// command-line client) every 20 ms until it holds.
+///
+/// # Panics
+/// When it still does not hold after 10 s, naming `what`.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// An error's message followed by its sources', joined by ` <- `: what a
+/// test asserts on when the cause matters.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(" <- ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl TestkitError {

@@ -27,5 +27,5 @@ pub use events::{EventStream, Operation, PoolEvent, Reason};
 pub use manager::Manager;
 pub use metrics::{Evictions, Metrics, Summary};
 pub use object::{Metadata, Pooled};
-pub use pool::{PendingInfo, Pool, Status};
+pub use pool::{PendingInfo, Pool, Status, TransactionWatch};
 pub use selector::{RegexError, Selector};

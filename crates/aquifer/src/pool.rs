@@ -506,6 +506,19 @@ impl<M: Manager> Pool<M> {
         });
     }
 
+    /// A guard for a driver's transaction helper: unless
+    /// [`finished`](TransactionWatch::finished) is called, dropping it
+    /// reports an [`Operation::Transaction`](crate::Operation::Transaction)
+    /// failure, saying whether the transaction's code panicked or its
+    /// future was dropped mid-way. Rolling back stays the driver's job;
+    /// this makes the abandoned transaction visible.
+    pub fn watch_transaction(&self) -> TransactionWatch<'_, M> {
+        TransactionWatch {
+            pool: self,
+            armed: true,
+        }
+    }
+
     /// The pool's configuration (`max` as built; see [`status`](Pool::status)
     /// for the current one).
     pub fn config(&self) -> &PoolConfig {
@@ -1378,6 +1391,34 @@ async fn background<M: Manager>(alive: Alive<M>, rearm: Arc<Notify>, tick: Durat
                 return;
             };
             shared.maintain_once().await;
+        }
+    }
+}
+
+/// Reports a transaction that ends without a commit or a rollback; see
+/// [`Pool::watch_transaction`].
+#[must_use = "dropping the watch at once reports the transaction as abandoned"]
+pub struct TransactionWatch<'a, M: Manager> {
+    pool: &'a Pool<M>,
+    armed: bool,
+}
+
+impl<M: Manager> TransactionWatch<'_, M> {
+    /// The transaction committed or rolled back: nothing to report.
+    pub fn finished(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<M: Manager> Drop for TransactionWatch<'_, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            let why = if std::thread::panicking() {
+                "the transaction's closure panicked"
+            } else {
+                "the transaction was dropped before it finished"
+            };
+            self.pool.report(crate::Operation::Transaction, why);
         }
     }
 }

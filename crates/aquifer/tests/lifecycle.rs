@@ -386,6 +386,35 @@ async fn drivers_report_failed_work_as_events_and_metrics() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_transaction_watch_reports_only_unfinished_transactions() {
+    let (_, m) = fake();
+    let p = Pool::builder(m).build().unwrap();
+    let mut ev = p.events();
+    p.watch_transaction().finished();
+    drop(p.watch_transaction());
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _watch = p.watch_transaction();
+        panic!("user code");
+    }));
+    assert!(panicked.is_err());
+    let mut reasons = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(ms(1), ev.recv()).await {
+        if let PoolEvent::OperationFailed { op, error } = e {
+            assert_eq!(op, Operation::Transaction);
+            reasons.push(error);
+        }
+    }
+    assert_eq!(
+        reasons,
+        [
+            "the transaction was dropped before it finished",
+            "the transaction's closure panicked"
+        ]
+    );
+    assert_eq!(p.metrics().operation_failures, 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn lifecycle_listeners_do_not_switch_on_per_checkout_events() {
     let (f, m) = fake();
     let p = Pool::builder(m).max(1).build().unwrap();

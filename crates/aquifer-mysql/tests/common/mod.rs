@@ -1,7 +1,7 @@
 //! Shared helpers: a server of the test's own and pools on it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aquifer_mysql::{MySqlManager, MySqlPool};
 use aquifer_testkit::MariaDbServer;
@@ -23,23 +23,4 @@ pub fn pool(url: &str, max: usize) -> MySqlPool {
         .unwrap()
 }
 
-/// Polls `cond` (a blocking check, e.g. the mariadb client) until it holds.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let give_up = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < give_up, "never happened: {what}");
-        tokio::time::sleep(ms(20)).await;
-    }
-}
-
-/// The full message of an error and its sources.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(" <- ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
+pub use aquifer_testkit::{error_chain as chain, eventually};

@@ -1,0 +1,91 @@
+//! The password never reaches logs or events. In a test binary of its own:
+//! `tracing` caches per call site whether anyone listens, and other tests
+//! hitting the same call sites first without a subscriber would hide them
+//! from this test's thread-scoped one.
+
+mod common;
+
+use aquifer_mysql::{MySqlManager, MySqlPool, MySqlPoolExt};
+use aquifer_testkit::MARIADB_PASSWORD;
+use common::*;
+
+/// A `tracing` writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_password_never_reaches_logs_or_events() {
+    let db = server();
+    let secret = "Sup3r-Secret-Pw";
+    let wrong = db.url().replace(MARIADB_PASSWORD, secret);
+    let right = db.url();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let seen = tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let manager = MySqlManager::new(&wrong).unwrap();
+            let mut seen = vec![format!("{manager:?}")];
+            let pool = MySqlPool::builder(manager)
+                .max(2)
+                .retries(1)
+                .acquire_timeout(ms(1000))
+                .build()
+                .unwrap();
+            let mut events = pool.events();
+            let err = pool.get().await.unwrap_err();
+            seen.extend([chain(&err), format!("{err:?}")]);
+            // A failing query on a pool whose URL holds the real password.
+            let good = MySqlPool::builder(MySqlManager::new(&right).unwrap())
+                .build()
+                .unwrap();
+            let mut good_events = good.events();
+            let q = good
+                .query_drop("SELECT * FROM no_such_table")
+                .await
+                .unwrap_err();
+            seen.extend([chain(&q), format!("{q:?}"), format!("{good:?}")]);
+            for stream in [&mut events, &mut good_events] {
+                while let Ok(Some(e)) = tokio::time::timeout(ms(50), stream.recv()).await {
+                    seen.push(format!("{e:?}"));
+                }
+            }
+            seen
+        })
+    });
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("create failed"),
+        "the failures were logged: {logs}"
+    );
+    assert!(logs.contains("Access denied"), "{logs}");
+    assert!(seen.iter().any(|e| e.contains("CreateFailed")), "{seen:?}");
+    assert!(
+        seen.iter().any(|e| e.contains("OperationFailed")),
+        "{seen:?}"
+    );
+    for text in seen.iter().chain(std::iter::once(&logs)) {
+        assert!(!text.contains(secret), "the password leaked: {text}");
+        assert!(
+            !text.contains(MARIADB_PASSWORD),
+            "the password leaked: {text}"
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! Load for fault tests: tasks that keep using a pool while a server is
+//! killed and restarted, and a watcher of the server's connection count.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What one iteration of a load task did.
+#[derive(Debug)]
+pub enum Step {
+    /// It got a connection and its query worked.
+    Served,
+    /// It got a connection but the query failed (the server died under it).
+    QueryFailed,
+    /// It could not get a connection. `typed`: the error is one the test
+    /// accepts (a timeout or a create failure carrying its cause);
+    /// `message` is kept when it is not.
+    GetFailed {
+        /// Whether the error is of an accepted kind.
+        typed: bool,
+        /// The error's message.
+        message: String,
+    },
+}
+
+/// What the load saw, once stopped.
+#[derive(Debug)]
+pub struct LoadReport {
+    /// Iterations that were served.
+    pub served: usize,
+    /// How long each failed checkout took, for those that took longer than
+    /// the limit given to [`Load::start`].
+    pub slow_failures: Vec<Duration>,
+    /// The messages of failed checkouts of an unaccepted kind.
+    pub untyped_failures: Vec<String>,
+}
+
+/// `tasks` Tokio tasks that each run `step` in a loop until
+/// [`finish`](Load::finish).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicUsize>,
+    slow: Arc<Mutex<Vec<Duration>>>,
+    untyped: Arc<Mutex<Vec<String>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the tasks. A failed checkout that took longer than `limit`
+    /// (e.g. the acquire timeout plus 10%) is recorded as slow; after a
+    /// failed checkout a task pauses 5 ms.
+    pub fn start<F, Fut>(tasks: usize, limit: Duration, step: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Step> + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicUsize::new(0));
+        let slow = Arc::new(Mutex::new(Vec::new()));
+        let untyped = Arc::new(Mutex::new(Vec::new()));
+        let step = Arc::new(step);
+        let workers = (0..tasks)
+            .map(|_| {
+                let (stop, served) = (stop.clone(), served.clone());
+                let (slow, untyped, step) = (slow.clone(), untyped.clone(), step.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let t = Instant::now();
+                        match step().await {
+                            Step::Served => {
+                                served.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Step::QueryFailed => {}
+                            Step::GetFailed { typed, message } => {
+                                let took = t.elapsed();
+                                if took > limit {
+                                    slow.lock().expect("not poisoned").push(took);
+                                }
+                                if !typed {
+                                    untyped.lock().expect("not poisoned").push(message);
+                                }
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            served,
+            slow,
+            untyped,
+            workers,
+        }
+    }
+
+    /// Iterations served so far.
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// Waits until one more iteration is served than now, for at most
+    /// `within`; returns how long it took.
+    ///
+    /// # Panics
+    /// When none is served in time.
+    pub async fn next_served(&self, within: Duration) -> Duration {
+        let start = Instant::now();
+        let before = self.served();
+        while self.served() == before {
+            assert!(start.elapsed() < within, "nothing served within {within:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        start.elapsed()
+    }
+
+    /// Stops the tasks and waits for them.
+    ///
+    /// # Panics
+    /// When a task does not stop within 5 s (it hangs) or panicked.
+    pub async fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in self.workers {
+            tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .expect("no task hangs")
+                .expect("no task panics");
+        }
+        fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
+            std::mem::take(&mut *m.lock().expect("not poisoned"))
+        }
+        LoadReport {
+            served: self.served.load(Ordering::SeqCst),
+            slow_failures: take(&self.slow),
+            untyped_failures: take(&self.untyped),
+        }
+    }
+}
+
+/// A thread that polls a count (say, the server's connections from the
+/// pool) every 20 ms and keeps the largest it saw.
+pub struct MaxWatcher {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl MaxWatcher {
+    /// Starts polling `probe`; `None` (the server is down) is skipped.
+    pub fn start(mut probe: impl FnMut() -> Option<usize> + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut most = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(n) = probe() {
+                        most = most.max(n);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                most
+            })
+        };
+        MaxWatcher { stop, thread }
+    }
+
+    /// Stops polling; the largest count seen.
+    ///
+    /// # Panics
+    /// When the probe panicked.
+    pub fn finish(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the probe does not panic")
+    }
+}

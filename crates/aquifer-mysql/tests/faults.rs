@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use aquifer::{Backoff, PoolError};
+use aquifer::Backoff;
 use aquifer_mysql::mysql_async::prelude::Queryable;
 use aquifer_mysql::{MySqlManager, MySqlPool};
 use aquifer_testkit::{Load, MariaDbServer, MaxWatcher, Step, MARIADB_USER};
@@ -139,14 +139,7 @@ async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
                         Ok(()) => Step::Served,
                         Err(_) => Step::QueryFailed,
                     },
-                    Err(e) => Step::GetFailed {
-                        typed: match &e {
-                            PoolError::Timeout { .. } => true,
-                            PoolError::Create(_) => e.create_error().is_some(),
-                            _ => false,
-                        },
-                        message: e.to_string(),
-                    },
+                    Err(e) => Step::get_failed(&e),
                 }
             }
         })

@@ -6,36 +6,17 @@ use std::time::Duration;
 
 use aquifer_mysql::mysql_async::prelude::Queryable;
 use aquifer_mysql::{MySqlError, MySqlManager, MySqlPool};
-use aquifer_testkit::MariaDbServer;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use aquifer_testkit::{MariaDbServer, TestPki};
 
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-/// A TLS-only server and the PEM of the CA that signed its certificate.
-fn tls_server() -> (MariaDbServer, String) {
-    let ca = ca("aquifer test CA");
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("server.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+/// A TLS-only server and the PKI that signed its certificate.
+fn tls_server() -> (MariaDbServer, TestPki) {
+    let pki = TestPki::new();
     let server = MariaDbServer::builder()
-        .ssl(
-            &dir.path().join("server.crt"),
-            &dir.path().join("server.key"),
-        )
+        .ssl(&pki.cert(), &pki.key())
         .tls_only()
         .start()
         .unwrap();
-    (server, ca.pem())
+    (server, pki)
 }
 
 fn quick(manager: MySqlManager) -> MySqlPool {
@@ -58,11 +39,11 @@ async fn cipher(pool: &MySqlPool) -> String {
 
 #[tokio::test]
 async fn verified_and_unverified_tls_connect_and_encrypt() {
-    let (db, ca_pem) = tls_server();
+    let (db, pki) = tls_server();
     let verified = quick(
         MySqlManager::new(&db.url())
             .unwrap()
-            .tls(Some(ca_pem.into_bytes())),
+            .tls(Some(pki.ca_pem().as_bytes().to_vec())),
     );
     assert!(!cipher(&verified).await.is_empty());
     let unverified = quick(MySqlManager::new(&db.url()).unwrap().tls(None));
@@ -72,7 +53,7 @@ async fn verified_and_unverified_tls_connect_and_encrypt() {
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_refused() {
     let (db, _) = tls_server();
-    let stranger = ca("someone else").pem().into_bytes();
+    let stranger = TestPki::stranger_ca_pem().into_bytes();
     let manager = MySqlManager::new(&db.url()).unwrap().tls(Some(stranger));
     let err = quick(manager).get().await.unwrap_err();
     let cause = err.create_error().and_then(|c| c.backend()).unwrap();
@@ -96,4 +77,20 @@ async fn a_tls_only_server_refuses_a_plain_connection() {
     // denied" (MySQL with 3159, insecure transport).
     assert!(matches!(cause.server_code(), Some(1045 | 3159)), "{cause}");
     assert!(!common::chain(&err).contains(aquifer_testkit::MARIADB_PASSWORD));
+}
+
+#[tokio::test]
+async fn tls_asked_for_but_not_offered_fails_and_never_falls_back() {
+    let db = common::server();
+    let manager = MySqlManager::new(&db.url()).unwrap().tls(None);
+    let start = std::time::Instant::now();
+    let err = quick(manager).get().await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(3));
+    let text = common::chain(&err);
+    assert!(text.contains("asked for SSL"), "{text}");
+    assert_eq!(
+        db.sessions().unwrap(),
+        0,
+        "no plain-text session was opened"
+    );
 }

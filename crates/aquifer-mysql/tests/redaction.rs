@@ -6,22 +6,8 @@
 mod common;
 
 use aquifer_mysql::{MySqlManager, MySqlPool, MySqlPoolExt};
-use aquifer_testkit::MARIADB_PASSWORD;
+use aquifer_testkit::{CapturedLogs, MARIADB_PASSWORD};
 use common::*;
-
-/// A `tracing` writer that keeps everything in memory.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn the_password_never_reaches_logs_or_events() {
@@ -29,12 +15,8 @@ fn the_password_never_reaches_logs_or_events() {
     let secret = "Sup3r-Secret-Pw";
     let wrong = db.url().replace(MARIADB_PASSWORD, secret);
     let right = db.url();
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
+    let captured = CapturedLogs::default();
+    let subscriber = captured.subscriber();
     let seen = tracing::subscriber::with_default(subscriber, || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -70,7 +52,7 @@ fn the_password_never_reaches_logs_or_events() {
             seen
         })
     });
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("create failed"),
         "the failures were logged: {logs}"

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aquifer::{Backoff, CreateError, PoolError};
+use aquifer::{Backoff, CreateError};
 use aquifer_postgres::{PgManager, PgPool};
 use aquifer_testkit::{Fault, FaultProxy, Load, MaxWatcher, Step};
 use common::*;
@@ -91,14 +91,7 @@ async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
                         Ok(_) => Step::Served,
                         Err(_) => Step::QueryFailed,
                     },
-                    Err(e) => Step::GetFailed {
-                        typed: match &e {
-                            PoolError::Timeout { .. } => true,
-                            PoolError::Create(_) => e.create_error().is_some(),
-                            _ => false,
-                        },
-                        message: e.to_string(),
-                    },
+                    Err(e) => Step::get_failed(&e),
                 }
             }
         })

@@ -6,7 +6,7 @@
 mod common;
 
 use aquifer_postgres::{PgDatabase, PgManager, PgPool, Preset};
-use aquifer_testkit::PG_PASSWORD;
+use aquifer_testkit::{CapturedLogs, PG_PASSWORD};
 use common::*;
 
 fn quick(url: &str) -> PgPool {
@@ -18,31 +18,13 @@ fn quick(url: &str) -> PgPool {
         .unwrap()
 }
 
-/// A `tracing` writer that keeps everything in memory.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn the_password_never_reaches_logs_or_events() {
     let pg = server();
     let secret = "Sup3r-Secret-Pw";
     let url = pg.url().replace(PG_PASSWORD, secret);
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
+    let captured = CapturedLogs::default();
+    let subscriber = captured.subscriber();
     let events = tracing::subscriber::with_default(subscriber, || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -68,7 +50,7 @@ fn the_password_never_reaches_logs_or_events() {
             seen
         })
     });
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("create failed"),
         "the failures were logged: {logs}"

@@ -5,47 +5,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use aquifer_postgres::{PgManager, PgPool, TlsError};
-use aquifer_testkit::PgServer;
+use aquifer_testkit::{PgServer, TestPki};
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
-/// A CA, and a server certificate it signed, written to a temp dir.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_pem: String,
-}
-
-fn ca() -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "aquifer test CA");
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn pki() -> Pki {
-    let ca = ca();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("server.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        dir,
-    }
-}
-
-fn tls_server(pki: &Pki) -> PgServer {
+fn tls_server(pki: &TestPki) -> PgServer {
     PgServer::builder()
-        .ssl(
-            &pki.dir.path().join("server.crt"),
-            &pki.dir.path().join("server.key"),
-        )
+        .ssl(&pki.cert(), &pki.key())
         .ssl_only()
         .start()
         .unwrap()
@@ -73,11 +38,11 @@ async fn uses_tls(pool: &PgPool) -> bool {
 
 #[tokio::test]
 async fn verified_tls_connects_to_a_server_signed_by_the_ca() {
-    let pki = pki();
+    let pki = TestPki::new();
     let pg = tls_server(&pki);
     let manager = PgManager::new(&pg.url())
         .unwrap()
-        .tls_verified(pki.ca_pem.as_bytes())
+        .tls_verified(pki.ca_pem().as_bytes())
         .unwrap();
     assert!(format!("{manager:?}").contains("rustls"));
     assert!(uses_tls(&quick(manager)).await);
@@ -85,9 +50,9 @@ async fn verified_tls_connects_to_a_server_signed_by_the_ca() {
 
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_refused() {
-    let pki = pki();
+    let pki = TestPki::new();
     let pg = tls_server(&pki);
-    let stranger = ca().pem();
+    let stranger = TestPki::stranger_ca_pem();
     let manager = PgManager::new(&pg.url())
         .unwrap()
         .tls_verified(stranger.as_bytes())
@@ -101,7 +66,7 @@ async fn a_certificate_from_another_ca_is_refused() {
 
 #[tokio::test]
 async fn unverified_tls_encrypts_without_checking_the_certificate() {
-    let pki = pki();
+    let pki = TestPki::new();
     let pg = tls_server(&pki);
     let manager = PgManager::new(&pg.url()).unwrap().tls_unverified().unwrap();
     assert!(uses_tls(&quick(manager)).await);
@@ -109,7 +74,7 @@ async fn unverified_tls_encrypts_without_checking_the_certificate() {
 
 #[tokio::test]
 async fn a_plain_client_is_turned_away_by_a_tls_only_server() {
-    let pki = pki();
+    let pki = TestPki::new();
     let pg = tls_server(&pki);
     let err = quick(PgManager::new(&pg.url()).unwrap())
         .get()

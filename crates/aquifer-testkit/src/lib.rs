@@ -8,6 +8,9 @@
 //!   per machine into a cached template), as the `mysql` user when root.
 //! - [`PgBouncer`]: PgBouncer in session or transaction pooling mode in
 //!   front of a `PgServer`.
+//! - [`TestPki`]: a throwaway CA and server certificate for TLS tests;
+//!   [`CapturedLogs`]: what `tracing` wrote, for redaction tests; [`Load`]
+//!   and [`MaxWatcher`]: tasks that keep a pool busy through a fault.
 //! - [`FaultProxy`]: a TCP proxy between a pool and a server that passes,
 //!   delays, blackholes, refuses or resets traffic on demand.
 //!
@@ -28,12 +31,14 @@ mod bouncer;
 mod load;
 mod mariadb;
 mod pg;
+mod pki;
 mod proxy;
 
 pub use bouncer::{PgBouncer, PoolMode};
 pub use load::{Load, LoadReport, MaxWatcher, Step};
 pub use mariadb::{MariaDbServer, MariaDbServerBuilder, MARIADB_PASSWORD, MARIADB_USER};
 pub use pg::{PgServer, PgServerBuilder, PG_PASSWORD};
+pub use pki::{CapturedLogs, TestPki};
 pub use proxy::{Fault, FaultProxy};
 
 /// Why a test server or proxy could not be set up.

@@ -24,6 +24,22 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// A failed checkout: accepted when it is a timeout, or a create
+    /// failure that carries its cause.
+    pub fn get_failed<E: std::error::Error + 'static>(e: &aquifer::PoolError<E>) -> Step {
+        let typed = match e {
+            aquifer::PoolError::Timeout { .. } => true,
+            aquifer::PoolError::Create(_) => e.create_error().is_some(),
+            _ => false,
+        };
+        Step::GetFailed {
+            typed,
+            message: e.to_string(),
+        }
+    }
+}
+
 /// What the load saw, once stopped.
 #[derive(Debug)]
 pub struct LoadReport {
@@ -34,6 +50,25 @@ pub struct LoadReport {
     pub slow_failures: Vec<Duration>,
     /// The messages of failed checkouts of an unaccepted kind.
     pub untyped_failures: Vec<String>,
+}
+
+impl LoadReport {
+    /// Asserts that no failed checkout was slow or of an unaccepted kind.
+    ///
+    /// # Panics
+    /// Listing the slow ones or the unaccepted messages.
+    pub fn assert_prompt_and_typed(&self) {
+        assert!(
+            self.slow_failures.is_empty(),
+            "failed checkouts slower than the limit: {:?}",
+            self.slow_failures
+        );
+        assert!(
+            self.untyped_failures.is_empty(),
+            "failed checkouts of an unexpected kind: {:?}",
+            self.untyped_failures
+        );
+    }
 }
 
 /// `tasks` Tokio tasks that each run `step` in a loop until

@@ -86,7 +86,8 @@ pub fn rounds(
     samples
 }
 
-/// Prints the table (or JSON lines): median ops/s per pool, the ratio to
+/// Prints the table (or JSON lines): median ops/s and Jain's fairness
+/// index over the tasks per pool, the ratio to
 /// the best peer and to `floor` (a pool-less baseline, if measured), and
 /// aquifer's per-round ratio to each other pool.
 pub fn report(
@@ -97,13 +98,15 @@ pub fn report(
     floor: Option<&str>,
 ) -> ExitCode {
     let ops: Vec<f64> = samples.iter().map(|s| median(s, |x| x.ops)).collect();
+    let fair: Vec<f64> = samples.iter().map(|s| median(s, |x| x.fairness)).collect();
     if o.json {
-        for (pool, v) in o.pools.iter().zip(&ops) {
+        for ((pool, v), f) in o.pools.iter().zip(&ops).zip(&fair) {
             println!(
                 "{}",
                 serde_json::json!({
                     "bench": bench, "pool": pool, "size": o.size,
                     "tasks": o.tasks, "ops_per_sec": (!v.is_nan()).then(|| v.round()),
+                    "fairness": (!f.is_nan()).then_some(*f),
                     "rounds": o.rounds,
                 })
             );
@@ -126,15 +129,15 @@ pub fn report(
     );
     match floor {
         Some(f) => {
-            println!("| pool | ops/s | vs best peer | vs {f} |");
-            println!("|---|---|---|---|");
+            println!("| pool | ops/s | fairness | vs best peer | vs {f} |");
+            println!("|---|---|---|---|---|");
         }
         None => {
-            println!("| pool | ops/s | vs best peer |");
-            println!("|---|---|---|");
+            println!("| pool | ops/s | fairness | vs best peer |");
+            println!("|---|---|---|---|");
         }
     }
-    for (pool, v) in o.pools.iter().zip(&ops) {
+    for ((pool, v), f) in o.pools.iter().zip(&ops).zip(&fair) {
         let peer = if best_peer > 0.0 {
             format!("{:.2}x", v / best_peer)
         } else {
@@ -143,9 +146,9 @@ pub fn report(
         match floor {
             Some(_) => {
                 let vs = floor_ops.map_or("-".into(), |r| format!("{:.2}x", v / r));
-                println!("| {pool} | {} | {peer} | {vs} |", human(*v));
+                println!("| {pool} | {} | {f:.2} | {peer} | {vs} |", human(*v));
             }
-            None => println!("| {pool} | {} | {peer} |", human(*v)),
+            None => println!("| {pool} | {} | {f:.2} | {peer} |", human(*v)),
         }
     }
     // The machine's speed drifts between rounds; pools measured back to

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aquifer::Manager;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::config::TargetSessionAttrs;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use crate::config::{self, PgConfigError};
 use crate::wire::{self, Status, TxStatus};
@@ -49,6 +50,13 @@ pub enum PgError {
     /// The TLS connector could not be set up for this host.
     #[error("TLS setup failed: {0}")]
     TlsSetup(String),
+    /// `target_session_attrs=read-write` and the server only allows reads
+    /// (a standby, or `default_transaction_read_only`).
+    #[error("{target} does not allow writes (target_session_attrs=read-write)")]
+    ReadOnly {
+        /// `host:port/db` of the configuration.
+        target: String,
+    },
 }
 
 /// tokio-postgres's own message is terse ("db error"); this adds its causes
@@ -69,7 +77,10 @@ impl PgError {
     pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
         match self {
             PgError::Db(e) | PgError::AfterConnect(e) => e.as_db_error(),
-            PgError::CheckTimeout(_) | PgError::Connect { .. } | PgError::TlsSetup(_) => None,
+            PgError::CheckTimeout(_)
+            | PgError::Connect { .. }
+            | PgError::TlsSetup(_)
+            | PgError::ReadOnly { .. } => None,
         }
     }
 }
@@ -302,21 +313,17 @@ impl PgManager {
     pub(crate) fn uses_prepared_statements(&self) -> bool {
         self.prepared_statements
     }
-}
 
-impl Manager for PgManager {
-    type Type = PgConnection;
-    type Error = PgError;
-
-    async fn create(&self) -> Result<PgConnection, PgError> {
+    async fn connect_host(&self, i: usize) -> Result<PgConnection, PgError> {
         // The host name is only needed for TLS (SNI and verification).
         #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
-        let (socket, host) = wire::open(&self.config)
-            .await
-            .map_err(|source| PgError::Connect {
-                target: self.target(),
-                source,
-            })?;
+        let (socket, host) =
+            wire::open_host(&self.config, i)
+                .await
+                .map_err(|source| PgError::Connect {
+                    target: self.target(),
+                    source,
+                })?;
         let status = Status::default();
         let client = match &self.connector {
             Connector::Plain => {
@@ -340,6 +347,18 @@ impl Manager for PgManager {
                 client
             }
         };
+        if self.config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
+            let read_only = client
+                .simple_query("SHOW transaction_read_only")
+                .await?
+                .iter()
+                .any(|m| matches!(m, SimpleQueryMessage::Row(r) if r.get(0) == Some("on")));
+            if read_only {
+                return Err(PgError::ReadOnly {
+                    target: self.target(),
+                });
+            }
+        }
         if let Some(hook) = &self.after_connect {
             hook(&client).await.map_err(PgError::AfterConnect)?;
         }
@@ -354,6 +373,29 @@ impl Manager for PgManager {
             dirty: false,
             status,
         })
+    }
+}
+
+impl Manager for PgManager {
+    type Type = PgConnection;
+    type Error = PgError;
+
+    /// Tries each host of the configuration in turn, as libpq and
+    /// tokio-postgres do, and returns the first connection that works (and
+    /// allows writes, when `target_session_attrs=read-write`), or the last
+    /// host's error.
+    async fn create(&self) -> Result<PgConnection, PgError> {
+        let mut last = None;
+        for i in 0..wire::host_count(&self.config) {
+            match self.connect_host(i).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    tracing::debug!(target: "aquifer::postgres", host = i, error = %e, "host skipped");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("there is at least one host"))
     }
 
     async fn validate(&self, conn: &mut PgConnection) -> Result<(), PgError> {

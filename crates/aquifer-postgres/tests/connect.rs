@@ -176,3 +176,48 @@ fn presets_carry_their_numbers() {
         c.validate().unwrap();
     }
 }
+
+/// libpq's multi-host URLs: hosts are tried in turn; with
+/// `target_session_attrs=read-write`, one that only allows reads is
+/// skipped like one that is down.
+#[tokio::test]
+async fn hosts_are_tried_in_turn_and_read_write_skips_read_only_servers() {
+    let standby = aquifer_testkit::PgServer::builder()
+        .setting("default_transaction_read_only", "on")
+        .start()
+        .unwrap();
+    let primary = server();
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = |ports: &[u16], attrs: &str| {
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!(
+            "postgres://postgres:{}@{}/postgres?target_session_attrs={attrs}",
+            aquifer_testkit::PG_PASSWORD,
+            hosts.join(",")
+        )
+    };
+    let read_only = |pool: PgPool| async move {
+        let conn = pool.get().await.unwrap();
+        let row = conn
+            .query_one("SHOW transaction_read_only", &[])
+            .await
+            .unwrap();
+        row.get::<_, String>(0)
+    };
+    // Down, then the standby: any session will do.
+    let any = quick(&url(&[down, standby.port(), primary.port()], "any"));
+    assert_eq!(read_only(any).await, "on");
+    // Read-write: the standby is skipped too.
+    let rw = quick(&url(&[down, standby.port(), primary.port()], "read-write"));
+    assert_eq!(read_only(rw).await, "off");
+    // Nothing writable: the standby's refusal is the error.
+    let none = quick(&url(&[standby.port()], "read-write"));
+    let err = none.get().await.unwrap_err();
+    let cause = err.create_error().and_then(|c| c.backend()).unwrap();
+    assert!(matches!(cause, PgError::ReadOnly { .. }), "{cause:?}");
+    assert!(cause.to_string().contains("does not allow writes"));
+    assert!(!chain(&err).contains(aquifer_testkit::PG_PASSWORD));
+}

@@ -456,13 +456,15 @@ impl<M: Manager> fmt::Debug for Cluster<M> {
 /// A connection from a cluster: the pooled object and the pool it came from.
 pub struct ClusterConn<M: Manager> {
     conn: Pooled<M>,
-    pool: Arc<str>,
+    /// The member that served it (kept rather than a copy of its name:
+    /// the get already holds this reference, so the hot path takes no other).
+    from: Arc<Member<M>>,
 }
 
 impl<M: Manager> ClusterConn<M> {
     /// The name of the pool that served it.
     pub fn pool_name(&self) -> &str {
-        &self.pool
+        &self.from.name
     }
 
     /// The pooled object itself.
@@ -477,7 +479,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterConn")
-            .field("pool", &self.pool)
+            .field("pool", &self.from.name)
             .field("conn", &self.conn)
             .finish()
     }
@@ -808,31 +810,33 @@ impl<M: Manager> Cluster<M> {
             .acquire_timeout
             .unwrap_or_else(|| first.pool.config().acquire_timeout);
         let share = budget / u32::try_from(n).unwrap_or(u32::MAX);
-        let error = match self.try_one(&first, share).await {
+        let (first_id, first_name) = (first.id, Arc::clone(&first.name));
+        let error = match self.try_one(first, share).await {
             Ok(conn) => return Ok(conn),
             Err(e) => e,
         };
         if n == 1 {
             return Err(ClusterError::Unavailable {
                 selector: sel.to_string(),
-                pool: first.name.to_string(),
+                pool: first_name.to_string(),
                 source: error,
             });
         }
         // The first try may have used its whole share; count it as such.
         let deadline = Instant::now() + budget.saturating_sub(share);
-        let mut last = (first.name.to_string(), error);
-        let rest = self.fallbacks(&sel, first.id);
+        let mut last = (first_name.to_string(), error);
+        let rest = self.fallbacks(&sel, first_id);
         let left_to_try = rest.len();
-        for (i, m) in rest.iter().enumerate() {
+        for (i, m) in rest.into_iter().enumerate() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             let share = left / u32::try_from(left_to_try - i).unwrap_or(u32::MAX);
+            let name = Arc::clone(&m.name);
             match self.try_one(m, share).await {
                 Ok(conn) => return Ok(conn),
-                Err(e) => last = (m.name.to_string(), e),
+                Err(e) => last = (name.to_string(), e),
             }
         }
         Err(ClusterError::Unavailable {
@@ -845,7 +849,7 @@ impl<M: Manager> Cluster<M> {
     /// One pool's get; a connection error bans the pool.
     async fn try_one(
         &self,
-        m: &Arc<Member<M>>,
+        m: Arc<Member<M>>,
         timeout: Duration,
     ) -> Result<ClusterConn<M>, PoolError<M::Error>> {
         match m.pool.get_timeout(timeout).await {
@@ -853,10 +857,7 @@ impl<M: Manager> Cluster<M> {
                 if self.mode() == Mode::Failover {
                     self.inner.sticky.store(m.id, Ordering::Relaxed);
                 }
-                Ok(ClusterConn {
-                    conn,
-                    pool: Arc::clone(&m.name),
-                })
+                Ok(ClusterConn { conn, from: m })
             }
             Err(e) => {
                 if e.create_error().is_some() {

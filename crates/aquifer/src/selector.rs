@@ -74,6 +74,7 @@ impl Selector {
         matches!(self, Selector::Name(_))
     }
 
+    #[inline]
     pub(crate) fn matches(&self, name: &str, tags: &[String]) -> bool {
         match self {
             Selector::Name(n) => n == name,

@@ -63,8 +63,11 @@ pub fn parse(
     Ok(o)
 }
 
-/// Runs every pool once per round on a 2-worker Tokio runtime, pools
-/// alternating within a round, and returns `samples[pool][round]`.
+/// Runs every pool once per round on a 2-worker Tokio runtime and returns
+/// `samples[pool][round]`. Pools alternate within a round, each round
+/// starting one pool further along, so that no pool is always the one
+/// measured first (while the server still cleans up after the last one),
+/// and a pause between pools lets the server finish closing connections.
 pub fn rounds(
     o: &DbOpts,
     measure: impl AsyncFn(&str) -> Option<Sample>,
@@ -74,10 +77,13 @@ pub fn rounds(
         .enable_all()
         .build()
         .expect("runtime");
-    let mut samples: Vec<Vec<Option<Sample>>> = vec![Vec::new(); o.pools.len()];
+    let n = o.pools.len();
+    let mut samples: Vec<Vec<Option<Sample>>> = vec![Vec::new(); n];
     for round in 0..o.rounds {
-        for (i, pool) in o.pools.iter().enumerate() {
-            samples[i].push(rt.block_on(measure(pool)));
+        for k in 0..n {
+            let i = (round + k) % n;
+            samples[i].push(rt.block_on(measure(&o.pools[i])));
+            std::thread::sleep(SETTLE);
         }
         if !o.json {
             eprintln!("round {}/{} done", round + 1, o.rounds);
@@ -85,6 +91,9 @@ pub fn rounds(
     }
     samples
 }
+
+/// The pause between two pools' measurements.
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// Prints the table (or JSON lines): median ops/s and Jain's fairness
 /// index over the tasks per pool, the ratio to

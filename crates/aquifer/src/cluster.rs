@@ -805,27 +805,37 @@ impl<M: Manager> Cluster<M> {
     ) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
         let sel = sel.into();
         let (first, n) = self.first_choice(&sel)?;
+        self.get_from(sel, first, n).await
+    }
+
+    /// The rest of a get once its first choice is made: that pool, then
+    /// the other eligible ones.
+    async fn get_from(
+        &self,
+        sel: Selector,
+        first: Arc<Member<M>>,
+        n: usize,
+    ) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
         let budget = self
             .inner
             .acquire_timeout
             .unwrap_or_else(|| first.pool.config().acquire_timeout);
         let share = budget / u32::try_from(n).unwrap_or(u32::MAX);
-        let (first_id, first_name) = (first.id, Arc::clone(&first.name));
-        let error = match self.try_one(first, share).await {
+        let (first, error) = match self.try_one(first, share).await {
             Ok(conn) => return Ok(conn),
-            Err(e) => e,
+            Err(failed) => failed,
         };
         if n == 1 {
             return Err(ClusterError::Unavailable {
                 selector: sel.to_string(),
-                pool: first_name.to_string(),
+                pool: first.name.to_string(),
                 source: error,
             });
         }
         // The first try may have used its whole share; count it as such.
         let deadline = Instant::now() + budget.saturating_sub(share);
-        let mut last = (first_name.to_string(), error);
-        let rest = self.fallbacks(&sel, first_id);
+        let mut last = (first.name.to_string(), error);
+        let rest = self.fallbacks(&sel, first.id);
         let left_to_try = rest.len();
         for (i, m) in rest.into_iter().enumerate() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -833,10 +843,9 @@ impl<M: Manager> Cluster<M> {
                 break;
             }
             let share = left / u32::try_from(left_to_try - i).unwrap_or(u32::MAX);
-            let name = Arc::clone(&m.name);
             match self.try_one(m, share).await {
                 Ok(conn) => return Ok(conn),
-                Err(e) => last = (name.to_string(), e),
+                Err((m, e)) => last = (m.name.to_string(), e),
             }
         }
         Err(ClusterError::Unavailable {
@@ -846,12 +855,76 @@ impl<M: Manager> Cluster<M> {
         })
     }
 
+    /// `get_any`'s first choice while no pool is banned, in every mode but
+    /// least busy: one pass over the members, no selector to match, nothing
+    /// allocated. `None` sends the get down the general path.
+    fn quick_any(&self) -> Option<(Arc<Member<M>>, usize)> {
+        let mode = self.mode();
+        if mode == Mode::LeastBusy || self.inner.shut.load(Ordering::Acquire) {
+            return None;
+        }
+        let members = self.inner.members.read();
+        if members.len() > 64 {
+            return None;
+        }
+        let mut active = 0u64;
+        for (i, m) in members.iter().enumerate() {
+            if m.banned.load(Ordering::Acquire) {
+                return None;
+            }
+            if m.active() {
+                active |= 1 << i;
+            }
+        }
+        let n = active.count_ones() as usize;
+        if n == 0 {
+            return None;
+        }
+        // The index of the k-th member in `active`.
+        let kth = |k: usize| {
+            let mut bits = active;
+            for _ in 0..k {
+                bits &= bits - 1;
+            }
+            bits.trailing_zeros() as usize
+        };
+        let is_active = |i: usize| active & (1 << i) != 0;
+        let i = match mode {
+            Mode::RoundRobin => kth(self.inner.cursor.fetch_add(1, Ordering::Relaxed) % n),
+            Mode::Random => kth(fastrand::usize(0..n)),
+            Mode::Weighted => {
+                let weight = |i: usize| u64::from(members[i].weight.max(1));
+                let total: u64 = (0..members.len()).filter(|&i| is_active(i)).map(weight).sum();
+                let mut r = fastrand::u64(0..total);
+                (0..members.len())
+                    .filter(|&i| is_active(i))
+                    .find(|&i| {
+                        let w = weight(i);
+                        r = match r.checked_sub(w) {
+                            Some(rest) => rest,
+                            None => return true,
+                        };
+                        false
+                    })
+                    .expect("r is below the total")
+            }
+            Mode::Failover => {
+                let sticky = self.inner.sticky.load(Ordering::Relaxed);
+                (0..members.len())
+                    .find(|&i| is_active(i) && members[i].id == sticky)
+                    .unwrap_or_else(|| kth(0))
+            }
+            Mode::LeastBusy => unreachable!("handled above"),
+        };
+        Some((Arc::clone(&members[i]), n))
+    }
+
     /// One pool's get; a connection error bans the pool.
     async fn try_one(
         &self,
         m: Arc<Member<M>>,
         timeout: Duration,
-    ) -> Result<ClusterConn<M>, PoolError<M::Error>> {
+    ) -> Result<ClusterConn<M>, (Arc<Member<M>>, PoolError<M::Error>)> {
         match m.pool.get_timeout(timeout).await {
             Ok(conn) => {
                 if self.mode() == Mode::Failover {
@@ -867,7 +940,7 @@ impl<M: Manager> Cluster<M> {
                         format!("banned for {:?}: {e}", self.inner.ban_time),
                     );
                 }
-                Err(e)
+                Err((m, e))
             }
         }
     }
@@ -877,7 +950,10 @@ impl<M: Manager> Cluster<M> {
     /// # Errors
     /// As [`get`](Cluster::get).
     pub async fn get_any(&self) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
-        self.get(Selector::Any).await
+        match self.quick_any() {
+            Some((first, n)) => self.get_from(Selector::Any, first, n).await,
+            None => self.get(Selector::Any).await,
+        }
     }
 
     /// The pool a get would try first.

@@ -456,15 +456,36 @@ impl<M: Manager> fmt::Debug for Cluster<M> {
 /// A connection from a cluster: the pooled object and the pool it came from.
 pub struct ClusterConn<M: Manager> {
     conn: Pooled<M>,
-    /// The member that served it (kept rather than a copy of its name:
-    /// the get already holds this reference, so the hot path takes no other).
-    from: Arc<Member<M>>,
+    /// The member that served it, unless its pool knows it by that name
+    /// already (the usual case: a pool in one cluster), which spares the
+    /// hot path a reference count.
+    from: Option<Arc<Member<M>>>,
 }
 
 impl<M: Manager> ClusterConn<M> {
+    fn new(conn: Pooled<M>, m: &Arc<Member<M>>) -> Self {
+        let known = conn
+            .shared
+            .cluster_name
+            .get()
+            .is_some_and(|n| Arc::ptr_eq(n, &m.name));
+        ClusterConn {
+            conn,
+            from: (!known).then(|| Arc::clone(m)),
+        }
+    }
+
     /// The name of the pool that served it.
     pub fn pool_name(&self) -> &str {
-        &self.from.name
+        match &self.from {
+            Some(m) => &m.name,
+            None => self
+                .conn
+                .shared
+                .cluster_name
+                .get()
+                .expect("set before the pool served the cluster"),
+        }
     }
 
     /// The pooled object itself.
@@ -479,7 +500,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterConn")
-            .field("pool", &self.from.name)
+            .field("pool", &self.pool_name())
             .field("conn", &self.conn)
             .finish()
     }
@@ -497,6 +518,16 @@ impl<M: Manager> DerefMut for ClusterConn<M> {
     fn deref_mut(&mut self) -> &mut M::Type {
         &mut self.conn
     }
+}
+
+/// How `get_any`'s first, synchronous step ended.
+enum Quick<M: Manager> {
+    /// The first choice had an idle object.
+    Got(ClusterConn<M>),
+    /// The first choice had no idle object ready: a full get, owning it.
+    Then(Arc<Member<M>>, usize),
+    /// No quick choice (least busy, a ban, a shutdown, nothing active).
+    No,
 }
 
 /// The pool a get tries first, and how many pools are eligible.
@@ -636,10 +667,14 @@ impl<M: Manager> Cluster<M> {
             .abort_handle()
         });
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let name: Arc<str> = p.name.into();
+        // The first cluster name sticks; in another cluster the pool's
+        // connections keep a reference to their member instead.
+        let _ = p.pool.shared().cluster_name.set(Arc::clone(&name));
         members.push(Arc::new(Member {
             id,
             added_at: SystemTime::now(),
-            name: p.name.into(),
+            name,
             pool: p.pool,
             tags: p.tags,
             weight: p.weight,
@@ -804,6 +839,14 @@ impl<M: Manager> Cluster<M> {
         sel: impl Into<Selector>,
     ) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
         let sel = sel.into();
+        if matches!(sel, Selector::Any) {
+            return self.get_any().await;
+        }
+        self.get_general(sel).await
+    }
+
+    /// A get by selector, without `get_any`'s shortcut.
+    async fn get_general(&self, sel: Selector) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
         let (first, n) = self.first_choice(&sel)?;
         self.get_from(sel, first, n).await
     }
@@ -816,15 +859,32 @@ impl<M: Manager> Cluster<M> {
         first: Arc<Member<M>>,
         n: usize,
     ) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
-        let budget = self
-            .inner
-            .acquire_timeout
-            .unwrap_or_else(|| first.pool.config().acquire_timeout);
+        let budget = self.budget(&first);
         let share = budget / u32::try_from(n).unwrap_or(u32::MAX);
-        let (first, error) = match self.try_one(first, share).await {
-            Ok(conn) => return Ok(conn),
-            Err(failed) => failed,
-        };
+        match self.try_one(first, share).await {
+            Ok(conn) => Ok(conn),
+            Err((first, error)) => self.get_after(sel, first, error, n, budget, share).await,
+        }
+    }
+
+    /// How long a whole get may take.
+    fn budget(&self, first: &Member<M>) -> Duration {
+        self.inner
+            .acquire_timeout
+            .unwrap_or_else(|| first.pool.config().acquire_timeout)
+    }
+
+    /// The rest of a get after its first pool failed with `error`: the
+    /// other eligible pools, each with an equal share of what is left.
+    async fn get_after(
+        &self,
+        sel: Selector,
+        first: Arc<Member<M>>,
+        error: PoolError<M::Error>,
+        n: usize,
+        budget: Duration,
+        share: Duration,
+    ) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
         if n == 1 {
             return Err(ClusterError::Unavailable {
                 selector: sel.to_string(),
@@ -858,27 +918,29 @@ impl<M: Manager> Cluster<M> {
     /// `get_any`'s first choice while no pool is banned, in every mode but
     /// least busy: one pass over the members, no selector to match, nothing
     /// allocated. `None` sends the get down the general path.
-    fn quick_any(&self) -> Option<(Arc<Member<M>>, usize)> {
+    fn quick_any(&self, cx: &mut std::task::Context<'_>) -> Quick<M> {
         let mode = self.mode();
         if mode == Mode::LeastBusy || self.inner.shut.load(Ordering::Acquire) {
-            return None;
+            return Quick::No;
         }
         let members = self.inner.members.read();
         if members.len() > 64 {
-            return None;
+            return Quick::No;
         }
         let mut active = 0u64;
+        let mut total_weight = 0u64;
         for (i, m) in members.iter().enumerate() {
             if m.banned.load(Ordering::Acquire) {
-                return None;
+                return Quick::No;
             }
             if m.active() {
                 active |= 1 << i;
+                total_weight += u64::from(m.weight.max(1));
             }
         }
         let n = active.count_ones() as usize;
         if n == 0 {
-            return None;
+            return Quick::No;
         }
         // The index of the k-th member in `active`.
         let kth = |k: usize| {
@@ -894,8 +956,7 @@ impl<M: Manager> Cluster<M> {
             Mode::Random => kth(fastrand::usize(0..n)),
             Mode::Weighted => {
                 let weight = |i: usize| u64::from(members[i].weight.max(1));
-                let total: u64 = (0..members.len()).filter(|&i| is_active(i)).map(weight).sum();
-                let mut r = fastrand::u64(0..total);
+                let mut r = fastrand::u64(0..total_weight);
                 (0..members.len())
                     .filter(|&i| is_active(i))
                     .find(|&i| {
@@ -916,7 +977,36 @@ impl<M: Manager> Cluster<M> {
             }
             Mode::LeastBusy => unreachable!("handled above"),
         };
-        Some((Arc::clone(&members[i]), n))
+        // One poll of the chosen pool's `try_get` while the member list is
+        // borrowed: an idle object comes back at once, with no reference
+        // taken to the member. Anything else (no idle object, others
+        // waiting, a validation under way) is left to a full get that owns
+        // the member; `try_get` never queues, and dropping it is allowed at
+        // any point.
+        let m = &members[i];
+        let mut get = std::pin::pin!(m.pool.try_get());
+        match std::future::Future::poll(get.as_mut(), cx) {
+            std::task::Poll::Ready(Ok(conn)) => {
+                if mode == Mode::Failover {
+                    self.inner.sticky.store(m.id, Ordering::Relaxed);
+                }
+                Quick::Got(ClusterConn::new(conn, m))
+            }
+            std::task::Poll::Ready(Err(_)) | std::task::Poll::Pending => {
+                Quick::Then(Arc::clone(m), n)
+            }
+        }
+    }
+
+    /// A connection error bans the pool.
+    fn try_failed(&self, m: &Member<M>, e: &PoolError<M::Error>) {
+        if e.create_error().is_some() {
+            m.ban(self.inner.ban_time);
+            self.inner.warn(
+                Some(&m.name),
+                format!("banned for {:?}: {e}", self.inner.ban_time),
+            );
+        }
     }
 
     /// One pool's get; a connection error bans the pool.
@@ -930,16 +1020,10 @@ impl<M: Manager> Cluster<M> {
                 if self.mode() == Mode::Failover {
                     self.inner.sticky.store(m.id, Ordering::Relaxed);
                 }
-                Ok(ClusterConn { conn, from: m })
+                Ok(ClusterConn::new(conn, &m))
             }
             Err(e) => {
-                if e.create_error().is_some() {
-                    m.ban(self.inner.ban_time);
-                    self.inner.warn(
-                        Some(&m.name),
-                        format!("banned for {:?}: {e}", self.inner.ban_time),
-                    );
-                }
+                self.try_failed(&m, &e);
                 Err((m, e))
             }
         }
@@ -950,9 +1034,11 @@ impl<M: Manager> Cluster<M> {
     /// # Errors
     /// As [`get`](Cluster::get).
     pub async fn get_any(&self) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
-        match self.quick_any() {
-            Some((first, n)) => self.get_from(Selector::Any, first, n).await,
-            None => self.get(Selector::Any).await,
+        let quick = std::future::poll_fn(|cx| std::task::Poll::Ready(self.quick_any(cx))).await;
+        match quick {
+            Quick::Got(conn) => Ok(conn),
+            Quick::Then(first, n) => self.get_from(Selector::Any, first, n).await,
+            Quick::No => self.get_general(Selector::Any).await,
         }
     }
 

@@ -133,6 +133,10 @@ pub(crate) struct Shared<M: Manager> {
     runtime: OnceLock<Handle>,
     leases: Option<Mutex<HashMap<u64, Lease>>>,
     pending: Mutex<Vec<PendingObject<M::Type, M::Error>>>,
+    /// The name of the first cluster member this pool became, so that a
+    /// connection can tell where it came from without a reference of its
+    /// own to the member.
+    pub(crate) cluster_name: OnceLock<Arc<str>>,
 }
 
 /// Polls a future, turning a panic into an `Err`.
@@ -182,6 +186,7 @@ impl<M: Manager> Pool<M> {
                 .leak_detection_threshold
                 .map(|_| Mutex::new(HashMap::new())),
             pending: Mutex::new(Vec::new()),
+            cluster_name: OnceLock::new(),
             manager,
             cfg,
         });
@@ -523,6 +528,10 @@ impl<M: Manager> Pool<M> {
     /// for the current one).
     pub fn config(&self) -> &PoolConfig {
         &self.shared.cfg
+    }
+
+    pub(crate) fn shared(&self) -> &Shared<M> {
+        &self.shared
     }
 
     /// The manager.

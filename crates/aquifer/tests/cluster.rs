@@ -480,3 +480,50 @@ async fn a_hanging_server_costs_a_share_of_the_budget_not_an_error() {
         "half the budget on the hanging pool, then served"
     );
 }
+
+/// A connection names the pool that served it, also when the pool serves
+/// two clusters under two names (the shortcut that reads the name off the
+/// pool must not answer for the second).
+#[tokio::test(start_paused = true)]
+async fn a_connection_names_its_pool_in_every_cluster_and_every_mode() {
+    let (_, shared) = fake_pool(4);
+    let first: Cluster<FakeManager> = Cluster::builder().build();
+    let second: Cluster<FakeManager> = Cluster::builder().build();
+    first.add(ClusterPool::new("eu_1", shared.clone())).unwrap();
+    second.add(ClusterPool::new("primary", shared)).unwrap();
+    for mode in [
+        Mode::RoundRobin,
+        Mode::Random,
+        Mode::LeastBusy,
+        Mode::Weighted,
+        Mode::Failover,
+    ] {
+        first.set_mode(mode);
+        second.set_mode(mode);
+        assert_eq!(first.get_any().await.unwrap().pool_name(), "eu_1");
+        assert_eq!(second.get_any().await.unwrap().pool_name(), "primary");
+        assert_eq!(second.get("prim*").await.unwrap().pool_name(), "primary");
+    }
+}
+
+/// `get_any` takes a shortcut when a pool has an idle object; when it has
+/// none, the get waits in line like any other.
+#[tokio::test(start_paused = true)]
+async fn get_any_waits_in_line_when_the_chosen_pool_is_busy() {
+    let (c, _) = cluster(&["only"], Mode::RoundRobin);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(c.get_any().await.unwrap());
+    }
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get_any().await.map(|conn| conn.pool_name().to_owned()) })
+    };
+    tokio::time::sleep(ms(10)).await;
+    assert!(!waiter.is_finished());
+    held.pop();
+    assert_eq!(waiter.await.unwrap().unwrap(), "only");
+    // Frozen: the shortcut does not apply, the general path says why.
+    c.freeze("only").unwrap();
+    assert!(matches!(c.get_any().await, Err(ClusterError::Frozen(_))));
+}

@@ -280,6 +280,33 @@ macro_rules! task {
     }};
 }
 
+/// The no-pool floor: `$conns` shared by `$tasks` tasks with no pool, each
+/// task always using connection `k % len` behind a Tokio mutex, running
+/// `$op` with `$c: &mut` that connection in a loop.
+macro_rules! exclusive_loop {
+    ($conns:expr, $tasks:expr, $window:expr, |$c:ident| $op:block) => {{
+        let conns: ::std::sync::Arc<Vec<::tokio::sync::Mutex<_>>> =
+            ::std::sync::Arc::new($conns.into_iter().map(::tokio::sync::Mutex::new).collect());
+        let next = ::std::sync::Arc::new(::std::sync::atomic::AtomicUsize::new(0));
+        $crate::drive($tasks, $window, move |stop, count| {
+            let conns = ::std::sync::Arc::clone(&conns);
+            let mine = next.fetch_add(1, ::std::sync::atomic::Ordering::Relaxed) % conns.len();
+            ::tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(::std::sync::atomic::Ordering::Relaxed) {
+                    let mut guard = conns[mine].lock().await;
+                    let $c = &mut *guard;
+                    $op;
+                    drop(guard);
+                    n += 1;
+                    count.store(n, ::std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .await
+    }};
+}
+
 // After `task!`, so that they can use it.
 mod cluster;
 mod compare;

@@ -12,8 +12,6 @@
 //! off. The floor is `size` bare connections, each used by one task at a
 //! time, with no pool.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use aquifer_mysql::{MySqlManager, MySqlPool};
@@ -136,26 +134,11 @@ async fn measure(
         "raw-exclusive" => {
             let mut conns = Vec::with_capacity(size);
             for _ in 0..size {
-                let conn = Conn::new(opts.clone()).await.expect("connect");
-                conns.push(Arc::new(tokio::sync::Mutex::new(conn)));
+                conns.push(Conn::new(opts.clone()).await.expect("connect"));
             }
-            let next = Arc::new(AtomicU64::new(0));
-            let conns = Arc::new(conns);
-            drive(tasks, window, move |stop, count| {
-                let conns = Arc::clone(&conns);
-                let mine = next.fetch_add(1, Ordering::Relaxed) as usize % conns.len();
-                tokio::spawn(async move {
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let mut conn = conns[mine].lock().await;
-                        conn.query_drop("SELECT 1").await.expect("SELECT 1");
-                        drop(conn);
-                        n += 1;
-                        count.store(n, Ordering::Relaxed);
-                    }
-                })
+            exclusive_loop!(conns, tasks, window, |conn| {
+                conn.query_drop("SELECT 1").await.expect("SELECT 1");
             })
-            .await
         }
         other => unreachable!("unknown pool {other}"),
     }

@@ -7,8 +7,6 @@
 //! with no pool at all.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use aquifer_postgres::{PgManager, PgPool};
@@ -84,25 +82,11 @@ async fn measure(
             for _ in 0..size {
                 let (client, conn) = config.connect(NoTls).await.expect("connect");
                 tokio::spawn(conn);
-                clients.push(Arc::new(tokio::sync::Mutex::new(client)));
+                clients.push(client);
             }
-            let next = Arc::new(AtomicU64::new(0));
-            let clients = Arc::new(clients);
-            drive(tasks, window, move |stop, count| {
-                let clients = Arc::clone(&clients);
-                let mine = next.fetch_add(1, Ordering::Relaxed) as usize % clients.len();
-                tokio::spawn(async move {
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let client = clients[mine].lock().await;
-                        client.simple_query("SELECT 1").await.expect("SELECT 1");
-                        drop(client);
-                        n += 1;
-                        count.store(n, Ordering::Relaxed);
-                    }
-                })
+            exclusive_loop!(clients, tasks, window, |client| {
+                client.simple_query("SELECT 1").await.expect("SELECT 1");
             })
-            .await
         }
         other => unreachable!("unknown pool {other}"),
     }

@@ -419,3 +419,57 @@ fn classify(e: rusqlite::Error, target: &str) -> SqliteError {
         _ => SqliteError::Sqlite(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+                        WHERE i < 1000000) SELECT count(*) FROM n";
+
+    fn long(c: &mut Connection) -> rusqlite::Result<i64> {
+        c.query_row(LONG, [], |r| r.get(0))
+    }
+
+    async fn connection() -> SqliteConnection {
+        SqliteConnection::open(SqliteConfig::memory(), None)
+            .await
+            .unwrap()
+    }
+
+    /// A pipelined call belongs to a caller still waiting for it: closing
+    /// the connection lets it finish. A checkout's abandoned call does not:
+    /// closing interrupts it.
+    #[tokio::test]
+    async fn close_lets_pipelined_calls_finish_and_interrupts_abandoned_ones() {
+        let mut conn = connection().await;
+        let (done, depth) = conn.send(long, true).unwrap();
+        assert_eq!(depth, 1);
+        // Let the statement start: an interrupt only stops a running one.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        conn.close().await.unwrap();
+        assert_eq!(done.await.unwrap().unwrap().unwrap().unwrap(), 1_000_000);
+
+        let mut conn = connection().await;
+        let (done, _) = conn.send(long, false).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        conn.close().await.unwrap();
+        let err = done.await.unwrap().unwrap().unwrap().unwrap_err();
+        assert_eq!(
+            err.sqlite_error_code(),
+            Some(ErrorCode::OperationInterrupted)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_call_that_leaves_a_transaction_open_is_rolled_back_at_once() {
+        let conn = connection().await;
+        let (done, _) = conn
+            .send(|c| c.execute_batch("BEGIN; CREATE TABLE t (v);"), true)
+            .unwrap();
+        let done = done.await.unwrap();
+        assert!(matches!(done.rolled_back, Some(Ok(()))));
+        assert!(!conn.in_transaction());
+        assert!(!conn.needs_reset());
+    }
+}

@@ -187,13 +187,15 @@ impl SqlitePoolExt for SqlitePool {
     {
         let conn = self.get().await?;
         let (done, depth) = conn.send(f, true).map_err(SqliteQueryError::Connection)?;
-        // Pipelining: with few calls queued on it, the connection goes back
-        // to the pool now and the next caller queues behind this call, so
-        // the connection's thread runs calls back to back instead of
-        // waiting a round of wake-ups between them. Deeper queues hold the
-        // checkout until the result, so the pool's wait queue, timeouts
-        // and limits still apply under load.
-        let held = (depth > PIPELINE_DEPTH).then_some(conn);
+        // Pipelining, under load only: when callers wait for a connection
+        // and few calls are queued on this one, it goes back to the pool now
+        // and the next caller queues behind this call, so the connection's
+        // thread runs calls back to back instead of waiting a round of
+        // wake-ups between them. Without waiters it is held as usual, so an
+        // idle connection in the pool is really idle; deeper queues hold it
+        // too, so the pool's wait queue, timeouts and limits still apply.
+        let pipeline = depth <= PIPELINE_DEPTH && self.status().waiting > 0;
+        let held = (!pipeline).then_some(conn);
         let done = done.await;
         drop(held);
         let done = done.map_err(|_| SqliteQueryError::Connection(SqliteError::Closed))?;

@@ -603,29 +603,33 @@ async fn a_pool_call_that_leaves_a_transaction_open_is_rolled_back_and_reported(
     assert_eq!(n, 0);
 }
 
-/// Pool calls are pipelined: the connection goes back to the pool while
-/// the call is queued on it. Closing that connection must let the call
-/// finish, not interrupt it.
+/// Under load, pool calls are pipelined: the connection goes back to the
+/// pool while the call runs on it, and the next caller queues behind.
 #[tokio::test]
-async fn pipelined_calls_finish_even_when_their_connection_is_closed() {
+async fn pool_calls_pipeline_under_load_and_all_complete_in_order() {
     let pool = pool(SqliteManager::new(SqliteConfig::memory()).unwrap(), 1);
-    let slow = {
+    let held = pool.get().await.unwrap();
+    let spawn_query = |sql: &'static str| {
         let pool = pool.clone();
-        tokio::spawn(async move {
-            pool.query_row(
-                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) \
-                 SELECT count(*) FROM n",
-                (),
-                |r| r.get::<_, i64>(0),
-            )
-            .await
-        })
+        tokio::spawn(async move { pool.query_row(sql, (), |r| r.get::<_, i64>(0)).await })
     };
-    // The call is queued and its connection is idle in the pool again.
+    let slow = spawn_query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000) \
+         SELECT count(*) FROM n",
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let quick = spawn_query("SELECT 7");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(pool.status().waiting, 2);
+    drop(held);
     tokio::time::sleep(Duration::from_millis(30)).await;
-    assert_eq!(pool.status().idle, 1);
-    pool.clear().await;
+    // The slow call found a caller waiting and let the connection go: the
+    // quick call has it, queued behind, and nobody waits in the pool.
+    assert!(!slow.is_finished(), "the slow query is still running");
+    assert_eq!(pool.status().waiting, 0);
     assert_eq!(slow.await.unwrap().unwrap(), 1_000_000);
+    assert_eq!(quick.await.unwrap().unwrap(), 7);
+    assert_eq!(pool.status().size, 1);
     // Calls queue on one connection and all complete, in order.
     let mut calls = Vec::new();
     for i in 0..20i64 {

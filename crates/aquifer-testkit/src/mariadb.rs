@@ -360,11 +360,15 @@ fn binaries() -> Result<&'static Binaries, TestkitError> {
     static BINS: OnceLock<Option<Binaries>> = OnceLock::new();
     BINS.get_or_init(|| find_binaries(std::env::var_os("AQUIFER_MARIADB_BIN").map(PathBuf::from)))
         .as_ref()
-        .ok_or(TestkitError::Missing {
-            what: "the MariaDB server binaries (mariadbd, mariadb-install-db, mariadb)",
-            install:
-                "apt-get install -y mariadb-server (or set AQUIFER_MARIADB_BIN to their directory)",
-        })
+        .ok_or_else(missing_binaries)
+}
+
+fn missing_binaries() -> TestkitError {
+    TestkitError::Missing {
+        what: "the MariaDB server binaries (mariadbd, mariadb-install-db, mariadb)",
+        install:
+            "apt-get install -y mariadb-server (or set AQUIFER_MARIADB_BIN to their directory)",
+    }
 }
 
 fn find_binaries(explicit: Option<PathBuf>) -> Option<Binaries> {
@@ -483,6 +487,13 @@ fn make_template(bins: &Binaries, owner: Option<(u32, u32)>) -> Result<PathBuf, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_binaries_name_the_package_to_install() {
+        let text = missing_binaries().to_string();
+        assert!(text.contains("apt-get install -y mariadb-server"), "{text}");
+        assert!(text.contains("mariadbd"), "{text}");
+    }
 
     #[test]
     fn missing_binaries_are_none_and_an_explicit_dir_is_used() {

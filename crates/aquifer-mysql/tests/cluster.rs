@@ -1,0 +1,78 @@
+//! A cluster of MySQL pools: failed queries and transactions become the
+//! cluster's warnings, as they do for PostgreSQL.
+
+mod common;
+
+use aquifer::{Cluster, ClusterPool, Mode};
+use aquifer_mysql::{MySqlManager, MySqlPool, MySqlPoolExt, MySqlQueryError};
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_queries_and_transactions_become_cluster_warnings() {
+    let (a, b) = (server(), server());
+    let cluster: Cluster<aquifer_mysql::MySqlManager> =
+        Cluster::builder().mode(Mode::RoundRobin).build();
+    for (name, db) in [("eu_1", &a), ("eu_2", &b)] {
+        let pool = MySqlPool::builder(MySqlManager::new(&db.url()).unwrap())
+            .max(2)
+            .build()
+            .unwrap();
+        cluster.add(ClusterPool::new(name, pool)).unwrap();
+    }
+    // Both servers serve through the cluster.
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        served.push(cluster.get_any().await.unwrap().pool_name().to_owned());
+    }
+    served.sort();
+    assert_eq!(served, ["eu_1", "eu_2"]);
+
+    let eu_2 = cluster.pool("eu_2").unwrap();
+    eu_2.query_drop("SELECT * FROM no_such_table")
+        .await
+        .unwrap_err();
+    let err = eu_2
+        .transaction(|tx| {
+            Box::pin(async move {
+                use aquifer_mysql::mysql_async::prelude::Queryable;
+                tx.query_drop("SELEC 1").await?;
+                Ok::<_, MySqlQueryError>(())
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.server_code(), Some(1064));
+
+    eventually("both failures are warnings", || {
+        cluster
+            .warnings()
+            .iter()
+            .filter(|w| w.pool.as_deref() == Some("eu_2"))
+            .count()
+            >= 2
+    })
+    .await;
+    let warnings: Vec<String> = cluster
+        .warnings()
+        .into_iter()
+        .filter(|w| w.pool.as_deref() == Some("eu_2"))
+        .map(|w| w.message)
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|m| m.starts_with("query failed") && m.contains("no_such_table")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|m| m.starts_with("transaction failed")),
+        "{warnings:?}"
+    );
+    assert!(
+        cluster
+            .warnings()
+            .iter()
+            .all(|w| w.pool.as_deref() != Some("eu_1")),
+        "the healthy pool has nothing to report"
+    );
+}

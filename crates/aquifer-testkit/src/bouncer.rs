@@ -1,12 +1,12 @@
 //! A throwaway PgBouncer in front of a [`PgServer`](crate::PgServer).
 
 use std::fs;
-use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use crate::pg::{chown_tree, server_owner, signal_and_reap};
+use crate::pg::{chown_tree, server_owner};
+use crate::process::ServerProcess;
 use crate::{PgServer, TestkitError, PG_PASSWORD};
 
 /// How PgBouncer shares server connections between clients.
@@ -24,7 +24,7 @@ pub enum PoolMode {
 #[derive(Debug)]
 pub struct PgBouncer {
     port: u16,
-    child: Option<Child>,
+    process: ServerProcess,
     dir: tempfile::TempDir,
 }
 
@@ -85,17 +85,9 @@ impl PgBouncer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some((uid, gid)) = owner {
-            cmd.uid(uid).gid(gid);
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| TestkitError::io("spawning pgbouncer", e))?;
-        let mut bouncer = Self {
-            port,
-            child: Some(child),
-            dir,
-        };
+        let mut process = ServerProcess::default();
+        process.spawn(&mut cmd, owner, "spawning pgbouncer")?;
+        let mut bouncer = Self { port, process, dir };
         bouncer.wait_ready()?;
         Ok(bouncer)
     }
@@ -124,30 +116,20 @@ impl PgBouncer {
     }
 
     fn wait_ready(&mut self) -> Result<(), TestkitError> {
-        let give_up = Instant::now() + Duration::from_secs(20);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            let exited = match &mut self.child {
-                Some(c) => !matches!(c.try_wait(), Ok(None)),
-                None => true,
-            };
-            if exited || Instant::now() > give_up {
-                return Err(TestkitError::Startup {
-                    server: "PgBouncer",
-                    log: self.log(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let port = self.port;
+        let log = self.dir.path().join("pgbouncer.log");
+        self.process.wait_ready(
+            "PgBouncer",
+            Duration::from_secs(20),
+            "INT",
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || fs::read_to_string(&log).unwrap_or_default(),
+        )
     }
 }
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
-        if let Some(child) = self.child.take() {
-            let _ = signal_and_reap(child, "INT", Duration::from_secs(5));
-        }
+        let _ = self.process.halt("INT", Duration::from_secs(5));
     }
 }

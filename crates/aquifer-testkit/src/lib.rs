@@ -32,6 +32,7 @@ mod load;
 mod mariadb;
 mod pg;
 mod pki;
+mod process;
 mod proxy;
 
 pub use bouncer::{PgBouncer, PoolMode};

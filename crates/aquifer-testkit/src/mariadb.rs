@@ -3,11 +3,12 @@
 use std::fs;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::pg::{chown_tree, free_port, run, server_owner_named, signal_and_reap, tail};
+use crate::pg::{chown_tree, free_port, run, server_owner_named};
+use crate::process::ServerProcess;
 use crate::TestkitError;
 
 /// The password of the `aquifer` user every [`MariaDbServer`] has.
@@ -122,7 +123,7 @@ impl MariaDbServerBuilder {
             server: bins.server.clone(),
             client: bins.client.clone(),
             owner,
-            child: None,
+            process: ServerProcess::default(),
             socket: dir.path().join("mysqld.sock"),
             data,
             settings,
@@ -147,7 +148,7 @@ pub struct MariaDbServer {
     server: PathBuf,
     client: PathBuf,
     owner: Option<(u32, u32)>,
-    child: Option<Child>,
+    process: ServerProcess,
     socket: PathBuf,
     data: PathBuf,
     settings: MariaDbServerBuilder,
@@ -195,15 +196,12 @@ impl MariaDbServer {
 
     /// The server's process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Whether the server process is running.
     pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.process.is_running()
     }
 
     /// (Re)starts the server on the same data and port, waiting until it
@@ -240,13 +238,8 @@ impl MariaDbServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some((uid, gid)) = self.owner {
-            cmd.uid(uid).gid(gid);
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| TestkitError::io("spawning mariadbd", e))?;
-        self.child = Some(child);
+        self.process
+            .spawn(&mut cmd, self.owner, "spawning mariadbd")?;
         self.wait_ready()
     }
 
@@ -311,32 +304,20 @@ impl MariaDbServer {
     }
 
     fn halt(&mut self, signal: &str) -> Result<(), TestkitError> {
-        match self.child.take() {
-            Some(child) => signal_and_reap(child, signal, Duration::from_secs(30)),
-            None => Ok(()),
-        }
+        self.process.halt(signal, Duration::from_secs(30))
     }
 
     /// Waits until the server answers on its unix socket.
     fn wait_ready(&mut self) -> Result<(), TestkitError> {
-        let give_up = Instant::now() + READY_WITHIN;
-        loop {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return Ok(());
-            }
-            let exited = match &mut self.child {
-                Some(c) => !matches!(c.try_wait(), Ok(None)),
-                None => true,
-            };
-            if exited || Instant::now() > give_up {
-                let _ = self.halt("KILL");
-                return Err(TestkitError::Startup {
-                    server: "MariaDB",
-                    log: tail(&self.log(), 20),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let socket = self.socket.clone();
+        let log = self.log_path();
+        self.process.wait_ready(
+            "MariaDB",
+            READY_WITHIN,
+            "KILL",
+            || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+            || fs::read_to_string(&log).unwrap_or_default(),
+        )
     }
 }
 

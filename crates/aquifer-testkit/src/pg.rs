@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::process::ServerProcess;
 use crate::TestkitError;
 
 /// The superuser's password on every test server. Test servers listen on
@@ -102,7 +103,7 @@ impl PgServerBuilder {
             port: 0,
             bin,
             owner,
-            child: None,
+            process: ServerProcess::default(),
             socket,
             data,
             dir,
@@ -139,7 +140,7 @@ pub struct PgServer {
     port: u16,
     bin: PathBuf,
     owner: Option<(u32, u32)>,
-    child: Option<Child>,
+    process: ServerProcess,
     socket: PathBuf,
     data: PathBuf,
     dir: tempfile::TempDir,
@@ -193,15 +194,12 @@ impl PgServer {
 
     /// The postmaster's process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Whether the server process is running.
     pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.process.is_running()
     }
 
     /// (Re)starts the server on the same data and port, waiting until it
@@ -228,13 +226,8 @@ impl PgServer {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
-        if let Some((uid, gid)) = self.owner {
-            cmd.uid(uid).gid(gid);
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| TestkitError::io("spawning postgres", e))?;
-        self.child = Some(child);
+        self.process
+            .spawn(&mut cmd, self.owner, "spawning postgres")?;
         self.wait_ready()
     }
 
@@ -330,35 +323,23 @@ impl PgServer {
     }
 
     fn halt(&mut self, signal: &str) -> Result<(), TestkitError> {
-        match self.child.take() {
-            Some(child) => signal_and_reap(child, signal, Duration::from_secs(30)),
-            None => Ok(()),
-        }
+        self.process.halt(signal, Duration::from_secs(30))
     }
 
     /// Waits for `postmaster.pid` to say "ready".
     fn wait_ready(&mut self) -> Result<(), TestkitError> {
-        let give_up = Instant::now() + READY_WITHIN;
         let pidfile = self.data.join("postmaster.pid");
-        loop {
-            if let Ok(text) = fs::read_to_string(&pidfile) {
-                if text.lines().nth(7).is_some_and(|s| s.trim() == "ready") {
-                    return Ok(());
-                }
-            }
-            let exited = match &mut self.child {
-                Some(c) => !matches!(c.try_wait(), Ok(None)),
-                None => true,
-            };
-            if exited || Instant::now() > give_up {
-                let _ = self.halt("QUIT");
-                return Err(TestkitError::Startup {
-                    server: "PostgreSQL",
-                    log: tail(&self.log(), 20),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let log = self.log_path();
+        self.process.wait_ready(
+            "PostgreSQL",
+            READY_WITHIN,
+            "QUIT",
+            || {
+                fs::read_to_string(&pidfile)
+                    .is_ok_and(|text| text.lines().nth(7).is_some_and(|s| s.trim() == "ready"))
+            },
+            || fs::read_to_string(&log).unwrap_or_default(),
+        )
     }
 
     fn write_conf(&self, b: &PgServerBuilder) -> Result<(), TestkitError> {

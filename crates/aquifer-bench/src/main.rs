@@ -280,6 +280,23 @@ macro_rules! task {
     }};
 }
 
+/// `$tasks` tasks on `$pool`, each looping: check out with `$get` (as
+/// `$p`), run `$op` on the checkout (as `$c`), return it.
+macro_rules! checkout_loop {
+    ($pool:expr, $tasks:expr, $window:expr, |$p:ident| $get:expr, |$c:ident| $op:expr) => {
+        $crate::drive(
+            $tasks,
+            $window,
+            task!($pool, |$p| {
+                #[allow(unused_mut)]
+                let mut $c = $get;
+                $op;
+            }),
+        )
+        .await
+    };
+}
+
 /// The no-pool floor: `$conns` shared by `$tasks` tasks with no pool, each
 /// task always using connection `k % len` behind a Tokio mutex, running
 /// `$op` with `$c: &mut` that connection in a loop.

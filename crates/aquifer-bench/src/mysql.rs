@@ -20,7 +20,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, PoolConstraints, PoolOpts};
 
 use crate::compare::{self, DbOpts};
-use crate::{drive, Sample};
+use crate::Sample;
 
 /// The pools this benchmark compares.
 pub const POOLS: &[&str] = &[
@@ -72,21 +72,6 @@ impl bb8::ManageConnection for Adapter {
     }
 }
 
-/// One checkout running one `SELECT 1`.
-macro_rules! select_loop {
-    ($pool:expr, $tasks:expr, $window:expr, |$p:ident| $get:expr) => {
-        drive(
-            $tasks,
-            $window,
-            task!($pool, |$p| {
-                let mut conn = $get;
-                conn.query_drop("SELECT 1").await.expect("SELECT 1");
-            }),
-        )
-        .await
-    };
-}
-
 async fn measure(
     url: &str,
     pool: &str,
@@ -103,7 +88,9 @@ async fn measure(
                 .build()
                 .expect("valid config");
             p.start().await.expect("connect");
-            select_loop!(p, tasks, window, |p| p.get().await.expect("get"))
+            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
+                conn.query_drop("SELECT 1").await.expect("SELECT 1")
+            })
         }
         "mysql_async" | "mysql_async-noreset" => {
             let constraints = PoolConstraints::new(size, size).expect("min <= max");
@@ -111,7 +98,13 @@ async fn measure(
                 .with_constraints(constraints)
                 .with_reset_connection(pool == "mysql_async");
             let p = mysql_async::Pool::new(opts.pool_opts(pool_opts));
-            let result = select_loop!(p, tasks, window, |p| p.get_conn().await.expect("get"));
+            let result = checkout_loop!(
+                p,
+                tasks,
+                window,
+                |p| p.get_conn().await.expect("get"),
+                |conn| conn.query_drop("SELECT 1").await.expect("SELECT 1")
+            );
             p.disconnect().await.expect("disconnect");
             result
         }
@@ -121,7 +114,9 @@ async fn measure(
                     .max_size(size)
                     .build()
                     .expect("valid config");
-            select_loop!(p, tasks, window, |p| p.get().await.expect("get"))
+            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
+                conn.query_drop("SELECT 1").await.expect("SELECT 1")
+            })
         }
         "bb8" => {
             let p = bb8::Pool::builder()
@@ -129,7 +124,9 @@ async fn measure(
                 .build(Adapter(opts.into()))
                 .await
                 .expect("connect");
-            select_loop!(p, tasks, window, |p| p.get().await.expect("get"))
+            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
+                conn.query_drop("SELECT 1").await.expect("SELECT 1")
+            })
         }
         "raw-exclusive" => {
             let mut conns = Vec::with_capacity(size);

@@ -14,7 +14,7 @@ use aquifer_testkit::PgServer;
 use tokio_postgres::NoTls;
 
 use crate::compare::{self, DbOpts};
-use crate::{drive, Sample};
+use crate::Sample;
 
 /// The pools this benchmark compares.
 pub const POOLS: &[&str] = &[
@@ -23,21 +23,6 @@ pub const POOLS: &[&str] = &[
     "bb8-postgres",
     "raw-exclusive",
 ];
-
-/// One checkout running one `SELECT 1`.
-macro_rules! select_loop {
-    ($pool:expr, $tasks:expr, $window:expr, |$p:ident| $get:expr) => {
-        drive(
-            $tasks,
-            $window,
-            task!($pool, |$p| {
-                let conn = $get;
-                conn.simple_query("SELECT 1").await.expect("SELECT 1");
-            }),
-        )
-        .await
-    };
-}
 
 async fn measure(
     url: &str,
@@ -54,7 +39,9 @@ async fn measure(
                 .build()
                 .expect("valid config");
             p.start().await.expect("connect");
-            select_loop!(p, tasks, window, |p| p.get().await.expect("get"))
+            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
+                conn.simple_query("SELECT 1").await.expect("SELECT 1")
+            })
         }
         "deadpool-postgres" => {
             let mgr = deadpool_postgres::Manager::from_config(
@@ -66,7 +53,9 @@ async fn measure(
                 .max_size(size)
                 .build()
                 .expect("valid config");
-            select_loop!(p, tasks, window, |p| p.get().await.expect("get"))
+            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
+                conn.simple_query("SELECT 1").await.expect("SELECT 1")
+            })
         }
         "bb8-postgres" => {
             let mgr = bb8_postgres::PostgresConnectionManager::new(config, NoTls);
@@ -75,7 +64,9 @@ async fn measure(
                 .build(mgr)
                 .await
                 .expect("connect");
-            select_loop!(p, tasks, window, |p| p.get().await.expect("get"))
+            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
+                conn.simple_query("SELECT 1").await.expect("SELECT 1")
+            })
         }
         "raw-exclusive" => {
             let mut clients = Vec::with_capacity(size);

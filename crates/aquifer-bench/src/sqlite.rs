@@ -92,57 +92,33 @@ async fn measure(
         }
         "aquifer-checkout" => {
             let p = aquifer().await;
-            drive(
-                tasks,
-                window,
-                task!(p, |p| {
-                    let conn = p.get().await.expect("get");
-                    conn.interact(|c| point_select(c))
-                        .await
-                        .expect("interact")
-                        .expect("select");
-                }),
-            )
-            .await
+            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
+                conn.interact(|c| point_select(c))
+                    .await
+                    .expect("interact")
+                    .expect("select")
+            })
         }
         "aquifer-lock" => {
             let p = aquifer().await;
-            drive(
-                tasks,
-                window,
-                task!(p, |p| {
-                    let mut conn = p.get().await.expect("get");
-                    point_select(&conn.lock().expect("lock")).expect("select");
-                }),
-            )
-            .await
+            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
+                point_select(&conn.lock().expect("lock")).expect("select")
+            })
         }
         "deadpool-sqlite-lock" => {
             let p = deadpool();
-            drive(
-                tasks,
-                window,
-                task!(p, |p| {
-                    let conn = p.get().await.expect("get");
-                    point_select(&conn.lock().expect("lock")).expect("select");
-                }),
-            )
-            .await
+            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
+                point_select(&conn.lock().expect("lock")).expect("select")
+            })
         }
         "deadpool-sqlite" => {
             let p = deadpool();
-            drive(
-                tasks,
-                window,
-                task!(p, |p| {
-                    let conn = p.get().await.expect("get");
-                    conn.interact(|c| point_select(c))
-                        .await
-                        .expect("interact")
-                        .expect("select");
-                }),
-            )
-            .await
+            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
+                conn.interact(|c| point_select(c))
+                    .await
+                    .expect("interact")
+                    .expect("select")
+            })
         }
         "r2d2_sqlite" => {
             let p = r2d2::Pool::builder()

@@ -97,7 +97,7 @@ async fn futures_all(pool: &MySqlPool, n: usize) -> Vec<aquifer::Pooled<MySqlMan
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
     let _serial = SERIAL.lock().await;
-    let mut db = server();
+    let db = server();
     let url = db.url();
     let max = 4;
     let acquire = ms(1000);
@@ -145,46 +145,27 @@ async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
         })
     };
 
-    tokio::time::sleep(ms(300)).await;
-    assert!(load.served() > 0, "the pool served before the crash");
-    db.kill().unwrap();
-    tokio::time::sleep(ms(1500)).await;
     // While the server is down, a get carries the connection error.
-    let err = pool.get().await.unwrap_err();
-    let text = chain(&err);
-    assert!(err.create_error().is_some(), "{text}");
-    assert!(text.contains("could not connect"), "{text}");
-
-    let db = tokio::task::spawn_blocking(move || {
-        db.start().unwrap();
-        db
-    })
-    .await
-    .unwrap();
-    let recovered = load.next_served(backoff_max * 3).await;
-    tokio::time::sleep(ms(300)).await;
-    let report = load.finish().await;
+    let while_down = async {
+        let err = pool.get().await.unwrap_err();
+        let text = chain(&err);
+        assert!(err.create_error().is_some(), "{text}");
+        assert!(text.contains("could not connect"), "{text}");
+    };
+    let (_db, report, recovered) = load
+        .crash_and_restart(db, ms(1500), backoff_max * 3, while_down)
+        .await;
     let most = watcher.finish();
     eprintln!(
         "server killed under load: served {}, recovered {recovered:?} after the restart (backoff max {backoff_max:?}), at most {most} connections (max {max})",
         report.served
     );
-    assert!(
-        report.slow_failures.is_empty(),
-        "gets slower than the timeout + 10%: {:?}",
-        report.slow_failures
-    );
-    assert!(
-        report.untyped_failures.is_empty(),
-        "{:?}",
-        report.untyped_failures
-    );
+    report.assert_prompt_and_typed();
     assert!(
         recovered <= backoff_max + ms(500),
         "recovered only after {recovered:?}"
     );
     assert!(most <= max);
-    drop(db);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

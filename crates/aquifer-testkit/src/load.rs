@@ -6,6 +6,38 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A server a fault test can crash and start again.
+pub trait Restartable: Send + 'static {
+    /// Kills it, like a crash.
+    ///
+    /// # Errors
+    /// When it cannot be signalled.
+    fn kill(&mut self) -> Result<(), crate::TestkitError>;
+    /// Starts it again on the same data and port.
+    ///
+    /// # Errors
+    /// When it does not come up.
+    fn start(&mut self) -> Result<(), crate::TestkitError>;
+}
+
+impl Restartable for crate::PgServer {
+    fn kill(&mut self) -> Result<(), crate::TestkitError> {
+        crate::PgServer::kill(self)
+    }
+    fn start(&mut self) -> Result<(), crate::TestkitError> {
+        crate::PgServer::start(self)
+    }
+}
+
+impl Restartable for crate::MariaDbServer {
+    fn kill(&mut self) -> Result<(), crate::TestkitError> {
+        crate::MariaDbServer::kill(self)
+    }
+    fn start(&mut self) -> Result<(), crate::TestkitError> {
+        crate::MariaDbServer::start(self)
+    }
+}
+
 /// What one iteration of a load task did.
 #[derive(Debug)]
 pub enum Step {
@@ -149,6 +181,40 @@ impl Load {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         start.elapsed()
+    }
+
+    /// The crash scenario of the fault tests: lets the load run 300 ms (and
+    /// asserts it was served), kills `server`, keeps it down for
+    /// `down_for`, runs `while_down` (the test's checks of a get that must
+    /// fail), starts the server again and measures how long until the load
+    /// is served again (at most `recover_within`), lets it run 300 ms more
+    /// and stops it. Returns the server, the load's report and the time to
+    /// recover.
+    ///
+    /// # Panics
+    /// When the server cannot be killed or started, nothing was served
+    /// before the crash or after the restart in time, or a task hangs.
+    pub async fn crash_and_restart<S: Restartable>(
+        self,
+        mut server: S,
+        down_for: Duration,
+        recover_within: Duration,
+        while_down: impl Future<Output = ()>,
+    ) -> (S, LoadReport, Duration) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(self.served() > 0, "the pool served before the crash");
+        server.kill().expect("the server is killed");
+        tokio::time::sleep(down_for).await;
+        while_down.await;
+        let server = tokio::task::spawn_blocking(move || {
+            server.start().expect("the server starts again");
+            server
+        })
+        .await
+        .expect("the restart does not panic");
+        let recovered = self.next_served(recover_within).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (server, self.finish().await, recovered)
     }
 
     /// Stops the tasks and waits for them.

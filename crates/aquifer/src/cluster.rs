@@ -998,17 +998,6 @@ impl<M: Manager> Cluster<M> {
         }
     }
 
-    /// A connection error bans the pool.
-    fn try_failed(&self, m: &Member<M>, e: &PoolError<M::Error>) {
-        if e.create_error().is_some() {
-            m.ban(self.inner.ban_time);
-            self.inner.warn(
-                Some(&m.name),
-                format!("banned for {:?}: {e}", self.inner.ban_time),
-            );
-        }
-    }
-
     /// One pool's get; a connection error bans the pool.
     async fn try_one(
         &self,
@@ -1023,7 +1012,13 @@ impl<M: Manager> Cluster<M> {
                 Ok(ClusterConn::new(conn, &m))
             }
             Err(e) => {
-                self.try_failed(&m, &e);
+                if e.create_error().is_some() {
+                    m.ban(self.inner.ban_time);
+                    self.inner.warn(
+                        Some(&m.name),
+                        format!("banned for {:?}: {e}", self.inner.ban_time),
+                    );
+                }
                 Err((m, e))
             }
         }

@@ -48,6 +48,11 @@ async fn cluster(mode: Mode, tasks: usize, window: Duration) -> Option<Sample> {
 }
 
 /// Runs the comparison and prints a table.
+///
+/// The machine drifts between speed levels from second to second, so each
+/// mode is measured in pairs: one pool's run and the cluster's run back to
+/// back (in alternating order from round to round), and the overhead is
+/// the median over the rounds of each pair's ratio.
 pub fn run(rounds: usize, window: Duration) -> std::process::ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -55,29 +60,48 @@ pub fn run(rounds: usize, window: Duration) -> std::process::ExitCode {
         .build()
         .expect("runtime");
     println!(
-        "cluster of 8 no-op pools: get_any() + release vs one pool's get() + release, ops/s, median of {rounds} rounds of {window:?}"
+        "cluster of 8 no-op pools: get_any() + release vs one pool's get() + release, ops/s; \
+         {rounds} rounds of {window:?}, each mode paired with a single-pool run"
     );
-    println!("| tasks | single pool | mode | cluster | overhead per op |");
-    println!("|---|---|---|---|---|");
+    println!("| tasks | mode | single pool | cluster | overhead per op, median | per round |");
+    println!("|---|---|---|---|---|---|");
     for tasks in [1, 16] {
-        let mut base = Vec::new();
+        let mut base = vec![Vec::new(); MODES.len()];
         let mut per_mode = vec![Vec::new(); MODES.len()];
-        for _ in 0..rounds {
-            base.push(rt.block_on(single(tasks, window)));
+        for round in 0..rounds {
             for (i, (_, mode)) in MODES.iter().enumerate() {
-                per_mode[i].push(rt.block_on(cluster(*mode, tasks, window)));
+                if round % 2 == 0 {
+                    base[i].push(rt.block_on(single(tasks, window)));
+                    per_mode[i].push(rt.block_on(cluster(*mode, tasks, window)));
+                } else {
+                    per_mode[i].push(rt.block_on(cluster(*mode, tasks, window)));
+                    base[i].push(rt.block_on(single(tasks, window)));
+                }
             }
         }
-        let single_ops = median(&base, |s| s.ops);
         for (i, (name, _)) in MODES.iter().enumerate() {
-            let ops = median(&per_mode[i], |s| s.ops);
             // Time per operation, cluster over single, minus one.
-            let overhead = single_ops / ops - 1.0;
+            let overheads: Vec<Option<Sample>> = base[i]
+                .iter()
+                .zip(&per_mode[i])
+                .map(|(b, c)| {
+                    let (b, c) = ((*b)?, (*c)?);
+                    Some(Sample {
+                        ops: b.ops / c.ops - 1.0,
+                        fairness: 1.0,
+                    })
+                })
+                .collect();
+            let each: Vec<String> = overheads
+                .iter()
+                .map(|o| o.map_or("hang".into(), |o| format!("{:+.0}%", o.ops * 100.0)))
+                .collect();
             println!(
-                "| {tasks} | {} | {name} | {} | {:+.0}% |",
-                human(single_ops),
-                human(ops),
-                overhead * 100.0
+                "| {tasks} | {name} | {} | {} | {:+.0}% | {} |",
+                human(median(&base[i], |s| s.ops)),
+                human(median(&per_mode[i], |s| s.ops)),
+                median(&overheads, |s| s.ops) * 100.0,
+                each.join(" ")
             );
         }
     }

@@ -915,12 +915,12 @@ impl<M: Manager> Cluster<M> {
         })
     }
 
-    /// `get_any`'s first choice while no pool is banned, in every mode but
-    /// least busy: one pass over the members, no selector to match, nothing
-    /// allocated. `None` sends the get down the general path.
+    /// `get_any`'s first choice while no pool is banned: one pass over the
+    /// members, no selector to match, no lock taken, nothing allocated.
+    /// `Quick::No` sends the get down the general path.
     fn quick_any(&self, cx: &mut std::task::Context<'_>) -> Quick<M> {
         let mode = self.mode();
-        if mode == Mode::LeastBusy || self.inner.shut.load(Ordering::Acquire) {
+        if self.inner.shut.load(Ordering::Acquire) {
             return Quick::No;
         }
         let members = self.inner.members.read();
@@ -975,7 +975,24 @@ impl<M: Manager> Cluster<M> {
                     .find(|&i| is_active(i) && members[i].id == sticky)
                     .unwrap_or_else(|| kth(0))
             }
-            Mode::LeastBusy => unreachable!("handled above"),
+            Mode::LeastBusy => {
+                // Each pool's load is published on its every unlock, so this
+                // reads no lock. Ties go round robin: scan from a rotating
+                // start, and stop at the first pool with nothing out.
+                let len = members.len();
+                let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed) % len;
+                let mut best = (usize::MAX, 0);
+                for i in (start..len).chain(0..start).filter(|&i| is_active(i)) {
+                    let busy = members[i].pool.busy();
+                    if busy < best.0 {
+                        best = (busy, i);
+                        if busy == 0 {
+                            break;
+                        }
+                    }
+                }
+                best.1
+            }
         };
         // One poll of the chosen pool's `try_get` while the member list is
         // borrowed: an idle object comes back at once, with no reference

@@ -3,6 +3,7 @@
 //! waiters, spawns work or awaits anything.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use crate::error::CreateError;
 use crate::events::Reason;
 use crate::metrics::Counters;
 use crate::object::Item;
-use crate::sync::Arc;
+use crate::sync::{Arc, Mutex, MutexGuard};
 use crate::waiters::{Slot, Waiters};
 
 /// What a waiter receives: an object and the instant it was handed over
@@ -464,6 +465,68 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// Nothing is out: no borrowed object, no create, no waiter.
     pub(crate) fn settled(&self) -> bool {
         self.idle.len() == self.size && self.waiters.len() == 0
+    }
+}
+
+/// The lock around [`State`]. Every unlock publishes the pool's load
+/// (borrowed objects plus waiting callers) with one plain store while the
+/// lock is still held, so a cluster can compare pools without taking any
+/// of their locks, and a checkout pays no extra atomic read-modify-write.
+pub(crate) struct StateLock<T, E: std::error::Error + 'static> {
+    state: Mutex<State<T, E>>,
+    load: AtomicUsize,
+}
+
+impl<T, E: std::error::Error + 'static> StateLock<T, E> {
+    pub(crate) fn new(state: State<T, E>) -> Self {
+        Self {
+            state: Mutex::new(state),
+            load: AtomicUsize::new(0),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> StateGuard<'_, T, E> {
+        StateGuard {
+            guard: self.state.lock(),
+            load: &self.load,
+        }
+    }
+
+    /// Borrowed plus waiting as of the last unlock.
+    #[inline]
+    pub(crate) fn load(&self) -> usize {
+        self.load.load(Ordering::Relaxed)
+    }
+}
+
+/// A locked [`State`]; publishes the load when it unlocks.
+pub(crate) struct StateGuard<'a, T, E: std::error::Error + 'static> {
+    guard: MutexGuard<'a, State<T, E>>,
+    load: &'a AtomicUsize,
+}
+
+impl<T, E: std::error::Error + 'static> std::ops::Deref for StateGuard<'_, T, E> {
+    type Target = State<T, E>;
+
+    #[inline]
+    fn deref(&self) -> &State<T, E> {
+        &self.guard
+    }
+}
+
+impl<T, E: std::error::Error + 'static> std::ops::DerefMut for StateGuard<'_, T, E> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut State<T, E> {
+        &mut self.guard
+    }
+}
+
+impl<T, E: std::error::Error + 'static> Drop for StateGuard<'_, T, E> {
+    #[inline]
+    fn drop(&mut self) {
+        let load = self.guard.borrowed() + self.guard.waiters.len();
+        self.load.store(load, Ordering::Relaxed);
     }
 }
 

@@ -18,7 +18,7 @@ use crate::builder::Builder;
 use crate::config::PoolConfig;
 use crate::error::{BuildError, CreateError, DestroyError, PoolError};
 use crate::events::{EventBus, EventStream, PoolEvent, Reason};
-use crate::internals::{Acquire, Handoff, Phase, Placed, Refusal, State, WaitError};
+use crate::internals::{Acquire, Handoff, Phase, Placed, Refusal, State, StateLock, WaitError};
 use crate::metrics::Metrics;
 use crate::object::{Entry, Item, Metadata, Pooled};
 use crate::sync::Mutex;
@@ -120,7 +120,7 @@ pub struct Status {
 pub(crate) struct Shared<M: Manager> {
     pub(crate) manager: M,
     pub(crate) cfg: PoolConfig,
-    state: Mutex<State<M::Type, M::Error>>,
+    state: StateLock<M::Type, M::Error>,
     events: EventBus,
     /// Woken whenever a draining or closed pool may have settled.
     settled: Notify,
@@ -175,7 +175,7 @@ impl<M: Manager> Pool<M> {
     pub fn new(manager: M, cfg: PoolConfig) -> Result<Self, BuildError> {
         cfg.validate()?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(&cfg)),
+            state: StateLock::new(State::new(&cfg)),
             events: EventBus::new(cfg.event_capacity),
             settled: Notify::new(),
             handles: AtomicUsize::new(1),
@@ -473,10 +473,11 @@ impl<M: Manager> Pool<M> {
         }
     }
 
-    /// Borrowed objects plus waiting callers: how busy the pool is, cheaply.
+    /// Borrowed objects plus waiting callers: how busy the pool is, as of
+    /// the last change, read without the lock.
+    #[inline]
     pub(crate) fn busy(&self) -> usize {
-        let st = self.shared.state.lock();
-        st.borrowed() + st.waiters.len()
+        self.shared.state.load()
     }
 
     /// Counters and latency summaries since the pool was built.

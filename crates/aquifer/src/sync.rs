@@ -12,6 +12,14 @@ pub(crate) use std::sync::Arc;
 #[cfg(aquifer_loom)]
 pub(crate) use loom::sync::Arc;
 
+/// The guard [`Mutex::lock`] returns.
+#[cfg(not(aquifer_loom))]
+pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+
+/// The guard [`Mutex::lock`] returns.
+#[cfg(aquifer_loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
 /// A mutex whose `lock` never fails.
 #[derive(Debug, Default)]
 pub(crate) struct Mutex<T>(
@@ -25,7 +33,7 @@ impl<T> Mutex<T> {
         Self(parking_lot::Mutex::new(value))
     }
 
-    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         self.0.lock()
     }
 }
@@ -36,7 +44,7 @@ impl<T> Mutex<T> {
         Self(loom::sync::Mutex::new(value))
     }
 
-    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         // loom's mutex only poisons when a model thread panicked, which
         // already fails the model.
         self.0.lock().unwrap()

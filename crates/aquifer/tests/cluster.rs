@@ -154,6 +154,61 @@ async fn modes_distribute_as_promised() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn least_busy_counts_borrowed_and_waiting_callers_on_every_path() {
+    let (c, _) = cluster(&["a", "b", "c"], Mode::LeastBusy);
+    let any = |c: &Cluster<FakeManager>| {
+        let c = c.clone();
+        async move {
+            let conn = c.get_any().await.unwrap();
+            conn.pool_name().to_owned()
+        }
+    };
+    let held_a = c.get("a").await.unwrap();
+    let held_b = c.get("b").await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            any(&c).await,
+            "c",
+            "get_any picks the pool with nothing out"
+        );
+    }
+
+    // c: four out and one caller queued, so five; a and b: one each.
+    let mut held_c = Vec::new();
+    for _ in 0..4 {
+        held_c.push(c.get("c").await.unwrap());
+    }
+    let queued = tokio::spawn({
+        let c = c.clone();
+        async move { drop(c.get("c").await) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(c.info_about("c").unwrap().status.waiting, 1);
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        seen.push(any(&c).await);
+    }
+    assert!(
+        seen.iter().all(|n| n != "c"),
+        "the busiest pool is avoided: {seen:?}"
+    );
+    assert!(seen.iter().any(|n| n == "a") && seen.iter().any(|n| n == "b"));
+
+    // A cancelled wait and returned objects count as soon as they happen.
+    queued.abort();
+    let _ = queued.await;
+    held_c.clear();
+    drop(held_b);
+    assert_eq!(any(&c).await, "b");
+    drop(held_a);
+    let mut spread = std::collections::HashSet::new();
+    for _ in 0..9 {
+        spread.insert(any(&c).await);
+    }
+    assert_eq!(spread.len(), 3, "ties go round robin: {spread:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_broken_server_costs_latency_not_an_error_and_is_banned() {
     let (c, fakes) = cluster(&["down", "up"], Mode::RoundRobin);
     fakes["down"].create.set(Step::Err);

@@ -1,5 +1,8 @@
 //! What choosing a pool costs: `get_any()` on a cluster of 8 no-op pools,
-//! in each mode, against `get()` on one pool, in one run.
+//! in each mode, against `get()` on one pool, in one run. Every pool is
+//! filled to its 8 objects first, so that no run starts with its tasks
+//! queued behind creates (a queue that, handing each returned object to the
+//! next waiter, can sustain itself for the whole run).
 
 use std::time::Duration;
 
@@ -17,7 +20,11 @@ const MODES: &[(&str, Mode)] = &[
 ];
 
 async fn single(tasks: usize, window: Duration) -> Option<Sample> {
-    let p = Pool::builder(Noop).max(8).build().expect("valid config");
+    let p = Pool::builder(Noop)
+        .min(8)
+        .max(8)
+        .build()
+        .expect("valid config");
     p.start().await.expect("noop creates");
     drive(
         tasks,
@@ -32,7 +39,11 @@ async fn single(tasks: usize, window: Duration) -> Option<Sample> {
 async fn cluster(mode: Mode, tasks: usize, window: Duration) -> Option<Sample> {
     let c: Cluster<Noop> = Cluster::builder().mode(mode).build();
     for i in 0..8 {
-        let p = Pool::builder(Noop).max(8).build().expect("valid config");
+        let p = Pool::builder(Noop)
+            .min(8)
+            .max(8)
+            .build()
+            .expect("valid config");
         p.start().await.expect("noop creates");
         c.add(ClusterPool::new(format!("pool_{i}"), p).weight(i + 1))
             .expect("unique names");
@@ -63,7 +74,7 @@ pub fn run(rounds: usize, window: Duration) -> std::process::ExitCode {
         "cluster of 8 no-op pools: get_any() + release vs one pool's get() + release, ops/s; \
          {rounds} rounds of {window:?}, each mode paired with a single-pool run"
     );
-    println!("| tasks | mode | single pool | cluster | overhead per op, median | per round |");
+    println!("| tasks | mode | single pool (fairness) | cluster (fairness) | overhead per op, median | per round |");
     println!("|---|---|---|---|---|---|");
     for tasks in [1, 16] {
         let mut base = vec![Vec::new(); MODES.len()];
@@ -97,9 +108,11 @@ pub fn run(rounds: usize, window: Duration) -> std::process::ExitCode {
                 .map(|o| o.map_or("hang".into(), |o| format!("{:+.0}%", o.ops * 100.0)))
                 .collect();
             println!(
-                "| {tasks} | {name} | {} | {} | {:+.0}% | {} |",
+                "| {tasks} | {name} | {} ({:.2}) | {} ({:.2}) | {:+.0}% | {} |",
                 human(median(&base[i], |s| s.ops)),
+                median(&base[i], |s| s.fairness),
                 human(median(&per_mode[i], |s| s.ops)),
+                median(&per_mode[i], |s| s.fairness),
                 median(&overheads, |s| s.ops) * 100.0,
                 each.join(" ")
             );

@@ -4,11 +4,12 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use parking_lot::{Mutex, RwLock};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::eventlog::EventLog;
@@ -242,10 +243,156 @@ impl<M: Manager> Drop for Member<M> {
     }
 }
 
+/// The cluster's pools, in the order they were added, and a summary of
+/// their state for `get_any`'s shortcut. Gets read it without writing to
+/// memory shared with other threads (an `ArcSwap` load), so gets on several
+/// cores do not contend on a lock's counter. Changes copy the list, or
+/// recompute the summary, under the writers' lock.
+struct Members<M: Manager> {
+    list: ArcSwap<List<M>>,
+    writer: Mutex<()>,
+}
+
+/// One version of the member list.
+struct List<M: Manager> {
+    members: Vec<Arc<Member<M>>>,
+    /// Each member's weight (at least 1), side by side.
+    weights: Vec<u64>,
+    /// Each member's id, side by side.
+    ids: Vec<u64>,
+    /// Where each member's share of the weights ends, counting every
+    /// member, and the sum of all weights: for weighted picks while no
+    /// member is frozen.
+    upto: Vec<u64>,
+    total_weight: u64,
+    /// The `active` mask when no member is frozen.
+    all: u64,
+    /// Bit `i`: member `i` is not frozen. Only for the first 64 members.
+    active: AtomicU64,
+    /// Bit `i`: member `i` has a ban set (maybe expired, until a full get
+    /// looks). Only for the first 64 members.
+    banned: AtomicU64,
+}
+
+impl<M: Manager> List<M> {
+    fn new(members: Vec<Arc<Member<M>>>) -> Self {
+        let weights: Vec<u64> = members.iter().map(|m| u64::from(m.weight.max(1))).collect();
+        let upto: Vec<u64> = weights
+            .iter()
+            .scan(0, |sum, w| {
+                *sum += w;
+                Some(*sum)
+            })
+            .collect();
+        let n = members.len().min(64);
+        let list = List {
+            total_weight: upto.last().copied().unwrap_or(0),
+            upto,
+            weights,
+            all: if n == 64 { u64::MAX } else { (1 << n) - 1 },
+            ids: members.iter().map(|m| m.id).collect(),
+            members,
+            active: AtomicU64::new(0),
+            banned: AtomicU64::new(0),
+        };
+        list.summarize();
+        list
+    }
+
+    /// Recomputes the summary from the members' flags. Called with the
+    /// writers' lock held, after the flags changed.
+    fn summarize(&self) {
+        let (active, banned) = self.flags();
+        self.active.store(active, Ordering::Release);
+        self.banned.store(banned, Ordering::Release);
+    }
+
+    fn flags(&self) -> (u64, u64) {
+        let (mut active, mut banned) = (0u64, 0u64);
+        for (i, m) in self.members.iter().take(64).enumerate() {
+            active |= u64::from(m.active()) << i;
+            banned |= u64::from(m.banned.load(Ordering::Acquire)) << i;
+        }
+        (active, banned)
+    }
+}
+
+impl<M: Manager> Deref for List<M> {
+    type Target = [Arc<Member<M>>];
+
+    fn deref(&self) -> &[Arc<Member<M>>] {
+        &self.members
+    }
+}
+
+impl<M: Manager> Default for Members<M> {
+    fn default() -> Self {
+        Self {
+            list: ArcSwap::from_pointee(List::new(Vec::new())),
+            writer: Mutex::new(()),
+        }
+    }
+}
+
+impl<M: Manager> Members<M> {
+    /// The current list, borrowed briefly.
+    #[inline]
+    fn read(&self) -> arc_swap::Guard<Arc<List<M>>> {
+        self.list.load()
+    }
+
+    /// Exclusive access for a change, published when the guard drops.
+    fn write(&self) -> MembersWriter<'_, M> {
+        let lock = self.writer.lock();
+        let list = self.list.load().members.clone();
+        MembersWriter {
+            members: self,
+            list,
+            _lock: lock,
+        }
+    }
+
+    /// Brings the summary up to date after members' flags changed.
+    fn flags_changed(&self) {
+        let _lock = self.writer.lock();
+        self.list.load().summarize();
+    }
+}
+
+/// A copy of the member list being changed; stored back on drop.
+struct MembersWriter<'a, M: Manager> {
+    members: &'a Members<M>,
+    list: Vec<Arc<Member<M>>>,
+    _lock: parking_lot::MutexGuard<'a, ()>,
+}
+
+impl<M: Manager> MembersWriter<'_, M> {
+    fn get(&self) -> &[Arc<Member<M>>] {
+        &self.list
+    }
+
+    fn push(&mut self, m: Member<M>) {
+        self.list.push(Arc::new(m));
+    }
+
+    fn retain(mut self, keep: impl FnMut(&Arc<Member<M>>) -> bool) {
+        self.list.retain(keep);
+    }
+}
+
+impl<M: Manager> Drop for MembersWriter<'_, M> {
+    fn drop(&mut self) {
+        let list = List::new(std::mem::take(&mut self.list));
+        self.members.list.store(Arc::new(list));
+    }
+}
+
 struct Inner<M: Manager> {
-    members: RwLock<Vec<Arc<Member<M>>>>,
+    members: Members<M>,
     mode: std::sync::atomic::AtomicU8,
     cursor: AtomicUsize,
+    /// The random pick's generator state.
+    seed: AtomicU64,
     /// The member id failover sticks to (0: none yet).
     sticky: std::sync::atomic::AtomicU64,
     warnings: Mutex<VecDeque<Warning>>,
@@ -260,6 +407,44 @@ struct Inner<M: Manager> {
 }
 
 impl<M: Manager> Inner<M> {
+    /// The next round-robin turn. A plain load and store, not an atomic
+    /// increment: gets on several cores may now and then take the same
+    /// turn (and so the same pool), which costs balance nothing that
+    /// matters, while a locked increment on every get would make the cores
+    /// fight over the counter. Gets made one after another go round exactly.
+    #[inline]
+    fn turn(&self) -> usize {
+        let turn = self.cursor.load(Ordering::Relaxed);
+        self.cursor.store(turn.wrapping_add(1), Ordering::Relaxed);
+        turn
+    }
+
+    /// A random number below `n` (which is at least 1), for random and
+    /// weighted picks: a wyrand step on the cluster's own state, with the
+    /// same plain load and store as [`turn`](Inner::turn) (two racing gets
+    /// may draw the same number). Cheaper than a thread-local generator on
+    /// this path, and its bias (below 2^-50 for any `n` a cluster has) is
+    /// nothing next to load-balancing noise.
+    #[inline]
+    fn draw(&self, n: u64) -> u64 {
+        let state = self
+            .seed
+            .load(Ordering::Relaxed)
+            .wrapping_add(0xa076_1d64_78bd_642f);
+        self.seed.store(state, Ordering::Relaxed);
+        let t = u128::from(state) * u128::from(state ^ 0xe703_7ed1_a0b4_28db);
+        let r = ((t >> 64) as u64) ^ (t as u64);
+        ((u128::from(r) * u128::from(n)) >> 64) as u64
+    }
+
+    /// Makes failover stick to `id`. Written only when it changes, so that
+    /// gets on several cores do not fight over the cache line on every get.
+    fn stick_to(&self, id: u64) {
+        if self.sticky.load(Ordering::Relaxed) != id {
+            self.sticky.store(id, Ordering::Relaxed);
+        }
+    }
+
     fn warn(&self, pool: Option<&str>, message: String) {
         tracing::warn!(target: "aquifer::cluster", pool, %message, "cluster warning");
         let w = Warning {
@@ -389,9 +574,10 @@ impl<M: Manager> ClusterBuilder<M> {
     fn assemble(self, log: Option<EventLog>) -> Cluster<M> {
         Cluster {
             inner: Arc::new(Inner {
-                members: RwLock::new(Vec::new()),
+                members: Members::default(),
                 mode: std::sync::atomic::AtomicU8::new(mode_code(self.mode)),
                 cursor: AtomicUsize::new(0),
+                seed: AtomicU64::new(fastrand::u64(..)),
                 sticky: std::sync::atomic::AtomicU64::new(0),
                 warnings: Mutex::new(VecDeque::new()),
                 retired: Mutex::new(Vec::new()),
@@ -649,7 +835,7 @@ impl<M: Manager> Cluster<M> {
             return Err(ClusterError::ShutDown);
         }
         let mut members = self.inner.members.write();
-        if members.iter().any(|m| *m.name == *p.name) {
+        if members.get().iter().any(|m| *m.name == *p.name) {
             return Err(ClusterError::Duplicate(p.name));
         }
         let watcher = tokio::runtime::Handle::try_current().ok().map(|rt| {
@@ -671,7 +857,7 @@ impl<M: Manager> Cluster<M> {
         // The first cluster name sticks; in another cluster the pool's
         // connections keep a reference to their member instead.
         let _ = p.pool.shared().cluster_name.set(Arc::clone(&name));
-        members.push(Arc::new(Member {
+        members.push(Member {
             id,
             added_at: SystemTime::now(),
             name,
@@ -682,7 +868,7 @@ impl<M: Manager> Cluster<M> {
             banned: AtomicBool::new(false),
             banned_until: Mutex::new(None),
             watcher,
-        }));
+        });
         Ok(())
     }
 
@@ -717,6 +903,17 @@ impl<M: Manager> Cluster<M> {
     /// Which pools a get may use: those `sel` matches that are active and
     /// not banned, or, when every active match is banned, those (they are
     /// tried anyway rather than failing blind).
+    /// Whether `m` is banned now. A ban that ran out is cleared, and the
+    /// summary `get_any` reads follows.
+    fn banned(&self, m: &Member<M>) -> bool {
+        let was = m.banned.load(Ordering::Acquire);
+        let now = m.is_banned();
+        if was && !now {
+            self.inner.members.flags_changed();
+        }
+        now
+    }
+
     fn eligible(
         &self,
         members: &[Arc<Member<M>>],
@@ -736,7 +933,7 @@ impl<M: Manager> Cluster<M> {
                 matched = true;
                 if m.active() {
                     active.set(i);
-                    if !m.is_banned() {
+                    if !self.banned(m) {
                         healthy.set(i);
                     }
                 }
@@ -762,11 +959,11 @@ impl<M: Manager> Cluster<M> {
                 .expect("k is below the eligible count")
         };
         let pick = match self.mode() {
-            Mode::RoundRobin => nth(self.inner.cursor.fetch_add(1, Ordering::Relaxed) % n),
-            Mode::Random => nth(fastrand::usize(0..n)),
+            Mode::RoundRobin => nth(self.inner.turn() % n),
+            Mode::Random => nth(self.inner.draw(n as u64) as usize),
             Mode::LeastBusy => {
                 // Ties go round robin: scan from a rotating start.
-                let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed);
+                let start = self.inner.turn();
                 let len = members.len();
                 (0..len)
                     .map(|k| (start + k) % len)
@@ -777,7 +974,7 @@ impl<M: Manager> Cluster<M> {
             Mode::Weighted => {
                 let weight = |i: usize| u64::from(members[i].weight.max(1));
                 let total: u64 = (0..members.len()).filter(|&i| ok.get(i)).map(weight).sum();
-                let mut r = fastrand::u64(0..total);
+                let mut r = self.inner.draw(total);
                 (0..members.len())
                     .filter(|&i| ok.get(i))
                     .find(|&i| {
@@ -924,55 +1121,58 @@ impl<M: Manager> Cluster<M> {
             return Quick::No;
         }
         let members = self.inner.members.read();
-        if members.len() > 64 {
+        if members.len() > 64 || members.banned.load(Ordering::Acquire) != 0 {
             return Quick::No;
         }
-        let mut active = 0u64;
-        let mut total_weight = 0u64;
-        for (i, m) in members.iter().enumerate() {
-            if m.banned.load(Ordering::Acquire) {
-                return Quick::No;
-            }
-            if m.active() {
-                active |= 1 << i;
-                total_weight += u64::from(m.weight.max(1));
-            }
-        }
+        let active = members.active.load(Ordering::Acquire);
         let n = active.count_ones() as usize;
         if n == 0 {
             return Quick::No;
         }
-        // The index of the k-th member in `active`.
-        let kth = |k: usize| {
+        // The active members' positions, in order.
+        let positions = || {
             let mut bits = active;
-            for _ in 0..k {
-                bits &= bits - 1;
-            }
-            bits.trailing_zeros() as usize
+            std::iter::from_fn(move || {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits.wrapping_sub(1);
+                (i < 64).then_some(i)
+            })
         };
-        let is_active = |i: usize| active & (1 << i) != 0;
+        // With every member active (the usual case) the k-th is k itself.
+        let all = active == members.all;
+        let kth = |k: usize| {
+            if all {
+                k
+            } else {
+                positions().nth(k).expect("k is below the count")
+            }
+        };
         let i = match mode {
-            Mode::RoundRobin => kth(self.inner.cursor.fetch_add(1, Ordering::Relaxed) % n),
-            Mode::Random => kth(fastrand::usize(0..n)),
+            Mode::RoundRobin => kth(self.inner.turn() % n),
+            Mode::Random => kth(self.inner.draw(n as u64) as usize),
+            Mode::Weighted if all => {
+                // The number of members whose share ends at or below the
+                // draw is the one it falls to: no branch to mispredict.
+                let r = self.inner.draw(members.total_weight);
+                members.upto.iter().filter(|&&end| end <= r).count()
+            }
             Mode::Weighted => {
-                let weight = |i: usize| u64::from(members[i].weight.max(1));
-                let mut r = fastrand::u64(0..total_weight);
-                (0..members.len())
-                    .filter(|&i| is_active(i))
-                    .find(|&i| {
-                        let w = weight(i);
-                        r = match r.checked_sub(w) {
-                            Some(rest) => rest,
-                            None => return true,
-                        };
-                        false
+                let total: u64 = positions().map(|i| members.weights[i]).sum();
+                let mut r = self.inner.draw(total);
+                positions()
+                    .find(|&i| match r.checked_sub(members.weights[i]) {
+                        Some(rest) => {
+                            r = rest;
+                            false
+                        }
+                        None => true,
                     })
                     .expect("r is below the total")
             }
             Mode::Failover => {
                 let sticky = self.inner.sticky.load(Ordering::Relaxed);
-                (0..members.len())
-                    .find(|&i| is_active(i) && members[i].id == sticky)
+                positions()
+                    .find(|&i| members.ids[i] == sticky)
                     .unwrap_or_else(|| kth(0))
             }
             Mode::LeastBusy => {
@@ -980,7 +1180,8 @@ impl<M: Manager> Cluster<M> {
                 // reads no lock. Ties go round robin: scan from a rotating
                 // start, and stop at the first pool with nothing out.
                 let len = members.len();
-                let start = self.inner.cursor.fetch_add(1, Ordering::Relaxed) % len;
+                let start = self.inner.turn() % len;
+                let is_active = |i: usize| active & (1 << i) != 0;
                 let mut best = (usize::MAX, 0);
                 for i in (start..len).chain(0..start).filter(|&i| is_active(i)) {
                     let busy = members[i].pool.busy();
@@ -1005,7 +1206,7 @@ impl<M: Manager> Cluster<M> {
         match std::future::Future::poll(get.as_mut(), cx) {
             std::task::Poll::Ready(Ok(conn)) => {
                 if mode == Mode::Failover {
-                    self.inner.sticky.store(m.id, Ordering::Relaxed);
+                    self.inner.stick_to(m.id);
                 }
                 Quick::Got(ClusterConn::new(conn, m))
             }
@@ -1024,13 +1225,14 @@ impl<M: Manager> Cluster<M> {
         match m.pool.get_timeout(timeout).await {
             Ok(conn) => {
                 if self.mode() == Mode::Failover {
-                    self.inner.sticky.store(m.id, Ordering::Relaxed);
+                    self.inner.stick_to(m.id);
                 }
                 Ok(ClusterConn::new(conn, &m))
             }
             Err(e) => {
                 if e.create_error().is_some() {
                     m.ban(self.inner.ban_time);
+                    self.inner.members.flags_changed();
                     self.inner.warn(
                         Some(&m.name),
                         format!("banned for {:?}: {e}", self.inner.ban_time),
@@ -1046,11 +1248,17 @@ impl<M: Manager> Cluster<M> {
     /// # Errors
     /// As [`get`](Cluster::get).
     pub async fn get_any(&self) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
+        // As a pool's own get does: a task looping on gets while objects
+        // are free must still yield now and then.
+        tokio::task::coop::consume_budget().await;
         let quick = std::future::poll_fn(|cx| std::task::Poll::Ready(self.quick_any(cx))).await;
+        // The slow paths are boxed: they wait anyway, and unboxed they would
+        // make every `get_any` future (built and moved on each call) over a
+        // kilobyte.
         match quick {
             Quick::Got(conn) => Ok(conn),
-            Quick::Then(first, n) => self.get_from(Selector::Any, first, n).await,
-            Quick::No => self.get_general(Selector::Any).await,
+            Quick::Then(first, n) => Box::pin(self.get_from(Selector::Any, first, n)).await,
+            Quick::No => Box::pin(self.get_general(Selector::Any)).await,
         }
     }
 
@@ -1085,6 +1293,7 @@ impl<M: Manager> Cluster<M> {
         for m in &found {
             m.frozen.store(frozen, Ordering::Release);
         }
+        self.inner.members.flags_changed();
         tracing::info!(target: "aquifer::cluster", selector = %sel, pools = found.len(), frozen, "freeze changed");
         Ok(found.len())
     }
@@ -1127,7 +1336,7 @@ impl<M: Manager> Cluster<M> {
             .members
             .read()
             .iter()
-            .any(|m| &*m.name == name && m.is_banned())
+            .any(|m| &*m.name == name && self.banned(m))
     }
 
     /// Removes the matching pools gracefully: they take no new gets at once,
@@ -1172,7 +1381,7 @@ impl<M: Manager> Cluster<M> {
 
     /// Counts across the cluster.
     pub fn info(&self) -> ClusterInfo {
-        let members = self.inner.members.read().clone();
+        let members = self.inner.members.read().to_vec();
         let mut info = ClusterInfo {
             mode: self.mode(),
             pools: members.len(),
@@ -1192,7 +1401,7 @@ impl<M: Manager> Cluster<M> {
             } else {
                 info.active += 1;
             }
-            info.banned += usize::from(m.is_banned());
+            info.banned += usize::from(self.banned(m));
             let s = m.pool.status();
             info.size += s.size;
             info.idle += s.idle;

@@ -828,15 +828,15 @@ impl<M: Manager> Shared<M> {
         caller: &'static Location<'static>,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         self.ensure_started();
-        let start = Instant::now();
+        // One clock reading serves the whole call: nothing here waits.
+        let now = Instant::now();
         loop {
             let got = self.state.lock().try_acquire();
             match got {
                 Ok(Some(entry)) => {
-                    let now = Instant::now();
                     let deadline = now + self.cfg.validate_timeout;
                     if let Some(entry) = self.check_out(entry, now, deadline).await {
-                        return Ok(self.hand_out(entry, start, now, caller));
+                        return Ok(self.hand_out(entry, now, now, caller));
                     }
                 }
                 Ok(None) => return Err(PoolError::Exhausted),

@@ -139,11 +139,13 @@ async fn modes_distribute_as_promised() {
     drop((held_a, held_b));
 
     let w: Cluster<FakeManager> = Cluster::builder().mode(Mode::Weighted).build();
-    for (name, weight) in [("light", 1), ("mid", 2), ("heavy", 7)] {
+    for (name, weight) in [("light", 1), ("frozen", 50), ("mid", 2), ("heavy", 7)] {
         let (_, p) = fake_pool(2);
         w.add(ClusterPool::new(name, p).weight(weight)).unwrap();
     }
+    w.freeze("frozen").unwrap();
     let weighted = tally(&w, "*", 10_000).await;
+    assert_eq!(weighted.get("frozen"), None, "{weighted:?}");
     for (name, share) in [("light", 1000.0), ("mid", 2000.0), ("heavy", 7000.0)] {
         let got = weighted[name] as f64;
         assert!(
@@ -206,6 +208,33 @@ async fn least_busy_counts_borrowed_and_waiting_callers_on_every_path() {
         spread.insert(any(&c).await);
     }
     assert_eq!(spread.len(), 3, "ties go round robin: {spread:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_task_looping_on_get_any_still_lets_others_run() {
+    let (c, _) = cluster(&["a", "b"], Mode::RoundRobin);
+    // Both pools made their objects (creating one waits, and so yields).
+    let warm = (c.get_any().await.unwrap(), c.get_any().await.unwrap());
+    drop(warm);
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn({
+        let ran = Arc::clone(&ran);
+        async move { ran.store(true, std::sync::atomic::Ordering::SeqCst) }
+    });
+    // Objects are always free here, so only Tokio's cooperative budget
+    // makes the loop yield.
+    let mut gets_before_the_other_ran = None;
+    for i in 0..10_000 {
+        drop(c.get_any().await.unwrap());
+        if ran.load(std::sync::atomic::Ordering::SeqCst) {
+            gets_before_the_other_ran = Some(i);
+            break;
+        }
+    }
+    assert!(
+        gets_before_the_other_ran.is_some_and(|i| i < 1000),
+        "{gets_before_the_other_ran:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

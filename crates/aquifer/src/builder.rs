@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Backoff, Order, PoolConfig};
+use crate::config::{Backoff, Clock, Order, PoolConfig};
 use crate::error::BuildError;
 use crate::{Manager, Pool};
 
@@ -101,6 +101,13 @@ impl<M: Manager> Builder<M> {
     /// FIFO or LIFO for idle objects. Default FIFO.
     pub fn order(mut self, order: Order) -> Self {
         self.config.order = order;
+        self
+    }
+
+    /// The clock read on checkout and return. Default [`Clock::Coarse`];
+    /// [`Clock::Tokio`] follows `tokio::time::pause` in tests.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.config.clock = clock;
         self
     }
 

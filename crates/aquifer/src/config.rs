@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+pub use crate::clock::Clock;
 use crate::error::BuildError;
 
 /// Which idle object a checkout takes.
@@ -116,6 +117,10 @@ pub struct PoolConfig {
     pub validate_if_idle_for: Duration,
     /// Which idle object a checkout takes. Default FIFO.
     pub order: Order,
+    /// The clock read on checkout and return. Default [`Clock::Coarse`]
+    /// (a few nanoseconds per reading, to within one scheduler tick); use
+    /// [`Clock::Tokio`] in tests that pause and advance Tokio's time.
+    pub clock: Clock,
     /// Number of priority levels; 0 is served first. Default 1.
     pub priority_levels: usize,
     /// Start filling to `min` and the background maintenance as soon as the
@@ -174,6 +179,7 @@ impl Default for PoolConfig {
             validate_on_borrow: true,
             validate_if_idle_for: Duration::from_millis(500),
             order: Order::Fifo,
+            clock: Clock::Coarse,
             priority_levels: 1,
             eager: true,
             idle_timeout: Some(Duration::from_secs(600)),
@@ -468,6 +474,10 @@ mod tests {
         assert_eq!(cfg.max_lifetime, Some(Duration::from_secs(60)));
         assert_eq!(cfg.backoff.max, Duration::from_secs(2));
         assert_eq!(cfg.backoff.min, Duration::from_millis(100));
+        assert_eq!(cfg.clock, Clock::Coarse);
+        let tokio: PoolConfig = serde_json::from_str(r#"{"clock": "tokio"}"#).unwrap();
+        assert_eq!(tokio.clock, Clock::Tokio);
+        assert!(serde_json::from_str::<PoolConfig>(r#"{"clock": "sundial"}"#).is_err());
         assert!(serde_json::from_str::<PoolConfig>(r#"{"maxx": 4}"#).is_err());
         assert!(serde_json::from_str::<PoolConfig>(r#"{"acquire_timeout": "soon"}"#).is_err());
         let round: PoolConfig =

@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
+mod clock;
 mod cluster;
 mod config;
 mod error;
@@ -21,7 +22,7 @@ pub use cluster::{
     Cluster, ClusterBuilder, ClusterConn, ClusterError, ClusterInfo, ClusterPending, ClusterPool,
     Mode, PoolInfo, Warning,
 };
-pub use config::{Backoff, Order, PoolConfig};
+pub use config::{Backoff, Clock, Order, PoolConfig};
 pub use error::{BuildError, CreateError, DestroyError, PoolError};
 pub use events::{EventStream, Operation, PoolEvent, Reason};
 pub use manager::Manager;

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::builder::Builder;
+use crate::clock::PoolClock;
 use crate::config::PoolConfig;
 use crate::error::{BuildError, CreateError, DestroyError, PoolError};
 use crate::events::{EventBus, EventStream, PoolEvent, Reason};
@@ -81,6 +82,14 @@ pub struct PendingInfo {
     pub attempts: u32,
 }
 
+/// How long a checkout may still take: its deadline once it has one, else
+/// the timeout to set one from when it first needs it.
+#[derive(Clone, Copy)]
+struct Limit {
+    at: Option<Instant>,
+    timeout: Duration,
+}
+
 /// Where a checked-out object was taken, for leak reports.
 struct Lease {
     since: Instant,
@@ -137,6 +146,8 @@ pub(crate) struct Shared<M: Manager> {
     /// connection can tell where it came from without a reference of its
     /// own to the member.
     pub(crate) cluster_name: OnceLock<Arc<str>>,
+    /// Read on checkout and return.
+    clock: PoolClock,
 }
 
 /// Polls a future, turning a panic into an `Err`.
@@ -176,6 +187,7 @@ impl<M: Manager> Pool<M> {
         cfg.validate()?;
         let shared = Arc::new(Shared {
             state: StateLock::new(State::new(&cfg)),
+            clock: PoolClock::new(cfg.clock),
             events: EventBus::new(cfg.event_capacity),
             settled: Notify::new(),
             handles: AtomicUsize::new(1),
@@ -769,12 +781,30 @@ impl<M: Manager> Shared<M> {
         // still yield now and then, or it starves its worker's timers and I/O.
         tokio::task::coop::consume_budget().await;
         self.ensure_started();
-        let start = Instant::now();
-        let deadline = start + timeout;
+        let start = self.clock.now();
         let mut now = start;
+        // Only a caller that waits (or validates) needs a deadline; it is
+        // set from Tokio's clock, so it holds under paused time too.
+        let mut deadline: Option<Instant> = None;
         let mut first = true;
         loop {
-            let step = self.state.lock().acquire(priority, now, deadline, first);
+            let idle = match deadline {
+                None => self.state.lock().acquire_idle(first),
+                Some(_) => None,
+            };
+            let step = match idle {
+                Some(step) => step,
+                None => {
+                    let at = match deadline {
+                        Some(at) => at,
+                        None => {
+                            now = self.clock.precise();
+                            *deadline.insert(now + timeout)
+                        }
+                    };
+                    self.state.lock().acquire(priority, now, at, first)
+                }
+            };
             first = false;
             let entry = match step {
                 Acquire::Got(e) => e,
@@ -796,27 +826,33 @@ impl<M: Manager> Shared<M> {
                             waiting: self.state.lock().waiters.len(),
                         });
                     }
-                    let (e, handed_at) = self.wait(slot, deadline, start).await?;
+                    let at = deadline.expect("set before waiting");
+                    let (e, handed_at) = self.wait(slot, at, start).await?;
                     now = handed_at;
                     e
                 }
                 Acquire::Refused(r) => return Err(self.refused(r)),
             };
-            if let Some(entry) = self.check_out(entry, now, deadline).await {
+            let limit = Limit {
+                at: deadline,
+                timeout,
+            };
+            if let Some(entry) = self.check_out(entry, now, limit).await {
                 return Ok(self.hand_out(entry, start, now, caller));
             }
-            now = Instant::now();
-            if now >= deadline {
+            now = self.clock.precise();
+            let at = *deadline.get_or_insert(now + timeout);
+            if now >= at {
                 let last_create_error = {
                     let mut st = self.state.lock();
                     st.m.timeouts += 1;
                     st.last_error.clone()
                 };
                 self.emit(PoolEvent::QueueTimeout {
-                    waited: now - start,
+                    waited: now.saturating_duration_since(start),
                 });
                 return Err(PoolError::Timeout {
-                    waited: now - start,
+                    waited: now.saturating_duration_since(start),
                     last_create_error,
                 });
             }
@@ -829,13 +865,16 @@ impl<M: Manager> Shared<M> {
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         self.ensure_started();
         // One clock reading serves the whole call: nothing here waits.
-        let now = Instant::now();
+        let now = self.clock.now();
         loop {
             let got = self.state.lock().try_acquire();
             match got {
                 Ok(Some(entry)) => {
-                    let deadline = now + self.cfg.validate_timeout;
-                    if let Some(entry) = self.check_out(entry, now, deadline).await {
+                    let limit = Limit {
+                        at: None,
+                        timeout: self.cfg.validate_timeout,
+                    };
+                    if let Some(entry) = self.check_out(entry, now, limit).await {
                         return Ok(self.hand_out(entry, now, now, caller));
                     }
                 }
@@ -852,7 +891,7 @@ impl<M: Manager> Shared<M> {
         self: &Arc<Self>,
         entry: Item<M::Type>,
         now: Instant,
-        deadline: Instant,
+        limit: Limit,
     ) -> Option<Item<M::Type>> {
         if entry.expired(now) {
             self.evict(entry, Reason::Lifetime);
@@ -867,6 +906,9 @@ impl<M: Manager> Shared<M> {
             && now.saturating_duration_since(entry.meta.last_used) >= cfg.validate_if_idle_for
             && now.saturating_duration_since(entry.checked_at) >= cfg.validate_if_idle_for
         {
+            let deadline = limit
+                .at
+                .unwrap_or_else(|| self.clock.precise() + limit.timeout);
             return self.validate(entry, deadline).await;
         }
         Some(entry)
@@ -1022,7 +1064,7 @@ impl<M: Manager> Shared<M> {
     /// A checked-out object comes back.
     #[inline]
     pub(crate) fn release(self: &Arc<Self>, mut entry: Item<M::Type>, taken_at: Instant) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let held = now.saturating_duration_since(taken_at);
         entry.meta.last_used = now;
         if let Some(leases) = &self.leases {
@@ -1199,7 +1241,7 @@ impl<M: Manager> Shared<M> {
 
     /// One maintenance pass: eviction, refill, keepalive, leak checks.
     async fn maintain_once(self: &Arc<Self>) {
-        let now = Instant::now();
+        let now = self.clock.precise();
         let evicted = self
             .state
             .lock()
@@ -1276,7 +1318,7 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
         let started = Instant::now();
         let outcome =
             tokio::time::timeout(cfg.create_timeout, catch_unwind(shared.manager.create())).await;
-        let now = Instant::now();
+        let now = shared.clock.precise();
         let err = match outcome {
             Ok(Ok(Ok(obj))) => {
                 let took = now - started;
@@ -1359,7 +1401,7 @@ async fn background<M: Manager>(alive: Alive<M>, rearm: Arc<Notify>, tick: Durat
             if st.phase == Phase::Closed {
                 return;
             }
-            let now = Instant::now();
+            let now = shared.clock.precise();
             if st.next_deadline.is_some_and(|at| at <= now) {
                 let mut wake = Vec::new();
                 st.expire(now, &mut wake);

@@ -6,7 +6,7 @@ mod common;
 use std::error::Error as _;
 use std::sync::atomic::Ordering;
 
-use aquifer::{Pool, PoolError, PoolEvent};
+use aquifer::{Clock, Pool, PoolError, PoolEvent};
 use common::*;
 
 async fn take_all(p: &Pool<FakeManager>, n: usize) {
@@ -109,11 +109,13 @@ async fn max_lifetime_is_jittered_so_objects_do_not_expire_together() {
 #[tokio::test(start_paused = true)]
 async fn an_expired_object_is_not_handed_out_or_taken_back() {
     let (_, m) = fake();
+    // Checkouts see paused time only on Tokio's clock.
     let p = Pool::builder(m)
         .max(2)
         .max_lifetime(ms(1_000))
         .lifetime_jitter(0.0)
         .eviction_interval(ms(3_600_000))
+        .clock(Clock::Tokio)
         .build()
         .unwrap();
     let a = p.get().await.unwrap();
@@ -155,7 +157,7 @@ async fn keepalive_validates_idle_objects_and_drops_dead_ones() {
 #[tokio::test(start_paused = true)]
 async fn validate_on_borrow_skips_recently_used_objects() {
     let (f, m) = fake();
-    let p = Pool::builder(m).max(1).build().unwrap(); // 500 ms default
+    let p = Pool::builder(m).max(1).clock(Clock::Tokio).build().unwrap(); // 500 ms default
     drop(p.get().await.unwrap());
     tokio::time::sleep(ms(100)).await;
     drop(p.get().await.unwrap());
@@ -303,4 +305,58 @@ async fn create_timeout_bounds_a_hanging_create() {
     );
     assert_eq!(o.obj.id, 1);
     assert_eq!(p.metrics().create_failures, 1);
+}
+
+/// The default clock in real time: a few short real sleeps, since the
+/// coarse clock does not follow paused time.
+#[tokio::test]
+async fn the_default_coarse_clock_drives_lifetime_validation_and_metrics() {
+    let real = |n| std::thread::sleep(ms(n));
+    let (f, m) = fake();
+    let p = Pool::builder(m)
+        .max(1)
+        .validate_if_idle_for(ms(40))
+        .max_lifetime(ms(400))
+        .lifetime_jitter(0.0)
+        .eviction_interval(ms(3_600_000))
+        .build()
+        .unwrap();
+    assert_eq!(p.config().clock, Clock::Coarse);
+    drop(p.get().await.unwrap());
+    drop(p.get().await.unwrap());
+    assert_eq!(f.validate.calls(), 0, "used just now: no check");
+    real(80);
+    let held = p.get().await.unwrap();
+    assert_eq!(f.validate.calls(), 1, "idle 80 ms: checked");
+    real(30);
+    drop(held);
+    let usage = p.metrics().usage_time;
+    assert!(usage.max >= ms(20) && usage.max <= ms(200), "{usage:?}");
+    real(400);
+    let fresh = p.get().await.unwrap();
+    assert_eq!(fresh.obj.id, 2, "past its lifetime: replaced");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_default_clock_waits_and_checks_still_follow_paused_time() {
+    let (f, m) = fake();
+    let p = Pool::builder(m)
+        .max(1)
+        .validate_if_idle_for(ms(0))
+        .validate_timeout(ms(5_000))
+        .build()
+        .unwrap();
+    let held = p.get().await.unwrap();
+    // Long after the pool started: the coarse timeline is far behind.
+    tokio::time::sleep(ms(60_000)).await;
+    let before = tokio::time::Instant::now();
+    let err = p.get_timeout(ms(2_000)).await.unwrap_err();
+    assert!(matches!(err, PoolError::Timeout { .. }), "{err}");
+    assert_eq!(tokio::time::Instant::now() - before, ms(2_000));
+    drop(held);
+    // A check that takes 1 s of paused time fits in its 5 s.
+    f.validate.then(&[Step::Slow(ms(1_000))]);
+    tokio::time::sleep(ms(60_000)).await;
+    let o = p.get().await.unwrap();
+    assert_eq!((o.obj.id, f.validate.calls()), (1, 2));
 }

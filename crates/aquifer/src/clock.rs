@@ -1,0 +1,154 @@
+//! The clock the pool reads on every checkout and return.
+//!
+//! A checkout and a return each need the time: for the usage and wait
+//! histograms, for the lifetime check and for validate-if-idle. A precise
+//! monotonic reading costs 20–30 ns on a virtual machine, as much as the
+//! rest of the checkout. Every decision the pool takes from these readings is
+//! about hundreds of milliseconds or more, so by default it reads Linux's
+//! coarse monotonic clock instead (`CLOCK_MONOTONIC_COARSE`: the time of the
+//! last scheduler tick, 1–4 ms behind, a few nanoseconds to read), placed on
+//! Tokio's timeline. Waiting callers' deadlines and background work
+//! (eviction, keepalive, backoff) read Tokio's clock, and each such reading
+//! moves the coarse timeline up if it fell behind. Elsewhere, and with
+//! [`Clock::Tokio`], it reads Tokio's clock, which follows
+//! `tokio::time::pause` and `advance` in tests.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Which clock a pool reads on its checkout and return paths.
+///
+/// Background work (eviction, keepalive, waiter deadlines, backoff) always
+/// runs on Tokio's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum Clock {
+    /// The operating system's coarse monotonic clock where there is one
+    /// (Linux): a few nanoseconds per reading, up to one scheduler tick
+    /// (1–4 ms) behind. Checkout-time decisions (lifetime, validate if idle
+    /// for) and recorded durations are then exact to within that tick. It
+    /// does not follow `tokio::time::pause`: tests that advance paused time
+    /// and expect checkouts to see it should use [`Clock::Tokio`].
+    #[default]
+    Coarse,
+    /// Tokio's clock (`tokio::time::Instant::now`): precise, and it follows
+    /// paused and advanced time in tests.
+    Tokio,
+}
+
+/// A pool's clock: readings on Tokio's timeline.
+#[derive(Debug)]
+pub(crate) struct PoolClock {
+    /// Tokio's clock at the pool's start.
+    base: Instant,
+    /// `None`: read Tokio's clock. Else nanoseconds to add to a coarse
+    /// reading to place it on Tokio's timeline after `base`. It only grows:
+    /// every precise reading the pool takes anyway (waits, background
+    /// work) moves it up if the coarse timeline fell behind, as it does
+    /// when Tokio's clock is paused and advanced, so readings never go
+    /// back.
+    offset: Option<AtomicI64>,
+}
+
+impl PoolClock {
+    pub(crate) fn new(kind: Clock) -> Self {
+        let base = Instant::now();
+        let offset = match kind {
+            Clock::Coarse => coarse_now().map(|c| AtomicI64::new(-nanos(c))),
+            Clock::Tokio => None,
+        };
+        Self { base, offset }
+    }
+
+    /// Now, on Tokio's timeline.
+    #[inline]
+    pub(crate) fn now(&self) -> Instant {
+        if let Some(offset) = &self.offset {
+            if let Some(c) = coarse_now() {
+                let at = nanos(c).saturating_add(offset.load(Ordering::Relaxed));
+                return self.base + Duration::from_nanos(u64::try_from(at).unwrap_or(0));
+            }
+        }
+        Instant::now()
+    }
+
+    /// Tokio's clock, read precisely; the coarse timeline catches up with
+    /// it if it fell behind.
+    pub(crate) fn precise(&self) -> Instant {
+        let now = Instant::now();
+        if let (Some(offset), Some(c)) = (&self.offset, coarse_now()) {
+            let since = nanos(now.saturating_duration_since(self.base));
+            offset.fetch_max(since - nanos(c), Ordering::Relaxed);
+        }
+        now
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// The coarse monotonic clock, where the platform has one.
+#[cfg(all(target_os = "linux", not(aquifer_loom)))]
+#[inline]
+fn coarse_now() -> Option<Duration> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    // Monotonic time is never negative and nanoseconds stay below 10^9.
+    Some(Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    ))
+}
+
+#[cfg(not(all(target_os = "linux", not(aquifer_loom))))]
+#[inline]
+fn coarse_now() -> Option<Duration> {
+    None
+}
+
+#[cfg(all(test, target_os = "linux", not(aquifer_loom)))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn coarse_readings_stay_within_a_few_ticks_of_tokio_and_move_forward() {
+        let clock = PoolClock::new(Clock::Coarse);
+        assert!(clock.offset.is_some());
+        let mut last = clock.now();
+        for _ in 0..50 {
+            let (coarse, precise) = (clock.now(), Instant::now());
+            let gap = if coarse > precise {
+                coarse - precise
+            } else {
+                precise - coarse
+            };
+            assert!(gap < Duration::from_millis(25), "{gap:?}");
+            assert!(coarse >= last);
+            last = coarse;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let start = clock.now();
+        std::thread::sleep(Duration::from_millis(30));
+        let moved = clock.now() - start;
+        assert!(moved >= Duration::from_millis(20), "{moved:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tokio_clock_follows_paused_time_and_the_coarse_one_does_not() {
+        let (tokio, coarse) = (PoolClock::new(Clock::Tokio), PoolClock::new(Clock::Coarse));
+        let (t0, c0) = (tokio.now(), coarse.now());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(tokio.now() - t0, Duration::from_secs(60));
+        assert!(coarse.now() - c0 < Duration::from_secs(1));
+        // A precise reading brings the coarse timeline up to Tokio's.
+        assert_eq!(coarse.precise() - c0, Duration::from_secs(60));
+        let caught_up = coarse.now() - c0;
+        assert!(
+            caught_up >= Duration::from_secs(60) && caught_up < Duration::from_secs(61),
+            "{caught_up:?}"
+        );
+    }
+}

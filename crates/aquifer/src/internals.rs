@@ -261,6 +261,10 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.size -= 1;
             return Placed::Destroy(entry);
         }
+        if self.waiters.len() == 0 {
+            self.idle.push_back(entry);
+            return Placed::Idle;
+        }
         match self.waiters.hand(Ok((entry, now))) {
             Ok((waker, since)) => {
                 self.m.wait.record(now.saturating_duration_since(since));

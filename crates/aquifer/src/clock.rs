@@ -81,7 +81,12 @@ impl PoolClock {
         let now = Instant::now();
         if let (Some(offset), Some(c)) = (&self.offset, coarse_now()) {
             let since = nanos(now.saturating_duration_since(self.base));
-            offset.fetch_max(since - nanos(c), Ordering::Relaxed);
+            let wanted = since - nanos(c);
+            // Mostly it is already there: read before writing, so that
+            // waits on several cores do not fight over the line.
+            if wanted > offset.load(Ordering::Relaxed) {
+                offset.fetch_max(wanted, Ordering::Relaxed);
+            }
         }
         now
     }

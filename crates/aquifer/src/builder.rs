@@ -104,8 +104,8 @@ impl<M: Manager> Builder<M> {
         self
     }
 
-    /// The clock read on checkout and return. Default [`Clock::Coarse`];
-    /// [`Clock::Tokio`] follows `tokio::time::pause` in tests.
+    /// The clock read on checkout and return. Default [`Clock::Auto`]: the
+    /// coarse clock, or Tokio's when the pool is built under paused time.
     pub fn clock(mut self, clock: Clock) -> Self {
         self.config.clock = clock;
         self

@@ -7,10 +7,10 @@
 //! about hundreds of milliseconds or more, so by default it reads Linux's
 //! coarse monotonic clock instead (`CLOCK_MONOTONIC_COARSE`: the time of the
 //! last scheduler tick, 1–4 ms behind, a few nanoseconds to read), placed on
-//! Tokio's timeline. Waiting callers' deadlines and background work
-//! (eviction, keepalive, backoff) read Tokio's clock, and each such reading
-//! moves the coarse timeline up if it fell behind. Elsewhere, and with
-//! [`Clock::Tokio`], it reads Tokio's clock, which follows
+//! Tokio's timeline. Background work (eviction, keepalive, backoff) reads
+//! Tokio's clock, and each such reading moves the coarse timeline up if it
+//! fell behind. A pool built under a paused Tokio clock, one given
+//! [`Clock::Tokio`], and any pool off Linux read Tokio's clock, which follows
 //! `tokio::time::pause` and `advance` in tests.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,13 +26,18 @@ use tokio::time::Instant;
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 pub enum Clock {
+    /// [`Clock::Tokio`] when the pool is built inside a runtime whose clock
+    /// is paused (`tokio::time::pause`, `#[tokio::test(start_paused =
+    /// true)]`), else [`Clock::Coarse`]. Checking costs about 20 µs, once,
+    /// when the pool is built.
+    #[default]
+    Auto,
     /// The operating system's coarse monotonic clock where there is one
     /// (Linux): a few nanoseconds per reading, up to one scheduler tick
-    /// (1–4 ms) behind. Checkout-time decisions (lifetime, validate if idle
-    /// for) and recorded durations are then exact to within that tick. It
-    /// does not follow `tokio::time::pause`: tests that advance paused time
-    /// and expect checkouts to see it should use [`Clock::Tokio`].
-    #[default]
+    /// (1–4 ms) off. Checkout-time decisions (lifetime, validate if idle
+    /// for), wait deadlines and recorded durations are then exact to within
+    /// that tick. It does not follow paused time: a pool built before
+    /// `tokio::time::pause` is called should be given [`Clock::Tokio`].
     Coarse,
     /// Tokio's clock (`tokio::time::Instant::now`): precise, and it follows
     /// paused and advanced time in tests.
@@ -55,11 +60,16 @@ pub(crate) struct PoolClock {
 
 impl PoolClock {
     pub(crate) fn new(kind: Clock) -> Self {
-        let base = Instant::now();
-        let offset = match kind {
-            Clock::Coarse => coarse_now().map(|c| AtomicI64::new(-nanos(c))),
-            Clock::Tokio => None,
+        let coarse = match kind {
+            Clock::Auto => !tokio_clock_paused(),
+            Clock::Coarse => true,
+            Clock::Tokio => false,
         };
+        let base = Instant::now();
+        let offset = coarse
+            .then(coarse_now)
+            .flatten()
+            .map(|c| AtomicI64::new(-nanos(c)));
         Self { base, offset }
     }
 
@@ -90,6 +100,19 @@ impl PoolClock {
         }
         now
     }
+}
+
+/// Whether the current runtime's clock is paused: Tokio's clock stands
+/// still while real time moves on.
+fn tokio_clock_paused() -> bool {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return false;
+    }
+    let (tokio, real) = (Instant::now(), std::time::Instant::now());
+    while real.elapsed() < Duration::from_micros(20) {
+        std::hint::spin_loop();
+    }
+    Instant::now() == tokio
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -139,6 +162,18 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         let moved = clock.now() - start;
         assert!(moved >= Duration::from_millis(20), "{moved:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn auto_picks_tokio_under_paused_time() {
+        assert!(PoolClock::new(Clock::Auto).offset.is_none());
+    }
+
+    #[tokio::test]
+    async fn auto_picks_coarse_in_real_time_and_outside_a_runtime() {
+        assert!(PoolClock::new(Clock::Auto).offset.is_some());
+        let outside = std::thread::spawn(|| PoolClock::new(Clock::Auto).offset.is_some());
+        assert!(outside.join().unwrap());
     }
 
     #[tokio::test(start_paused = true)]

@@ -117,9 +117,9 @@ pub struct PoolConfig {
     pub validate_if_idle_for: Duration,
     /// Which idle object a checkout takes. Default FIFO.
     pub order: Order,
-    /// The clock read on checkout and return. Default [`Clock::Coarse`]
-    /// (a few nanoseconds per reading, to within one scheduler tick); use
-    /// [`Clock::Tokio`] in tests that pause and advance Tokio's time.
+    /// The clock read on checkout and return. Default [`Clock::Auto`]: the
+    /// coarse clock (a few nanoseconds per reading, to within one scheduler
+    /// tick), or Tokio's when the pool is built under paused time.
     pub clock: Clock,
     /// Number of priority levels; 0 is served first. Default 1.
     pub priority_levels: usize,
@@ -179,7 +179,7 @@ impl Default for PoolConfig {
             validate_on_borrow: true,
             validate_if_idle_for: Duration::from_millis(500),
             order: Order::Fifo,
-            clock: Clock::Coarse,
+            clock: Clock::Auto,
             priority_levels: 1,
             eager: true,
             idle_timeout: Some(Duration::from_secs(600)),
@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(cfg.max_lifetime, Some(Duration::from_secs(60)));
         assert_eq!(cfg.backoff.max, Duration::from_secs(2));
         assert_eq!(cfg.backoff.min, Duration::from_millis(100));
-        assert_eq!(cfg.clock, Clock::Coarse);
+        assert_eq!(cfg.clock, Clock::Auto);
         let tokio: PoolConfig = serde_json::from_str(r#"{"clock": "tokio"}"#).unwrap();
         assert_eq!(tokio.clock, Clock::Tokio);
         assert!(serde_json::from_str::<PoolConfig>(r#"{"clock": "sundial"}"#).is_err());

@@ -189,32 +189,6 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         }
     }
 
-    /// The part of [`acquire`](State::acquire) that needs no deadline: an
-    /// idle object when no one waits, or a refusal. `None` when the caller
-    /// would have to wait; nothing is counted then, so the caller goes on
-    /// with `acquire` as its first try.
-    #[inline]
-    pub(crate) fn acquire_idle(&mut self, first: bool) -> Option<Acquire<T, E>> {
-        match self.phase {
-            Phase::Open => {}
-            Phase::Draining => return Some(Acquire::Refused(Refusal::Draining)),
-            Phase::Closed => return Some(Acquire::Refused(Refusal::Closed)),
-        }
-        if self.waiters.len() > 0 {
-            return None;
-        }
-        let entry = if self.lifo {
-            self.idle.pop_back()
-        } else {
-            self.idle.pop_front()
-        }?;
-        if first {
-            self.m.gets += 1;
-            self.m.immediate += 1;
-        }
-        Some(Acquire::Got(entry))
-    }
-
     /// The deadline task's step: fails the waiters whose deadline passed
     /// and re-arms for the earliest one left.
     pub(crate) fn expire(&mut self, now: Instant, wake: &mut Vec<Waker>) -> usize {

@@ -82,14 +82,6 @@ pub struct PendingInfo {
     pub attempts: u32,
 }
 
-/// How long a checkout may still take: its deadline once it has one, else
-/// the timeout to set one from when it first needs it.
-#[derive(Clone, Copy)]
-struct Limit {
-    at: Option<Instant>,
-    timeout: Duration,
-}
-
 /// Where a checked-out object was taken, for leak reports.
 struct Lease {
     since: Instant,
@@ -782,29 +774,11 @@ impl<M: Manager> Shared<M> {
         tokio::task::coop::consume_budget().await;
         self.ensure_started();
         let start = self.clock.now();
+        let deadline = start + timeout;
         let mut now = start;
-        // Only a caller that waits (or validates) needs a deadline; it is
-        // set from Tokio's clock, so it holds under paused time too.
-        let mut deadline: Option<Instant> = None;
         let mut first = true;
         loop {
-            let idle = match deadline {
-                None => self.state.lock().acquire_idle(first),
-                Some(_) => None,
-            };
-            let step = match idle {
-                Some(step) => step,
-                None => {
-                    let at = match deadline {
-                        Some(at) => at,
-                        None => {
-                            now = self.clock.precise();
-                            *deadline.insert(now + timeout)
-                        }
-                    };
-                    self.state.lock().acquire(priority, now, at, first)
-                }
-            };
+            let step = self.state.lock().acquire(priority, now, deadline, first);
             first = false;
             let entry = match step {
                 Acquire::Got(e) => e,
@@ -826,23 +800,17 @@ impl<M: Manager> Shared<M> {
                             waiting: self.state.lock().waiters.len(),
                         });
                     }
-                    let at = deadline.expect("set before waiting");
-                    let (e, handed_at) = self.wait(slot, at, start).await?;
+                    let (e, handed_at) = self.wait(slot, deadline, start).await?;
                     now = handed_at;
                     e
                 }
                 Acquire::Refused(r) => return Err(self.refused(r)),
             };
-            let limit = Limit {
-                at: deadline,
-                timeout,
-            };
-            if let Some(entry) = self.check_out(entry, now, limit).await {
+            if let Some(entry) = self.check_out(entry, now, deadline).await {
                 return Ok(self.hand_out(entry, start, now, caller));
             }
-            now = self.clock.precise();
-            let at = *deadline.get_or_insert(now + timeout);
-            if now >= at {
+            now = self.clock.now();
+            if now >= deadline {
                 let last_create_error = {
                     let mut st = self.state.lock();
                     st.m.timeouts += 1;
@@ -870,11 +838,8 @@ impl<M: Manager> Shared<M> {
             let got = self.state.lock().try_acquire();
             match got {
                 Ok(Some(entry)) => {
-                    let limit = Limit {
-                        at: None,
-                        timeout: self.cfg.validate_timeout,
-                    };
-                    if let Some(entry) = self.check_out(entry, now, limit).await {
+                    let deadline = now + self.cfg.validate_timeout;
+                    if let Some(entry) = self.check_out(entry, now, deadline).await {
                         return Ok(self.hand_out(entry, now, now, caller));
                     }
                 }
@@ -891,7 +856,7 @@ impl<M: Manager> Shared<M> {
         self: &Arc<Self>,
         entry: Item<M::Type>,
         now: Instant,
-        limit: Limit,
+        deadline: Instant,
     ) -> Option<Item<M::Type>> {
         if entry.expired(now) {
             self.evict(entry, Reason::Lifetime);
@@ -906,9 +871,6 @@ impl<M: Manager> Shared<M> {
             && now.saturating_duration_since(entry.meta.last_used) >= cfg.validate_if_idle_for
             && now.saturating_duration_since(entry.checked_at) >= cfg.validate_if_idle_for
         {
-            let deadline = limit
-                .at
-                .unwrap_or_else(|| self.clock.precise() + limit.timeout);
             return self.validate(entry, deadline).await;
         }
         Some(entry)

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aquifer::{Clock, Operation, Pool, PoolError, PoolEvent, Reason};
+use aquifer::{Operation, Pool, PoolError, PoolEvent, Reason};
 use common::*;
 
 fn destroyed(f: &Fake) -> usize {
@@ -292,8 +292,7 @@ async fn a_lagging_listener_loses_the_oldest_events_and_never_blocks() {
 async fn metrics_count_and_time_what_happened() {
     let (f, m) = fake();
     f.create.set(Step::Slow(ms(20)));
-    // Durations under paused time: Tokio's clock.
-    let p = Pool::builder(m).max(1).clock(Clock::Tokio).build().unwrap();
+    let p = Pool::builder(m).max(1).build().unwrap();
     let a = p.get().await.unwrap(); // waits 20 ms for the create
     tokio::time::sleep(ms(10)).await;
     drop(a);

@@ -13,7 +13,7 @@
 //! [`Clock::Tokio`], and any pool off Linux read Tokio's clock, which follows
 //! `tokio::time::pause` and `advance` in tests.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -49,13 +49,30 @@ pub enum Clock {
 pub(crate) struct PoolClock {
     /// Tokio's clock at the pool's start.
     base: Instant,
-    /// `None`: read Tokio's clock. Else nanoseconds to add to a coarse
-    /// reading to place it on Tokio's timeline after `base`. It only grows:
-    /// every precise reading the pool takes anyway (waits, background
-    /// work) moves it up if the coarse timeline fell behind, as it does
-    /// when Tokio's clock is paused and advanced, so readings never go
-    /// back.
-    offset: Option<AtomicI64>,
+    /// `None`: read Tokio's clock.
+    coarse: Option<Coarse>,
+}
+
+/// How a coarse reading lands on Tokio's timeline.
+#[derive(Debug)]
+struct Coarse {
+    /// The coarse clock at the pool's start (at `base`).
+    base: Duration,
+    /// Added to every reading, packed as seconds (high half) and
+    /// nanoseconds (low half) so that it compares like the duration and
+    /// unpacks without a division. It only grows: every precise reading the
+    /// pool takes anyway (background work) moves it up if the coarse
+    /// timeline fell behind, as it does when Tokio's clock is paused and
+    /// advanced, so readings never go back.
+    ahead: AtomicU64,
+}
+
+fn pack(d: Duration) -> u64 {
+    (u64::from(u32::try_from(d.as_secs()).unwrap_or(u32::MAX)) << 32) | u64::from(d.subsec_nanos())
+}
+
+fn unpack(v: u64) -> Duration {
+    Duration::new(v >> 32, (v & 0xffff_ffff) as u32)
 }
 
 impl PoolClock {
@@ -66,20 +83,25 @@ impl PoolClock {
             Clock::Tokio => false,
         };
         let base = Instant::now();
-        let offset = coarse
-            .then(coarse_now)
-            .flatten()
-            .map(|c| AtomicI64::new(-nanos(c)));
-        Self { base, offset }
+        let coarse = coarse.then(coarse_now).flatten().map(|c| Coarse {
+            base: c,
+            ahead: AtomicU64::new(0),
+        });
+        Self { base, coarse }
     }
 
     /// Now, on Tokio's timeline.
     #[inline]
     pub(crate) fn now(&self) -> Instant {
-        if let Some(offset) = &self.offset {
+        if let Some(coarse) = &self.coarse {
             if let Some(c) = coarse_now() {
-                let at = nanos(c).saturating_add(offset.load(Ordering::Relaxed));
-                return self.base + Duration::from_nanos(u64::try_from(at).unwrap_or(0));
+                let since = c.saturating_sub(coarse.base);
+                let ahead = coarse.ahead.load(Ordering::Relaxed);
+                return if ahead == 0 {
+                    self.base + since
+                } else {
+                    self.base + since + unpack(ahead)
+                };
             }
         }
         Instant::now()
@@ -89,13 +111,18 @@ impl PoolClock {
     /// it if it fell behind.
     pub(crate) fn precise(&self) -> Instant {
         let now = Instant::now();
-        if let (Some(offset), Some(c)) = (&self.offset, coarse_now()) {
-            let since = nanos(now.saturating_duration_since(self.base));
-            let wanted = since - nanos(c);
-            // Mostly it is already there: read before writing, so that
-            // waits on several cores do not fight over the line.
-            if wanted > offset.load(Ordering::Relaxed) {
-                offset.fetch_max(wanted, Ordering::Relaxed);
+        if let (Some(coarse), Some(c)) = (&self.coarse, coarse_now()) {
+            let since = now.saturating_duration_since(self.base);
+            let coarse_since = c.saturating_sub(coarse.base);
+            // Only when Tokio's clock is ahead by more than a tick or two,
+            // as it is after paused time was advanced: in real time the
+            // coarse clock is never far behind.
+            if since > coarse_since + Duration::from_millis(10) {
+                let wanted = pack(since - coarse_since);
+                // Read before writing, so that cores do not fight over it.
+                if wanted > coarse.ahead.load(Ordering::Relaxed) {
+                    coarse.ahead.fetch_max(wanted, Ordering::Relaxed);
+                }
             }
         }
         now
@@ -113,10 +140,6 @@ fn tokio_clock_paused() -> bool {
         std::hint::spin_loop();
     }
     Instant::now() == tokio
-}
-
-fn nanos(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// The coarse monotonic clock, where the platform has one.
@@ -144,7 +167,7 @@ mod tests {
     #[tokio::test]
     async fn coarse_readings_stay_within_a_few_ticks_of_tokio_and_move_forward() {
         let clock = PoolClock::new(Clock::Coarse);
-        assert!(clock.offset.is_some());
+        assert!(clock.coarse.is_some());
         let mut last = clock.now();
         for _ in 0..50 {
             let (coarse, precise) = (clock.now(), Instant::now());
@@ -166,13 +189,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn auto_picks_tokio_under_paused_time() {
-        assert!(PoolClock::new(Clock::Auto).offset.is_none());
+        assert!(PoolClock::new(Clock::Auto).coarse.is_none());
     }
 
     #[tokio::test]
     async fn auto_picks_coarse_in_real_time_and_outside_a_runtime() {
-        assert!(PoolClock::new(Clock::Auto).offset.is_some());
-        let outside = std::thread::spawn(|| PoolClock::new(Clock::Auto).offset.is_some());
+        assert!(PoolClock::new(Clock::Auto).coarse.is_some());
+        let outside = std::thread::spawn(|| PoolClock::new(Clock::Auto).coarse.is_some());
         assert!(outside.join().unwrap());
     }
 

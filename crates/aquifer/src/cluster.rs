@@ -412,10 +412,17 @@ impl<M: Manager> Inner<M> {
     /// turn (and so the same pool), which costs balance nothing that
     /// matters, while a locked increment on every get would make the cores
     /// fight over the counter. Gets made one after another go round exactly.
+    /// The turn is taken modulo `n` (the number of pools to go round);
+    /// the counter is kept below `n`, so that the division only happens
+    /// when the number of pools changed.
     #[inline]
-    fn turn(&self) -> usize {
-        let turn = self.cursor.load(Ordering::Relaxed);
-        self.cursor.store(turn.wrapping_add(1), Ordering::Relaxed);
+    fn turn(&self, n: usize) -> usize {
+        let mut turn = self.cursor.load(Ordering::Relaxed);
+        if turn >= n {
+            turn %= n;
+        }
+        let next = if turn + 1 == n { 0 } else { turn + 1 };
+        self.cursor.store(next, Ordering::Relaxed);
         turn
     }
 
@@ -959,12 +966,12 @@ impl<M: Manager> Cluster<M> {
                 .expect("k is below the eligible count")
         };
         let pick = match self.mode() {
-            Mode::RoundRobin => nth(self.inner.turn() % n),
+            Mode::RoundRobin => nth(self.inner.turn(n)),
             Mode::Random => nth(self.inner.draw(n as u64) as usize),
             Mode::LeastBusy => {
                 // Ties go round robin: scan from a rotating start.
-                let start = self.inner.turn();
                 let len = members.len();
+                let start = self.inner.turn(len);
                 (0..len)
                     .map(|k| (start + k) % len)
                     .filter(|&i| ok.get(i))
@@ -1148,7 +1155,7 @@ impl<M: Manager> Cluster<M> {
             }
         };
         let i = match mode {
-            Mode::RoundRobin => kth(self.inner.turn() % n),
+            Mode::RoundRobin => kth(self.inner.turn(n)),
             Mode::Random => kth(self.inner.draw(n as u64) as usize),
             Mode::Weighted if all => {
                 // The number of members whose share ends at or below the
@@ -1180,7 +1187,7 @@ impl<M: Manager> Cluster<M> {
                 // reads no lock. Ties go round robin: scan from a rotating
                 // start, and stop at the first pool with nothing out.
                 let len = members.len();
-                let start = self.inner.turn() % len;
+                let start = self.inner.turn(len);
                 let is_active = |i: usize| active & (1 << i) != 0;
                 let mut best = (usize::MAX, 0);
                 for i in (start..len).chain(0..start).filter(|&i| is_active(i)) {

@@ -1028,7 +1028,9 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn release(self: &Arc<Self>, mut entry: Item<M::Type>, taken_at: Instant) {
         let now = self.clock.now();
         let held = now.saturating_duration_since(taken_at);
-        entry.meta.last_used = now;
+        // The coarse clock may read up to a tick before a precise reading
+        // taken just earlier (the object's creation).
+        entry.meta.last_used = now.max(entry.meta.created);
         if let Some(leases) = &self.leases {
             leases.lock().remove(&entry.meta.id);
         }

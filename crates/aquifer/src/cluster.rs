@@ -1209,7 +1209,7 @@ impl<M: Manager> Cluster<M> {
         // the member; `try_get` never queues, and dropping it is allowed at
         // any point.
         let m = &members[i];
-        let mut get = std::pin::pin!(m.pool.try_get());
+        let mut get = std::pin::pin!(m.pool.try_get_before_get());
         match std::future::Future::poll(get.as_mut(), cx) {
             std::task::Poll::Ready(Ok(conn)) => {
                 if mode == Mode::Failover {

@@ -206,24 +206,26 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         n
     }
 
-    /// A checkout that never queues.
-    pub(crate) fn try_acquire(&mut self) -> Result<Option<Item<T>>, Refusal> {
+    /// A checkout that never queues. With `count_miss` false, a miss is
+    /// not counted as a get: the caller goes on to a full get, which is.
+    pub(crate) fn try_acquire(&mut self, count_miss: bool) -> Result<Option<Item<T>>, Refusal> {
         match self.phase {
             Phase::Open => {}
             Phase::Draining => return Err(Refusal::Draining),
             Phase::Closed => return Err(Refusal::Closed),
         }
-        self.m.gets += 1;
-        if self.waiters.len() > 0 {
-            return Ok(None);
-        }
-        let entry = if self.lifo {
+        let entry = if self.waiters.len() > 0 {
+            None
+        } else if self.lifo {
             self.idle.pop_back()
         } else {
             self.idle.pop_front()
         };
         if entry.is_some() {
+            self.m.gets += 1;
             self.m.immediate += 1;
+        } else if count_miss {
+            self.m.gets += 1;
         }
         Ok(entry)
     }

@@ -260,7 +260,18 @@ impl<M: Manager> Pool<M> {
         &self,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared.try_acquire(caller)
+        self.shared.try_acquire(caller, true)
+    }
+
+    /// [`try_get`](Pool::try_get) as the first step of a get that goes on
+    /// to a full [`get`](Pool::get) when it misses: the miss is not counted
+    /// in [`Metrics::gets`], so that one checkout counts once.
+    #[track_caller]
+    pub(crate) fn try_get_before_get(
+        &self,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        self.shared.try_acquire(caller, false)
     }
 
     /// Runs `f` with a checked-out object and returns what it returns. When
@@ -830,12 +841,13 @@ impl<M: Manager> Shared<M> {
     async fn try_acquire(
         self: &Arc<Self>,
         caller: &'static Location<'static>,
+        count_miss: bool,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         self.ensure_started();
         // One clock reading serves the whole call: nothing here waits.
         let now = self.clock.now();
         loop {
-            let got = self.state.lock().try_acquire();
+            let got = self.state.lock().try_acquire(count_miss);
             match got {
                 Ok(Some(entry)) => {
                     let deadline = now + self.cfg.validate_timeout;

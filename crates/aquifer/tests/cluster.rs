@@ -238,6 +238,28 @@ async fn a_task_looping_on_get_any_still_lets_others_run() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_get_any_that_waits_counts_as_one_get() {
+    let c: Cluster<FakeManager> = Cluster::builder().build();
+    let (_, p) = fake_pool(1);
+    c.add(ClusterPool::new("only", p.clone())).unwrap();
+    let held = c.get_any().await.unwrap();
+    let waiting = tokio::spawn({
+        let c = c.clone();
+        async move { drop(c.get_any().await.unwrap()) }
+    });
+    tokio::task::yield_now().await;
+    drop(held);
+    waiting.await.unwrap();
+    let m = p.metrics();
+    // Both waited: the first for the create, the second in line.
+    assert_eq!((m.gets, m.gets_waited), (2, 2), "{m:?}");
+    // A plain try_get that misses still counts.
+    let _held = p.get().await.unwrap();
+    assert!(p.try_get().await.is_err());
+    assert_eq!(p.metrics().gets, 4);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_broken_server_costs_latency_not_an_error_and_is_banned() {
     let (c, fakes) = cluster(&["down", "up"], Mode::RoundRobin);
     fakes["down"].create.set(Step::Err);

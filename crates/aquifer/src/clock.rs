@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Which clock a pool reads on its checkout and return paths.
+/// Which clock a pool reads on its checkout and return paths (where a
+/// waiting caller's deadline is set, too).
 ///
-/// Background work (eviction, keepalive, waiter deadlines, backoff) always
-/// runs on Tokio's clock.
+/// Background work (eviction, keepalive, backoff, and failing waiters whose
+/// deadline passed) always runs on Tokio's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]

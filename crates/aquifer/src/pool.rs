@@ -844,16 +844,19 @@ impl<M: Manager> Shared<M> {
         count_miss: bool,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         self.ensure_started();
-        // One clock reading serves the whole call: nothing here waits.
-        let now = self.clock.now();
+        // One clock reading serves the call unless an object fails its
+        // check (which may have taken a validation's time).
+        let start = self.clock.now();
+        let mut now = start;
         loop {
             let got = self.state.lock().try_acquire(count_miss);
             match got {
                 Ok(Some(entry)) => {
                     let deadline = now + self.cfg.validate_timeout;
                     if let Some(entry) = self.check_out(entry, now, deadline).await {
-                        return Ok(self.hand_out(entry, now, now, caller));
+                        return Ok(self.hand_out(entry, start, now, caller));
                     }
+                    now = self.clock.now();
                 }
                 Ok(None) => return Err(PoolError::Exhausted),
                 Err(r) => return Err(self.refused(r)),

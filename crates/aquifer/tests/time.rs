@@ -358,3 +358,24 @@ async fn with_the_default_clock_waits_and_checks_still_follow_paused_time() {
     let o = p.get().await.unwrap();
     assert_eq!((o.obj.id, f.validate.calls()), (1, 2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn try_get_gives_each_check_its_own_time() {
+    let (f, m) = fake();
+    let p = Pool::builder(m)
+        .max(2)
+        .validate_if_idle_for(ms(0))
+        .validate_timeout(ms(1_000))
+        .build()
+        .unwrap();
+    take_all(&p, 2).await;
+    // The first idle object's check hangs until its timeout; the second
+    // one's takes 100 ms and must get its own second, not what is left.
+    f.validate.then(&[Step::Never, Step::Slow(ms(100))]);
+    let o = p
+        .try_get()
+        .await
+        .expect("the second object passes its check");
+    assert_eq!(o.obj.id, 2);
+    assert_eq!(p.metrics().validation_failures, 1);
+}

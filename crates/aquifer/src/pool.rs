@@ -910,7 +910,7 @@ impl<M: Manager> Shared<M> {
         let mut entry = guard.entry.take().expect("held until taken");
         let error = match outcome {
             Ok(Ok(Ok(()))) => {
-                entry.checked_at = Instant::now();
+                entry.checked_at = self.clock.now();
                 return Some(entry);
             }
             Ok(Ok(Err(e))) => e.to_string(),
@@ -1043,9 +1043,7 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn release(self: &Arc<Self>, mut entry: Item<M::Type>, taken_at: Instant) {
         let now = self.clock.now();
         let held = now.saturating_duration_since(taken_at);
-        // The coarse clock may read up to a tick before a precise reading
-        // taken just earlier (the object's creation).
-        entry.meta.last_used = now.max(entry.meta.created);
+        entry.meta.last_used = now;
         if let Some(leases) = &self.leases {
             leases.lock().remove(&entry.meta.id);
         }
@@ -1301,11 +1299,15 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
         let err = match outcome {
             Ok(Ok(Ok(obj))) => {
                 let took = now - started;
-                let expires = shared.expiry(now);
+                // The object's times come from the pool's clock, as every
+                // later reading of them does, so they never run backwards.
+                let born = shared.clock.now();
+                let expires = shared.expiry(born);
                 let (placed, id, again, settled) = {
                     let mut st = shared.state.lock();
                     let id = st.next_id();
-                    let placed = st.created(Box::new(Entry::new(obj, id, now, expires)), now, took);
+                    let placed =
+                        st.created(Box::new(Entry::new(obj, id, born, expires)), born, took);
                     let again = st.reserve_create();
                     let settled = st.phase != Phase::Open && st.settled();
                     (placed, id, again, settled)

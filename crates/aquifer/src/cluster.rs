@@ -317,6 +317,28 @@ impl<M: Manager> List<M> {
     }
 }
 
+impl<M: Manager> List<M> {
+    /// Where a weighted draw falls among the `eligible` positions (at least
+    /// one); `draw(total)` picks a number below `total`.
+    fn weighted(
+        &self,
+        mut eligible: impl Iterator<Item = usize> + Clone,
+        draw: impl FnOnce(u64) -> u64,
+    ) -> usize {
+        let total = eligible.clone().map(|i| self.weights[i]).sum();
+        let mut r = draw(total);
+        eligible
+            .find(|&i| match r.checked_sub(self.weights[i]) {
+                Some(rest) => {
+                    r = rest;
+                    false
+                }
+                None => true,
+            })
+            .expect("the draw is below the total")
+    }
+}
+
 impl<M: Manager> Deref for List<M> {
     type Target = [Arc<Member<M>>];
 
@@ -978,23 +1000,10 @@ impl<M: Manager> Cluster<M> {
                     .min_by_key(|&i| members[i].pool.busy())
                     .expect("one is eligible")
             }
-            Mode::Weighted => {
-                let weight = |i: usize| u64::from(members[i].weight.max(1));
-                let total: u64 = (0..members.len()).filter(|&i| ok.get(i)).map(weight).sum();
-                let mut r = self.inner.draw(total);
-                (0..members.len())
-                    .filter(|&i| ok.get(i))
-                    .find(|&i| {
-                        let w = weight(i);
-                        if r < w {
-                            true
-                        } else {
-                            r -= w;
-                            false
-                        }
-                    })
-                    .expect("r is below the total")
-            }
+            Mode::Weighted => members
+                .weighted((0..members.len()).filter(|&i| ok.get(i)), |total| {
+                    self.inner.draw(total)
+                }),
             Mode::Failover => {
                 let sticky = self.inner.sticky.load(Ordering::Relaxed);
                 (0..members.len())
@@ -1163,19 +1172,7 @@ impl<M: Manager> Cluster<M> {
                 let r = self.inner.draw(members.total_weight);
                 members.upto.iter().filter(|&&end| end <= r).count()
             }
-            Mode::Weighted => {
-                let total: u64 = positions().map(|i| members.weights[i]).sum();
-                let mut r = self.inner.draw(total);
-                positions()
-                    .find(|&i| match r.checked_sub(members.weights[i]) {
-                        Some(rest) => {
-                            r = rest;
-                            false
-                        }
-                        None => true,
-                    })
-                    .expect("r is below the total")
-            }
+            Mode::Weighted => members.weighted(positions(), |total| self.inner.draw(total)),
             Mode::Failover => {
                 let sticky = self.inner.sticky.load(Ordering::Relaxed);
                 positions()

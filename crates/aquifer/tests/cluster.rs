@@ -153,6 +153,13 @@ async fn modes_distribute_as_promised() {
             "{name}: {got} vs {share}: {weighted:?}"
         );
     }
+    // A selector (not `get_any`): the weights of the matching pools only.
+    let some = tally(&w, "*i*", 3_000).await;
+    for (name, share) in [("light", 1000.0), ("mid", 2000.0)] {
+        let got = some[name] as f64;
+        assert!((got - share).abs() < share * 0.1, "{name}: {some:?}");
+    }
+    assert_eq!(some.len(), 2, "{some:?}");
 }
 
 #[tokio::test(start_paused = true)]

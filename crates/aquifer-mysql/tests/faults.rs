@@ -155,17 +155,7 @@ async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
     let (_db, report, recovered) = load
         .crash_and_restart(db, ms(1500), backoff_max * 3, while_down)
         .await;
-    let most = watcher.finish();
-    eprintln!(
-        "server killed under load: served {}, recovered {recovered:?} after the restart (backoff max {backoff_max:?}), at most {most} connections (max {max})",
-        report.served
-    );
-    report.assert_prompt_and_typed();
-    assert!(
-        recovered <= backoff_max + ms(500),
-        "recovered only after {recovered:?}"
-    );
-    assert!(most <= max);
+    report.assert_survived_crash(recovered, backoff_max, watcher.finish(), max);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,6 +85,33 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// The checks every crash-and-restart test makes, after printing what
+    /// happened: failures were prompt and typed, the load was served again
+    /// within `backoff_max` (plus 500 ms of slack) of the restart, and the
+    /// server never saw more than `max` connections from the pool (`most`,
+    /// from a [`MaxWatcher`]).
+    ///
+    /// # Panics
+    /// When any of them does not hold.
+    pub fn assert_survived_crash(
+        &self,
+        recovered: Duration,
+        backoff_max: Duration,
+        most: usize,
+        max: usize,
+    ) {
+        eprintln!(
+            "server killed under load: served {}, recovered {recovered:?} after the restart (backoff max {backoff_max:?}), at most {most} connections (max {max})",
+            self.served
+        );
+        self.assert_prompt_and_typed();
+        assert!(
+            recovered <= backoff_max + Duration::from_millis(500),
+            "recovered only after {recovered:?}"
+        );
+        assert!(most <= max, "{most} connections at once, max {max}");
+    }
+
     /// Asserts that no failed checkout was slow or of an unaccepted kind.
     ///
     /// # Panics

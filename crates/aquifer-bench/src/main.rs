@@ -282,8 +282,19 @@ macro_rules! task {
 
 /// `$tasks` tasks on `$pool`, each looping: check out with `$get` (as
 /// `$p`), run `$op` on the checkout (as `$c`), return it.
+///
+/// The pool is filled first, by holding `$size` checkouts at once, so that
+/// no pool spends part of its window opening connections (the raw floor
+/// connects its clients before it starts, too).
 macro_rules! checkout_loop {
-    ($pool:expr, $tasks:expr, $window:expr, |$p:ident| $get:expr, |$c:ident| $op:expr) => {
+    ($pool:expr, $size:expr, $tasks:expr, $window:expr, |$p:ident| $get:expr, |$c:ident| $op:expr) => {{
+        {
+            let $p = $pool.clone();
+            let mut held = Vec::with_capacity($size);
+            for _ in 0..$size {
+                held.push($get);
+            }
+        }
         $crate::drive(
             $tasks,
             $window,
@@ -294,7 +305,7 @@ macro_rules! checkout_loop {
             }),
         )
         .await
-    };
+    }};
 }
 
 /// The no-pool floor: `$conns` shared by `$tasks` tasks with no pool, each

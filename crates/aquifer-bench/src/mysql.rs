@@ -88,9 +88,14 @@ async fn measure(
                 .build()
                 .expect("valid config");
             p.start().await.expect("connect");
-            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
-                conn.query_drop("SELECT 1").await.expect("SELECT 1")
-            })
+            checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| { conn.query_drop("SELECT 1").await.expect("SELECT 1") }
+            )
         }
         "mysql_async" | "mysql_async-noreset" => {
             let constraints = PoolConstraints::new(size, size).expect("min <= max");
@@ -100,6 +105,7 @@ async fn measure(
             let p = mysql_async::Pool::new(opts.pool_opts(pool_opts));
             let result = checkout_loop!(
                 p,
+                size,
                 tasks,
                 window,
                 |p| p.get_conn().await.expect("get"),
@@ -114,9 +120,14 @@ async fn measure(
                     .max_size(size)
                     .build()
                     .expect("valid config");
-            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
-                conn.query_drop("SELECT 1").await.expect("SELECT 1")
-            })
+            checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| { conn.query_drop("SELECT 1").await.expect("SELECT 1") }
+            )
         }
         "bb8" => {
             let p = bb8::Pool::builder()
@@ -124,9 +135,14 @@ async fn measure(
                 .build(Adapter(opts.into()))
                 .await
                 .expect("connect");
-            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
-                conn.query_drop("SELECT 1").await.expect("SELECT 1")
-            })
+            checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| { conn.query_drop("SELECT 1").await.expect("SELECT 1") }
+            )
         }
         "raw-exclusive" => {
             let mut conns = Vec::with_capacity(size);

@@ -39,9 +39,14 @@ async fn measure(
                 .build()
                 .expect("valid config");
             p.start().await.expect("connect");
-            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
-                conn.simple_query("SELECT 1").await.expect("SELECT 1")
-            })
+            checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| { conn.simple_query("SELECT 1").await.expect("SELECT 1") }
+            )
         }
         "deadpool-postgres" => {
             let mgr = deadpool_postgres::Manager::from_config(
@@ -53,9 +58,14 @@ async fn measure(
                 .max_size(size)
                 .build()
                 .expect("valid config");
-            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
-                conn.simple_query("SELECT 1").await.expect("SELECT 1")
-            })
+            checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| { conn.simple_query("SELECT 1").await.expect("SELECT 1") }
+            )
         }
         "bb8-postgres" => {
             let mgr = bb8_postgres::PostgresConnectionManager::new(config, NoTls);
@@ -64,9 +74,14 @@ async fn measure(
                 .build(mgr)
                 .await
                 .expect("connect");
-            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
-                conn.simple_query("SELECT 1").await.expect("SELECT 1")
-            })
+            checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| { conn.simple_query("SELECT 1").await.expect("SELECT 1") }
+            )
         }
         "raw-exclusive" => {
             let mut clients = Vec::with_capacity(size);

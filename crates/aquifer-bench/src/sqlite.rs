@@ -92,33 +92,57 @@ async fn measure(
         }
         "aquifer-checkout" => {
             let p = aquifer().await;
-            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
-                conn.interact(|c| point_select(c))
-                    .await
-                    .expect("interact")
-                    .expect("select")
-            })
+            checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| {
+                    conn.interact(|c| point_select(c))
+                        .await
+                        .expect("interact")
+                        .expect("select")
+                }
+            )
         }
         "aquifer-lock" => {
             let p = aquifer().await;
-            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
-                point_select(&conn.lock().expect("lock")).expect("select")
-            })
+            checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| { point_select(&conn.lock().expect("lock")).expect("select") }
+            )
         }
         "deadpool-sqlite-lock" => {
             let p = deadpool();
-            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
-                point_select(&conn.lock().expect("lock")).expect("select")
-            })
+            checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| { point_select(&conn.lock().expect("lock")).expect("select") }
+            )
         }
         "deadpool-sqlite" => {
             let p = deadpool();
-            checkout_loop!(p, tasks, window, |p| p.get().await.expect("get"), |conn| {
-                conn.interact(|c| point_select(c))
-                    .await
-                    .expect("interact")
-                    .expect("select")
-            })
+            checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| {
+                    conn.interact(|c| point_select(c))
+                        .await
+                        .expect("interact")
+                        .expect("select")
+                }
+            )
         }
         "r2d2_sqlite" => {
             let p = r2d2::Pool::builder()

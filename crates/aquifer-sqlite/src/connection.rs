@@ -25,6 +25,7 @@ use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use rusqlite::{Connection, ErrorCode, OpenFlags, MAIN_DB};
 use tokio::sync::oneshot;
 
+use crate::anchor::Signal;
 use crate::config::{SqliteConfig, Target};
 use crate::manager::{AfterConnect, SqliteError};
 
@@ -63,6 +64,8 @@ pub struct SqliteConnection {
     exited: oneshot::Receiver<Result<(), rusqlite::Error>>,
     closed: bool,
     thread: thread::JoinHandle<()>,
+    /// Tells the manager's read anchor that the pool is busy.
+    anchor: Option<Arc<Signal>>,
 }
 
 impl std::fmt::Debug for SqliteConnection {
@@ -80,6 +83,7 @@ impl SqliteConnection {
     pub(crate) async fn open(
         config: SqliteConfig,
         after_connect: Option<AfterConnect>,
+        anchor: Option<Arc<Signal>>,
     ) -> Result<Self, SqliteError> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
@@ -137,6 +141,7 @@ impl SqliteConnection {
             exited: exit_rx,
             closed: false,
             thread,
+            anchor,
         })
     }
 
@@ -182,6 +187,7 @@ impl SqliteConnection {
         R: Send + 'static,
     {
         let jobs = self.jobs.as_ref().ok_or(SqliteError::Closed)?;
+        self.touch();
         let (tx, rx) = oneshot::channel();
         let shared = Arc::clone(&self.shared);
         let depth = shared.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
@@ -230,12 +236,19 @@ impl SqliteConnection {
     /// # Errors
     /// [`SqliteError::Closed`] when the connection has been closed.
     pub fn lock(&mut self) -> Result<SqliteGuard<'_>, SqliteError> {
+        self.touch();
         let guard = MutexGuard::try_map(self.shared.conn.lock(), Option::as_mut)
             .map_err(|_| SqliteError::Closed)?;
         Ok(SqliteGuard {
             conn: guard,
             in_tx: &self.shared.in_tx,
         })
+    }
+
+    fn touch(&self) {
+        if let Some(anchor) = &self.anchor {
+            anchor.touch();
+        }
     }
 
     /// Whether the connection was inside a transaction after its last call.
@@ -432,7 +445,7 @@ mod tests {
     }
 
     async fn connection() -> SqliteConnection {
-        SqliteConnection::open(SqliteConfig::memory(), None)
+        SqliteConnection::open(SqliteConfig::memory(), None, None)
             .await
             .unwrap()
     }

@@ -8,6 +8,7 @@ use aquifer::Manager;
 use parking_lot::Mutex;
 use rusqlite::Connection;
 
+use crate::anchor::Anchor;
 use crate::config::{SqliteConfig, SqliteConfigError, Target};
 use crate::connection::{open_connection, SqliteConnection};
 
@@ -120,6 +121,9 @@ pub struct SqliteManager {
     check_timeout: Duration,
     /// Keeps an in-memory database alive between pooled connections.
     keeper: Option<Mutex<Connection>>,
+    /// Keeps the WAL read lock while the pool is busy (see
+    /// [`SqliteConfig::read_anchor`]).
+    anchor: Option<Anchor>,
 }
 
 impl std::fmt::Debug for SqliteManager {
@@ -129,27 +133,35 @@ impl std::fmt::Debug for SqliteManager {
             .field("read_only", &self.config.read_only)
             .field("after_connect", &self.after_connect.is_some())
             .field("check_timeout", &self.check_timeout)
+            .field("read_anchor", &self.anchor.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl SqliteManager {
     /// A manager for this database. For an in-memory database this opens
-    /// the keeper connection now.
+    /// the keeper connection now; for a file, it starts the read anchor's
+    /// thread (which opens its connection at the pool's first use).
     ///
     /// # Errors
-    /// What opening the in-memory database fails with; file databases are
-    /// first opened by the pool.
+    /// What opening the in-memory database fails with, or
+    /// [`SqliteError::Thread`]; file databases are first opened by the
+    /// pool.
     pub fn new(config: SqliteConfig) -> Result<Self, SqliteError> {
-        let keeper = match config.target {
-            Target::Memory(_) => Some(Mutex::new(open_connection(&config, None)?)),
-            Target::File(_) => None,
+        let (keeper, anchor) = match config.target {
+            Target::Memory(_) => (Some(Mutex::new(open_connection(&config, None)?)), None),
+            Target::File(_) if config.read_anchor => (
+                None,
+                Some(Anchor::start(config.clone()).map_err(SqliteError::Thread)?),
+            ),
+            Target::File(_) => (None, None),
         };
         Ok(SqliteManager {
             config,
             after_connect: None,
             check_timeout: Duration::from_secs(5),
             keeper,
+            anchor,
         })
     }
 
@@ -198,7 +210,12 @@ impl Manager for SqliteManager {
     type Error = SqliteError;
 
     async fn create(&self) -> Result<SqliteConnection, SqliteError> {
-        SqliteConnection::open(self.config.clone(), self.after_connect.clone()).await
+        SqliteConnection::open(
+            self.config.clone(),
+            self.after_connect.clone(),
+            self.anchor.as_ref().map(Anchor::signal),
+        )
+        .await
     }
 
     async fn validate(&self, conn: &mut SqliteConnection) -> Result<(), SqliteError> {

@@ -95,10 +95,16 @@ pub fn rounds(
 /// The pause between two pools' measurements.
 const SETTLE: Duration = Duration::from_millis(200);
 
+/// Whether a row is aquifer (or one of its ways of running the same work)
+/// rather than a peer.
+fn is_ours(pool: &str) -> bool {
+    pool == "aquifer" || pool.starts_with("aquifer-")
+}
+
 /// Prints the table (or JSON lines): median ops/s and Jain's fairness
 /// index over the tasks per pool, the ratio to
 /// the best peer and to `floor` (a pool-less baseline, if measured), and
-/// aquifer's per-round ratio to each other pool.
+/// the per-round ratio of each of aquifer's rows to each other pool.
 pub fn report(
     bench: &str,
     title: &str,
@@ -128,7 +134,7 @@ pub fn report(
         .pools
         .iter()
         .zip(&ops)
-        .filter(|(p, _)| *p != "aquifer" && Some(p.as_str()) != floor)
+        .filter(|(p, _)| !is_ours(p) && Some(p.as_str()) != floor)
         .map(|(_, v)| *v)
         .filter(|v| !v.is_nan())
         .fold(0.0, f64::max);
@@ -163,10 +169,9 @@ pub fn report(
     // The machine's speed drifts between rounds; pools measured back to
     // back in one round share it, so the ratio within each round is the
     // steadier figure.
-    if let Some(a) = at("aquifer") {
+    for (a, ours) in o.pools.iter().enumerate().filter(|(_, p)| is_ours(p)) {
         let mut lines = Vec::new();
-        for other in o.pools.iter().filter(|p| *p != "aquifer") {
-            let b = at(other).expect("listed");
+        for (b, other) in o.pools.iter().enumerate().filter(|(_, p)| !is_ours(p)) {
             let ratios: Vec<Option<Sample>> = (0..o.rounds)
                 .map(|r| match (samples[a][r], samples[b][r]) {
                     (Some(x), Some(y)) if y.ops > 0.0 => Some(Sample {
@@ -178,7 +183,7 @@ pub fn report(
                 .collect();
             lines.push(format!("{other} {:.2}x", median(&ratios, |x| x.ops)));
         }
-        println!("aquifer per round, median: {}", lines.join(", "));
+        println!("{ours} per round, median: {}", lines.join(", "));
     }
     ExitCode::SUCCESS
 }

@@ -37,6 +37,9 @@ pub(crate) const HOLD: Duration = Duration::from_millis(5);
 /// transaction (the file is being recovered, say) before it tries again.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// The longest the anchor waits for a lock.
+const LOCK_WAIT: Duration = Duration::from_millis(50);
+
 /// What the connections and the anchor's thread share.
 #[derive(Debug)]
 pub(crate) struct Signal {
@@ -186,7 +189,11 @@ fn run(config: &SqliteConfig, signal: &Signal) {
 /// Opens the anchor's connection; `None` when the database is not in WAL
 /// mode (then there is no such lock to keep).
 fn open(config: &SqliteConfig) -> Result<Option<Connection>, crate::SqliteError> {
-    let c = open_connection(config, None)?;
+    // Never wait long for a lock (during a WAL recovery, say): the anchor
+    // tries again later, and a manager being dropped waits for it.
+    let mut config = config.clone();
+    config.busy_timeout = config.busy_timeout.min(LOCK_WAIT);
+    let c = open_connection(&config, None)?;
     let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     Ok(mode.eq_ignore_ascii_case("wal").then_some(c))
 }

@@ -75,44 +75,40 @@ async fn setup(pool: &SqlitePool) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_anchor_holds_a_snapshot_only_while_the_pool_is_busy() {
+/// Of 40 checkpoints from outside while a task keeps the pool busy, how
+/// many completed; then, after the load stops and 50 ms pass, of 20 more.
+async fn checkpoints_under_load_then_idle(anchor: bool) -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let pool = pool(&dir, true);
+    let pool = pool(&dir, anchor);
     setup(&pool).await;
     let outside = observer(&dir);
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = reader(&pool, &stop);
     tokio::time::sleep(Duration::from_millis(20)).await;
+    let busy = completed(&outside, 40).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (busy, completed(&outside, 20).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anchor_holds_a_snapshot_only_while_the_pool_is_busy() {
+    let (busy, idle) = checkpoints_under_load_then_idle(true).await;
     // The pool's own reads hold their snapshot for microseconds; the
     // anchor holds one for milliseconds, so nearly every checkpoint
     // finds frames it may not copy yet.
-    let busy = completed(&outside, 40).await;
     assert!(busy <= 8, "{busy} of 40 checkpoints completed under load");
-
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
     // One period without use and the anchor lets go.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let idle = completed(&outside, 20).await;
     assert_eq!(idle, 20, "the idle pool still holds a snapshot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_anchor_the_same_load_holds_nothing_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = pool(&dir, false);
-    setup(&pool).await;
-    let outside = observer(&dir);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = reader(&pool, &stop);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let done = completed(&outside, 40).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
-    assert!(done >= 32, "only {done} of 40 checkpoints completed");
+    let (busy, idle) = checkpoints_under_load_then_idle(false).await;
+    assert!(busy >= 32, "only {busy} of 40 checkpoints completed");
+    assert_eq!(idle, 20);
 }
 
 /// A truncating checkpoint needs every reader out of the log. Under steady

@@ -21,7 +21,7 @@
 //! use. It reads nothing the application sees and writes nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -48,7 +48,9 @@ pub(crate) struct Signal {
     /// The anchor's thread is asleep, holding nothing.
     asleep: AtomicBool,
     stop: AtomicBool,
-    thread: thread::Thread,
+    /// The anchor's thread, set as soon as it is spawned (before any
+    /// connection can exist to call `touch`).
+    thread: OnceLock<thread::Thread>,
 }
 
 impl Signal {
@@ -61,7 +63,7 @@ impl Signal {
             // and wakes it, or the thread sees `used` before it parks.
             self.used.store(true, Ordering::SeqCst);
             if self.asleep.load(Ordering::SeqCst) {
-                self.thread.unpark();
+                self.unpark();
             }
         }
     }
@@ -88,6 +90,12 @@ impl Signal {
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
+
+    fn unpark(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
 }
 
 /// The anchor: its thread, stopped and joined on drop, so that the lock is
@@ -103,23 +111,17 @@ impl Anchor {
     /// connection at the first use, and ends for good when the database
     /// turns out not to be in WAL mode.
     pub(crate) fn start(config: SqliteConfig) -> std::io::Result<Anchor> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Signal>>(1);
+        let signal = Arc::new(Signal {
+            used: AtomicBool::new(false),
+            asleep: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        });
+        let theirs = Arc::clone(&signal);
         let handle = thread::Builder::new()
             .name("aquifer-anchor".into())
-            .spawn(move || {
-                let signal = Arc::new(Signal {
-                    used: AtomicBool::new(false),
-                    asleep: AtomicBool::new(false),
-                    stop: AtomicBool::new(false),
-                    thread: thread::current(),
-                });
-                if tx.send(Arc::clone(&signal)).is_ok() {
-                    run(&config, &signal);
-                }
-            })?;
-        let signal = rx
-            .recv()
-            .map_err(|_| std::io::Error::other("the anchor thread ended at once"))?;
+            .spawn(move || run(&config, &theirs))?;
+        let _ = signal.thread.set(handle.thread().clone());
         Ok(Anchor {
             signal,
             thread: Some(handle),
@@ -135,7 +137,7 @@ impl Anchor {
 impl Drop for Anchor {
     fn drop(&mut self) {
         self.signal.stop.store(true, Ordering::Release);
-        self.signal.thread.unpark();
+        self.signal.unpark();
         if let Some(handle) = self.thread.take() {
             // It wakes at once, ends its transaction and closes.
             let _ = handle.join();

@@ -370,7 +370,9 @@ impl SqliteConfig {
     /// `SELECT`s ran 1.8–3.3x faster in the benchmark. The anchor renews its snapshot every 5 ms
     /// and lets go after 5 ms without use, so it holds back checkpoints by
     /// that much at most (a `wal_checkpoint(TRUNCATE)` waits it out), and
-    /// an idle pool holds no lock. Default on.
+    /// an idle pool holds no lock. The anchor's connection runs this
+    /// configuration's pragmas but not the manager's `after_connect` hook,
+    /// and reads nothing but the schema. Default on.
     #[must_use]
     pub fn read_anchor(mut self, on: bool) -> Self {
         self.read_anchor = on;

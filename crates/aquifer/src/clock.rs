@@ -45,10 +45,46 @@ pub enum Clock {
     Tokio,
 }
 
+/// A reading of a pool's clock: nanoseconds since the pool was built, on
+/// Tokio's timeline. The checkout and return paths keep their times in
+/// this form because comparing and subtracting two of them is one integer
+/// operation, where `Instant` arithmetic normalises seconds and nanoseconds
+/// each time (measured: a third of a checkout's cost went to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub(crate) struct Tick(u64);
+
+impl Tick {
+    /// Time from `earlier` to `self`; zero if `earlier` is later.
+    #[inline]
+    pub(crate) fn since(self, earlier: Tick) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+
+    /// `self` plus `d`, saturating far in the future.
+    #[inline]
+    pub(crate) fn after(self, d: Duration) -> Tick {
+        Tick(self.0.saturating_add(nanos(d)))
+    }
+
+    /// Whether at least `d` passed from `earlier` to `self`.
+    #[inline]
+    pub(crate) fn at_least(self, earlier: Tick, d: Duration) -> bool {
+        self.0.saturating_sub(earlier.0) >= nanos(d)
+    }
+}
+
+/// A duration in nanoseconds, saturating (at 584 years).
+#[inline]
+fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
+}
+
 /// A pool's clock: readings on Tokio's timeline.
 #[derive(Debug)]
 pub(crate) struct PoolClock {
-    /// Tokio's clock at the pool's start.
+    /// Tokio's clock at the pool's start: `Tick(0)`.
     base: Instant,
     /// `None`: read Tokio's clock.
     coarse: Option<Coarse>,
@@ -57,23 +93,13 @@ pub(crate) struct PoolClock {
 /// How a coarse reading lands on Tokio's timeline.
 #[derive(Debug)]
 struct Coarse {
-    /// The coarse clock at the pool's start (at `base`).
-    base: Duration,
-    /// Added to every reading, packed as seconds (high half) and
-    /// nanoseconds (low half) so that it compares like the duration and
-    /// unpacks without a division. It only grows: every precise reading the
-    /// pool takes anyway (background work) moves it up if the coarse
-    /// timeline fell behind, as it does when Tokio's clock is paused and
-    /// advanced, so readings never go back.
+    /// The coarse clock at the pool's start (at `base`), in nanoseconds.
+    base: u64,
+    /// Nanoseconds added to every reading. It only grows: every precise
+    /// reading the pool takes anyway (background work) moves it up if the
+    /// coarse timeline fell behind, as it does when Tokio's clock is paused
+    /// and advanced, so readings never go back.
     ahead: AtomicU64,
-}
-
-fn pack(d: Duration) -> u64 {
-    (u64::from(u32::try_from(d.as_secs()).unwrap_or(u32::MAX)) << 32) | u64::from(d.subsec_nanos())
-}
-
-fn unpack(v: u64) -> Duration {
-    Duration::new(v >> 32, (v & 0xffff_ffff) as u32)
 }
 
 impl PoolClock {
@@ -91,35 +117,29 @@ impl PoolClock {
         Self { base, coarse }
     }
 
-    /// Now, on Tokio's timeline.
+    /// Now.
     #[inline]
-    pub(crate) fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Tick {
         if let Some(coarse) = &self.coarse {
             if let Some(c) = coarse_now() {
-                let since = c.saturating_sub(coarse.base);
                 let ahead = coarse.ahead.load(Ordering::Relaxed);
-                return if ahead == 0 {
-                    self.base + since
-                } else {
-                    self.base + since + unpack(ahead)
-                };
+                return Tick(c.saturating_sub(coarse.base) + ahead);
             }
         }
-        Instant::now()
+        self.tick(Instant::now())
     }
 
     /// Tokio's clock, read precisely; the coarse timeline catches up with
     /// it if it fell behind.
-    pub(crate) fn precise(&self) -> Instant {
-        let now = Instant::now();
+    pub(crate) fn precise(&self) -> Tick {
+        let now = self.tick(Instant::now());
         if let (Some(coarse), Some(c)) = (&self.coarse, coarse_now()) {
-            let since = now.saturating_duration_since(self.base);
             let coarse_since = c.saturating_sub(coarse.base);
             // Only when Tokio's clock is ahead by more than a tick or two,
             // as it is after paused time was advanced: in real time the
             // coarse clock is never far behind.
-            if since > coarse_since + Duration::from_millis(10) {
-                let wanted = pack(since - coarse_since);
+            if now.0 > coarse_since + 10_000_000 {
+                let wanted = now.0 - coarse_since;
                 // Read before writing, so that cores do not fight over it.
                 if wanted > coarse.ahead.load(Ordering::Relaxed) {
                     coarse.ahead.fetch_max(wanted, Ordering::Relaxed);
@@ -127,6 +147,21 @@ impl PoolClock {
             }
         }
         now
+    }
+
+    /// Where readings start: `Tick::default()`.
+    pub(crate) fn base(&self) -> Instant {
+        self.base
+    }
+
+    /// A reading as an `Instant`.
+    pub(crate) fn instant(&self, t: Tick) -> Instant {
+        self.base + Duration::from_nanos(t.0)
+    }
+
+    /// An `Instant` as a reading (the pool's start, if earlier).
+    pub(crate) fn tick(&self, i: Instant) -> Tick {
+        Tick(nanos(i.saturating_duration_since(self.base)))
     }
 }
 
@@ -146,18 +181,16 @@ fn tokio_clock_paused() -> bool {
 /// The coarse monotonic clock, where the platform has one.
 #[cfg(all(target_os = "linux", not(aquifer_loom)))]
 #[inline]
-fn coarse_now() -> Option<Duration> {
+fn coarse_now() -> Option<u64> {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    // Monotonic time is never negative and nanoseconds stay below 10^9.
-    Some(Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or(0),
-        u32::try_from(t.tv_nsec).unwrap_or(0),
-    ))
+    // Monotonic time is never negative.
+    let (secs, nanos) = (t.tv_sec as u64, t.tv_nsec as u64);
+    Some(secs * 1_000_000_000 + nanos)
 }
 
 #[cfg(not(all(target_os = "linux", not(aquifer_loom))))]
 #[inline]
-fn coarse_now() -> Option<Duration> {
+fn coarse_now() -> Option<u64> {
     None
 }
 
@@ -165,13 +198,18 @@ fn coarse_now() -> Option<Duration> {
 mod tests {
     use super::*;
 
+    /// A reading as an `Instant`.
+    fn now(c: &PoolClock) -> Instant {
+        c.instant(c.now())
+    }
+
     #[tokio::test]
     async fn coarse_readings_stay_within_a_few_ticks_of_tokio_and_move_forward() {
         let clock = PoolClock::new(Clock::Coarse);
         assert!(clock.coarse.is_some());
-        let mut last = clock.now();
+        let mut last = now(&clock);
         for _ in 0..50 {
-            let (coarse, precise) = (clock.now(), Instant::now());
+            let (coarse, precise) = (now(&clock), Instant::now());
             let gap = if coarse > precise {
                 coarse - precise
             } else {
@@ -182,9 +220,9 @@ mod tests {
             last = coarse;
             std::thread::sleep(Duration::from_millis(2));
         }
-        let start = clock.now();
+        let start = now(&clock);
         std::thread::sleep(Duration::from_millis(30));
-        let moved = clock.now() - start;
+        let moved = now(&clock) - start;
         assert!(moved >= Duration::from_millis(20), "{moved:?}");
     }
 
@@ -203,13 +241,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_tokio_clock_follows_paused_time_and_the_coarse_one_does_not() {
         let (tokio, coarse) = (PoolClock::new(Clock::Tokio), PoolClock::new(Clock::Coarse));
-        let (t0, c0) = (tokio.now(), coarse.now());
+        let (t0, c0) = (now(&tokio), now(&coarse));
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(tokio.now() - t0, Duration::from_secs(60));
-        assert!(coarse.now() - c0 < Duration::from_secs(1));
+        assert_eq!(now(&tokio) - t0, Duration::from_secs(60));
+        assert!(now(&coarse) - c0 < Duration::from_secs(1));
         // A precise reading brings the coarse timeline up to Tokio's.
-        assert_eq!(coarse.precise() - c0, Duration::from_secs(60));
-        let caught_up = coarse.now() - c0;
+        assert_eq!(
+            coarse.instant(coarse.precise()) - c0,
+            Duration::from_secs(60)
+        );
+        let caught_up = now(&coarse) - c0;
         assert!(
             caught_up >= Duration::from_secs(60) && caught_up < Duration::from_secs(61),
             "{caught_up:?}"

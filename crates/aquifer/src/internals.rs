@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::Tick;
+
 use crate::config::{Order, PoolConfig};
 use crate::error::CreateError;
 use crate::events::Reason;
@@ -20,7 +22,7 @@ use crate::waiters::{Slot, Waiters};
 /// What a waiter receives: an object and the instant it was handed over
 /// (which the waiter takes as its checkout time, saving a clock read), or
 /// why it gets none.
-pub(crate) type Handoff<T, E> = Result<(Item<T>, Instant), WaitError<E>>;
+pub(crate) type Handoff<T, E> = Result<(Item<T>, Tick), WaitError<E>>;
 
 /// Why a waiter was woken without an object.
 pub(crate) enum WaitError<E: std::error::Error + 'static> {
@@ -91,7 +93,7 @@ pub(crate) struct State<T, E: std::error::Error + 'static> {
     /// What the deadline task sleeps until: at or before every waiter's
     /// deadline (it may be stale-early, never late). `None` when no waiter
     /// needs it.
-    pub(crate) next_deadline: Option<Instant>,
+    pub(crate) next_deadline: Option<Tick>,
     next_id: u64,
     pub(crate) m: Counters,
 }
@@ -137,8 +139,8 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     pub(crate) fn acquire(
         &mut self,
         priority: usize,
-        now: Instant,
-        deadline: Instant,
+        now: Tick,
+        deadline: Tick,
         first: bool,
     ) -> Acquire<T, E> {
         match self.phase {
@@ -191,7 +193,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// The deadline task's step: fails the waiters whose deadline passed
     /// and re-arms for the earliest one left.
-    pub(crate) fn expire(&mut self, now: Instant, wake: &mut Vec<Waker>) -> usize {
+    pub(crate) fn expire(&mut self, now: Tick, wake: &mut Vec<Waker>) -> usize {
         let (seq, last) = (self.failure_seq, &self.last_error);
         let n = self.waiters.fail_where(
             |slot| slot.deadline <= now,
@@ -232,7 +234,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// Puts a counted object back: to the first waiter, else to the idle list.
     #[inline]
-    pub(crate) fn place(&mut self, entry: Item<T>, now: Instant) -> Placed<T> {
+    pub(crate) fn place(&mut self, entry: Item<T>, now: Tick) -> Placed<T> {
         if self.phase == Phase::Closed || self.size > self.max {
             self.size -= 1;
             return Placed::Destroy(entry);
@@ -243,7 +245,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         }
         match self.waiters.hand(Ok((entry, now))) {
             Ok((waker, since)) => {
-                self.m.wait.record(now.saturating_duration_since(since));
+                self.m.wait.record(now.since(since));
                 Placed::Handed(waker)
             }
             Err(Ok((entry, _))) => {
@@ -314,7 +316,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     }
 
     /// A create succeeded.
-    pub(crate) fn created(&mut self, entry: Item<T>, now: Instant, took: Duration) -> Placed<T> {
+    pub(crate) fn created(&mut self, entry: Item<T>, now: Tick, took: Duration) -> Placed<T> {
         self.creating -= 1;
         self.failures = 0;
         self.retry_at = None;
@@ -389,7 +391,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// are broken, examining at most `budget`, oldest first.
     pub(crate) fn evict(
         &mut self,
-        now: Instant,
+        now: Tick,
         cfg: &PoolConfig,
         mut is_broken: impl FnMut(&T) -> bool,
     ) -> Vec<(Item<T>, Reason)> {
@@ -403,7 +405,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
                 continue;
             }
             budget -= 1;
-            let idle_for = now.saturating_duration_since(e.meta.last_used);
+            let idle_for = now.since(e.meta.last_used);
             let above_min = self.size - out.len() > self.min;
             let idle_above_min = self.idle.len() + keep.len() + 1 > self.min;
             let reason = if e.expired(now) {
@@ -438,11 +440,11 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// Keepalive: takes idle objects whose last check is older than `every`.
     /// They count as borrowed until the check ends.
-    pub(crate) fn due_for_keepalive(&mut self, now: Instant, every: Duration) -> Vec<Item<T>> {
+    pub(crate) fn due_for_keepalive(&mut self, now: Tick, every: Duration) -> Vec<Item<T>> {
         let mut due = Vec::new();
         let mut i = 0;
         while i < self.idle.len() {
-            if now.saturating_duration_since(self.idle[i].checked_at) >= every {
+            if now.at_least(self.idle[i].checked_at, every) {
                 due.extend(self.idle.remove(i));
             } else {
                 i += 1;
@@ -571,11 +573,17 @@ mod loom_tests {
     }
 
     fn entry(id: u64) -> Item<u32> {
-        Box::new(Entry::new(id as u32, id, Instant::now(), None))
+        Box::new(Entry::new(
+            id as u32,
+            id,
+            Instant::now(),
+            Tick::default(),
+            None,
+        ))
     }
 
     fn release(pool: &Mutex<S>, e: Item<u32>) {
-        let placed = pool.lock().place(e, Instant::now());
+        let placed = pool.lock().place(e, Tick::default());
         if let Placed::Handed(Some(w)) = placed {
             w.wake();
         }
@@ -611,7 +619,7 @@ mod loom_tests {
             if let Some(slot) = self.slot.take() {
                 let mut st = self.pool.lock();
                 if let Some(Ok((e, _))) = st.cancel(&slot, false) {
-                    let placed = st.place(e, Instant::now());
+                    let placed = st.place(e, Tick::default());
                     drop(st);
                     if let Placed::Handed(Some(w)) = placed {
                         w.wake();
@@ -639,8 +647,8 @@ mod loom_tests {
             };
             let slot = match p.lock().acquire(
                 0,
-                Instant::now(),
-                Instant::now() + Duration::from_secs(1),
+                Tick::default(),
+                Tick::default().after(Duration::from_secs(1)),
                 true,
             ) {
                 Acquire::Wait { slot, create, .. } => {
@@ -689,8 +697,8 @@ mod loom_tests {
             for _ in 0..2 {
                 match p.lock().acquire(
                     0,
-                    Instant::now(),
-                    Instant::now() + Duration::from_secs(1),
+                    Tick::default(),
+                    Tick::default().after(Duration::from_secs(1)),
                     true,
                 ) {
                     Acquire::Wait { slot, .. } => slots.push(slot),
@@ -738,8 +746,8 @@ mod loom_tests {
             let p = pool(1);
             let slot = match p.lock().acquire(
                 0,
-                Instant::now(),
-                Instant::now() + Duration::from_secs(1),
+                Tick::default(),
+                Tick::default().after(Duration::from_secs(1)),
                 true,
             ) {
                 Acquire::Wait { slot, create, .. } => {
@@ -788,7 +796,7 @@ mod loom_tests {
         loom::model(|| {
             let p = pool(1);
             p.lock().size = 1;
-            let start = Instant::now();
+            let start = Tick::default();
             let slot = match p.lock().acquire(0, start, start, true) {
                 Acquire::Wait { slot, rearm, .. } => {
                     assert!(rearm, "the first waiter arms the deadline task");

@@ -7,16 +7,30 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::Tick;
 use crate::pool::Shared;
 use crate::{Manager, Reason};
 
 /// Facts about one pooled object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Metadata {
     pub(crate) id: u64,
-    pub(crate) created: Instant,
-    pub(crate) last_used: Instant,
+    pub(crate) created: Tick,
+    pub(crate) last_used: Tick,
     pub(crate) use_count: u64,
+    /// Where the pool's clock starts: `Tick`s are counted from it.
+    pub(crate) base: Instant,
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metadata")
+            .field("id", &self.id)
+            .field("age", &self.age())
+            .field("idle_for", &self.last_used().elapsed())
+            .field("use_count", &self.use_count)
+            .finish()
+    }
 }
 
 impl Metadata {
@@ -27,12 +41,12 @@ impl Metadata {
 
     /// When it was created.
     pub fn created(&self) -> std::time::Instant {
-        self.created.into_std()
+        self.at(self.created).into_std()
     }
 
     /// When it was last returned to the pool (its creation, if never).
     pub fn last_used(&self) -> std::time::Instant {
-        self.last_used.into_std()
+        self.at(self.last_used).into_std()
     }
 
     /// How many times it has been checked out, this time included.
@@ -42,7 +56,11 @@ impl Metadata {
 
     /// Time since it was created.
     pub fn age(&self) -> Duration {
-        self.created.elapsed()
+        self.at(self.created).elapsed()
+    }
+
+    fn at(&self, t: Tick) -> Instant {
+        self.base + t.since(Tick::default())
     }
 }
 
@@ -54,13 +72,13 @@ pub(crate) struct Entry<T> {
     pub(crate) obj: T,
     pub(crate) meta: Metadata,
     /// When `max_lifetime` (minus this object's jitter) runs out.
-    pub(crate) expires_at: Option<Instant>,
+    pub(crate) expires_at: Option<Tick>,
     /// When it was last validated (or created).
-    pub(crate) checked_at: Instant,
+    pub(crate) checked_at: Tick,
 }
 
 impl<T> Entry<T> {
-    pub(crate) fn new(obj: T, id: u64, now: Instant, expires_at: Option<Instant>) -> Self {
+    pub(crate) fn new(obj: T, id: u64, base: Instant, now: Tick, expires_at: Option<Tick>) -> Self {
         Self {
             obj,
             meta: Metadata {
@@ -68,6 +86,7 @@ impl<T> Entry<T> {
                 created: now,
                 last_used: now,
                 use_count: 0,
+                base,
             },
             expires_at,
             checked_at: now,
@@ -75,7 +94,7 @@ impl<T> Entry<T> {
     }
 
     #[inline]
-    pub(crate) fn expired(&self, now: Instant) -> bool {
+    pub(crate) fn expired(&self, now: Tick) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
 }
@@ -90,7 +109,7 @@ impl<T> Entry<T> {
 pub struct Pooled<M: Manager> {
     pub(crate) entry: Option<Item<M::Type>>,
     pub(crate) shared: Arc<Shared<M>>,
-    pub(crate) taken_at: Instant,
+    pub(crate) taken_at: Tick,
 }
 
 impl<M: Manager> Pooled<M> {
@@ -113,7 +132,7 @@ impl<M: Manager> Pooled<M> {
 
     /// How long this checkout has held the object.
     pub fn held_for(&self) -> Duration {
-        self.taken_at.elapsed()
+        self.shared.clock.now().since(self.taken_at)
     }
 
     /// Takes the object out of the pool for good. Its slot is freed, so the

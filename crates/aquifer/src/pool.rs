@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::builder::Builder;
-use crate::clock::PoolClock;
+use crate::clock::{PoolClock, Tick};
 use crate::config::PoolConfig;
 use crate::error::{BuildError, CreateError, DestroyError, PoolError};
 use crate::events::{EventBus, EventStream, PoolEvent, Reason};
@@ -84,7 +84,7 @@ pub struct PendingInfo {
 
 /// Where a checked-out object was taken, for leak reports.
 struct Lease {
-    since: Instant,
+    since: Tick,
     location: &'static Location<'static>,
     reported: bool,
 }
@@ -139,7 +139,7 @@ pub(crate) struct Shared<M: Manager> {
     /// own to the member.
     pub(crate) cluster_name: OnceLock<Arc<str>>,
     /// Read on checkout and return.
-    clock: PoolClock,
+    pub(crate) clock: PoolClock,
 }
 
 /// Polls a future, turning a panic into an `Err`.
@@ -599,7 +599,7 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
         if let Some(slot) = self.slot.take() {
             let mut st = self.shared.state.lock();
             let placed = match st.cancel(&slot, false) {
-                Some(Ok((entry, _))) => Some(st.place(entry, Instant::now())),
+                Some(Ok((entry, _))) => Some(st.place(entry, self.shared.clock.now())),
                 _ => None,
             };
             let settled = st.phase != Phase::Open && st.settled();
@@ -717,10 +717,10 @@ impl<M: Manager> Shared<M> {
         self.spawn(create_job(res));
     }
 
-    fn expiry(&self, now: Instant) -> Option<Instant> {
+    fn expiry(&self, now: Tick) -> Option<Tick> {
         self.cfg.max_lifetime.map(|life| {
             let cut = self.cfg.lifetime_jitter * fastrand::f64();
-            now + life.mul_f64(1.0 - cut)
+            now.after(life.mul_f64(1.0 - cut))
         })
     }
 
@@ -785,7 +785,7 @@ impl<M: Manager> Shared<M> {
         tokio::task::coop::consume_budget().await;
         self.ensure_started();
         let start = self.clock.now();
-        let deadline = start + timeout;
+        let deadline = start.after(timeout);
         let mut now = start;
         let mut first = true;
         loop {
@@ -828,10 +828,10 @@ impl<M: Manager> Shared<M> {
                     st.last_error.clone()
                 };
                 self.emit(PoolEvent::QueueTimeout {
-                    waited: now.saturating_duration_since(start),
+                    waited: now.since(start),
                 });
                 return Err(PoolError::Timeout {
-                    waited: now.saturating_duration_since(start),
+                    waited: now.since(start),
                     last_create_error,
                 });
             }
@@ -852,7 +852,7 @@ impl<M: Manager> Shared<M> {
             let got = self.state.lock().try_acquire(count_miss);
             match got {
                 Ok(Some(entry)) => {
-                    let deadline = now + self.cfg.validate_timeout;
+                    let deadline = now.after(self.cfg.validate_timeout);
                     if let Some(entry) = self.check_out(entry, now, deadline).await {
                         return Ok(self.hand_out(entry, start, now, caller));
                     }
@@ -870,8 +870,8 @@ impl<M: Manager> Shared<M> {
     async fn check_out(
         self: &Arc<Self>,
         entry: Item<M::Type>,
-        now: Instant,
-        deadline: Instant,
+        now: Tick,
+        deadline: Tick,
     ) -> Option<Item<M::Type>> {
         if entry.expired(now) {
             self.evict(entry, Reason::Lifetime);
@@ -883,8 +883,8 @@ impl<M: Manager> Shared<M> {
         }
         let cfg = &self.cfg;
         if cfg.validate_on_borrow
-            && now.saturating_duration_since(entry.meta.last_used) >= cfg.validate_if_idle_for
-            && now.saturating_duration_since(entry.checked_at) >= cfg.validate_if_idle_for
+            && now.at_least(entry.meta.last_used, cfg.validate_if_idle_for)
+            && now.at_least(entry.checked_at, cfg.validate_if_idle_for)
         {
             return self.validate(entry, deadline).await;
         }
@@ -895,7 +895,7 @@ impl<M: Manager> Shared<M> {
     async fn validate(
         self: &Arc<Self>,
         entry: Item<M::Type>,
-        deadline: Instant,
+        deadline: Tick,
     ) -> Option<Item<M::Type>> {
         let mut guard = Checkout {
             shared: self,
@@ -904,7 +904,7 @@ impl<M: Manager> Shared<M> {
         let limit = self
             .cfg
             .validate_timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
+            .min(deadline.since(self.clock.now()));
         let obj = &mut guard.entry.as_mut().expect("held until taken").obj;
         let outcome = tokio::time::timeout(limit, catch_unwind(self.manager.validate(obj))).await;
         let mut entry = guard.entry.take().expect("held until taken");
@@ -941,8 +941,8 @@ impl<M: Manager> Shared<M> {
     fn hand_out(
         self: &Arc<Self>,
         mut entry: Item<M::Type>,
-        start: Instant,
-        now: Instant,
+        start: Tick,
+        now: Tick,
         caller: &'static Location<'static>,
     ) -> Pooled<M> {
         entry.meta.use_count += 1;
@@ -959,7 +959,7 @@ impl<M: Manager> Shared<M> {
         if self.hot_events() {
             self.emit(PoolEvent::Acquired {
                 id: entry.meta.id,
-                waited: now.saturating_duration_since(start),
+                waited: now.since(start),
             });
         }
         Pooled {
@@ -972,9 +972,9 @@ impl<M: Manager> Shared<M> {
     async fn wait(
         self: &Arc<Self>,
         slot: WaitSlot<M>,
-        deadline: Instant,
-        start: Instant,
-    ) -> Result<(Item<M::Type>, Instant), PoolError<M::Error>> {
+        deadline: Tick,
+        start: Tick,
+    ) -> Result<(Item<M::Type>, Tick), PoolError<M::Error>> {
         let mut guard = WaitGuard {
             shared: self,
             slot: Some(slot),
@@ -990,7 +990,9 @@ impl<M: Manager> Shared<M> {
                 return Poll::Ready(Some(v));
             }
             if own_timer.is_none() && !self.running.load(Ordering::Acquire) {
-                own_timer = Some(Box::pin(tokio::time::sleep_until(deadline)));
+                own_timer = Some(Box::pin(tokio::time::sleep_until(
+                    self.clock.instant(deadline),
+                )));
             }
             if let Some(timer) = own_timer.as_mut() {
                 if timer.as_mut().poll(cx).is_ready() {
@@ -1013,7 +1015,7 @@ impl<M: Manager> Shared<M> {
                     // Handed over just as the time ran out: take it.
                     Some(v) => v,
                     None => {
-                        let waited = start.elapsed();
+                        let waited = self.clock.now().since(start);
                         self.emit(PoolEvent::QueueTimeout { waited });
                         return Err(PoolError::Timeout {
                             waited,
@@ -1028,7 +1030,7 @@ impl<M: Manager> Shared<M> {
             Err(WaitError::Create(e)) => Err(PoolError::Create(e)),
             Err(WaitError::Closed) => Err(PoolError::Closed),
             Err(WaitError::Timeout(last_create_error)) => {
-                let waited = start.elapsed();
+                let waited = self.clock.now().since(start);
                 self.emit(PoolEvent::QueueTimeout { waited });
                 Err(PoolError::Timeout {
                     waited,
@@ -1040,9 +1042,9 @@ impl<M: Manager> Shared<M> {
 
     /// A checked-out object comes back.
     #[inline]
-    pub(crate) fn release(self: &Arc<Self>, mut entry: Item<M::Type>, taken_at: Instant) {
+    pub(crate) fn release(self: &Arc<Self>, mut entry: Item<M::Type>, taken_at: Tick) {
         let now = self.clock.now();
-        let held = now.saturating_duration_since(taken_at);
+        let held = now.since(taken_at);
         entry.meta.last_used = now;
         if let Some(leases) = &self.leases {
             leases.lock().remove(&entry.meta.id);
@@ -1090,7 +1092,7 @@ impl<M: Manager> Shared<M> {
         let entry = guard.entry.take().expect("held until taken");
         if let Ok(Ok(Ok(()))) = outcome {
             let mut st = self.state.lock();
-            let placed = st.place(entry, Instant::now());
+            let placed = st.place(entry, self.clock.now());
             let settled = st.phase != Phase::Open && st.settled();
             drop(st);
             self.after_place(Some(placed), settled);
@@ -1101,11 +1103,15 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Removes a checked-out object's lease and records how long it was held.
-    pub(crate) fn forget(&self, id: u64, taken_at: Instant) {
+    pub(crate) fn forget(&self, id: u64, taken_at: Tick) {
         if let Some(leases) = &self.leases {
             leases.lock().remove(&id);
         }
-        self.state.lock().m.usage.record(taken_at.elapsed());
+        self.state
+            .lock()
+            .m
+            .usage
+            .record(self.clock.now().since(taken_at));
     }
 
     /// A detached object frees its slot.
@@ -1236,10 +1242,10 @@ impl<M: Manager> Shared<M> {
             for entry in due {
                 let this = Arc::clone(self);
                 self.spawn(async move {
-                    let deadline = Instant::now() + this.cfg.validate_timeout;
+                    let deadline = this.clock.now().after(this.cfg.validate_timeout);
                     if let Some(entry) = this.validate(entry, deadline).await {
                         let mut st = this.state.lock();
-                        let placed = st.place(entry, Instant::now());
+                        let placed = st.place(entry, this.clock.now());
                         let settled = st.phase != Phase::Open && st.settled();
                         drop(st);
                         this.after_place(Some(placed), settled);
@@ -1250,7 +1256,7 @@ impl<M: Manager> Shared<M> {
         if let (Some(limit), Some(leases)) = (self.cfg.leak_detection_threshold, &self.leases) {
             let mut found = Vec::new();
             for (id, lease) in leases.lock().iter_mut() {
-                let held = now.saturating_duration_since(lease.since);
+                let held = now.since(lease.since);
                 if !lease.reported && held >= limit {
                     lease.reported = true;
                     found.push((*id, held, lease.location));
@@ -1295,10 +1301,11 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
         let started = Instant::now();
         let outcome =
             tokio::time::timeout(cfg.create_timeout, catch_unwind(shared.manager.create())).await;
-        let now = shared.clock.precise();
+        // Brings the coarse timeline up to date before `born` is read.
+        shared.clock.precise();
         let err = match outcome {
             Ok(Ok(Ok(obj))) => {
-                let took = now - started;
+                let took = started.elapsed();
                 // The object's times come from the pool's clock, as every
                 // later reading of them does, so they never run backwards.
                 let born = shared.clock.now();
@@ -1306,8 +1313,11 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
                 let (placed, id, again, settled) = {
                     let mut st = shared.state.lock();
                     let id = st.next_id();
-                    let placed =
-                        st.created(Box::new(Entry::new(obj, id, born, expires)), born, took);
+                    let placed = st.created(
+                        Box::new(Entry::new(obj, id, shared.clock.base(), born, expires)),
+                        born,
+                        took,
+                    );
                     let again = st.reserve_create();
                     let settled = st.phase != Phase::Open && st.settled();
                     (placed, id, again, settled)
@@ -1329,7 +1339,8 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
             let mut st = shared.state.lock();
             let failures = st.failures.saturating_add(1);
             let delay = cfg.backoff.delay(failures);
-            let keep = st.create_failed(err.clone(), now + delay, cfg.retries, &mut wake);
+            let keep =
+                st.create_failed(err.clone(), Instant::now() + delay, cfg.retries, &mut wake);
             let settled = st.phase != Phase::Open && st.settled();
             (keep, failures, delay, settled)
         };
@@ -1389,9 +1400,9 @@ async fn background<M: Manager>(alive: Alive<M>, rearm: Arc<Notify>, tick: Durat
                 let next = st.next_deadline;
                 drop(st);
                 wake_all(wake);
-                next
+                next.map(|at| shared.clock.instant(at))
             } else {
-                st.next_deadline
+                st.next_deadline.map(|at| shared.clock.instant(at))
             }
         };
         if next != armed_for {

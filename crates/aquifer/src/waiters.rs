@@ -26,17 +26,17 @@ pub(crate) struct Slot<V> {
     /// The pool's create-failure count when this caller started to wait.
     pub(crate) failures_base: u64,
     /// When it started to wait.
-    pub(crate) since: tokio::time::Instant,
+    pub(crate) since: crate::clock::Tick,
     /// When the pool's deadline task fails it with a timeout.
-    pub(crate) deadline: tokio::time::Instant,
+    pub(crate) deadline: crate::clock::Tick,
 }
 
 impl<V> Slot<V> {
     pub(crate) fn new(
         priority: usize,
         failures_base: u64,
-        since: tokio::time::Instant,
-        deadline: tokio::time::Instant,
+        since: crate::clock::Tick,
+        deadline: crate::clock::Tick,
     ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(SlotState::Waiting(None)),
@@ -144,7 +144,7 @@ impl<V> Waiters<V> {
 
     /// Hands `v` to the longest-waiting caller of the most urgent priority.
     /// Gives `v` back when nobody waits.
-    pub(crate) fn hand(&mut self, v: V) -> Result<(Option<Waker>, tokio::time::Instant), V> {
+    pub(crate) fn hand(&mut self, v: V) -> Result<(Option<Waker>, crate::clock::Tick), V> {
         if self.len == 0 {
             return Err(v);
         }
@@ -186,7 +186,7 @@ impl<V> Waiters<V> {
     }
 
     /// The earliest deadline of any waiter.
-    pub(crate) fn earliest_deadline(&self) -> Option<tokio::time::Instant> {
+    pub(crate) fn earliest_deadline(&self) -> Option<crate::clock::Tick> {
         self.queues.iter().flatten().map(|s| s.deadline).min()
     }
 }

@@ -1254,7 +1254,7 @@ impl<M: Manager> Cluster<M> {
     pub async fn get_any(&self) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
         // As a pool's own get does: a task looping on gets while objects
         // are free must still yield now and then.
-        tokio::task::coop::consume_budget().await;
+        crate::pool::cooperate().await;
         let quick = std::future::poll_fn(|cx| std::task::Poll::Ready(self.quick_any(cx))).await;
         // The slow paths are boxed: they wait anyway, and unboxed they would
         // make every `get_any` future (built and moved on each call) over a

@@ -257,6 +257,25 @@ pub(crate) async fn drive(
     })
 }
 
+/// Fills a pool before its window by holding `$size` checkouts at once,
+/// then returning them, for every async pool alike (r2d2 fills itself when
+/// built). Unfilled, aquifer's tasks would all start by waiting for
+/// creates, which run in the background: a fair pool then starts in a
+/// convoy, where each return hands the object to the next waiter and each
+/// get queues behind the others, so that every operation costs a task
+/// switch although there are objects enough for both workers. With no
+/// object held across an await the queue never empties, and the convoy lasts
+/// the whole window: the cell measured startup, not the pool.
+macro_rules! fill {
+    ($size:expr, $get:expr) => {{
+        let mut held = Vec::with_capacity($size);
+        for _ in 0..$size {
+            held.push($get.await.expect("fill"));
+        }
+        drop(held);
+    }};
+}
+
 /// Spawns one benchmark task: `$pool` is cloned once per task, then `$op`
 /// runs with it in a loop until told to stop.
 macro_rules! task {
@@ -357,7 +376,7 @@ fn measure(
                 .max(size)
                 .build()
                 .expect("valid config");
-            p.start().await.expect("noop creates");
+            fill!(size, p.get());
             drive(
                 tasks,
                 window,
@@ -376,6 +395,7 @@ fn measure(
                 .max_size(size)
                 .build()
                 .expect("valid config");
+            fill!(size, p.get());
             drive(
                 tasks,
                 window,
@@ -395,6 +415,7 @@ fn measure(
                 .build(Noop)
                 .await
                 .expect("valid config");
+            fill!(size, p.get());
             drive(
                 tasks,
                 window,
@@ -411,6 +432,7 @@ fn measure(
         "qp" | "qp-unchecked" => rt.block_on(async {
             let p = qp::Pool::new(Noop, size);
             let checked = pool == "qp";
+            fill!(size, p.acquire());
             drive(
                 tasks,
                 window,
@@ -431,6 +453,7 @@ fn measure(
         }),
         "mobc" => rt.block_on(async {
             let p = mobc::Pool::builder().max_open(size as u64).build(Noop);
+            fill!(size, p.get());
             drive(
                 tasks,
                 window,

@@ -60,6 +60,12 @@ impl Tick {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
+    /// Nanoseconds from `earlier` to `self`; zero if `earlier` is later.
+    #[inline]
+    pub(crate) fn nanos_since(self, earlier: Tick) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
     /// `self` plus `d`, saturating far in the future.
     #[inline]
     pub(crate) fn after(self, d: Duration) -> Tick {
@@ -133,7 +139,7 @@ impl PoolClock {
     /// it if it fell behind.
     pub(crate) fn precise(&self) -> Tick {
         let now = self.tick(Instant::now());
-        if let (Some(coarse), Some(c)) = (&self.coarse, coarse_now()) {
+        if let Some((coarse, c)) = self.coarse.as_ref().and_then(|k| Some((k, coarse_now()?))) {
             let coarse_since = c.saturating_sub(coarse.base);
             // Only when Tokio's clock is ahead by more than a tick or two,
             // as it is after paused time was advanced: in real time the

@@ -245,7 +245,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         }
         match self.waiters.hand(Ok((entry, now))) {
             Ok((waker, since)) => {
-                self.m.wait.record(now.since(since));
+                self.m.wait.record_nanos(now.nanos_since(since));
                 Placed::Handed(waker)
             }
             Err(Ok((entry, _))) => {

@@ -50,7 +50,11 @@ fn bucket_high(i: usize) -> u64 {
 
 impl Histogram {
     pub(crate) fn record(&mut self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.record_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    #[inline]
+    pub(crate) fn record_nanos(&mut self, ns: u64) {
         self.buckets[bucket_of(ns)] += 1;
         self.count += 1;
         self.sum += u128::from(ns);

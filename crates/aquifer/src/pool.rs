@@ -1064,7 +1064,7 @@ impl<M: Manager> Shared<M> {
     #[inline]
     pub(crate) fn release(self: &Arc<Self>, mut entry: Item<M::Type>, taken_at: Tick) {
         let now = self.clock.now();
-        let held = now.since(taken_at);
+        let held = now.nanos_since(taken_at);
         entry.meta.last_used = now;
         if let Some(leases) = &self.leases {
             leases.lock().remove(&entry.meta.id);
@@ -1072,26 +1072,26 @@ impl<M: Manager> Shared<M> {
         if self.hot_events() {
             self.emit(PoolEvent::Released {
                 id: entry.meta.id,
-                held,
+                held: Duration::from_nanos(held),
             });
         }
         if self.broken(&entry.obj) {
-            self.state.lock().m.usage.record(held);
+            self.state.lock().m.usage.record_nanos(held);
             self.evict(entry, Reason::Broken);
         } else if entry.expired(now) {
-            self.state.lock().m.usage.record(held);
+            self.state.lock().m.usage.record_nanos(held);
             self.evict(entry, Reason::Lifetime);
         } else if std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.manager.needs_reset(&entry.obj)
         }))
         .unwrap_or(true)
         {
-            self.state.lock().m.usage.record(held);
+            self.state.lock().m.usage.record_nanos(held);
             let this = Arc::clone(self);
             self.spawn(async move { this.reset(entry).await });
         } else {
             let mut st = self.state.lock();
-            st.m.usage.record(held);
+            st.m.usage.record_nanos(held);
             let placed = st.place(entry, now);
             let settled = st.phase != Phase::Open && st.settled();
             drop(st);

@@ -204,9 +204,12 @@ fn waiters_time_out_after_the_pools_runtime_is_gone() {
         .build()
         .unwrap();
     let p = first.block_on(async {
+        // Tokio's precise clock: the coarse one may end a wait up to a
+        // scheduler tick early, and the test checks the wait's length.
         let p = Pool::builder(m)
             .max(1)
             .acquire_timeout(ms(150))
+            .clock(aquifer::Clock::Tokio)
             .build()
             .unwrap();
         p.start().await.unwrap();

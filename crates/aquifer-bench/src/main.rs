@@ -6,7 +6,8 @@
 //! object, as a task holding a connection across a query would, so that
 //! tasks really contend for objects when there are more tasks than objects.
 //! Async pools run on one 2-worker multi-thread Tokio runtime; r2d2, being
-//! synchronous, runs on as many OS threads as there are tasks. Pools
+//! synchronous, runs on as many OS threads as there are tasks. Every async
+//! pool is filled (`size` checkouts held at once) before it is timed. Pools
 //! alternate within each round, and each cell reports the median over the
 //! rounds.
 //!

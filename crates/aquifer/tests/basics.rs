@@ -49,26 +49,9 @@ async fn get_and_return_reuses_the_object() {
 async fn a_task_looping_on_get_still_lets_others_run() {
     let (_, p) = pool(1);
     drop(p.get().await.unwrap());
-    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    tokio::spawn({
-        let ran = std::sync::Arc::clone(&ran);
-        async move { ran.store(true, std::sync::atomic::Ordering::SeqCst) }
-    });
-    // The object is always free, so only Tokio's cooperative budget makes
-    // the loop yield: a get spends 1/16 of a unit, so about every 16 x 128
-    // gets (where the counts stood at the start moves it a little).
-    let mut gets_before_the_other_ran = None;
-    for i in 0..100_000 {
-        drop(p.get().await.unwrap());
-        if ran.load(std::sync::atomic::Ordering::SeqCst) {
-            gets_before_the_other_ran = Some(i);
-            break;
-        }
-    }
-    assert!(
-        gets_before_the_other_ran.is_some_and(|i| i < 3000),
-        "{gets_before_the_other_ran:?}"
-    );
+    let p = &p;
+    let n = gets_before_another_task_runs(|| async move { drop(p.get().await.unwrap()) }).await;
+    assert!(n.is_some_and(|i| i < 3000), "{n:?}");
 }
 
 #[tokio::test]

@@ -223,26 +223,9 @@ async fn a_task_looping_on_get_any_still_lets_others_run() {
     // Both pools made their objects (creating one waits, and so yields).
     let warm = (c.get_any().await.unwrap(), c.get_any().await.unwrap());
     drop(warm);
-    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    tokio::spawn({
-        let ran = Arc::clone(&ran);
-        async move { ran.store(true, std::sync::atomic::Ordering::SeqCst) }
-    });
-    // Objects are always free here, so only Tokio's cooperative budget
-    // makes the loop yield: a get spends 1/16 of a unit, so about every
-    // 16 x 128 gets (where the counts stood at the start moves it a little).
-    let mut gets_before_the_other_ran = None;
-    for i in 0..100_000 {
-        drop(c.get_any().await.unwrap());
-        if ran.load(std::sync::atomic::Ordering::SeqCst) {
-            gets_before_the_other_ran = Some(i);
-            break;
-        }
-    }
-    assert!(
-        gets_before_the_other_ran.is_some_and(|i| i < 3000),
-        "{gets_before_the_other_ran:?}"
-    );
+    let c = &c;
+    let n = gets_before_another_task_runs(|| async move { drop(c.get_any().await.unwrap()) }).await;
+    assert!(n.is_some_and(|i| i < 3000), "{n:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -75,6 +75,9 @@ pub(crate) struct Entry<T> {
     pub(crate) expires_at: Option<Tick>,
     /// When it was last validated (or created).
     pub(crate) checked_at: Tick,
+    /// When its current checkout began. Kept here rather than in
+    /// [`Pooled`], which is then two pointers and moves in registers.
+    pub(crate) taken_at: Tick,
 }
 
 impl<T> Entry<T> {
@@ -90,6 +93,7 @@ impl<T> Entry<T> {
             },
             expires_at,
             checked_at: now,
+            taken_at: now,
         }
     }
 
@@ -109,7 +113,6 @@ impl<T> Entry<T> {
 pub struct Pooled<M: Manager> {
     pub(crate) entry: Option<Item<M::Type>>,
     pub(crate) shared: Arc<Shared<M>>,
-    pub(crate) taken_at: Tick,
 }
 
 impl<M: Manager> Pooled<M> {
@@ -132,7 +135,7 @@ impl<M: Manager> Pooled<M> {
 
     /// How long this checkout has held the object.
     pub fn held_for(&self) -> Duration {
-        self.shared.clock.now().since(self.taken_at)
+        self.shared.clock.now().since(self.entry().taken_at)
     }
 
     /// Takes the object out of the pool for good. Its slot is freed, so the
@@ -142,7 +145,7 @@ impl<M: Manager> Pooled<M> {
             .entry
             .take()
             .expect("a Pooled always holds its object until consumed");
-        self.shared.forget(entry.meta.id, self.taken_at);
+        self.shared.forget(entry.meta.id, entry.taken_at);
         self.shared.detached();
         entry.obj
     }
@@ -154,7 +157,7 @@ impl<M: Manager> Pooled<M> {
             .entry
             .take()
             .expect("a Pooled always holds its object until consumed");
-        self.shared.forget(entry.meta.id, self.taken_at);
+        self.shared.forget(entry.meta.id, entry.taken_at);
         self.shared.discard(entry, Reason::Caller);
     }
 }
@@ -195,7 +198,7 @@ impl<M: Manager> Drop for Pooled<M> {
     #[inline]
     fn drop(&mut self) {
         if let Some(entry) = self.entry.take() {
-            self.shared.release(entry, self.taken_at);
+            self.shared.release(entry);
         }
     }
 }

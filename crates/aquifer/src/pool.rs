@@ -966,6 +966,7 @@ impl<M: Manager> Shared<M> {
         caller: &'static Location<'static>,
     ) -> Pooled<M> {
         entry.meta.use_count += 1;
+        entry.taken_at = now;
         if let Some(leases) = &self.leases {
             leases.lock().insert(
                 entry.meta.id,
@@ -985,7 +986,6 @@ impl<M: Manager> Shared<M> {
         Pooled {
             entry: Some(entry),
             shared: Arc::clone(self),
-            taken_at: now,
         }
     }
 
@@ -1062,9 +1062,9 @@ impl<M: Manager> Shared<M> {
 
     /// A checked-out object comes back.
     #[inline]
-    pub(crate) fn release(self: &Arc<Self>, mut entry: Item<M::Type>, taken_at: Tick) {
+    pub(crate) fn release(self: &Arc<Self>, mut entry: Item<M::Type>) {
         let now = self.clock.now();
-        let held = now.nanos_since(taken_at);
+        let held = now.nanos_since(entry.taken_at);
         entry.meta.last_used = now;
         if let Some(leases) = &self.leases {
             leases.lock().remove(&entry.meta.id);

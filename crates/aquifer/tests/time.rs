@@ -379,3 +379,25 @@ async fn try_get_gives_each_check_its_own_time() {
     assert_eq!(o.obj.id, 2);
     assert_eq!(p.metrics().validation_failures, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn held_for_and_usage_count_from_each_checkout_not_from_creation() {
+    let (_f, m) = fake();
+    let p = Pool::builder(m).max(1).build().unwrap();
+    let first = p.get().await.unwrap();
+    tokio::time::sleep(ms(5_000)).await;
+    assert_eq!(first.held_for(), ms(5_000));
+    drop(first);
+    tokio::time::sleep(ms(3_000)).await;
+    // The same object again: its checkout time starts over.
+    let again = p.get().await.unwrap();
+    assert_eq!(again.metadata().use_count(), 2);
+    assert_eq!(again.held_for(), ms(0));
+    tokio::time::sleep(ms(1_000)).await;
+    assert_eq!(again.held_for(), ms(1_000));
+    drop(again);
+    let usage = p.metrics().usage_time;
+    assert_eq!(usage.count, 2);
+    assert!(usage.max >= ms(5_000) && usage.max < ms(5_700), "{usage:?}");
+    assert!(usage.p50 >= ms(1_000) && usage.p50 < ms(1_200), "{usage:?}");
+}

@@ -145,7 +145,7 @@ impl<M: Manager> Pooled<M> {
             .entry
             .take()
             .expect("a Pooled always holds its object until consumed");
-        self.shared.forget(entry.meta.id, entry.taken_at);
+        self.shared.forget(&entry);
         self.shared.detached();
         entry.obj
     }
@@ -157,7 +157,7 @@ impl<M: Manager> Pooled<M> {
             .entry
             .take()
             .expect("a Pooled always holds its object until consumed");
-        self.shared.forget(entry.meta.id, entry.taken_at);
+        self.shared.forget(&entry);
         self.shared.discard(entry, Reason::Caller);
     }
 }

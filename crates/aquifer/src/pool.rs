@@ -1123,15 +1123,12 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Removes a checked-out object's lease and records how long it was held.
-    pub(crate) fn forget(&self, id: u64, taken_at: Tick) {
+    pub(crate) fn forget(&self, entry: &Entry<M::Type>) {
         if let Some(leases) = &self.leases {
-            leases.lock().remove(&id);
+            leases.lock().remove(&entry.meta.id);
         }
-        self.state
-            .lock()
-            .m
-            .usage
-            .record(self.clock.now().since(taken_at));
+        let held = self.clock.now().nanos_since(entry.taken_at);
+        self.state.lock().m.usage.record_nanos(held);
     }
 
     /// A detached object frees its slot.

@@ -400,4 +400,19 @@ async fn held_for_and_usage_count_from_each_checkout_not_from_creation() {
     assert_eq!(usage.count, 2);
     assert!(usage.max >= ms(5_000) && usage.max < ms(5_700), "{usage:?}");
     assert!(usage.p50 >= ms(1_000) && usage.p50 < ms(1_200), "{usage:?}");
+    // Destroyed or detached instead of returned: still counted, from
+    // their own checkouts.
+    let destroyed = p.get().await.unwrap();
+    tokio::time::sleep(ms(20_000)).await;
+    destroyed.destroy();
+    let detached = p.get().await.unwrap();
+    tokio::time::sleep(ms(40_000)).await;
+    drop(detached.detach());
+    let usage = p.metrics().usage_time;
+    assert_eq!(usage.count, 4);
+    assert!(
+        usage.max >= ms(40_000) && usage.max < ms(45_000),
+        "{usage:?}"
+    );
+    assert!(usage.p99 >= ms(40_000), "{usage:?}");
 }

@@ -1131,7 +1131,11 @@ impl<M: Manager> Cluster<M> {
     /// `get_any`'s first choice while no pool is banned: one pass over the
     /// members, no selector to match, no lock taken, nothing allocated.
     /// `Quick::No` sends the get down the general path.
-    fn quick_any(&self, cx: &mut std::task::Context<'_>) -> Quick<M> {
+    // Inlined into `get_any`, its result stays in registers rather than
+    // going through memory (measured: +17-19% over one pool's get instead
+    // of +18-21%, with a narrower spread).
+    #[inline(always)]
+    fn quick_any(&self) -> Quick<M> {
         let mode = self.mode();
         if self.inner.shut.load(Ordering::Acquire) {
             return Quick::No;
@@ -1199,24 +1203,19 @@ impl<M: Manager> Cluster<M> {
                 best.1
             }
         };
-        // One poll of the chosen pool's `try_get` while the member list is
-        // borrowed: an idle object comes back at once, with no reference
-        // taken to the member. Anything else (no idle object, others
-        // waiting, a validation under way) is left to a full get that owns
-        // the member; `try_get` never queues, and dropping it is allowed at
-        // any point.
+        // While the member list is borrowed, an idle object that can go out
+        // as it is comes back at once, with no reference taken to the
+        // member. Anything else (no idle object, others waiting, a borrow
+        // check due) is left to a full get that owns the member.
         let m = &members[i];
-        let mut get = std::pin::pin!(m.pool.try_get_before_get());
-        match std::future::Future::poll(get.as_mut(), cx) {
-            std::task::Poll::Ready(Ok(conn)) => {
+        match m.pool.take_ready() {
+            Some(conn) => {
                 if mode == Mode::Failover {
                     self.inner.stick_to(m.id);
                 }
                 Quick::Got(ClusterConn::new(conn, m))
             }
-            std::task::Poll::Ready(Err(_)) | std::task::Poll::Pending => {
-                Quick::Then(Arc::clone(m), n)
-            }
+            None => Quick::Then(Arc::clone(m), n),
         }
     }
 
@@ -1255,7 +1254,7 @@ impl<M: Manager> Cluster<M> {
         // As a pool's own get does: a task looping on gets while objects
         // are free must still yield now and then.
         crate::pool::cooperate().await;
-        let quick = std::future::poll_fn(|cx| std::task::Poll::Ready(self.quick_any(cx))).await;
+        let quick = self.quick_any();
         // The slow paths are boxed: they wait anyway, and unboxed they would
         // make every `get_any` future (built and moved on each call) over a
         // kilobyte.

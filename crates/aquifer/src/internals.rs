@@ -208,20 +208,37 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         n
     }
 
-    /// A checkout that never queues. With `count_miss` false, a miss is
-    /// not counted as a get: the caller goes on to a full get, which is.
-    pub(crate) fn try_acquire(&mut self, count_miss: bool) -> Result<Option<Item<T>>, Refusal> {
+    /// A checkout that never queues. The next idle object is taken only if
+    /// `ready` accepts it; else it stays where it is. With `count_miss`
+    /// false, a miss is not counted as a get: the caller goes on to a full
+    /// get, which is.
+    #[inline]
+    pub(crate) fn try_acquire(
+        &mut self,
+        count_miss: bool,
+        ready: impl FnOnce(&Item<T>) -> bool,
+    ) -> Result<Option<Item<T>>, Refusal> {
         match self.phase {
             Phase::Open => {}
             Phase::Draining => return Err(Refusal::Draining),
             Phase::Closed => return Err(Refusal::Closed),
         }
-        let entry = if self.waiters.len() > 0 {
+        let next = if self.waiters.len() > 0 {
             None
         } else if self.lifo {
-            self.idle.pop_back()
+            self.idle.back()
         } else {
-            self.idle.pop_front()
+            self.idle.front()
+        };
+        let entry = match next {
+            Some(e) if ready(e) => {
+                if self.lifo {
+                    self.idle.pop_back()
+                } else {
+                    self.idle.pop_front()
+                }
+            }
+            _ => None,
         };
         if entry.is_some() {
             self.m.gets += 1;

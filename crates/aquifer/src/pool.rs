@@ -283,18 +283,19 @@ impl<M: Manager> Pool<M> {
         &self,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared.try_acquire(caller, true)
+        self.shared.try_acquire(caller)
     }
 
-    /// [`try_get`](Pool::try_get) as the first step of a get that goes on
-    /// to a full [`get`](Pool::get) when it misses: the miss is not counted
-    /// in [`Metrics::gets`], so that one checkout counts once.
+    /// The first step of a get that goes on to a full [`get`](Pool::get)
+    /// when this returns `None`: the next idle object if it can be handed
+    /// out as it is, with nothing to await (not expired, not broken, no
+    /// borrow check due) and nobody waiting before the caller. It never
+    /// starts a check it could not finish, and a miss is not counted in
+    /// [`Metrics::gets`], so that one checkout counts once.
     #[track_caller]
-    pub(crate) fn try_get_before_get(
-        &self,
-    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
-        let caller = Location::caller();
-        self.shared.try_acquire(caller, false)
+    #[inline]
+    pub(crate) fn take_ready(&self) -> Option<Pooled<M>> {
+        self.shared.take_ready(Location::caller())
     }
 
     /// Runs `f` with a checked-out object and returns what it returns. When
@@ -861,7 +862,6 @@ impl<M: Manager> Shared<M> {
     async fn try_acquire(
         self: &Arc<Self>,
         caller: &'static Location<'static>,
-        count_miss: bool,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         self.ensure_started();
         // One clock reading serves the call unless an object fails its
@@ -869,7 +869,7 @@ impl<M: Manager> Shared<M> {
         let start = self.clock.now();
         let mut now = start;
         loop {
-            let got = self.state.lock().try_acquire(count_miss);
+            let got = self.state.lock().try_acquire(true, |_| true);
             match got {
                 Ok(Some(entry)) => {
                     let deadline = now.after(self.cfg.validate_timeout);
@@ -882,6 +882,29 @@ impl<M: Manager> Shared<M> {
                 Err(r) => return Err(self.refused(r)),
             }
         }
+    }
+
+    #[inline]
+    fn take_ready(self: &Arc<Self>, caller: &'static Location<'static>) -> Option<Pooled<M>> {
+        self.ensure_started();
+        let now = self.clock.now();
+        // The checks run under the lock so that an object that fails one
+        // stays in place for the full get (which evicts or validates it)
+        // and the checkout is counted once. `is_broken` is cheap and sync,
+        // as eviction (which also calls it under the lock) relies on.
+        let ready =
+            |e: &Item<M::Type>| !e.expired(now) && !self.check_due(e, now) && !self.broken(&e.obj);
+        let entry = self.state.lock().try_acquire(false, ready).ok()??;
+        Some(self.hand_out(entry, now, now, caller))
+    }
+
+    /// Whether the borrow check is due for an object about to go out.
+    #[inline]
+    fn check_due(&self, entry: &Entry<M::Type>, now: Tick) -> bool {
+        let cfg = &self.cfg;
+        cfg.validate_on_borrow
+            && now.at_least(entry.meta.last_used, cfg.validate_if_idle_for)
+            && now.at_least(entry.checked_at, cfg.validate_if_idle_for)
     }
 
     /// Checks an object before handing it out; `None` when it was bad (and
@@ -901,11 +924,7 @@ impl<M: Manager> Shared<M> {
             self.evict(entry, Reason::Broken);
             return None;
         }
-        let cfg = &self.cfg;
-        if cfg.validate_on_borrow
-            && now.at_least(entry.meta.last_used, cfg.validate_if_idle_for)
-            && now.at_least(entry.checked_at, cfg.validate_if_idle_for)
-        {
+        if self.check_due(&entry, now) {
             return self.validate(entry, deadline).await;
         }
         Some(entry)

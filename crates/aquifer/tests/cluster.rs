@@ -624,3 +624,27 @@ async fn get_any_waits_in_line_when_the_chosen_pool_is_busy() {
     c.freeze("only").unwrap();
     assert!(matches!(c.get_any().await, Err(ClusterError::Frozen(_))));
 }
+
+/// An idle connection that needs its borrow check (idle longer than
+/// `validate_if_idle_for`) is checked and handed out by `get_any`, however
+/// long the check takes: the shortcut must not give up on it half way and
+/// throw a good connection away.
+#[tokio::test(start_paused = true)]
+async fn get_any_keeps_a_connection_whose_check_takes_time() {
+    let (c, fakes) = cluster(&["only"], Mode::RoundRobin);
+    let f = &fakes["only"];
+    let first = c.get_any().await.unwrap().obj.id;
+    tokio::time::sleep(ms(1000)).await;
+    f.validate.set(Step::Slow(ms(20)));
+    let conn = c.get_any().await.unwrap();
+    assert_eq!(conn.obj.id, first, "the idle connection was not reused");
+    assert_eq!(f.validate.calls(), 1);
+    assert_eq!(f.made.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(conn);
+    settle().await;
+    assert_eq!(f.destroyed.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let m = c.pool("only").unwrap().metrics();
+    assert_eq!(m.validation_failures, 0);
+    // The shortcut declined the second get: still one get each.
+    assert_eq!(m.gets, 2);
+}

@@ -1254,14 +1254,20 @@ impl<M: Manager> Cluster<M> {
         // As a pool's own get does: a task looping on gets while objects
         // are free must still yield now and then.
         crate::pool::cooperate().await;
-        let quick = self.quick_any();
+        // The connection is returned straight from the match: bound to a
+        // local that the awaits below could see, it would be stored in the
+        // future and read back, a stall on every get.
+        let first = match self.quick_any() {
+            Quick::Got(conn) => return Ok(conn),
+            Quick::Then(first, n) => Some((first, n)),
+            Quick::No => None,
+        };
         // The slow paths are boxed: they wait anyway, and unboxed they would
         // make every `get_any` future (built and moved on each call) over a
         // kilobyte.
-        match quick {
-            Quick::Got(conn) => Ok(conn),
-            Quick::Then(first, n) => Box::pin(self.get_from(Selector::Any, first, n)).await,
-            Quick::No => Box::pin(self.get_general(Selector::Any)).await,
+        match first {
+            Some((first, n)) => Box::pin(self.get_from(Selector::Any, first, n)).await,
+            None => Box::pin(self.get_general(Selector::Any)).await,
         }
     }
 

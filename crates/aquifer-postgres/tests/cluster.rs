@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aquifer::{Backoff, Cluster, ClusterPool};
+use aquifer::{Backoff, Cluster, ClusterConn, ClusterPool, Mode, Selector};
 use aquifer_postgres::{PgManager, PgPool};
 use common::*;
 
@@ -217,4 +217,129 @@ async fn freeze_under_load_then_remove_leaves_nothing_on_the_server() {
     }
     assert!(servers[1].sessions("node_2").unwrap() > 0);
     assert_eq!(cluster.names(), ["node_2"]);
+}
+
+/// The port of the server a connection is really on, asked of the server.
+async fn server_port(conn: &ClusterConn<PgManager>) -> u16 {
+    let row = conn
+        .query_one("SELECT current_setting('port')", &[])
+        .await
+        .unwrap();
+    row.get::<_, String>(0).parse().unwrap()
+}
+
+/// `gets` gets one after another on `sel` (or any pool), each counted by the
+/// server that answered it, after checking it is the server of the pool the
+/// connection names.
+async fn served_by(
+    cluster: &Cluster<PgManager>,
+    ports: &HashMap<&str, u16>,
+    sel: Option<Selector>,
+    gets: usize,
+) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for _ in 0..gets {
+        let conn = match &sel {
+            Some(sel) => cluster.get(sel.clone()).await.unwrap(),
+            None => cluster.get_any().await.unwrap(),
+        };
+        let name = conn.pool_name().to_owned();
+        assert_eq!(
+            server_port(&conn).await,
+            ports[name.as_str()],
+            "{name} handed out a connection to another server"
+        );
+        *seen.entry(name).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectors_and_modes_route_to_the_right_servers_in_the_promised_shares() {
+    let _serial = SERIAL.lock().await;
+    let servers = [server(), server(), server()];
+    let names = ["asia_1", "asia_2", "africa_1"];
+    let cluster: Cluster<PgManager> = Cluster::builder().build();
+    let mut ports = HashMap::new();
+    for ((pg, name), weight) in servers.iter().zip(names).zip([1, 2, 7]) {
+        let pool = PgPool::builder(PgManager::new(&pg.url()).unwrap())
+            .max(4)
+            .build()
+            .unwrap();
+        let tag = if name == "asia_1" {
+            "primary"
+        } else {
+            "replica"
+        };
+        cluster
+            .add(ClusterPool::new(name, pool).tag(tag).weight(weight))
+            .unwrap();
+        ports.insert(name, pg.port());
+    }
+    let only = |seen: &HashMap<String, usize>, names: &[&str]| {
+        let mut got: Vec<_> = seen.keys().map(String::as_str).collect();
+        got.sort_unstable();
+        let mut want = names.to_vec();
+        want.sort_unstable();
+        assert_eq!(got, want, "served by {seen:?}");
+    };
+
+    // Every selector form reaches exactly the servers it names; round robin
+    // (the default) splits evenly among them.
+    let seen = served_by(&cluster, &ports, Some("africa_1".into()), 30).await;
+    only(&seen, &["africa_1"]);
+    let seen = served_by(&cluster, &ports, Some("asia_*".into()), 300).await;
+    only(&seen, &["asia_1", "asia_2"]);
+    assert_eq!((seen["asia_1"], seen["asia_2"]), (150, 150));
+    let regex = Selector::regex("^a[a-z]+_1$").unwrap();
+    let seen = served_by(&cluster, &ports, Some(regex), 300).await;
+    only(&seen, &["asia_1", "africa_1"]);
+    assert_eq!((seen["asia_1"], seen["africa_1"]), (150, 150));
+    let seen = served_by(&cluster, &ports, Some(Selector::tag("replica")), 300).await;
+    only(&seen, &["asia_2", "africa_1"]);
+    let seen = served_by(&cluster, &ports, Some("*".into()), 300).await;
+    only(&seen, &names);
+
+    // Over 3,000 gets: round robin in exact thirds, random within 10% of a
+    // third, weighted 1:2:7 in its shares, failover all on the first pool.
+    let seen = served_by(&cluster, &ports, None, 3000).await;
+    for n in names {
+        assert_eq!(seen[n], 1000, "round robin: {seen:?}");
+    }
+    cluster.set_mode(Mode::Random);
+    let seen = served_by(&cluster, &ports, None, 3000).await;
+    eprintln!("random over 3 servers, 3000 gets: {seen:?}");
+    for n in names {
+        assert!(seen[n].abs_diff(1000) <= 100, "random: {seen:?}");
+    }
+    cluster.set_mode(Mode::Weighted);
+    let seen = served_by(&cluster, &ports, None, 3000).await;
+    eprintln!("weighted 1:2:7 over 3 servers, 3000 gets: {seen:?}");
+    for (n, p) in names.into_iter().zip([0.1_f64, 0.2, 0.7]) {
+        // Within four standard deviations of each share, so that chance
+        // fails it about once in 5,000 runs: ±66 of 300, ±88 of 600, ±100
+        // of 2100.
+        let got = seen.get(n).copied().unwrap_or(0) as f64;
+        let sd = (3000.0 * p * (1.0 - p)).sqrt();
+        assert!((got - 3000.0 * p).abs() <= 4.0 * sd, "weighted: {seen:?}");
+    }
+    cluster.set_mode(Mode::Failover);
+    let seen = served_by(&cluster, &ports, None, 300).await;
+    assert_eq!(seen.get("asia_1"), Some(&300), "failover: {seen:?}");
+
+    // Least busy: with two connections out on asia_1 and one on asia_2,
+    // every get goes to africa_1; with one out there too, the two pools
+    // with one out share the gets and asia_1 (two out) gets none.
+    cluster.set_mode(Mode::LeastBusy);
+    let mut held = vec![
+        cluster.get("asia_1").await.unwrap(),
+        cluster.get("asia_1").await.unwrap(),
+        cluster.get("asia_2").await.unwrap(),
+    ];
+    let seen = served_by(&cluster, &ports, None, 100).await;
+    only(&seen, &["africa_1"]);
+    held.push(cluster.get("africa_1").await.unwrap());
+    let seen = served_by(&cluster, &ports, None, 100).await;
+    only(&seen, &["asia_2", "africa_1"]);
+    drop(held);
 }

@@ -76,3 +76,52 @@ async fn failed_queries_and_transactions_become_cluster_warnings() {
         "the healthy pool has nothing to report"
     );
 }
+
+/// A connection whose close fails (the network reset it while it sat idle,
+/// so `COM_QUIT` cannot be sent) is kept as the cluster's pending
+/// connection when its pool is removed, with the error; `close_pending`
+/// then retries and clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_that_fails_is_kept_pending_until_close_pending() {
+    let db = server();
+    let proxy = aquifer_testkit::FaultProxy::start(db.addr()).unwrap();
+    let cluster: Cluster<MySqlManager> = Cluster::builder().build();
+    let pool = MySqlPool::builder(MySqlManager::new(&db.url_through(&proxy)).unwrap())
+        .max(2)
+        .build()
+        .unwrap();
+    cluster.add(ClusterPool::new("eu_1", pool)).unwrap();
+    {
+        use aquifer_mysql::mysql_async::prelude::Queryable;
+        let mut conn = cluster.get_any().await.unwrap();
+        conn.query_drop("SELECT 1").await.unwrap();
+    }
+    assert_eq!(proxy.open_connections(), 1);
+    proxy.reset_all();
+    eventually("the proxy reset the connection", || {
+        proxy.open_connections() == 0
+    })
+    .await;
+    // Let the reset reach the client's socket.
+    tokio::time::sleep(ms(50)).await;
+    assert!(!cluster.has_pending());
+
+    assert_eq!(cluster.remove("eu_1", ms(5000)).await.unwrap(), 1);
+    let pending = cluster.pending();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    eprintln!("pending after remove: {pending:?}");
+    assert_eq!(pending[0].pool, "eu_1");
+    assert!(!pending[0].info.error.is_empty());
+    assert!(cluster.has_pending());
+    assert!(cluster
+        .warnings()
+        .iter()
+        .any(|w| w.pool.as_deref() == Some("eu_1")));
+
+    assert_eq!(cluster.close_pending(false).await, 0);
+    assert!(!cluster.has_pending());
+    eventually("no session left on the server", || {
+        db.sessions().unwrap() == 0
+    })
+    .await;
+}

@@ -283,3 +283,52 @@ async fn the_health_check_has_its_own_timeout() {
     );
     assert!(took >= ms(200) && took < ms(1000), "{took:?}");
 }
+
+/// `close()` returns once every connection has said goodbye (a `Terminate`
+/// message, then the socket closed), so a program that shuts its runtime
+/// down right after leaves no connection cut off mid-way. The server,
+/// logging at `debug1`, names every connection that ended without the
+/// message: "unexpected EOF on client connection".
+#[test]
+fn close_says_goodbye_on_every_connection_before_it_returns() {
+    let pg = aquifer_testkit::PgServer::builder()
+        .setting("log_min_messages", "debug1")
+        .start()
+        .expect("a throwaway PostgreSQL (apt-get install postgresql)");
+    for round in 0..3 {
+        // One thread: what close() leaves to other tasks never runs.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let url = format!("{}?application_name=goodbye", pg.url());
+            let pool = PgPool::builder(PgManager::new(&url).unwrap())
+                .max(6)
+                .min(6)
+                .build()
+                .unwrap();
+            pool.start().await.unwrap();
+            // One of them comes back while the pool closes.
+            let held = pool.get().await.unwrap();
+            let closing = pool.close();
+            drop(held);
+            closing.await;
+            assert_eq!(pool.status().size, 0);
+        });
+        // Whatever the runtime still had to run is dropped with it.
+        drop(rt);
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while pg.sessions("goodbye").unwrap_or(1) > 0 && Instant::now() < give_up {
+            std::thread::sleep(ms(20));
+        }
+        let cut = pg
+            .log()
+            .matches("unexpected EOF on client connection")
+            .count();
+        assert_eq!(
+            cut, 0,
+            "round {round}: {cut} connections were cut off without a goodbye"
+        );
+    }
+}

@@ -1132,8 +1132,8 @@ impl<M: Manager> Cluster<M> {
     /// members, no selector to match, no lock taken, nothing allocated.
     /// `Quick::No` sends the get down the general path.
     // Inlined into `get_any`, its result stays in registers rather than
-    // going through memory (measured: +17-19% over one pool's get instead
-    // of +18-21%, with a narrower spread).
+    // going through memory (measured on one thread: a get_any and its
+    // return took 51-58 ns inlined, 53-68 ns not).
     #[inline(always)]
     fn quick_any(&self) -> Quick<M> {
         let mode = self.mode();

@@ -206,7 +206,73 @@ struct Member<M: Manager> {
     /// lock while no ban exists.
     banned: AtomicBool,
     banned_until: Mutex<Option<Instant>>,
-    watcher: Option<tokio::task::AbortHandle>,
+    watcher: Mutex<Option<Watcher>>,
+}
+
+/// The task that turns a member pool's trouble events into the cluster's
+/// warnings, until it is stopped or the pool or the cluster is gone.
+struct Watcher {
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    /// Starts watching `pool` (if there is a runtime to watch on).
+    fn start<M: Manager>(pool: &Pool<M>, inner: Weak<Inner<M>>, name: String) -> Option<Self> {
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        let mut events = pool.lifecycle_events();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = Arc::clone(&stop);
+        let record = move |e: &PoolEvent| match inner.upgrade() {
+            Some(inner) => {
+                if let Some(message) = warning_of(e) {
+                    inner.warn(Some(&name), message);
+                }
+                true
+            }
+            None => false,
+        };
+        let task = rt.spawn(async move {
+            let mut stopped = std::pin::pin!(stopped.notified());
+            loop {
+                // The next event, `Some(None)` once the pool is gone, or
+                // `None` when asked to stop.
+                let next = std::future::poll_fn(|cx| {
+                    if std::future::Future::poll(stopped.as_mut(), cx).is_ready() {
+                        return std::task::Poll::Ready(None);
+                    }
+                    std::pin::Pin::new(&mut events).poll_next(cx).map(Some)
+                })
+                .await;
+                match next {
+                    Some(Some(e)) => {
+                        if !record(&e) {
+                            return;
+                        }
+                    }
+                    Some(None) => return,
+                    None => break,
+                }
+            }
+            // Stopped: what the pool sent before that still counts.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            while let std::task::Poll::Ready(Some(e)) =
+                std::pin::Pin::new(&mut events).poll_next(&mut cx)
+            {
+                if !record(&e) {
+                    return;
+                }
+            }
+        });
+        Some(Watcher { stop, task })
+    }
+
+    /// Records what the pool sent so far, then ends.
+    async fn finish(self) {
+        self.stop.notify_one();
+        // An error means the runtime is shutting down: nothing to wait for.
+        let _ = self.task.await;
+    }
 }
 
 impl<M: Manager> Member<M> {
@@ -237,8 +303,8 @@ impl<M: Manager> Member<M> {
 
 impl<M: Manager> Drop for Member<M> {
     fn drop(&mut self) {
-        if let Some(w) = &self.watcher {
-            w.abort();
+        if let Some(w) = self.watcher.get_mut().take() {
+            w.task.abort();
         }
     }
 }
@@ -867,20 +933,7 @@ impl<M: Manager> Cluster<M> {
         if members.get().iter().any(|m| *m.name == *p.name) {
             return Err(ClusterError::Duplicate(p.name));
         }
-        let watcher = tokio::runtime::Handle::try_current().ok().map(|rt| {
-            let mut events = p.pool.lifecycle_events();
-            let (inner, name): (Weak<Inner<M>>, String) =
-                (Arc::downgrade(&self.inner), p.name.clone());
-            rt.spawn(async move {
-                while let Some(e) = events.recv().await {
-                    let Some(inner) = inner.upgrade() else { return };
-                    if let Some(message) = warning_of(&e) {
-                        inner.warn(Some(&name), message);
-                    }
-                }
-            })
-            .abort_handle()
-        });
+        let watcher = Watcher::start(&p.pool, Arc::downgrade(&self.inner), p.name.clone());
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = p.name.into();
         // The first cluster name sticks; in another cluster the pool's
@@ -896,7 +949,7 @@ impl<M: Manager> Cluster<M> {
             frozen: AtomicBool::new(false),
             banned: AtomicBool::new(false),
             banned_until: Mutex::new(None),
-            watcher,
+            watcher: Mutex::new(watcher),
         });
         Ok(())
     }
@@ -1377,6 +1430,11 @@ impl<M: Manager> Cluster<M> {
                 );
             }
             m.pool.close().await;
+            // The close's failures become warnings before `remove` returns.
+            let watcher = m.watcher.lock().take();
+            if let Some(w) = watcher {
+                w.finish().await;
+            }
             if !m.pool.pending().is_empty() {
                 self.inner
                     .retired

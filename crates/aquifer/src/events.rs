@@ -309,7 +309,10 @@ impl EventStream {
         self.lost
     }
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PoolEvent>> {
+    pub(crate) fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<PoolEvent>> {
         loop {
             match futures_core::Stream::poll_next(Pin::new(&mut self.inner), cx) {
                 Poll::Ready(Some(Ok(ev))) => return Poll::Ready(Some(ev)),

@@ -383,6 +383,14 @@ async fn connections_that_fail_to_close_are_kept_pending() {
     c.remove("leaky", ms(10)).await.unwrap();
     assert!(c.has_pending());
     assert_eq!(c.pending()[0].pool, "leaky");
+    // The failed close is a warning by the time `remove` returns.
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.pool.as_deref() == Some("leaky") && w.message.contains("failed to close")),
+        "{:?}",
+        c.warnings()
+    );
     assert_eq!(c.close_pending(false).await, 1, "still failing: kept");
     fakes["leaky"].destroy.set(Step::Ok);
     assert_eq!(c.close_pending(false).await, 0);

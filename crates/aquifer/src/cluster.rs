@@ -228,6 +228,20 @@ impl Watcher {
                 if let Some(message) = warning_of(e) {
                     inner.warn(Some(&name), message);
                 }
+                // A create that fails in the background (refilling to `min`,
+                // replacing what keepalive or eviction threw out) is the
+                // pool's health check failing: the server is not there.
+                if let PoolEvent::CreateFailed { error, .. } = e {
+                    let member = inner
+                        .members
+                        .read()
+                        .iter()
+                        .find(|m| *m.name == *name)
+                        .cloned();
+                    if let Some(m) = member {
+                        inner.ban(&m, error);
+                    }
+                }
                 true
             }
             None => false,
@@ -538,6 +552,21 @@ impl<M: Manager> Inner<M> {
         if self.sticky.load(Ordering::Relaxed) != id {
             self.sticky.store(id, Ordering::Relaxed);
         }
+    }
+
+    /// Bans `m` for `ban_time` (with a warning saying why) unless it is
+    /// banned already: a failed get and the pool's own report of the same
+    /// failed create warn once.
+    fn ban(&self, m: &Member<M>, why: impl fmt::Display) {
+        if m.is_banned() {
+            return;
+        }
+        m.ban(self.ban_time);
+        self.members.flags_changed();
+        self.warn(
+            Some(&m.name),
+            format!("banned for {:?}: {why}", self.ban_time),
+        );
     }
 
     fn warn(&self, pool: Option<&str>, message: String) {
@@ -1287,12 +1316,7 @@ impl<M: Manager> Cluster<M> {
             }
             Err(e) => {
                 if e.create_error().is_some() {
-                    m.ban(self.inner.ban_time);
-                    self.inner.members.flags_changed();
-                    self.inner.warn(
-                        Some(&m.name),
-                        format!("banned for {:?}: {e}", self.inner.ban_time),
-                    );
+                    self.inner.ban(&m, &e);
                 }
                 Err((m, e))
             }

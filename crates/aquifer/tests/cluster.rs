@@ -277,6 +277,46 @@ async fn a_broken_server_costs_latency_not_an_error_and_is_banned() {
     assert_eq!(seen.get("down"), Some(&10), "{seen:?}");
 }
 
+/// A pool's own background creates are its health check: when they fail
+/// (here refilling to `min` against a server that is down), the pool is
+/// banned before any get has to find out, and comes back after the ban.
+#[tokio::test(start_paused = true)]
+async fn a_failing_background_create_bans_the_pool_before_any_get() {
+    let c = Cluster::builder().ban_time(ms(5000)).build();
+    let (down, manager) = fake();
+    let pool = Pool::builder(manager)
+        .min(1)
+        .max(4)
+        .retries(0)
+        .build()
+        .unwrap();
+    down.create.set(Step::Err);
+    c.add(ClusterPool::new("down", pool.clone())).unwrap();
+    let (_, up) = fake_pool(4);
+    c.add(ClusterPool::new("up", up)).unwrap();
+    assert!(!c.is_banned("down"));
+    // Starting the pool starts its refill, which fails in the background.
+    let _ = pool.start().await;
+    settle().await;
+    assert!(c.is_banned("down"), "{:?}", c.warnings());
+    let bans = |c: &Cluster<FakeManager>| {
+        c.warnings()
+            .iter()
+            .filter(|w| w.pool.as_deref() == Some("down") && w.message.contains("banned"))
+            .count()
+    };
+    assert_eq!(bans(&c), 1, "{:?}", c.warnings());
+    let seen = tally(&c, "*", 10).await;
+    assert_eq!(seen.get("up"), Some(&10), "{seen:?}");
+
+    down.create.set(Step::Ok);
+    tokio::time::advance(ms(5001)).await;
+    settle().await;
+    assert!(!c.is_banned("down"));
+    let seen = tally(&c, "*", 10).await;
+    assert_eq!(seen.get("down"), Some(&5), "{seen:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn when_every_match_is_banned_they_are_tried_anyway() {
     let (c, fakes) = cluster(&["x", "y"], Mode::RoundRobin);

@@ -209,8 +209,16 @@ struct Member<M: Manager> {
     watcher: Mutex<Option<Watcher>>,
 }
 
+/// A removed pool that still holds connections that failed to close.
+struct Retired<M: Manager> {
+    name: String,
+    pool: Pool<M>,
+    watcher: Option<Watcher>,
+}
+
 /// The task that turns a member pool's trouble events into the cluster's
-/// warnings, until it is stopped or the pool or the cluster is gone.
+/// warnings, until it is stopped or the pool or the cluster is gone (or
+/// the watcher is dropped, which aborts it).
 struct Watcher {
     stop: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -282,10 +290,16 @@ impl Watcher {
     }
 
     /// Records what the pool sent so far, then ends.
-    async fn finish(self) {
+    async fn finish(mut self) {
         self.stop.notify_one();
         // An error means the runtime is shutting down: nothing to wait for.
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -312,14 +326,6 @@ impl<M: Manager> Member<M> {
 
     fn active(&self) -> bool {
         !self.frozen.load(Ordering::Acquire)
-    }
-}
-
-impl<M: Manager> Drop for Member<M> {
-    fn drop(&mut self) {
-        if let Some(w) = self.watcher.get_mut().take() {
-            w.task.abort();
-        }
     }
 }
 
@@ -498,8 +504,9 @@ struct Inner<M: Manager> {
     /// The member id failover sticks to (0: none yet).
     sticky: std::sync::atomic::AtomicU64,
     warnings: Mutex<VecDeque<Warning>>,
-    /// Removed pools that still hold connections that failed to close.
-    retired: Mutex<Vec<(String, Pool<M>)>>,
+    /// Removed pools that still hold connections that failed to close,
+    /// watched until they are closed, so that later failures warn too.
+    retired: Mutex<Vec<Retired<M>>>,
     ban_time: Duration,
     max_warnings: usize,
     acquire_timeout: Option<Duration>,
@@ -1455,15 +1462,17 @@ impl<M: Manager> Cluster<M> {
             }
             m.pool.close().await;
             // The close's failures become warnings before `remove` returns.
+            // A pool left with pending connections stays watched, so that
+            // `close_pending` retries that fail warn too.
             let watcher = m.watcher.lock().take();
-            if let Some(w) = watcher {
-                w.finish().await;
-            }
             if !m.pool.pending().is_empty() {
-                self.inner
-                    .retired
-                    .lock()
-                    .push((m.name.to_string(), m.pool.clone()));
+                self.inner.retired.lock().push(Retired {
+                    name: m.name.to_string(),
+                    pool: m.pool.clone(),
+                    watcher,
+                });
+            } else if let Some(w) = watcher {
+                w.finish().await;
             }
             tracing::info!(target: "aquifer::cluster", pool = %m.name, "removed");
         }
@@ -1581,7 +1590,13 @@ impl<M: Manager> Cluster<M> {
             .iter()
             .map(|m| (m.name.to_string(), m.pool.clone()))
             .collect();
-        all.extend(self.inner.retired.lock().iter().cloned());
+        all.extend(
+            self.inner
+                .retired
+                .lock()
+                .iter()
+                .map(|r| (r.name.clone(), r.pool.clone())),
+        );
         all
     }
 
@@ -1611,10 +1626,19 @@ impl<M: Manager> Cluster<M> {
         for (_, pool) in self.all_pools() {
             left += pool.close_pending(force).await;
         }
-        self.inner
-            .retired
-            .lock()
-            .retain(|(_, p)| !p.pending().is_empty());
+        let closed: Vec<Retired<M>> = {
+            let mut retired = self.inner.retired.lock();
+            let (closed, kept) = std::mem::take(&mut *retired)
+                .into_iter()
+                .partition(|r| r.pool.pending().is_empty());
+            *retired = kept;
+            closed
+        };
+        for r in closed {
+            if let Some(w) = r.watcher {
+                w.finish().await;
+            }
+        }
         left
     }
 

@@ -431,10 +431,22 @@ async fn connections_that_fail_to_close_are_kept_pending() {
         "{:?}",
         c.warnings()
     );
+    let failed_closes = |c: &Cluster<FakeManager>| {
+        c.warnings()
+            .iter()
+            .filter(|w| w.pool.as_deref() == Some("leaky") && w.message.contains("failed to close"))
+            .count()
+    };
+    assert_eq!(failed_closes(&c), 1);
     assert_eq!(c.close_pending(false).await, 1, "still failing: kept");
+    // The removed pool is still watched: the retry's failure warns too.
+    settle().await;
+    assert_eq!(failed_closes(&c), 2, "{:?}", c.warnings());
     fakes["leaky"].destroy.set(Step::Ok);
     assert_eq!(c.close_pending(false).await, 0);
     assert!(!c.has_pending());
+    settle().await;
+    assert_eq!(failed_closes(&c), 2);
 
     let (c, fakes) = cluster(&["stuck"], Mode::RoundRobin);
     drop(c.get("stuck").await.unwrap());

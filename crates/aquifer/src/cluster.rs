@@ -220,17 +220,26 @@ struct Retired<M: Manager> {
 /// warnings, until it is stopped or the pool or the cluster is gone (or
 /// the watcher is dropped, which aborts it).
 struct Watcher {
-    stop: Arc<tokio::sync::Notify>,
+    orders: tokio::sync::mpsc::UnboundedSender<Order>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What a [`Watcher`] is asked to do besides watching.
+enum Order {
+    /// Record every event the pool has sent so far, then say so.
+    Flush(tokio::sync::oneshot::Sender<()>),
+    /// Record every event the pool has sent so far, then end.
+    Stop,
 }
 
 impl Watcher {
     /// Starts watching `pool` (if there is a runtime to watch on).
     fn start<M: Manager>(pool: &Pool<M>, inner: Weak<Inner<M>>, name: String) -> Option<Self> {
+        use std::task::Poll;
+
         let rt = tokio::runtime::Handle::try_current().ok()?;
         let mut events = pool.lifecycle_events();
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let stopped = Arc::clone(&stop);
+        let (orders, mut ordered) = tokio::sync::mpsc::unbounded_channel();
         let record = move |e: &PoolEvent| match inner.upgrade() {
             Some(inner) => {
                 if let Some(message) = warning_of(e) {
@@ -255,43 +264,70 @@ impl Watcher {
             None => false,
         };
         let task = rt.spawn(async move {
-            let mut stopped = std::pin::pin!(stopped.notified());
-            loop {
-                // The next event, `Some(None)` once the pool is gone, or
-                // `None` when asked to stop.
-                let next = std::future::poll_fn(|cx| {
-                    if std::future::Future::poll(stopped.as_mut(), cx).is_ready() {
-                        return std::task::Poll::Ready(None);
+            // Records what is buffered now without waiting; `false` once
+            // the cluster is gone.
+            let catch_up = |events: &mut crate::EventStream| {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                while let Poll::Ready(Some(e)) = std::pin::Pin::new(&mut *events).poll_next(&mut cx)
+                {
+                    if !record(&e) {
+                        return false;
                     }
-                    std::pin::Pin::new(&mut events).poll_next(cx).map(Some)
+                }
+                true
+            };
+            loop {
+                // An order first, else the next event (`None`: the pool is
+                // gone).
+                let next = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(order) = ordered.poll_recv(cx) {
+                        return Poll::Ready(Err(order));
+                    }
+                    std::pin::Pin::new(&mut events).poll_next(cx).map(Ok)
                 })
                 .await;
                 match next {
-                    Some(Some(e)) => {
+                    Ok(Some(e)) => {
                         if !record(&e) {
                             return;
                         }
                     }
-                    Some(None) => return,
-                    None => break,
-                }
-            }
-            // Stopped: what the pool sent before that still counts.
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            while let std::task::Poll::Ready(Some(e)) =
-                std::pin::Pin::new(&mut events).poll_next(&mut cx)
-            {
-                if !record(&e) {
-                    return;
+                    Ok(None) => return,
+                    Err(Some(Order::Flush(done))) => {
+                        let alive = catch_up(&mut events);
+                        let _ = done.send(());
+                        if !alive {
+                            return;
+                        }
+                    }
+                    // Stopped, or every handle gone: what the pool sent
+                    // before that still counts.
+                    Err(Some(Order::Stop) | None) => {
+                        catch_up(&mut events);
+                        return;
+                    }
                 }
             }
         });
-        Some(Watcher { stop, task })
+        Some(Watcher { orders, task })
+    }
+
+    /// Completes once every event the pool has sent so far is recorded.
+    /// (It borrows nothing, so it can be awaited after a lock is let go.)
+    fn flush(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let orders = self.orders.clone();
+        async move {
+            let (done, flushed) = tokio::sync::oneshot::channel();
+            if orders.send(Order::Flush(done)).is_ok() {
+                // An error means the task ended: nothing left to wait for.
+                let _ = flushed.await;
+            }
+        }
     }
 
     /// Records what the pool sent so far, then ends.
     async fn finish(mut self) {
-        self.stop.notify_one();
+        let _ = self.orders.send(Order::Stop);
         // An error means the runtime is shutting down: nothing to wait for.
         let _ = (&mut self.task).await;
     }
@@ -1466,6 +1502,9 @@ impl<M: Manager> Cluster<M> {
             // `close_pending` retries that fail warn too.
             let watcher = m.watcher.lock().take();
             if !m.pool.pending().is_empty() {
+                if let Some(w) = &watcher {
+                    w.flush().await;
+                }
                 self.inner.retired.lock().push(Retired {
                     name: m.name.to_string(),
                     pool: m.pool.clone(),
@@ -1626,6 +1665,8 @@ impl<M: Manager> Cluster<M> {
         for (_, pool) in self.all_pools() {
             left += pool.close_pending(force).await;
         }
+        // Retired pools whose connections all closed are let go; the
+        // others' failed retries are recorded before this returns.
         let closed: Vec<Retired<M>> = {
             let mut retired = self.inner.retired.lock();
             let (closed, kept) = std::mem::take(&mut *retired)
@@ -1638,6 +1679,16 @@ impl<M: Manager> Cluster<M> {
             if let Some(w) = r.watcher {
                 w.finish().await;
             }
+        }
+        let flushes: Vec<_> = self
+            .inner
+            .retired
+            .lock()
+            .iter()
+            .filter_map(|r| r.watcher.as_ref().map(Watcher::flush))
+            .collect();
+        for flushed in flushes {
+            flushed.await;
         }
         left
     }

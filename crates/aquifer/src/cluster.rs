@@ -1665,8 +1665,8 @@ impl<M: Manager> Cluster<M> {
         for (_, pool) in self.all_pools() {
             left += pool.close_pending(force).await;
         }
-        // Retired pools whose connections all closed are let go; the
-        // others' failed retries are recorded before this returns.
+        // Retired pools whose connections all closed are let go; every
+        // other pool's failed retries are warnings before this returns.
         let closed: Vec<Retired<M>> = {
             let mut retired = self.inner.retired.lock();
             let (closed, kept) = std::mem::take(&mut *retired)
@@ -1680,13 +1680,20 @@ impl<M: Manager> Cluster<M> {
                 w.finish().await;
             }
         }
-        let flushes: Vec<_> = self
+        let mut flushes: Vec<_> = self
             .inner
-            .retired
-            .lock()
+            .members
+            .read()
             .iter()
-            .filter_map(|r| r.watcher.as_ref().map(Watcher::flush))
+            .filter_map(|m| m.watcher.lock().as_ref().map(Watcher::flush))
             .collect();
+        flushes.extend(
+            self.inner
+                .retired
+                .lock()
+                .iter()
+                .filter_map(|r| r.watcher.as_ref().map(Watcher::flush)),
+        );
         for flushed in flushes {
             flushed.await;
         }

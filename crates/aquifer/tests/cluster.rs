@@ -447,6 +447,16 @@ async fn connections_that_fail_to_close_are_kept_pending() {
     assert!(!c.has_pending());
     assert_eq!(failed_closes(&c), 2);
 
+    // The same for a pool still in the cluster.
+    let (c, fakes) = cluster(&["leaky"], Mode::RoundRobin);
+    fakes["leaky"].destroy.set(Step::Err);
+    c.get("leaky").await.unwrap().into_pooled().destroy();
+    settle().await;
+    assert!(c.has_pending());
+    let before = failed_closes(&c);
+    assert_eq!(c.close_pending(false).await, 1);
+    assert_eq!(failed_closes(&c), before + 1, "{:?}", c.warnings());
+
     let (c, fakes) = cluster(&["stuck"], Mode::RoundRobin);
     drop(c.get("stuck").await.unwrap());
     fakes["stuck"].destroy.set(Step::Err);

@@ -152,12 +152,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.m.gets += 1;
         }
         if self.waiters.len() == 0 {
-            let entry = if self.lifo {
-                self.idle.pop_back()
-            } else {
-                self.idle.pop_front()
-            };
-            if let Some(entry) = entry {
+            if let Some(entry) = self.pop_next() {
                 if first {
                     self.m.immediate += 1;
                 }
@@ -208,6 +203,17 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         n
     }
 
+    /// Takes the idle object next in `order` (the newest under LIFO, the
+    /// oldest under FIFO).
+    #[inline]
+    fn pop_next(&mut self) -> Option<Item<T>> {
+        if self.lifo {
+            self.idle.pop_back()
+        } else {
+            self.idle.pop_front()
+        }
+    }
+
     /// A checkout that never queues. The next idle object is taken only if
     /// `ready` accepts it; else it stays where it is. With `count_miss`
     /// false, a miss is not counted as a get: the caller goes on to a full
@@ -223,22 +229,15 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             Phase::Draining => return Err(Refusal::Draining),
             Phase::Closed => return Err(Refusal::Closed),
         }
-        let next = if self.waiters.len() > 0 {
-            None
-        } else if self.lifo {
+        let next = if self.lifo {
             self.idle.back()
         } else {
             self.idle.front()
         };
-        let entry = match next {
-            Some(e) if ready(e) => {
-                if self.lifo {
-                    self.idle.pop_back()
-                } else {
-                    self.idle.pop_front()
-                }
-            }
-            _ => None,
+        let entry = if self.waiters.len() == 0 && next.is_some_and(ready) {
+            self.pop_next()
+        } else {
+            None
         };
         if entry.is_some() {
             self.m.gets += 1;

@@ -3,7 +3,6 @@
 //! waiters, spawns work or awaits anything.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use crate::error::CreateError;
 use crate::events::Reason;
 use crate::metrics::Counters;
 use crate::object::Item;
+use crate::shards::Shards;
 use crate::sync::{Arc, Mutex, MutexGuard};
 use crate::waiters::{Slot, Waiters};
 
@@ -44,6 +44,9 @@ pub(crate) enum Acquire<T, E: std::error::Error + 'static> {
     Got(Item<T>),
     Wait {
         slot: Arc<Slot<Handoff<T, E>>>,
+        /// An earlier waiter that was handed an object found in a shard:
+        /// wake it once the lock is released.
+        wake: Option<Waker>,
         /// The caller reserved a create and must start it.
         create: bool,
         /// Every slot up to `max` is taken.
@@ -73,7 +76,9 @@ pub(crate) enum Placed<T> {
 }
 
 pub(crate) struct State<T, E: std::error::Error + 'static> {
-    pub(crate) idle: VecDeque<Item<T>>,
+    /// The idle objects. Checkouts and returns reach them without this
+    /// lock while nobody waits; see the `shards` module.
+    pub(crate) idle: Arc<Shards<T>>,
     pub(crate) waiters: Waiters<Handoff<T, E>>,
     /// Idle + borrowed + creating.
     pub(crate) size: usize,
@@ -81,7 +86,6 @@ pub(crate) struct State<T, E: std::error::Error + 'static> {
     pub(crate) max: usize,
     pub(crate) min: usize,
     max_waiting: usize,
-    lifo: bool,
     create_concurrency: usize,
     pub(crate) phase: Phase,
     /// Consecutive create failures.
@@ -99,16 +103,15 @@ pub(crate) struct State<T, E: std::error::Error + 'static> {
 }
 
 impl<T, E: std::error::Error + 'static> State<T, E> {
-    pub(crate) fn new(cfg: &PoolConfig) -> Self {
+    pub(crate) fn new(cfg: &PoolConfig, shards: usize) -> Self {
         Self {
-            idle: VecDeque::with_capacity(cfg.max),
+            idle: Arc::new(Shards::new(shards, cfg.order == Order::Lifo)),
             waiters: Waiters::new(cfg.priority_levels),
             size: 0,
             creating: 0,
             max: cfg.max,
             min: cfg.min,
             max_waiting: cfg.max_waiting.unwrap_or(usize::MAX),
-            lifo: cfg.order == Order::Lifo,
             create_concurrency: cfg.create_concurrency,
             phase: Phase::Open,
             failures: 0,
@@ -121,9 +124,23 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         }
     }
 
-    #[inline]
+    /// Objects out: alive, not being created and not idle (each shard
+    /// locked in turn to count).
     pub(crate) fn borrowed(&self) -> usize {
-        self.size - self.idle.len() - self.creating
+        (self.size - self.creating).saturating_sub(self.idle.len_locked())
+    }
+
+    /// Publishes to the shards what a lock-free return must respect. Every
+    /// unlock does it; a change that must not race a return (a new waiter,
+    /// a closing, draining or shrinking pool) does it before it looks at
+    /// the shards.
+    #[inline]
+    pub(crate) fn publish(&self) {
+        self.idle.publish(
+            self.waiters.len(),
+            self.phase != Phase::Open || self.size > self.max,
+            self.size - self.creating,
+        );
     }
 
     pub(crate) fn next_id(&mut self) -> u64 {
@@ -142,6 +159,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         now: Tick,
         deadline: Tick,
         first: bool,
+        home: usize,
     ) -> Acquire<T, E> {
         match self.phase {
             Phase::Open => {}
@@ -152,7 +170,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.m.gets += 1;
         }
         if self.waiters.len() == 0 {
-            if let Some(entry) = self.pop_next() {
+            if let Some(entry) = self.idle.pop_where(home, |_| true) {
                 if first {
                     self.m.immediate += 1;
                 }
@@ -170,6 +188,18 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             deadline,
         );
         self.waiters.push(Arc::clone(&slot));
+        // A return that read the old count may have put an object in a
+        // shard since the look above: publish, then look again.
+        self.publish();
+        let mut wake = None;
+        if let Some(entry) = self.idle.pop_where(home, |_| true) {
+            match self.place(entry, now, home) {
+                Placed::Handed(w) => wake = w,
+                Placed::Idle | Placed::Destroy(_) => {
+                    unreachable!("a waiter is queued and the pool is open")
+                }
+            }
+        }
         let rearm = self.next_deadline.is_none_or(|at| deadline < at);
         if rearm {
             self.next_deadline = Some(deadline);
@@ -180,6 +210,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         let create = self.reserve_create();
         Acquire::Wait {
             slot,
+            wake,
             create,
             at_max: self.size >= self.max && self.creating == 0,
             rearm,
@@ -203,17 +234,6 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         n
     }
 
-    /// Takes the idle object next in `order` (the newest under LIFO, the
-    /// oldest under FIFO).
-    #[inline]
-    fn pop_next(&mut self) -> Option<Item<T>> {
-        if self.lifo {
-            self.idle.pop_back()
-        } else {
-            self.idle.pop_front()
-        }
-    }
-
     /// A checkout that never queues. The next idle object is taken only if
     /// `ready` accepts it; else it stays where it is. With `count_miss`
     /// false, a miss is not counted as a get: the caller goes on to a full
@@ -222,20 +242,16 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     pub(crate) fn try_acquire(
         &mut self,
         count_miss: bool,
-        ready: impl FnOnce(&Item<T>) -> bool,
+        ready: impl Fn(&Item<T>) -> bool,
+        home: usize,
     ) -> Result<Option<Item<T>>, Refusal> {
         match self.phase {
             Phase::Open => {}
             Phase::Draining => return Err(Refusal::Draining),
             Phase::Closed => return Err(Refusal::Closed),
         }
-        let next = if self.lifo {
-            self.idle.back()
-        } else {
-            self.idle.front()
-        };
-        let entry = if self.waiters.len() == 0 && next.is_some_and(ready) {
-            self.pop_next()
+        let entry = if self.waiters.len() == 0 {
+            self.idle.pop_where(home, ready)
         } else {
             None
         };
@@ -250,13 +266,13 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// Puts a counted object back: to the first waiter, else to the idle list.
     #[inline]
-    pub(crate) fn place(&mut self, entry: Item<T>, now: Tick) -> Placed<T> {
+    pub(crate) fn place(&mut self, entry: Item<T>, now: Tick, home: usize) -> Placed<T> {
         if self.phase == Phase::Closed || self.size > self.max {
             self.size -= 1;
             return Placed::Destroy(entry);
         }
         if self.waiters.len() == 0 {
-            self.idle.push_back(entry);
+            self.idle.push(home, entry);
             return Placed::Idle;
         }
         match self.waiters.hand(Ok((entry, now))) {
@@ -265,7 +281,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
                 Placed::Handed(waker)
             }
             Err(Ok((entry, _))) => {
-                self.idle.push_back(entry);
+                self.idle.push(home, entry);
                 Placed::Idle
             }
             Err(Err(_)) => unreachable!(),
@@ -332,14 +348,20 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     }
 
     /// A create succeeded.
-    pub(crate) fn created(&mut self, entry: Item<T>, now: Tick, took: Duration) -> Placed<T> {
+    pub(crate) fn created(
+        &mut self,
+        entry: Item<T>,
+        now: Tick,
+        took: Duration,
+        home: usize,
+    ) -> Placed<T> {
         self.creating -= 1;
         self.failures = 0;
         self.retry_at = None;
         self.last_error = None;
         self.m.creates += 1;
         self.m.create.record(took);
-        self.place(entry, now)
+        self.place(entry, now, home)
     }
 
     /// A create failed. Waiters that have now seen more than `retries`
@@ -389,18 +411,46 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// Takes idle objects matching `pred` out of the pool (their slots freed).
     pub(crate) fn take_idle(&mut self, mut pred: impl FnMut(&Item<T>) -> bool) -> Vec<Item<T>> {
+        let all = self.idle.drain();
         let mut out = Vec::new();
-        let mut keep = VecDeque::with_capacity(self.idle.len());
-        for e in self.idle.drain(..) {
+        let mut keep = VecDeque::with_capacity(all.len());
+        for e in all {
             if pred(&e) {
                 out.push(e);
             } else {
                 keep.push_back(e);
             }
         }
-        self.idle = keep;
+        self.idle.restore(crate::shards::home(), keep);
         self.size -= out.len();
         out
+    }
+
+    /// Takes idle objects, the one returned longest ago first, while
+    /// `size` is above `max` (after a resize).
+    pub(crate) fn take_excess(&mut self) -> Vec<Item<T>> {
+        let mut all = self.idle.drain();
+        let mut out = Vec::new();
+        while self.size > self.max {
+            match all.pop_front() {
+                Some(e) => {
+                    self.size -= 1;
+                    out.push(e);
+                }
+                None => break,
+            }
+        }
+        self.idle.restore(crate::shards::home(), all);
+        out
+    }
+
+    /// The idle objects, the one returned longest ago first, for `f` to
+    /// look at without taking them.
+    pub(crate) fn inspect_idle<R>(&self, f: impl FnOnce(&VecDeque<Item<T>>) -> R) -> R {
+        let all = self.idle.drain();
+        let r = f(&all);
+        self.idle.restore(crate::shards::home(), all);
+        r
     }
 
     /// Maintenance: evicts idle objects that expired, idled too long or
@@ -413,9 +463,10 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     ) -> Vec<(Item<T>, Reason)> {
         let mut budget = cfg.tests_per_eviction_run.unwrap_or(usize::MAX);
         let mut out = Vec::new();
-        let mut keep = VecDeque::with_capacity(self.idle.len());
-        // The front of the idle list was returned longest ago, in both orders.
-        while let Some(e) = self.idle.pop_front() {
+        let mut idle = self.idle.drain();
+        let mut keep = VecDeque::with_capacity(idle.len());
+        // The front was returned longest ago.
+        while let Some(e) = idle.pop_front() {
             if budget == 0 {
                 keep.push_back(e);
                 continue;
@@ -423,7 +474,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             budget -= 1;
             let idle_for = now.since(e.meta.last_used);
             let above_min = self.size - out.len() > self.min;
-            let idle_above_min = self.idle.len() + keep.len() + 1 > self.min;
+            let idle_above_min = idle.len() + keep.len() + 1 > self.min;
             let reason = if e.expired(now) {
                 Some(Reason::Lifetime)
             } else if is_broken(&e.obj) {
@@ -442,7 +493,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
                 None => keep.push_back(e),
             }
         }
-        self.idle = keep;
+        self.idle.restore(crate::shards::home(), keep);
         self.size -= out.len();
         for (_, r) in &out {
             match r {
@@ -458,14 +509,15 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// They count as borrowed until the check ends.
     pub(crate) fn due_for_keepalive(&mut self, now: Tick, every: Duration) -> Vec<Item<T>> {
         let mut due = Vec::new();
-        let mut i = 0;
-        while i < self.idle.len() {
-            if now.at_least(self.idle[i].checked_at, every) {
-                due.extend(self.idle.remove(i));
+        let mut keep = VecDeque::new();
+        for e in self.idle.drain() {
+            if now.at_least(e.checked_at, every) {
+                due.push(e);
             } else {
-                i += 1;
+                keep.push_back(e);
             }
         }
+        self.idle.restore(crate::shards::home(), keep);
         due
     }
 
@@ -474,6 +526,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         self.phase = Phase::Closed;
         self.waiters
             .fail_where(|_| true, |_| Err(WaitError::Closed), wake);
+        self.publish();
         self.take_idle(|_| true)
     }
 
@@ -488,24 +541,21 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// Nothing is out: no borrowed object, no create, no waiter.
     pub(crate) fn settled(&self) -> bool {
-        self.idle.len() == self.size && self.waiters.len() == 0
+        self.waiters.len() == 0 && self.idle.len_locked() == self.size
     }
 }
 
-/// The lock around [`State`]. Every unlock publishes the pool's load
-/// (borrowed objects plus waiting callers) with one plain store while the
-/// lock is still held, so a cluster can compare pools without taking any
-/// of their locks, and a checkout pays no extra atomic read-modify-write.
+/// The lock around [`State`]. Every unlock publishes what the shards'
+/// lock-free returns must respect, and the counts a cluster compares pools
+/// by without taking any of their locks.
 pub(crate) struct StateLock<T, E: std::error::Error + 'static> {
     state: Mutex<State<T, E>>,
-    load: AtomicUsize,
 }
 
 impl<T, E: std::error::Error + 'static> StateLock<T, E> {
     pub(crate) fn new(state: State<T, E>) -> Self {
         Self {
             state: Mutex::new(state),
-            load: AtomicUsize::new(0),
         }
     }
 
@@ -513,21 +563,13 @@ impl<T, E: std::error::Error + 'static> StateLock<T, E> {
     pub(crate) fn lock(&self) -> StateGuard<'_, T, E> {
         StateGuard {
             guard: self.state.lock(),
-            load: &self.load,
         }
-    }
-
-    /// Borrowed plus waiting as of the last unlock.
-    #[inline]
-    pub(crate) fn load(&self) -> usize {
-        self.load.load(Ordering::Relaxed)
     }
 }
 
-/// A locked [`State`]; publishes the load when it unlocks.
+/// A locked [`State`]; publishes when it unlocks.
 pub(crate) struct StateGuard<'a, T, E: std::error::Error + 'static> {
     guard: MutexGuard<'a, State<T, E>>,
-    load: &'a AtomicUsize,
 }
 
 impl<T, E: std::error::Error + 'static> std::ops::Deref for StateGuard<'_, T, E> {
@@ -549,8 +591,7 @@ impl<T, E: std::error::Error + 'static> std::ops::DerefMut for StateGuard<'_, T,
 impl<T, E: std::error::Error + 'static> Drop for StateGuard<'_, T, E> {
     #[inline]
     fn drop(&mut self) {
-        let load = self.guard.borrowed() + self.guard.waiters.len();
-        self.load.store(load, Ordering::Relaxed);
+        self.guard.publish();
     }
 }
 

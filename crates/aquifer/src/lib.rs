@@ -14,6 +14,7 @@ mod metrics;
 mod object;
 mod pool;
 mod selector;
+mod shards;
 mod sync;
 mod waiters;
 

@@ -61,6 +61,16 @@ impl Histogram {
         self.max = self.max.max(ns);
     }
 
+    /// Adds another histogram's values to this one.
+    pub(crate) fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.max = self.max.max(other.max);
+    }
+
     fn quantile(&self, q: f64) -> Duration {
         if self.count == 0 {
             return Duration::ZERO;

@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::clock::Tick;
-use crate::pool::Shared;
 use crate::{Manager, Reason};
 
 /// Facts about one pooled object.
@@ -112,7 +111,7 @@ impl<T> Entry<T> {
 #[must_use = "dropping a Pooled returns the object at once"]
 pub struct Pooled<M: Manager> {
     pub(crate) entry: Option<Item<M::Type>>,
-    pub(crate) shared: Arc<Shared<M>>,
+    pub(crate) shared: Arc<crate::pool::Anchor<M>>,
 }
 
 impl<M: Manager> Pooled<M> {

@@ -12,6 +12,12 @@ pub(crate) use std::sync::Arc;
 #[cfg(aquifer_loom)]
 pub(crate) use loom::sync::Arc;
 
+#[cfg(not(aquifer_loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+#[cfg(aquifer_loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
+
 /// The guard [`Mutex::lock`] returns.
 #[cfg(not(aquifer_loom))]
 pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;

@@ -1,0 +1,280 @@
+//! The idle objects, split into shards so that two threads checking out
+//! and returning at once do not fight over one lock.
+//!
+//! Each thread has a home shard. A checkout that nobody waits before takes
+//! from its home shard, then from the others in turn; a return goes to the
+//! home shard. Neither touches the pool lock, which guards everything else
+//! (size, creates, waiters, phase). A checkout counts itself and a return
+//! records how long the object was held in the shard's own counters;
+//! [`Shards::merge_into`] adds them to the pool's.
+//!
+//! # Returns that race a new waiter
+//!
+//! A return may only go to a shard while nobody waits and the pool needs
+//! nothing of it (open, not above `max`): otherwise the object must go to
+//! a waiter, or the pool must destroy it or learn that it settled. The pool
+//! publishes both facts ([`Shards::publish`]) under its lock, and a return
+//! reads them under its shard's lock. Whoever changes them (a caller that
+//! starts to wait, `close`, `drain`, `resize`) publishes first and then
+//! locks every shard to look at it. For each shard, either the return's
+//! critical section comes first, and the pool sees the object when it
+//! looks, or it comes after, and the return sees what was published (the
+//! shard lock orders the two), goes to the pool lock instead and hands the
+//! object over. No object is ever left in a shard while a caller waits.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use crate::metrics::{Counters, Histogram};
+use crate::object::Item;
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, MutexGuard};
+
+/// One shard: its idle objects and what its checkouts and returns counted.
+#[derive(Default)]
+pub(crate) struct Shard<T> {
+    idle: VecDeque<Item<T>>,
+    /// Checkouts served here without the pool lock.
+    gets: u64,
+    /// How long the objects returned here were held.
+    usage: Histogram,
+}
+
+/// A shard on cache lines of its own (two lines: Intel fetches in pairs).
+#[repr(align(128))]
+struct Cell<T> {
+    shard: Mutex<Shard<T>>,
+    /// `shard.idle.len()`, stored under the shard lock, for readings that
+    /// need not be exact.
+    len: AtomicUsize,
+}
+
+/// The pool's facts a lock-free return must respect, published under the
+/// pool lock.
+#[repr(align(128))]
+struct Published {
+    /// Callers waiting.
+    waiting: AtomicUsize,
+    /// Returns must go through the pool lock (draining, closed, or above
+    /// `max`).
+    slow: AtomicBool,
+    /// Objects alive and not being created (`size - creating`).
+    live: AtomicUsize,
+}
+
+/// All the shards of one pool.
+pub(crate) struct Shards<T> {
+    cells: Box<[Cell<T>]>,
+    lifo: bool,
+    published: Published,
+}
+
+/// How many shards a pool gets: two per CPU, so that the Tokio workers
+/// (and the threads that happen to share their numbers) rarely share one.
+pub(crate) fn shard_count() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus * 2).clamp(1, 64).next_power_of_two()
+}
+
+/// This thread's number; its home shard is this modulo the shard count.
+#[cfg(not(aquifer_loom))]
+#[inline]
+pub(crate) fn home() -> usize {
+    use std::sync::atomic::AtomicUsize as StdAtomic;
+    static NEXT: StdAtomic = StdAtomic::new(0);
+    thread_local!(static HOME: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+    HOME.with(|h| *h)
+}
+
+/// Under loom every model thread says where it is explicitly.
+#[cfg(aquifer_loom)]
+pub(crate) fn home() -> usize {
+    0
+}
+
+impl<T> Shards<T> {
+    pub(crate) fn new(count: usize, lifo: bool) -> Self {
+        Self {
+            cells: (0..count.max(1))
+                .map(|_| Cell {
+                    shard: Mutex::new(Shard {
+                        idle: VecDeque::new(),
+                        gets: 0,
+                        usage: Histogram::default(),
+                    }),
+                    len: AtomicUsize::new(0),
+                })
+                .collect(),
+            lifo,
+            published: Published {
+                waiting: AtomicUsize::new(0),
+                slow: AtomicBool::new(false),
+                live: AtomicUsize::new(0),
+            },
+        }
+    }
+
+    #[inline]
+    fn cell(&self, i: usize) -> &Cell<T> {
+        &self.cells[i % self.cells.len()]
+    }
+
+    #[inline]
+    fn pop(&self, shard: &mut Shard<T>) -> Option<Item<T>> {
+        if self.lifo {
+            shard.idle.pop_back()
+        } else {
+            shard.idle.pop_front()
+        }
+    }
+
+    #[inline]
+    fn peek<'a>(&self, shard: &'a Shard<T>) -> Option<&'a Item<T>> {
+        if self.lifo {
+            shard.idle.back()
+        } else {
+            shard.idle.front()
+        }
+    }
+
+    /// Stores what returns must respect. Call with the pool lock held,
+    /// before looking at the shards.
+    #[inline]
+    pub(crate) fn publish(&self, waiting: usize, slow: bool, live: usize) {
+        let p = &self.published;
+        p.waiting.store(waiting, Ordering::Relaxed);
+        p.slow.store(slow, Ordering::Relaxed);
+        p.live.store(live, Ordering::Relaxed);
+    }
+
+    /// Borrowed objects plus waiting callers, from the published counts
+    /// and the shards' lengths: not exact while checkouts run, never
+    /// locking.
+    pub(crate) fn busy(&self) -> usize {
+        let p = &self.published;
+        p.live.load(Ordering::Relaxed).saturating_sub(self.len_relaxed())
+            + p.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Idle objects, summed without locking: for status and load readings.
+    pub(crate) fn len_relaxed(&self) -> usize {
+        self.cells
+            .iter()
+            .map(|c| c.len.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// A checkout without the pool lock: the next idle object from the
+    /// home shard, else from the others, if nobody waits and `ready`
+    /// accepts it (else it stays). Counted in the shard it came from.
+    #[inline]
+    pub(crate) fn take(&self, home: usize, ready: impl Fn(&Item<T>) -> bool) -> Option<Item<T>> {
+        let p = &self.published;
+        // A pool that drains or closes refuses checkouts: the full get
+        // says so.
+        if p.waiting.load(Ordering::Relaxed) != 0 || p.slow.load(Ordering::Relaxed) {
+            return None;
+        }
+        for i in 0..self.cells.len() {
+            let cell = self.cell(home.wrapping_add(i));
+            if cell.len.load(Ordering::Relaxed) == 0 && i > 0 {
+                continue;
+            }
+            let mut shard = cell.shard.lock();
+            if self.peek(&shard).is_some_and(&ready) {
+                let e = self.pop(&mut shard);
+                shard.gets += 1;
+                cell.len.store(shard.idle.len(), Ordering::Relaxed);
+                return e;
+            }
+            if !shard.idle.is_empty() {
+                // The next object here needs the full checkout's care.
+                return None;
+            }
+        }
+        None
+    }
+
+    /// A return without the pool lock, into the home shard; `Err` gives
+    /// the object back when the pool must see it (someone waits, or the
+    /// pool is draining, closed or above `max`).
+    #[inline]
+    pub(crate) fn put(&self, home: usize, entry: Item<T>, held_nanos: u64) -> Result<(), Item<T>> {
+        let cell = self.cell(home);
+        let mut shard = cell.shard.lock();
+        let p = &self.published;
+        if p.waiting.load(Ordering::Relaxed) != 0 || p.slow.load(Ordering::Relaxed) {
+            return Err(entry);
+        }
+        shard.idle.push_back(entry);
+        shard.usage.record_nanos(held_nanos);
+        cell.len.store(shard.idle.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Under the pool lock: the next idle object, home shard first, that
+    /// `ready` accepts.
+    pub(crate) fn pop_where(&self, home: usize, ready: impl Fn(&Item<T>) -> bool) -> Option<Item<T>> {
+        for i in 0..self.cells.len() {
+            let cell = self.cell(home.wrapping_add(i));
+            let mut shard = cell.shard.lock();
+            if self.peek(&shard).is_some_and(&ready) {
+                let e = self.pop(&mut shard);
+                cell.len.store(shard.idle.len(), Ordering::Relaxed);
+                return e;
+            }
+        }
+        None
+    }
+
+    /// Under the pool lock: puts an object in the home shard.
+    pub(crate) fn push(&self, home: usize, entry: Item<T>) {
+        let cell = self.cell(home);
+        let mut shard = cell.shard.lock();
+        shard.idle.push_back(entry);
+        cell.len.store(shard.idle.len(), Ordering::Relaxed);
+    }
+
+    /// Under the pool lock: the exact number of idle objects (each shard
+    /// locked in turn, so that a return racing this is either counted or
+    /// sees what was published).
+    pub(crate) fn len_locked(&self) -> usize {
+        self.cells.iter().map(|c| c.shard.lock().idle.len()).sum()
+    }
+
+    /// Under the pool lock: takes every idle object out, the one returned
+    /// longest ago first.
+    pub(crate) fn drain(&self) -> VecDeque<Item<T>> {
+        let mut all: Vec<Item<T>> = Vec::new();
+        for cell in self.cells.iter() {
+            let mut shard: MutexGuard<'_, Shard<T>> = cell.shard.lock();
+            all.extend(shard.idle.drain(..));
+            cell.len.store(0, Ordering::Relaxed);
+        }
+        all.sort_by_key(|e| e.meta.last_used);
+        all.into()
+    }
+
+    /// Under the pool lock: puts back what [`drain`](Self::drain) took and
+    /// was kept, in the same order, into the home shard.
+    pub(crate) fn restore(&self, home: usize, kept: VecDeque<Item<T>>) {
+        if kept.is_empty() {
+            return;
+        }
+        let cell = self.cell(home);
+        let mut shard = cell.shard.lock();
+        let mut kept = kept;
+        kept.extend(shard.idle.drain(..));
+        shard.idle = kept;
+        cell.len.store(shard.idle.len(), Ordering::Relaxed);
+    }
+
+    /// Adds what the shards counted to the pool's counters.
+    pub(crate) fn merge_into(&self, m: &mut Counters) {
+        for cell in self.cells.iter() {
+            let shard = cell.shard.lock();
+            m.gets += shard.gets;
+            m.immediate += shard.gets;
+            m.usage.merge(&shard.usage);
+        }
+    }
+}

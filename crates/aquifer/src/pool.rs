@@ -837,7 +837,7 @@ impl<M: Manager> Shared<M> {
 
     async fn acquire(
         self: &Arc<Self>,
-        anchors: &[Arc<Anchor<M>>],
+        anchors: &Anchors<M>,
         priority: usize,
         timeout: Duration,
         caller: &'static Location<'static>,
@@ -892,7 +892,7 @@ impl<M: Manager> Shared<M> {
                 Acquire::Refused(r) => return Err(self.refused(r)),
             };
             if let Some(entry) = self.check_out(entry, now, deadline).await {
-                return Ok(self.hand_out(&anchors[home % anchors.len()], entry, start, now, caller));
+                return Ok(self.hand_out(&anchors[home & (anchors.len() - 1)], entry, start, now, caller));
             }
             now = self.clock.now();
             if now >= deadline {
@@ -914,7 +914,7 @@ impl<M: Manager> Shared<M> {
 
     async fn try_acquire(
         self: &Arc<Self>,
-        anchors: &[Arc<Anchor<M>>],
+        anchors: &Anchors<M>,
         caller: &'static Location<'static>,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         self.ensure_started();
@@ -929,7 +929,7 @@ impl<M: Manager> Shared<M> {
                 Ok(Some(entry)) => {
                     let deadline = now.after(self.cfg.validate_timeout);
                     if let Some(entry) = self.check_out(entry, now, deadline).await {
-                        let anchor = &anchors[home % anchors.len()];
+                        let anchor = &anchors[home & (anchors.len() - 1)];
                         return Ok(self.hand_out(anchor, entry, start, now, caller));
                     }
                     now = self.clock.now();
@@ -943,7 +943,7 @@ impl<M: Manager> Shared<M> {
     #[inline]
     fn take_ready(
         self: &Arc<Self>,
-        anchors: &[Arc<Anchor<M>>],
+        anchors: &Anchors<M>,
         caller: &'static Location<'static>,
     ) -> Option<Pooled<M>> {
         self.ensure_started();
@@ -957,7 +957,7 @@ impl<M: Manager> Shared<M> {
         let ready =
             |e: &Item<M::Type>| !e.expired(now) && !self.check_due(e, now) && !self.broken(&e.obj);
         let entry = self.idle.take(home, ready)?;
-        Some(self.hand_out(&anchors[home % anchors.len()], entry, now, now, caller))
+        Some(self.hand_out(&anchors[home & (anchors.len() - 1)], entry, now, now, caller))
     }
 
     /// Whether the borrow check is due for an object about to go out.

@@ -64,6 +64,8 @@ struct Published {
 /// All the shards of one pool.
 pub(crate) struct Shards<T> {
     cells: Box<[Cell<T>]>,
+    /// `cells.len() - 1`: the count is a power of two.
+    mask: usize,
     lifo: bool,
     published: Published,
 }
@@ -92,9 +94,12 @@ pub(crate) fn home() -> usize {
 }
 
 impl<T> Shards<T> {
+    /// `count` shards (rounded up to a power of two).
     pub(crate) fn new(count: usize, lifo: bool) -> Self {
+        let count = count.max(1).next_power_of_two();
         Self {
-            cells: (0..count.max(1))
+            mask: count - 1,
+            cells: (0..count)
                 .map(|_| Cell {
                     shard: Mutex::new(Shard {
                         idle: VecDeque::new(),
@@ -115,7 +120,7 @@ impl<T> Shards<T> {
 
     #[inline]
     fn cell(&self, i: usize) -> &Cell<T> {
-        &self.cells[i % self.cells.len()]
+        &self.cells[i & self.mask]
     }
 
     #[inline]

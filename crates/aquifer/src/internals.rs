@@ -626,7 +626,7 @@ mod loom_tests {
             max,
             ..PoolConfig::default()
         };
-        Arc::new(Mutex::new(State::new(&cfg)))
+        Arc::new(Mutex::new(State::new(&cfg, 2)))
     }
 
     fn entry(id: u64) -> Item<u32> {
@@ -640,7 +640,7 @@ mod loom_tests {
     }
 
     fn release(pool: &Mutex<S>, e: Item<u32>) {
-        let placed = pool.lock().place(e, Tick::default());
+        let placed = pool.lock().place(e, Tick::default(), 0);
         if let Placed::Handed(Some(w)) = placed {
             w.wake();
         }
@@ -676,7 +676,7 @@ mod loom_tests {
             if let Some(slot) = self.slot.take() {
                 let mut st = self.pool.lock();
                 if let Some(Ok((e, _))) = st.cancel(&slot, false) {
-                    let placed = st.place(e, Tick::default());
+                    let placed = st.place(e, Tick::default(), 0);
                     drop(st);
                     if let Placed::Handed(Some(w)) = placed {
                         w.wake();
@@ -688,7 +688,7 @@ mod loom_tests {
 
     fn check(st: &S) {
         assert!(st.size <= st.max);
-        assert_eq!(st.idle.len() + st.borrowed() + st.creating, st.size);
+        assert_eq!(st.idle.len_locked() + st.borrowed() + st.creating, st.size);
     }
 
     /// A waiter that gives up while the only object is returned: the object
@@ -707,6 +707,7 @@ mod loom_tests {
                 Tick::default(),
                 Tick::default().after(Duration::from_secs(1)),
                 true,
+                0,
             ) {
                 Acquire::Wait { slot, create, .. } => {
                     assert!(!create);
@@ -735,7 +736,7 @@ mod loom_tests {
             check(&st);
             let held = usize::from(got.is_some());
             assert_eq!(
-                st.idle.len() + held,
+                st.idle.len_locked() + held,
                 1,
                 "the object is in exactly one place"
             );
@@ -757,6 +758,7 @@ mod loom_tests {
                     Tick::default(),
                     Tick::default().after(Duration::from_secs(1)),
                     true,
+                    0,
                 ) {
                     Acquire::Wait { slot, .. } => slots.push(slot),
                     _ => panic!("must wait"),
@@ -790,7 +792,7 @@ mod loom_tests {
             ids.sort_unstable();
             assert_eq!(ids, vec![1, 2]);
             let st = p.lock();
-            assert_eq!(st.idle.len(), 0);
+            assert_eq!(st.idle.len_locked(), 0);
             assert_eq!(st.waiters.len(), 0);
         });
     }
@@ -806,6 +808,7 @@ mod loom_tests {
                 Tick::default(),
                 Tick::default().after(Duration::from_secs(1)),
                 true,
+                0,
             ) {
                 Acquire::Wait { slot, create, .. } => {
                     assert!(create);
@@ -854,7 +857,7 @@ mod loom_tests {
             let p = pool(1);
             p.lock().size = 1;
             let start = Tick::default();
-            let slot = match p.lock().acquire(0, start, start, true) {
+            let slot = match p.lock().acquire(0, start, start, true, 0) {
                 Acquire::Wait { slot, rearm, .. } => {
                     assert!(rearm, "the first waiter arms the deadline task");
                     slot
@@ -879,9 +882,64 @@ mod loom_tests {
             reaper.join().unwrap();
             let st = p.lock();
             check(&st);
-            assert_eq!(st.idle.len() + usize::from(got.is_some()), 1);
+            assert_eq!(st.idle.len_locked() + usize::from(got.is_some()), 1);
             assert_eq!(st.waiters.len(), 0);
             assert_eq!(st.next_deadline, None);
+        });
+    }
+
+    /// A return that skips the pool lock (into its shard) races a caller
+    /// that starts to wait, each on its own shard: the object must end up
+    /// with the waiter, never idle in a shard while the waiter waits.
+    #[test]
+    fn lock_free_return_races_a_new_waiter() {
+        loom::model(|| {
+            let p = pool(1);
+            let idle = {
+                let mut st = p.lock();
+                st.size = 1;
+                st.publish();
+                Arc::clone(&st.idle)
+            };
+            let p2 = Arc::clone(&p);
+            let returner = thread::spawn(move || {
+                if let Err(e) = idle.put(1, entry(1), 0) {
+                    let mut st = p2.lock();
+                    let placed = st.place(e, Tick::default(), 1);
+                    st.publish();
+                    drop(st);
+                    if let Placed::Handed(Some(w)) = placed {
+                        w.wake();
+                    }
+                }
+            });
+            let step = {
+                let mut st = p.lock();
+                let step = st.acquire(
+                    0,
+                    Tick::default(),
+                    Tick::default().after(Duration::from_secs(1)),
+                    true,
+                    0,
+                );
+                st.publish();
+                step
+            };
+            returner.join().unwrap();
+            let st = p.lock();
+            check(&st);
+            match step {
+                // The object was already idle when the caller looked.
+                Acquire::Got(_) => assert_eq!(st.idle.len_locked(), 0),
+                Acquire::Wait { slot, .. } => {
+                    assert!(
+                        slot.take_ready().is_some(),
+                        "the waiter must get the object, not a shard"
+                    );
+                    assert_eq!(st.idle.len_locked(), 0);
+                }
+                Acquire::Refused(r) => panic!("refused: {r:?}"),
+            }
         });
     }
 

@@ -166,7 +166,7 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) clock: PoolClock,
     /// The idle objects (shared with the state), reached without the pool
     /// lock while nobody waits.
-    idle: Arc<Shards<M::Type>>,
+    idle: crate::sync::Arc<Shards<M::Type>>,
 }
 
 /// Polls a future, turning a panic into an `Err`.
@@ -229,7 +229,7 @@ impl<M: Manager> Pool<M> {
         cfg.validate()?;
         let state = State::new(&cfg, shards::shard_count());
         let shared = Arc::new(Shared {
-            idle: Arc::clone(&state.idle),
+            idle: crate::sync::Arc::clone(&state.idle),
             state: StateLock::new(state),
             clock: PoolClock::new(cfg.clock),
             events: EventBus::new(cfg.event_capacity),
@@ -304,8 +304,12 @@ impl<M: Manager> Pool<M> {
         priority: usize,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared
-            .acquire(&self.anchors, priority, self.shared.cfg.acquire_timeout, caller)
+        self.shared.acquire(
+            &self.anchors,
+            priority,
+            self.shared.cfg.acquire_timeout,
+            caller,
+        )
     }
 
     /// Checks out an idle object without queueing. The object is still
@@ -370,10 +374,12 @@ impl<M: Manager> Pool<M> {
         // Checking out `need` objects at once makes (or waits for) that many.
         let mut held = Vec::with_capacity(need);
         for _ in 0..need {
-            held.push(
-                self.shared
-                    .acquire(&self.anchors, 0, self.shared.cfg.acquire_timeout, Location::caller()),
-            );
+            held.push(self.shared.acquire(
+                &self.anchors,
+                0,
+                self.shared.cfg.acquire_timeout,
+                Location::caller(),
+            ));
         }
         let mut objs = Vec::with_capacity(need);
         for fut in held {
@@ -892,7 +898,13 @@ impl<M: Manager> Shared<M> {
                 Acquire::Refused(r) => return Err(self.refused(r)),
             };
             if let Some(entry) = self.check_out(entry, now, deadline).await {
-                return Ok(self.hand_out(&anchors[home & (anchors.len() - 1)], entry, start, now, caller));
+                return Ok(self.hand_out(
+                    &anchors[home & (anchors.len() - 1)],
+                    entry,
+                    start,
+                    now,
+                    caller,
+                ));
             }
             now = self.clock.now();
             if now >= deadline {
@@ -957,7 +969,13 @@ impl<M: Manager> Shared<M> {
         let ready =
             |e: &Item<M::Type>| !e.expired(now) && !self.check_due(e, now) && !self.broken(&e.obj);
         let entry = self.idle.take(home, ready)?;
-        Some(self.hand_out(&anchors[home & (anchors.len() - 1)], entry, now, now, caller))
+        Some(self.hand_out(
+            &anchors[home & (anchors.len() - 1)],
+            entry,
+            now,
+            now,
+            caller,
+        ))
     }
 
     /// Whether the borrow check is due for an object about to go out.

@@ -156,7 +156,9 @@ impl<T> Shards<T> {
     /// locking.
     pub(crate) fn busy(&self) -> usize {
         let p = &self.published;
-        p.live.load(Ordering::Relaxed).saturating_sub(self.len_relaxed())
+        p.live
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.len_relaxed())
             + p.waiting.load(Ordering::Relaxed)
     }
 
@@ -218,7 +220,11 @@ impl<T> Shards<T> {
 
     /// Under the pool lock: the next idle object, home shard first, that
     /// `ready` accepts.
-    pub(crate) fn pop_where(&self, home: usize, ready: impl Fn(&Item<T>) -> bool) -> Option<Item<T>> {
+    pub(crate) fn pop_where(
+        &self,
+        home: usize,
+        ready: impl Fn(&Item<T>) -> bool,
+    ) -> Option<Item<T>> {
         for i in 0..self.cells.len() {
             let cell = self.cell(home.wrapping_add(i));
             let mut shard = cell.shard.lock();

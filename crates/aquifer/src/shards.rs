@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 
 use crate::metrics::{Counters, Histogram};
 use crate::object::Item;
-use crate::sync::{AtomicBool, AtomicUsize, Mutex, MutexGuard};
+use crate::sync::{AtomicBool, AtomicUsize, SpinGuard, SpinLock};
 
 /// One shard: its idle objects and what its checkouts and returns counted.
 #[derive(Default)]
@@ -42,7 +42,7 @@ pub(crate) struct Shard<T> {
 /// A shard on cache lines of its own (two lines: Intel fetches in pairs).
 #[repr(align(128))]
 struct Cell<T> {
-    shard: Mutex<Shard<T>>,
+    shard: SpinLock<Shard<T>>,
     /// `shard.idle.len()`, stored under the shard lock, for readings that
     /// need not be exact.
     len: AtomicUsize,
@@ -101,7 +101,7 @@ impl<T> Shards<T> {
             mask: count - 1,
             cells: (0..count)
                 .map(|_| Cell {
-                    shard: Mutex::new(Shard {
+                    shard: SpinLock::new(Shard {
                         idle: VecDeque::new(),
                         gets: 0,
                         usage: Histogram::default(),
@@ -257,7 +257,7 @@ impl<T> Shards<T> {
     pub(crate) fn drain(&self) -> VecDeque<Item<T>> {
         let mut all: Vec<Item<T>> = Vec::new();
         for cell in self.cells.iter() {
-            let mut shard: MutexGuard<'_, Shard<T>> = cell.shard.lock();
+            let mut shard: SpinGuard<'_, Shard<T>> = cell.shard.lock();
             all.extend(shard.idle.drain(..));
             cell.len.store(0, Ordering::Relaxed);
         }

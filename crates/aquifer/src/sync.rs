@@ -56,3 +56,46 @@ impl<T> Mutex<T> {
         self.0.lock().unwrap()
     }
 }
+
+/// A lock for data that one thread uses almost always alone (an idle-list
+/// shard): taking it is one compare-and-swap and releasing it one plain
+/// store, where a parking mutex pays a second compare-and-swap to find out
+/// whether anyone sleeps on it. Nobody sleeps: a thread that finds it taken
+/// spins, which is right only because every critical section under it is
+/// a few dozen instructions.
+#[derive(Debug, Default)]
+pub(crate) struct SpinLock<T>(
+    #[cfg(not(aquifer_loom))] spin::mutex::SpinMutex<T>,
+    #[cfg(aquifer_loom)] loom::sync::Mutex<T>,
+);
+
+/// The guard [`SpinLock::lock`] returns.
+#[cfg(not(aquifer_loom))]
+pub(crate) type SpinGuard<'a, T> = spin::mutex::SpinMutexGuard<'a, T>;
+
+/// The guard [`SpinLock::lock`] returns.
+#[cfg(aquifer_loom)]
+pub(crate) type SpinGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+#[cfg(not(aquifer_loom))]
+impl<T> SpinLock<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(spin::mutex::SpinMutex::new(value))
+    }
+
+    #[inline]
+    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+        self.0.lock()
+    }
+}
+
+#[cfg(aquifer_loom)]
+impl<T> SpinLock<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(loom::sync::Mutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
+        self.0.lock().unwrap()
+    }
+}

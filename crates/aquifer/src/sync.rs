@@ -60,9 +60,10 @@ impl<T> Mutex<T> {
 /// A lock for data that one thread uses almost always alone (an idle-list
 /// shard): taking it is one compare-and-swap and releasing it one plain
 /// store, where a parking mutex pays a second compare-and-swap to find out
-/// whether anyone sleeps on it. Nobody sleeps: a thread that finds it taken
-/// spins, which is right only because every critical section under it is
-/// a few dozen instructions.
+/// whether anyone sleeps on it. Nobody sleeps on it: a thread that finds
+/// it taken spins a little (the critical sections under it are a few
+/// dozen instructions), then yields its CPU between tries, so that a
+/// holder the OS preempted gets to run and let go.
 #[derive(Debug, Default)]
 pub(crate) struct SpinLock<T>(
     #[cfg(not(aquifer_loom))] spin::mutex::SpinMutex<T>,
@@ -85,7 +86,29 @@ impl<T> SpinLock<T> {
 
     #[inline]
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
-        self.0.lock()
+        match self.0.try_lock() {
+            Some(guard) => guard,
+            None => self.lock_contended(),
+        }
+    }
+
+    #[cold]
+    fn lock_contended(&self) -> SpinGuard<'_, T> {
+        let mut spins = 0u32;
+        loop {
+            // Wait with reads only, then try.
+            if !self.0.is_locked() {
+                if let Some(guard) = self.0.try_lock() {
+                    return guard;
+                }
+            }
+            if spins < 100 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
     }
 }
 

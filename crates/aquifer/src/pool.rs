@@ -275,8 +275,7 @@ impl<M: Manager> Pool<M> {
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared
-            .acquire(&self.anchors, 0, self.shared.cfg.acquire_timeout, caller)
+        Shared::acquire(self, 0, self.shared.cfg.acquire_timeout, caller)
     }
 
     /// Like [`get`](Pool::get) with another timeout for this call.
@@ -289,7 +288,7 @@ impl<M: Manager> Pool<M> {
         timeout: Duration,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared.acquire(&self.anchors, 0, timeout, caller)
+        Shared::acquire(self, 0, timeout, caller)
     }
 
     /// Like [`get`](Pool::get) at a priority: 0 is served first, and a value
@@ -304,12 +303,7 @@ impl<M: Manager> Pool<M> {
         priority: usize,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared.acquire(
-            &self.anchors,
-            priority,
-            self.shared.cfg.acquire_timeout,
-            caller,
-        )
+        Shared::acquire(self, priority, self.shared.cfg.acquire_timeout, caller)
     }
 
     /// Checks out an idle object without queueing. The object is still
@@ -374,8 +368,8 @@ impl<M: Manager> Pool<M> {
         // Checking out `need` objects at once makes (or waits for) that many.
         let mut held = Vec::with_capacity(need);
         for _ in 0..need {
-            held.push(self.shared.acquire(
-                &self.anchors,
+            held.push(Shared::acquire(
+                self,
                 0,
                 self.shared.cfg.acquire_timeout,
                 Location::caller(),
@@ -842,26 +836,26 @@ impl<M: Manager> Shared<M> {
     }
 
     async fn acquire(
-        self: &Arc<Self>,
-        anchors: &Anchors<M>,
+        pool: &Pool<M>,
         priority: usize,
         timeout: Duration,
         caller: &'static Location<'static>,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
+        let (this, anchors) = (&pool.shared, &pool.anchors);
         cooperate().await;
-        self.ensure_started();
+        this.ensure_started();
         let home = shards::home();
-        let start = self.clock.now();
+        let start = this.clock.now();
         let deadline = start.after(timeout);
         let mut now = start;
         // Nobody waits and an object is idle: no pool lock (the shard
         // counts the checkout).
-        let mut fast = self.idle.take(home, |_| true);
+        let mut fast = this.idle.take(home, |_| true);
         let mut first = fast.is_none();
         loop {
             let step = match fast.take() {
                 Some(e) => Acquire::Got(e),
-                None => self
+                None => this
                     .state
                     .lock()
                     .acquire(priority, now, deadline, first, home),
@@ -880,25 +874,25 @@ impl<M: Manager> Shared<M> {
                         w.wake();
                     }
                     if rearm {
-                        self.rearm.notify_one();
+                        this.rearm.notify_one();
                     }
                     if create {
-                        self.spawn_create();
+                        this.spawn_create();
                     }
                     if at_max {
-                        self.emit(PoolEvent::MaxReached {
-                            max: self.cfg.max,
-                            waiting: self.state.lock().waiters.len(),
+                        this.emit(PoolEvent::MaxReached {
+                            max: this.cfg.max,
+                            waiting: this.state.lock().waiters.len(),
                         });
                     }
-                    let (e, handed_at) = self.wait(slot, deadline, start).await?;
+                    let (e, handed_at) = this.wait(slot, deadline, start).await?;
                     now = handed_at;
                     e
                 }
-                Acquire::Refused(r) => return Err(self.refused(r)),
+                Acquire::Refused(r) => return Err(this.refused(r)),
             };
-            if let Some(entry) = self.check_out(entry, now, deadline).await {
-                return Ok(self.hand_out(
+            if let Some(entry) = this.check_out(entry, now, deadline).await {
+                return Ok(this.hand_out(
                     &anchors[home & (anchors.len() - 1)],
                     entry,
                     start,
@@ -906,14 +900,14 @@ impl<M: Manager> Shared<M> {
                     caller,
                 ));
             }
-            now = self.clock.now();
+            now = this.clock.now();
             if now >= deadline {
                 let last_create_error = {
-                    let mut st = self.state.lock();
+                    let mut st = this.state.lock();
                     st.m.timeouts += 1;
                     st.last_error.clone()
                 };
-                self.emit(PoolEvent::QueueTimeout {
+                this.emit(PoolEvent::QueueTimeout {
                     waited: now.since(start),
                 });
                 return Err(PoolError::Timeout {

@@ -1309,8 +1309,8 @@ impl<M: Manager> Cluster<M> {
                     .unwrap_or_else(|| kth(0))
             }
             Mode::LeastBusy => {
-                // Each pool's load is published on its every unlock, so this
-                // reads no lock. Ties go round robin: scan from a rotating
+                // Each pool's load is read from counts it publishes and its
+                // shards' lengths, so this takes no lock. Ties go round robin: scan from a rotating
                 // start, and stop at the first pool with nothing out.
                 let len = members.len();
                 let start = self.inner.turn(len);

@@ -264,7 +264,8 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         Ok(entry)
     }
 
-    /// Puts a counted object back: to the first waiter, else to the idle list.
+    /// Puts a counted object back: to the first waiter, else to the home
+    /// shard.
     #[inline]
     pub(crate) fn place(&mut self, entry: Item<T>, now: Tick, home: usize) -> Placed<T> {
         if self.phase == Phase::Closed || self.size > self.max {

@@ -531,12 +531,18 @@ impl<M: Manager> Drop for MembersWriter<'_, M> {
     }
 }
 
+/// One random-pick state on cache lines of its own.
+#[repr(align(128))]
+struct Seed(AtomicU64);
+
 struct Inner<M: Manager> {
     members: Members<M>,
     mode: std::sync::atomic::AtomicU8,
     cursor: AtomicUsize,
-    /// The random pick's generator state.
-    seed: AtomicU64,
+    /// The random pick's generator states, one per thread slot (indexed
+    /// like a pool's idle shards), so that gets on several cores do not
+    /// all write one cache line.
+    seeds: Box<[Seed]>,
     /// The member id failover sticks to (0: none yet).
     sticky: std::sync::atomic::AtomicU64,
     warnings: Mutex<VecDeque<Warning>>,
@@ -572,18 +578,19 @@ impl<M: Manager> Inner<M> {
     }
 
     /// A random number below `n` (which is at least 1), for random and
-    /// weighted picks: a wyrand step on the cluster's own state, with the
-    /// same plain load and store as [`turn`](Inner::turn) (two racing gets
+    /// weighted picks: a wyrand step on this thread's slot of the
+    /// cluster's states, with the same plain load and store as
+    /// [`turn`](Inner::turn) (two racing gets on threads that share a slot
     /// may draw the same number). Cheaper than a thread-local generator on
     /// this path, and its bias (below 2^-50 for any `n` a cluster has) is
     /// nothing next to load-balancing noise.
     #[inline]
     fn draw(&self, n: u64) -> u64 {
-        let state = self
-            .seed
+        let seed = &self.seeds[crate::shards::home() & (self.seeds.len() - 1)].0;
+        let state = seed
             .load(Ordering::Relaxed)
             .wrapping_add(0xa076_1d64_78bd_642f);
-        self.seed.store(state, Ordering::Relaxed);
+        seed.store(state, Ordering::Relaxed);
         let t = u128::from(state) * u128::from(state ^ 0xe703_7ed1_a0b4_28db);
         let r = ((t >> 64) as u64) ^ (t as u64);
         ((u128::from(r) * u128::from(n)) >> 64) as u64
@@ -744,7 +751,9 @@ impl<M: Manager> ClusterBuilder<M> {
                 members: Members::default(),
                 mode: std::sync::atomic::AtomicU8::new(mode_code(self.mode)),
                 cursor: AtomicUsize::new(0),
-                seed: AtomicU64::new(fastrand::u64(..)),
+                seeds: (0..crate::shards::shard_count())
+                    .map(|_| Seed(AtomicU64::new(fastrand::u64(..))))
+                    .collect(),
                 sticky: std::sync::atomic::AtomicU64::new(0),
                 warnings: Mutex::new(VecDeque::new()),
                 retired: Mutex::new(Vec::new()),

@@ -30,13 +30,24 @@ use crate::object::Item;
 use crate::sync::{AtomicBool, AtomicUsize, SpinGuard, SpinLock};
 
 /// One shard: its idle objects and what its checkouts and returns counted.
-#[derive(Default)]
 pub(crate) struct Shard<T> {
     idle: VecDeque<Item<T>>,
     /// Checkouts served here without the pool lock.
     gets: u64,
-    /// How long the objects returned here were held.
-    usage: Histogram,
+    /// How long the objects returned here were held; made at the first
+    /// return (a histogram is 4 KiB, and most of a pool's shards may
+    /// never see one on a machine with many CPUs).
+    usage: Option<Histogram>,
+}
+
+impl<T> Default for Shard<T> {
+    fn default() -> Self {
+        Self {
+            idle: VecDeque::new(),
+            gets: 0,
+            usage: None,
+        }
+    }
 }
 
 /// A shard on cache lines of its own (two lines: Intel fetches in pairs).
@@ -101,11 +112,7 @@ impl<T> Shards<T> {
             mask: count - 1,
             cells: (0..count)
                 .map(|_| Cell {
-                    shard: SpinLock::new(Shard {
-                        idle: VecDeque::new(),
-                        gets: 0,
-                        usage: Histogram::default(),
-                    }),
+                    shard: SpinLock::new(Shard::default()),
                     len: AtomicUsize::new(0),
                 })
                 .collect(),
@@ -213,7 +220,10 @@ impl<T> Shards<T> {
             return Err(entry);
         }
         shard.idle.push_back(entry);
-        shard.usage.record_nanos(held_nanos);
+        shard
+            .usage
+            .get_or_insert_with(Histogram::default)
+            .record_nanos(held_nanos);
         cell.len.store(shard.idle.len(), Ordering::Relaxed);
         Ok(())
     }
@@ -285,7 +295,9 @@ impl<T> Shards<T> {
             let shard = cell.shard.lock();
             m.gets += shard.gets;
             m.immediate += shard.gets;
-            m.usage.merge(&shard.usage);
+            if let Some(usage) = &shard.usage {
+                m.usage.merge(usage);
+            }
         }
     }
 }

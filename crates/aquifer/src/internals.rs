@@ -944,6 +944,45 @@ mod loom_tests {
         });
     }
 
+    /// A return that skips the pool lock races `close`: the object must be
+    /// taken by the close or come back to be destroyed, never left idle in
+    /// a shard of a closed pool.
+    #[test]
+    fn lock_free_return_races_close() {
+        loom::model(|| {
+            let p = pool(1);
+            let idle = {
+                let mut st = p.lock();
+                st.size = 1;
+                st.publish();
+                Arc::clone(&st.idle)
+            };
+            let p2 = Arc::clone(&p);
+            let returner = thread::spawn(move || match idle.put(1, entry(1), 0) {
+                Ok(()) => None,
+                Err(e) => {
+                    let mut st = p2.lock();
+                    let placed = st.place(e, Tick::default(), 1);
+                    st.publish();
+                    Some(placed)
+                }
+            });
+            let taken = {
+                let mut st = p.lock();
+                let mut wake = Vec::new();
+                let taken = st.close(&mut wake);
+                st.publish();
+                taken.len()
+            };
+            let placed = returner.join().unwrap();
+            let destroyed = usize::from(matches!(placed, Some(Placed::Destroy(_))));
+            let st = p.lock();
+            assert_eq!(st.idle.len_locked(), 0, "nothing idle after close");
+            assert_eq!(taken + destroyed, 1, "the object is closed exactly once");
+            assert_eq!(st.size, 0);
+        });
+    }
+
     fn futures_noop() -> std::task::Waker {
         std::task::Waker::noop().clone()
     }

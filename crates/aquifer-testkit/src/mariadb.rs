@@ -117,6 +117,14 @@ impl MariaDbServerBuilder {
                 .settings
                 .push(("require-secure-transport".into(), "ON".into()));
         }
+        // A temp dir of its own for the server's temporary tables, so that
+        // servers never share one. In CI a query on information_schema
+        // once failed with "Error on delete of '/tmp/#sql-temptable-…'
+        // (Errcode: 2)" while other tests' servers used the same /tmp; the
+        // cause was not pinned down (a marker file in a shared /tmp
+        // survived another server's start), but nothing is shared now.
+        fs::create_dir(dir.path().join("tmp"))
+            .map_err(|e| TestkitError::io("creating the server's temp dir", e))?;
         chown_tree(dir.path(), owner)?;
         let mut server = MariaDbServer {
             port: free_port()?,
@@ -220,6 +228,10 @@ impl MariaDbServer {
             .arg(format!("--port={}", self.port))
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--socket={}", self.socket.display()))
+            .arg(format!(
+                "--tmpdir={}",
+                self.dir.path().join("tmp").display()
+            ))
             .arg(format!(
                 "--pid-file={}",
                 self.dir.path().join("mysqld.pid").display()
@@ -433,6 +445,7 @@ fn make_template(bins: &Binaries, owner: Option<(u32, u32)>) -> Result<PathBuf, 
     bootstrap
         .args(SERVER_ARGS)
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", stage.path().display()))
         .arg("--bootstrap")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -43,6 +43,15 @@ fn settings_reach_the_server_and_servers_are_independent() {
     );
     a.sql("CREATE TABLE aquifer.only_a (v INT)").unwrap();
     assert!(b.sql("SELECT * FROM aquifer.only_a").is_err());
+    // Each server has a temp dir of its own (its temporary tables live
+    // there), not a /tmp shared with every other test's server.
+    let tmp_a = a.sql("SELECT @@tmpdir").unwrap();
+    let tmp_b = b.sql("SELECT @@tmpdir").unwrap();
+    assert!(
+        std::path::Path::new(tmp_a.trim()).starts_with(a.dir()),
+        "{tmp_a}"
+    );
+    assert_ne!(tmp_a, tmp_b);
     let dir = a.dir().to_path_buf();
     drop(a);
     std::thread::sleep(Duration::from_millis(50));

@@ -169,7 +169,8 @@ impl<T> Shards<T> {
             + p.waiting.load(Ordering::Relaxed)
     }
 
-    /// Idle objects, summed without locking: for status and load readings.
+    /// Idle objects, summed without locking: for load readings, which need
+    /// not be exact.
     pub(crate) fn len_relaxed(&self) -> usize {
         self.cells
             .iter()

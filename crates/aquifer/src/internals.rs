@@ -889,6 +889,33 @@ mod loom_tests {
         });
     }
 
+    /// With the pool's one object out, a thread that returns it the way a
+    /// checked-out object does: into its shard (home 1) without the pool
+    /// lock, or through the lock when the pool says so. Yields where the
+    /// object went through the lock (`None`: into the shard).
+    fn lock_free_return(p: &Arc<Mutex<S>>) -> thread::JoinHandle<Option<Placed<u32>>> {
+        let idle = {
+            let mut st = p.lock();
+            st.size = 1;
+            st.publish();
+            Arc::clone(&st.idle)
+        };
+        let p = Arc::clone(p);
+        thread::spawn(move || match idle.put(1, entry(1), 0) {
+            Ok(()) => None,
+            Err(e) => {
+                let mut st = p.lock();
+                let placed = st.place(e, Tick::default(), 1);
+                st.publish();
+                drop(st);
+                if let Placed::Handed(Some(w)) = &placed {
+                    w.wake_by_ref();
+                }
+                Some(placed)
+            }
+        })
+    }
+
     /// A return that skips the pool lock (into its shard) races a caller
     /// that starts to wait, each on its own shard: the object must end up
     /// with the waiter, never idle in a shard while the waiter waits.
@@ -896,24 +923,7 @@ mod loom_tests {
     fn lock_free_return_races_a_new_waiter() {
         loom::model(|| {
             let p = pool(1);
-            let idle = {
-                let mut st = p.lock();
-                st.size = 1;
-                st.publish();
-                Arc::clone(&st.idle)
-            };
-            let p2 = Arc::clone(&p);
-            let returner = thread::spawn(move || {
-                if let Err(e) = idle.put(1, entry(1), 0) {
-                    let mut st = p2.lock();
-                    let placed = st.place(e, Tick::default(), 1);
-                    st.publish();
-                    drop(st);
-                    if let Placed::Handed(Some(w)) = placed {
-                        w.wake();
-                    }
-                }
-            });
+            let returner = lock_free_return(&p);
             let step = {
                 let mut st = p.lock();
                 let step = st.acquire(
@@ -951,22 +961,7 @@ mod loom_tests {
     fn lock_free_return_races_close() {
         loom::model(|| {
             let p = pool(1);
-            let idle = {
-                let mut st = p.lock();
-                st.size = 1;
-                st.publish();
-                Arc::clone(&st.idle)
-            };
-            let p2 = Arc::clone(&p);
-            let returner = thread::spawn(move || match idle.put(1, entry(1), 0) {
-                Ok(()) => None,
-                Err(e) => {
-                    let mut st = p2.lock();
-                    let placed = st.place(e, Tick::default(), 1);
-                    st.publish();
-                    Some(placed)
-                }
-            });
+            let returner = lock_free_return(&p);
             let taken = {
                 let mut st = p.lock();
                 let mut wake = Vec::new();

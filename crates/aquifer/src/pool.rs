@@ -227,7 +227,9 @@ impl<M: Manager> Pool<M> {
     /// A [`BuildError`] when the configuration cannot work.
     pub fn new(manager: M, cfg: PoolConfig) -> Result<Self, BuildError> {
         cfg.validate()?;
-        let state = State::new(&cfg, shards::shard_count());
+        // The shards and the anchors are indexed alike.
+        let count = shards::shard_count();
+        let state = State::new(&cfg, count);
         let shared = Arc::new(Shared {
             idle: crate::sync::Arc::clone(&state.idle),
             state: StateLock::new(state),
@@ -249,7 +251,7 @@ impl<M: Manager> Pool<M> {
         if shared.cfg.eager {
             shared.ensure_started();
         }
-        let anchors = (0..shards::shard_count())
+        let anchors = (0..count)
             .map(|_| {
                 Arc::new(Anchor {
                     shared: Arc::clone(&shared),

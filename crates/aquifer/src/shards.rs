@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 
 use crate::metrics::{Counters, Histogram};
 use crate::object::Item;
-use crate::sync::{AtomicBool, AtomicUsize, SpinGuard, SpinLock};
+use crate::sync::{AtomicBool, AtomicUsize, SpinLock};
 
 /// One shard: its idle objects and what its checkouts and returns counted.
 pub(crate) struct Shard<T> {
@@ -268,7 +268,7 @@ impl<T> Shards<T> {
     pub(crate) fn drain(&self) -> VecDeque<Item<T>> {
         let mut all: Vec<Item<T>> = Vec::new();
         for cell in self.cells.iter() {
-            let mut shard: SpinGuard<'_, Shard<T>> = cell.shard.lock();
+            let mut shard = cell.shard.lock();
             all.extend(shard.idle.drain(..));
             cell.len.store(0, Ordering::Relaxed);
         }

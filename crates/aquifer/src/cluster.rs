@@ -827,7 +827,7 @@ pub struct ClusterConn<M: Manager> {
 impl<M: Manager> ClusterConn<M> {
     fn new(conn: Pooled<M>, m: &Arc<Member<M>>) -> Self {
         let known = conn
-            .shared
+            .pool()
             .cluster_name
             .get()
             .is_some_and(|n| Arc::ptr_eq(n, &m.name));
@@ -843,7 +843,7 @@ impl<M: Manager> ClusterConn<M> {
             Some(m) => &m.name,
             None => self
                 .conn
-                .shared
+                .pool()
                 .cluster_name
                 .get()
                 .expect("set before the pool served the cluster"),

@@ -901,17 +901,22 @@ mod loom_tests {
             Arc::clone(&st.idle)
         };
         let p = Arc::clone(p);
-        thread::spawn(move || match idle.put(1, entry(1), 0) {
-            Ok(()) => None,
-            Err(e) => {
-                let mut st = p.lock();
-                let placed = st.place(e, Tick::default(), 1);
-                st.publish();
-                drop(st);
-                if let Placed::Handed(Some(w)) = &placed {
-                    w.wake_by_ref();
+        thread::spawn(move || {
+            #[allow(unsafe_code)]
+            // SAFETY: this thread holds `idle` for the whole call.
+            let put = unsafe { Shards::put(&*idle, 1, entry(1), 0) };
+            match put {
+                Ok(()) => None,
+                Err(e) => {
+                    let mut st = p.lock();
+                    let placed = st.place(e, Tick::default(), 1);
+                    st.publish();
+                    drop(st);
+                    if let Placed::Handed(Some(w)) = &placed {
+                        w.wake_by_ref();
+                    }
+                    Some(placed)
                 }
-                Some(placed)
             }
         })
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::clock::Tick;
+use crate::pool::Shared;
 use crate::{Manager, Reason};
 
 /// Facts about one pooled object.
@@ -102,6 +103,32 @@ impl<T> Entry<T> {
     }
 }
 
+/// What a pool stores for each of its objects: the manager's object and a
+/// strong reference to the pool. The reference travels with the object,
+/// idle in a shard, handed to a waiter or checked out, so that a checkout
+/// moves it into the [`Pooled`] and a return moves it back, and neither
+/// touches a reference count.
+///
+/// Idle objects thus keep their own pool alive. The cycle ends when the last
+/// [`Pool`](crate::Pool) handle is dropped: the pool closes and takes every
+/// idle object out, and objects still out are destroyed when they come back.
+pub(crate) struct Owned<M: Manager> {
+    pub(crate) value: M::Type,
+    /// `None` only once the object is on its way out of the pool for good
+    /// (being destroyed, or kept as pending), never while it can be handed
+    /// out.
+    pub(crate) pool: Option<Arc<Shared<M>>>,
+}
+
+impl<M: Manager> Owned<M> {
+    pub(crate) fn new(value: M::Type, pool: &Arc<Shared<M>>) -> Self {
+        Owned {
+            value,
+            pool: Some(Arc::clone(pool)),
+        }
+    }
+}
+
 /// An object checked out of a [`Pool`](crate::Pool). It derefs to the object
 /// and goes back to the pool when dropped.
 ///
@@ -110,16 +137,22 @@ impl<T> Entry<T> {
 /// started in, which the pool keeps a handle to.
 #[must_use = "dropping a Pooled returns the object at once"]
 pub struct Pooled<M: Manager> {
-    pub(crate) entry: Option<Item<M::Type>>,
-    pub(crate) shared: Arc<crate::pool::Anchor<M>>,
+    /// One pointer: the entry carries the pool (see [`Owned`]).
+    pub(crate) entry: Option<Item<Owned<M>>>,
 }
+
+const HELD: &str = "a Pooled always holds its object until consumed";
+const OWNED: &str = "a checked-out object holds its pool";
 
 impl<M: Manager> Pooled<M> {
     #[inline]
-    fn entry(&self) -> &Entry<M::Type> {
-        self.entry
-            .as_ref()
-            .expect("a Pooled always holds its object until consumed")
+    fn entry(&self) -> &Entry<Owned<M>> {
+        self.entry.as_ref().expect(HELD)
+    }
+
+    #[inline]
+    pub(crate) fn pool(&self) -> &Shared<M> {
+        self.entry().obj.pool.as_ref().expect(OWNED)
     }
 
     /// The object's id, unique within its pool.
@@ -134,30 +167,26 @@ impl<M: Manager> Pooled<M> {
 
     /// How long this checkout has held the object.
     pub fn held_for(&self) -> Duration {
-        self.shared.clock.now().since(self.entry().taken_at)
+        self.pool().clock.now().since(self.entry().taken_at)
     }
 
     /// Takes the object out of the pool for good. Its slot is freed, so the
     /// pool may create a replacement.
     pub fn detach(mut self) -> M::Type {
-        let entry = self
-            .entry
-            .take()
-            .expect("a Pooled always holds its object until consumed");
-        self.shared.forget(&entry);
-        self.shared.detached();
-        entry.obj
+        let mut entry = self.entry.take().expect(HELD);
+        let pool = entry.obj.pool.take().expect(OWNED);
+        pool.forget(&entry);
+        pool.detached();
+        entry.obj.value
     }
 
     /// Closes the object (in the background, within `destroy_timeout`)
     /// instead of returning it; frees its slot.
     pub fn destroy(mut self) {
-        let entry = self
-            .entry
-            .take()
-            .expect("a Pooled always holds its object until consumed");
-        self.shared.forget(&entry);
-        self.shared.discard(entry, Reason::Caller);
+        let mut entry = self.entry.take().expect(HELD);
+        let pool = entry.obj.pool.take().expect(OWNED);
+        pool.forget(&entry);
+        pool.discard(entry, Reason::Caller);
     }
 }
 
@@ -166,18 +195,14 @@ impl<M: Manager> Deref for Pooled<M> {
 
     #[inline]
     fn deref(&self) -> &M::Type {
-        &self.entry().obj
+        &self.entry().obj.value
     }
 }
 
 impl<M: Manager> DerefMut for Pooled<M> {
     #[inline]
     fn deref_mut(&mut self) -> &mut M::Type {
-        &mut self
-            .entry
-            .as_mut()
-            .expect("a Pooled always holds its object until consumed")
-            .obj
+        &mut self.entry.as_mut().expect(HELD).obj.value
     }
 }
 
@@ -197,7 +222,7 @@ impl<M: Manager> Drop for Pooled<M> {
     #[inline]
     fn drop(&mut self) {
         if let Some(entry) = self.entry.take() {
-            self.shared.release(entry);
+            Shared::release(entry);
         }
     }
 }
@@ -208,7 +233,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pooled")
-            .field("obj", &self.entry().obj)
+            .field("obj", &self.entry().obj.value)
             .field("metadata", &self.entry().meta)
             .finish()
     }

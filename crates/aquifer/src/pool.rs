@@ -21,7 +21,7 @@ use crate::error::{BuildError, CreateError, DestroyError, PoolError};
 use crate::events::{EventBus, EventStream, PoolEvent, Reason};
 use crate::internals::{Acquire, Handoff, Phase, Placed, Refusal, State, StateLock, WaitError};
 use crate::metrics::Metrics;
-use crate::object::{Entry, Item, Metadata, Pooled};
+use crate::object::{Entry, Item, Metadata, Owned, Pooled};
 use crate::shards::{self, Shards};
 use crate::sync::Mutex;
 use crate::waiters::Slot;
@@ -58,30 +58,7 @@ use crate::Manager;
 /// ```
 pub struct Pool<M: Manager> {
     shared: Arc<Shared<M>>,
-    anchors: Anchors<M>,
 }
-
-/// What a checked-out object holds to keep its pool alive: one per shard,
-/// each counted on cache lines of its own, so that threads checking out
-/// through different shards do not all bump the pool's one reference count
-/// (measured: with two workers, that count alone held a sharded pool to
-/// a sixth of its speed).
-#[repr(align(128))]
-pub(crate) struct Anchor<M: Manager> {
-    pub(crate) shared: Arc<Shared<M>>,
-}
-
-impl<M: Manager> std::ops::Deref for Anchor<M> {
-    type Target = Arc<Shared<M>>;
-
-    #[inline]
-    fn deref(&self) -> &Arc<Shared<M>> {
-        &self.shared
-    }
-}
-
-/// A pool's anchors, indexed like its shards.
-type Anchors<M> = Arc<[Arc<Anchor<M>>]>;
 
 /// What the pool keeps about an object whose `destroy` failed.
 pub(crate) struct PendingObject<T, E> {
@@ -145,7 +122,7 @@ pub struct Status {
 pub(crate) struct Shared<M: Manager> {
     pub(crate) manager: M,
     pub(crate) cfg: PoolConfig,
-    state: StateLock<M::Type, M::Error>,
+    state: StateLock<Owned<M>, M::Error>,
     events: EventBus,
     /// Woken whenever a draining or closed pool may have settled.
     settled: Notify,
@@ -157,7 +134,7 @@ pub(crate) struct Shared<M: Manager> {
     rearm: Arc<Notify>,
     runtime: OnceLock<Handle>,
     leases: Option<Mutex<HashMap<u64, Lease>>>,
-    pending: Mutex<Vec<PendingObject<M::Type, M::Error>>>,
+    pending: Mutex<Vec<PendingObject<Owned<M>, M::Error>>>,
     /// The name of the first cluster member this pool became, so that a
     /// connection can tell where it came from without a reference of its
     /// own to the member.
@@ -166,7 +143,7 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) clock: PoolClock,
     /// The idle objects (shared with the state), reached without the pool
     /// lock while nobody waits.
-    idle: crate::sync::Arc<Shards<M::Type>>,
+    idle: crate::sync::Arc<Shards<Owned<M>>>,
 }
 
 /// Polls a future, turning a panic into an `Err`.
@@ -227,9 +204,7 @@ impl<M: Manager> Pool<M> {
     /// A [`BuildError`] when the configuration cannot work.
     pub fn new(manager: M, cfg: PoolConfig) -> Result<Self, BuildError> {
         cfg.validate()?;
-        // The shards and the anchors are indexed alike.
-        let count = shards::shard_count();
-        let state = State::new(&cfg, count);
+        let state = State::new(&cfg, shards::shard_count());
         let shared = Arc::new(Shared {
             idle: crate::sync::Arc::clone(&state.idle),
             state: StateLock::new(state),
@@ -251,14 +226,7 @@ impl<M: Manager> Pool<M> {
         if shared.cfg.eager {
             shared.ensure_started();
         }
-        let anchors = (0..count)
-            .map(|_| {
-                Arc::new(Anchor {
-                    shared: Arc::clone(&shared),
-                })
-            })
-            .collect();
-        Ok(Pool { shared, anchors })
+        Ok(Pool { shared })
     }
 
     /// Checks an object out, waiting up to `acquire_timeout`, at priority 0.
@@ -277,7 +245,8 @@ impl<M: Manager> Pool<M> {
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        Shared::acquire(self, 0, self.shared.cfg.acquire_timeout, caller)
+        self.shared
+            .acquire(0, self.shared.cfg.acquire_timeout, caller)
     }
 
     /// Like [`get`](Pool::get) with another timeout for this call.
@@ -290,7 +259,7 @@ impl<M: Manager> Pool<M> {
         timeout: Duration,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        Shared::acquire(self, 0, timeout, caller)
+        self.shared.acquire(0, timeout, caller)
     }
 
     /// Like [`get`](Pool::get) at a priority: 0 is served first, and a value
@@ -305,7 +274,8 @@ impl<M: Manager> Pool<M> {
         priority: usize,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        Shared::acquire(self, priority, self.shared.cfg.acquire_timeout, caller)
+        self.shared
+            .acquire(priority, self.shared.cfg.acquire_timeout, caller)
     }
 
     /// Checks out an idle object without queueing. The object is still
@@ -319,7 +289,7 @@ impl<M: Manager> Pool<M> {
         &self,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared.try_acquire(&self.anchors, caller)
+        self.shared.try_acquire(caller)
     }
 
     /// The first step of a get that goes on to a full [`get`](Pool::get)
@@ -331,7 +301,7 @@ impl<M: Manager> Pool<M> {
     #[track_caller]
     #[inline]
     pub(crate) fn take_ready(&self) -> Option<Pooled<M>> {
-        self.shared.take_ready(&self.anchors, Location::caller())
+        self.shared.take_ready(Location::caller())
     }
 
     /// Runs `f` with a checked-out object and returns what it returns. When
@@ -370,12 +340,10 @@ impl<M: Manager> Pool<M> {
         // Checking out `need` objects at once makes (or waits for) that many.
         let mut held = Vec::with_capacity(need);
         for _ in 0..need {
-            held.push(Shared::acquire(
-                self,
-                0,
-                self.shared.cfg.acquire_timeout,
-                Location::caller(),
-            ));
+            held.push(
+                self.shared
+                    .acquire(0, self.shared.cfg.acquire_timeout, Location::caller()),
+            );
         }
         let mut objs = Vec::with_capacity(need);
         for fut in held {
@@ -460,7 +428,7 @@ impl<M: Manager> Pool<M> {
             .shared
             .state
             .lock()
-            .take_idle(|e| !keep(&e.obj, &e.meta));
+            .take_idle(|e| !keep(&e.obj.value, &e.meta));
         let n = taken.len();
         self.shared.destroy_all(taken, Reason::Cleared).await;
         self.shared.refill();
@@ -473,11 +441,11 @@ impl<M: Manager> Pool<M> {
         let shared = &self.shared;
         let taken = {
             let mut st = shared.state.lock();
-            let healthy =
-                st.inspect_idle(|idle| idle.iter().filter(|e| !shared.broken(&e.obj)).count());
+            let healthy = st
+                .inspect_idle(|idle| idle.iter().filter(|e| !shared.broken(&e.obj.value)).count());
             let mut surplus = healthy.saturating_sub(keep);
             st.take_idle(|e| {
-                if shared.broken(&e.obj) {
+                if shared.broken(&e.obj.value) {
                     true
                 } else if surplus > 0 {
                     surplus -= 1;
@@ -622,7 +590,6 @@ impl<M: Manager> Clone for Pool<M> {
         self.shared.handles.fetch_add(1, Ordering::Relaxed);
         Pool {
             shared: Arc::clone(&self.shared),
-            anchors: Arc::clone(&self.anchors),
         }
     }
 }
@@ -647,7 +614,7 @@ impl<M: Manager> fmt::Debug for Pool<M> {
 }
 
 /// The slot a queued caller waits on.
-type WaitSlot<M> = crate::sync::Arc<Slot<Handoff<<M as Manager>::Type, <M as Manager>::Error>>>;
+type WaitSlot<M> = crate::sync::Arc<Slot<Handoff<Owned<M>, <M as Manager>::Error>>>;
 
 /// A queued caller's claim; dropping it leaves the queue and puts back
 /// anything handed over in the meantime.
@@ -677,7 +644,7 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
 /// object is destroyed (its state is unknown) and its slot freed.
 struct Checkout<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
-    entry: Option<Item<M::Type>>,
+    entry: Option<Item<Owned<M>>>,
 }
 
 impl<M: Manager> Drop for Checkout<'_, M> {
@@ -799,7 +766,7 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    fn close_state(&self) -> Vec<Item<M::Type>> {
+    fn close_state(&self) -> Vec<Item<Owned<M>>> {
         let mut wake = Vec::new();
         let taken = self.state.lock().close(&mut wake);
         wake_all(wake);
@@ -808,7 +775,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Wakes or destroys after a `place`, and signals a settled pool.
-    fn after_place(self: &Arc<Self>, placed: Option<Placed<M::Type>>, settled: bool) {
+    fn after_place(self: &Arc<Self>, placed: Option<Placed<Owned<M>>>, settled: bool) {
         match placed {
             Some(Placed::Handed(Some(w))) => w.wake(),
             Some(Placed::Destroy(e)) => {
@@ -837,17 +804,14 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// A checkout. It takes the pool handle (for the state and the
-    /// anchors) as its one pointer argument: given `self` and the anchors
-    /// as two, the future copied them on first poll as one 16-byte load of
-    /// two 8-byte stores, a store-forwarding stall worth a fifth of a get.
+    /// A checkout.
     async fn acquire(
-        pool: &Pool<M>,
+        self: &Arc<Self>,
         priority: usize,
         timeout: Duration,
         caller: &'static Location<'static>,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
-        let (this, anchors) = (&pool.shared, &pool.anchors);
+        let this = self;
         cooperate().await;
         this.ensure_started();
         let home = shards::home();
@@ -898,13 +862,7 @@ impl<M: Manager> Shared<M> {
                 Acquire::Refused(r) => return Err(this.refused(r)),
             };
             if let Some(entry) = this.check_out(entry, now, deadline).await {
-                return Ok(this.hand_out(
-                    &anchors[home & (anchors.len() - 1)],
-                    entry,
-                    start,
-                    now,
-                    caller,
-                ));
+                return Ok(this.hand_out(entry, start, now, caller));
             }
             now = this.clock.now();
             if now >= deadline {
@@ -926,7 +884,6 @@ impl<M: Manager> Shared<M> {
 
     async fn try_acquire(
         self: &Arc<Self>,
-        anchors: &Anchors<M>,
         caller: &'static Location<'static>,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         self.ensure_started();
@@ -941,8 +898,7 @@ impl<M: Manager> Shared<M> {
                 Ok(Some(entry)) => {
                     let deadline = now.after(self.cfg.validate_timeout);
                     if let Some(entry) = self.check_out(entry, now, deadline).await {
-                        let anchor = &anchors[home & (anchors.len() - 1)];
-                        return Ok(self.hand_out(anchor, entry, start, now, caller));
+                        return Ok(self.hand_out(entry, start, now, caller));
                     }
                     now = self.clock.now();
                 }
@@ -953,11 +909,7 @@ impl<M: Manager> Shared<M> {
     }
 
     #[inline]
-    fn take_ready(
-        self: &Arc<Self>,
-        anchors: &Anchors<M>,
-        caller: &'static Location<'static>,
-    ) -> Option<Pooled<M>> {
+    fn take_ready(self: &Arc<Self>, caller: &'static Location<'static>) -> Option<Pooled<M>> {
         self.ensure_started();
         let home = shards::home();
         let now = self.clock.now();
@@ -966,21 +918,16 @@ impl<M: Manager> Shared<M> {
         // validates it) and the checkout is counted once. `is_broken` is
         // cheap and sync, as eviction (which also calls it under a lock)
         // relies on.
-        let ready =
-            |e: &Item<M::Type>| !e.expired(now) && !self.check_due(e, now) && !self.broken(&e.obj);
+        let ready = |e: &Item<Owned<M>>| {
+            !e.expired(now) && !self.check_due(e, now) && !self.broken(&e.obj.value)
+        };
         let entry = self.idle.take(home, ready)?;
-        Some(self.hand_out(
-            &anchors[home & (anchors.len() - 1)],
-            entry,
-            now,
-            now,
-            caller,
-        ))
+        Some(self.hand_out(entry, now, now, caller))
     }
 
     /// Whether the borrow check is due for an object about to go out.
     #[inline]
-    fn check_due(&self, entry: &Entry<M::Type>, now: Tick) -> bool {
+    fn check_due(&self, entry: &Entry<Owned<M>>, now: Tick) -> bool {
         let cfg = &self.cfg;
         cfg.validate_on_borrow
             && now.at_least(entry.meta.last_used, cfg.validate_if_idle_for)
@@ -992,15 +939,15 @@ impl<M: Manager> Shared<M> {
     #[inline]
     async fn check_out(
         self: &Arc<Self>,
-        entry: Item<M::Type>,
+        entry: Item<Owned<M>>,
         now: Tick,
         deadline: Tick,
-    ) -> Option<Item<M::Type>> {
+    ) -> Option<Item<Owned<M>>> {
         if entry.expired(now) {
             self.evict(entry, Reason::Lifetime);
             return None;
         }
-        if self.broken(&entry.obj) {
+        if self.broken(&entry.obj.value) {
             self.evict(entry, Reason::Broken);
             return None;
         }
@@ -1013,9 +960,9 @@ impl<M: Manager> Shared<M> {
     #[cold]
     async fn validate(
         self: &Arc<Self>,
-        entry: Item<M::Type>,
+        entry: Item<Owned<M>>,
         deadline: Tick,
-    ) -> Option<Item<M::Type>> {
+    ) -> Option<Item<Owned<M>>> {
         let mut guard = Checkout {
             shared: self,
             entry: Some(entry),
@@ -1024,7 +971,7 @@ impl<M: Manager> Shared<M> {
             .cfg
             .validate_timeout
             .min(deadline.since(self.clock.now()));
-        let obj = &mut guard.entry.as_mut().expect("held until taken").obj;
+        let obj = &mut guard.entry.as_mut().expect("held until taken").obj.value;
         let outcome = tokio::time::timeout(limit, catch_unwind(self.manager.validate(obj))).await;
         let mut entry = guard.entry.take().expect("held until taken");
         let error = match outcome {
@@ -1040,7 +987,7 @@ impl<M: Manager> Shared<M> {
         None
     }
 
-    fn validation_failed(self: &Arc<Self>, entry: Item<M::Type>, error: String) {
+    fn validation_failed(self: &Arc<Self>, entry: Item<Owned<M>>, error: String) {
         {
             let mut st = self.state.lock();
             st.m.validation_failures += 1;
@@ -1059,8 +1006,7 @@ impl<M: Manager> Shared<M> {
     #[inline]
     fn hand_out(
         self: &Arc<Self>,
-        anchor: &Arc<Anchor<M>>,
-        mut entry: Item<M::Type>,
+        mut entry: Item<Owned<M>>,
         start: Tick,
         now: Tick,
         caller: &'static Location<'static>,
@@ -1083,10 +1029,11 @@ impl<M: Manager> Shared<M> {
                 waited: now.since(start),
             });
         }
-        Pooled {
-            entry: Some(entry),
-            shared: Arc::clone(anchor),
-        }
+        debug_assert!(
+            entry.obj.pool.is_some(),
+            "an object handed out holds its pool"
+        );
+        Pooled { entry: Some(entry) }
     }
 
     async fn wait(
@@ -1094,7 +1041,7 @@ impl<M: Manager> Shared<M> {
         slot: WaitSlot<M>,
         deadline: Tick,
         start: Tick,
-    ) -> Result<(Item<M::Type>, Tick), PoolError<M::Error>> {
+    ) -> Result<(Item<Owned<M>>, Tick), PoolError<M::Error>> {
         let mut guard = WaitGuard {
             shared: self,
             slot: Some(slot),
@@ -1160,59 +1107,79 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// A checked-out object comes back.
+    /// A checked-out object comes back to the pool it holds. The entry's
+    /// reference to the pool moves out for the checks and back in before
+    /// the entry is stored: no reference count changes on the way.
     #[inline]
-    pub(crate) fn release(self: &Arc<Self>, mut entry: Item<M::Type>) {
-        let now = self.clock.now();
+    pub(crate) fn release(mut entry: Item<Owned<M>>) {
+        let this = entry
+            .obj
+            .pool
+            .take()
+            .expect("a checked-out object holds its pool");
+        let now = this.clock.now();
         let held = now.nanos_since(entry.taken_at);
         entry.meta.last_used = now;
-        if let Some(leases) = &self.leases {
+        if let Some(leases) = &this.leases {
             leases.lock().remove(&entry.meta.id);
         }
-        if self.hot_events() {
-            self.emit(PoolEvent::Released {
+        if this.hot_events() {
+            this.emit(PoolEvent::Released {
                 id: entry.meta.id,
                 held: Duration::from_nanos(held),
             });
         }
-        if self.broken(&entry.obj) {
-            self.state.lock().m.usage.record_nanos(held);
-            self.evict(entry, Reason::Broken);
+        if this.broken(&entry.obj.value) {
+            this.state.lock().m.usage.record_nanos(held);
+            this.evict(entry, Reason::Broken);
         } else if entry.expired(now) {
-            self.state.lock().m.usage.record_nanos(held);
-            self.evict(entry, Reason::Lifetime);
+            this.state.lock().m.usage.record_nanos(held);
+            this.evict(entry, Reason::Lifetime);
         } else if std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.manager.needs_reset(&entry.obj)
+            this.manager.needs_reset(&entry.obj.value)
         }))
         .unwrap_or(true)
         {
-            self.state.lock().m.usage.record_nanos(held);
-            let this = Arc::clone(self);
-            self.spawn(async move { this.reset(entry).await });
+            this.state.lock().m.usage.record_nanos(held);
+            entry.obj.pool = Some(Arc::clone(&this));
+            let task = Arc::clone(&this);
+            this.spawn(async move { task.reset(entry).await });
         } else {
             let home = shards::home();
+            let idle: *const Shards<Owned<M>> = &*this.idle;
+            entry.obj.pool = Some(this);
             // Nobody waits and the pool needs nothing: no pool lock (the
             // shard records the usage).
-            if let Err(entry) = self.idle.put(home, entry, held) {
-                let mut st = self.state.lock();
+            #[allow(unsafe_code)]
+            // SAFETY: `idle` points into the pool (its shards are freed only
+            // with it), and the reference that just moved into `entry` keeps
+            // the pool alive while this thread owns the entry. `put` stores
+            // the entry under its shard's lock; no other thread can take it
+            // out, and so drop that reference, before the lock is released,
+            // which is `put`'s last access to `*idle`. On `Err` the entry
+            // comes back to this thread.
+            let refused = unsafe { Shards::put(idle, home, entry, held) };
+            if let Err(entry) = refused {
+                let this = Arc::clone(entry.obj.pool.as_ref().expect("just put back"));
+                let mut st = this.state.lock();
                 st.m.usage.record_nanos(held);
                 let placed = st.place(entry, now, home);
                 let settled = st.phase != Phase::Open && st.settled();
                 drop(st);
-                self.after_place(Some(placed), settled);
+                this.after_place(Some(placed), settled);
             }
         }
     }
 
     /// A returned object is reset before it is reused.
-    async fn reset(self: &Arc<Self>, entry: Item<M::Type>) {
+    async fn reset(self: &Arc<Self>, entry: Item<Owned<M>>) {
         // If this task is dropped mid-reset the guard destroys the object.
         let mut guard = Checkout {
             shared: self,
             entry: Some(entry),
         };
         let limit = self.cfg.reset_timeout;
-        let obj = &mut guard.entry.as_mut().expect("held until taken").obj;
+        let obj = &mut guard.entry.as_mut().expect("held until taken").obj.value;
         let outcome = tokio::time::timeout(limit, catch_unwind(self.manager.reset(obj))).await;
         let entry = guard.entry.take().expect("held until taken");
         if let Ok(Ok(Ok(()))) = outcome {
@@ -1228,7 +1195,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Removes a checked-out object's lease and records how long it was held.
-    pub(crate) fn forget(&self, entry: &Entry<M::Type>) {
+    pub(crate) fn forget(&self, entry: &Entry<Owned<M>>) {
         if let Some(leases) = &self.leases {
             leases.lock().remove(&entry.meta.id);
         }
@@ -1251,7 +1218,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Evicts a counted object (checkout or return found it expired or broken).
-    fn evict(self: &Arc<Self>, entry: Item<M::Type>, reason: Reason) {
+    fn evict(self: &Arc<Self>, entry: Item<Owned<M>>, reason: Reason) {
         {
             let mut st = self.state.lock();
             match reason {
@@ -1269,13 +1236,13 @@ impl<M: Manager> Shared<M> {
 
     /// Destroys a counted object: frees its slot (starting a replacement if
     /// one is needed) and closes it in the background.
-    pub(crate) fn discard(self: &Arc<Self>, entry: Item<M::Type>, reason: Reason) {
+    pub(crate) fn discard(self: &Arc<Self>, entry: Item<Owned<M>>, reason: Reason) {
         self.detached();
         self.spawn_destroy(entry, reason);
     }
 
     /// Closes an object whose slot is already freed, in the background.
-    fn spawn_destroy(self: &Arc<Self>, entry: Item<M::Type>, reason: Reason) {
+    fn spawn_destroy(self: &Arc<Self>, entry: Item<Owned<M>>, reason: Reason) {
         let this = Arc::clone(self);
         self.spawn(async move {
             this.destroy_now(entry, reason, 0).await;
@@ -1283,7 +1250,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Closes objects whose slots are already freed, and waits for it.
-    async fn destroy_all(self: &Arc<Self>, entries: Vec<Item<M::Type>>, reason: Reason) {
+    async fn destroy_all(self: &Arc<Self>, entries: Vec<Item<Owned<M>>>, reason: Reason) {
         match self.runtime.get() {
             Some(h) => {
                 let tasks: Vec<_> = entries
@@ -1306,10 +1273,13 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Runs `destroy`; a failure or timeout keeps the object as pending.
-    async fn destroy_now(&self, mut entry: Item<M::Type>, reason: Reason, attempts: u32) {
+    async fn destroy_now(&self, mut entry: Item<Owned<M>>, reason: Reason, attempts: u32) {
         let limit = self.cfg.destroy_timeout;
-        let outcome =
-            tokio::time::timeout(limit, catch_unwind(self.manager.destroy(&mut entry.obj))).await;
+        let outcome = tokio::time::timeout(
+            limit,
+            catch_unwind(self.manager.destroy(&mut entry.obj.value)),
+        )
+        .await;
         let id = entry.meta.id;
         let error = match outcome {
             Ok(Ok(Ok(()))) => {
@@ -1336,6 +1306,9 @@ impl<M: Manager> Shared<M> {
             id,
             error: error.to_string(),
         });
+        // A pending object is on its way out: it no longer keeps the pool
+        // alive (the pool's own list would hold it forever).
+        entry.obj.pool = None;
         self.pending.lock().push(PendingObject {
             entry,
             error,
@@ -1350,7 +1323,7 @@ impl<M: Manager> Shared<M> {
         let evicted = self
             .state
             .lock()
-            .evict(now, &self.cfg, |obj| self.broken(obj));
+            .evict(now, &self.cfg, |obj| self.broken(&obj.value));
         for (e, reason) in evicted {
             self.emit(PoolEvent::Evicted {
                 id: e.meta.id,
@@ -1436,7 +1409,13 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
                     let mut st = shared.state.lock();
                     let id = st.next_id();
                     let placed = st.created(
-                        Box::new(Entry::new(obj, id, shared.clock.base(), born, expires)),
+                        Box::new(Entry::new(
+                            Owned::new(obj, &shared),
+                            id,
+                            shared.clock.base(),
+                            born,
+                            expires,
+                        )),
                         born,
                         took,
                         shards::home(),

@@ -212,11 +212,32 @@ impl<T> Shards<T> {
     /// A return without the pool lock, into the home shard; `Err` gives
     /// the object back when the pool must see it (someone waits, or the
     /// pool is draining, closed or above `max`).
+    ///
+    /// It takes the shards by raw pointer, because the entry it stores may
+    /// be what keeps them alive (see `Shared::release`): once the shard is
+    /// unlocked, another thread may take the entry and free the shards
+    /// before this call returns. A `&self` argument would promise Rust that
+    /// they stay allocated until the return; a pointer promises nothing, and
+    /// the references made from it are not used after the unlock.
+    ///
+    /// # Safety
+    /// `this` must point to live shards, and stay valid for as long as this
+    /// thread owns `entry` or holds the lock of the shard it was put in: for
+    /// example because `entry` holds a strong reference to their owner.
     #[inline]
-    pub(crate) fn put(&self, home: usize, entry: Item<T>, held_nanos: u64) -> Result<(), Item<T>> {
-        let cell = self.cell(home);
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn put(
+        this: *const Self,
+        home: usize,
+        entry: Item<T>,
+        held_nanos: u64,
+    ) -> Result<(), Item<T>> {
+        // SAFETY: valid on entry (the caller's promise), and every use of
+        // `this` and `cell` below happens before `shard` is unlocked.
+        let this = unsafe { &*this };
+        let cell = this.cell(home);
         let mut shard = cell.shard.lock();
-        let p = &self.published;
+        let p = &this.published;
         if p.waiting.load(Ordering::Relaxed) != 0 || p.slow.load(Ordering::Relaxed) {
             return Err(entry);
         }
@@ -226,6 +247,8 @@ impl<T> Shards<T> {
             .get_or_insert_with(Histogram::default)
             .record_nanos(held_nanos);
         cell.len.store(shard.idle.len(), Ordering::Relaxed);
+        // The unlock is the last access to the shards.
+        drop(shard);
         Ok(())
     }
 

@@ -299,6 +299,31 @@ async fn eager_pools_fill_to_min_and_start_reports_errors() {
     );
 }
 
+/// Idle objects hold their pool (so that a checkout moves that reference
+/// instead of counting it): the pool must still be freed, manager and all,
+/// once its last handle and last borrowed object are gone, even when an
+/// idle object fails to close and is kept as pending.
+#[tokio::test]
+async fn a_dropped_pool_is_freed_with_its_idle_borrowed_and_pending_objects() {
+    let (f, m) = fake();
+    let p = Pool::builder(m).max(4).build().unwrap();
+    let (a, b) = (p.get().await.unwrap(), p.get().await.unwrap());
+    drop(b);
+    assert_eq!(p.status().idle, 1);
+    let manager_refs = || std::sync::Arc::strong_count(&f) - 1;
+    assert_eq!(manager_refs(), 1, "the pool holds its manager");
+    f.destroy.then(&[Step::Err]);
+    drop(p);
+    settle().await;
+    assert_eq!(f.destroy.calls(), 1, "closing destroyed the idle object");
+    assert_eq!(manager_refs(), 1, "a borrowed object keeps its pool");
+    drop(a);
+    settle().await;
+    assert_eq!(f.destroy.calls(), 2, "and the borrowed one on return");
+    assert_eq!(manager_refs(), 0, "the pool is freed, pending object too");
+    assert_eq!(f.alive.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn dropping_the_last_handle_closes_the_pool() {
     let (f, m) = fake();

@@ -297,3 +297,41 @@ fn checkouts_across_threads_lose_no_wakeup_and_count_once() {
         assert_eq!(f.made.load(std::sync::atomic::Ordering::Relaxed), 2);
     });
 }
+
+/// A return that takes the lock-free path races the drop of the last
+/// handle, which closes the pool and frees it. Built on a runtime that is
+/// then shut down, so that a destroy is dropped at once instead of queued:
+/// the pool can be freed within the race, right after the return stores
+/// the object. Whichever side wins, the pool is freed exactly once and the
+/// object with it. Under Miri this also checks that the return touches no
+/// freed memory (see `Shards::put`).
+#[test]
+fn a_return_racing_the_last_handle_drop_frees_the_pool_once() {
+    let rounds = if cfg!(miri) { 40 } else { 400 };
+    for _ in 0..rounds {
+        let (f, m) = fake();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (p, o) = rt.block_on(async {
+            let p = Pool::builder(m).max(1).build().unwrap();
+            let o = p.get().await.unwrap();
+            (p, o)
+        });
+        drop(rt);
+        let both = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                both.wait();
+                drop(o);
+            });
+            s.spawn(|| {
+                both.wait();
+                drop(p);
+            });
+        });
+        assert_eq!(Arc::strong_count(&f), 1, "the pool was freed");
+        assert_eq!(f.alive.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+}

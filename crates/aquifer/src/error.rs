@@ -8,26 +8,26 @@ use std::time::Duration;
 ///
 /// `E` is the manager's error type. Create errors are shared between all the
 /// callers they fail, so they are held in an [`Arc`].
+///
+/// Every variant holds at most one word (the two with details box them), so
+/// that a get's `Result<Pooled, PoolError>` is two words, returned in
+/// registers: a larger error made every successful get write its result to
+/// memory and read it back, a stall the size of a fifth of the get.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError<E: std::error::Error + 'static> {
     /// No object became available within the acquire timeout.
     ///
-    /// When objects could not be created in that time, `last_create_error`
-    /// holds the newest create failure and is this error's `source()`, so a
-    /// wrong password reads as a wrong password, not as a bare timeout.
-    #[error("timed out after {waited:?} waiting for a pooled object{}", last_create_error.as_ref().map(|e| format!(" (last create error: {e})")).unwrap_or_default())]
-    Timeout {
-        /// How long the caller waited.
-        waited: Duration,
-        /// The newest create failure seen while waiting, if any.
-        #[source]
-        last_create_error: Option<CreateError<E>>,
-    },
+    /// When objects could not be created in that time,
+    /// [`TimeoutError::last_create_error`] holds the newest create failure
+    /// and is this error's `source()`, so a wrong password reads as a wrong
+    /// password, not as a bare timeout.
+    #[error(transparent)]
+    Timeout(Box<TimeoutError<E>>),
     /// Creating an object failed `retries + 1` times in a row while this
     /// caller waited; the error is the last failure.
     #[error("could not create a pooled object: {0}")]
-    Create(#[source] CreateError<E>),
+    Create(#[source] Box<CreateError<E>>),
     /// The wait queue already holds `max_waiting` callers; the pool is
     /// overloaded. Retry later or raise `max_waiting`.
     #[error("the pool's wait queue is full ({max_waiting} callers already waiting)")]
@@ -46,13 +46,31 @@ pub enum PoolError<E: std::error::Error + 'static> {
     Closed,
 }
 
+/// The details of a [`PoolError::Timeout`].
+#[derive(Debug, thiserror::Error)]
+#[error("timed out after {waited:?} waiting for a pooled object{}", last_create_error.as_ref().map(|e| format!(" (last create error: {e})")).unwrap_or_default())]
+#[non_exhaustive]
+pub struct TimeoutError<E: std::error::Error + 'static> {
+    /// How long the caller waited.
+    pub waited: Duration,
+    /// The newest create failure seen while waiting, if any.
+    #[source]
+    pub last_create_error: Option<CreateError<E>>,
+}
+
 impl<E: std::error::Error + 'static> PoolError<E> {
+    /// A timeout after `waited`, with the create failure behind it if any.
+    pub(crate) fn timeout(waited: Duration, last_create_error: Option<CreateError<E>>) -> Self {
+        PoolError::Timeout(Box::new(TimeoutError {
+            waited,
+            last_create_error,
+        }))
+    }
+
     /// The create failure behind this error, if there is one.
     pub fn create_error(&self) -> Option<&CreateError<E>> {
         match self {
-            PoolError::Timeout {
-                last_create_error, ..
-            } => last_create_error.as_ref(),
+            PoolError::Timeout(t) => t.last_create_error.as_ref(),
             PoolError::Create(e) => Some(e),
             _ => None,
         }

@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, Location};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -162,23 +162,98 @@ async fn catch_unwind<F: Future>(f: F) -> std::thread::Result<F::Output> {
 /// Gets that together spend one unit of Tokio's cooperative budget.
 const GETS_PER_BUDGET_UNIT: u32 = 16;
 
-/// Takes part in Tokio's cooperative scheduling, like its own semaphore: a
-/// task that loops on `get` while objects are free must still yield now and
-/// then, or it starves its worker's timers and I/O. A get that finds an
+/// Counts a get against this thread's share of Tokio's cooperative budget:
+/// `true` when this get should spend a unit.
+///
+/// A task that loops on `get` while objects are free must still yield now
+/// and then, or it starves its worker's timers and I/O, so a get takes
+/// part in the budget as Tokio's own semaphore does. A get that finds an
 /// object free takes tens of nanoseconds where the I/O operations the budget
 /// is sized for take microseconds, so a get spends a sixteenth of a unit:
 /// such a loop yields every 2,048 gets (about 100 µs) instead of every 128,
 /// which cost a third of its throughput in wake-ups of the other workers.
 #[inline]
-pub(crate) async fn cooperate() {
+pub(crate) fn budget_due() -> bool {
     thread_local!(static GETS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
-    let due = GETS.with(|n| {
+    GETS.with(|n| {
         let v = n.get().wrapping_add(1);
         n.set(v);
         v % GETS_PER_BUDGET_UNIT == 0
-    });
-    if due {
+    })
+}
+
+/// Spends this get's share of the cooperative budget (see [`budget_due`]).
+#[inline]
+pub(crate) async fn cooperate() {
+    if budget_due() {
         tokio::task::coop::consume_budget().await;
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Pool::get`] and its variants.
+    ///
+    /// Its first poll hands out an idle object that can go as it is, with
+    /// nothing to await, straight from its own fields. Only a get that must
+    /// wait, create, check an object or yield starts the full checkout
+    /// (`make`, a zero-sized function item, builds it in place). As an
+    /// `async fn` throughout, every get copied its arguments into the
+    /// future's state on first poll, two of them as one 16-byte load of
+    /// what the caller had just written as two 8-byte stores: a
+    /// store-forwarding stall worth a tenth of the get.
+    struct Get<'a, M: Manager, Mk, F> {
+        pool: &'a Arc<Shared<M>>,
+        caller: &'static Location<'static>,
+        timeout: Duration,
+        priority: usize,
+        make: Mk,
+        #[pin]
+        full: Option<F>,
+    }
+}
+
+impl<'a, M, Mk, F> Future for Get<'a, M, Mk, F>
+where
+    M: Manager,
+    Mk: Fn(&'a Arc<Shared<M>>, usize, Duration, &'static Location<'static>, bool) -> F,
+    F: Future<Output = Result<Pooled<M>, PoolError<M::Error>>>,
+{
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        if this.full.is_none() {
+            let spend = budget_due();
+            if !spend {
+                if let Some(got) = this.pool.take_ready(this.caller) {
+                    return Poll::Ready(Ok(got));
+                }
+            }
+            let full = (this.make)(this.pool, *this.priority, *this.timeout, this.caller, spend);
+            this.full.set(Some(full));
+        }
+        this.full.as_pin_mut().expect("started above").poll(cx)
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    /// A get's future: see [`Get`].
+    #[inline]
+    fn get(
+        self: &Arc<Self>,
+        priority: usize,
+        timeout: Duration,
+        caller: &'static Location<'static>,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        Get {
+            pool: self,
+            caller,
+            timeout,
+            priority,
+            make: Shared::acquire,
+            full: None,
+        }
     }
 }
 
@@ -245,8 +320,7 @@ impl<M: Manager> Pool<M> {
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared
-            .acquire(0, self.shared.cfg.acquire_timeout, caller)
+        self.shared.get(0, self.shared.cfg.acquire_timeout, caller)
     }
 
     /// Like [`get`](Pool::get) with another timeout for this call.
@@ -259,7 +333,7 @@ impl<M: Manager> Pool<M> {
         timeout: Duration,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared.acquire(0, timeout, caller)
+        self.shared.get(0, timeout, caller)
     }
 
     /// Like [`get`](Pool::get) at a priority: 0 is served first, and a value
@@ -275,7 +349,7 @@ impl<M: Manager> Pool<M> {
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
         self.shared
-            .acquire(priority, self.shared.cfg.acquire_timeout, caller)
+            .get(priority, self.shared.cfg.acquire_timeout, caller)
     }
 
     /// Checks out an idle object without queueing. The object is still
@@ -340,10 +414,12 @@ impl<M: Manager> Pool<M> {
         // Checking out `need` objects at once makes (or waits for) that many.
         let mut held = Vec::with_capacity(need);
         for _ in 0..need {
-            held.push(
-                self.shared
-                    .acquire(0, self.shared.cfg.acquire_timeout, Location::caller()),
-            );
+            held.push(self.shared.acquire(
+                0,
+                self.shared.cfg.acquire_timeout,
+                Location::caller(),
+                false,
+            ));
         }
         let mut objs = Vec::with_capacity(need);
         for fut in held {
@@ -804,15 +880,19 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// A checkout.
+    /// A full checkout, which spends a unit of the cooperative budget first
+    /// if `spend` says so.
     async fn acquire(
         self: &Arc<Self>,
         priority: usize,
         timeout: Duration,
         caller: &'static Location<'static>,
+        spend: bool,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let this = self;
-        cooperate().await;
+        if spend {
+            tokio::task::coop::consume_budget().await;
+        }
         this.ensure_started();
         let home = shards::home();
         let start = this.clock.now();
@@ -874,10 +954,7 @@ impl<M: Manager> Shared<M> {
                 this.emit(PoolEvent::QueueTimeout {
                     waited: now.since(start),
                 });
-                return Err(PoolError::Timeout {
-                    waited: now.since(start),
-                    last_create_error,
-                });
+                return Err(PoolError::timeout(now.since(start), last_create_error));
             }
         }
     }
@@ -1084,25 +1161,19 @@ impl<M: Manager> Shared<M> {
                     None => {
                         let waited = self.clock.now().since(start);
                         self.emit(PoolEvent::QueueTimeout { waited });
-                        return Err(PoolError::Timeout {
-                            waited,
-                            last_create_error: seen,
-                        });
+                        return Err(PoolError::timeout(waited, seen));
                     }
                 }
             }
         };
         match handed {
             Ok(got) => Ok(got),
-            Err(WaitError::Create(e)) => Err(PoolError::Create(e)),
+            Err(WaitError::Create(e)) => Err(PoolError::Create(Box::new(e))),
             Err(WaitError::Closed) => Err(PoolError::Closed),
             Err(WaitError::Timeout(last_create_error)) => {
                 let waited = self.clock.now().since(start);
                 self.emit(PoolEvent::QueueTimeout { waited });
-                Err(PoolError::Timeout {
-                    waited,
-                    last_create_error,
-                })
+                Err(PoolError::timeout(waited, last_create_error))
             }
         }
     }

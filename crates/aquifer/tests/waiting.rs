@@ -87,12 +87,9 @@ async fn a_waiter_times_out_at_the_acquire_timeout() {
     let err = p.get().await.unwrap_err();
     assert_eq!(start.elapsed(), ms(250));
     match &err {
-        PoolError::Timeout {
-            waited,
-            last_create_error,
-        } => {
-            assert_eq!(*waited, ms(250));
-            assert!(last_create_error.is_none(), "nothing failed to create");
+        PoolError::Timeout(t) => {
+            assert_eq!(t.waited, ms(250));
+            assert!(t.last_create_error.is_none(), "nothing failed to create");
         }
         other => panic!("expected a timeout, got {other}"),
     }

@@ -160,18 +160,22 @@ async fn catch_unwind<F: Future>(f: F) -> std::thread::Result<F::Output> {
 }
 
 /// Gets that together spend one unit of Tokio's cooperative budget.
-const GETS_PER_BUDGET_UNIT: u32 = 16;
+const GETS_PER_BUDGET_UNIT: u32 = 64;
 
 /// Counts a get against this thread's share of Tokio's cooperative budget:
 /// `true` when this get should spend a unit.
 ///
 /// A task that loops on `get` while objects are free must still yield now
 /// and then, or it starves its worker's timers and I/O, so a get takes
-/// part in the budget as Tokio's own semaphore does. A get that finds an
-/// object free takes tens of nanoseconds where the I/O operations the budget
-/// is sized for take microseconds, so a get spends a sixteenth of a unit:
-/// such a loop yields every 2,048 gets (about 100 µs) instead of every 128,
-/// which cost a third of its throughput in wake-ups of the other workers.
+/// part in the budget as Tokio's own semaphore does, at a fraction of a
+/// unit. The I/O operations the budget is sized for take microseconds; a
+/// get that finds an object free takes about 30 ns, and a yield costs the
+/// looping task 15–20 µs on a 2-core VM (Tokio wakes the idle worker to
+/// look for work). At a unit per get (Tokio's semaphore) such a loop would
+/// yield every 128 gets and spend most of its time yielding; at 1/16 it
+/// still spent a quarter. At 1/64 it yields every 8,192 gets, about a
+/// quarter of a millisecond, and spends about 5%. The count is of gets, not
+/// time: a loop that also does work of its own between gets yields later.
 #[inline]
 pub(crate) fn budget_due() -> bool {
     thread_local!(static GETS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
@@ -215,7 +219,7 @@ pin_project_lite::pin_project! {
 impl<'a, M, Mk, F> Future for Get<'a, M, Mk, F>
 where
     M: Manager,
-    Mk: Fn(&'a Arc<Shared<M>>, usize, Duration, &'static Location<'static>, bool) -> F,
+    Mk: Fn(&'a Arc<Shared<M>>, usize, Duration, &'static Location<'static>) -> F,
     F: Future<Output = Result<Pooled<M>, PoolError<M::Error>>>,
 {
     type Output = F::Output;
@@ -224,13 +228,21 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let mut this = self.project();
         if this.full.is_none() {
-            let spend = budget_due();
-            if !spend {
-                if let Some(got) = this.pool.take_ready(this.caller) {
-                    return Poll::Ready(Ok(got));
+            // The budget is spent in place: a get that went on to the full
+            // checkout to spend it (an async fn, built for one poll) cost
+            // every get a sixth of its time at one in sixteen.
+            if budget_due() {
+                match tokio::task::coop::poll_proceed(cx) {
+                    Poll::Ready(spent) => spent.made_progress(),
+                    // Out of budget: the task yields, and the next poll
+                    // goes on without spending again.
+                    Poll::Pending => return Poll::Pending,
                 }
             }
-            let full = (this.make)(this.pool, *this.priority, *this.timeout, this.caller, spend);
+            if let Some(got) = this.pool.take_ready(this.caller) {
+                return Poll::Ready(Ok(got));
+            }
+            let full = (this.make)(this.pool, *this.priority, *this.timeout, this.caller);
             this.full.set(Some(full));
         }
         this.full.as_pin_mut().expect("started above").poll(cx)
@@ -414,12 +426,10 @@ impl<M: Manager> Pool<M> {
         // Checking out `need` objects at once makes (or waits for) that many.
         let mut held = Vec::with_capacity(need);
         for _ in 0..need {
-            held.push(self.shared.acquire(
-                0,
-                self.shared.cfg.acquire_timeout,
-                Location::caller(),
-                false,
-            ));
+            held.push(
+                self.shared
+                    .acquire(0, self.shared.cfg.acquire_timeout, Location::caller()),
+            );
         }
         let mut objs = Vec::with_capacity(need);
         for fut in held {
@@ -880,19 +890,14 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// A full checkout, which spends a unit of the cooperative budget first
-    /// if `spend` says so.
+    /// A full checkout.
     async fn acquire(
         self: &Arc<Self>,
         priority: usize,
         timeout: Duration,
         caller: &'static Location<'static>,
-        spend: bool,
     ) -> Result<Pooled<M>, PoolError<M::Error>> {
         let this = self;
-        if spend {
-            tokio::task::coop::consume_budget().await;
-        }
         this.ensure_started();
         let home = shards::home();
         let start = this.clock.now();

@@ -51,7 +51,7 @@ async fn a_task_looping_on_get_still_lets_others_run() {
     drop(p.get().await.unwrap());
     let p = &p;
     let n = gets_before_another_task_runs(|| async move { drop(p.get().await.unwrap()) }).await;
-    assert!(n.is_some_and(|i| i < 3000), "{n:?}");
+    assert!(n.is_some_and(|i| i < 9000), "{n:?}");
 }
 
 #[tokio::test]

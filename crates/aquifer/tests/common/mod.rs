@@ -214,7 +214,7 @@ pub fn ms(n: u64) -> Duration {
 /// How many times `get` runs in a loop before a task spawned just before the
 /// loop gets to run; `None` if it never does within 100,000. Objects being
 /// always free, only Tokio's cooperative budget makes such a loop yield: a
-/// get spends 1/16 of a unit, so it yields about every 16 x 128 gets (where
+/// get spends 1/64 of a unit, so it yields about every 64 x 128 gets (where
 /// the counts stood at the start moves that a little).
 pub async fn gets_before_another_task_runs<F, Fut>(mut get: F) -> Option<usize>
 where

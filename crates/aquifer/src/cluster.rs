@@ -2,10 +2,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -882,6 +885,51 @@ impl<M: Manager> DerefMut for ClusterConn<M> {
     }
 }
 
+/// A get's full path, boxed: it waits anyway, and unboxed it would make
+/// every `get_any` future (built on each call) over a kilobyte.
+type FullGet<'a, M> = Pin<
+    Box<
+        dyn Future<Output = Result<ClusterConn<M>, ClusterError<<M as Manager>::Error>>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// The future of [`Cluster::get_any`]. As a pool's own get does, its first
+/// poll spends the task's share of the cooperative budget and hands out the
+/// first choice's idle object in place, straight from the match (returned
+/// through a local that an await could see, the connection would be stored
+/// in the future and read back, a stall on every get). Anything else goes
+/// on to the full path.
+struct GetAny<'a, M: Manager> {
+    cluster: &'a Cluster<M>,
+    full: Option<FullGet<'a, M>>,
+}
+
+impl<'a, M: Manager> Future for GetAny<'a, M> {
+    type Output = Result<ClusterConn<M>, ClusterError<M::Error>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.full.is_none() {
+            if crate::pool::budget_due() {
+                match tokio::task::coop::poll_proceed(cx) {
+                    Poll::Ready(spent) => spent.made_progress(),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let c: &'a Cluster<M> = this.cluster;
+            this.full = Some(match c.quick_any() {
+                Quick::Got(conn) => return Poll::Ready(Ok(conn)),
+                Quick::Then(first, n) => Box::pin(c.get_from(Selector::Any, first, n)),
+                Quick::No => Box::pin(c.get_general(Selector::Any)),
+            });
+        }
+        this.full.as_mut().expect("started above").as_mut().poll(cx)
+    }
+}
+
 /// How `get_any`'s first, synchronous step ended.
 enum Quick<M: Manager> {
     /// The first choice had an idle object.
@@ -1379,24 +1427,12 @@ impl<M: Manager> Cluster<M> {
     ///
     /// # Errors
     /// As [`get`](Cluster::get).
-    pub async fn get_any(&self) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
-        // As a pool's own get does: a task looping on gets while objects
-        // are free must still yield now and then.
-        crate::pool::cooperate().await;
-        // The connection is returned straight from the match: bound to a
-        // local that the awaits below could see, it would be stored in the
-        // future and read back, a stall on every get.
-        let first = match self.quick_any() {
-            Quick::Got(conn) => return Ok(conn),
-            Quick::Then(first, n) => Some((first, n)),
-            Quick::No => None,
-        };
-        // The slow paths are boxed: they wait anyway, and unboxed they would
-        // make every `get_any` future (built and moved on each call) over a
-        // kilobyte.
-        match first {
-            Some((first, n)) => Box::pin(self.get_from(Selector::Any, first, n)).await,
-            None => Box::pin(self.get_general(Selector::Any)).await,
+    pub fn get_any(
+        &self,
+    ) -> impl Future<Output = Result<ClusterConn<M>, ClusterError<M::Error>>> + Send + '_ {
+        GetAny {
+            cluster: self,
+            full: None,
         }
     }
 

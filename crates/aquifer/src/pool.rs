@@ -186,14 +186,6 @@ pub(crate) fn budget_due() -> bool {
     })
 }
 
-/// Spends this get's share of the cooperative budget (see [`budget_due`]).
-#[inline]
-pub(crate) async fn cooperate() {
-    if budget_due() {
-        tokio::task::coop::consume_budget().await;
-    }
-}
-
 pin_project_lite::pin_project! {
     /// The future of [`Pool::get`] and its variants.
     ///

@@ -76,7 +76,7 @@ pub(crate) struct Entry<T> {
     /// When it was last validated (or created).
     pub(crate) checked_at: Tick,
     /// When its current checkout began. Kept here rather than in
-    /// [`Pooled`], which is then two pointers and moves in registers.
+    /// [`Pooled`], which is then one pointer and moves in a register.
     pub(crate) taken_at: Tick,
 }
 

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::eventlog::EventLog;
 use crate::selector::RegexError;
+use crate::sync::{SpinGuard, SpinLock};
 use crate::{Manager, PendingInfo, Pool, PoolError, PoolEvent, Pooled, Selector};
 
 /// How a [`Cluster`] picks among the pools a selector matches.
@@ -370,12 +371,37 @@ impl<M: Manager> Member<M> {
 
 /// The cluster's pools, in the order they were added, and a summary of
 /// their state for `get_any`'s shortcut. Gets read it without writing to
-/// memory shared with other threads (an `ArcSwap` load), so gets on several
-/// cores do not contend on a lock's counter. Changes copy the list, or
-/// recompute the summary, under the writers' lock.
+/// memory shared with other threads (an `ArcSwap` load, or for the shortcut
+/// this thread's copy), so gets on several cores do not contend on a
+/// lock's counter. Changes copy the list, or recompute the summary, under
+/// the writers' lock.
 struct Members<M: Manager> {
     list: ArcSwap<List<M>>,
     writer: Mutex<()>,
+    /// Copies of `list` for `get_any`'s shortcut, one per thread slot
+    /// (indexed like a pool's idle shards), each behind a spin lock: one
+    /// compare-and-swap to read, where an `ArcSwap` load and its guard's
+    /// release make two atomic read-modify-writes and took a fifth of a
+    /// `get_any`. A change empties every copy after it stores the new list,
+    /// so no copy outlives the change (nor keeps a removed pool alive).
+    copies: Box<[Copy<M>]>,
+}
+
+/// One thread slot's copy of the member list, on cache lines of its own.
+#[repr(align(128))]
+struct Copy<M: Manager>(SpinLock<Option<Arc<List<M>>>>);
+
+/// The member list as a thread slot's copy has it, borrowed (its slot
+/// locked) while a get picks.
+struct LocalList<'a, M: Manager>(SpinGuard<'a, Option<Arc<List<M>>>>);
+
+impl<M: Manager> Deref for LocalList<'_, M> {
+    type Target = List<M>;
+
+    #[inline]
+    fn deref(&self) -> &List<M> {
+        self.0.as_ref().expect("filled when locked")
+    }
 }
 
 /// One version of the member list.
@@ -477,6 +503,9 @@ impl<M: Manager> Default for Members<M> {
         Self {
             list: ArcSwap::from_pointee(List::new(Vec::new())),
             writer: Mutex::new(()),
+            copies: (0..crate::shards::shard_count())
+                .map(|_| Copy(SpinLock::new(None)))
+                .collect(),
         }
     }
 }
@@ -486,6 +515,18 @@ impl<M: Manager> Members<M> {
     #[inline]
     fn read(&self) -> arc_swap::Guard<Arc<List<M>>> {
         self.list.load()
+    }
+
+    /// The current list from this thread's copy, borrowed for a pick (keep
+    /// it short: the copy's slot stays locked).
+    #[inline]
+    fn read_local(&self) -> LocalList<'_, M> {
+        let slot = &self.copies[crate::shards::home() & (self.copies.len() - 1)];
+        let mut copy = slot.0.lock();
+        if copy.is_none() {
+            *copy = Some(self.list.load_full());
+        }
+        LocalList(copy)
     }
 
     /// Exclusive access for a change, published when the guard drops.
@@ -531,6 +572,13 @@ impl<M: Manager> Drop for MembersWriter<'_, M> {
     fn drop(&mut self) {
         let list = List::new(std::mem::take(&mut self.list));
         self.members.list.store(Arc::new(list));
+        // A get that locks a copy after this sees it empty and loads the
+        // list just stored. The old copies are dropped outside the slots'
+        // locks: the last reference to a removed pool may go with them.
+        for slot in self.members.copies.iter() {
+            let old = slot.0.lock().take();
+            drop(old);
+        }
     }
 }
 
@@ -1322,7 +1370,7 @@ impl<M: Manager> Cluster<M> {
         if self.inner.shut.load(Ordering::Acquire) {
             return Quick::No;
         }
-        let members = self.inner.members.read();
+        let members = self.inner.members.read_local();
         if members.len() > 64 || members.banned.load(Ordering::Acquire) != 0 {
             return Quick::No;
         }

@@ -717,3 +717,35 @@ async fn get_any_keeps_a_connection_whose_check_takes_time() {
     // The shortcut declined the second get: still one get each.
     assert_eq!(m.gets, 2);
 }
+
+/// `get_any` picks from a per-thread copy of the member list: a pool added
+/// or removed must show in the very next gets on the same thread, in every
+/// mode that picks without a full get.
+#[tokio::test(flavor = "current_thread")]
+async fn get_any_sees_an_added_or_removed_pool_at_once() {
+    for mode in [Mode::RoundRobin, Mode::Random, Mode::Weighted] {
+        let (c, _) = cluster(&["a", "b"], mode);
+        let names = |n: usize| {
+            let c = c.clone();
+            async move {
+                let mut seen = std::collections::HashSet::new();
+                for _ in 0..n {
+                    seen.insert(c.get_any().await.unwrap().pool_name().to_owned());
+                }
+                seen
+            }
+        };
+        assert_eq!(names(40).await.len(), 2, "{mode:?}: both pools serve");
+        let (_, p) = fake_pool(4);
+        c.add(ClusterPool::new("c", p)).unwrap();
+        assert!(
+            names(200).await.contains("c"),
+            "{mode:?}: the added pool serves"
+        );
+        c.remove("a", Duration::ZERO).await.unwrap();
+        assert!(
+            !names(200).await.contains("a"),
+            "{mode:?}: the removed pool is gone"
+        );
+    }
+}

@@ -961,12 +961,7 @@ impl<'a, M: Manager> Future for GetAny<'a, M> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if this.full.is_none() {
-            if crate::pool::budget_due() {
-                match tokio::task::coop::poll_proceed(cx) {
-                    Poll::Ready(spent) => spent.made_progress(),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
+            std::task::ready!(crate::pool::poll_budget(cx));
             let c: &'a Cluster<M> = this.cluster;
             this.full = Some(match c.quick_any() {
                 Quick::Got(conn) => return Poll::Ready(Ok(conn)),

@@ -177,13 +177,26 @@ const GETS_PER_BUDGET_UNIT: u32 = 64;
 /// quarter of a millisecond, and spends about 5%. The count is of gets, not
 /// time: a loop that also does work of its own between gets yields later.
 #[inline]
-pub(crate) fn budget_due() -> bool {
+fn budget_due() -> bool {
     thread_local!(static GETS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
     GETS.with(|n| {
         let v = n.get().wrapping_add(1);
         n.set(v);
         v % GETS_PER_BUDGET_UNIT == 0
     })
+}
+
+/// Spends this get's share of the cooperative budget in place, in the
+/// first poll of a get's future: `Pending` when the task is out of budget
+/// (it yields, and the next poll goes on without spending again). A get
+/// that went on to its full checkout to spend it (an async fn, built for
+/// one poll) cost every get a sixth of its time at one in sixteen.
+#[inline]
+pub(crate) fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
+    if budget_due() {
+        std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+    }
+    Poll::Ready(())
 }
 
 pin_project_lite::pin_project! {
@@ -220,17 +233,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let mut this = self.project();
         if this.full.is_none() {
-            // The budget is spent in place: a get that went on to the full
-            // checkout to spend it (an async fn, built for one poll) cost
-            // every get a sixth of its time at one in sixteen.
-            if budget_due() {
-                match tokio::task::coop::poll_proceed(cx) {
-                    Poll::Ready(spent) => spent.made_progress(),
-                    // Out of budget: the task yields, and the next poll
-                    // goes on without spending again.
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
+            std::task::ready!(poll_budget(cx));
             if let Some(got) = this.pool.take_ready(this.caller) {
                 return Poll::Ready(Ok(got));
             }

@@ -384,12 +384,12 @@ struct Members<M: Manager> {
     /// release make two atomic read-modify-writes and took a fifth of a
     /// `get_any`. A change empties every copy after it stores the new list,
     /// so no copy outlives the change (nor keeps a removed pool alive).
-    copies: Box<[Copy<M>]>,
+    copies: Box<[ListCopy<M>]>,
 }
 
 /// One thread slot's copy of the member list, on cache lines of its own.
 #[repr(align(128))]
-struct Copy<M: Manager>(SpinLock<Option<Arc<List<M>>>>);
+struct ListCopy<M: Manager>(SpinLock<Option<Arc<List<M>>>>);
 
 /// The member list as a thread slot's copy has it, borrowed (its slot
 /// locked) while a get picks.
@@ -504,7 +504,7 @@ impl<M: Manager> Default for Members<M> {
             list: ArcSwap::from_pointee(List::new(Vec::new())),
             writer: Mutex::new(()),
             copies: (0..crate::shards::shard_count())
-                .map(|_| Copy(SpinLock::new(None)))
+                .map(|_| ListCopy(SpinLock::new(None)))
                 .collect(),
         }
     }

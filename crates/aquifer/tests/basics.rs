@@ -26,6 +26,19 @@ fn handles_are_send_sync_and_static() {
     let _ = get_is_send;
 }
 
+/// A checkout's result stays small enough to come back in registers (at
+/// four words every successful get went through memory and stalled): the
+/// guard is one pointer and each error variant holds at most one word.
+#[test]
+fn a_get_result_is_two_words() {
+    use std::mem::size_of;
+    assert_eq!(size_of::<Pooled<FakeManager>>(), size_of::<usize>());
+    assert_eq!(
+        size_of::<Result<Pooled<FakeManager>, PoolError<FakeError>>>(),
+        2 * size_of::<usize>()
+    );
+}
+
 #[tokio::test]
 async fn get_and_return_reuses_the_object() {
     let (f, p) = pool(4);

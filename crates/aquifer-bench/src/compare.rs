@@ -64,10 +64,11 @@ pub fn parse(
 }
 
 /// Runs every pool once per round on a 2-worker Tokio runtime and returns
-/// `samples[pool][round]`. Pools alternate within a round, each round
-/// starting one pool further along, so that no pool is always the one
-/// measured first (while the server still cleans up after the last one),
-/// and a pause between pools lets the server finish closing connections.
+/// `samples[pool][round]`. Each round runs the pools in a shuffled order
+/// (the same for the same round number in every run), so that no pool is
+/// always measured first (while the server still cleans up after the last
+/// one) or always right after the same other pool, which a rotation would
+/// keep. A pause between pools lets the server finish closing connections.
 pub fn rounds(
     o: &DbOpts,
     measure: impl AsyncFn(&str) -> Option<Sample>,
@@ -80,8 +81,7 @@ pub fn rounds(
     let n = o.pools.len();
     let mut samples: Vec<Vec<Option<Sample>>> = vec![Vec::new(); n];
     for round in 0..o.rounds {
-        for k in 0..n {
-            let i = (round + k) % n;
+        for i in round_order(n, round) {
             samples[i].push(rt.block_on(measure(&o.pools[i])));
             std::thread::sleep(SETTLE);
         }
@@ -90,6 +90,37 @@ pub fn rounds(
         }
     }
     samples
+}
+
+/// The order in which round `round` measures `n` pools.
+fn round_order(n: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    fastrand::Rng::with_seed(round as u64).shuffle(&mut order);
+    order
+}
+
+/// A distribution-free 95% confidence interval for the median of `v`:
+/// the `k`-th smallest and `k`-th largest values, `k` the largest rank
+/// with at most a 2.5% chance on each side that the median lies beyond
+/// it (from the binomial distribution). `None` below six values, where
+/// even the extremes leave more than that.
+pub(crate) fn median_interval(v: &[f64]) -> Option<(f64, f64)> {
+    let n = v.len();
+    let mut sorted = v.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    // tail(k) = P(Binomial(n, 1/2) <= k - 1): the chance that fewer than
+    // k of the n values fall below the median.
+    let mut k = 0;
+    let (mut tail, mut term) = (0.0, 0.5f64.powi(n as i32));
+    for j in 0..n / 2 {
+        tail += term;
+        if 2.0 * tail > 0.05 {
+            break;
+        }
+        k = j + 1;
+        term *= (n - j) as f64 / (j + 1) as f64;
+    }
+    (k > 0).then(|| (sorted[k - 1], sorted[n - k]))
 }
 
 /// The pause between two pools' measurements.
@@ -181,7 +212,12 @@ pub fn report(
                     _ => None,
                 })
                 .collect();
-            lines.push(format!("{other} {:.2}x", median(&ratios, |x| x.ops)));
+            let mid = median(&ratios, |x| x.ops);
+            let all: Option<Vec<f64>> = ratios.iter().map(|r| r.map(|x| x.ops)).collect();
+            match all.as_deref().and_then(median_interval) {
+                Some((lo, hi)) => lines.push(format!("{other} {mid:.2}x (95% CI {lo:.2}-{hi:.2})")),
+                None => lines.push(format!("{other} {mid:.2}x")),
+            }
         }
         println!("{ours} per round, median: {}", lines.join(", "));
     }

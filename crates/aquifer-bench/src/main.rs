@@ -695,6 +695,17 @@ mod tests {
     }
 
     #[test]
+    fn the_median_interval_takes_the_binomial_ranks() {
+        let v = |n: usize| (1..=n).map(|i| i as f64).rev().collect::<Vec<_>>();
+        // Below six values no pair of ranks covers the median at 95%.
+        assert_eq!(compare::median_interval(&v(5)), None);
+        assert_eq!(compare::median_interval(&v(6)), Some((1.0, 6.0)));
+        // The published ranks: 2 and 8 of 9, 10 and 22 of 31.
+        assert_eq!(compare::median_interval(&v(9)), Some((2.0, 8.0)));
+        assert_eq!(compare::median_interval(&v(31)), Some((10.0, 22.0)));
+    }
+
+    #[test]
     fn pg_arguments_parse_and_bad_ones_are_refused() {
         let args =
             |v: &[&str]| compare::parse("pg", pg::POOLS, (16, 64), v.iter().map(|s| s.to_string()));

@@ -187,16 +187,22 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             now,
             deadline,
         );
+        let first_waiter = self.waiters.len() == 0;
         self.waiters.push(Arc::clone(&slot));
-        // A return that read the old count may have put an object in a
-        // shard since the look above: publish, then look again.
-        self.publish();
         let mut wake = None;
-        if let Some(entry) = self.idle.pop_where(home, |_| true) {
-            match self.place(entry, now, home) {
-                Placed::Handed(w) => wake = w,
-                Placed::Idle | Placed::Destroy(_) => {
-                    unreachable!("a waiter is queued and the pool is open")
+        // A return that read a count of zero may have put an object in a
+        // shard since the look above: publish, then look again. Behind
+        // other waiters there is nothing to look for: the count every
+        // return has read since the first of them published is above zero,
+        // and that first one looked after publishing it.
+        if first_waiter {
+            self.publish();
+            if let Some(entry) = self.idle.pop_where(home, |_| true) {
+                match self.place(entry, now, home) {
+                    Placed::Handed(w) => wake = w,
+                    Placed::Idle | Placed::Destroy(_) => {
+                        unreachable!("a waiter is queued and the pool is open")
+                    }
                 }
             }
         }
@@ -956,6 +962,74 @@ mod loom_tests {
                 }
                 Acquire::Refused(r) => panic!("refused: {r:?}"),
             }
+        });
+    }
+
+    /// Behind a waiter, a caller that starts to wait does not look in the
+    /// shards. It races the first waiter being served (after which the
+    /// count is zero again) and a lock-free return: no object may be left
+    /// idle in a shard while either caller waits, and none is lost.
+    #[test]
+    fn lock_free_return_races_a_second_waiter() {
+        loom::model(|| {
+            let p = pool(2);
+            let (idle, first) = {
+                let mut st = p.lock();
+                st.size = 2;
+                let deadline = Tick::default().after(Duration::from_secs(1));
+                let first = match st.acquire(0, Tick::default(), deadline, true, 0) {
+                    Acquire::Wait { slot, .. } => slot,
+                    _ => panic!("both objects are out: must wait"),
+                };
+                st.publish();
+                (Arc::clone(&st.idle), first)
+            };
+            let p2 = Arc::clone(&p);
+            let server = thread::spawn(move || {
+                let mut st = p2.lock();
+                let placed = st.place(entry(2), Tick::default(), 0);
+                st.publish();
+                drop(st);
+                assert!(!matches!(placed, Placed::Destroy(_)), "the pool is open");
+            });
+            let p3 = Arc::clone(&p);
+            let returner = thread::spawn(move || {
+                #[allow(unsafe_code)]
+                // SAFETY: this thread holds `idle` for the whole call.
+                let put = unsafe { Shards::put(&*idle, 1, entry(1), 0) };
+                if let Err(e) = put {
+                    let mut st = p3.lock();
+                    let placed = st.place(e, Tick::default(), 1);
+                    st.publish();
+                    drop(st);
+                    assert!(!matches!(placed, Placed::Destroy(_)), "the pool is open");
+                }
+            });
+            let step = {
+                let mut st = p.lock();
+                let deadline = Tick::default().after(Duration::from_secs(1));
+                let step = st.acquire(0, Tick::default(), deadline, true, 0);
+                st.publish();
+                step
+            };
+            server.join().unwrap();
+            returner.join().unwrap();
+            let st = p.lock();
+            check(&st);
+            let mut held = usize::from(first.take_ready().is_some());
+            match step {
+                Acquire::Got(_) => held += 1,
+                Acquire::Wait { slot, .. } => match slot.take_ready() {
+                    Some(_) => held += 1,
+                    None => assert_eq!(
+                        st.idle.len_locked(),
+                        0,
+                        "an object sits in a shard while the second caller waits"
+                    ),
+                },
+                Acquire::Refused(r) => panic!("refused: {r:?}"),
+            }
+            assert_eq!(held + st.idle.len_locked(), 2, "no object is lost");
         });
     }
 

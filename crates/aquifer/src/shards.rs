@@ -14,13 +14,16 @@
 //! nothing of it (open, not above `max`): otherwise the object must go to
 //! a waiter, or the pool must destroy it or learn that it settled. The pool
 //! publishes both facts ([`Shards::publish`]) under its lock, and a return
-//! reads them under its shard's lock. Whoever changes them (a caller that
-//! starts to wait, `close`, `drain`, `resize`) publishes first and then
+//! reads them under its shard's lock. Whoever changes them (the first
+//! caller to wait, `close`, `drain`, `resize`) publishes first and then
 //! locks every shard to look at it. For each shard, either the return's
 //! critical section comes first, and the pool sees the object when it
 //! looks, or it comes after, and the return sees what was published (the
 //! shard lock orders the two), goes to the pool lock instead and hands the
 //! object over. No object is ever left in a shard while a caller waits.
+//! A caller that queues behind others need not look: every return since
+//! the first of them looked has read a count above zero. A return that
+//! reads a count above zero before it locks goes to the pool lock at once.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -235,10 +238,17 @@ impl<T> Shards<T> {
         // SAFETY: valid on entry (the caller's promise), and every use of
         // `this` and `cell` below happens before `shard` is unlocked.
         let this = unsafe { &*this };
+        let p = &this.published;
+        let must_see = || p.waiting.load(Ordering::Relaxed) != 0 || p.slow.load(Ordering::Relaxed);
+        // A return that is refused anyway need not lock: the pool lock
+        // handles every case. Only a "no" must be read under the shard's
+        // lock (see the module's doc).
+        if must_see() {
+            return Err(entry);
+        }
         let cell = this.cell(home);
         let mut shard = cell.shard.lock();
-        let p = &this.published;
-        if p.waiting.load(Ordering::Relaxed) != 0 || p.slow.load(Ordering::Relaxed) {
+        if must_see() {
             return Err(entry);
         }
         shard.idle.push_back(entry);

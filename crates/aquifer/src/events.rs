@@ -130,7 +130,11 @@ pub enum PoolEvent {
         /// How long the caller held it.
         held: Duration,
     },
-    /// A caller had to queue because every object up to `max` is in use.
+    /// Callers have to queue because every object up to `max` is in use.
+    /// Reported by a caller that queues at `max`, at most once a second: a
+    /// saturated pool does not report every caller that queues (which
+    /// would crowd other events out of a listener's buffer, and flood a
+    /// cluster's warnings).
     MaxReached {
         /// The pool's maximum.
         max: usize,

@@ -40,6 +40,9 @@ pub(crate) enum Phase {
     Closed,
 }
 
+/// How often a pool that keeps callers queuing at `max` reports it.
+pub(crate) const MAX_REACHED_EVERY: Duration = Duration::from_secs(1);
+
 pub(crate) enum Acquire<T, E: std::error::Error + 'static> {
     Got(Item<T>),
     Wait {
@@ -49,8 +52,10 @@ pub(crate) enum Acquire<T, E: std::error::Error + 'static> {
         wake: Option<Waker>,
         /// The caller reserved a create and must start it.
         create: bool,
-        /// Every slot up to `max` is taken.
-        at_max: bool,
+        /// Every slot up to `max` is taken and no `MaxReached` was
+        /// reported in the last [`MAX_REACHED_EVERY`]: report one, with
+        /// this many callers waiting.
+        max_reached: Option<usize>,
         /// This caller's deadline is the earliest: the deadline task must
         /// re-arm.
         rearm: bool,
@@ -98,6 +103,8 @@ pub(crate) struct State<T, E: std::error::Error + 'static> {
     /// deadline (it may be stale-early, never late). `None` when no waiter
     /// needs it.
     pub(crate) next_deadline: Option<Tick>,
+    /// When a caller last reported that the pool is at `max`.
+    max_reported: Option<Tick>,
     next_id: u64,
     pub(crate) m: Counters,
 }
@@ -119,6 +126,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             last_error: None,
             retry_at: None,
             next_deadline: None,
+            max_reported: None,
             next_id: 1,
             m: Counters::default(),
         }
@@ -218,9 +226,23 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             slot,
             wake,
             create,
-            at_max: self.size >= self.max && self.creating == 0,
+            max_reached: self.max_reached(now),
             rearm,
         }
+    }
+
+    /// Whether a caller that just queued should report that the pool is
+    /// at `max`: at most once per [`MAX_REACHED_EVERY`], so that a pool
+    /// that stays saturated does not report every caller that queues.
+    fn max_reached(&mut self, now: Tick) -> Option<usize> {
+        let at_max = self.size >= self.max && self.creating == 0;
+        let due = self
+            .max_reported
+            .is_none_or(|last| now.at_least(last, MAX_REACHED_EVERY));
+        (at_max && due).then(|| {
+            self.max_reported = Some(now);
+            self.waiters.len()
+        })
     }
 
     /// The deadline task's step: fails the waiters whose deadline passed

@@ -917,7 +917,7 @@ impl<M: Manager> Shared<M> {
                     slot,
                     wake,
                     create,
-                    at_max,
+                    max_reached,
                     rearm,
                 } => {
                     if let Some(w) = wake {
@@ -929,10 +929,10 @@ impl<M: Manager> Shared<M> {
                     if create {
                         this.spawn_create();
                     }
-                    if at_max {
+                    if let Some(waiting) = max_reached {
                         this.emit(PoolEvent::MaxReached {
                             max: this.cfg.max,
-                            waiting: this.state.lock().waiters.len(),
+                            waiting,
                         });
                     }
                     let (e, handed_at) = this.wait(slot, deadline, start).await?;

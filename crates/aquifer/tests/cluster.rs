@@ -491,6 +491,36 @@ async fn trouble_becomes_bounded_warnings() {
     assert_eq!(c.warnings().len(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_saturated_pool_does_not_flood_the_warnings() {
+    let c: Cluster<FakeManager> = Cluster::builder().max_warnings(1000).build();
+    let (_, p) = fake_pool(1);
+    c.add(ClusterPool::new("busy", p)).unwrap();
+    let held = c.get("busy").await.unwrap();
+    let waiters: Vec<_> = (0..200)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.get("busy").await.map(drop) })
+        })
+        .collect();
+    settle().await;
+    drop(held);
+    for w in waiters {
+        w.await.unwrap().unwrap();
+    }
+    settle().await;
+    let w = c.warnings();
+    let full: Vec<_> = w
+        .iter()
+        .filter(|w| w.message.contains("connections in use"))
+        .collect();
+    assert_eq!(full.len(), 1, "one warning for 200 queued callers: {w:?}");
+    assert_eq!(
+        full[0].message,
+        "all 1 connections in use; 1 caller(s) waiting"
+    );
+}
+
 #[test]
 fn cluster_handles_and_futures_are_send() {
     fn send_sync<T: Send + Sync + 'static>() {}

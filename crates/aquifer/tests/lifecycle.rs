@@ -272,6 +272,58 @@ async fn events_report_the_life_of_an_object() {
     );
 }
 
+/// The `MaxReached` events a listener has buffered, as `waiting` counts.
+fn max_reached(ev: &mut aquifer::EventStream) -> Vec<usize> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut seen = Vec::new();
+    while let std::task::Poll::Ready(Some(e)) =
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut *ev), &mut cx)
+    {
+        if let PoolEvent::MaxReached { max, waiting } = e {
+            assert_eq!(max, 2);
+            seen.push(waiting);
+        }
+    }
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_saturated_pool_reports_max_reached_at_most_once_a_second() {
+    let (_, m) = fake();
+    let p = Pool::builder(m).max(2).build().unwrap();
+    let mut ev = p.lifecycle_events();
+    let held = [p.get().await.unwrap(), p.get().await.unwrap()];
+    assert_eq!(max_reached(&mut ev), [] as [usize; 0], "nobody queued yet");
+    let queue = |n: usize| {
+        (0..n)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move { p.get().await.map(drop) })
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut waiters = queue(10);
+    settle().await;
+    assert_eq!(
+        max_reached(&mut ev),
+        [1],
+        "the first caller to queue reports"
+    );
+    tokio::time::advance(ms(999)).await;
+    waiters.extend(queue(5));
+    settle().await;
+    assert_eq!(max_reached(&mut ev), [] as [usize; 0], "within the second");
+    tokio::time::advance(ms(1)).await;
+    waiters.extend(queue(1));
+    settle().await;
+    assert_eq!(max_reached(&mut ev), [16], "a second later, with the count");
+    drop(held);
+    for w in waiters {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(max_reached(&mut ev), [] as [usize; 0], "the queue drained");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_lagging_listener_loses_the_oldest_events_and_never_blocks() {
     let (_, m) = fake();

@@ -305,10 +305,8 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             return Placed::Idle;
         }
         match self.waiters.hand(Ok((entry, now))) {
-            Ok((waker, since)) => {
-                self.m.wait.record_nanos(now.nanos_since(since));
-                Placed::Handed(waker)
-            }
+            // The caller records how long it waited, outside this lock.
+            Ok(waker) => Placed::Handed(waker),
             Err(Ok((entry, _))) => {
                 self.idle.push(home, entry);
                 Placed::Idle

@@ -1167,7 +1167,13 @@ impl<M: Manager> Shared<M> {
             }
         };
         match handed {
-            Ok(got) => Ok(got),
+            Ok(got) => {
+                // Recorded here, in this thread's shard, rather than by
+                // whoever handed the object over under the pool lock.
+                self.idle
+                    .record_wait(shards::home(), got.1.nanos_since(slot.since));
+                Ok(got)
+            }
             Err(WaitError::Create(e)) => Err(PoolError::Create(Box::new(e))),
             Err(WaitError::Closed) => Err(PoolError::Closed),
             Err(WaitError::Timeout(last_create_error)) => {
@@ -1201,17 +1207,17 @@ impl<M: Manager> Shared<M> {
             });
         }
         if this.broken(&entry.obj.value) {
-            this.state.lock().m.usage.record_nanos(held);
+            this.idle.record_usage(shards::home(), held);
             this.evict(entry, Reason::Broken);
         } else if entry.expired(now) {
-            this.state.lock().m.usage.record_nanos(held);
+            this.idle.record_usage(shards::home(), held);
             this.evict(entry, Reason::Lifetime);
         } else if std::panic::catch_unwind(AssertUnwindSafe(|| {
             this.manager.needs_reset(&entry.obj.value)
         }))
         .unwrap_or(true)
         {
-            this.state.lock().m.usage.record_nanos(held);
+            this.idle.record_usage(shards::home(), held);
             entry.obj.pool = Some(Arc::clone(&this));
             let task = Arc::clone(&this);
             this.spawn(async move { task.reset(entry).await });
@@ -1232,8 +1238,8 @@ impl<M: Manager> Shared<M> {
             let refused = unsafe { Shards::put(idle, home, entry, held) };
             if let Err(entry) = refused {
                 let this = Arc::clone(entry.obj.pool.as_ref().expect("just put back"));
+                this.idle.record_usage(home, held);
                 let mut st = this.state.lock();
-                st.m.usage.record_nanos(held);
                 let placed = st.place(entry, now, home);
                 let settled = st.phase != Phase::Open && st.settled();
                 drop(st);
@@ -1271,7 +1277,7 @@ impl<M: Manager> Shared<M> {
             leases.lock().remove(&entry.meta.id);
         }
         let held = self.clock.now().nanos_since(entry.taken_at);
-        self.state.lock().m.usage.record_nanos(held);
+        self.idle.record_usage(shards::home(), held);
     }
 
     /// A detached object frees its slot.

@@ -41,6 +41,9 @@ pub(crate) struct Shard<T> {
     /// return (a histogram is 4 KiB, and most of a pool's shards may
     /// never see one on a machine with many CPUs).
     usage: Option<Histogram>,
+    /// How long the callers served here after waiting waited; made at the
+    /// first such caller.
+    wait: Option<Histogram>,
 }
 
 impl<T> Default for Shard<T> {
@@ -49,6 +52,7 @@ impl<T> Default for Shard<T> {
             idle: VecDeque::new(),
             gets: 0,
             usage: None,
+            wait: None,
         }
     }
 }
@@ -323,6 +327,27 @@ impl<T> Shards<T> {
         cell.len.store(shard.idle.len(), Ordering::Relaxed);
     }
 
+    /// Records, in the home shard, how long an object was held (a return
+    /// that goes through the pool lock: the pool lock then has less to do,
+    /// and the shard's line is this thread's own).
+    pub(crate) fn record_usage(&self, home: usize, held_nanos: u64) {
+        let mut shard = self.cell(home).shard.lock();
+        shard
+            .usage
+            .get_or_insert_with(Histogram::default)
+            .record_nanos(held_nanos);
+    }
+
+    /// Records, in the home shard, how long a caller that was handed an
+    /// object waited for it.
+    pub(crate) fn record_wait(&self, home: usize, waited_nanos: u64) {
+        let mut shard = self.cell(home).shard.lock();
+        shard
+            .wait
+            .get_or_insert_with(Histogram::default)
+            .record_nanos(waited_nanos);
+    }
+
     /// Adds what the shards counted to the pool's counters.
     pub(crate) fn merge_into(&self, m: &mut Counters) {
         for cell in self.cells.iter() {
@@ -331,6 +356,9 @@ impl<T> Shards<T> {
             m.immediate += shard.gets;
             if let Some(usage) = &shard.usage {
                 m.usage.merge(usage);
+            }
+            if let Some(wait) = &shard.wait {
+                m.wait.merge(wait);
             }
         }
     }

@@ -144,14 +144,14 @@ impl<V> Waiters<V> {
 
     /// Hands `v` to the longest-waiting caller of the most urgent priority.
     /// Gives `v` back when nobody waits.
-    pub(crate) fn hand(&mut self, v: V) -> Result<(Option<Waker>, crate::clock::Tick), V> {
+    pub(crate) fn hand(&mut self, v: V) -> Result<Option<Waker>, V> {
         if self.len == 0 {
             return Err(v);
         }
         for queue in self.queues.iter_mut() {
             if let Some(slot) = queue.pop_front() {
                 self.len -= 1;
-                return Ok((slot.fill(v), slot.since));
+                return Ok(slot.fill(v));
             }
         }
         unreachable!("waiter count out of step with the queues")

@@ -88,6 +88,14 @@ pub(crate) struct Shards<T> {
     published: Published,
 }
 
+/// Records `nanos` in one of a shard's histograms, made at its first use.
+#[inline]
+fn record_in(histogram: &mut Option<Histogram>, nanos: u64) {
+    histogram
+        .get_or_insert_with(Histogram::default)
+        .record_nanos(nanos);
+}
+
 /// How many shards a pool gets: two per CPU, so that the Tokio workers
 /// (and the threads that happen to share their numbers) rarely share one.
 pub(crate) fn shard_count() -> usize {
@@ -256,10 +264,7 @@ impl<T> Shards<T> {
             return Err(entry);
         }
         shard.idle.push_back(entry);
-        shard
-            .usage
-            .get_or_insert_with(Histogram::default)
-            .record_nanos(held_nanos);
+        record_in(&mut shard.usage, held_nanos);
         cell.len.store(shard.idle.len(), Ordering::Relaxed);
         // The unlock is the last access to the shards.
         drop(shard);
@@ -331,21 +336,13 @@ impl<T> Shards<T> {
     /// that goes through the pool lock: the pool lock then has less to do,
     /// and the shard's line is this thread's own).
     pub(crate) fn record_usage(&self, home: usize, held_nanos: u64) {
-        let mut shard = self.cell(home).shard.lock();
-        shard
-            .usage
-            .get_or_insert_with(Histogram::default)
-            .record_nanos(held_nanos);
+        record_in(&mut self.cell(home).shard.lock().usage, held_nanos);
     }
 
     /// Records, in the home shard, how long a caller that was handed an
     /// object waited for it.
     pub(crate) fn record_wait(&self, home: usize, waited_nanos: u64) {
-        let mut shard = self.cell(home).shard.lock();
-        shard
-            .wait
-            .get_or_insert_with(Histogram::default)
-            .record_nanos(waited_nanos);
+        record_in(&mut self.cell(home).shard.lock().wait, waited_nanos);
     }
 
     /// Adds what the shards counted to the pool's counters.

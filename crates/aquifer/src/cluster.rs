@@ -951,6 +951,9 @@ type FullGet<'a, M> = Pin<
 /// on to the full path.
 struct GetAny<'a, M: Manager> {
     cluster: &'a Cluster<M>,
+    /// Handed out from the first poll: polling again is a bug in the
+    /// caller, which must not check out a second connection.
+    done: bool,
     full: Option<FullGet<'a, M>>,
 }
 
@@ -961,10 +964,17 @@ impl<'a, M: Manager> Future for GetAny<'a, M> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if this.full.is_none() {
+            assert!(
+                !this.done,
+                "a cluster's get future was polled after it completed"
+            );
             std::task::ready!(crate::pool::poll_budget(cx));
             let c: &'a Cluster<M> = this.cluster;
             this.full = Some(match c.quick_any() {
-                Quick::Got(conn) => return Poll::Ready(Ok(conn)),
+                Quick::Got(conn) => {
+                    this.done = true;
+                    return Poll::Ready(Ok(conn));
+                }
                 Quick::Then(first, n) => Box::pin(c.get_from(Selector::Any, first, n)),
                 Quick::No => Box::pin(c.get_general(Selector::Any)),
             });
@@ -1475,6 +1485,7 @@ impl<M: Manager> Cluster<M> {
     ) -> impl Future<Output = Result<ClusterConn<M>, ClusterError<M::Error>>> + Send + '_ {
         GetAny {
             cluster: self,
+            done: false,
             full: None,
         }
     }

@@ -216,6 +216,9 @@ pin_project_lite::pin_project! {
         timeout: Duration,
         priority: usize,
         make: Mk,
+        // Handed out from the first poll: polling again is a bug in the
+        // caller, which must not check out a second object.
+        done: bool,
         #[pin]
         full: Option<F>,
     }
@@ -233,8 +236,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let mut this = self.project();
         if this.full.is_none() {
+            assert!(
+                !*this.done,
+                "a pool's get future was polled after it completed"
+            );
             std::task::ready!(poll_budget(cx));
             if let Some(got) = this.pool.take_ready(this.caller) {
+                *this.done = true;
                 return Poll::Ready(Ok(got));
             }
             let full = (this.make)(this.pool, *this.priority, *this.timeout, this.caller);
@@ -259,6 +267,7 @@ impl<M: Manager> Shared<M> {
             timeout,
             priority,
             make: Shared::acquire,
+            done: false,
             full: None,
         }
     }

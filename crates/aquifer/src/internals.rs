@@ -915,14 +915,14 @@ mod loom_tests {
         });
     }
 
-    /// With the pool's one object out, a thread that returns it the way a
-    /// checked-out object does: into its shard (home 1) without the pool
-    /// lock, or through the lock when the pool says so. Yields where the
-    /// object went through the lock (`None`: into the shard).
-    fn lock_free_return(p: &Arc<Mutex<S>>) -> thread::JoinHandle<Option<Placed<u32>>> {
+    /// With the pool's `size` objects out, a thread that returns one (id 1)
+    /// the way a checked-out object does: into its shard (home 1) without
+    /// the pool lock, or through the lock when the pool says so. Yields
+    /// where the object went through the lock (`None`: into the shard).
+    fn lock_free_return(p: &Arc<Mutex<S>>, size: usize) -> thread::JoinHandle<Option<Placed<u32>>> {
         let idle = {
             let mut st = p.lock();
-            st.size = 1;
+            st.size = size;
             st.publish();
             Arc::clone(&st.idle)
         };
@@ -954,7 +954,7 @@ mod loom_tests {
     fn lock_free_return_races_a_new_waiter() {
         loom::model(|| {
             let p = pool(1);
-            let returner = lock_free_return(&p);
+            let returner = lock_free_return(&p, 1);
             let step = {
                 let mut st = p.lock();
                 let step = st.acquire(
@@ -993,7 +993,7 @@ mod loom_tests {
     fn lock_free_return_races_a_second_waiter() {
         loom::model(|| {
             let p = pool(2);
-            let (idle, first) = {
+            let first = {
                 let mut st = p.lock();
                 st.size = 2;
                 let deadline = Tick::default().after(Duration::from_secs(1));
@@ -1002,8 +1002,9 @@ mod loom_tests {
                     _ => panic!("both objects are out: must wait"),
                 };
                 st.publish();
-                (Arc::clone(&st.idle), first)
+                first
             };
+            let returner = lock_free_return(&p, 2);
             let p2 = Arc::clone(&p);
             let server = thread::spawn(move || {
                 let mut st = p2.lock();
@@ -1011,19 +1012,6 @@ mod loom_tests {
                 st.publish();
                 drop(st);
                 assert!(!matches!(placed, Placed::Destroy(_)), "the pool is open");
-            });
-            let p3 = Arc::clone(&p);
-            let returner = thread::spawn(move || {
-                #[allow(unsafe_code)]
-                // SAFETY: this thread holds `idle` for the whole call.
-                let put = unsafe { Shards::put(&*idle, 1, entry(1), 0) };
-                if let Err(e) = put {
-                    let mut st = p3.lock();
-                    let placed = st.place(e, Tick::default(), 1);
-                    st.publish();
-                    drop(st);
-                    assert!(!matches!(placed, Placed::Destroy(_)), "the pool is open");
-                }
             });
             let step = {
                 let mut st = p.lock();
@@ -1033,7 +1021,11 @@ mod loom_tests {
                 step
             };
             server.join().unwrap();
-            returner.join().unwrap();
+            let placed = returner.join().unwrap();
+            assert!(
+                !matches!(placed, Some(Placed::Destroy(_))),
+                "the pool is open"
+            );
             let st = p.lock();
             check(&st);
             let mut held = usize::from(first.take_ready().is_some());
@@ -1060,7 +1052,7 @@ mod loom_tests {
     fn lock_free_return_races_close() {
         loom::model(|| {
             let p = pool(1);
-            let returner = lock_free_return(&p);
+            let returner = lock_free_return(&p, 1);
             let taken = {
                 let mut st = p.lock();
                 let mut wake = Vec::new();

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
 use aquifer::{BuildError, Order, Pool, PoolConfig, PoolError, Pooled};
@@ -46,16 +45,9 @@ fn a_get_result_is_two_words() {
 async fn a_get_polled_after_it_completed_panics_and_takes_nothing() {
     let (_, p) = pool(4);
     drop(p.get().await.unwrap()); // one idle object: the next get is quick
-    let mut get = std::pin::pin!(p.get());
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let first = match get.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(got) => got.unwrap(),
-        std::task::Poll::Pending => panic!("an idle object was there"),
-    };
-    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = get.as_mut().poll(&mut cx);
-    }));
-    assert!(again.is_err(), "polling a completed get must panic");
+    let (first, panicked) = poll_after_ready(p.get());
+    let first = first.unwrap();
+    assert!(panicked, "polling a completed get must panic");
     let s = check_pool(&p);
     assert_eq!((s.size, s.borrowed), (1, 1), "nothing more was checked out");
     drop(first);

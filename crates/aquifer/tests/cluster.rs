@@ -495,19 +495,11 @@ async fn trouble_becomes_bounded_warnings() {
 /// first poll panics when polled again, and takes nothing more.
 #[tokio::test]
 async fn a_get_any_polled_after_it_completed_panics_and_takes_nothing() {
-    use std::future::Future;
     let (c, _) = cluster(&["a"], Mode::RoundRobin);
     drop(c.get_any().await.unwrap()); // one idle connection: the next is quick
-    let mut get = std::pin::pin!(c.get_any());
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let first = match get.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(got) => got.unwrap(),
-        std::task::Poll::Pending => panic!("an idle connection was there"),
-    };
-    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = get.as_mut().poll(&mut cx);
-    }));
-    assert!(again.is_err(), "polling a completed get_any must panic");
+    let (first, panicked) = poll_after_ready(c.get_any());
+    let first = first.unwrap();
+    assert!(panicked, "polling a completed get_any must panic");
     let s = c.pool("a").unwrap().status();
     assert_eq!((s.size, s.borrowed), (1, 1), "nothing more was checked out");
     drop(first);

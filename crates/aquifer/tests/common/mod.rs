@@ -234,3 +234,19 @@ where
     }
     None
 }
+
+/// Polls `fut` once, where it must be ready, then once more; returns what
+/// the first poll gave and whether the second panicked (a completed future
+/// must not hand out again).
+pub fn poll_after_ready<F: std::future::Future>(fut: F) -> (F::Output, bool) {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let first = match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => panic!("the first poll must be ready"),
+    };
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = fut.as_mut().poll(&mut cx);
+    }));
+    (first, again.is_err())
+}

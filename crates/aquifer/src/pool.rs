@@ -1234,8 +1234,8 @@ impl<M: Manager> Shared<M> {
             let home = shards::home();
             let idle: *const Shards<Owned<M>> = &*this.idle;
             entry.obj.pool = Some(this);
-            // Nobody waits and the pool needs nothing: no pool lock (the
-            // shard records the usage).
+            // Nobody waits and the pool needs nothing: no pool lock. The
+            // shard records the usage either way.
             #[allow(unsafe_code)]
             // SAFETY: `idle` points into the pool (its shards are freed only
             // with it), and the reference that just moved into `entry` keeps
@@ -1247,7 +1247,6 @@ impl<M: Manager> Shared<M> {
             let refused = unsafe { Shards::put(idle, home, entry, held) };
             if let Err(entry) = refused {
                 let this = Arc::clone(entry.obj.pool.as_ref().expect("just put back"));
-                this.idle.record_usage(home, held);
                 let mut st = this.state.lock();
                 let placed = st.place(entry, now, home);
                 let settled = st.phase != Phase::Open && st.settled();

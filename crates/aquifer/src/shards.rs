@@ -22,8 +22,7 @@
 //! shard lock orders the two), goes to the pool lock instead and hands the
 //! object over. No object is ever left in a shard while a caller waits.
 //! A caller that queues behind others need not look: every return since
-//! the first of them looked has read a count above zero. A return that
-//! reads a count above zero before it locks goes to the pool lock at once.
+//! the first of them looked has read a count above zero.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -226,7 +225,8 @@ impl<T> Shards<T> {
 
     /// A return without the pool lock, into the home shard; `Err` gives
     /// the object back when the pool must see it (someone waits, or the
-    /// pool is draining, closed or above `max`).
+    /// pool is draining, closed or above `max`). Either way the home shard
+    /// records how long the object was held, under the one lock taken.
     ///
     /// It takes the shards by raw pointer, because the entry it stores may
     /// be what keeps them alive (see `Shared::release`): once the shard is
@@ -250,21 +250,14 @@ impl<T> Shards<T> {
         // SAFETY: valid on entry (the caller's promise), and every use of
         // `this` and `cell` below happens before `shard` is unlocked.
         let this = unsafe { &*this };
-        let p = &this.published;
-        let must_see = || p.waiting.load(Ordering::Relaxed) != 0 || p.slow.load(Ordering::Relaxed);
-        // A return that is refused anyway need not lock: the pool lock
-        // handles every case. Only a "no" must be read under the shard's
-        // lock (see the module's doc).
-        if must_see() {
-            return Err(entry);
-        }
         let cell = this.cell(home);
         let mut shard = cell.shard.lock();
-        if must_see() {
+        record_in(&mut shard.usage, held_nanos);
+        let p = &this.published;
+        if p.waiting.load(Ordering::Relaxed) != 0 || p.slow.load(Ordering::Relaxed) {
             return Err(entry);
         }
         shard.idle.push_back(entry);
-        record_in(&mut shard.usage, held_nanos);
         cell.len.store(shard.idle.len(), Ordering::Relaxed);
         // The unlock is the last access to the shards.
         drop(shard);

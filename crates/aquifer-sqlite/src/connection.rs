@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 
-use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
+use parking_lot::{Condvar, MappedMutexGuard, Mutex, MutexGuard};
 use rusqlite::{Connection, ErrorCode, OpenFlags, MAIN_DB};
 use tokio::sync::oneshot;
 
@@ -53,6 +53,9 @@ struct Shared {
     unsealed: AtomicUsize,
     /// The connection was inside a transaction after its last closure.
     in_tx: AtomicBool,
+    /// Signalled (under `conn`'s lock) each time a closure finishes, for
+    /// [`SqliteConnection::lock`] waiting on the calls queued before it.
+    finished: Condvar,
 }
 
 /// A SQLite connection running on its own thread. Work goes to it through
@@ -205,6 +208,7 @@ impl SqliteConnection {
                 shared.unsealed.fetch_sub(1, Ordering::AcqRel);
             }
             shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            shared.finished.notify_all();
             let _ = tx.send(Done {
                 result,
                 rolled_back,
@@ -228,17 +232,31 @@ impl SqliteConnection {
     /// statements on a database no other process holds locks on for long,
     /// and use [`interact`](Self::interact) for the rest.
     ///
-    /// Waits (blocking) for calls queued earlier that are still running:
-    /// this checkout's cancelled `interact` calls, and the pool helpers'
-    /// pipelined calls (see [`SqlitePoolExt`](crate::SqlitePoolExt)),
-    /// which are short by design.
+    /// Waits (blocking) for every call queued earlier to finish: this
+    /// checkout's cancelled `interact` calls, and the pool helpers'
+    /// pipelined calls of earlier borrowers (see
+    /// [`SqlitePoolExt`](crate::SqlitePoolExt)). None of them can then run
+    /// inside a transaction begun under the guard, and none of this
+    /// borrower's statements run inside theirs.
     ///
     /// # Errors
     /// [`SqliteError::Closed`] when the connection has been closed.
     pub fn lock(&mut self) -> Result<SqliteGuard<'_>, SqliteError> {
         self.touch();
-        let guard = MutexGuard::try_map(self.shared.conn.lock(), Option::as_mut)
-            .map_err(|_| SqliteError::Closed)?;
+        let mut conn = self.shared.conn.lock();
+        // The thread gives the lock up between two calls: taking it there
+        // would run this borrower's statements between queued ones. Only
+        // this checkout can queue more, and it is busy here.
+        while self.shared.in_flight.load(Ordering::Acquire) > 0 && conn.is_some() {
+            let waited = self
+                .shared
+                .finished
+                .wait_for(&mut conn, std::time::Duration::from_millis(100));
+            if waited.timed_out() && self.thread.is_finished() {
+                return Err(SqliteError::Closed);
+            }
+        }
+        let guard = MutexGuard::try_map(conn, Option::as_mut).map_err(|_| SqliteError::Closed)?;
         Ok(SqliteGuard {
             conn: guard,
             in_tx: &self.shared.in_tx,

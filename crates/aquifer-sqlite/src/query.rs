@@ -23,6 +23,16 @@ pub enum SqliteQueryError {
     /// SQLite rejected the statement.
     #[error("{0}")]
     Db(#[from] rusqlite::Error),
+    /// The call returned inside a transaction it had begun, so the pool
+    /// rolled that transaction back before anyone else could use the
+    /// connection: none of the call's writes since `BEGIN` were kept. The
+    /// source, if any, is the rollback's own failure.
+    #[error(
+        "the call returned inside an open transaction, which was rolled back: \
+         none of its writes since BEGIN were kept; end the transaction inside \
+         the call, or use `transaction`"
+    )]
+    RolledBack(#[source] Option<rusqlite::Error>),
 }
 
 impl SqliteQueryError {
@@ -31,7 +41,7 @@ impl SqliteQueryError {
         match self {
             SqliteQueryError::Db(e) => e.sqlite_error_code(),
             SqliteQueryError::Connection(e) => e.sqlite_error_code(),
-            SqliteQueryError::Pool(_) => None,
+            SqliteQueryError::Pool(_) | SqliteQueryError::RolledBack(_) => None,
         }
     }
 }
@@ -80,10 +90,13 @@ enum Ended<R, E> {
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run()).unwrap();
 /// ```
 pub trait SqlitePoolExt {
-    /// Runs `f` with a pooled connection on its thread.
+    /// Runs `f` with a pooled connection on its thread. A transaction `f`
+    /// begins must end inside `f`: one left open is rolled back at once,
+    /// and the call fails with [`SqliteQueryError::RolledBack`].
     ///
     /// # Errors
-    /// The checkout's error, or [`SqliteQueryError::Connection`].
+    /// The checkout's error, [`SqliteQueryError::Connection`], or
+    /// [`SqliteQueryError::RolledBack`].
     ///
     /// # Cancel safety
     /// As [`SqliteConnection::interact`](crate::SqliteConnection::interact):
@@ -199,14 +212,20 @@ impl SqlitePoolExt for SqlitePool {
         let done = done.await;
         drop(held);
         let done = done.map_err(|_| SqliteQueryError::Connection(SqliteError::Closed))?;
-        if let Some(rolled_back) = &done.rolled_back {
+        if let Some(rolled_back) = done.rolled_back {
             self.report(
                 Operation::Transaction,
                 "a pool call returned inside a transaction; it was rolled back",
             );
-            if let Err(e) = rolled_back {
+            if let Err(e) = &rolled_back {
                 self.report(Operation::Rollback, e);
             }
+            // The closure's panic, if any, goes on; otherwise its value is
+            // dropped, as its writes were.
+            if let Err(panic) = done.result {
+                resume_unwind(panic);
+            }
+            return Err(SqliteQueryError::RolledBack(rolled_back.err()));
         }
         done.unwrap().map_err(SqliteQueryError::Connection)
     }

@@ -589,15 +589,17 @@ async fn locked_use_on_the_callers_thread_is_cleaned_up_like_interact() {
 }
 
 #[tokio::test]
-async fn a_pool_call_that_leaves_a_transaction_open_is_rolled_back_and_reported() {
+async fn a_pool_call_that_leaves_a_transaction_open_is_rolled_back_and_fails() {
     let pool = pool(SqliteManager::new(SqliteConfig::memory()).unwrap(), 1);
     pool.execute("CREATE TABLE t (v INTEGER)", ())
         .await
         .unwrap();
-    pool.interact(|c| c.execute_batch("BEGIN; INSERT INTO t VALUES (1);"))
+    let err = pool
+        .interact(|c| c.execute_batch("BEGIN; INSERT INTO t VALUES (1);"))
         .await
-        .unwrap()
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(err, SqliteQueryError::RolledBack(None)), "{err:?}");
+    assert!(err.to_string().contains("rolled back"), "{err}");
     assert_eq!(pool.metrics().operation_failures, 1);
     let n = rows(&pool, "t").await;
     assert_eq!(n, 0);

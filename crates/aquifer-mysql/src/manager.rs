@@ -10,7 +10,7 @@ use std::time::Duration;
 use aquifer::Manager;
 use mysql_async::consts::StatusFlags;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, Opts, OptsBuilder, QueryResult, TextProtocol};
 
 use crate::config::{self, MySqlConfigError};
 
@@ -54,6 +54,11 @@ pub enum MySqlError {
     /// The connection was already closed.
     #[error("the connection is closed")]
     Closed,
+    /// After the reset on return the server still reported a transaction
+    /// open, autocommit off or an answer unread; the connection is closed
+    /// rather than handed on.
+    #[error("the reset on return left the session dirty; the connection was closed")]
+    ResetIncomplete,
 }
 
 impl MySqlError {
@@ -76,11 +81,18 @@ impl MySqlError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ResetMode {
-    /// `ROLLBACK` only when the connection is inside a transaction: the
-    /// server's status flags in its last OK packet say so (a raw `BEGIN`,
-    /// say), a transaction helper was cancelled mid-way, or
-    /// [`MySqlConnection::mark_dirty`] was called. Costs nothing otherwise.
-    /// The default.
+    /// Clean up only connections that need it, as the server reports
+    /// them: an answer not read to its end (a multi-statement query or a
+    /// row stream dropped part-way) is read to its end first; then, if the
+    /// server's status flags say a transaction is open or autocommit is
+    /// off (or [`MySqlConnection::mark_dirty`] was called), `ROLLBACK` and
+    /// `SET autocommit = 1`. A command dropped while it was being sent or
+    /// answered closes the connection instead (the pool makes a new one).
+    /// Costs nothing otherwise. Session state that is not a transaction
+    /// (user variables, other `SET`s, temporary tables, prepared
+    /// statements, `SET TRANSACTION` for the next transaction) is kept for
+    /// the next borrower: use [`ResetMode::Connection`] to clear it. The
+    /// default.
     #[default]
     IfDirty,
     /// `COM_RESET_CONNECTION` on every return: rolls back, drops temporary
@@ -88,6 +100,37 @@ pub enum ResetMode {
     /// settings (then runs `after_connect` again). One round trip per
     /// checkout. What mysql_async's own pool does by default.
     Connection,
+}
+
+/// `ROLLBACK`, retried once: mysql_async reads what is left of an earlier
+/// answer before it sends a command, and an error in that answer (a later
+/// statement of a multi-statement query failed) ends the command before
+/// it is sent.
+async fn rollback(conn: &mut Conn) -> Result<(), mysql_async::Error> {
+    match conn.query_drop("ROLLBACK").await {
+        Err(mysql_async::Error::Server(_)) => conn.query_drop("ROLLBACK").await,
+        done => done,
+    }
+}
+
+/// The server's status flags after its last complete answer.
+fn status_flags(conn: &Conn) -> Option<StatusFlags> {
+    conn.last_ok_packet().map(|ok| ok.status_flags())
+}
+
+/// Whether an answer is still to be read: rows of a result set, or more
+/// result sets of a multi-statement query.
+fn answer_pending(conn: &mut Conn) -> bool {
+    !QueryResult::<'_, '_, TextProtocol>::new(conn).is_empty()
+}
+
+/// Whether the session would change what the next borrower's statements
+/// do: a transaction open, or autocommit off.
+fn session_dirty(conn: &Conn) -> bool {
+    status_flags(conn).is_some_and(|f| {
+        f.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+            || !f.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
+    })
 }
 
 /// A pooled MySQL connection: a mysql_async [`Conn`] (through `Deref`)
@@ -303,9 +346,13 @@ impl Manager for MySqlManager {
         conn.is_closed()
     }
 
-    fn needs_reset(&self, conn: &MySqlConnection) -> bool {
+    fn needs_reset(&self, pooled: &mut MySqlConnection) -> bool {
+        let dirty = pooled.dirty;
+        let Some(conn) = pooled.conn.as_mut() else {
+            return false;
+        };
         match self.reset {
-            ResetMode::IfDirty => conn.in_transaction(),
+            ResetMode::IfDirty => dirty || answer_pending(conn) || session_dirty(conn),
             ResetMode::Connection => true,
         }
     }
@@ -313,14 +360,25 @@ impl Manager for MySqlManager {
     async fn reset(&self, pooled: &mut MySqlConnection) -> Result<(), MySqlError> {
         let conn = pooled.conn.as_mut().ok_or(MySqlError::Closed)?;
         match self.reset {
-            ResetMode::IfDirty => conn.query_drop("ROLLBACK").await?,
+            ResetMode::IfDirty => {
+                rollback(conn).await?;
+                if !status_flags(conn)
+                    .is_none_or(|f| f.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT))
+                {
+                    conn.query_drop("SET autocommit = 1").await?;
+                }
+            }
             ResetMode::Connection => {
                 if !conn.reset().await? {
                     // Servers before MySQL 5.7.3 / MariaDB 10.2.4.
-                    conn.query_drop("ROLLBACK").await?;
+                    rollback(conn).await?;
                 }
                 self.run_hook(conn).await?;
             }
+        }
+        // What the server said after the clean-up, not what was sent.
+        if answer_pending(conn) || session_dirty(conn) {
+            return Err(MySqlError::ResetIncomplete);
         }
         pooled.clean();
         Ok(())

@@ -50,6 +50,10 @@ pub enum PgError {
     /// The TLS connector could not be set up for this host.
     #[error("TLS setup failed: {0}")]
     TlsSetup(String),
+    /// After the reset on return the server did not report the session
+    /// idle; the connection is closed rather than handed on.
+    #[error("the reset on return left the session {0:?}; the connection was closed")]
+    ResetIncomplete(TxStatus),
     /// `target_session_attrs=read-write` and the server only allows reads
     /// (a standby, or `default_transaction_read_only`).
     #[error("{target} does not allow writes (target_session_attrs=read-write)")]
@@ -78,6 +82,7 @@ impl PgError {
         match self {
             PgError::Db(e) | PgError::AfterConnect(e) => e.as_db_error(),
             PgError::CheckTimeout(_)
+            | PgError::ResetIncomplete(_)
             | PgError::Connect { .. }
             | PgError::TlsSetup(_)
             | PgError::ReadOnly { .. } => None,
@@ -89,15 +94,21 @@ impl PgError {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ResetMode {
-    /// Roll back only connections that need it: the server's last
-    /// ReadyForQuery said a transaction is open or failed (a raw `BEGIN`,
-    /// say; the pool reads this off the wire), a transaction helper was
-    /// cancelled mid-way, or [`PgConnection::mark_dirty`] was called. Costs
-    /// nothing otherwise. The default.
+    /// Clean up only connections that need it, as read off the wire: a
+    /// request sent (or still queued in the client) whose answer has not
+    /// all come back, as when a query future is dropped or times out; a
+    /// transaction open or failed, by the server's last ReadyForQuery; a
+    /// transaction helper cancelled mid-way; or
+    /// [`PgConnection::mark_dirty`]. Such a connection gets a `ROLLBACK`,
+    /// which the server answers after everything sent before it, and is
+    /// handed on only once the server says it is idle. Costs nothing for a
+    /// connection at rest. Session state that is not a transaction
+    /// (`SET`, temporary tables, prepared statements, advisory locks,
+    /// `LISTEN`) is kept for the next borrower: use
+    /// `ResetMode::Query("DISCARD ALL".into())` to clear it. The default.
     #[default]
     IfDirty,
-    /// `ROLLBACK` on every return: for code that sends a raw `BEGIN`. One
-    /// round trip per checkout.
+    /// `ROLLBACK` on every return. One round trip per checkout.
     Rollback,
     /// `ROLLBACK`, then this query (e.g. `DISCARD ALL`, as PgBouncer's
     /// `server_reset_query`) on every return. The statement cache is
@@ -113,13 +124,14 @@ enum Connector {
     Rustls(tokio_postgres_rustls::MakeRustlsConnect),
 }
 
-/// Drives a connection's I/O until it ends.
-fn spawn_driver<F>(connection: F)
+/// Drives a connection's I/O until it ends, telling `status` what it does.
+fn spawn_driver<F>(connection: F, status: Status)
 where
     F: Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
 {
+    let driver = wire::Driver::new(Box::pin(connection), status);
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        if let Err(e) = driver.await {
             tracing::debug!(target: "aquifer::postgres", error = %describe(&e), "connection ended");
         }
     });
@@ -329,7 +341,7 @@ impl PgManager {
             Connector::Plain => {
                 let watched = wire::Watched::new(socket, status.clone());
                 let (client, connection) = self.config.connect_raw(watched, NoTls).await?;
-                spawn_driver(connection);
+                spawn_driver(connection, status.clone());
                 client
             }
             #[cfg(feature = "tls")]
@@ -343,7 +355,7 @@ impl PgManager {
                     status: status.clone(),
                 };
                 let (client, connection) = self.config.connect_raw(socket, watched).await?;
-                spawn_driver(connection);
+                spawn_driver(connection, status.clone());
                 client
             }
         };
@@ -418,16 +430,32 @@ impl Manager for PgManager {
         conn.client.is_closed()
     }
 
-    fn needs_reset(&self, conn: &PgConnection) -> bool {
-        conn.dirty || conn.status.get() != TxStatus::Idle || self.reset != ResetMode::IfDirty
+    fn needs_reset(&self, conn: &mut PgConnection) -> bool {
+        if conn.dirty || self.reset != ResetMode::IfDirty {
+            return true;
+        }
+        conn.status.help_write();
+        !conn.status.at_rest()
     }
 
+    /// Waits until every request of the last borrower's is on the wire and
+    /// answered, then rolls back if the server says a transaction is open
+    /// (or the mode asks for it).
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), PgError> {
+        conn.status.settle().await;
+        if self.reset == ResetMode::IfDirty && !conn.dirty && conn.status.at_rest() {
+            return Ok(());
+        }
         // Outside a transaction this only draws a warning from the server.
         conn.client.batch_execute("ROLLBACK").await?;
         if let ResetMode::Query(sql) = &self.reset {
             conn.client.batch_execute(sql).await?;
             conn.statements.clear();
+        }
+        // What the server said last, not what was sent.
+        let status = conn.status.get();
+        if status != TxStatus::Idle {
+            return Err(PgError::ResetIncomplete(status));
         }
         conn.dirty = false;
         Ok(())
@@ -475,9 +503,10 @@ impl PgConnection {
     }
 
     /// Whether the connection will be rolled back on return: marked dirty,
-    /// or the server last said it is inside a transaction.
+    /// a request not yet answered, or the server last said it is inside a
+    /// transaction.
     pub fn is_dirty(&self) -> bool {
-        self.dirty || self.status.get() != TxStatus::Idle
+        self.dirty || !self.status.at_rest()
     }
 
     /// The transaction status the server reported after the last statement

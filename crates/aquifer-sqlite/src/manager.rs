@@ -233,7 +233,7 @@ impl Manager for SqliteManager {
         conn.is_closed()
     }
 
-    fn needs_reset(&self, conn: &SqliteConnection) -> bool {
+    fn needs_reset(&self, conn: &mut SqliteConnection) -> bool {
         conn.needs_reset()
     }
 

@@ -52,8 +52,11 @@ pub trait Manager: Send + Sync + 'static {
     /// Whether [`reset`](Manager::reset) must run before the object is used
     /// again. Returning `false` (the default) keeps the return path
     /// synchronous; return `true` whenever the object may carry state over
-    /// (an open transaction, session settings).
-    fn needs_reset(&self, obj: &Self::Type) -> bool {
+    /// (an open transaction, session settings, a request still in flight).
+    /// Runs on every return, so keep it cheap; it takes the object by
+    /// `&mut` so that it can read a driver's state that only a mutable
+    /// borrow exposes, or clear per-checkout marks.
+    fn needs_reset(&self, obj: &mut Self::Type) -> bool {
         let _ = obj;
         false
     }

@@ -1222,7 +1222,7 @@ impl<M: Manager> Shared<M> {
             this.idle.record_usage(shards::home(), held);
             this.evict(entry, Reason::Lifetime);
         } else if std::panic::catch_unwind(AssertUnwindSafe(|| {
-            this.manager.needs_reset(&entry.obj.value)
+            this.manager.needs_reset(&mut entry.obj.value)
         }))
         .unwrap_or(true)
         {

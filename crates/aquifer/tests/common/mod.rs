@@ -160,7 +160,7 @@ impl Manager for FakeManager {
         c.obj.broken.load(Ordering::SeqCst)
     }
 
-    fn needs_reset(&self, c: &Conn) -> bool {
+    fn needs_reset(&self, c: &mut Conn) -> bool {
         c.obj.dirty
     }
 

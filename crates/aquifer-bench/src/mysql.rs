@@ -9,12 +9,12 @@
 //! bb8-postgres; bb8 tests on checkout by default). mysql_async's own pool
 //! runs at its defaults, which reset every returned connection with
 //! `COM_RESET_CONNECTION` in the background, and once more with that reset
-//! off. The floor is `size` bare connections, each used by one task at a
+//! off; aquifer at its default and with `ResetMode::Connection`. The floor is `size` bare connections, each used by one task at a
 //! time, with no pool.
 
 use std::time::Duration;
 
-use aquifer_mysql::{MySqlManager, MySqlPool};
+use aquifer_mysql::{MySqlManager, MySqlPool, ResetMode};
 use aquifer_testkit::MariaDbServer;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, PoolConstraints, PoolOpts};
@@ -25,6 +25,7 @@ use crate::Sample;
 /// The pools this benchmark compares.
 pub const POOLS: &[&str] = &[
     "aquifer",
+    "aquifer-reset",
     "mysql_async",
     "mysql_async-noreset",
     "deadpool",
@@ -82,8 +83,17 @@ async fn measure(
     let opts =
         OptsBuilder::from_opts(Opts::from_url(url).expect("testkit URL")).prefer_socket(false);
     match pool {
-        "aquifer" => {
-            let p = MySqlPool::builder(MySqlManager::new(url).expect("testkit URL"))
+        "aquifer" | "aquifer-reset" => {
+            // The reset on return: only when needed (the default), or
+            // COM_RESET_CONNECTION every time.
+            let reset = match pool {
+                "aquifer" => ResetMode::IfDirty,
+                _ => ResetMode::Connection,
+            };
+            let manager = MySqlManager::new(url)
+                .expect("testkit URL")
+                .reset_mode(reset);
+            let p = MySqlPool::builder(manager)
                 .max(size)
                 .build()
                 .expect("valid config");

@@ -1,7 +1,8 @@
 //! `SELECT 1` round trips per second through each PostgreSQL pool, against a
 //! throwaway server from the testkit, all in one process and one run.
 //!
-//! Every pool runs at its defaults and does the same work per operation:
+//! Every pool runs at its defaults (aquifer also with each reset mode that
+//! runs on every return) and does the same work per operation:
 //! check out, `simple_query("SELECT 1")` (one round trip), return. The floor
 //! is `size` raw tokio-postgres clients, each used by one task at a time,
 //! with no pool at all.
@@ -9,7 +10,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use aquifer_postgres::{PgManager, PgPool};
+use aquifer_postgres::{PgManager, PgPool, ResetMode};
 use aquifer_testkit::PgServer;
 use tokio_postgres::NoTls;
 
@@ -19,6 +20,8 @@ use crate::Sample;
 /// The pools this benchmark compares.
 pub const POOLS: &[&str] = &[
     "aquifer",
+    "aquifer-rollback",
+    "aquifer-discard",
     "deadpool-postgres",
     "bb8-postgres",
     "raw-exclusive",
@@ -33,8 +36,16 @@ async fn measure(
 ) -> Option<Sample> {
     let config = tokio_postgres::Config::from_str(url).expect("testkit URL");
     match pool {
-        "aquifer" => {
-            let p = PgPool::builder(PgManager::new(url).expect("testkit URL"))
+        "aquifer" | "aquifer-rollback" | "aquifer-discard" => {
+            // The reset on return: only when needed (the default), a
+            // ROLLBACK every time, or ROLLBACK and DISCARD ALL every time.
+            let reset = match pool {
+                "aquifer" => ResetMode::IfDirty,
+                "aquifer-rollback" => ResetMode::Rollback,
+                _ => ResetMode::Query("DISCARD ALL".into()),
+            };
+            let manager = PgManager::new(url).expect("testkit URL").reset(reset);
+            let p = PgPool::builder(manager)
                 .max(size)
                 .build()
                 .expect("valid config");

@@ -132,3 +132,98 @@ async fn a_pool_call_whose_writes_were_rolled_back_fails() {
     assert_eq!(count(&path, "t"), ok, "calls answered Ok lost their writes");
     assert_eq!(ok, 0);
 }
+
+type Leave = for<'c> fn(
+    &'c mut aquifer::Pooled<SqliteManager>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'c>>;
+
+/// `ROUNDS` rounds on a pool of one connection: `leave`, then a plain
+/// insert answered `Ok(1)`; returns the inserts answered and the rows a
+/// separate connection finds.
+async fn rounds(leave: Leave) -> (usize, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rounds.db");
+    let pool = SqlitePool::builder(SqliteManager::new(SqliteConfig::file(&path)).unwrap())
+        .max(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    pool.execute("CREATE TABLE t (id INTEGER)", ())
+        .await
+        .unwrap();
+    let mut answered = 0;
+    for i in 0..10 {
+        {
+            let mut conn = pool.get().await.unwrap();
+            leave(&mut conn).await;
+        }
+        let n = pool
+            .execute("INSERT INTO t VALUES (?1)", (i,))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        answered += 1;
+    }
+    drop(pool.get().await.unwrap());
+    (answered, count(&path, "t"))
+}
+
+const LONG: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+                    WHERE i < 300000) SELECT count(*) FROM n";
+
+/// Polls `f` once and drops it.
+async fn poll_once_and_drop<F: std::future::Future>(f: F) {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        let _ = f.as_mut().poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cancellation_point_keeps_the_next_borrowers_writes() {
+    let cases: [(&str, Leave); 5] = [
+        ("call dropped before it is polled", |c| {
+            Box::pin(async move {
+                drop(c.interact(|c| c.execute_batch("BEGIN")));
+            })
+        }),
+        ("call dropped after its first poll", |c| {
+            Box::pin(poll_once_and_drop(c.interact(|c| c.execute_batch("BEGIN"))))
+        }),
+        ("call timed out while it runs", |c| {
+            Box::pin(async move {
+                let slow = c.interact(|c| {
+                    c.query_row(LONG, [], |r| r.get::<_, i64>(0))?;
+                    c.execute_batch("BEGIN; INSERT INTO t VALUES (-1)")
+                });
+                let _ = tokio::time::timeout(Duration::from_millis(1), slow).await;
+            })
+        }),
+        ("transaction begun under lock() and left open", |c| {
+            Box::pin(async move {
+                c.lock()
+                    .unwrap()
+                    .execute_batch("BEGIN; INSERT INTO t VALUES (-2)")
+                    .unwrap();
+            })
+        }),
+        ("a multi-statement string that opens a transaction", |c| {
+            Box::pin(async move {
+                c.interact(|c| c.execute_batch("SELECT 1; BEGIN; SELECT 2"))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            })
+        }),
+    ];
+    for (case, leave) in cases {
+        let (answered, kept) = rounds(leave).await;
+        eprintln!("{case}: {answered} inserts answered Ok(1), {kept} kept");
+        assert_eq!(
+            kept, answered,
+            "{case}: writes answered as successful were lost"
+        );
+    }
+}

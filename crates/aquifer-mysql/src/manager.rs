@@ -384,6 +384,25 @@ impl Manager for MySqlManager {
         Ok(())
     }
 
+    /// Access denied (1045, 1044), an unknown database (1049), TLS asked
+    /// for from a server without it, or a malformed configuration: waiting
+    /// does not fix these.
+    fn is_permanent(&self, error: &MySqlError) -> bool {
+        match error {
+            MySqlError::Config(_) => true,
+            MySqlError::Connect { source, .. } => {
+                matches!(error.server_code(), Some(1044 | 1045 | 1049))
+                    || matches!(
+                        source,
+                        mysql_async::Error::Driver(
+                            mysql_async::DriverError::NoClientSslFlagFromServer
+                        )
+                    )
+            }
+            _ => false,
+        }
+    }
+
     fn driver_name(&self) -> &'static str {
         "mysql"
     }

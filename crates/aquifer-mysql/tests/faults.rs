@@ -179,3 +179,69 @@ async fn closing_the_pool_leaves_no_connection_behind() {
     .await;
     assert!(pool.pending().is_empty());
 }
+
+/// HikariCP's DbDown test, on MariaDB: with the server stopped every get
+/// fails at its timeout with the connection error as its cause; after a
+/// restart the next get works within `backoff.max`; a wrong password or an
+/// unknown database fails at once with the server's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_database_fails_every_get_at_its_timeout_and_bad_credentials_at_once() {
+    let mut db = server();
+    let timeout = ms(1000);
+    let backoff_max = ms(1000);
+    let pool = MySqlPool::builder(MySqlManager::new(&db.url()).unwrap())
+        .min(2)
+        .max(10)
+        .acquire_timeout(timeout)
+        .backoff(Backoff {
+            min: ms(50),
+            max: backoff_max,
+            ..Backoff::default()
+        })
+        .build()
+        .unwrap();
+    pool.start().await.unwrap();
+    db.stop().unwrap();
+    pool.clear().await;
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let err = pool.get().await.unwrap_err();
+        took.push(t.elapsed());
+        assert!(err.is_timeout(), "{}", chain(&err));
+        assert!(chain(&err).contains("could not connect"), "{}", chain(&err));
+    }
+    eprintln!("server down, acquire_timeout {timeout:?}: gets failed after {took:?}");
+    for t in &took {
+        assert!(*t >= timeout && *t <= timeout * 11 / 10, "{took:?}");
+    }
+
+    db.start().unwrap();
+    let restarted = std::time::Instant::now();
+    let mut conn = pool.get().await.unwrap();
+    conn.query_drop("SELECT 1").await.unwrap();
+    let back = restarted.elapsed();
+    eprintln!("after the restart the next get worked in {back:?} (backoff max {backoff_max:?})");
+    assert!(back <= backoff_max + ms(200), "{back:?}");
+    drop(conn);
+
+    let wrong = db
+        .url()
+        .replace(aquifer_testkit::MARIADB_PASSWORD, "not-the-password");
+    let unknown = db.url().replace("/aquifer", "/no_such_db");
+    for (url, words) in [(wrong, "Access denied"), (unknown, "no_such_db")] {
+        let pool = MySqlPool::builder(MySqlManager::new(&url).unwrap())
+            .acquire_timeout(ms(5000))
+            .build()
+            .unwrap();
+        let t = std::time::Instant::now();
+        let err = pool.get().await.unwrap_err();
+        let took = t.elapsed();
+        let text = chain(&err);
+        eprintln!("{words}: failed in {took:?}");
+        assert!(matches!(err, aquifer::PoolError::Create(_)), "{text}");
+        assert!(text.contains(words), "{text}");
+        assert!(!text.contains(aquifer_testkit::MARIADB_PASSWORD), "{text}");
+        assert!(took < ms(100), "{took:?}: {text}");
+    }
+}

@@ -22,7 +22,6 @@ fn tls_server() -> (MariaDbServer, TestPki) {
 fn quick(manager: MySqlManager) -> MySqlPool {
     MySqlPool::builder(manager)
         .max(2)
-        .retries(0)
         .acquire_timeout(Duration::from_secs(5))
         .build()
         .unwrap()

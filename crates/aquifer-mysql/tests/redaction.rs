@@ -27,7 +27,6 @@ fn the_password_never_reaches_logs_or_events() {
             let mut seen = vec![format!("{manager:?}")];
             let pool = MySqlPool::builder(manager)
                 .max(2)
-                .retries(1)
                 .acquire_timeout(ms(1000))
                 .build()
                 .unwrap();

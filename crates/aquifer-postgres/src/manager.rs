@@ -422,6 +422,32 @@ impl Manager for PgManager {
         }
     }
 
+    /// A wrong password or role (SQLSTATE class 28), a database that does
+    /// not exist (3D000), a TLS setup that cannot work, a server without
+    /// TLS when TLS is required, or a certificate that does not verify:
+    /// waiting does not fix these.
+    fn is_permanent(&self, error: &PgError) -> bool {
+        match error {
+            PgError::TlsSetup(_) => return true,
+            // tokio-postgres gives these no kind of their own: its message
+            // and the cause's words are all there is.
+            PgError::Db(e) if e.as_db_error().is_none() => {
+                let text = describe(e);
+                if text.starts_with("error performing TLS handshake")
+                    && (text.contains("server does not support TLS")
+                        || text.contains("certificate"))
+                {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        error.as_db_error().is_some_and(|db| {
+            let code = db.code().code();
+            code.starts_with("28") || code == "3D000"
+        })
+    }
+
     fn driver_name(&self) -> &'static str {
         "postgres"
     }

@@ -25,7 +25,6 @@ async fn a_dead_server_costs_no_failed_gets_and_comes_back_after_its_ban() {
     for (i, pg) in servers.iter().enumerate() {
         let pool = PgPool::builder(PgManager::new(&pg.url()).unwrap())
             .max(4)
-            .retries(0)
             .backoff(Backoff {
                 min: ms(20),
                 max: ms(200),

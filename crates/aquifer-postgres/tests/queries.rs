@@ -237,7 +237,6 @@ async fn after_connect_runs_on_every_new_connection() {
         Box::pin(async move { c.batch_execute("SET search_path TO 'x'; SELEC").await })
     });
     let err = PgPool::builder(failing)
-        .retries(0)
         .build()
         .unwrap()
         .get()

@@ -12,7 +12,6 @@ use common::*;
 fn quick(url: &str) -> PgPool {
     PgPool::builder(PgManager::new(url).unwrap())
         .max(2)
-        .retries(1)
         .acquire_timeout(std::time::Duration::from_secs(5))
         .build()
         .unwrap()
@@ -34,7 +33,6 @@ fn the_password_never_reaches_logs_or_events() {
             let db = PgDatabase::new(
                 &url,
                 aquifer::PoolConfig {
-                    retries: 1,
                     ..Preset::Test.pool_config()
                 },
             )

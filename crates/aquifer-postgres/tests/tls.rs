@@ -19,7 +19,6 @@ fn tls_server(pki: &TestPki) -> PgServer {
 fn quick(manager: PgManager) -> PgPool {
     PgPool::builder(manager)
         .max(2)
-        .retries(0)
         .acquire_timeout(Duration::from_secs(5))
         .build()
         .unwrap()

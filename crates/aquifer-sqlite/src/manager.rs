@@ -255,6 +255,20 @@ impl Manager for SqliteManager {
         Ok(())
     }
 
+    /// A malformed configuration, a file in a directory that does not
+    /// exist, a missing file that may not be created, a file that is not a
+    /// database, or one that cannot be written: waiting does not fix these.
+    fn is_permanent(&self, error: &SqliteError) -> bool {
+        matches!(
+            error,
+            SqliteError::Config(_)
+                | SqliteError::MissingDirectory { .. }
+                | SqliteError::NotFound { .. }
+                | SqliteError::NotADatabase { .. }
+                | SqliteError::ReadOnly { .. }
+        )
+    }
+
     fn driver_name(&self) -> &'static str {
         "sqlite"
     }

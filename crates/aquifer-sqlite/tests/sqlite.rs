@@ -450,17 +450,26 @@ async fn read_only_connections_refuse_writes() {
 
 /// The driver error a pool's `get` fails with (as the source of a
 /// timeout or of a create failure).
+/// The error of a get on a database that cannot open; time cannot fix
+/// any of these, so the get fails at once, not at its timeout.
 async fn create_error(config: SqliteConfig) -> Arc<SqliteError> {
     let manager = SqliteManager::new(config).unwrap();
     let pool = SqlitePool::builder(manager)
         .max(1)
-        .acquire_timeout(Duration::from_millis(300))
+        .acquire_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    let t = std::time::Instant::now();
     let err = match pool.get().await {
         Err(e) => e,
         Ok(_) => panic!("the bad database opened"),
     };
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}: {err}",
+        t.elapsed()
+    );
+    assert!(matches!(err, aquifer::PoolError::Create(_)), "{err}");
     match err.create_error() {
         Some(CreateError::Backend(e)) => Arc::clone(e),
         _ => panic!("not a driver error: {err:?}"),

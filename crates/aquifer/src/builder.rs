@@ -135,12 +135,6 @@ impl<M: Manager> Builder<M> {
         self
     }
 
-    /// Consecutive create failures a waiting `get` sits through before failing with the create error. Default 3.
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.config.retries = retries;
-        self
-    }
-
     /// Delay between failed creates. Default 100 ms doubling up to 5 s, 20% jitter.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.config.backoff = backoff;

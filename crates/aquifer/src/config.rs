@@ -158,10 +158,12 @@ pub struct PoolConfig {
     /// Report an object held longer than this as a suspected leak. Default `None`.
     #[cfg_attr(feature = "serde", serde(with = "crate::config::opt_duration"))]
     pub leak_detection_threshold: Option<Duration>,
-    /// Consecutive create failures a waiting `get` sits through before it fails
-    /// with the create error. Background refills keep trying, with backoff. Default 3.
-    pub retries: u32,
-    /// Delay between failed create attempts.
+    /// Delay between failed create attempts. A waiting `get` sits through
+    /// failed creates until its own deadline, then fails with
+    /// [`PoolError::Timeout`](crate::PoolError::Timeout) whose source is the
+    /// last create error; only an error the manager calls permanent
+    /// ([`Manager::is_permanent`](crate::Manager::is_permanent)) fails it
+    /// at once.
     pub backoff: Backoff,
     /// Most creates in flight at once. A small number keeps a spike of
     /// callers from opening a connection each: waiters take whichever object
@@ -196,7 +198,6 @@ impl Default for PoolConfig {
             lifetime_jitter: 0.025,
             keepalive_interval: None,
             leak_detection_threshold: None,
-            retries: 3,
             backoff: Backoff::default(),
             create_concurrency: 2,
             event_capacity: 1024,

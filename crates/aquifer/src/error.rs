@@ -24,8 +24,10 @@ pub enum PoolError<E: std::error::Error + 'static> {
     /// password, not as a bare timeout.
     #[error(transparent)]
     Timeout(Box<TimeoutError<E>>),
-    /// Creating an object failed `retries + 1` times in a row while this
-    /// caller waited; the error is the last failure.
+    /// Creating an object failed with an error that retrying cannot fix
+    /// ([`Manager::is_permanent`](crate::Manager::is_permanent): a wrong
+    /// password, an unknown database); the source is that error. Fix the
+    /// configuration: the pool tries again at the next checkout.
     #[error("could not create a pooled object: {0}")]
     Create(#[source] Box<CreateError<E>>),
     /// The wait queue already holds `max_waiting` callers; the pool is
@@ -95,6 +97,19 @@ pub enum CreateError<E: std::error::Error + 'static> {
     /// `create` panicked. The pool stays usable.
     #[error("create panicked")]
     Panicked,
+    /// `create` succeeded but the new object failed before its first use:
+    /// broken at once (`is_broken`), or its first check or reset failed. A
+    /// server that accepts connections and drops them, or one in
+    /// recovery, looks like this. It counts as a failed create: the next
+    /// one backs off.
+    #[error("a new object failed before its first use: {what}")]
+    Unusable {
+        /// What failed: `broken at checkout`, `first check`, `first reset`.
+        what: &'static str,
+        /// The manager's error, when it gave one.
+        #[source]
+        source: Option<Arc<E>>,
+    },
 }
 
 impl<E: std::error::Error + 'static> Clone for CreateError<E> {
@@ -103,6 +118,10 @@ impl<E: std::error::Error + 'static> Clone for CreateError<E> {
             CreateError::Backend(e) => CreateError::Backend(Arc::clone(e)),
             CreateError::Timeout(d) => CreateError::Timeout(*d),
             CreateError::Panicked => CreateError::Panicked,
+            CreateError::Unusable { what, source } => CreateError::Unusable {
+                what,
+                source: source.clone(),
+            },
         }
     }
 }

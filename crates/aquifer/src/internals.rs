@@ -248,11 +248,13 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// The deadline task's step: fails the waiters whose deadline passed
     /// and re-arms for the earliest one left.
     pub(crate) fn expire(&mut self, now: Tick, wake: &mut Vec<Waker>) -> usize {
-        let (seq, last) = (self.failure_seq, &self.last_error);
+        let (seq, last, failing) = (self.failure_seq, &self.last_error, self.failures > 0);
         let n = self.waiters.fail_where(
             |slot| slot.deadline <= now,
             |slot| {
-                let seen = (seq > slot.failures_base).then(|| last.clone()).flatten();
+                let seen = (seq > slot.failures_base || failing)
+                    .then(|| last.clone())
+                    .flatten();
                 Err(WaitError::Timeout(seen))
             },
             wake,
@@ -391,42 +393,41 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         self.place(entry, now, home)
     }
 
-    /// A create failed. Waiters that have now seen more than `retries`
-    /// consecutive failures get the error; returns whether the job should go
-    /// on (if not, its reservation is given back).
+    /// A create failed. Waiters wait on, to their own deadline, while the
+    /// job retries after `retry_at`; an error that retrying cannot fix
+    /// (`permanent`) fails every waiter now and stops the job. Returns
+    /// whether the job should go on (if not, its reservation is given back).
     pub(crate) fn create_failed(
         &mut self,
         err: CreateError<E>,
         retry_at: Instant,
-        retries: u32,
+        permanent: bool,
         wake: &mut Vec<Waker>,
     ) -> bool {
-        self.failures = self.failures.saturating_add(1);
-        self.failure_seq += 1;
-        self.m.create_failures += 1;
-        self.retry_at = Some(retry_at);
-        if self.failures > retries {
-            let (seq, run) = (self.failure_seq, u64::from(self.failures));
-            let limit = u64::from(retries);
-            self.waiters.fail_where(
-                |slot| (seq - slot.failures_base).min(run) > limit,
-                |_| Err(WaitError::Create(err.clone())),
-                wake,
-            );
+        self.failed(err.clone(), retry_at);
+        if permanent {
+            // The next checkout tries again at once, and fails as fast.
+            self.retry_at = None;
+            self.waiters
+                .fail_where(|_| true, |_| Err(WaitError::Create(err.clone())), wake);
+            self.next_deadline = None;
         }
-        self.last_error = Some(err);
-        let keep = self.keep_creating();
+        let keep = !permanent && self.keep_creating();
         if !keep {
             self.unreserve();
         }
         keep
     }
 
-    /// A brand-new object failed its first validation: count it like a
-    /// failed create, so the next create backs off instead of looping.
-    pub(crate) fn fresh_object_failed(&mut self, retry_at: Instant) {
+    /// A create, or a new object before its first use, failed: the next
+    /// create backs off until `retry_at`, and waiters that time out carry
+    /// `err` as the cause.
+    pub(crate) fn failed(&mut self, err: CreateError<E>, retry_at: Instant) {
         self.failures = self.failures.saturating_add(1);
+        self.failure_seq += 1;
+        self.m.create_failures += 1;
         self.retry_at = Some(retry_at);
+        self.last_error = Some(err);
     }
 
     /// An object leaves for good (destroyed or detached): free its slot.
@@ -557,9 +558,10 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         self.take_idle(|_| true)
     }
 
-    /// The newest create failure, if it happened while `slot` waited.
+    /// The newest create failure, if it happened while `slot` waited or
+    /// creates have been failing since (no create succeeded after it).
     pub(crate) fn error_seen_by(&self, slot: &Slot<Handoff<T, E>>) -> Option<CreateError<E>> {
-        if self.failure_seq > slot.failures_base {
+        if self.failure_seq > slot.failures_base || self.failures > 0 {
             self.last_error.clone()
         } else {
             None
@@ -849,7 +851,7 @@ mod loom_tests {
                 let keep = p2.lock().create_failed(
                     CreateError::Timeout(Duration::from_secs(1)),
                     Instant::now(),
-                    0,
+                    true,
                     &mut wake,
                 );
                 for w in wake {

@@ -69,6 +69,17 @@ pub trait Manager: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// Whether a create error is one that time cannot fix (a wrong
+    /// password, an unknown database, a file that is not a database): the
+    /// callers waiting for that create then fail at once with
+    /// [`PoolError::Create`](crate::PoolError::Create) instead of waiting
+    /// out their timeout while the pool retries. Default `false`: every
+    /// error is retried with backoff until the caller's deadline.
+    fn is_permanent(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
+
     /// A short name for what this manager connects to (`postgres`,
     /// `sqlite`…), for operators' views such as
     /// [`Cluster::info_about`](crate::Cluster::info_about). Default `custom`.

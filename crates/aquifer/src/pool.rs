@@ -324,8 +324,8 @@ impl<M: Manager> Pool<M> {
     ///
     /// # Errors
     /// [`PoolError::Timeout`] (with the last create error as its source),
-    /// [`PoolError::Create`] after `retries` consecutive create failures,
-    /// [`PoolError::QueueFull`], [`PoolError::Draining`], [`PoolError::Closed`].
+    /// [`PoolError::Create`] when a create failed with an error the manager
+    /// calls permanent, [`PoolError::QueueFull`], [`PoolError::Draining`], [`PoolError::Closed`].
     ///
     /// # Cancel safety
     /// Dropping the future at any point leaks nothing: a queued caller leaves
@@ -904,12 +904,19 @@ impl<M: Manager> Shared<M> {
         let this = self;
         this.ensure_started();
         let home = shards::home();
-        let start = this.clock.now();
-        let deadline = start.after(timeout);
-        let mut now = start;
         // Nobody waits and an object is idle: no pool lock (the shard
         // counts the checkout).
         let mut fast = this.idle.take(home, |_| true);
+        // A caller that may wait reads the clock precisely: the coarse
+        // clock lags by up to a tick, and a deadline taken from it would
+        // fail the caller that much before its timeout.
+        let start = if fast.is_some() {
+            this.clock.now()
+        } else {
+            this.clock.precise()
+        };
+        let deadline = start.after(timeout);
+        let mut now = start;
         let mut first = fast.is_none();
         loop {
             let step = match fast.take() {
@@ -1034,6 +1041,9 @@ impl<M: Manager> Shared<M> {
             return None;
         }
         if self.broken(&entry.obj.value) {
+            if entry.meta.use_count == 0 {
+                self.fresh_failed("broken at checkout", None);
+            }
             self.evict(entry, Reason::Broken);
             return None;
         }
@@ -1060,33 +1070,54 @@ impl<M: Manager> Shared<M> {
         let obj = &mut guard.entry.as_mut().expect("held until taken").obj.value;
         let outcome = tokio::time::timeout(limit, catch_unwind(self.manager.validate(obj))).await;
         let mut entry = guard.entry.take().expect("held until taken");
-        let error = match outcome {
+        let (error, cause) = match outcome {
             Ok(Ok(Ok(()))) => {
                 entry.checked_at = self.clock.now();
                 return Some(entry);
             }
-            Ok(Ok(Err(e))) => e.to_string(),
-            Ok(Err(_)) => "validate panicked".to_owned(),
-            Err(_) => format!("validate did not finish within {limit:?}"),
+            Ok(Ok(Err(e))) => (e.to_string(), Some(std::sync::Arc::new(e))),
+            Ok(Err(_)) => ("validate panicked".to_owned(), None),
+            Err(_) => (format!("validate did not finish within {limit:?}"), None),
         };
-        self.validation_failed(entry, error);
+        self.validation_failed(entry, error, cause);
         None
     }
 
-    fn validation_failed(self: &Arc<Self>, entry: Item<Owned<M>>, error: String) {
-        {
-            let mut st = self.state.lock();
-            st.m.validation_failures += 1;
-            if entry.meta.use_count == 0 {
-                let delay = self.cfg.backoff.delay(st.failures.saturating_add(1));
-                st.fresh_object_failed(Instant::now() + delay);
-            }
+    fn validation_failed(
+        self: &Arc<Self>,
+        entry: Item<Owned<M>>,
+        error: String,
+        cause: Option<std::sync::Arc<M::Error>>,
+    ) {
+        self.state.lock().m.validation_failures += 1;
+        if entry.meta.use_count == 0 {
+            self.fresh_failed("first check", cause);
         }
         self.emit(PoolEvent::ValidationFailed {
             id: entry.meta.id,
             error,
         });
         self.discard(entry, Reason::ValidationFailed);
+    }
+
+    /// A new object failed before its first use: that is a failed create,
+    /// with its backoff, its cause on later timeouts and its event, so that
+    /// a server handing out broken connections is not hammered.
+    #[cold]
+    fn fresh_failed(&self, what: &'static str, source: Option<std::sync::Arc<M::Error>>) {
+        let err = CreateError::Unusable { what, source };
+        let (failures, delay) = {
+            let mut st = self.state.lock();
+            let failures = st.failures.saturating_add(1);
+            let delay = self.cfg.backoff.delay(failures);
+            st.failed(err.clone(), Instant::now() + delay);
+            (failures, delay)
+        };
+        self.emit(PoolEvent::CreateFailed {
+            error: err.to_string(),
+            failures,
+            retry_in: delay,
+        });
     }
 
     #[inline]
@@ -1267,16 +1298,23 @@ impl<M: Manager> Shared<M> {
         let obj = &mut guard.entry.as_mut().expect("held until taken").obj.value;
         let outcome = tokio::time::timeout(limit, catch_unwind(self.manager.reset(obj))).await;
         let entry = guard.entry.take().expect("held until taken");
-        if let Ok(Ok(Ok(()))) = outcome {
-            let mut st = self.state.lock();
-            let placed = st.place(entry, self.clock.now(), shards::home());
-            let settled = st.phase != Phase::Open && st.settled();
-            drop(st);
-            self.after_place(Some(placed), settled);
-        } else {
-            self.state.lock().m.reset_failures += 1;
-            self.discard(entry, Reason::ResetFailed);
+        let cause = match outcome {
+            Ok(Ok(Ok(()))) => {
+                let mut st = self.state.lock();
+                let placed = st.place(entry, self.clock.now(), shards::home());
+                let settled = st.phase != Phase::Open && st.settled();
+                drop(st);
+                self.after_place(Some(placed), settled);
+                return;
+            }
+            Ok(Ok(Err(e))) => Some(std::sync::Arc::new(e)),
+            _ => None,
+        };
+        self.state.lock().m.reset_failures += 1;
+        if entry.meta.use_count == 1 {
+            self.fresh_failed("first reset", cause);
         }
+        self.discard(entry, Reason::ResetFailed);
     }
 
     /// Removes a checked-out object's lease and records how long it was held.
@@ -1521,13 +1559,19 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
             Ok(Err(_)) => CreateError::Panicked,
             Err(_) => CreateError::Timeout(cfg.create_timeout),
         };
+        let permanent = match &err {
+            CreateError::Backend(e) => {
+                std::panic::catch_unwind(AssertUnwindSafe(|| shared.manager.is_permanent(e)))
+                    .unwrap_or(false)
+            }
+            _ => false,
+        };
         let mut wake = Vec::new();
         let (keep, failures, delay, settled) = {
             let mut st = shared.state.lock();
             let failures = st.failures.saturating_add(1);
             let delay = cfg.backoff.delay(failures);
-            let keep =
-                st.create_failed(err.clone(), Instant::now() + delay, cfg.retries, &mut wake);
+            let keep = st.create_failed(err.clone(), Instant::now() + delay, permanent, &mut wake);
             let settled = st.phase != Phase::Open && st.settled();
             (keep, failures, delay, settled)
         };

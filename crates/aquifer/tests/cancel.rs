@@ -97,7 +97,6 @@ async fn every_combination_of_outcomes_and_cancellation_points() {
                 .create_timeout(ms(20))
                 .validate_timeout(ms(20))
                 .acquire_timeout(ms(30))
-                .retries(1)
                 .build()
                 .unwrap();
             // Seed some idle objects so validation paths are reached.

@@ -13,7 +13,6 @@ fn fake_pool(max: usize) -> (Arc<Fake>, Pool<FakeManager>) {
     let (f, m) = fake();
     let pool = Pool::builder(m)
         .max(max)
-        .retries(0)
         .acquire_timeout(ms(1000))
         .build()
         .unwrap();
@@ -284,19 +283,15 @@ async fn a_broken_server_costs_latency_not_an_error_and_is_banned() {
 async fn a_failing_background_create_bans_the_pool_before_any_get() {
     let c = Cluster::builder().ban_time(ms(5000)).build();
     let (down, manager) = fake();
-    let pool = Pool::builder(manager)
-        .min(1)
-        .max(4)
-        .retries(0)
-        .build()
-        .unwrap();
+    let pool = Pool::builder(manager).min(1).max(4).build().unwrap();
     down.create.set(Step::Err);
     c.add(ClusterPool::new("down", pool.clone())).unwrap();
     let (_, up) = fake_pool(4);
     c.add(ClusterPool::new("up", up)).unwrap();
     assert!(!c.is_banned("down"));
-    // Starting the pool starts its refill, which fails in the background.
-    let _ = pool.start().await;
+    // Starting the pool starts its refill, which fails in the background
+    // (`start` itself waits for it until its timeout).
+    let _ = tokio::time::timeout(ms(1), pool.start()).await;
     settle().await;
     assert!(c.is_banned("down"), "{:?}", c.warnings());
     let bans = |c: &Cluster<FakeManager>| {
@@ -474,6 +469,8 @@ async fn trouble_becomes_bounded_warnings() {
     let (f, p) = fake_pool(1);
     c.add(ClusterPool::new("busy", p)).unwrap();
     f.create.set(Step::Err);
+    // Failing at once, so that each get adds a create failure.
+    f.permanent.store(true, std::sync::atomic::Ordering::SeqCst);
     for _ in 0..5 {
         let _ = c.get("busy").await;
     }

@@ -207,7 +207,7 @@ async fn a_held_object_past_the_threshold_is_reported_as_a_leak() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn creates_back_off_exponentially_and_a_get_fails_after_its_retries() {
+async fn creates_back_off_exponentially_until_the_gets_deadline() {
     let (f, m) = fake();
     f.create.set(Step::Err);
     let backoff = aquifer::Backoff {
@@ -216,16 +216,17 @@ async fn creates_back_off_exponentially_and_a_get_fails_after_its_retries() {
     };
     let p = Pool::builder(m)
         .max(2)
-        .retries(3)
         .backoff(backoff)
+        .acquire_timeout(ms(1_000))
         .build()
         .unwrap();
     let start = tokio::time::Instant::now();
     let err = p.get().await.unwrap_err();
-    // Attempts at 0, 100, 300 and 700 ms: the fourth failure is one more than `retries`.
-    assert_eq!(start.elapsed(), ms(700));
+    // Attempts at 0, 100, 300 and 700 ms; the next would be at 1.5 s. The
+    // get fails at its deadline, not at any count of failures.
+    assert_eq!(start.elapsed(), ms(1_000));
     assert_eq!(f.create.calls(), 4);
-    assert!(matches!(err, PoolError::Create(_)), "{err}");
+    assert!(err.is_timeout(), "{err}");
     let source = err.source().expect("the create error is the source");
     assert!(
         source
@@ -244,7 +245,6 @@ async fn a_down_database_fails_gets_at_the_timeout_with_the_cause_and_never_busy
     let p = Pool::builder(m)
         .max(4)
         .min(2)
-        .retries(1_000)
         .acquire_timeout(ms(3_000))
         .build()
         .unwrap();
@@ -414,4 +414,80 @@ async fn held_for_and_usage_count_from_each_checkout_not_from_creation() {
         "{usage:?}"
     );
     assert!(usage.p99 >= ms(40_000), "{usage:?}");
+}
+
+/// An error the manager calls permanent (a wrong password) fails every
+/// waiter at once, with no retry; the next get tries again at once.
+#[tokio::test(start_paused = true)]
+async fn a_permanent_create_error_fails_every_waiter_at_once() {
+    let (f, m) = fake();
+    f.create.set(Step::Err);
+    f.permanent.store(true, std::sync::atomic::Ordering::SeqCst);
+    let p = Pool::builder(m)
+        .max(4)
+        .acquire_timeout(ms(5_000))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let (a, b) = tokio::join!(p.get(), p.get());
+    assert_eq!(
+        start.elapsed(),
+        ms(0),
+        "no backoff, no waiting out the timeout"
+    );
+    for err in [a.unwrap_err(), b.unwrap_err()] {
+        assert!(matches!(err, PoolError::Create(_)), "{err}");
+        assert!(
+            err.source()
+                .unwrap()
+                .to_string()
+                .contains("password authentication failed"),
+            "{err}"
+        );
+    }
+    let before = f.create.calls();
+    assert!(before <= 2, "{before} creates for two callers");
+    let err = p.get().await.unwrap_err();
+    assert!(matches!(err, PoolError::Create(_)), "{err}");
+    assert_eq!(f.create.calls(), before + 1, "the next get tried at once");
+    assert_eq!(start.elapsed(), ms(0));
+    check_pool(&p);
+}
+
+/// A manager whose new objects are broken at once (a server that accepts
+/// and drops connections): each counts as a failed create, so creates back
+/// off, and the get fails at its timeout with the cause.
+#[tokio::test(start_paused = true)]
+async fn always_broken_new_objects_back_off_and_the_get_fails_with_the_cause() {
+    let (f, m) = fake();
+    f.born_broken
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let backoff = aquifer::Backoff {
+        jitter: 0.0,
+        ..Default::default()
+    };
+    let p = Pool::builder(m)
+        .max(4)
+        .backoff(backoff)
+        .acquire_timeout(ms(300))
+        .build()
+        .unwrap();
+    let mut events = p.events();
+    let start = tokio::time::Instant::now();
+    let err = p.get().await.unwrap_err();
+    assert_eq!(start.elapsed(), ms(300));
+    assert!(err.is_timeout(), "{err}");
+    let cause = err.source().expect("the cause is the source").to_string();
+    assert!(cause.contains("broken at checkout"), "{cause}");
+    // Backoff 100 ms, doubling: attempts at 0, 100 and 300 ms at most, a
+    // couple more if creates run side by side.
+    let creates = f.create.calls();
+    assert!((2..=6).contains(&creates), "{creates} creates in 300 ms");
+    // Every new object but one the get no longer waited for failed.
+    assert!(p.metrics().create_failures as usize + 1 >= creates);
+    let mut failed = 0;
+    while let Ok(Some(ev)) = tokio::time::timeout(ms(1), events.recv()).await {
+        failed += usize::from(matches!(ev, aquifer::PoolEvent::CreateFailed { .. }));
+    }
+    assert!(failed >= 2, "{failed} CreateFailed events");
 }

@@ -101,6 +101,10 @@ pub struct Fake {
     pub destroyed: AtomicUsize,
     /// Objects alive: created and not yet destroyed or dropped.
     pub alive: Arc<AtomicUsize>,
+    /// `is_permanent` says yes to every error.
+    pub permanent: AtomicBool,
+    /// New objects are broken from the start.
+    pub born_broken: AtomicBool,
 }
 
 impl Fake {
@@ -113,6 +117,8 @@ impl Fake {
             made: AtomicU64::new(0),
             destroyed: AtomicUsize::new(0),
             alive: Arc::new(AtomicUsize::new(0)),
+            permanent: AtomicBool::new(false),
+            born_broken: AtomicBool::new(false),
         })
     }
 }
@@ -145,7 +151,7 @@ impl Manager for FakeManager {
         Ok(Conn {
             obj: Obj {
                 id,
-                broken: Arc::new(AtomicBool::new(false)),
+                broken: Arc::new(AtomicBool::new(self.0.born_broken.load(Ordering::SeqCst))),
                 dirty: false,
             },
             alive: Arc::clone(&self.0.alive),
@@ -154,6 +160,10 @@ impl Manager for FakeManager {
 
     async fn validate(&self, _: &mut Conn) -> Result<(), FakeError> {
         self.0.validate.run("validate").await
+    }
+
+    fn is_permanent(&self, _: &FakeError) -> bool {
+        self.0.permanent.load(Ordering::SeqCst)
     }
 
     fn is_broken(&self, c: &Conn) -> bool {

@@ -153,7 +153,9 @@ impl<M: Manager> Builder<M> {
         self
     }
 
-    /// Bound the wait queue; beyond it `get` fails at once with `QueueFull`. Default unbounded.
+    /// Bound the callers waiting for an object to come back (those a create
+    /// will serve do not count); beyond it `get` fails at once with
+    /// `QueueFull`. `0`: grow to `max`, then refuse. Default unbounded.
     pub fn max_waiting(mut self, max_waiting: impl Into<Option<usize>>) -> Self {
         self.config.max_waiting = max_waiting.into();
         self

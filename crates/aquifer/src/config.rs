@@ -95,8 +95,12 @@ pub struct PoolConfig {
     pub max: usize,
     /// Objects kept alive even when idle; refilled in the background. Default 0.
     pub min: usize,
-    /// Most callers allowed to wait; beyond it `get` fails at once with
-    /// [`PoolError::QueueFull`](crate::PoolError::QueueFull). Default `None` (unbounded).
+    /// Most callers allowed to wait for an object to come back. A caller
+    /// that a create (in flight or still allowed under `max`) will serve
+    /// does not count; beyond the bound, `get` fails at once with
+    /// [`PoolError::QueueFull`](crate::PoolError::QueueFull). `Some(0)`:
+    /// grow to `max`, then refuse instead of queueing (generic-pool's
+    /// `maxWaitingClients: 0`). Default `None` (unbounded).
     pub max_waiting: Option<usize>,
     /// Longest a `get` waits for an object, creation and validation included. Default 30 s.
     #[cfg_attr(feature = "serde", serde(with = "crate::config::duration"))]
@@ -240,14 +244,6 @@ impl PoolConfig {
             return Err(BuildError::MinAboveMax {
                 min: self.min,
                 max: self.max,
-            });
-        }
-        if self.max_waiting == Some(0) {
-            return Err(BuildError::OutOfRange {
-                setting: "max_waiting",
-                value: "0".into(),
-                expected:
-                    "at least 1, or unset for an unbounded queue (use `try_get` to never wait)",
             });
         }
         if self.priority_levels == 0 {

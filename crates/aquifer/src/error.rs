@@ -30,9 +30,10 @@ pub enum PoolError<E: std::error::Error + 'static> {
     /// configuration: the pool tries again at the next checkout.
     #[error("could not create a pooled object: {0}")]
     Create(#[source] Box<CreateError<E>>),
-    /// The wait queue already holds `max_waiting` callers; the pool is
-    /// overloaded. Retry later or raise `max_waiting`.
-    #[error("the pool's wait queue is full ({max_waiting} callers already waiting)")]
+    /// Nothing is idle, nothing more can be created, and `max_waiting`
+    /// callers already wait for an object to come back: the pool is
+    /// overloaded. Retry later, or raise `max_waiting` or `max`.
+    #[error("the pool's wait queue is full ({max_waiting} callers already waiting for a return)")]
     QueueFull {
         /// The configured bound.
         max_waiting: usize,

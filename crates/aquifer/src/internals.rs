@@ -185,7 +185,10 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
                 return Acquire::Got(entry);
             }
         }
-        if self.waiters.len() >= self.max_waiting {
+        // Callers a create will serve (in flight, or still allowed under
+        // `max`) are not queued for a return: only the rest count.
+        let served_by_creates = self.creating + self.max.saturating_sub(self.size);
+        if self.waiters.len() >= served_by_creates.saturating_add(self.max_waiting) {
             self.m.queue_full += 1;
             return Acquire::Refused(Refusal::QueueFull(self.max_waiting));
         }

@@ -125,6 +125,58 @@ async fn bounded_queue_refuses_at_once() {
     assert_eq!(f.create.calls(), 1);
 }
 
+/// Callers that a create will serve are not queued: `max_waiting` counts
+/// only those waiting for a return.
+#[tokio::test(start_paused = true)]
+async fn a_bounded_queue_refuses_nobody_while_the_pool_can_grow() {
+    // Max 2, one waiting allowed: two gets at once on an empty pool both
+    // get an object.
+    let (_, m) = fake();
+    let p = Pool::builder(m).max(2).max_waiting(1).build().unwrap();
+    let (a, b) = tokio::join!(p.get(), p.get());
+    assert!(a.is_ok() && b.is_ok(), "{:?}", (a.err(), b.err()));
+    drop((a, b));
+
+    // Max 10, five waiting allowed, a burst of 18 on an empty pool, slow
+    // creates: ten are served by creates, five wait for returns, three
+    // are refused.
+    let (f, m) = fake();
+    f.create.set(Step::Slow(ms(10)));
+    let p = Pool::builder(m).max(10).max_waiting(5).build().unwrap();
+    let burst: Vec<_> = (0..18)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let got = p.get().await;
+                tokio::time::sleep(ms(50)).await;
+                got.map(drop)
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for t in burst {
+        match t.await.unwrap() {
+            Ok(()) => {}
+            Err(PoolError::QueueFull { max_waiting: 5 }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(refused, 3);
+    assert_eq!(check_pool(&p).size, 10, "the pool grew to max");
+
+    // Zero: grow to max, then refuse instead of queueing.
+    let (_, m) = fake();
+    let p = Pool::builder(m).max(2).max_waiting(0).build().unwrap();
+    let held = (p.get().await.unwrap(), p.get().await.unwrap());
+    let err = p.get().await.unwrap_err();
+    assert!(
+        matches!(err, PoolError::QueueFull { max_waiting: 0 }),
+        "{err}"
+    );
+    drop(held);
+    assert!(p.get().await.is_ok());
+}
+
 #[tokio::test]
 async fn detach_and_destroy_free_the_slot() {
     let (f, p) = pool(1);
@@ -231,20 +283,6 @@ fn bad_configuration_is_a_typed_error() {
             e,
             BuildError::OutOfRange {
                 setting: "priority_levels",
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = build(PoolConfig {
-        max_waiting: Some(0),
-        ..Default::default()
-    });
-    assert!(
-        matches!(
-            e,
-            BuildError::OutOfRange {
-                setting: "max_waiting",
                 ..
             }
         ),

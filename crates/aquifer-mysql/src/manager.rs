@@ -34,7 +34,7 @@ pub enum MySqlError {
     Config(#[from] MySqlConfigError),
     /// No connection could be made to `target` (refused, unreachable,
     /// wrong password, unknown database…); the source has the details.
-    #[error("could not connect to {target}: {source}")]
+    #[error("could not connect to {target}")]
     Connect {
         /// `user@host:port/db`.
         target: String,
@@ -43,13 +43,13 @@ pub enum MySqlError {
         source: mysql_async::Error,
     },
     /// The server or the connection failed a command.
-    #[error("{0}")]
+    #[error(transparent)]
     Db(#[from] mysql_async::Error),
     /// The health check (a ping) got no answer in time.
     #[error("the health check got no answer within {0:?}")]
     CheckTimeout(Duration),
     /// The `after_connect` hook failed; the connection was closed.
-    #[error("after_connect failed: {0}")]
+    #[error("after_connect failed")]
     AfterConnect(#[source] mysql_async::Error),
     /// The connection was already closed.
     #[error("the connection is closed")]

@@ -16,10 +16,10 @@ use crate::MySqlPool;
 #[non_exhaustive]
 pub enum MySqlQueryError {
     /// No connection could be checked out.
-    #[error("no connection: {0}")]
+    #[error("no connection")]
     Pool(#[from] PoolError<MySqlError>),
     /// The server rejected the query, or the connection broke.
-    #[error("{0}")]
+    #[error(transparent)]
     Db(#[from] mysql_async::Error),
 }
 

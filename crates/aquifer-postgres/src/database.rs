@@ -67,7 +67,7 @@ impl Preset {
 #[non_exhaustive]
 pub enum ConnectionError {
     /// The first connection could not be made; the source says why.
-    #[error("could not connect to PostgreSQL at {target}: {source}")]
+    #[error("could not connect to PostgreSQL at {target}")]
     Connect {
         /// `host:port/db`.
         target: String,
@@ -79,7 +79,7 @@ pub enum ConnectionError {
     #[error("not connected to PostgreSQL: call connect() first")]
     NotConnected,
     /// No connection could be checked out of the connected pool.
-    #[error("no connection to PostgreSQL at {target}: {source}")]
+    #[error("no connection to PostgreSQL at {target}")]
     Acquire {
         /// `host:port/db`.
         target: String,
@@ -98,7 +98,7 @@ pub enum ConnectionError {
         error: String,
     },
     /// The pool settings cannot work.
-    #[error("invalid pool settings: {0}")]
+    #[error("invalid pool settings")]
     Settings(#[from] BuildError),
 }
 
@@ -293,9 +293,9 @@ impl PgDatabase {
                 if r.is_err() {
                     conn.destroy();
                 }
-                r.map_err(|e| e.to_string())
+                r.map_err(|e| aquifer::error_chain(&e))
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(aquifer::error_chain(&e)),
         };
         let latency = started.elapsed();
         HealthReport {

@@ -29,17 +29,19 @@ pub type AfterConnect = Arc<
 #[non_exhaustive]
 pub enum PgError {
     /// The server or the network said no (refused, wrong password, unknown
-    /// database, connection closed…); the source has the details.
+    /// database, connection closed…). tokio-postgres's own message is
+    /// terse ("db error"), so this one spells out its causes (the server's
+    /// words) and returns none as `source()`: each is named once.
     #[error("{}", describe(.0))]
-    Db(#[from] tokio_postgres::Error),
+    Db(tokio_postgres::Error),
     /// The health-check round trip did not come back in time.
     #[error("the health check got no answer within {0:?}")]
     CheckTimeout(Duration),
     /// The `after_connect` hook failed; the connection was dropped.
     #[error("after_connect failed: {}", describe(.0))]
-    AfterConnect(#[source] tokio_postgres::Error),
+    AfterConnect(tokio_postgres::Error),
     /// No host could be reached (refused, unreachable, timed out).
-    #[error("could not connect to {target}: {source}")]
+    #[error("could not connect to {target}")]
     Connect {
         /// `host:port/db`.
         target: String,
@@ -74,6 +76,12 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError::Db(e)
+    }
 }
 
 impl PgError {

@@ -15,11 +15,19 @@ use crate::PgPool;
 #[non_exhaustive]
 pub enum QueryError {
     /// No connection could be checked out.
-    #[error("no connection: {0}")]
+    #[error("no connection")]
     Pool(#[from] PoolError<PgError>),
-    /// The server rejected the query, or the connection broke.
+    /// The server rejected the query, or the connection broke. The
+    /// message spells out tokio-postgres's causes (the server's words), so
+    /// it returns none as `source()`.
     #[error("{}", describe(.0))]
-    Db(#[from] tokio_postgres::Error),
+    Db(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for QueryError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        QueryError::Db(e)
+    }
 }
 
 impl QueryError {

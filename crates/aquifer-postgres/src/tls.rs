@@ -19,7 +19,7 @@ pub enum TlsError {
     #[error("the CA certificate cannot be used: {0}")]
     BadCertificate(String),
     /// rustls refused the configuration.
-    #[error("TLS setup failed: {0}")]
+    #[error("TLS setup failed")]
     Rustls(#[from] rustls::Error),
 }
 

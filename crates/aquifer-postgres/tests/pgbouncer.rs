@@ -40,7 +40,7 @@ async fn hammer(pool: &PgPool, table: &str) -> (usize, Vec<String>) {
                         Ok(()) => {
                             ok.fetch_add(1, Ordering::SeqCst);
                         }
-                        Err(e) => errors.lock().unwrap().push(e.to_string()),
+                        Err(e) => errors.lock().unwrap().push(aquifer::error_chain(&e)),
                     }
                 }
             })

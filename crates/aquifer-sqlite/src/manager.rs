@@ -38,7 +38,7 @@ pub enum SqliteError {
         path: PathBuf,
     },
     /// The file exists but is not a SQLite database, or is corrupt.
-    #[error("{target} is not a SQLite database or is corrupt: {source}")]
+    #[error("{target} is not a SQLite database or is corrupt")]
     NotADatabase {
         /// The file.
         target: String,
@@ -54,7 +54,7 @@ pub enum SqliteError {
         target: String,
     },
     /// SQLite could not open the database.
-    #[error("cannot open {target}: {source}")]
+    #[error("cannot open {target}")]
     Open {
         /// The file or in-memory database.
         target: String,
@@ -63,16 +63,16 @@ pub enum SqliteError {
         source: rusqlite::Error,
     },
     /// A statement failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     /// The `after_connect` hook failed; the connection was closed.
-    #[error("after_connect failed: {0}")]
+    #[error("after_connect failed")]
     AfterConnect(#[source] rusqlite::Error),
     /// The connection's thread has stopped (the connection was closed).
     #[error("the connection is closed")]
     Closed,
     /// The connection's thread could not be started.
-    #[error("could not start a connection thread: {0}")]
+    #[error("could not start a connection thread")]
     Thread(#[source] std::io::Error),
     /// The health check did not finish in time (the connection is busy with
     /// a long statement, or stuck on a lock).

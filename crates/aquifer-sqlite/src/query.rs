@@ -15,13 +15,13 @@ use crate::{SqliteError, SqlitePool};
 #[non_exhaustive]
 pub enum SqliteQueryError {
     /// No connection could be checked out.
-    #[error("no connection: {0}")]
+    #[error("no connection")]
     Pool(#[from] PoolError<SqliteError>),
     /// The checked-out connection could not run the call (it was closed).
-    #[error("{0}")]
+    #[error(transparent)]
     Connection(SqliteError),
     /// SQLite rejected the statement.
-    #[error("{0}")]
+    #[error(transparent)]
     Db(#[from] rusqlite::Error),
     /// The call returned inside a transaction it had begun, so the pool
     /// rolled that transaction back before anyone else could use the

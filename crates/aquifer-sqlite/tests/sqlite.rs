@@ -499,6 +499,9 @@ async fn bad_files_are_typed_errors() {
     std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
     let e = create_error(SqliteConfig::file(&garbage)).await;
     assert!(matches!(*e, SqliteError::NotADatabase { .. }), "{e:?}");
+    // Each layer names itself; SQLite's words come once.
+    let text = aquifer::error_chain(&*e);
+    assert_eq!(text.matches("file is not a database").count(), 1, "{text}");
     assert_eq!(e.sqlite_error_code(), Some(ErrorCode::NotADatabase));
 }
 

@@ -183,7 +183,7 @@ pub enum ClusterError<E: std::error::Error + 'static> {
     Frozen(String),
     /// Every matching pool was tried and none could serve in time; the
     /// source is the last pool's error.
-    #[error("no pool matching `{selector}` could serve; `{pool}` failed last: {source}")]
+    #[error("no pool matching `{selector}` could serve; `{pool}` failed last")]
     Unavailable {
         /// The selector.
         selector: String,

@@ -28,7 +28,7 @@ pub enum PoolError<E: std::error::Error + 'static> {
     /// ([`Manager::is_permanent`](crate::Manager::is_permanent): a wrong
     /// password, an unknown database); the source is that error. Fix the
     /// configuration: the pool tries again at the next checkout.
-    #[error("could not create a pooled object: {0}")]
+    #[error("could not create a pooled object")]
     Create(#[source] Box<CreateError<E>>),
     /// Nothing is idle, nothing more can be created, and `max_waiting`
     /// callers already wait for an object to come back: the pool is
@@ -51,7 +51,7 @@ pub enum PoolError<E: std::error::Error + 'static> {
 
 /// The details of a [`PoolError::Timeout`].
 #[derive(Debug, thiserror::Error)]
-#[error("timed out after {waited:?} waiting for a pooled object{}", last_create_error.as_ref().map(|e| format!(" (last create error: {e})")).unwrap_or_default())]
+#[error("timed out after {waited:?} waiting for a pooled object{}", if last_create_error.is_some() { " while creates were failing" } else { "" })]
 #[non_exhaustive]
 pub struct TimeoutError<E: std::error::Error + 'static> {
     /// How long the caller waited.
@@ -89,9 +89,9 @@ impl<E: std::error::Error + 'static> PoolError<E> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CreateError<E: std::error::Error + 'static> {
-    /// The manager returned an error.
-    #[error("{0}")]
-    Backend(#[source] Arc<E>),
+    /// The manager returned an error (shown as that error).
+    #[error(transparent)]
+    Backend(Arc<E>),
     /// `create` did not finish within `create_timeout`.
     #[error("create did not finish within {0:?}")]
     Timeout(Duration),
@@ -150,6 +150,7 @@ pub enum DestroyError<E> {
 impl<E: fmt::Display> fmt::Display for DestroyError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // Shown as the manager's error, whose causes are its own.
             DestroyError::Backend(e) => write!(f, "{e}"),
             DestroyError::Timeout(d) => write!(f, "destroy did not finish within {d:?}"),
         }
@@ -159,10 +160,33 @@ impl<E: fmt::Display> fmt::Display for DestroyError<E> {
 impl<E: std::error::Error + 'static> std::error::Error for DestroyError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            DestroyError::Backend(e) => Some(&**e),
+            DestroyError::Backend(e) => e.source(),
             DestroyError::Timeout(_) => None,
         }
     }
+}
+
+/// An error's message followed by each of its causes (through
+/// [`source`](std::error::Error::source)), joined by `": "`: the whole
+/// story on one line, as the pool's events and logs carry it. By the
+/// convention every error here follows, a message names only its own
+/// layer, so each cause appears once. Some drivers' errors also print
+/// their cause in their own message (mysql_async's, rusqlite's): a cause
+/// whose words were just printed is left out.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut last = text.clone();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let words = c.to_string();
+        if !last.contains(&words) && !words.ends_with(&last) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
+        last = words;
+        cause = c.source();
+    }
+    text
 }
 
 /// A pool configuration that cannot work. The message says what to change.

@@ -24,7 +24,7 @@ pub use cluster::{
     Mode, PoolInfo, Warning,
 };
 pub use config::{Backoff, Clock, Order, PoolConfig};
-pub use error::{BuildError, CreateError, DestroyError, PoolError, TimeoutError};
+pub use error::{error_chain, BuildError, CreateError, DestroyError, PoolError, TimeoutError};
 pub use events::{EventStream, Operation, PoolEvent, Reason};
 pub use manager::Manager;
 pub use metrics::{Evictions, Metrics, Summary};

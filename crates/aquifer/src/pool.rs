@@ -558,7 +558,7 @@ impl<M: Manager> Pool<M> {
             .iter()
             .map(|p| PendingInfo {
                 id: p.entry.meta.id,
-                error: p.error.to_string(),
+                error: crate::error::error_chain(&p.error),
                 since: p.since.into_std(),
                 attempts: p.attempts,
             })
@@ -1075,7 +1075,7 @@ impl<M: Manager> Shared<M> {
                 entry.checked_at = self.clock.now();
                 return Some(entry);
             }
-            Ok(Ok(Err(e))) => (e.to_string(), Some(std::sync::Arc::new(e))),
+            Ok(Ok(Err(e))) => (crate::error::error_chain(&e), Some(std::sync::Arc::new(e))),
             Ok(Err(_)) => ("validate panicked".to_owned(), None),
             Err(_) => (format!("validate did not finish within {limit:?}"), None),
         };
@@ -1114,7 +1114,7 @@ impl<M: Manager> Shared<M> {
             (failures, delay)
         };
         self.emit(PoolEvent::CreateFailed {
-            error: err.to_string(),
+            error: crate::error::error_chain(&err),
             failures,
             retry_in: delay,
         });
@@ -1427,7 +1427,7 @@ impl<M: Manager> Shared<M> {
         self.state.lock().m.destroy_failures += 1;
         self.emit(PoolEvent::DestroyFailed {
             id,
-            error: error.to_string(),
+            error: crate::error::error_chain(&error),
         });
         // A pending object is on its way out: it no longer keeps the pool
         // alive (the pool's own list would hold it forever).
@@ -1578,7 +1578,7 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
         res.armed = keep;
         wake_all(wake);
         shared.emit(PoolEvent::CreateFailed {
-            error: err.to_string(),
+            error: crate::error::error_chain(&err),
             failures,
             retry_in: delay,
         });

@@ -54,8 +54,8 @@ pub(crate) enum Acquire<T, E: std::error::Error + 'static> {
         create: bool,
         /// Every slot up to `max` is taken and no `MaxReached` was
         /// reported in the last [`MAX_REACHED_EVERY`]: report one, with
-        /// this many callers waiting.
-        max_reached: Option<usize>,
+        /// the current `max` and this many callers waiting.
+        max_reached: Option<(usize, usize)>,
         /// This caller's deadline is the earliest: the deadline task must
         /// re-arm.
         rearm: bool,
@@ -96,7 +96,7 @@ pub(crate) struct State<T, E: std::error::Error + 'static> {
     /// Consecutive create failures.
     pub(crate) failures: u32,
     /// Create failures ever; waiters remember it to count what they saw.
-    failure_seq: u64,
+    pub(crate) failure_seq: u64,
     pub(crate) last_error: Option<CreateError<E>>,
     pub(crate) retry_at: Option<Instant>,
     /// What the deadline task sleeps until: at or before every waiter's
@@ -132,10 +132,11 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         }
     }
 
-    /// Objects out: alive, not being created and not idle (each shard
-    /// locked in turn to count).
-    pub(crate) fn borrowed(&self) -> usize {
-        (self.size - self.creating).saturating_sub(self.idle.len_locked())
+    /// Idle objects and objects out (alive, not being created, not idle),
+    /// from one reading of the shards taken at one instant.
+    pub(crate) fn idle_and_borrowed(&self) -> (usize, usize) {
+        let idle = self.idle.len_snapshot();
+        (idle, (self.size - self.creating).saturating_sub(idle))
     }
 
     /// Publishes to the shards what a lock-free return must respect. Every
@@ -237,14 +238,14 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// Whether a caller that just queued should report that the pool is
     /// at `max`: at most once per [`MAX_REACHED_EVERY`], so that a pool
     /// that stays saturated does not report every caller that queues.
-    fn max_reached(&mut self, now: Tick) -> Option<usize> {
+    fn max_reached(&mut self, now: Tick) -> Option<(usize, usize)> {
         let at_max = self.size >= self.max && self.creating == 0;
         let due = self
             .max_reported
             .is_none_or(|last| now.at_least(last, MAX_REACHED_EVERY));
         (at_max && due).then(|| {
             self.max_reported = Some(now);
-            self.waiters.len()
+            (self.max, self.waiters.len())
         })
     }
 
@@ -720,7 +721,8 @@ mod loom_tests {
 
     fn check(st: &S) {
         assert!(st.size <= st.max);
-        assert_eq!(st.idle.len_locked() + st.borrowed() + st.creating, st.size);
+        let (idle, borrowed) = st.idle_and_borrowed();
+        assert_eq!(idle + borrowed + st.creating, st.size);
     }
 
     /// A waiter that gives up while the only object is returned: the object

@@ -115,7 +115,7 @@ pub struct Status {
     pub max: usize,
     /// The configured minimum.
     pub min: usize,
-    /// Objects that could still be created: `max - size`.
+    /// Objects that could still be created: `max - size`, or 0 once closed.
     pub spare: usize,
 }
 
@@ -126,6 +126,9 @@ pub(crate) struct Shared<M: Manager> {
     events: EventBus,
     /// Woken whenever a draining or closed pool may have settled.
     settled: Notify,
+    /// Woken whenever a create job ends an attempt (made or failed), for
+    /// [`Pool::start`].
+    created: Notify,
     handles: AtomicUsize,
     /// The background task (maintenance and waiter deadlines) is running.
     /// It is restarted on the caller's runtime if its own runtime went away.
@@ -302,6 +305,7 @@ impl<M: Manager> Pool<M> {
             clock: PoolClock::new(cfg.clock),
             events: EventBus::new(cfg.event_capacity),
             settled: Notify::new(),
+            created: Notify::new(),
             handles: AtomicUsize::new(1),
             running: AtomicBool::new(false),
             rearm: Arc::new(Notify::new()),
@@ -416,30 +420,49 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Starts background maintenance (if not yet running) and creates
-    /// objects until `min` are alive.
+    /// objects until `min` are alive. Checks nothing out: the metrics
+    /// count no get for it.
     ///
     /// # Errors
-    /// The create error when an object could not be made within
-    /// `acquire_timeout`.
+    /// [`PoolError::Timeout`] with the last create error as its source
+    /// when `min` objects could not be made within `acquire_timeout`;
+    /// [`PoolError::Create`] at once when a create failed with an error
+    /// the manager calls permanent; [`PoolError::Closed`].
     pub async fn start(&self) -> Result<(), PoolError<M::Error>> {
-        self.shared.ensure_started();
-        let need = {
-            let st = self.shared.state.lock();
-            st.min.saturating_sub(st.size - st.creating)
-        };
-        // Checking out `need` objects at once makes (or waits for) that many.
-        let mut held = Vec::with_capacity(need);
-        for _ in 0..need {
-            held.push(
-                self.shared
-                    .acquire(0, self.shared.cfg.acquire_timeout, Location::caller()),
-            );
+        let shared = &self.shared;
+        shared.ensure_started();
+        let started = Instant::now();
+        let deadline = started + shared.cfg.acquire_timeout;
+        let failures_before = shared.state.lock().failure_seq;
+        loop {
+            let created = shared.created.notified();
+            let mut created = pin!(created);
+            created.as_mut().enable();
+            let failed = {
+                let st = shared.state.lock();
+                if st.phase == Phase::Closed {
+                    return Err(PoolError::Closed);
+                }
+                if st.size - st.creating >= st.min {
+                    return Ok(());
+                }
+                (st.failure_seq > failures_before)
+                    .then(|| st.last_error.clone())
+                    .flatten()
+            };
+            if let Some(CreateError::Backend(e)) = &failed {
+                if shared.manager.is_permanent(e) {
+                    return Err(PoolError::Create(Box::new(CreateError::Backend(
+                        std::sync::Arc::clone(e),
+                    ))));
+                }
+            }
+            shared.refill();
+            if tokio::time::timeout_at(deadline, created).await.is_err() {
+                let last = shared.state.lock().last_error.clone();
+                return Err(PoolError::timeout(started.elapsed(), last));
+            }
         }
-        let mut objs = Vec::with_capacity(need);
-        for fut in held {
-            objs.push(fut.await?);
-        }
-        Ok(())
     }
 
     /// Stops new checkouts (they fail with [`PoolError::Draining`]), serves
@@ -479,7 +502,8 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Changes `max`. When it shrinks, idle objects above it are destroyed at
-    /// once and borrowed ones when they come back.
+    /// once and borrowed ones when they come back. A closed pool ignores
+    /// it (as deadpool does): its status keeps the `max` it closed with.
     ///
     /// # Errors
     /// [`BuildError`] when `max` is 0 or below `min`.
@@ -489,6 +513,9 @@ impl<M: Manager> Pool<M> {
         }
         let (excess, creates) = {
             let mut st = self.shared.state.lock();
+            if st.phase == Phase::Closed {
+                return Ok(());
+            }
             if st.min > max {
                 return Err(BuildError::MinAboveMax { min: st.min, max });
             }
@@ -590,16 +617,22 @@ impl<M: Manager> Pool<M> {
     pub fn status(&self) -> Status {
         let pending = self.shared.pending.lock().len();
         let st = self.shared.state.lock();
+        let (idle, borrowed) = st.idle_and_borrowed();
         Status {
             size: st.size,
-            idle: st.idle.len_locked(),
-            borrowed: st.borrowed(),
+            idle,
+            borrowed,
             creating: st.creating,
             waiting: st.waiters.len(),
             pending,
             max: st.max,
             min: st.min,
-            spare: st.max.saturating_sub(st.size),
+            // A closed pool creates nothing more.
+            spare: if st.phase == Phase::Closed {
+                0
+            } else {
+                st.max.saturating_sub(st.size)
+            },
         }
     }
 
@@ -945,11 +978,8 @@ impl<M: Manager> Shared<M> {
                     if create {
                         this.spawn_create();
                     }
-                    if let Some(waiting) = max_reached {
-                        this.emit(PoolEvent::MaxReached {
-                            max: this.cfg.max,
-                            waiting,
-                        });
+                    if let Some((max, waiting)) = max_reached {
+                        this.emit(PoolEvent::MaxReached { max, waiting });
                     }
                     let (e, handed_at) = this.wait(slot, deadline, start).await?;
                     now = handed_at;
@@ -1550,6 +1580,7 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
                 res.armed = again;
                 shared.emit(PoolEvent::Created { id, took });
                 shared.after_place(Some(placed), settled);
+                shared.created.notify_waiters();
                 if !again {
                     return;
                 }
@@ -1585,6 +1616,7 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
         if settled {
             shared.settled.notify_waiters();
         }
+        shared.created.notify_waiters();
         if !keep {
             return;
         }

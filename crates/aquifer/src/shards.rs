@@ -298,6 +298,15 @@ impl<T> Shards<T> {
         self.cells.iter().map(|c| c.shard.lock().idle.len()).sum()
     }
 
+    /// Under the pool lock: the idle count at one instant, every shard
+    /// locked at once (in order; every other path holds one shard lock at
+    /// a time), so that an object moving between shards during the count
+    /// is counted once. For status reports, not hot paths.
+    pub(crate) fn len_snapshot(&self) -> usize {
+        let shards: Vec<_> = self.cells.iter().map(|c| c.shard.lock()).collect();
+        shards.iter().map(|s| s.idle.len()).sum()
+    }
+
     /// Under the pool lock: takes every idle object out, the one returned
     /// longest ago first.
     pub(crate) fn drain(&self) -> VecDeque<Item<T>> {

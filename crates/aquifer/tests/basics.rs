@@ -427,3 +427,93 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Every status read is one consistent snapshot while tasks check out,
+/// return, time out and are cancelled on two threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_status_read_balances_under_concurrent_checkouts() {
+    let (_, m) = fake();
+    let p = Pool::builder(m).max(4).build().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let (p, stop) = (p.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match i % 3 {
+                    0 => drop(p.get().await),
+                    1 => drop(p.get_timeout(std::time::Duration::from_micros(50)).await),
+                    _ => {
+                        // Cancelled at its first await.
+                        let _ = tokio::time::timeout(std::time::Duration::ZERO, p.get()).await;
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let reads = {
+        let p = p.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut reads = 0;
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+            while std::time::Instant::now() < until {
+                check(&p.status());
+                reads += 1;
+            }
+            reads
+        })
+        .await
+        .unwrap()
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(reads > 1000, "{reads} reads");
+    assert!(p.metrics().gets > 1000);
+}
+
+/// `start` fills to `min` without checking anything out.
+#[tokio::test]
+async fn start_fills_to_min_and_counts_no_gets() {
+    let (f, m) = fake();
+    let p = Pool::builder(m).min(3).max(5).eager(false).build().unwrap();
+    p.start().await.unwrap();
+    assert_eq!(check_pool(&p).idle, 3);
+    assert_eq!(f.create.calls(), 3);
+    let m = p.metrics();
+    assert_eq!((m.gets, m.gets_waited, m.creates), (0, 0, 3));
+    assert_eq!(m.wait_time.count, 0);
+}
+
+/// A closed pool ignores `resize`; an open one reports its new `max` in
+/// `MaxReached`.
+#[tokio::test(start_paused = true)]
+async fn resize_is_ignored_after_close_and_max_reached_reports_the_new_max() {
+    let (_, m) = fake();
+    let p = Pool::builder(m).max(2).build().unwrap();
+    p.resize(3).unwrap();
+    let mut events = p.events();
+    let held = (
+        p.get().await.unwrap(),
+        p.get().await.unwrap(),
+        p.get().await.unwrap(),
+    );
+    let p2 = p.clone();
+    let waiter = tokio::spawn(async move { p2.get().await.map(drop) });
+    let mut max = None;
+    while let Ok(Some(ev)) = tokio::time::timeout(ms(10), events.recv()).await {
+        if let aquifer::PoolEvent::MaxReached { max: m, .. } = ev {
+            max = Some(m);
+        }
+    }
+    assert_eq!(max, Some(3));
+    drop(held);
+    waiter.await.unwrap().unwrap();
+
+    p.close().await;
+    p.resize(10).unwrap();
+    let s = p.status();
+    assert_eq!((s.max, s.spare), (3, 0));
+}

@@ -31,6 +31,13 @@ fn invalid(part: &'static str, problem: impl Into<String>) -> MySqlConfigError {
 /// (mysql_async would otherwise switch a local TCP connection to the unix
 /// socket, around any proxy in between).
 pub(crate) fn parse(url: &str) -> Result<Opts, MySqlConfigError> {
+    const FORM: &str = "expected mysql://user:password@host:port/database";
+    if url.trim().is_empty() {
+        return Err(invalid("url", format!("is empty: {FORM}")));
+    }
+    if !url.contains("://") {
+        return Err(invalid("url", format!("has no scheme: {FORM}")));
+    }
     let opts = Opts::from_url(url).map_err(|e| match e {
         UrlError::UnsupportedScheme { .. } => invalid("scheme", "expected mysql://"),
         UrlError::UnknownParameter { param } => {
@@ -115,6 +122,11 @@ mod tests {
         assert_eq!(part("mysql://a:b@h/d?nonsense=1"), "parameter");
         assert_eq!(part("mysql://a:b@h/d?stmt_cache_size=lots"), "parameter");
         assert_eq!(part("not a url"), "url");
+        for garbage in ["", "   ", "localhost:3306/db"] {
+            let e = parse(garbage).unwrap_err().to_string();
+            assert!(e.contains("expected mysql://"), "{garbage:?}: {e}");
+            assert!(!e.contains("relative URL"), "{e}");
+        }
         for url in [
             "mysql://u:hunter2@h:99999/d",
             "mysql://u:pw@h/d?tcp_keepalive=hunter2",

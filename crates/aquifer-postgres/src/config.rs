@@ -17,7 +17,7 @@ pub enum PgConfigError {
     },
 }
 
-fn invalid(part: &'static str, problem: impl Into<String>) -> PgConfigError {
+pub(crate) fn invalid(part: &'static str, problem: impl Into<String>) -> PgConfigError {
     PgConfigError::Invalid {
         part,
         problem: problem.into(),
@@ -34,14 +34,23 @@ pub(crate) fn parse(text: &str) -> Result<tokio_postgres::Config, PgConfigError>
     if let Some((scheme, rest)) = text.split_once("://") {
         check_url(scheme, rest)?;
     }
-    tokio_postgres::Config::from_str(text).map_err(|e| {
+    let config = tokio_postgres::Config::from_str(text).map_err(|e| {
         // tokio-postgres says which option is bad in the error's source and
         // never repeats a value.
         let detail = std::error::Error::source(&e)
             .map(ToString::to_string)
             .unwrap_or_else(|| e.to_string());
         invalid("option", format!("is not accepted: {detail}"))
-    })
+    })?;
+    if cfg!(not(feature = "tls"))
+        && config.get_ssl_mode() == tokio_postgres::config::SslMode::Require
+    {
+        return Err(invalid(
+            "option",
+            "sslmode=require needs TLS: enable aquifer-postgres's `tls` feature",
+        ));
+    }
+    Ok(config)
 }
 
 fn check_url(scheme: &str, rest: &str) -> Result<(), PgConfigError> {
@@ -176,5 +185,13 @@ mod tests {
         assert_eq!(err("postgres://[::1/db").0, "host");
         assert_eq!(err("postgres://u@h/db?bogus_option=1").0, "option");
         assert_eq!(err("   ").0, "URL");
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn sslmode_require_without_the_tls_feature_says_to_enable_it() {
+        let e = parse("postgres://u:p@h/db?sslmode=require").unwrap_err();
+        assert!(e.to_string().contains("`tls` feature"), "{e}");
+        assert!(parse("postgres://u:p@h/db?sslmode=prefer").is_ok());
     }
 }

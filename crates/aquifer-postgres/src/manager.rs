@@ -199,7 +199,16 @@ impl PgManager {
     /// # Errors
     /// [`PgConfigError`] naming the malformed part.
     pub fn new(url: &str) -> Result<Self, PgConfigError> {
-        Ok(Self::from_config(config::parse(url)?))
+        let manager = Self::from_config(config::parse(url)?);
+        // libpq's `sslmode=require`: encrypt, without verifying the server
+        // (without the `tls` feature the parse refused it, saying so).
+        #[cfg(feature = "tls")]
+        if manager.config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return manager
+                .tls_unverified()
+                .map_err(|e| config::invalid("option", format!("sslmode=require: {e}")));
+        }
+        Ok(manager)
     }
 
     /// A manager for a tokio-postgres configuration. Without an

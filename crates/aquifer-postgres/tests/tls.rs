@@ -69,6 +69,9 @@ async fn unverified_tls_encrypts_without_checking_the_certificate() {
     let pg = tls_server(&pki);
     let manager = PgManager::new(&pg.url()).unwrap().tls_unverified().unwrap();
     assert!(uses_tls(&quick(manager)).await);
+    // libpq's way of saying the same in the URL.
+    let manager = PgManager::new(&format!("{}?sslmode=require", pg.url())).unwrap();
+    assert!(uses_tls(&quick(manager)).await);
 }
 
 #[tokio::test]

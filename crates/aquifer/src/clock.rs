@@ -263,3 +263,19 @@ mod tests {
         );
     }
 }
+
+/// As far ahead as a deadline is ever set: 30 years, as Tokio's own "far
+/// future". A duration of `Duration::MAX` means "never" and must not
+/// overflow an `Instant`.
+const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `d` from now on Tokio's clock, saturating at [`FAR`] from now.
+pub(crate) fn later(d: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + d.min(FAR)
+}
+
+/// `d`, at most [`FAR`]: for a period or timeout that may be
+/// `Duration::MAX`.
+pub(crate) fn bounded(d: Duration) -> Duration {
+    d.min(FAR)
+}

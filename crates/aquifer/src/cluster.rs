@@ -360,7 +360,7 @@ impl<M: Manager> Member<M> {
     }
 
     fn ban(&self, for_: Duration) {
-        *self.banned_until.lock() = Some(Instant::now() + for_);
+        *self.banned_until.lock() = Some(crate::clock::later(for_));
         self.banned.store(true, Ordering::Release);
     }
 
@@ -1341,7 +1341,7 @@ impl<M: Manager> Cluster<M> {
             });
         }
         // The first try may have used its whole share; count it as such.
-        let deadline = Instant::now() + budget.saturating_sub(share);
+        let deadline = crate::clock::later(budget.saturating_sub(share));
         let mut last = (first.name.to_string(), error);
         let rest = self.fallbacks(&sel, first.id);
         let left_to_try = rest.len();

@@ -283,7 +283,11 @@ impl PoolConfig {
             ("leak_detection_threshold", self.leak_detection_threshold),
         ] {
             if let Some(d) = d {
-                nonzero(name, d, ": leave it unset to turn it off")?;
+                nonzero(
+                    name,
+                    d,
+                    ": to turn it off, pass `None` (in a config file, \"off\" or false)",
+                )?;
             }
         }
         if self.tests_per_eviction_run == Some(0) {
@@ -401,7 +405,8 @@ pub(crate) mod opt_duration {
     pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => super::duration::serialize(d, s),
-            None => s.serialize_none(),
+            // TOML has no null: "off" reads back as none in every format.
+            None => s.serialize_str("off"),
         }
     }
 
@@ -421,7 +426,41 @@ pub(crate) mod opt_duration {
                 Ok(None)
             }
             fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                super::duration::deserialize(d).map(Some)
+                d.deserialize_any(OffOr)
+            }
+        }
+
+        /// A duration, or `"off"` / `false` for none.
+        struct OffOr;
+        impl de::Visitor<'_> for OffOr {
+            type Value = Option<Duration>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"off\", false, or a duration such as \"500ms\", \"2s\", \"5m\"")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                if v {
+                    Err(E::invalid_value(de::Unexpected::Bool(true), &self))
+                } else {
+                    Ok(None)
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                de::Visitor::visit_u64(super::duration::Visitor, v).map(Some)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                de::Visitor::visit_i64(super::duration::Visitor, v).map(Some)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                de::Visitor::visit_f64(super::duration::Visitor, v).map(Some)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v.eq_ignore_ascii_case("off") {
+                    return Ok(None);
+                }
+                de::Visitor::visit_str(super::duration::Visitor, v).map(Some)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
             }
         }
         d.deserialize_option(Opt)
@@ -486,5 +525,19 @@ mod tests {
         let round: PoolConfig =
             serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(round, cfg);
+        // A file turns a default-on timeout off with "off" or false.
+        let off: PoolConfig =
+            serde_json::from_str(r#"{"idle_timeout": "off", "max_lifetime": false}"#).unwrap();
+        assert_eq!((off.idle_timeout, off.max_lifetime), (None, None));
+        assert!(serde_json::from_str::<PoolConfig>(r#"{"max_lifetime": true}"#).is_err());
+        let zero = PoolConfig {
+            idle_timeout: Some(Duration::ZERO),
+            ..PoolConfig::default()
+        };
+        let err = zero.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("pass `None`") && err.contains("\"off\""),
+            "{err}"
+        );
     }
 }

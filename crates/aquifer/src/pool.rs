@@ -432,7 +432,7 @@ impl<M: Manager> Pool<M> {
         let shared = &self.shared;
         shared.ensure_started();
         let started = Instant::now();
-        let deadline = started + shared.cfg.acquire_timeout;
+        let deadline = crate::clock::later(shared.cfg.acquire_timeout);
         let failures_before = shared.state.lock().failure_seq;
         loop {
             let created = shared.created.notified();
@@ -1140,7 +1140,7 @@ impl<M: Manager> Shared<M> {
             let mut st = self.state.lock();
             let failures = st.failures.saturating_add(1);
             let delay = self.cfg.backoff.delay(failures);
-            st.failed(err.clone(), Instant::now() + delay);
+            st.failed(err.clone(), crate::clock::later(delay));
             (failures, delay)
         };
         self.emit(PoolEvent::CreateFailed {
@@ -1602,7 +1602,12 @@ async fn create_job<M: Manager>(mut res: Reservation<M>) {
             let mut st = shared.state.lock();
             let failures = st.failures.saturating_add(1);
             let delay = cfg.backoff.delay(failures);
-            let keep = st.create_failed(err.clone(), Instant::now() + delay, permanent, &mut wake);
+            let keep = st.create_failed(
+                err.clone(),
+                crate::clock::later(delay),
+                permanent,
+                &mut wake,
+            );
             let settled = st.phase != Phase::Open && st.settled();
             (keep, failures, delay, settled)
         };
@@ -1643,7 +1648,8 @@ impl<M: Manager> Drop for Alive<M> {
 /// waiters whose deadline passed. Holds the pool only weakly; ends when the
 /// pool is closed or gone.
 async fn background<M: Manager>(alive: Alive<M>, rearm: Arc<Notify>, tick: Duration) {
-    let mut interval = tokio::time::interval_at(Instant::now() + tick, tick);
+    let tick = crate::clock::bounded(tick);
+    let mut interval = tokio::time::interval_at(crate::clock::later(tick), tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
     let mut armed_for = None;

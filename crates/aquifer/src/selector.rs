@@ -5,8 +5,9 @@ use std::fmt;
 
 /// Which pools of a cluster an operation applies to.
 ///
-/// A string converts by its look: with `*` or `?` it is a glob (`asia_*`,
-/// `*`), otherwise an exact name. Regexes and tags are built explicitly.
+/// A string converts by its look: with `*`, `?` or `[` it is a glob
+/// (`asia_*`, `asia_[12]`, `*`), otherwise an exact name. Regexes and tags
+/// are built explicitly.
 ///
 /// ```
 /// use aquifer::Selector;
@@ -21,7 +22,9 @@ use std::fmt;
 pub enum Selector {
     /// One pool, by its exact name.
     Name(String),
-    /// Names matching a glob: `*` is any run of characters, `?` one.
+    /// Names matching a glob, as a shell matches file names: `*` is any
+    /// run of characters, `?` one, `[12]`, `[a-c]` or `[!x]` one from (or
+    /// not from) a set. Pool names cannot hold these characters.
     Glob(String),
     /// Names matching a regular expression.
     Regex(regex::Regex),
@@ -90,7 +93,7 @@ impl From<&str> for Selector {
     fn from(s: &str) -> Self {
         if s == "*" {
             Selector::Any
-        } else if s.contains(['*', '?']) {
+        } else if s.contains(['*', '?', '[']) {
             Selector::Glob(s.to_owned())
         } else {
             Selector::Name(s.to_owned())
@@ -121,18 +124,50 @@ impl fmt::Display for Selector {
     }
 }
 
-/// `*` matches any run of bytes, `?` one byte; everything else itself.
+/// A `[...]` set at the start of `pattern`: whether it holds `c`, and the
+/// set's length. `None` when there is no closing `]` (the `[` is then
+/// itself).
+fn class(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
+    let negate = matches!(pattern.get(1), Some(b'!' | b'^'));
+    let start = if negate { 2 } else { 1 };
+    // A `]` right after the opening is a member, as in a shell.
+    let close = start + 1 + pattern.get(start + 1..)?.iter().position(|&b| b == b']')?;
+    let set = &pattern[start..close];
+    let mut hit = false;
+    let mut i = 0;
+    while i < set.len() {
+        if i + 2 < set.len() && set[i + 1] == b'-' {
+            hit |= (set[i]..=set[i + 2]).contains(&c);
+            i += 3;
+        } else {
+            hit |= set[i] == c;
+            i += 1;
+        }
+    }
+    Some((hit != negate, close + 1))
+}
+
+/// `*` matches any run of bytes, `?` one byte, `[...]` one byte of a set;
+/// everything else itself.
 fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     // Where the last `*` was, and the text position it is trying to cover.
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
+        let set = match pattern.get(p) {
+            Some(b'[') => class(&pattern[p..], text[t]),
+            _ => None,
+        };
         match pattern.get(p) {
             Some(b'*') => {
                 star = Some((p, t));
                 p += 1;
             }
-            Some(&c) if c == b'?' || c == text[t] => {
+            _ if set.is_some_and(|(hit, _)| hit) => {
+                p += set.map_or(1, |(_, len)| len);
+                t += 1;
+            }
+            Some(&c) if set.is_none() && (c == b'?' || c == text[t]) => {
                 p += 1;
                 t += 1;
             }
@@ -173,6 +208,16 @@ mod tests {
             ("a*b*c", "axxbyy", false),
             ("exact", "exact", true),
             ("exact", "exactly", false),
+            ("asia_[12]", "asia_1", true),
+            ("asia_[12]", "asia_2", true),
+            ("asia_[12]", "asia_3", false),
+            ("asia_[12]", "asia_12", false),
+            ("asia_[1-3]*", "asia_30", true),
+            ("asia_[!1]", "asia_2", true),
+            ("asia_[!1]", "asia_1", false),
+            ("*_[a-c]", "db_b", true),
+            ("[", "[", true),
+            ("a[b", "a[b", true),
         ] {
             assert_eq!(
                 glob(pat.as_bytes(), name.as_bytes()),

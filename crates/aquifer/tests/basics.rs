@@ -321,7 +321,7 @@ fn bad_configuration_is_a_typed_error() {
         idle_timeout: Some(Duration::ZERO),
         ..Default::default()
     });
-    assert!(e.to_string().contains("leave it unset"), "{e}");
+    assert!(e.to_string().contains("pass `None`"), "{e}");
     // The builder reports the same errors.
     let e = Pool::builder(m.clone()).max(0).build().unwrap_err();
     assert_eq!(e, BuildError::MaxZero);

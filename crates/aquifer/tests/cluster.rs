@@ -790,3 +790,33 @@ async fn get_any_sees_an_added_or_removed_pool_at_once() {
         );
     }
 }
+
+/// `Duration::MAX` means "never": as a cluster's budget, a ban time or a
+/// pool's maintenance interval it saturates instead of overflowing an
+/// `Instant` when a server is down.
+#[tokio::test(start_paused = true)]
+async fn durations_of_max_saturate_instead_of_panicking() {
+    let c = Cluster::builder()
+        .acquire_timeout(Duration::MAX)
+        .ban_time(Duration::MAX)
+        .build();
+    let (down, manager) = fake();
+    down.create.set(Step::Err);
+    down.permanent
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let pool = Pool::builder(manager)
+        .max(2)
+        .eviction_interval(Duration::MAX)
+        .build()
+        .unwrap();
+    c.add(ClusterPool::new("down", pool)).unwrap();
+    let (_, up) = fake_pool(2);
+    c.add(ClusterPool::new("up", up)).unwrap();
+    for _ in 0..4 {
+        let conn = c.get("*").await.unwrap();
+        assert_eq!(conn.pool_name(), "up");
+    }
+    assert!(c.is_banned("down"));
+    tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+    assert!(c.is_banned("down"), "banned for good");
+}

@@ -66,7 +66,10 @@ impl<M: Manager> ClusterPool<M> {
         self
     }
 
-    /// The share of gets in [`Mode::Weighted`]. Default 1.
+    /// The share of gets in [`Mode::Weighted`]. Default 1. `0` gives the
+    /// pool no share: weighted gets go to it only when no pool with a
+    /// weight can serve, and gets that name it are served as usual (for
+    /// draining a server gradually).
     #[must_use]
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = weight;
@@ -152,6 +155,24 @@ pub struct PoolInfo {
     pub status: crate::Status,
     /// Counters and latencies.
     pub metrics: crate::Metrics,
+}
+
+/// Why [`ClusterBuilder::try_build`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterBuildError {
+    /// A setting cannot work.
+    #[error("invalid cluster settings")]
+    Settings(#[source] crate::BuildError),
+    /// The event log file could not be opened.
+    #[error("cannot open the event log {}", path.display())]
+    EventLog {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a cluster operation failed.
@@ -407,7 +428,7 @@ impl<M: Manager> Deref for LocalList<'_, M> {
 /// One version of the member list.
 struct List<M: Manager> {
     members: Vec<Arc<Member<M>>>,
-    /// Each member's weight (at least 1), side by side.
+    /// Each member's weight, side by side.
     weights: Vec<u64>,
     /// Each member's id, side by side.
     ids: Vec<u64>,
@@ -427,7 +448,7 @@ struct List<M: Manager> {
 
 impl<M: Manager> List<M> {
     fn new(members: Vec<Arc<Member<M>>>) -> Self {
-        let weights: Vec<u64> = members.iter().map(|m| u64::from(m.weight.max(1))).collect();
+        let weights: Vec<u64> = members.iter().map(|m| u64::from(m.weight)).collect();
         let upto: Vec<u64> = weights
             .iter()
             .scan(0, |sum, w| {
@@ -477,6 +498,10 @@ impl<M: Manager> List<M> {
         draw: impl FnOnce(u64) -> u64,
     ) -> usize {
         let total = eligible.clone().map(|i| self.weights[i]).sum();
+        if total == 0 {
+            // Only pools of weight 0 can serve: the first of them.
+            return eligible.next().expect("one is eligible");
+        }
         let mut r = draw(total);
         eligible
             .find(|&i| match r.checked_sub(self.weights[i]) {
@@ -745,6 +770,11 @@ impl<M: Manager> ClusterBuilder<M> {
 
     /// The whole budget of one cluster `get`, retries on other pools
     /// included. Default: the acquire timeout of the first pool tried.
+    /// Zero is refused, as a pool refuses it: [`try_build`] fails, and
+    /// [`build`] keeps the default and says so in its first warning.
+    ///
+    /// [`try_build`]: ClusterBuilder::try_build
+    /// [`build`]: ClusterBuilder::build
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = Some(timeout);
         self
@@ -761,9 +791,14 @@ impl<M: Manager> ClusterBuilder<M> {
     }
 
     /// An empty cluster. If the event log cannot be opened, the cluster
-    /// works without it and says so in its first warning; use
+    /// works without it, and a setting that cannot work is left at its
+    /// default; each says so in a warning. Use
     /// [`try_build`](ClusterBuilder::try_build) to get the error instead.
     pub fn build(mut self) -> Cluster<M> {
+        let refused = self.refused_setting();
+        if refused.is_some() {
+            self.acquire_timeout = None;
+        }
         let (log, failure) = match self.log.take() {
             None => (None, None),
             Some((path, max)) => match EventLog::open(&path, max) {
@@ -778,6 +813,11 @@ impl<M: Manager> ClusterBuilder<M> {
             },
         };
         let cluster = self.assemble(log);
+        if let Some(e) = refused {
+            cluster
+                .inner
+                .warn(None, format!("{e}; the pools' own timeouts apply"));
+        }
         if let Some(message) = failure {
             cluster.inner.warn(None, message);
         }
@@ -787,13 +827,28 @@ impl<M: Manager> ClusterBuilder<M> {
     /// An empty cluster.
     ///
     /// # Errors
-    /// The I/O error when the event log file cannot be opened.
-    pub fn try_build(mut self) -> std::io::Result<Cluster<M>> {
+    /// [`ClusterBuildError::Settings`] for a setting that cannot work (a
+    /// zero `acquire_timeout`), [`ClusterBuildError::EventLog`] when the
+    /// event log file cannot be opened.
+    pub fn try_build(mut self) -> Result<Cluster<M>, ClusterBuildError> {
+        if let Some(e) = self.refused_setting() {
+            return Err(ClusterBuildError::Settings(e));
+        }
         let log = match self.log.take() {
-            Some((path, max)) => Some(EventLog::open(&path, max)?),
+            Some((path, max)) => Some(
+                EventLog::open(&path, max)
+                    .map_err(|source| ClusterBuildError::EventLog { path, source })?,
+            ),
             None => None,
         };
         Ok(self.assemble(log))
+    }
+
+    fn refused_setting(&self) -> Option<crate::BuildError> {
+        (self.acquire_timeout == Some(Duration::ZERO)).then_some(crate::BuildError::ZeroDuration {
+            setting: "acquire_timeout",
+            hint: ": a zero budget would fail every get; leave it unset to use the pools' own",
+        })
     }
 
     fn assemble(self, log: Option<EventLog>) -> Cluster<M> {
@@ -1405,7 +1460,7 @@ impl<M: Manager> Cluster<M> {
         let i = match mode {
             Mode::RoundRobin => kth(self.inner.turn(n)),
             Mode::Random => kth(self.inner.draw(n as u64) as usize),
-            Mode::Weighted if all => {
+            Mode::Weighted if all && members.total_weight > 0 => {
                 // The number of members whose share ends at or below the
                 // draw is the one it falls to: no branch to mispredict.
                 let r = self.inner.draw(members.total_weight);

@@ -20,8 +20,8 @@ mod waiters;
 
 pub use builder::Builder;
 pub use cluster::{
-    Cluster, ClusterBuilder, ClusterConn, ClusterError, ClusterInfo, ClusterPending, ClusterPool,
-    Mode, PoolInfo, Warning,
+    Cluster, ClusterBuildError, ClusterBuilder, ClusterConn, ClusterError, ClusterInfo,
+    ClusterPending, ClusterPool, Mode, PoolInfo, Warning,
 };
 pub use config::{Backoff, Clock, Order, PoolConfig};
 pub use error::{error_chain, BuildError, CreateError, DestroyError, PoolError, TimeoutError};

@@ -603,7 +603,26 @@ async fn the_event_log_rotates_by_size_and_a_bad_path_is_reported() {
         .log_file(&bad, 100)
         .try_build()
         .unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    let aquifer::ClusterBuildError::EventLog { source, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+    // A zero budget is refused as a pool refuses it; `build` keeps the
+    // default and warns.
+    let err = Cluster::<FakeManager>::builder()
+        .acquire_timeout(Duration::ZERO)
+        .try_build()
+        .unwrap_err();
+    assert!(
+        aquifer::error_chain(&err).contains("`acquire_timeout` must be greater than zero"),
+        "{err}"
+    );
+    let c: Cluster<FakeManager> = Cluster::builder().acquire_timeout(Duration::ZERO).build();
+    assert!(
+        c.warnings()[0].message.contains("acquire_timeout"),
+        "{:?}",
+        c.warnings()
+    );
     let c: Cluster<FakeManager> = Cluster::builder()
         .mode(Mode::Random)
         .log_file(&bad, 100)
@@ -819,4 +838,22 @@ async fn durations_of_max_saturate_instead_of_panicking() {
     assert!(c.is_banned("down"));
     tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
     assert!(c.is_banned("down"), "banned for good");
+}
+
+/// Weight 0: no share of weighted gets while a weighted pool can serve;
+/// named gets still reach it, and it serves when it is all that is left.
+#[tokio::test(start_paused = true)]
+async fn a_pool_of_weight_zero_gets_no_weighted_traffic() {
+    let c = Cluster::builder().mode(Mode::Weighted).build();
+    let (_, drained) = fake_pool(2);
+    let (_, live) = fake_pool(2);
+    c.add(ClusterPool::new("drained", drained).weight(0))
+        .unwrap();
+    c.add(ClusterPool::new("live", live).weight(1)).unwrap();
+    let seen = tally(&c, "*", 200).await;
+    assert_eq!(seen.get("live"), Some(&200), "{seen:?}");
+    assert_eq!(c.get("drained").await.unwrap().pool_name(), "drained");
+    c.freeze("live").unwrap();
+    let seen = tally(&c, "*", 10).await;
+    assert_eq!(seen.get("drained"), Some(&10), "{seen:?}");
 }

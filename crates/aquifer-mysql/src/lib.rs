@@ -5,7 +5,9 @@ mod manager;
 mod query;
 
 pub use config::MySqlConfigError;
-pub use manager::{AfterConnect, BoxFuture, MySqlConnection, MySqlError, MySqlManager, ResetMode};
+pub use manager::{
+    AfterConnect, BoxFuture, MySqlConnection, MySqlError, MySqlManager, MySqlTransaction, ResetMode,
+};
 /// The driver, re-exported so that one dependency is enough.
 pub use mysql_async;
 pub use query::{MySqlPoolExt, MySqlQueryError};

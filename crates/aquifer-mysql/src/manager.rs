@@ -2,15 +2,17 @@
 
 use std::fmt;
 use std::future::Future;
-use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aquifer::Manager;
 use mysql_async::consts::StatusFlags;
-use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, QueryResult, TextProtocol};
+use mysql_async::prelude::{AsQuery, Queryable, StatementLike};
+use mysql_async::{
+    BinaryProtocol, Conn, Opts, OptsBuilder, Params, QueryResult, Statement, TextProtocol,
+    Transaction, TxOpts,
+};
 
 use crate::config::{self, MySqlConfigError};
 
@@ -133,8 +135,10 @@ fn session_dirty(conn: &Conn) -> bool {
     })
 }
 
-/// A pooled MySQL connection: a mysql_async [`Conn`] (through `Deref`)
-/// plus what the pool needs to know to clean it up.
+/// A pooled MySQL connection: a mysql_async [`Conn`] behind a type whose
+/// `Debug` output holds no password (mysql_async's shows the connection
+/// options). It runs every [`Queryable`] method, and forwards the `Conn`
+/// methods a borrower needs; [`raw_mut`](Self::raw_mut) reaches the rest.
 pub struct MySqlConnection {
     conn: Option<Conn>,
     dirty: bool,
@@ -178,18 +182,222 @@ impl MySqlConnection {
     }
 }
 
-impl Deref for MySqlConnection {
-    type Target = Conn;
-    fn deref(&self) -> &Conn {
+impl MySqlConnection {
+    fn raw(&self) -> &Conn {
         // Only `destroy` takes the connection out, and a destroyed object
         // is never handed out again.
         self.conn.as_ref().expect("a pooled connection is open")
     }
+
+    /// mysql_async's connection itself, for what this type does not
+    /// forward. Its `Debug` output shows the connection options,
+    /// password included: never log it.
+    pub fn raw_mut(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("a pooled connection is open")
+    }
+
+    /// Starts a transaction (see mysql_async's `Conn::start_transaction`).
+    ///
+    /// # Errors
+    /// The server's error.
+    pub async fn start_transaction(
+        &mut self,
+        options: TxOpts,
+    ) -> Result<MySqlTransaction<'_>, mysql_async::Error> {
+        self.raw_mut()
+            .start_transaction(options)
+            .await
+            .map(MySqlTransaction)
+    }
+
+    /// The server's id of this connection.
+    pub fn id(&self) -> u32 {
+        self.raw().id()
+    }
+
+    /// Rows the last statement changed.
+    pub fn affected_rows(&self) -> u64 {
+        self.raw().affected_rows()
+    }
+
+    /// The id the last `INSERT` generated, if any.
+    pub fn last_insert_id(&self) -> Option<u64> {
+        self.raw().last_insert_id()
+    }
+
+    /// Warnings the last statement raised.
+    pub fn get_warnings(&self) -> u16 {
+        self.raw().get_warnings()
+    }
+
+    /// The server's info string about the last statement.
+    pub fn info(&self) -> std::borrow::Cow<'_, str> {
+        self.raw().info()
+    }
+
+    /// The server's version.
+    pub fn server_version(&self) -> (u16, u16, u16) {
+        self.raw().server_version()
+    }
+
+    /// The server's last OK packet (its status flags among others).
+    pub fn last_ok_packet(&self) -> Option<&mysql_async::OkPacket<'static>> {
+        self.raw().last_ok_packet()
+    }
+
+    /// Whether the connection is closed, or was left mid-command.
+    pub fn is_disconnected(&self) -> bool {
+        self.raw().is_disconnected()
+    }
 }
 
-impl DerefMut for MySqlConnection {
-    fn deref_mut(&mut self) -> &mut Conn {
-        self.conn.as_mut().expect("a pooled connection is open")
+type Answer<'a, T> = futures_core::future::BoxFuture<'a, Result<T, mysql_async::Error>>;
+
+/// Queries run on the connection as on mysql_async's `Conn` (every
+/// `Queryable` method works).
+impl Queryable for MySqlConnection {
+    fn ping(&mut self) -> Answer<'_, ()> {
+        self.raw_mut().ping()
+    }
+
+    fn query_iter<'a, Q>(
+        &'a mut self,
+        query: Q,
+    ) -> Answer<'a, QueryResult<'a, 'static, TextProtocol>>
+    where
+        Q: AsQuery + 'a,
+    {
+        self.raw_mut().query_iter(query)
+    }
+
+    fn prep<'a, Q>(&'a mut self, query: Q) -> Answer<'a, Statement>
+    where
+        Q: AsQuery + 'a,
+    {
+        self.raw_mut().prep(query)
+    }
+
+    fn close(&mut self, stmt: Statement) -> Answer<'_, ()> {
+        self.raw_mut().close(stmt)
+    }
+
+    fn exec_iter<'a: 's, 's, Q, P>(
+        &'a mut self,
+        stmt: Q,
+        params: P,
+    ) -> Answer<'s, QueryResult<'a, 'static, BinaryProtocol>>
+    where
+        Q: StatementLike + 's,
+        P: Into<Params>,
+    {
+        self.raw_mut().exec_iter(stmt, params)
+    }
+
+    fn exec_batch<'a: 'b, 'b, S, P, I>(&'a mut self, stmt: S, params_iter: I) -> Answer<'b, ()>
+    where
+        S: StatementLike + 'b,
+        I: IntoIterator<Item = P> + Send + 'b,
+        I::IntoIter: Send,
+        P: Into<Params> + Send,
+    {
+        self.raw_mut().exec_batch(stmt, params_iter)
+    }
+}
+
+/// A transaction on a pooled connection: mysql_async's `Transaction`,
+/// whose `Debug` would show the password, behind one that does not.
+/// Dropped without `commit` or `rollback`, it is rolled back before the
+/// connection is used again.
+pub struct MySqlTransaction<'a>(Transaction<'a>);
+
+impl fmt::Debug for MySqlTransaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MySqlTransaction")
+            .field("id", &self.0.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> MySqlTransaction<'a> {
+    /// Commits.
+    ///
+    /// # Errors
+    /// The server's error.
+    pub async fn commit(self) -> Result<(), mysql_async::Error> {
+        self.0.commit().await
+    }
+
+    /// Rolls back.
+    ///
+    /// # Errors
+    /// The server's error.
+    pub async fn rollback(self) -> Result<(), mysql_async::Error> {
+        self.0.rollback().await
+    }
+
+    /// Rows the last statement changed.
+    pub fn affected_rows(&self) -> u64 {
+        self.0.affected_rows()
+    }
+
+    /// The id the last `INSERT` generated, if any.
+    pub fn last_insert_id(&self) -> Option<u64> {
+        self.0.last_insert_id()
+    }
+
+    /// mysql_async's transaction itself. Its `Debug` output shows the
+    /// password: never log it.
+    pub fn raw_mut(&mut self) -> &mut Transaction<'a> {
+        &mut self.0
+    }
+}
+
+impl Queryable for MySqlTransaction<'_> {
+    fn ping(&mut self) -> Answer<'_, ()> {
+        self.0.ping()
+    }
+
+    fn query_iter<'a, Q>(
+        &'a mut self,
+        query: Q,
+    ) -> Answer<'a, QueryResult<'a, 'static, TextProtocol>>
+    where
+        Q: AsQuery + 'a,
+    {
+        self.0.query_iter(query)
+    }
+
+    fn prep<'a, Q>(&'a mut self, query: Q) -> Answer<'a, Statement>
+    where
+        Q: AsQuery + 'a,
+    {
+        self.0.prep(query)
+    }
+
+    fn close(&mut self, stmt: Statement) -> Answer<'_, ()> {
+        self.0.close(stmt)
+    }
+
+    fn exec_iter<'a: 's, 's, Q, P>(
+        &'a mut self,
+        stmt: Q,
+        params: P,
+    ) -> Answer<'s, QueryResult<'a, 'static, BinaryProtocol>>
+    where
+        Q: StatementLike + 's,
+        P: Into<Params>,
+    {
+        self.0.exec_iter(stmt, params)
+    }
+
+    fn exec_batch<'a: 'b, 'b, S, P, I>(&'a mut self, stmt: S, params_iter: I) -> Answer<'b, ()>
+    where
+        S: StatementLike + 'b,
+        I: IntoIterator<Item = P> + Send + 'b,
+        I::IntoIter: Send,
+        P: Into<Params> + Send,
+    {
+        self.0.exec_batch(stmt, params_iter)
     }
 }
 

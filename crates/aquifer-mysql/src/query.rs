@@ -6,7 +6,9 @@ use std::future::Future;
 
 use aquifer::{Operation, PoolError};
 use mysql_async::prelude::{FromRow, Queryable};
-use mysql_async::{Params, Transaction, TxOpts};
+use mysql_async::{Params, TxOpts};
+
+use crate::MySqlTransaction;
 
 use crate::manager::{BoxFuture, MySqlError};
 use crate::MySqlPool;
@@ -120,7 +122,7 @@ pub trait MySqlPoolExt {
     where
         R: Send,
         E: From<MySqlQueryError> + std::fmt::Display + Send,
-        F: for<'t> FnOnce(&'t mut Transaction<'_>) -> BoxFuture<'t, Result<R, E>> + Send;
+        F: for<'t> FnOnce(&'t mut MySqlTransaction<'_>) -> BoxFuture<'t, Result<R, E>> + Send;
 }
 
 impl MySqlPoolExt for MySqlPool {
@@ -172,7 +174,7 @@ impl MySqlPoolExt for MySqlPool {
     where
         R: Send,
         E: From<MySqlQueryError> + std::fmt::Display + Send,
-        F: for<'t> FnOnce(&'t mut Transaction<'_>) -> BoxFuture<'t, Result<R, E>> + Send,
+        F: for<'t> FnOnce(&'t mut MySqlTransaction<'_>) -> BoxFuture<'t, Result<R, E>> + Send,
     {
         let mut conn = self.get().await.map_err(MySqlQueryError::from)?;
         // Until it commits or rolls back, a dropped future leaves a

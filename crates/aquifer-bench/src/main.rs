@@ -143,10 +143,12 @@ struct Opts {
     pools: Vec<String>,
     json: bool,
     hold: bool,
+    /// Pools start empty, as an application's do, instead of filled.
+    cold: bool,
 }
 
 fn usage() -> &'static str {
-    "usage: aquifer-bench [--json] [--hold] [--rounds N] [--millis MS] [--sizes 8,32] [--tasks 1,16,64,256] [--pools aquifer,deadpool,...]"
+    "usage: aquifer-bench [--json] [--hold] [--cold] [--rounds N] [--millis MS] [--sizes 8,32] [--tasks 1,16,64,256] [--pools aquifer,deadpool,...]"
 }
 
 fn list(v: &str) -> Result<Vec<usize>, String> {
@@ -164,6 +166,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Opts, String> {
         pools: POOLS.iter().map(|s| s.to_string()).collect(),
         json: false,
         hold: false,
+        cold: false,
     };
     let mut args = args.peekable();
     while let Some(a) = args.next() {
@@ -171,6 +174,7 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Opts, String> {
         match a.as_str() {
             "--json" => o.json = true,
             "--hold" => o.hold = true,
+            "--cold" => o.cold = true,
             "--rounds" => o.rounds = val()?.parse().map_err(|_| "bad --rounds")?,
             "--millis" => {
                 o.window = Duration::from_millis(val()?.parse().map_err(|_| "bad --millis")?)
@@ -268,12 +272,14 @@ pub(crate) async fn drive(
 /// object held across an await the queue never empties, and the convoy lasts
 /// the whole window: the cell measured startup, not the pool.
 macro_rules! fill {
-    ($size:expr, $get:expr) => {{
-        let mut held = Vec::with_capacity($size);
-        for _ in 0..$size {
-            held.push($get.await.expect("fill"));
+    ($cold:expr, $size:expr, $get:expr) => {{
+        if !$cold {
+            let mut held = Vec::with_capacity($size);
+            for _ in 0..$size {
+                held.push($get.await.expect("fill"));
+            }
+            drop(held);
         }
-        drop(held);
     }};
 }
 
@@ -370,6 +376,7 @@ fn measure(
     tasks: usize,
     window: Duration,
     hold: bool,
+    cold: bool,
 ) -> Option<Sample> {
     match pool {
         "aquifer" => rt.block_on(async {
@@ -377,7 +384,7 @@ fn measure(
                 .max(size)
                 .build()
                 .expect("valid config");
-            fill!(size, p.get());
+            fill!(cold, size, p.get());
             drive(
                 tasks,
                 window,
@@ -396,7 +403,7 @@ fn measure(
                 .max_size(size)
                 .build()
                 .expect("valid config");
-            fill!(size, p.get());
+            fill!(cold, size, p.get());
             drive(
                 tasks,
                 window,
@@ -416,7 +423,7 @@ fn measure(
                 .build(Noop)
                 .await
                 .expect("valid config");
-            fill!(size, p.get());
+            fill!(cold, size, p.get());
             drive(
                 tasks,
                 window,
@@ -433,7 +440,7 @@ fn measure(
         "qp" | "qp-unchecked" => rt.block_on(async {
             let p = qp::Pool::new(Noop, size);
             let checked = pool == "qp";
-            fill!(size, p.acquire());
+            fill!(cold, size, p.acquire());
             drive(
                 tasks,
                 window,
@@ -454,7 +461,7 @@ fn measure(
         }),
         "mobc" => rt.block_on(async {
             let p = mobc::Pool::builder().max_open(size as u64).build(Noop);
-            fill!(size, p.get());
+            fill!(cold, size, p.get());
             drive(
                 tasks,
                 window,
@@ -561,7 +568,7 @@ fn run(o: Opts) -> ExitCode {
     for round in 0..o.rounds {
         for (ci, &(size, tasks)) in cells.iter().enumerate() {
             for (pi, pool) in o.pools.iter().enumerate() {
-                samples[ci][pi].push(measure(&rt, pool, size, tasks, o.window, o.hold));
+                samples[ci][pi].push(measure(&rt, pool, size, tasks, o.window, o.hold, o.cold));
             }
         }
         if !o.json {
@@ -576,6 +583,20 @@ fn run(o: Opts) -> ExitCode {
         .iter()
         .map(|c| c.iter().map(|s| median(s, |x| x.fairness)).collect())
         .collect();
+    // The worst round next to the median: a pool that is fast in most
+    // rounds and stuck in a convoy in some shows it here.
+    let worst: Vec<Vec<f64>> = samples
+        .iter()
+        .map(|c| {
+            c.iter()
+                .map(|s| {
+                    s.iter()
+                        .map(|x| x.map_or(f64::NAN, |x| x.ops))
+                        .fold(f64::INFINITY, f64::min)
+                })
+                .collect()
+        })
+        .collect();
     if o.json {
         for (ci, &(size, tasks)) in cells.iter().enumerate() {
             for (pi, pool) in o.pools.iter().enumerate() {
@@ -583,8 +604,9 @@ fn run(o: Opts) -> ExitCode {
                 println!(
                     "{}",
                     serde_json::json!({
-                        "pool": pool, "size": size, "tasks": tasks, "hold": o.hold,
+                        "pool": pool, "size": size, "tasks": tasks, "hold": o.hold, "cold": o.cold,
                         "ops_per_sec": known(ops[ci][pi]).map(f64::round),
+                        "worst_ops_per_sec": known(worst[ci][pi]).map(f64::round),
                         "fairness": known(fair[ci][pi]).map(|f| (f * 1000.0).round() / 1000.0),
                         "rounds": o.rounds,
                     })
@@ -594,11 +616,16 @@ fn run(o: Opts) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!(
-        "{}, ops/s (Jain fairness across tasks), median of {} rounds of {:?}, 2 worker threads",
+        "{}{}, ops/s (Jain fairness across tasks) and the worst round, median of {} rounds of {:?}, 2 worker threads",
         if o.hold {
             "acquire + yield while holding + release"
         } else {
             "acquire + release"
+        },
+        if o.cold {
+            ", pools built empty"
+        } else {
+            ""
         },
         o.rounds,
         o.window
@@ -622,11 +649,11 @@ fn run(o: Opts) -> ExitCode {
     println!("|{}", "---|".repeat(columns));
     for (ci, &(size, tasks)) in cells.iter().enumerate() {
         let mut line = format!("| {size:>4} | {tasks:>5} |");
-        for (v, f) in ops[ci].iter().zip(&fair[ci]) {
+        for ((v, f), w) in ops[ci].iter().zip(&fair[ci]).zip(&worst[ci]) {
             let cell = if v.is_nan() {
                 human(*v)
             } else {
-                format!("{} ({:.2})", human(*v), f)
+                format!("{} ({:.2}) min {}", human(*v), f, human(*w))
             };
             line += &format!(" {cell:>15} |");
         }

@@ -243,7 +243,14 @@ where
                 !*this.done,
                 "a pool's get future was polled after it completed"
             );
-            std::task::ready!(poll_budget(cx));
+            if this.pool.idle.anyone_waits() {
+                // Callers wait: a full unit of the budget, so that a task
+                // looping on gets yields every 128 and the waiting tasks
+                // get to run and take the objects they are woken for.
+                std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+            } else {
+                std::task::ready!(poll_budget(cx));
+            }
             if let Some(got) = this.pool.take_ready(this.caller) {
                 *this.done = true;
                 return Poll::Ready(Ok(got));
@@ -900,7 +907,7 @@ impl<M: Manager> Shared<M> {
     /// Wakes or destroys after a `place`, and signals a settled pool.
     fn after_place(self: &Arc<Self>, placed: Option<Placed<Owned<M>>>, settled: bool) {
         match placed {
-            Some(Placed::Handed(Some(w))) => w.wake(),
+            Some(Placed::Handed(Some(w)) | Placed::Nudged(Some(w))) => w.wake(),
             Some(Placed::Destroy(e)) => {
                 let reason = if self.state.lock().phase == Phase::Closed {
                     Reason::Closed
@@ -1198,24 +1205,40 @@ impl<M: Manager> Shared<M> {
         // down) does the caller fall back to a timer of its own; the task
         // nudges every waiter when it goes, so none misses the switch.
         let mut own_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        let handed = std::future::poll_fn(|cx| {
-            let slot = guard.slot.as_ref().expect("held until the wait ends");
-            if let Poll::Ready(v) = slot.poll(cx) {
-                return Poll::Ready(Some(v));
-            }
-            if own_timer.is_none() && !self.running.load(Ordering::Acquire) {
-                own_timer = Some(Box::pin(tokio::time::sleep_until(
-                    self.clock.instant(deadline),
-                )));
-            }
-            if let Some(timer) = own_timer.as_mut() {
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
+        let handed = loop {
+            let polled = std::future::poll_fn(|cx| {
+                let slot = guard.slot.as_ref().expect("held until the wait ends");
+                if let Poll::Ready(v) = slot.poll(cx) {
+                    return Poll::Ready(Some(v));
                 }
+                if own_timer.is_none() && !self.running.load(Ordering::Acquire) {
+                    own_timer = Some(Box::pin(tokio::time::sleep_until(
+                        self.clock.instant(deadline),
+                    )));
+                }
+                if let Some(timer) = own_timer.as_mut() {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match polled {
+                Some(Some(handed)) => break Some(handed),
+                // Nudged: a return put an object in the idle shards. Take
+                // one if it is still there; else wait on, at the same place.
+                Some(None) => {
+                    let slot = guard.slot.as_ref().expect("held until the wait ends");
+                    let now = self.clock.now();
+                    let got = self.state.lock().retry(slot, now, shards::home());
+                    if got.is_some() {
+                        break got;
+                    }
+                }
+                None => break None,
             }
-            Poll::Pending
-        })
-        .await;
+        };
         let slot = guard.slot.take().expect("held until the wait ends");
         let handed = match handed {
             Some(v) => v,

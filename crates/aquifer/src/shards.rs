@@ -185,6 +185,12 @@ impl<T> Shards<T> {
 
     /// Idle objects, summed without locking: for load readings, which need
     /// not be exact.
+    /// Whether callers wait, as of the last change (no lock).
+    #[inline]
+    pub(crate) fn anyone_waits(&self) -> bool {
+        self.published.waiting.load(Ordering::Relaxed) != 0
+    }
+
     pub(crate) fn len_relaxed(&self) -> usize {
         self.cells
             .iter()
@@ -193,14 +199,15 @@ impl<T> Shards<T> {
     }
 
     /// A checkout without the pool lock: the next idle object from the
-    /// home shard, else from the others, if nobody waits and `ready`
+    /// home shard, else from the others, if the pool is open and `ready`
     /// accepts it (else it stays). Counted in the shard it came from.
     #[inline]
     pub(crate) fn take(&self, home: usize, ready: impl Fn(&Item<T>) -> bool) -> Option<Item<T>> {
         let p = &self.published;
         // A pool that drains or closes refuses checkouts: the full get
-        // says so.
-        if p.waiting.load(Ordering::Relaxed) != 0 || p.slow.load(Ordering::Relaxed) {
+        // says so. Waiters do not stop it: an idle object goes to whoever
+        // asks (see `internals::FAIR_EVERY`).
+        if p.slow.load(Ordering::Relaxed) {
             return None;
         }
         for i in 0..self.cells.len() {

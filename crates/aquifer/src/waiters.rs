@@ -1,5 +1,7 @@
 //! The wait queue: one FIFO per priority, each waiter a slot that the pool
-//! fills while it holds its lock.
+//! fills while it holds its lock, or nudges (wakes to come and look for an
+//! idle object) when a return is not due to be fair (see
+//! `internals::FAIR_EVERY`).
 //!
 //! Lock order: pool state, then slot. A slot is filled only by whoever pops
 //! it from the queue (under the pool lock), and a waiter that gives up
@@ -14,7 +16,12 @@ use std::task::{Context, Poll, Waker};
 use crate::sync::{Arc, Mutex};
 
 enum SlotState<V> {
-    Waiting(Option<Waker>),
+    /// Queued; `nudged` when a return put an object in the idle shards and
+    /// woke this caller to come and look (see [`Waiters::nudge_next`]).
+    Waiting {
+        waker: Option<Waker>,
+        nudged: bool,
+    },
     Ready(V),
     Taken,
 }
@@ -39,7 +46,10 @@ impl<V> Slot<V> {
         deadline: crate::clock::Tick,
     ) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(SlotState::Waiting(None)),
+            state: Mutex::new(SlotState::Waiting {
+                waker: None,
+                nudged: false,
+            }),
             priority,
             failures_base,
             since,
@@ -47,11 +57,16 @@ impl<V> Slot<V> {
         })
     }
 
-    /// Takes the value once the pool handed one over.
-    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<V> {
+    /// Takes the value once the pool handed one over (`Some`), or says that
+    /// a return nudged this caller to look for an idle object (`None`; it
+    /// stays queued).
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Option<V>> {
         let mut state = self.state.lock();
         match &mut *state {
-            SlotState::Waiting(waker) => {
+            SlotState::Waiting { waker, nudged } => {
+                if mem::take(nudged) {
+                    return Poll::Ready(None);
+                }
                 match waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     _ => *waker = Some(cx.waker().clone()),
@@ -59,7 +74,7 @@ impl<V> Slot<V> {
                 Poll::Pending
             }
             SlotState::Ready(_) => match mem::replace(&mut *state, SlotState::Taken) {
-                SlotState::Ready(v) => Poll::Ready(v),
+                SlotState::Ready(v) => Poll::Ready(Some(v)),
                 _ => unreachable!(),
             },
             SlotState::Taken => panic!("a pool wait slot was polled after it completed"),
@@ -82,7 +97,25 @@ impl<V> Slot<V> {
     /// The waker of a caller still waiting, to nudge it.
     fn waker(&self) -> Option<Waker> {
         match &*self.state.lock() {
-            SlotState::Waiting(w) => w.clone(),
+            SlotState::Waiting { waker, .. } => waker.clone(),
+            _ => None,
+        }
+    }
+
+    /// Whether the caller was nudged and has not looked yet.
+    #[cfg(aquifer_loom)]
+    pub(crate) fn is_nudged(&self) -> bool {
+        matches!(&*self.state.lock(), SlotState::Waiting { nudged: true, .. })
+    }
+
+    /// Marks the caller nudged unless it already is; returns whether it
+    /// was newly marked, and its waker.
+    fn nudge(&self) -> Option<Option<Waker>> {
+        match &mut *self.state.lock() {
+            SlotState::Waiting { waker, nudged } if !*nudged => {
+                *nudged = true;
+                Some(waker.clone())
+            }
             _ => None,
         }
     }
@@ -92,7 +125,7 @@ impl<V> Slot<V> {
     fn fill(&self, v: V) -> Option<Waker> {
         let mut state = self.state.lock();
         match mem::replace(&mut *state, SlotState::Ready(v)) {
-            SlotState::Waiting(w) => w,
+            SlotState::Waiting { waker, .. } => waker,
             _ => unreachable!("a pool wait slot was filled twice"),
         }
     }
@@ -178,6 +211,18 @@ impl<V> Waiters<V> {
         }
         self.len = self.queues.iter().map(VecDeque::len).sum();
         before - self.len
+    }
+
+    /// Nudges the longest-waiting caller of the most urgent priority that
+    /// is not nudged yet: an object went idle, and it should come and look.
+    /// Returns its waker (`None` when every caller is nudged already, or
+    /// this one has not polled yet and will look when it does).
+    pub(crate) fn nudge_next(&mut self) -> Option<Waker> {
+        self.queues
+            .iter()
+            .flatten()
+            .find_map(|slot| slot.nudge())
+            .flatten()
     }
 
     /// Collects the wakers of every waiting caller, so that each polls again.

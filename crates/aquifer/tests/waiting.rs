@@ -38,8 +38,10 @@ async fn waiters_are_served_in_arrival_order_and_newcomers_do_not_barge() {
         assert_eq!(p.status().waiting, tag + 1);
     }
     drop(held);
-    // While the first waiters are being served, newcomers arrive: they must
-    // queue behind the ones already waiting even when an object is momentarily free.
+    // While the first waiters are being served, newcomers arrive. Each
+    // object is held 1 ms, longer than the fairness interval, so every
+    // return hands its object to the longest waiter: the newcomers queue
+    // behind the ones already waiting.
     settle().await;
     for tag in 5..8 {
         tasks.push(waiter(&p, 0, tag, &order));
@@ -331,4 +333,53 @@ fn a_return_racing_the_last_handle_drop_frees_the_pool_once() {
         assert_eq!(Arc::strong_count(&f), 1, "the pool was freed");
         assert_eq!(f.alive.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
+}
+
+/// A pool built empty under a burst: 64 tasks on two threads loop on get
+/// and drop over 8 objects. Waiters queue while the objects are created;
+/// afterwards an idle object goes to whichever task asks, so the queue
+/// drains instead of every get waiting behind it, and no waiter starves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_formed_under_a_cold_burst_drains_and_no_waiter_starves() {
+    let (f, m) = fake();
+    // Creates take a while, so that every task queues before the first
+    // object exists.
+    f.create
+        .set(Step::Slow(std::time::Duration::from_millis(5)));
+    let p = Pool::builder(m).max(8).build().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (p, stop) = (p.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    drop(p.get().await.unwrap());
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let m = p.metrics();
+    eprintln!(
+        "cold burst: {} gets, {} waited ({:.2}%), worst wait {:?}",
+        m.gets,
+        m.gets_waited,
+        100.0 * m.gets_waited as f64 / m.gets as f64,
+        m.wait_time.max
+    );
+    assert!(
+        m.gets_waited * 10 < m.gets,
+        "a convoy: {} of {} gets waited",
+        m.gets_waited,
+        m.gets
+    );
+    assert!(
+        m.wait_time.max < std::time::Duration::from_millis(250),
+        "{:?}",
+        m.wait_time.max
+    );
 }

@@ -253,56 +253,75 @@ impl MySqlConnection {
 
 type Answer<'a, T> = futures_core::future::BoxFuture<'a, Result<T, mysql_async::Error>>;
 
-/// Queries run on the connection as on mysql_async's `Conn` (every
-/// `Queryable` method works).
-impl Queryable for MySqlConnection {
-    fn ping(&mut self) -> Answer<'_, ()> {
-        self.raw_mut().ping()
-    }
+/// `Queryable` for a wrapper, forwarding the six methods the trait
+/// requires to the mysql_async type that `$inner` reaches; the trait's own
+/// bodies do the rest.
+macro_rules! forward_queryable {
+    ($wrapper:ty, |$this:ident| $inner:expr) => {
+        impl Queryable for $wrapper {
+            fn ping(&mut self) -> Answer<'_, ()> {
+                let $this = self;
+                $inner.ping()
+            }
 
-    fn query_iter<'a, Q>(
-        &'a mut self,
-        query: Q,
-    ) -> Answer<'a, QueryResult<'a, 'static, TextProtocol>>
-    where
-        Q: AsQuery + 'a,
-    {
-        self.raw_mut().query_iter(query)
-    }
+            fn query_iter<'a, Q>(
+                &'a mut self,
+                query: Q,
+            ) -> Answer<'a, QueryResult<'a, 'static, TextProtocol>>
+            where
+                Q: AsQuery + 'a,
+            {
+                let $this = self;
+                $inner.query_iter(query)
+            }
 
-    fn prep<'a, Q>(&'a mut self, query: Q) -> Answer<'a, Statement>
-    where
-        Q: AsQuery + 'a,
-    {
-        self.raw_mut().prep(query)
-    }
+            fn prep<'a, Q>(&'a mut self, query: Q) -> Answer<'a, Statement>
+            where
+                Q: AsQuery + 'a,
+            {
+                let $this = self;
+                $inner.prep(query)
+            }
 
-    fn close(&mut self, stmt: Statement) -> Answer<'_, ()> {
-        self.raw_mut().close(stmt)
-    }
+            fn close(&mut self, stmt: Statement) -> Answer<'_, ()> {
+                let $this = self;
+                $inner.close(stmt)
+            }
 
-    fn exec_iter<'a: 's, 's, Q, P>(
-        &'a mut self,
-        stmt: Q,
-        params: P,
-    ) -> Answer<'s, QueryResult<'a, 'static, BinaryProtocol>>
-    where
-        Q: StatementLike + 's,
-        P: Into<Params>,
-    {
-        self.raw_mut().exec_iter(stmt, params)
-    }
+            fn exec_iter<'a: 's, 's, Q, P>(
+                &'a mut self,
+                stmt: Q,
+                params: P,
+            ) -> Answer<'s, QueryResult<'a, 'static, BinaryProtocol>>
+            where
+                Q: StatementLike + 's,
+                P: Into<Params>,
+            {
+                let $this = self;
+                $inner.exec_iter(stmt, params)
+            }
 
-    fn exec_batch<'a: 'b, 'b, S, P, I>(&'a mut self, stmt: S, params_iter: I) -> Answer<'b, ()>
-    where
-        S: StatementLike + 'b,
-        I: IntoIterator<Item = P> + Send + 'b,
-        I::IntoIter: Send,
-        P: Into<Params> + Send,
-    {
-        self.raw_mut().exec_batch(stmt, params_iter)
-    }
+            fn exec_batch<'a: 'b, 'b, S, P, I>(
+                &'a mut self,
+                stmt: S,
+                params_iter: I,
+            ) -> Answer<'b, ()>
+            where
+                S: StatementLike + 'b,
+                I: IntoIterator<Item = P> + Send + 'b,
+                I::IntoIter: Send,
+                P: Into<Params> + Send,
+            {
+                let $this = self;
+                $inner.exec_batch(stmt, params_iter)
+            }
+        }
+    };
 }
+
+// Queries run on the connection as on mysql_async's `Conn`: every
+// `Queryable` method works.
+forward_queryable!(MySqlConnection, |c| c.raw_mut());
 
 /// A transaction on a pooled connection: mysql_async's `Transaction`,
 /// whose `Debug` would show the password, behind one that does not.
@@ -352,54 +371,7 @@ impl<'a> MySqlTransaction<'a> {
     }
 }
 
-impl Queryable for MySqlTransaction<'_> {
-    fn ping(&mut self) -> Answer<'_, ()> {
-        self.0.ping()
-    }
-
-    fn query_iter<'a, Q>(
-        &'a mut self,
-        query: Q,
-    ) -> Answer<'a, QueryResult<'a, 'static, TextProtocol>>
-    where
-        Q: AsQuery + 'a,
-    {
-        self.0.query_iter(query)
-    }
-
-    fn prep<'a, Q>(&'a mut self, query: Q) -> Answer<'a, Statement>
-    where
-        Q: AsQuery + 'a,
-    {
-        self.0.prep(query)
-    }
-
-    fn close(&mut self, stmt: Statement) -> Answer<'_, ()> {
-        self.0.close(stmt)
-    }
-
-    fn exec_iter<'a: 's, 's, Q, P>(
-        &'a mut self,
-        stmt: Q,
-        params: P,
-    ) -> Answer<'s, QueryResult<'a, 'static, BinaryProtocol>>
-    where
-        Q: StatementLike + 's,
-        P: Into<Params>,
-    {
-        self.0.exec_iter(stmt, params)
-    }
-
-    fn exec_batch<'a: 'b, 'b, S, P, I>(&'a mut self, stmt: S, params_iter: I) -> Answer<'b, ()>
-    where
-        S: StatementLike + 'b,
-        I: IntoIterator<Item = P> + Send + 'b,
-        I::IntoIter: Send,
-        P: Into<Params> + Send,
-    {
-        self.0.exec_batch(stmt, params_iter)
-    }
-}
+forward_queryable!(MySqlTransaction<'_>, |t| &mut t.0);
 
 /// Makes, checks, resets and closes MySQL/MariaDB connections for an
 /// [`aquifer::Pool`]. mysql_async's own pool is not involved: every

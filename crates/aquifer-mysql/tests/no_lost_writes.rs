@@ -9,26 +9,15 @@ mod common;
 
 use std::future::Future;
 use std::pin::pin;
-use std::task::Poll;
 
 use aquifer::Pooled;
 use aquifer_mysql::mysql_async::prelude::Queryable;
 use aquifer_mysql::{MySqlManager, MySqlPool, ResetMode};
-use aquifer_testkit::{Fault, FaultProxy, MariaDbServer};
+use aquifer_testkit::{poll_once_and_drop, Fault, FaultProxy, MariaDbServer};
 use common::*;
 use tokio_stream::StreamExt;
 
 const ROUNDS: usize = 10;
-
-/// Polls `f` once and drops it.
-async fn poll_once_and_drop<F: Future>(f: F) {
-    let mut f = pin!(f);
-    std::future::poll_fn(|cx| {
-        let _ = f.as_mut().poll(cx);
-        Poll::Ready(())
-    })
-    .await;
-}
 
 fn one_connection(url: &str, reset: ResetMode) -> MySqlPool {
     MySqlPool::builder(MySqlManager::new(url).unwrap().reset_mode(reset))

@@ -9,27 +9,15 @@ mod common;
 
 use std::future::Future;
 use std::pin::pin;
-use std::task::Poll;
 
 use aquifer::Pooled;
 use aquifer_postgres::{PgManager, PgPool, ResetMode};
-use aquifer_testkit::{Fault, FaultProxy, PgServer};
+use aquifer_testkit::{poll_once_and_drop, Fault, FaultProxy, PgServer};
 use common::*;
 use futures_core::Stream;
 use futures_util::SinkExt;
 
 const ROUNDS: usize = 10;
-
-/// Polls `f` once and drops it: the request is queued on the client (and
-/// may not be on the wire yet), as when an HTTP handler is cancelled.
-async fn poll_once_and_drop<F: Future>(f: F) {
-    let mut f = pin!(f);
-    std::future::poll_fn(|cx| {
-        let _ = f.as_mut().poll(cx);
-        Poll::Ready(())
-    })
-    .await;
-}
 
 fn one_connection(url: &str, reset: ResetMode) -> PgPool {
     PgPool::builder(PgManager::new(url).unwrap().reset(reset))

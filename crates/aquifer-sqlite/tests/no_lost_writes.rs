@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aquifer_sqlite::{SqliteConfig, SqliteManager, SqlitePool, SqlitePoolExt};
+use aquifer_testkit::poll_once_and_drop;
 
 fn count(path: &std::path::Path, table: &str) -> usize {
     let c = aquifer_sqlite::rusqlite::Connection::open(path).unwrap();
@@ -170,16 +171,6 @@ async fn rounds(leave: Leave) -> (usize, usize) {
 
 const LONG: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
                     WHERE i < 300000) SELECT count(*) FROM n";
-
-/// Polls `f` once and drops it.
-async fn poll_once_and_drop<F: std::future::Future>(f: F) {
-    let mut f = std::pin::pin!(f);
-    std::future::poll_fn(|cx| {
-        let _ = f.as_mut().poll(cx);
-        std::task::Poll::Ready(())
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cancellation_point_keeps_the_next_borrowers_writes() {

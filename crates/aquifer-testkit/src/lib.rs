@@ -97,6 +97,18 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Polls `f` once and drops it, as a cancelled caller does after its
+/// first poll (an HTTP handler dropped by its client, a `select!` that
+/// took another branch): whatever `f` started in that poll stays started.
+pub async fn poll_once_and_drop<F: std::future::Future>(f: F) {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        let _ = f.as_mut().poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await;
+}
+
 /// An error's message followed by its sources', joined by ` <- `: what a
 /// test asserts on when the cause matters.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -359,7 +359,7 @@ async fn eager_pools_fill_to_min_and_start_reports_errors() {
     let err = p.start().await.unwrap_err();
     assert!(err.is_timeout(), "{err}");
     assert!(
-        chain(&err).contains("password authentication failed"),
+        aquifer::error_chain(&err).contains("password authentication failed"),
         "{err}"
     );
 }
@@ -414,18 +414,6 @@ async fn dropping_the_last_handle_closes_the_pool() {
         "the borrowed one on return"
     );
     assert_eq!(f.alive.load(std::sync::atomic::Ordering::SeqCst), 0);
-}
-
-/// An error and its sources, joined.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(" <- ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// Every status read is one consistent snapshot while tasks check out,

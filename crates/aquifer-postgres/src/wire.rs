@@ -11,20 +11,26 @@
 //! tokio-postgres parses the status byte but exposes neither it nor its
 //! queue.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
-use tokio_postgres::config::Host;
 #[cfg(feature = "tls")]
 use tokio_postgres::tls::TlsConnect;
 use tokio_postgres::tls::{ChannelBinding, TlsStream};
+
+mod driver;
+mod socket;
+
+use driver::Drive;
+pub(crate) use driver::Driver;
+#[cfg(feature = "tls")]
+pub(crate) use socket::Socket;
+pub(crate) use socket::{host_count, open_host};
 
 /// The transaction status the server last reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -426,151 +432,6 @@ impl<S: TlsStream + Unpin> TlsStream for Watched<S> {
     }
 }
 
-/// How long a returning borrower waits for the driver task's poll to end
-/// before it leaves the connection to a reset task instead.
-const HELP_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// How many times a returning borrower polls the connection at most.
-const HELP_POLLS: usize = 3;
-
-/// The connection's I/O future, boxed.
-pub(crate) type Io = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send>>;
-
-/// The connection's I/O future and what polling it needs, shared by the
-/// driver task and a returning borrower that helps it along.
-#[derive(Default)]
-struct Drive {
-    /// `None` before the driver starts and once the connection has ended.
-    io: Option<Io>,
-    /// The driver task's waker, and ours that notes each wake-up.
-    waker: Option<(Waker, Waker)>,
-    /// How the connection ended, when a helper saw it end.
-    ended: Option<Result<(), tokio_postgres::Error>>,
-}
-
-impl Status {
-    /// Polls the connection once: writes what the client queued, reads
-    /// what arrived. Returns the outcome if the connection ended.
-    fn poll_io(&self, drive: &mut Drive) -> Poll<Result<(), tokio_postgres::Error>> {
-        let (Some(io), Some((_, noting))) = (drive.io.as_mut(), drive.waker.as_ref()) else {
-            return Poll::Pending;
-        };
-        self.begin_poll();
-        let polled = io.as_mut().poll(&mut Context::from_waker(noting));
-        self.end_poll();
-        if polled.is_ready() {
-            // The I/O future holds the socket, which holds this status:
-            // dropping it here breaks that cycle.
-            drive.io = None;
-        }
-        polled
-    }
-
-    /// Called on return: if requests are still queued in the client, and
-    /// nobody is driving the connection right now, writes them from this
-    /// thread instead of waiting for the driver task, so that a connection
-    /// whose last requests run nothing (a dropped statement's Close) goes
-    /// back at once.
-    pub(crate) fn help_write(&self) {
-        let give_up = std::time::Instant::now() + HELP_WAIT;
-        // A wake-up for the socket (an answer arriving) looks like one for
-        // a queued request: poll again while that is all it is.
-        for _ in 0..HELP_POLLS {
-            if self.written() {
-                return;
-            }
-            // The driver task may be in a poll (one that just handed this
-            // borrower its last answer, often): polls are short.
-            let Some(mut drive) = self.0.drive.try_lock_until(give_up) else {
-                return;
-            };
-            if self.written() {
-                return;
-            }
-            if let Poll::Ready(outcome) = self.poll_io(&mut drive) {
-                drive.ended = Some(outcome);
-                if let Some((task, _)) = &drive.waker {
-                    task.wake_by_ref();
-                }
-                return;
-            }
-        }
-    }
-}
-
-/// The driver task: polls a tokio-postgres connection until it ends and
-/// tells its [`Status`] when a poll begins and ends and when the task is
-/// woken. A request queued by the client wakes the task, so a poll that
-/// began after the last wake-up and ended flushed has written every
-/// request queued before it.
-pub(crate) struct Driver {
-    status: Status,
-}
-
-impl Driver {
-    pub(crate) fn new(io: Io, status: Status) -> Self {
-        status.0.drive.lock().io = Some(io);
-        // The startup flushed the socket, but nothing has polled the
-        // connection's queue yet: until the first poll, a request queued
-        // there wakes nobody, and the connection is not known written.
-        status.woken();
-        Self { status }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // A runtime shutting down drops the task unfinished; the I/O future
-        // must go with it (see `poll_io`).
-        self.status.0.drive.lock().io = None;
-    }
-}
-
-/// The task's waker, noting each wake-up in the status first.
-struct NoteWake {
-    status: Status,
-    task: Waker,
-}
-
-impl Wake for NoteWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.status.woken();
-        self.task.wake_by_ref();
-    }
-}
-
-impl Future for Driver {
-    type Output = Result<(), tokio_postgres::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let status = &self.status;
-        let mut drive = status.0.drive.lock();
-        if let Some(ended) = drive.ended.take() {
-            return Poll::Ready(ended);
-        }
-        let task = cx.waker();
-        if !drive
-            .waker
-            .as_ref()
-            .is_some_and(|(seen, _)| seen.will_wake(task))
-        {
-            let noting = Waker::from(Arc::new(NoteWake {
-                status: status.clone(),
-                task: task.clone(),
-            }));
-            drive.waker = Some((task.clone(), noting));
-        }
-        if drive.io.is_none() {
-            return Poll::Ready(Ok(()));
-        }
-        status.poll_io(&mut drive)
-    }
-}
-
 /// A TLS connector whose decrypted stream is watched.
 #[cfg(feature = "tls")]
 pub(crate) struct WatchedTls<T> {
@@ -595,126 +456,10 @@ where
     }
 }
 
-/// A TCP or unix-domain socket.
-#[derive(Debug)]
-pub(crate) enum Socket {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl AsyncRead for Socket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Socket {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Socket::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
-
-/// How many hosts the configuration names (at least one: `localhost`).
-pub(crate) fn host_count(config: &tokio_postgres::Config) -> usize {
-    config
-        .get_hosts()
-        .len()
-        .max(config.get_hostaddrs().len())
-        .max(1)
-}
-
-/// Connects to host `i` of the configuration (its `hostaddr` if given),
-/// within the connect timeout, with TCP keepalives as configured. Returns
-/// the socket and the host's name (for TLS).
-pub(crate) async fn open_host(
-    config: &tokio_postgres::Config,
-    i: usize,
-) -> io::Result<(Socket, String)> {
-    let hosts = config.get_hosts();
-    let addrs = config.get_hostaddrs();
-    let port = match config.get_ports() {
-        [] => 5432,
-        [one] => *one,
-        many => many.get(i).copied().unwrap_or(5432),
-    };
-    let name = match (hosts.get(i), addrs.get(i)) {
-        (Some(Host::Tcp(name)), _) => name.clone(),
-        (_, Some(ip)) => ip.to_string(),
-        _ => "localhost".to_owned(),
-    };
-    let attempt = async {
-        if let Some(ip) = addrs.get(i) {
-            return connect_tcp((*ip, port), config).await;
-        }
-        match hosts.get(i) {
-            Some(Host::Tcp(name)) => connect_tcp((name.as_str(), port), config).await,
-            Some(Host::Unix(dir)) => UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
-                .await
-                .map(Socket::Unix),
-            None => connect_tcp(("localhost", port), config).await,
-        }
-    };
-    let socket = match config.get_connect_timeout() {
-        Some(&t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect timed out after {t:?}"),
-            ))
-        })?,
-        None => attempt.await?,
-    };
-    Ok((socket, name))
-}
-
-async fn connect_tcp(
-    addr: impl tokio::net::ToSocketAddrs,
-    config: &tokio_postgres::Config,
-) -> io::Result<Socket> {
-    let s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    if config.get_keepalives() {
-        let mut keepalive = socket2::TcpKeepalive::new().with_time(config.get_keepalives_idle());
-        if let Some(interval) = config.get_keepalives_interval() {
-            keepalive = keepalive.with_interval(interval);
-        }
-        if let Some(retries) = config.get_keepalives_retries() {
-            keepalive = keepalive.with_retries(retries);
-        }
-        socket2::SockRef::from(&s).set_tcp_keepalive(&keepalive)?;
-    }
-    Ok(Socket::Tcp(s))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
 
     fn message(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -722,36 +467,6 @@ mod tests {
         m.extend_from_slice(&(payload.len() as u32 + 4).to_be_bytes());
         m.extend_from_slice(payload);
         m
-    }
-
-    #[tokio::test]
-    async fn tcp_keepalives_follow_the_configuration() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(port)
-            .keepalives_idle(std::time::Duration::from_secs(77))
-            .keepalives_interval(std::time::Duration::from_secs(9))
-            .keepalives_retries(4);
-        let (socket, name) = open_host(&config, 0).await.unwrap();
-        assert_eq!(name, "127.0.0.1");
-        let Socket::Tcp(tcp) = &socket else {
-            panic!("a TCP host gives a TCP socket")
-        };
-        let sock = socket2::SockRef::from(tcp);
-        assert!(sock.keepalive().unwrap());
-        assert_eq!(sock.tcp_keepalive_time().unwrap().as_secs(), 77);
-        assert_eq!(sock.tcp_keepalive_interval().unwrap().as_secs(), 9);
-        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
-
-        config.keepalives(false);
-        let (socket, _) = open_host(&config, 0).await.unwrap();
-        let Socket::Tcp(tcp) = &socket else {
-            panic!("a TCP host gives a TCP socket")
-        };
-        assert!(!socket2::SockRef::from(tcp).keepalive().unwrap());
     }
 
     /// A startup message, as the client writes it: no type byte.

@@ -15,6 +15,10 @@
 //! operation counts: 1 when every task did the same share, `1/tasks` when one
 //! task did everything. A pool that never yields lets a few tasks monopolise
 //! the workers; its throughput is then that of a few uncontended tasks.
+//!
+//! `--pools …,baseline` adds a column with no pool at all: the same tasks
+//! bump one shared counter. Its worst round against its median is how much
+//! the machine alone varies, the yardstick for the pools' worst rounds.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -135,6 +139,9 @@ const POOLS: &[&str] = &[
     "r2d2",
 ];
 
+/// Measured only when named in `--pools`.
+const OPT_IN: &[&str] = &["baseline"];
+
 struct Opts {
     sizes: Vec<usize>,
     tasks: Vec<usize>,
@@ -183,8 +190,13 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--tasks" => o.tasks = list(&val()?)?,
             "--pools" => {
                 o.pools = val()?.split(',').map(str::to_owned).collect();
-                if let Some(p) = o.pools.iter().find(|p| !POOLS.contains(&p.as_str())) {
-                    return Err(format!("unknown pool {p}; known: {}", POOLS.join(",")));
+                let known = |p: &str| POOLS.contains(&p) || OPT_IN.contains(&p);
+                if let Some(p) = o.pools.iter().find(|p| !known(p)) {
+                    return Err(format!(
+                        "unknown pool {p}; known: {},{}",
+                        POOLS.join(","),
+                        OPT_IN.join(",")
+                    ));
                 }
             }
             "-h" | "--help" => return Err(usage().into()),
@@ -475,6 +487,21 @@ fn measure(
             )
             .await
         }),
+        // No pool: each operation bumps one counter shared by every task and
+        // spends a unit of Tokio's budget, so the cell shows how much this
+        // machine's cross-core traffic alone varies from round to round.
+        "baseline" => rt.block_on(async {
+            let shared = Arc::new(AtomicU64::new(0));
+            drive(
+                tasks,
+                window,
+                task!(shared, |s| {
+                    s.fetch_add(1, Ordering::AcqRel);
+                    tokio::task::consume_budget().await;
+                }),
+            )
+            .await
+        }),
         "r2d2" => {
             let p = r2d2::Pool::builder()
                 .max_size(size as u32)
@@ -661,7 +688,7 @@ fn run(o: Opts) -> ExitCode {
             let best = ops[ci]
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| *i != a)
+                .filter(|(i, _)| *i != a && !OPT_IN.contains(&o.pools[*i].as_str()))
                 .map(|(_, v)| *v)
                 .filter(|v| !v.is_nan())
                 .fold(0.0, f64::max);
@@ -747,6 +774,13 @@ mod tests {
     fn bad_arguments_are_refused() {
         let args = |v: &[&str]| parse(v.iter().map(|s| s.to_string()));
         assert!(args(&["--pools", "nope"]).is_err());
+        let o = args(&["--pools", "aquifer,baseline"]).unwrap();
+        assert_eq!(o.pools, vec!["aquifer", "baseline"]);
+        assert!(parse(std::iter::empty())
+            .unwrap()
+            .pools
+            .iter()
+            .all(|p| p != "baseline"));
         assert!(args(&["--tasks", "0"]).is_err());
         assert!(args(&["--rounds"]).is_err());
         let o = args(&["--hold", "--sizes", "4,16", "--pools", "aquifer,bb8"]).unwrap();

@@ -528,7 +528,7 @@ impl<M: Manager> Default for Members<M> {
         Self {
             list: ArcSwap::from_pointee(List::new(Vec::new())),
             writer: Mutex::new(()),
-            copies: (0..crate::shards::shard_count())
+            copies: (0..crate::thread::shard_count())
                 .map(|_| ListCopy(SpinLock::new(None)))
                 .collect(),
         }
@@ -546,7 +546,7 @@ impl<M: Manager> Members<M> {
     /// it short: the copy's slot stays locked).
     #[inline]
     fn read_local(&self) -> LocalList<'_, M> {
-        let slot = &self.copies[crate::shards::home() & (self.copies.len() - 1)];
+        let slot = &self.copies[crate::thread::home() & (self.copies.len() - 1)];
         let mut copy = slot.0.lock();
         if copy.is_none() {
             *copy = Some(self.list.load_full());
@@ -662,7 +662,7 @@ impl<M: Manager> Inner<M> {
     /// nothing next to load-balancing noise.
     #[inline]
     fn draw(&self, n: u64) -> u64 {
-        let seed = &self.seeds[crate::shards::home() & (self.seeds.len() - 1)].0;
+        let seed = &self.seeds[crate::thread::home() & (self.seeds.len() - 1)].0;
         let state = seed
             .load(Ordering::Relaxed)
             .wrapping_add(0xa076_1d64_78bd_642f);
@@ -857,7 +857,7 @@ impl<M: Manager> ClusterBuilder<M> {
                 members: Members::default(),
                 mode: std::sync::atomic::AtomicU8::new(mode_code(self.mode)),
                 cursor: AtomicUsize::new(0),
-                seeds: (0..crate::shards::shard_count())
+                seeds: (0..crate::thread::shard_count())
                     .map(|_| Seed(AtomicU64::new(fastrand::u64(..))))
                     .collect(),
                 sticky: std::sync::atomic::AtomicU64::new(0),
@@ -1023,7 +1023,7 @@ impl<'a, M: Manager> Future for GetAny<'a, M> {
                 !this.done,
                 "a cluster's get future was polled after it completed"
             );
-            std::task::ready!(crate::pool::poll_budget(cx));
+            std::task::ready!(crate::thread::poll_budget(cx));
             let c: &'a Cluster<M> = this.cluster;
             this.full = Some(match c.quick_any() {
                 Quick::Got(conn) => {

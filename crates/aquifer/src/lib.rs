@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod builder;
 mod clock;
 mod cluster;
 mod config;
@@ -16,9 +15,9 @@ mod pool;
 mod selector;
 mod shards;
 mod sync;
+mod thread;
 mod waiters;
 
-pub use builder::Builder;
 pub use cluster::{
     Cluster, ClusterBuildError, ClusterBuilder, ClusterConn, ClusterError, ClusterInfo,
     ClusterPending, ClusterPool, Mode, PoolInfo, Warning,
@@ -28,6 +27,6 @@ pub use error::{error_chain, BuildError, CreateError, DestroyError, PoolError, T
 pub use events::{EventStream, Operation, PoolEvent, Reason};
 pub use manager::Manager;
 pub use metrics::{Evictions, Metrics, Summary};
-pub use object::{Metadata, Pooled};
-pub use pool::{PendingInfo, Pool, Status, TransactionWatch};
+pub use object::Metadata;
+pub use pool::{Builder, PendingInfo, Pool, Pooled, Status, TransactionWatch};
 pub use selector::{RegexError, Selector};

@@ -1,15 +1,11 @@
-//! The checked-out object guard and what the pool knows about each object.
+//! What a pool knows about each of its objects.
 
 use std::fmt;
-use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::clock::Tick;
-use crate::pool::Shared;
-use crate::{Manager, Reason};
 
 /// Facts about one pooled object.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -100,141 +96,5 @@ impl<T> Entry<T> {
     #[inline]
     pub(crate) fn expired(&self, now: Tick) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
-    }
-}
-
-/// What a pool stores for each of its objects: the manager's object and a
-/// strong reference to the pool. The reference travels with the object,
-/// idle in a shard, handed to a waiter or checked out, so that a checkout
-/// moves it into the [`Pooled`] and a return moves it back, and neither
-/// touches a reference count.
-///
-/// Idle objects thus keep their own pool alive. The cycle ends when the last
-/// [`Pool`](crate::Pool) handle is dropped: the pool closes and takes every
-/// idle object out, and objects still out are destroyed when they come back.
-pub(crate) struct Owned<M: Manager> {
-    pub(crate) value: M::Type,
-    /// `None` only once the object is on its way out of the pool for good
-    /// (being destroyed, or kept as pending), never while it can be handed
-    /// out.
-    pub(crate) pool: Option<Arc<Shared<M>>>,
-}
-
-impl<M: Manager> Owned<M> {
-    pub(crate) fn new(value: M::Type, pool: &Arc<Shared<M>>) -> Self {
-        Owned {
-            value,
-            pool: Some(Arc::clone(pool)),
-        }
-    }
-}
-
-/// An object checked out of a [`Pool`](crate::Pool). It derefs to the object
-/// and goes back to the pool when dropped.
-///
-/// Dropping it outside a Tokio runtime still returns it; only a `reset` or
-/// `destroy` that has to run asynchronously then needs the runtime the pool
-/// started in, which the pool keeps a handle to.
-#[must_use = "dropping a Pooled returns the object at once"]
-pub struct Pooled<M: Manager> {
-    /// One pointer: the entry carries the pool (see [`Owned`]).
-    pub(crate) entry: Option<Item<Owned<M>>>,
-}
-
-const HELD: &str = "a Pooled always holds its object until consumed";
-const OWNED: &str = "a checked-out object holds its pool";
-
-impl<M: Manager> Pooled<M> {
-    #[inline]
-    fn entry(&self) -> &Entry<Owned<M>> {
-        self.entry.as_ref().expect(HELD)
-    }
-
-    #[inline]
-    pub(crate) fn pool(&self) -> &Shared<M> {
-        self.entry().obj.pool.as_ref().expect(OWNED)
-    }
-
-    /// The object's id, unique within its pool.
-    pub fn id(&self) -> u64 {
-        self.entry().meta.id
-    }
-
-    /// Creation time, last use and use count.
-    pub fn metadata(&self) -> Metadata {
-        self.entry().meta
-    }
-
-    /// How long this checkout has held the object.
-    pub fn held_for(&self) -> Duration {
-        self.pool().clock.now().since(self.entry().taken_at)
-    }
-
-    /// Takes the object out of the pool for good. Its slot is freed, so the
-    /// pool may create a replacement.
-    pub fn detach(mut self) -> M::Type {
-        let mut entry = self.entry.take().expect(HELD);
-        let pool = entry.obj.pool.take().expect(OWNED);
-        pool.forget(&entry);
-        pool.detached();
-        entry.obj.value
-    }
-
-    /// Closes the object (in the background, within `destroy_timeout`)
-    /// instead of returning it; frees its slot.
-    pub fn destroy(mut self) {
-        let mut entry = self.entry.take().expect(HELD);
-        let pool = entry.obj.pool.take().expect(OWNED);
-        pool.forget(&entry);
-        pool.discard(entry, Reason::Caller);
-    }
-}
-
-impl<M: Manager> Deref for Pooled<M> {
-    type Target = M::Type;
-
-    #[inline]
-    fn deref(&self) -> &M::Type {
-        &self.entry().obj.value
-    }
-}
-
-impl<M: Manager> DerefMut for Pooled<M> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut M::Type {
-        &mut self.entry.as_mut().expect(HELD).obj.value
-    }
-}
-
-impl<M: Manager> AsRef<M::Type> for Pooled<M> {
-    fn as_ref(&self) -> &M::Type {
-        self
-    }
-}
-
-impl<M: Manager> AsMut<M::Type> for Pooled<M> {
-    fn as_mut(&mut self) -> &mut M::Type {
-        self
-    }
-}
-
-impl<M: Manager> Drop for Pooled<M> {
-    #[inline]
-    fn drop(&mut self) {
-        if let Some(entry) = self.entry.take() {
-            Shared::release(entry);
-        }
-    }
-}
-
-impl<M: Manager> fmt::Debug for Pooled<M>
-where
-    M::Type: fmt::Debug,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pooled")
-            .field("obj", &self.entry().obj.value)
-            .field("metadata", &self.entry().meta)
-            .finish()
     }
 }

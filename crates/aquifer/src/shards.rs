@@ -95,29 +95,6 @@ fn record_in(histogram: &mut Option<Histogram>, nanos: u64) {
         .record_nanos(nanos);
 }
 
-/// How many shards a pool gets: two per CPU, so that the Tokio workers
-/// (and the threads that happen to share their numbers) rarely share one.
-pub(crate) fn shard_count() -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cpus * 2).clamp(1, 64).next_power_of_two()
-}
-
-/// This thread's number; its home shard is this modulo the shard count.
-#[cfg(not(aquifer_loom))]
-#[inline]
-pub(crate) fn home() -> usize {
-    use std::sync::atomic::AtomicUsize as StdAtomic;
-    static NEXT: StdAtomic = StdAtomic::new(0);
-    thread_local!(static HOME: usize = NEXT.fetch_add(1, Ordering::Relaxed));
-    HOME.with(|h| *h)
-}
-
-/// Under loom every model thread says where it is explicitly.
-#[cfg(aquifer_loom)]
-pub(crate) fn home() -> usize {
-    0
-}
-
 impl<T> Shards<T> {
     /// `count` shards (rounded up to a power of two).
     pub(crate) fn new(count: usize, lifo: bool) -> Self {

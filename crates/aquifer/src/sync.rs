@@ -2,7 +2,7 @@
 //!
 //! Normal builds use `parking_lot` (no poisoning: a panic while the lock is
 //! held cannot wedge the pool) and `std::sync::Arc`. Under `--cfg aquifer_loom`
-//! the same names come from `loom`, so the model tests in `core.rs` explore
+//! the same names come from `loom`, so the model tests in `internals/loom_models.rs` explore
 //! every interleaving of the real code. (The cfg is not called `loom` because
 //! tokio reacts to that name and would no longer build as a dependency.)
 

@@ -103,7 +103,7 @@ impl<V> Slot<V> {
     }
 
     /// Whether the caller was nudged and has not looked yet.
-    #[cfg(aquifer_loom)]
+    #[cfg(all(test, aquifer_loom))]
     pub(crate) fn is_nudged(&self) -> bool {
         matches!(&*self.state.lock(), SlotState::Waiting { nudged: true, .. })
     }

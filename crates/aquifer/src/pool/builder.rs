@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use crate::config::{Backoff, Clock, Order, PoolConfig};
 use crate::error::BuildError;
-use crate::{Manager, Pool};
+use crate::manager::Manager;
+
+use super::Pool;
 
 /// Builds a [`Pool`]; every setter names its default. See [`PoolConfig`]
 /// for what each setting does.

@@ -1,0 +1,255 @@
+//! Checkouts and returns under the lock: who gets an idle or returned
+//! object, who waits, and how waiters leave the queue.
+
+use std::time::Duration;
+
+use crate::clock::Tick;
+use crate::error::CreateError;
+use crate::events::Reason;
+use crate::object::Item;
+use crate::sync::Arc;
+use crate::waiters::Slot;
+
+use super::{Acquire, Handoff, Phase, Placed, Refusal, State, WaitError};
+
+/// How often a pool that keeps callers queuing at `max` reports it.
+pub(crate) const MAX_REACHED_EVERY: Duration = Duration::from_secs(1);
+
+/// How often, at most, a return hands its object straight to the caller
+/// that has waited longest, on average (each interval is drawn between
+/// half and one and a half times this, as parking_lot's eventual fairness
+/// does). In between, a return puts the object in the idle shards and
+/// wakes one waiter to come and take it, and a new checkout may take it
+/// first: the objects stay with tasks that are running instead of waiting
+/// in the slots of tasks that are not, so a queue formed under a burst
+/// drains. A waiter is passed over for at most a few of these intervals
+/// per caller ahead of it.
+const FAIR_EVERY: Duration = Duration::from_micros(500);
+
+/// The next time a return must be fair, from `now`.
+fn next_fair(now: Tick) -> Tick {
+    let half = FAIR_EVERY.as_nanos() as u64 / 2;
+    now.after(Duration::from_nanos(half + fastrand::u64(..=2 * half)))
+}
+
+impl<T, E: std::error::Error + 'static> State<T, E> {
+    /// A checkout. `first` is false when the caller retries after throwing
+    /// away a bad object, so the attempt is not counted twice. A caller that
+    /// has to wait is failed by the deadline task at `deadline`.
+    #[inline]
+    pub(crate) fn acquire(
+        &mut self,
+        priority: usize,
+        now: Tick,
+        deadline: Tick,
+        first: bool,
+        home: usize,
+    ) -> Acquire<T, E> {
+        match self.phase {
+            Phase::Open => {}
+            Phase::Draining => return Acquire::Refused(Refusal::Draining),
+            Phase::Closed => return Acquire::Refused(Refusal::Closed),
+        }
+        if first {
+            self.m.gets += 1;
+        }
+        // An idle object goes to whoever asks, waiters or not (see
+        // `FAIR_EVERY` for what keeps that fair enough).
+        if let Some(entry) = self.idle.pop_where(home, |_| true) {
+            if first {
+                self.m.immediate += 1;
+            }
+            return Acquire::Got(entry);
+        }
+        // Callers a create will serve (in flight, or still allowed under
+        // `max`) are not queued for a return: only the rest count.
+        let served_by_creates = self.creating + self.max.saturating_sub(self.size);
+        if self.waiters.len() >= served_by_creates.saturating_add(self.max_waiting) {
+            self.m.queue_full += 1;
+            return Acquire::Refused(Refusal::QueueFull(self.max_waiting));
+        }
+        let slot = Slot::new(
+            self.waiters.clamp(priority),
+            self.failure_seq,
+            now,
+            deadline,
+        );
+        let first_waiter = self.waiters.len() == 0;
+        self.waiters.push(Arc::clone(&slot));
+        // A return that read a count of zero may have put an object in a
+        // shard since the look above: publish, then look again. Behind
+        // other waiters there is nothing to look for: the count every
+        // return has read since the first of them published is above zero,
+        // and that first one looked after publishing it.
+        if first_waiter {
+            self.publish();
+            if let Some(entry) = self.idle.pop_where(home, |_| true) {
+                self.waiters.remove(&slot);
+                if first {
+                    self.m.immediate += 1;
+                }
+                return Acquire::Got(entry);
+            }
+        }
+        let rearm = self.next_deadline.is_none_or(|at| deadline < at);
+        if rearm {
+            self.next_deadline = Some(deadline);
+        }
+        if first {
+            self.m.gets_waited += 1;
+        }
+        if self.reserve_create() {
+            self.after.creates += 1;
+        }
+        Acquire::Wait {
+            slot,
+            max_reached: self.max_reached(now),
+            rearm,
+        }
+    }
+
+    /// Whether a caller that just queued should report that the pool is
+    /// at `max`: at most once per [`MAX_REACHED_EVERY`], so that a pool
+    /// that stays saturated does not report every caller that queues.
+    fn max_reached(&mut self, now: Tick) -> Option<(usize, usize)> {
+        let at_max = self.size >= self.max && self.creating == 0;
+        let due = self
+            .max_reported
+            .is_none_or(|last| now.at_least(last, MAX_REACHED_EVERY));
+        (at_max && due).then(|| {
+            self.max_reported = Some(now);
+            (self.max, self.waiters.len())
+        })
+    }
+
+    /// The deadline task's step: fails the waiters whose deadline passed
+    /// and re-arms for the earliest one left.
+    pub(crate) fn expire(&mut self, now: Tick) -> usize {
+        let (seq, last, failing) = (self.failure_seq, &self.last_error, self.failures > 0);
+        let n = self.waiters.fail_where(
+            |slot| slot.deadline <= now,
+            |slot| {
+                let seen = (seq > slot.failures_base || failing)
+                    .then(|| last.clone())
+                    .flatten();
+                Err(WaitError::Timeout(seen))
+            },
+            &mut self.after.wake,
+        );
+        self.m.timeouts += n as u64;
+        self.next_deadline = self.waiters.earliest_deadline();
+        n
+    }
+
+    /// A checkout that never queues. The next idle object is taken only if
+    /// `ready` accepts it; else it stays where it is. With `count_miss`
+    /// false, a miss is not counted as a get: the caller goes on to a full
+    /// get, which is.
+    #[inline]
+    pub(crate) fn try_acquire(
+        &mut self,
+        count_miss: bool,
+        ready: impl Fn(&Item<T>) -> bool,
+        home: usize,
+    ) -> Result<Option<Item<T>>, Refusal> {
+        match self.phase {
+            Phase::Open => {}
+            Phase::Draining => return Err(Refusal::Draining),
+            Phase::Closed => return Err(Refusal::Closed),
+        }
+        let entry = self.idle.pop_where(home, ready);
+        if entry.is_some() {
+            self.m.gets += 1;
+            self.m.immediate += 1;
+        } else if count_miss {
+            self.m.gets += 1;
+        }
+        Ok(entry)
+    }
+
+    /// Puts a counted object back: to the first waiter, else to the home
+    /// shard.
+    #[inline]
+    pub(crate) fn place(&mut self, entry: Item<T>, now: Tick, home: usize) -> Placed {
+        if self.phase == Phase::Closed || self.size > self.max {
+            self.size -= 1;
+            let reason = if self.phase == Phase::Closed {
+                Reason::Closed
+            } else {
+                Reason::Resized
+            };
+            self.after.destroy.push((entry, reason));
+            return Placed::Destroyed;
+        }
+        if self.waiters.len() == 0 {
+            self.idle.push(home, entry);
+            return Placed::Idle;
+        }
+        if now < self.fair_at {
+            self.idle.push(home, entry);
+            self.after.wake.extend(self.waiters.nudge_next());
+            return Placed::Nudged;
+        }
+        self.fair_at = next_fair(now);
+        match self.waiters.hand(Ok((entry, now))) {
+            // The caller records how long it waited, outside this lock.
+            Ok(waker) => {
+                self.after.wake.extend(waker);
+                Placed::Handed
+            }
+            Err(Ok((entry, _))) => {
+                self.idle.push(home, entry);
+                Placed::Idle
+            }
+            Err(Err(_)) => unreachable!(),
+        }
+    }
+
+    /// A nudged waiter looks again: what was handed to it in the meantime,
+    /// else an idle object (it then leaves the queue), else nothing (it
+    /// stays queued, at its place).
+    pub(crate) fn retry(
+        &mut self,
+        slot: &Arc<Slot<Handoff<T, E>>>,
+        now: Tick,
+        home: usize,
+    ) -> Option<Handoff<T, E>> {
+        if let Some(v) = slot.take_ready() {
+            return Some(v);
+        }
+        let entry = self.idle.pop_where(home, |_| true)?;
+        let removed = self.waiters.remove(slot);
+        debug_assert!(removed, "a waiting slot must be queued");
+        Some(Ok((entry, now)))
+    }
+
+    /// A waiter gives up (dropped or timed out). Returns what was handed to
+    /// it in the meantime, which the caller must take or put back.
+    pub(crate) fn cancel(
+        &mut self,
+        slot: &Arc<Slot<Handoff<T, E>>>,
+        timed_out: bool,
+    ) -> Option<Handoff<T, E>> {
+        if let Some(v) = slot.take_ready() {
+            return Some(v);
+        }
+        let removed = self.waiters.remove(slot);
+        debug_assert!(removed, "a waiting slot must be queued");
+        if timed_out {
+            self.m.timeouts += 1;
+        } else {
+            self.m.cancelled += 1;
+        }
+        None
+    }
+
+    /// The newest create failure, if it happened while `slot` waited or
+    /// creates have been failing since (no create succeeded after it).
+    pub(crate) fn error_seen_by(&self, slot: &Slot<Handoff<T, E>>) -> Option<CreateError<E>> {
+        if self.failure_seq > slot.failures_base || self.failures > 0 {
+            self.last_error.clone()
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The pool's state behind its lock. Every method is synchronous and takes
+//! `&self` or `&mut self`; the fields are private. A method that decides
+//! something must happen outside the lock (a waiter to wake, an object to
+//! destroy, a create to start) records it in the state's [`After`], which
+//! [`StateGuard::unlock`] hands to the caller with the lock released: only
+//! then are waiters woken, work spawned, or anything awaited.
+
+use std::task::Waker;
+
+use tokio::time::Instant;
+
+use crate::clock::Tick;
+
+use crate::config::{Order, PoolConfig};
+use crate::error::CreateError;
+use crate::events::Reason;
+use crate::metrics::Counters;
+use crate::object::Item;
+use crate::shards::Shards;
+use crate::sync::{Arc, Mutex, MutexGuard};
+use crate::waiters::{Slot, Waiters};
+
+/// What a waiter receives: an object and the instant it was handed over
+/// (which the waiter takes as its checkout time, saving a clock read), or
+/// why it gets none.
+pub(crate) type Handoff<T, E> = Result<(Item<T>, Tick), WaitError<E>>;
+
+/// Why a waiter was woken without an object.
+pub(crate) enum WaitError<E: std::error::Error + 'static> {
+    Create(CreateError<E>),
+    Closed,
+    /// The deadline passed; carries the newest create failure seen while
+    /// waiting, if any.
+    Timeout(Option<CreateError<E>>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Open,
+    Draining,
+    Closed,
+}
+
+pub(crate) enum Acquire<T, E: std::error::Error + 'static> {
+    Got(Item<T>),
+    Wait {
+        slot: Arc<Slot<Handoff<T, E>>>,
+        /// Every slot up to `max` is taken and no `MaxReached` was
+        /// reported in the last [`MAX_REACHED_EVERY`]: report one, with
+        /// the current `max` and this many callers waiting.
+        max_reached: Option<(usize, usize)>,
+        /// This caller's deadline is the earliest: the deadline task must
+        /// re-arm.
+        rearm: bool,
+    },
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    QueueFull(usize),
+    Draining,
+    Closed,
+}
+
+/// Where a returned or new object went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// To a waiter, to be woken once the lock is released.
+    Handed,
+    /// To the idle shards, with a waiter to wake once the lock is released
+    /// so that it comes and looks.
+    Nudged,
+    Idle,
+    /// Not wanted any more (closed, or above `max`): its slot is freed and
+    /// it is to be destroyed once the lock is released.
+    Destroyed,
+}
+
+/// What must happen once the pool lock is released, gathered while it was
+/// held.
+#[must_use = "what an unlock leaves to do must be done"]
+pub(crate) struct After<T> {
+    /// Waiters to wake.
+    pub(crate) wake: Vec<Waker>,
+    /// Objects whose slots are freed, to destroy.
+    pub(crate) destroy: Vec<(Item<T>, Reason)>,
+    /// Create reservations made, one job to start for each.
+    pub(crate) creates: usize,
+    /// The pool is draining or closed and nothing is out any more.
+    pub(crate) settled: bool,
+}
+
+impl<T> Default for After<T> {
+    fn default() -> Self {
+        Self {
+            wake: Vec::new(),
+            destroy: Vec::new(),
+            creates: 0,
+            settled: false,
+        }
+    }
+}
+
+impl<T> After<T> {
+    fn is_empty(&self) -> bool {
+        self.wake.is_empty() && self.destroy.is_empty() && self.creates == 0
+    }
+}
+
+/// A count the pool keeps, for [`State::count`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Tally {
+    /// A caller gave up at its deadline outside the queue.
+    Timeout,
+    ValidationFailure,
+    ResetFailure,
+    /// An object evicted, by reason.
+    Evicted(Reason),
+    Destroyed,
+    DestroyFailed,
+    OperationFailed,
+    /// Objects held longer than the leak threshold.
+    Leaks(usize),
+}
+
+/// The counts a [`Status`](crate::Status) reports, read under the lock.
+pub(crate) struct Counts {
+    pub(crate) size: usize,
+    pub(crate) idle: usize,
+    pub(crate) borrowed: usize,
+    pub(crate) creating: usize,
+    pub(crate) waiting: usize,
+    pub(crate) max: usize,
+    pub(crate) min: usize,
+    pub(crate) phase: Phase,
+}
+
+pub(crate) struct State<T, E: std::error::Error + 'static> {
+    /// The idle objects. Checkouts and returns reach them without this
+    /// lock while nobody waits; see the `shards` module.
+    idle: Arc<Shards<T>>,
+    waiters: Waiters<Handoff<T, E>>,
+    /// Idle + borrowed + creating.
+    size: usize,
+    creating: usize,
+    /// The current maximum (the configuration keeps the one built with).
+    max: usize,
+    min: usize,
+    max_waiting: usize,
+    create_concurrency: usize,
+    phase: Phase,
+    /// Consecutive create failures.
+    failures: u32,
+    /// Create failures ever; waiters remember it to count what they saw.
+    failure_seq: u64,
+    last_error: Option<CreateError<E>>,
+    retry_at: Option<Instant>,
+    /// What the deadline task sleeps until: at or before every waiter's
+    /// deadline (it may be stale-early, never late). `None` when no waiter
+    /// needs it.
+    next_deadline: Option<Tick>,
+    /// When a caller last reported that the pool is at `max`.
+    max_reported: Option<Tick>,
+    /// When the next return with waiters hands its object straight to the
+    /// longest waiter (see [`FAIR_EVERY`]).
+    fair_at: Tick,
+    next_id: u64,
+    m: Counters,
+    /// What the current holder of the lock leaves to do after it.
+    after: After<T>,
+}
+
+impl<T, E: std::error::Error + 'static> State<T, E> {
+    pub(crate) fn new(cfg: &PoolConfig, shards: usize) -> Self {
+        Self {
+            idle: Arc::new(Shards::new(shards, cfg.order == Order::Lifo)),
+            waiters: Waiters::new(cfg.priority_levels),
+            size: 0,
+            creating: 0,
+            max: cfg.max,
+            min: cfg.min,
+            max_waiting: cfg.max_waiting.unwrap_or(usize::MAX),
+            create_concurrency: cfg.create_concurrency,
+            phase: Phase::Open,
+            failures: 0,
+            failure_seq: 0,
+            last_error: None,
+            retry_at: None,
+            next_deadline: None,
+            max_reported: None,
+            fair_at: Tick::default(),
+            next_id: 1,
+            m: Counters::default(),
+            after: After::default(),
+        }
+    }
+
+    /// The idle objects, which the pool also reaches without the lock.
+    pub(crate) fn shards(&self) -> &Arc<Shards<T>> {
+        &self.idle
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// How many objects are where, at one instant.
+    pub(crate) fn counts(&self) -> Counts {
+        let (idle, borrowed) = self.idle_and_borrowed();
+        Counts {
+            size: self.size,
+            idle,
+            borrowed,
+            creating: self.creating,
+            waiting: self.waiters.len(),
+            max: self.max,
+            min: self.min,
+            phase: self.phase,
+        }
+    }
+
+    /// Whether `min` objects are alive (not counting creates in flight).
+    pub(crate) fn has_min(&self) -> bool {
+        self.size - self.creating >= self.min
+    }
+
+    /// Create failures so far, to tell later ones from earlier ones.
+    pub(crate) fn failure_seq(&self) -> u64 {
+        self.failure_seq
+    }
+
+    /// Consecutive create failures.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The newest create failure.
+    pub(crate) fn last_error(&self) -> Option<CreateError<E>> {
+        self.last_error.clone()
+    }
+
+    /// When the next create may start, if creates are backing off.
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// The earliest waiter's deadline, if any waiter needs the deadline task.
+    pub(crate) fn next_deadline(&self) -> Option<Tick> {
+        self.next_deadline
+    }
+
+    /// The counters, with what the shards counted added.
+    pub(crate) fn counters(&self) -> Counters {
+        let mut m = self.m.clone();
+        self.idle.merge_into(&mut m);
+        m
+    }
+
+    /// Counts one event.
+    pub(crate) fn count(&mut self, t: Tally) {
+        let m = &mut self.m;
+        match t {
+            Tally::Timeout => m.timeouts += 1,
+            Tally::ValidationFailure => m.validation_failures += 1,
+            Tally::ResetFailure => m.reset_failures += 1,
+            Tally::Evicted(Reason::Idle) => m.evicted_idle += 1,
+            Tally::Evicted(Reason::Lifetime) => m.evicted_lifetime += 1,
+            Tally::Evicted(_) => m.evicted_broken += 1,
+            Tally::Destroyed => m.destroys += 1,
+            Tally::DestroyFailed => m.destroy_failures += 1,
+            Tally::OperationFailed => m.operation_failures += 1,
+            Tally::Leaks(n) => m.leaks += n as u64,
+        }
+    }
+
+    /// Wakes every waiter, so that each looks at its slot again (the
+    /// deadline task is gone and each must arm a timer of its own).
+    pub(crate) fn nudge_all(&mut self) {
+        self.waiters.nudge_all(&mut self.after.wake);
+    }
+
+    /// Takes what the lock's holder leaves to do; for [`StateGuard::unlock`]
+    /// and for tests that lock the state directly.
+    pub(crate) fn take_after(&mut self) -> After<T> {
+        let mut after = std::mem::take(&mut self.after);
+        after.settled = self.phase != Phase::Open && self.settled();
+        after
+    }
+
+    /// Idle objects and objects out (alive, not being created, not idle),
+    /// from one reading of the shards taken at one instant.
+    pub(crate) fn idle_and_borrowed(&self) -> (usize, usize) {
+        let idle = self.idle.len_snapshot();
+        (idle, (self.size - self.creating).saturating_sub(idle))
+    }
+
+    /// Publishes to the shards what a lock-free return must respect. Every
+    /// unlock does it; a change that must not race a return (a new waiter,
+    /// a closing, draining or shrinking pool) does it before it looks at
+    /// the shards.
+    #[inline]
+    pub(crate) fn publish(&self) {
+        self.idle.publish(
+            self.waiters.len(),
+            self.phase != Phase::Open || self.size > self.max,
+            self.size - self.creating,
+        );
+    }
+
+    pub(crate) fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+}
+
+/// The lock around [`State`]. Every unlock publishes what the shards'
+/// lock-free returns must respect, and the counts a cluster compares pools
+/// by without taking any of their locks.
+pub(crate) struct StateLock<T, E: std::error::Error + 'static> {
+    state: Mutex<State<T, E>>,
+}
+
+impl<T, E: std::error::Error + 'static> StateLock<T, E> {
+    pub(crate) fn new(state: State<T, E>) -> Self {
+        Self {
+            state: Mutex::new(state),
+        }
+    }
+
+    /// Locks. Unlock with [`StateGuard::unlock`] after any method that may
+    /// leave work (see [`After`]); a plain drop is for reads and counts.
+    #[inline]
+    pub(crate) fn lock(&self) -> StateGuard<'_, T, E> {
+        StateGuard {
+            guard: self.state.lock(),
+        }
+    }
+}
+
+/// A locked [`State`]; publishes when it unlocks.
+pub(crate) struct StateGuard<'a, T, E: std::error::Error + 'static> {
+    guard: MutexGuard<'a, State<T, E>>,
+}
+
+impl<T, E: std::error::Error + 'static> std::ops::Deref for StateGuard<'_, T, E> {
+    type Target = State<T, E>;
+
+    #[inline]
+    fn deref(&self) -> &State<T, E> {
+        &self.guard
+    }
+}
+
+impl<T, E: std::error::Error + 'static> std::ops::DerefMut for StateGuard<'_, T, E> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut State<T, E> {
+        &mut self.guard
+    }
+}
+
+impl<T, E: std::error::Error + 'static> StateGuard<'_, T, E> {
+    /// Unlocks, and returns what must happen now that the lock is free.
+    #[inline]
+    pub(crate) fn unlock(mut self) -> After<T> {
+        self.guard.take_after()
+    }
+}
+
+impl<T, E: std::error::Error + 'static> Drop for StateGuard<'_, T, E> {
+    #[inline]
+    fn drop(&mut self) {
+        debug_assert!(
+            std::thread::panicking() || self.guard.after.is_empty(),
+            "the pool lock was dropped with work left for after it: use `unlock`"
+        );
+        self.guard.publish();
+    }
+}
+
+mod checkout;
+mod creates;
+mod idle;
+
+#[cfg(all(test, aquifer_loom))]
+mod loom_models;

@@ -1,0 +1,539 @@
+//! The pool: its public handle here; the shared state and helpers in
+//! `shared`, the way out in `get`, the way back in `release`, background
+//! work in `tasks`, and the checked-out object in `pooled`.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::Location;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::PoolConfig;
+use crate::error::{BuildError, CreateError, PoolError};
+use crate::events::{EventStream, Operation, PoolEvent, Reason};
+use crate::internals::{Phase, Tally};
+use crate::manager::Manager;
+use crate::metrics::Metrics;
+use crate::object::Metadata;
+
+mod builder;
+mod get;
+mod pooled;
+mod release;
+mod shared;
+mod tasks;
+
+pub use builder::Builder;
+pub use pooled::Pooled;
+pub(crate) use shared::Shared;
+
+/// A pool of objects made by a [`Manager`].
+///
+/// `Pool` is a cheap handle: clone it into every task. When the last handle is
+/// dropped the pool closes: idle objects are destroyed, and objects still
+/// checked out are destroyed when they come back.
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # struct Conn;
+/// # struct Connector;
+/// # impl aquifer::Manager for Connector {
+/// #     type Type = Conn;
+/// #     type Error = Infallible;
+/// #     async fn create(&self) -> Result<Conn, Infallible> { Ok(Conn) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
+/// let pool = aquifer::Pool::builder(Connector)
+///     .max(16)
+///     .acquire_timeout(Duration::from_secs(2))
+///     .build()?;
+/// let conn = pool.get().await?; // returned to the pool when dropped
+/// assert_eq!(pool.status().borrowed, 1);
+/// # drop(conn);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Pool<M: Manager> {
+    shared: Arc<Shared<M>>,
+}
+
+/// An object whose `destroy` failed or timed out, as
+/// [`Pool::pending`] reports it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PendingInfo {
+    /// The object's id.
+    pub id: u64,
+    /// The last destroy error's message.
+    pub error: String,
+    /// When it first failed to close.
+    pub since: std::time::Instant,
+    /// Destroy attempts so far.
+    pub attempts: u32,
+}
+
+/// A snapshot of how many objects are where.
+///
+/// `idle + borrowed + creating == size` always holds, and so does
+/// `size <= max` except right after [`Pool::resize`] lowered `max`, until
+/// enough borrowed objects came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Status {
+    /// Objects alive or being created.
+    pub size: usize,
+    /// Objects waiting in the pool.
+    pub idle: usize,
+    /// Objects checked out (or being reset or checked in the background).
+    pub borrowed: usize,
+    /// Creates in flight.
+    pub creating: usize,
+    /// Callers waiting for an object.
+    pub waiting: usize,
+    /// Objects that failed to close and are kept for `close_pending`.
+    pub pending: usize,
+    /// The configured maximum.
+    pub max: usize,
+    /// The configured minimum.
+    pub min: usize,
+    /// Objects that could still be created: `max - size`, or 0 once closed.
+    pub spare: usize,
+}
+
+impl<M: Manager> Pool<M> {
+    /// A builder with every setting at its default.
+    pub fn builder(manager: M) -> Builder<M> {
+        Builder::new(manager)
+    }
+
+    /// Builds a pool from a complete configuration.
+    ///
+    /// Inside a Tokio runtime with `eager` set (the default), filling to
+    /// `min` and background maintenance start at once; otherwise at the first
+    /// checkout or [`start`](Pool::start).
+    ///
+    /// # Errors
+    /// A [`BuildError`] when the configuration cannot work.
+    pub fn new(manager: M, cfg: PoolConfig) -> Result<Self, BuildError> {
+        cfg.validate()?;
+        let shared = Shared::new(manager, cfg);
+        if shared.cfg.eager {
+            shared.ensure_started();
+        }
+        Ok(Pool { shared })
+    }
+
+    /// Checks an object out, waiting up to `acquire_timeout`, at priority 0.
+    ///
+    /// # Errors
+    /// [`PoolError::Timeout`] (with the last create error as its source),
+    /// [`PoolError::Create`] when a create failed with an error the manager
+    /// calls permanent, [`PoolError::QueueFull`], [`PoolError::Draining`], [`PoolError::Closed`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future at any point leaks nothing: a queued caller leaves
+    /// the queue (an object handed to it in the meantime goes to the next
+    /// caller), a create it started finishes in the background and the object
+    /// goes idle, and an object dropped mid-validation is destroyed and its
+    /// slot freed.
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        self.shared.get(0, self.shared.cfg.acquire_timeout, caller)
+    }
+
+    /// Like [`get`](Pool::get) with another timeout for this call.
+    ///
+    /// # Errors
+    /// As [`get`](Pool::get).
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        self.shared.get(0, timeout, caller)
+    }
+
+    /// Like [`get`](Pool::get) at a priority: 0 is served first, and a value
+    /// beyond `priority_levels - 1` means the lowest. Within a priority,
+    /// callers are served in the order they arrived.
+    ///
+    /// # Errors
+    /// As [`get`](Pool::get).
+    #[track_caller]
+    pub fn get_with_priority(
+        &self,
+        priority: usize,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        self.shared
+            .get(priority, self.shared.cfg.acquire_timeout, caller)
+    }
+
+    /// Checks out an idle object without queueing. The object is still
+    /// validated when `validate_on_borrow` asks for it.
+    ///
+    /// # Errors
+    /// [`PoolError::Exhausted`] when no idle object is ready (others wait, or
+    /// all are in use), and the refusals of [`get`](Pool::get).
+    #[track_caller]
+    pub fn try_get(
+        &self,
+    ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
+        let caller = Location::caller();
+        self.shared.try_acquire(caller)
+    }
+
+    /// The first step of a get that goes on to a full [`get`](Pool::get)
+    /// when this returns `None`: the next idle object if it can be handed
+    /// out as it is, with nothing to await (not expired, not broken, no
+    /// borrow check due) and nobody waiting before the caller. It never
+    /// starts a check it could not finish, and a miss is not counted in
+    /// [`Metrics::gets`], so that one checkout counts once.
+    #[track_caller]
+    #[inline]
+    pub(crate) fn take_ready(&self) -> Option<Pooled<M>> {
+        self.shared.take_ready(Location::caller())
+    }
+
+    /// Runs `f` with a checked-out object and returns what it returns. When
+    /// `f` fails the object is destroyed rather than reused, as it may be in
+    /// a bad state.
+    ///
+    /// # Errors
+    /// `f`'s error, or the checkout's error converted into `E`.
+    pub async fn with<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: AsyncFnOnce(&mut M::Type) -> Result<R, E>,
+        E: From<PoolError<M::Error>>,
+    {
+        let mut obj = self.get().await?;
+        match f(&mut *obj).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                obj.destroy();
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts background maintenance (if not yet running) and creates
+    /// objects until `min` are alive. Checks nothing out: the metrics
+    /// count no get for it.
+    ///
+    /// # Errors
+    /// [`PoolError::Timeout`] with the last create error as its source
+    /// when `min` objects could not be made within `acquire_timeout`;
+    /// [`PoolError::Create`] at once when a create failed with an error
+    /// the manager calls permanent; [`PoolError::Closed`].
+    pub async fn start(&self) -> Result<(), PoolError<M::Error>> {
+        let shared = &self.shared;
+        shared.ensure_started();
+        let started = Instant::now();
+        let deadline = crate::clock::later(shared.cfg.acquire_timeout);
+        let failures_before = shared.state.lock().failure_seq();
+        loop {
+            let created = shared.created.notified();
+            let mut created = pin!(created);
+            created.as_mut().enable();
+            let failed = {
+                let st = shared.state.lock();
+                if st.phase() == Phase::Closed {
+                    return Err(PoolError::Closed);
+                }
+                if st.has_min() {
+                    return Ok(());
+                }
+                (st.failure_seq() > failures_before)
+                    .then(|| st.last_error())
+                    .flatten()
+            };
+            if let Some(CreateError::Backend(e)) = &failed {
+                if shared.manager.is_permanent(e) {
+                    return Err(PoolError::Create(Box::new(CreateError::Backend(
+                        std::sync::Arc::clone(e),
+                    ))));
+                }
+            }
+            shared.refill();
+            if tokio::time::timeout_at(deadline, created).await.is_err() {
+                let last = shared.state.lock().last_error();
+                return Err(PoolError::timeout(started.elapsed(), last));
+            }
+        }
+    }
+
+    /// Stops new checkouts (they fail with [`PoolError::Draining`]), serves
+    /// the callers already waiting, and returns once every object is back.
+    /// Follow it with [`close`](Pool::close) or [`clear`](Pool::clear).
+    pub async fn drain(&self) {
+        self.shared.state.lock().drain();
+        self.shared.wait_settled().await;
+    }
+
+    /// Destroys every idle object (waiting for the destroys), then lets the
+    /// pool refill to `min`. Returns how many were destroyed.
+    pub async fn clear(&self) -> usize {
+        let taken = self.shared.state.lock().take_idle(|_| true);
+        let n = taken.len();
+        self.shared.destroy_all(taken, Reason::Cleared).await;
+        self.shared.refill();
+        n
+    }
+
+    /// Closes the pool: new and waiting checkouts fail with
+    /// [`PoolError::Closed`], idle objects are destroyed (this waits for
+    /// that), and objects still out are destroyed when they come back.
+    pub async fn close(&self) {
+        let taken = self.shared.close_state();
+        self.shared.destroy_all(taken, Reason::Closed).await;
+    }
+
+    /// Whether the pool was closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.state.lock().phase() == Phase::Closed
+    }
+
+    /// Changes `max`. When it shrinks, idle objects above it are destroyed at
+    /// once and borrowed ones when they come back. A closed pool ignores
+    /// it (as deadpool does): its status keeps the `max` it closed with.
+    ///
+    /// # Errors
+    /// [`BuildError`] when `max` is 0 or below `min`.
+    pub fn resize(&self, max: usize) -> Result<(), BuildError> {
+        let mut st = self.shared.state.lock();
+        let resized = st.set_max(max);
+        let after = st.unlock();
+        self.shared.finish(after);
+        resized
+    }
+
+    /// Destroys the idle objects for which `keep` returns `false`; returns how many.
+    pub async fn retain(&self, mut keep: impl FnMut(&M::Type, &Metadata) -> bool) -> usize {
+        let taken = self
+            .shared
+            .state
+            .lock()
+            .take_idle(|e| !keep(&e.obj.value, &e.meta));
+        let n = taken.len();
+        self.shared.destroy_all(taken, Reason::Cleared).await;
+        self.shared.refill();
+        n
+    }
+
+    /// Keeps at most `keep` healthy idle objects: broken ones and the
+    /// surplus (those idle longest) are destroyed. Returns how many.
+    pub async fn free(&self, keep: usize) -> usize {
+        let shared = &self.shared;
+        let taken = {
+            let mut st = shared.state.lock();
+            let healthy = st
+                .inspect_idle(|idle| idle.iter().filter(|e| !shared.broken(&e.obj.value)).count());
+            let mut surplus = healthy.saturating_sub(keep);
+            st.take_idle(|e| {
+                if shared.broken(&e.obj.value) {
+                    true
+                } else if surplus > 0 {
+                    surplus -= 1;
+                    true
+                } else {
+                    false
+                }
+            })
+        };
+        let n = taken.len();
+        shared.destroy_all(taken, Reason::Cleared).await;
+        n
+    }
+
+    /// Objects whose `destroy` failed or timed out, with their errors.
+    pub fn pending(&self) -> Vec<PendingInfo> {
+        self.shared
+            .pending
+            .lock()
+            .iter()
+            .map(|p| PendingInfo {
+                id: p.entry.meta.id,
+                error: crate::error::error_chain(&p.error),
+                since: p.since.into_std(),
+                attempts: p.attempts,
+            })
+            .collect()
+    }
+
+    /// Tries to close the pending objects again. With `force`, drops them
+    /// without calling `destroy`. Returns how many are still pending.
+    pub async fn close_pending(&self, force: bool) -> usize {
+        let all = std::mem::take(&mut *self.shared.pending.lock());
+        if force {
+            let n = all.len();
+            for p in &all {
+                tracing::debug!(target: "aquifer::pool", id = p.entry.meta.id, "pending object dropped by force");
+            }
+            drop(all);
+            tracing::info!(target: "aquifer::pool", dropped = n, "pending objects dropped");
+            return 0;
+        }
+        for p in all {
+            self.shared
+                .destroy_now(p.entry, Reason::Closed, p.attempts)
+                .await;
+        }
+        self.shared.pending.lock().len()
+    }
+
+    /// How many objects are where, right now.
+    pub fn status(&self) -> Status {
+        let pending = self.shared.pending.lock().len();
+        let c = self.shared.state.lock().counts();
+        Status {
+            size: c.size,
+            idle: c.idle,
+            borrowed: c.borrowed,
+            creating: c.creating,
+            waiting: c.waiting,
+            pending,
+            max: c.max,
+            min: c.min,
+            // A closed pool creates nothing more.
+            spare: if c.phase == Phase::Closed {
+                0
+            } else {
+                c.max.saturating_sub(c.size)
+            },
+        }
+    }
+
+    /// Borrowed objects plus waiting callers: how busy the pool is, as of
+    /// the last change, read without the lock.
+    #[inline]
+    pub(crate) fn busy(&self) -> usize {
+        self.shared.idle.busy()
+    }
+
+    /// Counters and latency summaries since the pool was built.
+    pub fn metrics(&self) -> Metrics {
+        let m = self.shared.state.lock().counters();
+        m.snapshot()
+    }
+
+    /// A new listener for this pool's events. Listeners that fall behind
+    /// lose the oldest events; the pool never waits for them.
+    pub fn events(&self) -> EventStream {
+        self.shared.events.subscribe()
+    }
+
+    /// Like [`events`](Pool::events) but without asking for the
+    /// per-checkout [`PoolEvent::Acquired`] and [`PoolEvent::Released`]:
+    /// while only such listeners exist those are not even built, so the
+    /// checkout path pays nothing for them. (They still arrive while
+    /// another listener asks for every event.)
+    pub fn lifecycle_events(&self) -> EventStream {
+        self.shared.events.subscribe_lifecycle()
+    }
+
+    /// Records that work on one of this pool's objects failed, for drivers'
+    /// query helpers: listeners get [`PoolEvent::OperationFailed`], `tracing`
+    /// a warning, and [`Metrics::operation_failures`] counts it. The message
+    /// must not hold secrets.
+    pub fn report(&self, op: Operation, error: impl std::fmt::Display) {
+        self.shared.state.lock().count(Tally::OperationFailed);
+        self.shared.emit(PoolEvent::OperationFailed {
+            op,
+            error: error.to_string(),
+        });
+    }
+
+    /// A guard for a driver's transaction helper: unless
+    /// [`finished`](TransactionWatch::finished) is called, dropping it
+    /// reports an [`Operation::Transaction`](Operation::Transaction)
+    /// failure, saying whether the transaction's code panicked or its
+    /// future was dropped mid-way. Rolling back stays the driver's job;
+    /// this makes the abandoned transaction visible.
+    pub fn watch_transaction(&self) -> TransactionWatch<'_, M> {
+        TransactionWatch {
+            pool: self,
+            armed: true,
+        }
+    }
+
+    /// The pool's configuration (`max` as built; see [`status`](Pool::status)
+    /// for the current one).
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.cfg
+    }
+
+    pub(crate) fn shared(&self) -> &Shared<M> {
+        &self.shared
+    }
+
+    /// The manager.
+    pub fn manager(&self) -> &M {
+        &self.shared.manager
+    }
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Pool {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<M: Manager> Drop for Pool<M> {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let taken = self.shared.close_state();
+            for e in taken {
+                self.shared.spawn_destroy(e, Reason::Closed);
+            }
+        }
+    }
+}
+
+impl<M: Manager> fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// Reports a transaction that ends without a commit or a rollback; see
+/// [`Pool::watch_transaction`].
+#[must_use = "dropping the watch at once reports the transaction as abandoned"]
+pub struct TransactionWatch<'a, M: Manager> {
+    pool: &'a Pool<M>,
+    armed: bool,
+}
+
+impl<M: Manager> TransactionWatch<'_, M> {
+    /// The transaction committed or rolled back: nothing to report.
+    pub fn finished(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<M: Manager> Drop for TransactionWatch<'_, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            let why = if std::thread::panicking() {
+                "the transaction's closure panicked"
+            } else {
+                "the transaction was dropped before it finished"
+            };
+            self.pool.report(Operation::Transaction, why);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The way back: a checked-out object returns (straight into its thread's
+//! shard when it can), is reset, evicted, detached or destroyed.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::DestroyError;
+use crate::events::{PoolEvent, Reason};
+use crate::internals::Tally;
+use crate::manager::Manager;
+use crate::object::{Entry, Item};
+use crate::shards::Shards;
+use crate::thread;
+
+use super::get::Checkout;
+use super::pooled::Owned;
+use super::shared::{catch_unwind, PendingObject, Shared};
+
+impl<M: Manager> Shared<M> {
+    /// A checked-out object comes back to the pool it holds. The entry's
+    /// reference to the pool moves out for the checks and back in before
+    /// the entry is stored: no reference count changes on the way.
+    #[inline]
+    pub(crate) fn release(mut entry: Item<Owned<M>>) {
+        let this = entry
+            .obj
+            .pool
+            .take()
+            .expect("a checked-out object holds its pool");
+        let now = this.clock.now();
+        let held = now.nanos_since(entry.taken_at);
+        entry.meta.last_used = now;
+        if let Some(leases) = &this.leases {
+            leases.lock().remove(&entry.meta.id);
+        }
+        if this.hot_events() {
+            this.emit(PoolEvent::Released {
+                id: entry.meta.id,
+                held: Duration::from_nanos(held),
+            });
+        }
+        if this.broken(&entry.obj.value) {
+            this.idle.record_usage(thread::home(), held);
+            this.evict(entry, Reason::Broken);
+        } else if entry.expired(now) {
+            this.idle.record_usage(thread::home(), held);
+            this.evict(entry, Reason::Lifetime);
+        } else if std::panic::catch_unwind(AssertUnwindSafe(|| {
+            this.manager.needs_reset(&mut entry.obj.value)
+        }))
+        .unwrap_or(true)
+        {
+            this.idle.record_usage(thread::home(), held);
+            entry.obj.pool = Some(Arc::clone(&this));
+            let task = Arc::clone(&this);
+            this.spawn(async move { task.reset(entry).await });
+        } else {
+            let home = thread::home();
+            let idle: *const Shards<Owned<M>> = &*this.idle;
+            entry.obj.pool = Some(this);
+            // Nobody waits and the pool needs nothing: no pool lock. The
+            // shard records the usage either way.
+            #[allow(unsafe_code)]
+            // SAFETY: `idle` points into the pool (its shards are freed only
+            // with it), and the reference that just moved into `entry` keeps
+            // the pool alive while this thread owns the entry. `put` stores
+            // the entry under its shard's lock; no other thread can take it
+            // out, and so drop that reference, before the lock is released,
+            // which is `put`'s last access to `*idle`. On `Err` the entry
+            // comes back to this thread.
+            let refused = unsafe { Shards::put(idle, home, entry, held) };
+            if let Err(entry) = refused {
+                let this = Arc::clone(entry.obj.pool.as_ref().expect("just put back"));
+                let mut st = this.state.lock();
+                st.place(entry, now, home);
+                let after = st.unlock();
+                this.finish(after);
+            }
+        }
+    }
+
+    /// A returned object is reset before it is reused.
+    pub(super) async fn reset(self: &Arc<Self>, entry: Item<Owned<M>>) {
+        // If this task is dropped mid-reset the guard destroys the object.
+        let mut guard = Checkout {
+            shared: self,
+            entry: Some(entry),
+        };
+        let limit = self.cfg.reset_timeout;
+        let obj = &mut guard.entry.as_mut().expect("held until taken").obj.value;
+        let outcome = tokio::time::timeout(limit, catch_unwind(self.manager.reset(obj))).await;
+        let entry = guard.entry.take().expect("held until taken");
+        let cause = match outcome {
+            Ok(Ok(Ok(()))) => {
+                self.put_back(entry);
+                return;
+            }
+            Ok(Ok(Err(e))) => Some(std::sync::Arc::new(e)),
+            _ => None,
+        };
+        self.state.lock().count(Tally::ResetFailure);
+        if entry.meta.use_count == 1 {
+            self.fresh_failed("first reset", cause);
+        }
+        self.discard(entry, Reason::ResetFailed);
+    }
+
+    /// Removes a checked-out object's lease and records how long it was held.
+    pub(crate) fn forget(&self, entry: &Entry<Owned<M>>) {
+        if let Some(leases) = &self.leases {
+            leases.lock().remove(&entry.meta.id);
+        }
+        let held = self.clock.now().nanos_since(entry.taken_at);
+        self.idle.record_usage(thread::home(), held);
+    }
+
+    /// A detached object frees its slot.
+    pub(crate) fn detached(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        st.discard();
+        let after = st.unlock();
+        self.finish(after);
+    }
+
+    /// Evicts a counted object (checkout or return found it expired or broken).
+    pub(super) fn evict(self: &Arc<Self>, entry: Item<Owned<M>>, reason: Reason) {
+        self.state.lock().count(Tally::Evicted(reason));
+        self.emit(PoolEvent::Evicted {
+            id: entry.meta.id,
+            reason,
+        });
+        self.discard(entry, reason);
+    }
+
+    /// Destroys a counted object: frees its slot (starting a replacement if
+    /// one is needed) and closes it in the background.
+    pub(crate) fn discard(self: &Arc<Self>, entry: Item<Owned<M>>, reason: Reason) {
+        self.detached();
+        self.spawn_destroy(entry, reason);
+    }
+
+    /// Closes an object whose slot is already freed, in the background.
+    pub(super) fn spawn_destroy(self: &Arc<Self>, entry: Item<Owned<M>>, reason: Reason) {
+        let this = Arc::clone(self);
+        self.spawn(async move {
+            this.destroy_now(entry, reason, 0).await;
+        });
+    }
+
+    /// Closes objects whose slots are already freed, and waits for it.
+    pub(super) async fn destroy_all(
+        self: &Arc<Self>,
+        entries: Vec<Item<Owned<M>>>,
+        reason: Reason,
+    ) {
+        match self.runtime.get() {
+            Some(h) => {
+                let tasks: Vec<_> = entries
+                    .into_iter()
+                    .map(|e| {
+                        let this = Arc::clone(self);
+                        h.spawn(async move { this.destroy_now(e, reason, 0).await })
+                    })
+                    .collect();
+                for t in tasks {
+                    let _ = t.await;
+                }
+            }
+            None => {
+                for e in entries {
+                    self.destroy_now(e, reason, 0).await;
+                }
+            }
+        }
+    }
+
+    /// Runs `destroy`; a failure or timeout keeps the object as pending.
+    pub(super) async fn destroy_now(
+        &self,
+        mut entry: Item<Owned<M>>,
+        reason: Reason,
+        attempts: u32,
+    ) {
+        let limit = self.cfg.destroy_timeout;
+        let outcome = tokio::time::timeout(
+            limit,
+            catch_unwind(self.manager.destroy(&mut entry.obj.value)),
+        )
+        .await;
+        let id = entry.meta.id;
+        let error = match outcome {
+            Ok(Ok(Ok(()))) => {
+                drop(entry);
+                self.state.lock().count(Tally::Destroyed);
+                self.emit(PoolEvent::Destroyed { id, reason });
+                return;
+            }
+            Ok(Ok(Err(e))) => DestroyError::Backend(std::sync::Arc::new(e)),
+            Ok(Err(_)) => {
+                // A panicking destroy leaves nothing to retry with.
+                drop(entry);
+                self.state.lock().count(Tally::DestroyFailed);
+                self.emit(PoolEvent::DestroyFailed {
+                    id,
+                    error: "destroy panicked; object dropped".into(),
+                });
+                return;
+            }
+            Err(_) => DestroyError::Timeout(limit),
+        };
+        self.state.lock().count(Tally::DestroyFailed);
+        self.emit(PoolEvent::DestroyFailed {
+            id,
+            error: crate::error::error_chain(&error),
+        });
+        // A pending object is on its way out: it no longer keeps the pool
+        // alive (the pool's own list would hold it forever).
+        entry.obj.pool = None;
+        self.pending.lock().push(PendingObject {
+            entry,
+            error,
+            since: Instant::now(),
+            attempts: attempts + 1,
+        });
+    }
+}

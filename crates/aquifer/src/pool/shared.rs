@@ -1,0 +1,232 @@
+//! What every handle, checked-out object and task of one pool shares,
+//! and the helpers the get, return and background paths have in common.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, Location};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::clock::{PoolClock, Tick};
+use crate::config::PoolConfig;
+use crate::error::{DestroyError, PoolError};
+use crate::events::{EventBus, PoolEvent};
+use crate::internals::{After, Phase, Refusal, State, StateLock};
+use crate::manager::Manager;
+use crate::object::Item;
+use crate::shards::Shards;
+use crate::sync::Mutex;
+use crate::thread;
+
+use super::pooled::Owned;
+use super::tasks::{background, Alive};
+
+pub(crate) struct Shared<M: Manager> {
+    pub(crate) manager: M,
+    pub(crate) cfg: PoolConfig,
+    pub(super) state: StateLock<Owned<M>, M::Error>,
+    pub(super) events: EventBus,
+    /// Woken whenever a draining or closed pool may have settled.
+    pub(super) settled: Notify,
+    /// Woken whenever a create job ends an attempt (made or failed), for
+    /// [`Pool::start`].
+    pub(super) created: Notify,
+    pub(super) handles: AtomicUsize,
+    /// The background task (maintenance and waiter deadlines) is running.
+    /// It is restarted on the caller's runtime if its own runtime went away.
+    pub(super) running: AtomicBool,
+    /// Wakes the background task when a waiter's deadline is the new earliest.
+    pub(super) rearm: Arc<Notify>,
+    pub(super) runtime: OnceLock<Handle>,
+    pub(super) leases: Option<Mutex<HashMap<u64, Lease>>>,
+    pub(super) pending: Mutex<Vec<PendingObject<Owned<M>, M::Error>>>,
+    /// The name of the first cluster member this pool became, so that a
+    /// connection can tell where it came from without a reference of its
+    /// own to the member.
+    pub(crate) cluster_name: OnceLock<Arc<str>>,
+    /// Read on checkout and return.
+    pub(crate) clock: PoolClock,
+    /// The idle objects (shared with the state), reached without the pool
+    /// lock while nobody waits.
+    pub(super) idle: crate::sync::Arc<Shards<Owned<M>>>,
+}
+
+/// What the pool keeps about an object whose `destroy` failed.
+pub(super) struct PendingObject<T, E> {
+    pub(super) entry: Item<T>,
+    pub(super) error: DestroyError<E>,
+    pub(super) since: Instant,
+    pub(super) attempts: u32,
+}
+
+/// Where a checked-out object was taken, for leak reports.
+pub(super) struct Lease {
+    pub(super) since: Tick,
+    pub(super) location: &'static Location<'static>,
+    pub(super) reported: bool,
+}
+
+/// Polls a future, turning a panic into an `Err`.
+pub(super) async fn catch_unwind<F: Future>(f: F) -> std::thread::Result<F::Output> {
+    let mut f = pin!(f);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    })
+    .await
+}
+
+impl<M: Manager> Shared<M> {
+    /// The shared part of a new pool; `cfg` is valid.
+    pub(super) fn new(manager: M, cfg: PoolConfig) -> Arc<Self> {
+        let state = State::new(&cfg, thread::shard_count());
+        Arc::new(Shared {
+            idle: crate::sync::Arc::clone(state.shards()),
+            state: StateLock::new(state),
+            clock: PoolClock::new(cfg.clock),
+            events: EventBus::new(cfg.event_capacity),
+            settled: Notify::new(),
+            created: Notify::new(),
+            handles: AtomicUsize::new(1),
+            running: AtomicBool::new(false),
+            rearm: Arc::new(Notify::new()),
+            runtime: OnceLock::new(),
+            leases: cfg
+                .leak_detection_threshold
+                .map(|_| Mutex::new(HashMap::new())),
+            pending: Mutex::new(Vec::new()),
+            cluster_name: OnceLock::new(),
+            manager,
+            cfg,
+        })
+    }
+
+    #[inline]
+    pub(super) fn ensure_started(self: &Arc<Self>) {
+        if !self.running.load(Ordering::Acquire) {
+            self.start_background();
+        }
+    }
+
+    #[cold]
+    fn start_background(self: &Arc<Self>) {
+        let Ok(handle) = Handle::try_current() else {
+            return;
+        };
+        if self.state.lock().phase() == Phase::Closed || self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.runtime.set(handle.clone());
+        let alive = Alive(Arc::downgrade(self));
+        handle.spawn(background(alive, Arc::clone(&self.rearm), self.cfg.tick()));
+        self.refill();
+    }
+
+    /// Runs `fut` on the caller's runtime, or else on the one the pool
+    /// started in.
+    pub(super) fn spawn<F: Future<Output = ()> + Send + 'static>(&self, fut: F) {
+        match Handle::try_current()
+            .ok()
+            .or_else(|| self.runtime.get().cloned())
+        {
+            Some(h) => {
+                h.spawn(fut);
+            }
+            // No runtime to run it on: dropping the future runs its guards.
+            None => drop(fut),
+        }
+    }
+
+    /// A cheap broken check that survives a panicking manager.
+    #[inline]
+    pub(super) fn broken(&self, obj: &M::Type) -> bool {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.manager.is_broken(obj))).unwrap_or(true)
+    }
+
+    pub(super) fn emit(&self, ev: PoolEvent) {
+        self.events.send(ev);
+    }
+
+    /// Whether a per-checkout event is worth building.
+    #[inline]
+    pub(super) fn hot_events(&self) -> bool {
+        self.events.wanted() || tracing::enabled!(target: "aquifer::pool", tracing::Level::TRACE)
+    }
+
+    pub(super) fn expiry(&self, now: Tick) -> Option<Tick> {
+        self.cfg.max_lifetime.map(|life| {
+            let cut = self.cfg.lifetime_jitter * fastrand::f64();
+            now.after(life.mul_f64(1.0 - cut))
+        })
+    }
+
+    pub(super) async fn wait_settled(&self) {
+        loop {
+            let mut notified = pin!(self.settled.notified());
+            notified.as_mut().enable();
+            if self.state.lock().settled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Closes the state: fails every waiter, and returns the idle objects
+    /// (their slots freed) for the caller to destroy.
+    pub(super) fn close_state(self: &Arc<Self>) -> Vec<Item<Owned<M>>> {
+        let mut st = self.state.lock();
+        let taken = st.close();
+        let after = st.unlock();
+        self.finish(after);
+        self.settled.notify_waiters();
+        taken
+    }
+
+    /// Puts a counted object back through the pool lock: to a waiter, or
+    /// idle.
+    pub(super) fn put_back(self: &Arc<Self>, entry: Item<Owned<M>>) {
+        let mut st = self.state.lock();
+        st.place(entry, self.clock.now(), thread::home());
+        let after = st.unlock();
+        self.finish(after);
+    }
+
+    /// Does what an unlock left to do: wakes waiters, destroys objects
+    /// whose slots were freed, starts the creates reserved, and tells
+    /// whoever waits for a draining or closed pool that it settled.
+    #[inline]
+    pub(super) fn finish(self: &Arc<Self>, after: After<Owned<M>>) {
+        for w in after.wake {
+            w.wake();
+        }
+        for (e, reason) in after.destroy {
+            self.spawn_destroy(e, reason);
+        }
+        for _ in 0..after.creates {
+            self.spawn_create();
+        }
+        if after.settled {
+            self.settled.notify_waiters();
+        }
+    }
+
+    pub(super) fn refused(&self, r: Refusal) -> PoolError<M::Error> {
+        match r {
+            Refusal::QueueFull(max_waiting) => {
+                self.emit(PoolEvent::QueueFull { max_waiting });
+                PoolError::QueueFull { max_waiting }
+            }
+            Refusal::Draining => PoolError::Draining,
+            Refusal::Closed => PoolError::Closed,
+        }
+    }
+}

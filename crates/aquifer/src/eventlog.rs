@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::Warning;
+use crate::warning::Warning;
 
 /// Lines queued for the writer before new ones are dropped (and counted).
 const QUEUE: usize = 4096;

@@ -17,10 +17,11 @@ mod shards;
 mod sync;
 mod thread;
 mod waiters;
+mod warning;
 
 pub use cluster::{
     Cluster, ClusterBuildError, ClusterBuilder, ClusterConn, ClusterError, ClusterInfo,
-    ClusterPending, ClusterPool, Mode, PoolInfo, Warning,
+    ClusterPending, ClusterPool, Mode, PoolInfo,
 };
 pub use config::{Backoff, Clock, Order, PoolConfig};
 pub use error::{error_chain, BuildError, CreateError, DestroyError, PoolError, TimeoutError};
@@ -30,3 +31,4 @@ pub use metrics::{Evictions, Metrics, Summary};
 pub use object::Metadata;
 pub use pool::{Builder, PendingInfo, Pool, Pooled, Status, TransactionWatch};
 pub use selector::{RegexError, Selector};
+pub use warning::Warning;

@@ -840,6 +840,27 @@ async fn durations_of_max_saturate_instead_of_panicking() {
     assert!(c.is_banned("down"), "banned for good");
 }
 
+/// A get that falls back picks the next pool as its mode does: in weighted
+/// mode a pool of weight 0 is not a fallback while a weighted one can serve.
+#[tokio::test(start_paused = true)]
+async fn a_weighted_get_falls_back_by_weight() {
+    let c = Cluster::builder()
+        .mode(Mode::Weighted)
+        .ban_time(Duration::ZERO)
+        .acquire_timeout(ms(300))
+        .build();
+    let (down, p) = fake_pool(2);
+    down.create.set(Step::Err);
+    c.add(ClusterPool::new("down", p)).unwrap();
+    let (_, p) = fake_pool(2);
+    c.add(ClusterPool::new("drained", p).weight(0)).unwrap();
+    let (_, p) = fake_pool(2);
+    c.add(ClusterPool::new("live", p)).unwrap();
+    let seen = tally(&c, "*", 40).await;
+    assert_eq!(seen.get("live"), Some(&40), "{seen:?}");
+    assert!(down.create.calls() > 0, "some gets tried the failing pool first");
+}
+
 /// Weight 0: no share of weighted gets while a weighted pool can serve;
 /// named gets still reach it, and it serves when it is all that is left.
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,180 @@
+//! Settings for a cluster.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::error::BuildError;
+use crate::eventlog::EventLog;
+use crate::manager::Manager;
+use crate::thread;
+
+use super::balance::{mode_code, Mode, Seed};
+use super::members::Members;
+use super::{Cluster, ClusterBuildError, Inner};
+
+/// Settings for a [`Cluster`] of pools of `M`.
+#[must_use]
+pub struct ClusterBuilder<M: Manager> {
+    mode: Mode,
+    ban_time: Duration,
+    max_warnings: usize,
+    acquire_timeout: Option<Duration>,
+    log: Option<(PathBuf, u64)>,
+    manager: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M: Manager> fmt::Debug for ClusterBuilder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterBuilder")
+            .field("mode", &self.mode)
+            .field("ban_time", &self.ban_time)
+            .field("max_warnings", &self.max_warnings)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+impl<M: Manager> Default for ClusterBuilder<M> {
+    fn default() -> Self {
+        Self {
+            mode: Mode::RoundRobin,
+            ban_time: Duration::from_secs(30),
+            max_warnings: 1000,
+            acquire_timeout: None,
+            log: None,
+            manager: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<M: Manager> ClusterBuilder<M> {
+    /// How gets pick a pool. Default [`Mode::RoundRobin`].
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long a pool whose gets fail with connection errors is skipped.
+    /// Default 30 s.
+    pub fn ban_time(mut self, ban_time: Duration) -> Self {
+        self.ban_time = ban_time;
+        self
+    }
+
+    /// Warnings kept in memory; the oldest go first. Default 1000.
+    pub fn max_warnings(mut self, n: usize) -> Self {
+        self.max_warnings = n.max(1);
+        self
+    }
+
+    /// The whole budget of one cluster `get`, retries on other pools
+    /// included. Default: the acquire timeout of the first pool tried.
+    /// Zero is refused, as a pool refuses it: [`try_build`] fails, and
+    /// [`build`] keeps the default and says so in its first warning.
+    ///
+    /// [`try_build`]: ClusterBuilder::try_build
+    /// [`build`]: ClusterBuilder::build
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = Some(timeout);
+        self
+    }
+
+    /// Appends every warning as a JSON line (`at_ms`, `pool`, `message`) to
+    /// `path`, kept across restarts and read back by
+    /// [`log_messages`](Cluster::log_messages). Past `max_bytes` the file
+    /// moves to `path.1` and a new one starts. A thread of its own writes, so
+    /// logging never holds up a get. Default: no file.
+    pub fn log_file(mut self, path: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        self.log = Some((path.into(), max_bytes.max(1)));
+        self
+    }
+
+    /// An empty cluster. If the event log cannot be opened, the cluster
+    /// works without it, and a setting that cannot work is left at its
+    /// default; each says so in a warning. Use
+    /// [`try_build`](ClusterBuilder::try_build) to get the error instead.
+    pub fn build(mut self) -> Cluster<M> {
+        let refused = self.refused_setting();
+        if refused.is_some() {
+            self.acquire_timeout = None;
+        }
+        let (log, failure) = match self.log.take() {
+            None => (None, None),
+            Some((path, max)) => match EventLog::open(&path, max) {
+                Ok(log) => (Some(log), None),
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "event log {} unavailable ({e}); warnings stay in memory only",
+                        path.display()
+                    )),
+                ),
+            },
+        };
+        let cluster = self.assemble(log);
+        if let Some(e) = refused {
+            cluster
+                .inner
+                .warn(None, format!("{e}; the pools' own timeouts apply"));
+        }
+        if let Some(message) = failure {
+            cluster.inner.warn(None, message);
+        }
+        cluster
+    }
+
+    /// An empty cluster.
+    ///
+    /// # Errors
+    /// [`ClusterBuildError::Settings`] for a setting that cannot work (a
+    /// zero `acquire_timeout`), [`ClusterBuildError::EventLog`] when the
+    /// event log file cannot be opened.
+    pub fn try_build(mut self) -> Result<Cluster<M>, ClusterBuildError> {
+        if let Some(e) = self.refused_setting() {
+            return Err(ClusterBuildError::Settings(e));
+        }
+        let log = match self.log.take() {
+            Some((path, max)) => Some(
+                EventLog::open(&path, max)
+                    .map_err(|source| ClusterBuildError::EventLog { path, source })?,
+            ),
+            None => None,
+        };
+        Ok(self.assemble(log))
+    }
+
+    fn refused_setting(&self) -> Option<BuildError> {
+        (self.acquire_timeout == Some(Duration::ZERO)).then_some(BuildError::ZeroDuration {
+            setting: "acquire_timeout",
+            hint: ": a zero budget would fail every get; leave it unset to use the pools' own",
+        })
+    }
+
+    fn assemble(self, log: Option<EventLog>) -> Cluster<M> {
+        Cluster {
+            inner: Arc::new(Inner {
+                members: Members::default(),
+                mode: AtomicU8::new(mode_code(self.mode)),
+                cursor: AtomicUsize::new(0),
+                seeds: (0..thread::shard_count())
+                    .map(|_| Seed(AtomicU64::new(fastrand::u64(..))))
+                    .collect(),
+                sticky: AtomicU64::new(0),
+                warnings: Mutex::new(VecDeque::new()),
+                retired: Mutex::new(Vec::new()),
+                ban_time: self.ban_time,
+                max_warnings: self.max_warnings,
+                acquire_timeout: self.acquire_timeout,
+                shut: AtomicBool::new(false),
+                log,
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+}

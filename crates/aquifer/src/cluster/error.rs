@@ -1,0 +1,68 @@
+//! The cluster's errors.
+
+use std::path::PathBuf;
+
+use crate::error::{BuildError, PoolError};
+use crate::selector::RegexError;
+
+/// Why [`ClusterBuilder::try_build`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterBuildError {
+    /// A setting cannot work.
+    #[error("invalid cluster settings")]
+    Settings(#[source] BuildError),
+    /// The event log file could not be opened.
+    #[error("cannot open the event log {}", path.display())]
+    EventLog {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError<E: std::error::Error + 'static> {
+    /// A pool of that name is already in the cluster.
+    #[error("a pool named `{0}` is already in the cluster; remove it first or pick another name")]
+    Duplicate(String),
+    /// The name cannot be used.
+    #[error("invalid pool name `{name}`: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// A regex selector that does not compile.
+    #[error(transparent)]
+    Regex(#[from] RegexError),
+    /// The selector names nothing.
+    #[error("empty selector: give a pool name, a glob such as `asia_*`, a regex or a tag")]
+    EmptySelector,
+    /// No pool matches the selector.
+    #[error("no pool matches `{0}`")]
+    NoMatch(String),
+    /// Every pool the selector matches is frozen.
+    #[error("`{0}` is frozen: it serves connections already out but takes no new gets")]
+    Frozen(String),
+    /// Every matching pool was tried and none could serve in time; the
+    /// source is the last pool's error.
+    #[error("no pool matching `{selector}` could serve; `{pool}` failed last")]
+    Unavailable {
+        /// The selector.
+        selector: String,
+        /// The last pool tried.
+        pool: String,
+        /// Its error.
+        #[source]
+        source: PoolError<E>,
+    },
+    /// The cluster was shut down.
+    #[error("the cluster is shut down")]
+    ShutDown,
+}

@@ -1,0 +1,162 @@
+//! What the cluster reports: counts, one pool in detail, and the
+//! connections that failed to close.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::manager::Manager;
+use crate::metrics::Metrics;
+use crate::pool::{PendingInfo, Status};
+
+use super::{Cluster, Mode};
+
+/// A connection that failed to close, in a pool of the cluster or in one
+/// removed from it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterPending {
+    /// The pool's name.
+    pub pool: String,
+    /// The object and its error.
+    pub info: PendingInfo,
+}
+
+/// A cluster at a glance, from [`Cluster::info`].
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ClusterInfo {
+    /// How gets pick a pool.
+    pub mode: Mode,
+    /// Pools in the cluster.
+    pub pools: usize,
+    /// Pools taking gets.
+    pub active: usize,
+    /// Frozen pools.
+    pub frozen: usize,
+    /// Pools banned now.
+    pub banned: usize,
+    /// Warnings in memory.
+    pub warnings: usize,
+    /// Connections that failed to close.
+    pub pending: usize,
+    /// Connections open in all pools.
+    pub size: usize,
+    /// Idle connections in all pools.
+    pub idle: usize,
+    /// Borrowed connections in all pools.
+    pub borrowed: usize,
+    /// Callers waiting in all pools.
+    pub waiting: usize,
+}
+
+/// One pool of a cluster, from [`Cluster::info_about`].
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct PoolInfo {
+    /// Unique within the cluster, in the order pools were added.
+    pub id: u64,
+    /// The pool's name.
+    pub name: String,
+    /// When it was added.
+    pub created_at: SystemTime,
+    /// The manager's [`driver_name`](Manager::driver_name).
+    pub driver: &'static str,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its weight in [`Mode::Weighted`].
+    pub weight: u32,
+    /// Whether it is frozen.
+    pub frozen: bool,
+    /// How much longer it is banned, if it is.
+    pub banned_for: Option<Duration>,
+    /// Connection counts.
+    pub status: Status,
+    /// Counters and latencies.
+    pub metrics: Metrics,
+}
+
+impl<M: Manager> Cluster<M> {
+    /// Counts across the cluster.
+    pub fn info(&self) -> ClusterInfo {
+        let members = self.inner.members.read().to_vec();
+        let mut info = ClusterInfo {
+            mode: self.mode(),
+            pools: members.len(),
+            active: 0,
+            frozen: 0,
+            banned: 0,
+            warnings: self.inner.warnings.lock().len(),
+            pending: self.pending().len(),
+            size: 0,
+            idle: 0,
+            borrowed: 0,
+            waiting: 0,
+        };
+        for m in &members {
+            if m.frozen.load(Ordering::Acquire) {
+                info.frozen += 1;
+            } else {
+                info.active += 1;
+            }
+            info.banned += usize::from(self.banned(m));
+            let s = m.pool.status();
+            info.size += s.size;
+            info.idle += s.idle;
+            info.borrowed += s.borrowed;
+            info.waiting += s.waiting;
+        }
+        info
+    }
+
+    /// One pool in detail, or `None` when no pool has that name.
+    pub fn info_about(&self, name: &str) -> Option<PoolInfo> {
+        let now = Instant::now();
+        let m = self
+            .inner
+            .members
+            .read()
+            .iter()
+            .find(|m| &*m.name == name)
+            .cloned()?;
+        let banned_for = m
+            .banned_until
+            .lock()
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|d| !d.is_zero());
+        Some(PoolInfo {
+            id: m.id,
+            name: m.name.to_string(),
+            created_at: m.added_at,
+            driver: m.pool.manager().driver_name(),
+            tags: m.tags.clone(),
+            weight: m.weight,
+            frozen: m.frozen.load(Ordering::Acquire),
+            banned_for,
+            status: m.pool.status(),
+            metrics: m.pool.metrics(),
+        })
+    }
+
+    /// Connections that failed to close, in the cluster's pools and in
+    /// pools removed from it.
+    pub fn pending(&self) -> Vec<ClusterPending> {
+        self.all_pools()
+            .into_iter()
+            .flat_map(|(name, pool)| {
+                pool.pending().into_iter().map(move |info| ClusterPending {
+                    pool: name.clone(),
+                    info,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether any connection failed to close.
+    pub fn has_pending(&self) -> bool {
+        !self.pending().is_empty()
+    }
+}

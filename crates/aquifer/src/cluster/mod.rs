@@ -1,0 +1,471 @@
+//! Many named pools over many servers, picked by name, glob, regex or tag.
+//!
+//! The handle and the operator's controls are here; how pools are kept in
+//! `members`, how one is picked in `balance`, a get's path in `get`, the
+//! warnings a pool's events become in `watcher`, reports in `info`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+
+use crate::eventlog::EventLog;
+use crate::manager::Manager;
+use crate::pool::Pool;
+use crate::selector::Selector;
+use crate::warning::Warning;
+
+mod balance;
+mod builder;
+mod error;
+mod get;
+mod info;
+mod members;
+mod watcher;
+
+pub use balance::Mode;
+pub use builder::ClusterBuilder;
+pub use error::{ClusterBuildError, ClusterError};
+pub use get::ClusterConn;
+pub use info::{ClusterInfo, ClusterPending, PoolInfo};
+pub use members::ClusterPool;
+
+use balance::{mode_code, mode_of, Seed};
+use members::{Member, Members, Retired};
+use watcher::Watcher;
+
+/// Named pools over several servers, with operator controls.
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # struct Server(&'static str);
+/// # impl aquifer::Manager for Server {
+/// #     type Type = &'static str;
+/// #     type Error = Infallible;
+/// #     async fn create(&self) -> Result<&'static str, Infallible> { Ok(self.0) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use aquifer::{Cluster, ClusterPool, Pool};
+///
+/// let cluster = Cluster::builder().build();
+/// for name in ["asia_1", "asia_2", "africa_1"] {
+///     cluster.add(ClusterPool::new(name, Pool::builder(Server(name)).build()?))?;
+/// }
+/// let conn = cluster.get("asia_*").await?; // round-robin over asia_1, asia_2
+/// assert!(conn.pool_name().starts_with("asia_"));
+/// cluster.freeze("asia_1")?;                // no new gets there
+/// assert_eq!(cluster.active(), ["asia_2", "africa_1"]);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Cluster<M: Manager> {
+    inner: Arc<Inner<M>>,
+}
+
+impl<M: Manager> Clone for Cluster<M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<M: Manager> fmt::Debug for Cluster<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("pools", &self.names())
+            .field("frozen", &self.frozen())
+            .field("mode", &self.mode())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What every handle of one cluster shares.
+struct Inner<M: Manager> {
+    pub(super) members: Members<M>,
+    pub(super) mode: AtomicU8,
+    pub(super) cursor: AtomicUsize,
+    /// The random pick's generator states, one per thread slot (indexed
+    /// like a pool's idle shards), so that gets on several cores do not
+    /// all write one cache line.
+    pub(super) seeds: Box<[Seed]>,
+    /// The member id failover sticks to (0: none yet).
+    pub(super) sticky: AtomicU64,
+    pub(super) warnings: Mutex<VecDeque<Warning>>,
+    /// Removed pools that still hold connections that failed to close,
+    /// watched until they are closed, so that later failures warn too.
+    pub(super) retired: Mutex<Vec<Retired<M>>>,
+    pub(super) ban_time: Duration,
+    pub(super) max_warnings: usize,
+    pub(super) acquire_timeout: Option<Duration>,
+    pub(super) shut: AtomicBool,
+    pub(super) log: Option<EventLog>,
+    pub(super) next_id: AtomicU64,
+}
+
+impl<M: Manager> Inner<M> {
+    /// Bans `m` for `ban_time` (with a warning saying why) unless it is
+    /// banned already: a failed get and the pool's own report of the same
+    /// failed create warn once.
+    fn ban(&self, m: &Member<M>, why: impl fmt::Display) {
+        if m.is_banned() {
+            return;
+        }
+        m.ban(self.ban_time);
+        self.members.flags_changed();
+        self.warn(
+            Some(&m.name),
+            format!("banned for {:?}: {why}", self.ban_time),
+        );
+    }
+
+    fn warn(&self, pool: Option<&str>, message: String) {
+        tracing::warn!(target: "aquifer::cluster", pool, %message, "cluster warning");
+        let w = Warning {
+            at: SystemTime::now(),
+            pool: pool.map(str::to_owned),
+            message,
+        };
+        if let Some(log) = &self.log {
+            log.append(&w);
+        }
+        let mut all = self.warnings.lock();
+        if all.len() >= self.max_warnings {
+            all.pop_front();
+        }
+        all.push_back(w);
+    }
+}
+
+fn check_name<E: std::error::Error>(name: &str) -> Result<(), ClusterError<E>> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.contains(['*', '?', '[', ']', '{', '}']) {
+        "it must not contain pattern characters (* ? [ ] { })"
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "it must not contain spaces or control characters"
+    } else {
+        return Ok(());
+    };
+    Err(ClusterError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+impl<M: Manager> Cluster<M> {
+    /// Settings for a new cluster.
+    pub fn builder() -> ClusterBuilder<M> {
+        ClusterBuilder::default()
+    }
+
+    /// Adds a pool. Inside a Tokio runtime its trouble events (failed
+    /// creates and closes, full queues, timeouts, failed queries) become
+    /// [`warnings`](Cluster::warnings).
+    ///
+    /// # Errors
+    /// [`ClusterError::Duplicate`], [`ClusterError::InvalidName`],
+    /// [`ClusterError::ShutDown`].
+    pub fn add(&self, p: ClusterPool<M>) -> Result<(), ClusterError<M::Error>> {
+        check_name(&p.name)?;
+        if self.inner.shut.load(Ordering::Acquire) {
+            return Err(ClusterError::ShutDown);
+        }
+        let mut members = self.inner.members.write();
+        if members.get().iter().any(|m| *m.name == *p.name) {
+            return Err(ClusterError::Duplicate(p.name));
+        }
+        let watcher = Watcher::start(&p.pool, Arc::downgrade(&self.inner), p.name.clone());
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let name: Arc<str> = p.name.into();
+        // The first cluster name sticks; in another cluster the pool's
+        // connections keep a reference to their member instead.
+        let _ = p.pool.shared().cluster_name.set(Arc::clone(&name));
+        members.push(Member {
+            id,
+            added_at: SystemTime::now(),
+            name,
+            pool: p.pool,
+            tags: p.tags,
+            weight: p.weight,
+            frozen: AtomicBool::new(false),
+            banned: AtomicBool::new(false),
+            banned_until: Mutex::new(None),
+            watcher: Mutex::new(watcher),
+        });
+        Ok(())
+    }
+
+    /// The pools' names, in the order they were added.
+    pub fn names(&self) -> Vec<String> {
+        self.inner
+            .members
+            .read()
+            .iter()
+            .map(|m| m.name.to_string())
+            .collect()
+    }
+
+    fn matching(&self, sel: &Selector) -> Result<Vec<Arc<Member<M>>>, ClusterError<M::Error>> {
+        if sel.is_empty() {
+            return Err(ClusterError::EmptySelector);
+        }
+        let found: Vec<_> = self
+            .inner
+            .members
+            .read()
+            .iter()
+            .filter(|m| sel.matches(&m.name, &m.tags))
+            .cloned()
+            .collect();
+        if found.is_empty() {
+            return Err(ClusterError::NoMatch(sel.to_string()));
+        }
+        Ok(found)
+    }
+
+    /// Whether `m` is banned now. A ban that ran out is cleared, and the
+    /// summary `get_any` reads follows.
+    fn banned(&self, m: &Member<M>) -> bool {
+        let was = m.banned.load(Ordering::Acquire);
+        let now = m.is_banned();
+        if was && !now {
+            self.inner.members.flags_changed();
+        }
+        now
+    }
+
+    /// Stops new gets on the matching pools; connections already out keep
+    /// working. Returns how many pools matched.
+    ///
+    /// # Errors
+    /// [`ClusterError::NoMatch`], [`ClusterError::EmptySelector`].
+    pub fn freeze(&self, sel: impl Into<Selector>) -> Result<usize, ClusterError<M::Error>> {
+        self.set_frozen(sel.into(), true)
+    }
+
+    /// Lets the matching pools take gets again. Returns how many matched.
+    ///
+    /// # Errors
+    /// As [`freeze`](Cluster::freeze).
+    pub fn unfreeze(&self, sel: impl Into<Selector>) -> Result<usize, ClusterError<M::Error>> {
+        self.set_frozen(sel.into(), false)
+    }
+
+    fn set_frozen(&self, sel: Selector, frozen: bool) -> Result<usize, ClusterError<M::Error>> {
+        let found = self.matching(&sel)?;
+        for m in &found {
+            m.frozen.store(frozen, Ordering::Release);
+        }
+        self.inner.members.flags_changed();
+        tracing::info!(target: "aquifer::cluster", selector = %sel, pools = found.len(), frozen, "freeze changed");
+        Ok(found.len())
+    }
+
+    fn list(&self, frozen: bool) -> Vec<String> {
+        self.inner
+            .members
+            .read()
+            .iter()
+            .filter(|m| m.frozen.load(Ordering::Acquire) == frozen)
+            .map(|m| m.name.to_string())
+            .collect()
+    }
+
+    /// The frozen pools' names.
+    pub fn frozen(&self) -> Vec<String> {
+        self.list(true)
+    }
+
+    /// The active (not frozen) pools' names.
+    pub fn active(&self) -> Vec<String> {
+        self.list(false)
+    }
+
+    /// Whether any pool matching `sel` is frozen.
+    pub fn has_frozen(&self, sel: impl Into<Selector>) -> bool {
+        self.matching(&sel.into())
+            .is_ok_and(|v| v.iter().any(|m| m.frozen.load(Ordering::Acquire)))
+    }
+
+    /// Whether any pool matching `sel` is active.
+    pub fn has_active(&self, sel: impl Into<Selector>) -> bool {
+        self.matching(&sel.into())
+            .is_ok_and(|v| v.iter().any(|m| !m.frozen.load(Ordering::Acquire)))
+    }
+
+    /// Whether the pool is banned now (its gets failed with connection errors).
+    pub fn is_banned(&self, name: &str) -> bool {
+        self.inner
+            .members
+            .read()
+            .iter()
+            .any(|m| &*m.name == name && self.banned(m))
+    }
+
+    /// Removes the matching pools gracefully: they take no new gets at once,
+    /// connections already out are waited for (up to `wait`), then the
+    /// pools close. Connections that fail to close stay in
+    /// [`pending`](Cluster::pending). Returns how many pools were removed.
+    ///
+    /// # Errors
+    /// [`ClusterError::NoMatch`] (nothing to remove),
+    /// [`ClusterError::EmptySelector`].
+    pub async fn remove(
+        &self,
+        sel: impl Into<Selector>,
+        wait: Duration,
+    ) -> Result<usize, ClusterError<M::Error>> {
+        let sel = sel.into();
+        let found = self.matching(&sel)?;
+        self.inner
+            .members
+            .write()
+            .retain(|m| !found.iter().any(|f| Arc::ptr_eq(f, m)));
+        for m in &found {
+            if tokio::time::timeout(wait, m.pool.drain()).await.is_err() {
+                self.inner.warn(
+                    Some(&m.name),
+                    format!(
+                        "removed with connections still out after {wait:?}; they close on return"
+                    ),
+                );
+            }
+            m.pool.close().await;
+            // The close's failures become warnings before `remove` returns.
+            // A pool left with pending connections stays watched, so that
+            // `close_pending` retries that fail warn too.
+            let watcher = m.watcher.lock().take();
+            if !m.pool.pending().is_empty() {
+                if let Some(w) = &watcher {
+                    w.flush().await;
+                }
+                self.inner.retired.lock().push(Retired {
+                    name: m.name.to_string(),
+                    pool: m.pool.clone(),
+                    watcher,
+                });
+            } else if let Some(w) = watcher {
+                w.finish().await;
+            }
+            tracing::info!(target: "aquifer::cluster", pool = %m.name, "removed");
+        }
+        Ok(found.len())
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        mode_of(self.inner.mode.load(Ordering::Relaxed))
+    }
+
+    /// Changes the mode for the gets that follow.
+    pub fn set_mode(&self, mode: Mode) {
+        self.inner.mode.store(mode_code(mode), Ordering::Relaxed);
+    }
+
+    /// Warnings, oldest first.
+    pub fn warnings(&self) -> Vec<Warning> {
+        self.inner.warnings.lock().iter().cloned().collect()
+    }
+
+    /// Forgets every warning.
+    pub fn clear_warnings(&self) {
+        self.inner.warnings.lock().clear();
+    }
+
+    /// Records a warning of your own.
+    pub fn add_warning(&self, pool: Option<&str>, message: impl Into<String>) {
+        self.inner.warn(pool, message.into());
+    }
+
+    /// Every warning in the event log file, this run's and earlier runs',
+    /// oldest first (empty without a log file).
+    ///
+    /// # Errors
+    /// The I/O error when the file cannot be read.
+    pub fn log_messages(&self) -> std::io::Result<Vec<Warning>> {
+        match &self.inner.log {
+            Some(log) => log.read_back(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Warnings the event log dropped because its writer fell behind.
+    pub fn log_dropped(&self) -> u64 {
+        self.inner.log.as_ref().map_or(0, EventLog::dropped)
+    }
+
+    fn all_pools(&self) -> Vec<(String, Pool<M>)> {
+        let mut all: Vec<_> = self
+            .inner
+            .members
+            .read()
+            .iter()
+            .map(|m| (m.name.to_string(), m.pool.clone()))
+            .collect();
+        all.extend(
+            self.inner
+                .retired
+                .lock()
+                .iter()
+                .map(|r| (r.name.clone(), r.pool.clone())),
+        );
+        all
+    }
+
+    /// Tries to close the pending connections again; with `force`, drops
+    /// them ignoring errors. Returns how many are still pending.
+    pub async fn close_pending(&self, force: bool) -> usize {
+        let mut left = 0;
+        for (_, pool) in self.all_pools() {
+            left += pool.close_pending(force).await;
+        }
+        // Retired pools whose connections all closed are let go; every
+        // other pool's failed retries are warnings before this returns.
+        let closed: Vec<Retired<M>> = {
+            let mut retired = self.inner.retired.lock();
+            let (closed, kept) = std::mem::take(&mut *retired)
+                .into_iter()
+                .partition(|r| r.pool.pending().is_empty());
+            *retired = kept;
+            closed
+        };
+        for r in closed {
+            if let Some(w) = r.watcher {
+                w.finish().await;
+            }
+        }
+        let mut flushes: Vec<_> = self
+            .inner
+            .members
+            .read()
+            .iter()
+            .filter_map(|m| m.watcher.lock().as_ref().map(Watcher::flush))
+            .collect();
+        flushes.extend(
+            self.inner
+                .retired
+                .lock()
+                .iter()
+                .filter_map(|r| r.watcher.as_ref().map(Watcher::flush)),
+        );
+        for flushed in flushes {
+            flushed.await;
+        }
+        left
+    }
+
+    /// Removes every pool gracefully (waiting up to `wait` for connections
+    /// out), then closes pending connections (`force` drops those that
+    /// still fail). Later gets fail with [`ClusterError::ShutDown`].
+    /// Returns how many connections are still pending.
+    pub async fn shutdown(&self, wait: Duration, force: bool) -> usize {
+        self.inner.shut.store(true, Ordering::Release);
+        let _ = self.remove(Selector::Any, wait).await;
+        self.close_pending(force).await
+    }
+}

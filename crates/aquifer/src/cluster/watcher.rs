@@ -1,0 +1,159 @@
+//! The task that turns a member pool's trouble events into the cluster's
+//! warnings and bans.
+
+use std::sync::Weak;
+use std::task::Poll;
+
+use crate::events::{EventStream, PoolEvent};
+use crate::manager::Manager;
+use crate::pool::Pool;
+
+use super::Inner;
+
+/// The task that turns a member pool's trouble events into the cluster's
+/// warnings, until it is stopped or the pool or the cluster is gone (or
+/// the watcher is dropped, which aborts it).
+pub(super) struct Watcher {
+    orders: tokio::sync::mpsc::UnboundedSender<Order>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a [`Watcher`] is asked to do besides watching.
+pub(super) enum Order {
+    /// Record every event the pool has sent so far, then say so.
+    Flush(tokio::sync::oneshot::Sender<()>),
+    /// Record every event the pool has sent so far, then end.
+    Stop,
+}
+
+impl Watcher {
+    /// Starts watching `pool` (if there is a runtime to watch on).
+    pub(super) fn start<M: Manager>(
+        pool: &Pool<M>,
+        inner: Weak<Inner<M>>,
+        name: String,
+    ) -> Option<Self> {
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        let mut events = pool.lifecycle_events();
+        let (orders, mut ordered) = tokio::sync::mpsc::unbounded_channel();
+        let record = move |e: &PoolEvent| match inner.upgrade() {
+            Some(inner) => {
+                if let Some(message) = warning_of(e) {
+                    inner.warn(Some(&name), message);
+                }
+                // A create that fails in the background (refilling to `min`,
+                // replacing what keepalive or eviction threw out) is the
+                // pool's health check failing: the server is not there.
+                if let PoolEvent::CreateFailed { error, .. } = e {
+                    let member = inner
+                        .members
+                        .read()
+                        .iter()
+                        .find(|m| *m.name == *name)
+                        .cloned();
+                    if let Some(m) = member {
+                        inner.ban(&m, error);
+                    }
+                }
+                true
+            }
+            None => false,
+        };
+        let task = rt.spawn(async move {
+            // Records what is buffered now without waiting; `false` once
+            // the cluster is gone.
+            let catch_up = |events: &mut EventStream| {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                while let Poll::Ready(Some(e)) = std::pin::Pin::new(&mut *events).poll_next(&mut cx)
+                {
+                    if !record(&e) {
+                        return false;
+                    }
+                }
+                true
+            };
+            loop {
+                // An order first, else the next event (`None`: the pool is
+                // gone).
+                let next = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(order) = ordered.poll_recv(cx) {
+                        return Poll::Ready(Err(order));
+                    }
+                    std::pin::Pin::new(&mut events).poll_next(cx).map(Ok)
+                })
+                .await;
+                match next {
+                    Ok(Some(e)) => {
+                        if !record(&e) {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(Some(Order::Flush(done))) => {
+                        let alive = catch_up(&mut events);
+                        let _ = done.send(());
+                        if !alive {
+                            return;
+                        }
+                    }
+                    // Stopped, or every handle gone: what the pool sent
+                    // before that still counts.
+                    Err(Some(Order::Stop) | None) => {
+                        catch_up(&mut events);
+                        return;
+                    }
+                }
+            }
+        });
+        Some(Watcher { orders, task })
+    }
+
+    /// Completes once every event the pool has sent so far is recorded.
+    /// (It borrows nothing, so it can be awaited after a lock is let go.)
+    pub(super) fn flush(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let orders = self.orders.clone();
+        async move {
+            let (done, flushed) = tokio::sync::oneshot::channel();
+            if orders.send(Order::Flush(done)).is_ok() {
+                // An error means the task ended: nothing left to wait for.
+                let _ = flushed.await;
+            }
+        }
+    }
+
+    /// Records what the pool sent so far, then ends.
+    pub(super) async fn finish(mut self) {
+        let _ = self.orders.send(Order::Stop);
+        // An error means the runtime is shutting down: nothing to wait for.
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The warning a pool event is worth, if any.
+pub(super) fn warning_of(e: &PoolEvent) -> Option<String> {
+    Some(match e {
+        PoolEvent::CreateFailed {
+            error,
+            failures,
+            retry_in,
+        } => format!("create failed ({failures} in a row, next try in {retry_in:?}): {error}"),
+        PoolEvent::DestroyFailed { id, error } => {
+            format!("connection {id} failed to close (kept as pending): {error}")
+        }
+        PoolEvent::MaxReached { max, waiting } => {
+            format!("all {max} connections in use; {waiting} caller(s) waiting")
+        }
+        PoolEvent::QueueTimeout { waited } => format!("a caller gave up after waiting {waited:?}"),
+        PoolEvent::QueueFull { max_waiting } => {
+            format!("wait queue full ({max_waiting}); a caller was refused")
+        }
+        PoolEvent::OperationFailed { op, error } => format!("{} failed: {error}", op.as_str()),
+        _ => return None,
+    })
+}

@@ -3,9 +3,8 @@
 //! Every read transaction on a WAL database takes a shared lock on a slot of
 //! the `-shm` file and drops it at the end. SQLite counts these locks per
 //! process and only asks the kernel (`fcntl`) when the count goes from 0 to
-//! 1 and back; on the machine the benchmark runs on, that pair of system
-//! calls costs more than the point query itself (1.6 µs against 1.5 µs),
-//! and two threads doing it at once contend for the kernel's lock on the
+//! 1 and back; that pair of system calls can cost more than a point query
+//! itself, and two threads doing it at once contend for the kernel's lock on the
 //! file. A synchronous pool with more threads than cores gets lucky: some
 //! thread preempted in the middle of a query holds the lock, and the others
 //! only count. Tokio workers run their queries to the end, so they mostly

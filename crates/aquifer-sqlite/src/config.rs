@@ -366,8 +366,8 @@ impl SqliteConfig {
     /// transaction while the pool's connections are in use (file databases
     /// in WAL mode only). Each read transaction then takes and drops its
     /// lock on the WAL index inside the process, instead of asking the
-    /// kernel twice (`fcntl`), which costs more than a point query: point
-    /// `SELECT`s ran 1.8–3.3x faster in the benchmark. The anchor renews its snapshot every 5 ms
+    /// kernel twice (`fcntl`), which can cost more than a point query
+    /// (`BENCHMARKS.md` has the difference). The anchor renews its snapshot every 5 ms
     /// and lets go after 5 ms without use, so it holds back checkpoints by
     /// that much at most (a `wal_checkpoint(TRUNCATE)` waits it out), and
     /// an idle pool holds no lock. The anchor's connection runs this

@@ -9,8 +9,8 @@
 //! the boxed closure; unlike `spawn_blocking` it never waits behind other
 //! connections' work in a shared queue.
 //!
-//! Those wake-ups cost far more than a point query on a cached page (some
-//! 10 µs against 1–2 µs), so the connection also sits behind a mutex that
+//! Those wake-ups cost far more than a point query on a cached page, so
+//! the connection also sits behind a mutex that
 //! the holder of a checkout can [`lock`](SqliteConnection::lock) to run
 //! short statements on its own thread, as a synchronous pool would.
 
@@ -33,8 +33,8 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// How many times a connection's thread yields, looking for the next call,
 /// before it sleeps. Pipelined pool calls often arrive within that window;
-/// catching them saves the wake-up of a sleeping thread (+15–35% in the
-/// SQLite benchmark), for about 10 µs of yielding after the last call.
+/// catching them saves the wake-up of a sleeping thread, for a few
+/// microseconds of yielding after the last call.
 const SPINS: usize = 20;
 
 /// What the handle and its thread share.

@@ -2,8 +2,8 @@
 //!
 //! A checkout and a return each need the time: for the usage and wait
 //! histograms, for the lifetime check and for validate-if-idle. A precise
-//! monotonic reading costs 20–30 ns on a virtual machine, as much as the
-//! rest of the checkout. Every decision the pool takes from these readings is
+//! monotonic reading can cost as much as the rest of the checkout on a
+//! virtual machine. Every decision the pool takes from these readings is
 //! about hundreds of milliseconds or more, so by default it reads Linux's
 //! coarse monotonic clock instead (`CLOCK_MONOTONIC_COARSE`: the time of the
 //! last scheduler tick, 1–4 ms behind, a few nanoseconds to read), placed on
@@ -29,8 +29,8 @@ use tokio::time::Instant;
 pub enum Clock {
     /// [`Clock::Tokio`] when the pool is built inside a runtime whose clock
     /// is paused (`tokio::time::pause`, `#[tokio::test(start_paused =
-    /// true)]`), else [`Clock::Coarse`]. Checking costs about 20 µs, once,
-    /// when the pool is built.
+    /// true)]`), else [`Clock::Coarse`]. Checked once, when the pool is
+    /// built.
     #[default]
     Auto,
     /// The operating system's coarse monotonic clock where there is one
@@ -49,7 +49,7 @@ pub enum Clock {
 /// Tokio's timeline. The checkout and return paths keep their times in
 /// this form because comparing and subtracting two of them is one integer
 /// operation, where `Instant` arithmetic normalises seconds and nanoseconds
-/// each time (measured: a third of a checkout's cost went to it).
+/// each time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub(crate) struct Tick(u64);
 

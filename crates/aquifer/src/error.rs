@@ -11,8 +11,8 @@ use std::time::Duration;
 ///
 /// Every variant holds at most one word (the two with details box them), so
 /// that a get's `Result<Pooled, PoolError>` is two words, returned in
-/// registers: a larger error made every successful get write its result to
-/// memory and read it back, a stall the size of a fifth of the get.
+/// registers: a larger error would make every successful get write its
+/// result to memory and read it back.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError<E: std::error::Error + 'static> {

@@ -858,7 +858,10 @@ async fn a_weighted_get_falls_back_by_weight() {
     c.add(ClusterPool::new("live", p)).unwrap();
     let seen = tally(&c, "*", 40).await;
     assert_eq!(seen.get("live"), Some(&40), "{seen:?}");
-    assert!(down.create.calls() > 0, "some gets tried the failing pool first");
+    assert!(
+        down.create.calls() > 0,
+        "some gets tried the failing pool first"
+    );
 }
 
 /// Weight 0: no share of weighted gets while a weighted pool can serve;

@@ -114,8 +114,7 @@ pub(super) struct Members<M: Manager> {
     /// Copies of `list` for `get_any`'s shortcut, one per thread slot
     /// (indexed like a pool's idle shards), each behind a spin lock: one
     /// compare-and-swap to read, where an `ArcSwap` load and its guard's
-    /// release make two atomic read-modify-writes and took a fifth of a
-    /// `get_any`. A change empties every copy after it stores the new list,
+    /// release make two atomic read-modify-writes. A change empties every copy after it stores the new list,
     /// so no copy outlives the change (nor keeps a removed pool alive).
     pub(super) copies: Box<[ListCopy<M>]>,
 }

@@ -196,7 +196,7 @@ impl<V> Waiters<V> {
         &mut self,
         mut pred: impl FnMut(&Slot<V>) -> bool,
         mut make: impl FnMut(&Slot<V>) -> V,
-        wake: &mut Vec<Waker>,
+        wake: &mut WakeList,
     ) -> usize {
         let before = self.len;
         for queue in self.queues.iter_mut() {
@@ -226,12 +226,54 @@ impl<V> Waiters<V> {
     }
 
     /// Collects the wakers of every waiting caller, so that each polls again.
-    pub(crate) fn nudge_all(&self, wake: &mut Vec<Waker>) {
+    pub(crate) fn nudge_all(&self, wake: &mut WakeList) {
         wake.extend(self.queues.iter().flatten().filter_map(|s| s.waker()));
     }
 
     /// The earliest deadline of any waiter.
     pub(crate) fn earliest_deadline(&self) -> Option<crate::clock::Tick> {
         self.queues.iter().flatten().map(|s| s.deadline).min()
+    }
+}
+
+/// Wakers gathered under a lock, to wake once it is released. The first
+/// is kept inline: most unlocks wake one waiter at most, and gathering it
+/// then allocates nothing.
+#[derive(Default)]
+pub(crate) struct WakeList {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl WakeList {
+    pub(crate) fn push(&mut self, w: Waker) {
+        if self.first.is_none() {
+            self.first = Some(w);
+        } else {
+            self.rest.push(w);
+        }
+    }
+
+    /// The wakers, in the order they were gathered.
+    #[cfg(all(test, aquifer_loom))]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Waker> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    pub(crate) fn wake_all(self) {
+        if let Some(w) = self.first {
+            w.wake();
+        }
+        for w in self.rest {
+            w.wake();
+        }
+    }
+}
+
+impl Extend<Waker> for WakeList {
+    fn extend<I: IntoIterator<Item = Waker>>(&mut self, wakers: I) {
+        for w in wakers {
+            self.push(w);
+        }
     }
 }

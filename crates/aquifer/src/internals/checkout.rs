@@ -10,7 +10,7 @@ use crate::object::Item;
 use crate::sync::Arc;
 use crate::waiters::Slot;
 
-use super::{Acquire, Handoff, Phase, Placed, Refusal, State, WaitError};
+use super::{Acquire, After, Handoff, Phase, Placed, Refusal, State, WaitError};
 
 /// How often a pool that keeps callers queuing at `max` reports it.
 pub(crate) const MAX_REACHED_EVERY: Duration = Duration::from_secs(1);
@@ -44,6 +44,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         deadline: Tick,
         first: bool,
         home: usize,
+        after: &mut After<T>,
     ) -> Acquire<T, E> {
         match self.phase {
             Phase::Open => {}
@@ -99,7 +100,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.m.gets_waited += 1;
         }
         if self.reserve_create() {
-            self.after.creates += 1;
+            after.creates += 1;
         }
         Acquire::Wait {
             slot,
@@ -124,7 +125,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// The deadline task's step: fails the waiters whose deadline passed
     /// and re-arms for the earliest one left.
-    pub(crate) fn expire(&mut self, now: Tick) -> usize {
+    pub(crate) fn expire(&mut self, now: Tick, after: &mut After<T>) -> usize {
         let (seq, last, failing) = (self.failure_seq, &self.last_error, self.failures > 0);
         let n = self.waiters.fail_where(
             |slot| slot.deadline <= now,
@@ -134,7 +135,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
                     .flatten();
                 Err(WaitError::Timeout(seen))
             },
-            &mut self.after.wake,
+            &mut after.wake,
         );
         self.m.timeouts += n as u64;
         self.next_deadline = self.waiters.earliest_deadline();
@@ -170,7 +171,13 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// Puts a counted object back: to the first waiter, else to the home
     /// shard.
     #[inline]
-    pub(crate) fn place(&mut self, entry: Item<T>, now: Tick, home: usize) -> Placed {
+    pub(crate) fn place(
+        &mut self,
+        entry: Item<T>,
+        now: Tick,
+        home: usize,
+        after: &mut After<T>,
+    ) -> Placed {
         if self.phase == Phase::Closed || self.size > self.max {
             self.size -= 1;
             let reason = if self.phase == Phase::Closed {
@@ -178,7 +185,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             } else {
                 Reason::Resized
             };
-            self.after.destroy.push((entry, reason));
+            after.destroy.push((entry, reason));
             return Placed::Destroyed;
         }
         if self.waiters.len() == 0 {
@@ -187,14 +194,14 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         }
         if now < self.fair_at {
             self.idle.push(home, entry);
-            self.after.wake.extend(self.waiters.nudge_next());
+            after.wake.extend(self.waiters.nudge_next());
             return Placed::Nudged;
         }
         self.fair_at = next_fair(now);
         match self.waiters.hand(Ok((entry, now))) {
             // The caller records how long it waited, outside this lock.
             Ok(waker) => {
-                self.after.wake.extend(waker);
+                after.wake.extend(waker);
                 Placed::Handed
             }
             Err(Ok((entry, _))) => {

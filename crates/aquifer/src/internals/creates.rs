@@ -9,7 +9,7 @@ use crate::clock::Tick;
 use crate::error::CreateError;
 use crate::object::Item;
 
-use super::{Phase, Placed, State, WaitError};
+use super::{After, Phase, Placed, State, WaitError};
 
 impl<T, E: std::error::Error + 'static> State<T, E> {
     /// How many creates would be useful now: one per waiter, and enough to
@@ -58,6 +58,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         now: Tick,
         took: Duration,
         home: usize,
+        after: &mut After<T>,
     ) -> Placed {
         self.creating -= 1;
         self.failures = 0;
@@ -69,7 +70,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         // nudge would leave the waiter queued, and the create job would
         // make another for it).
         self.fair_at = Tick::default();
-        self.place(entry, now, home)
+        self.place(entry, now, home, after)
     }
 
     /// A create failed. Waiters wait on, to their own deadline, while the
@@ -81,6 +82,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         err: CreateError<E>,
         retry_at: Instant,
         permanent: bool,
+        after: &mut After<T>,
     ) -> bool {
         self.failed(err.clone(), retry_at);
         if permanent {
@@ -89,7 +91,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.waiters.fail_where(
                 |_| true,
                 |_| Err(WaitError::Create(err.clone())),
-                &mut self.after.wake,
+                &mut after.wake,
             );
             self.next_deadline = None;
         }
@@ -113,17 +115,17 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// An object leaves for good (destroyed or detached): free its slot,
     /// and reserve a replacement if one is wanted.
-    pub(crate) fn discard(&mut self) {
+    pub(crate) fn discard(&mut self, after: &mut After<T>) {
         self.size -= 1;
         if self.reserve_create() {
-            self.after.creates += 1;
+            after.creates += 1;
         }
     }
 
     /// Reserves every create that is useful and allowed now.
-    pub(crate) fn refill(&mut self) {
+    pub(crate) fn refill(&mut self, after: &mut After<T>) {
         while self.reserve_create() {
-            self.after.creates += 1;
+            after.creates += 1;
         }
     }
 }

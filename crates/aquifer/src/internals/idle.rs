@@ -11,7 +11,7 @@ use crate::events::Reason;
 use crate::object::Item;
 use crate::thread;
 
-use super::{Phase, State, Tally, WaitError};
+use super::{After, Phase, State, Tally, WaitError};
 
 impl<T, E: std::error::Error + 'static> State<T, E> {
     /// Takes idle objects matching `pred` out of the pool (their slots freed).
@@ -132,7 +132,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// A new `max`: idle objects above it are destroyed, borrowed ones
     /// when they come back, and creates start if it grew and callers wait.
     /// A closed pool keeps the `max` it closed with.
-    pub(crate) fn set_max(&mut self, max: usize) -> Result<(), BuildError> {
+    pub(crate) fn set_max(&mut self, max: usize, after: &mut After<T>) -> Result<(), BuildError> {
         if max == 0 {
             return Err(BuildError::MaxZero);
         }
@@ -147,18 +147,18 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         // on: publish before looking at the shards.
         self.publish();
         let excess = self.take_excess();
-        self.after
+        after
             .destroy
             .extend(excess.into_iter().map(|e| (e, Reason::Resized)));
-        self.refill();
+        self.refill(after);
         Ok(())
     }
 
     /// Closes: fails every waiter and takes every idle object (slots freed).
-    pub(crate) fn close(&mut self) -> Vec<Item<T>> {
+    pub(crate) fn close(&mut self, after: &mut After<T>) -> Vec<Item<T>> {
         self.phase = Phase::Closed;
         self.waiters
-            .fail_where(|_| true, |_| Err(WaitError::Closed), &mut self.after.wake);
+            .fail_where(|_| true, |_| Err(WaitError::Closed), &mut after.wake);
         self.publish();
         self.take_idle(|_| true)
     }

@@ -50,12 +50,11 @@ fn entry(id: u64) -> Item<u32> {
     ))
 }
 
-/// Unlocks as the pool does: takes what is left to do, releases the
-/// lock, then wakes. Returns the rest for the test to look at.
-fn unlock(mut st: MutexGuard<'_, S>) -> After<u32> {
-    let after = st.take_after();
+/// Unlocks as the pool does: releases the lock, then wakes what `after`
+/// holds. Returns the rest for the test to look at.
+fn unlock(st: MutexGuard<'_, S>, after: After<u32>) -> After<u32> {
     drop(st);
-    for w in &after.wake {
+    for w in after.wake.iter() {
         w.wake_by_ref();
     }
     after
@@ -63,8 +62,9 @@ fn unlock(mut st: MutexGuard<'_, S>) -> After<u32> {
 
 fn release(pool: &Mutex<S>, e: Item<u32>) {
     let mut st = pool.lock();
-    st.place(e, Tick::default(), 0);
-    let _ = unlock(st);
+    let mut after = After::default();
+    st.place(e, Tick::default(), 0, &mut after);
+    let _ = unlock(st, after);
 }
 
 /// A waiter's future: polls its slot, and gives up (like a dropped
@@ -102,10 +102,11 @@ impl Drop for Wait {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             let mut st = self.pool.lock();
+            let mut after = After::default();
             if let Some(Ok((e, _))) = st.cancel(&slot, false) {
-                st.place(e, Tick::default(), 0);
+                st.place(e, Tick::default(), 0, &mut after);
             }
-            let _ = unlock(st);
+            let _ = unlock(st, after);
         }
     }
 }
@@ -128,14 +129,16 @@ fn release_races_cancel() {
             entry(1)
         };
         let mut st = p.lock();
+        let mut after = After::default();
         let step = st.acquire(
             0,
             Tick::default(),
             Tick::default().after(Duration::from_secs(1)),
             true,
             0,
+            &mut after,
         );
-        assert_eq!(unlock(st).creates, 0, "the pool is at max");
+        assert_eq!(unlock(st, after).creates, 0, "the pool is at max");
         let Acquire::Wait { slot, .. } = step else {
             panic!("must wait")
         };
@@ -183,6 +186,7 @@ fn two_waiters_two_releases() {
                 Tick::default().after(Duration::from_secs(1)),
                 true,
                 0,
+                &mut After::default(),
             ) {
                 Acquire::Wait { slot, .. } => slots.push(slot),
                 _ => panic!("must wait"),
@@ -228,26 +232,30 @@ fn create_failure_races_cancel() {
     loom::model(|| {
         let p = pool(1);
         let mut st = p.lock();
+        let mut after = After::default();
         let step = st.acquire(
             0,
             Tick::default(),
             Tick::default().after(Duration::from_secs(1)),
             true,
             0,
+            &mut after,
         );
-        assert_eq!(unlock(st).creates, 1, "the caller reserves a create");
+        assert_eq!(unlock(st, after).creates, 1, "the caller reserves a create");
         let Acquire::Wait { slot, .. } = step else {
             panic!("must wait")
         };
         let p2 = Arc::clone(&p);
         let creator = thread::spawn(move || {
             let mut st = p2.lock();
+            let mut after = After::default();
             let keep = st.create_failed(
                 CreateError::Timeout(Duration::from_secs(1)),
                 Instant::now(),
                 true,
+                &mut after,
             );
-            let _ = unlock(st);
+            let _ = unlock(st, after);
             if keep {
                 // Nobody waits any more once the caller gave up, so a
                 // job that kept going must still find work.
@@ -277,7 +285,10 @@ fn deadline_races_release() {
         let p = pool(1);
         p.lock().size = 1;
         let start = Tick::default();
-        let slot = match p.lock().acquire(0, start, start, true, 0) {
+        let slot = match p
+            .lock()
+            .acquire(0, start, start, true, 0, &mut After::default())
+        {
             Acquire::Wait { slot, rearm, .. } => {
                 assert!(rearm, "the first waiter arms the deadline task");
                 slot
@@ -289,8 +300,9 @@ fn deadline_races_release() {
         let p3 = Arc::clone(&p);
         let reaper = thread::spawn(move || {
             let mut st = p3.lock();
-            st.expire(start);
-            let _ = unlock(st);
+            let mut after = After::default();
+            st.expire(start, &mut after);
+            let _ = unlock(st, after);
         });
         let got = loom::future::block_on(Wait {
             pool: Arc::clone(&p),
@@ -326,9 +338,10 @@ fn lock_free_return(p: &Arc<Mutex<S>>, size: usize) -> thread::JoinHandle<Option
             Ok(()) => None,
             Err(e) => {
                 let mut st = p.lock();
-                let placed = st.place(e, Tick::default(), 1);
+                let mut after = After::default();
+                let placed = st.place(e, Tick::default(), 1, &mut after);
                 st.publish();
-                let _ = unlock(st);
+                let _ = unlock(st, after);
                 Some(placed)
             }
         }
@@ -351,6 +364,7 @@ fn lock_free_return_races_a_new_waiter() {
                 Tick::default().after(Duration::from_secs(1)),
                 true,
                 0,
+                &mut After::default(),
             );
             st.publish();
             step
@@ -386,10 +400,11 @@ fn lock_free_return_races_a_second_waiter() {
             let mut st = p.lock();
             st.size = 2;
             let deadline = Tick::default().after(Duration::from_secs(1));
-            let first = match st.acquire(0, Tick::default(), deadline, true, 0) {
-                Acquire::Wait { slot, .. } => slot,
-                _ => panic!("both objects are out: must wait"),
-            };
+            let first =
+                match st.acquire(0, Tick::default(), deadline, true, 0, &mut After::default()) {
+                    Acquire::Wait { slot, .. } => slot,
+                    _ => panic!("both objects are out: must wait"),
+                };
             st.publish();
             first
         };
@@ -397,15 +412,16 @@ fn lock_free_return_races_a_second_waiter() {
         let p2 = Arc::clone(&p);
         let server = thread::spawn(move || {
             let mut st = p2.lock();
-            let placed = st.place(entry(2), Tick::default(), 0);
+            let mut after = After::default();
+            let placed = st.place(entry(2), Tick::default(), 0, &mut after);
             st.publish();
-            let _ = unlock(st);
+            let _ = unlock(st, after);
             assert_ne!(placed, Placed::Destroyed, "the pool is open");
         });
         let step = {
             let mut st = p.lock();
             let deadline = Tick::default().after(Duration::from_secs(1));
-            let step = st.acquire(0, Tick::default(), deadline, true, 0);
+            let step = st.acquire(0, Tick::default(), deadline, true, 0, &mut After::default());
             st.publish();
             step
         };
@@ -441,9 +457,10 @@ fn lock_free_return_races_close() {
         let returner = lock_free_return(&p, 1);
         let taken = {
             let mut st = p.lock();
-            let taken = st.close();
+            let mut after = After::default();
+            let taken = st.close(&mut after);
             st.publish();
-            let _ = unlock(st);
+            let _ = unlock(st, after);
             taken.len()
         };
         let placed = returner.join().unwrap();

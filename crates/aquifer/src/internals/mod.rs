@@ -1,11 +1,11 @@
 //! The pool's state behind its lock. Every method is synchronous and takes
 //! `&self` or `&mut self`; the fields are private. A method that decides
 //! something must happen outside the lock (a waiter to wake, an object to
-//! destroy, a create to start) records it in the state's [`After`], which
-//! [`StateGuard::unlock`] hands to the caller with the lock released: only
-//! then are waiters woken, work spawned, or anything awaited.
-
-use std::task::Waker;
+//! destroy, a create to start) records it in the caller's [`After`], which
+//! lives on the caller's stack (not in the shared state, whose cache lines
+//! the other core would then fetch back), and is acted on once the lock is
+//! released: only then are waiters woken, work spawned, or anything
+//! awaited.
 
 use tokio::time::Instant;
 
@@ -18,7 +18,7 @@ use crate::metrics::Counters;
 use crate::object::Item;
 use crate::shards::Shards;
 use crate::sync::{Arc, Mutex, MutexGuard};
-use crate::waiters::{Slot, Waiters};
+use crate::waiters::{Slot, Waiters, WakeList};
 
 /// What a waiter receives: an object and the instant it was handed over
 /// (which the waiter takes as its checkout time, saving a clock read), or
@@ -82,7 +82,7 @@ pub(crate) enum Placed {
 #[must_use = "what an unlock leaves to do must be done"]
 pub(crate) struct After<T> {
     /// Waiters to wake.
-    pub(crate) wake: Vec<Waker>,
+    pub(crate) wake: WakeList,
     /// Objects whose slots are freed, to destroy.
     pub(crate) destroy: Vec<(Item<T>, Reason)>,
     /// Create reservations made, one job to start for each.
@@ -94,17 +94,11 @@ pub(crate) struct After<T> {
 impl<T> Default for After<T> {
     fn default() -> Self {
         Self {
-            wake: Vec::new(),
+            wake: WakeList::default(),
             destroy: Vec::new(),
             creates: 0,
             settled: false,
         }
-    }
-}
-
-impl<T> After<T> {
-    fn is_empty(&self) -> bool {
-        self.wake.is_empty() && self.destroy.is_empty() && self.creates == 0
     }
 }
 
@@ -167,8 +161,6 @@ pub(crate) struct State<T, E: std::error::Error + 'static> {
     fair_at: Tick,
     next_id: u64,
     m: Counters,
-    /// What the current holder of the lock leaves to do after it.
-    after: After<T>,
 }
 
 impl<T, E: std::error::Error + 'static> State<T, E> {
@@ -192,7 +184,6 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             fair_at: Tick::default(),
             next_id: 1,
             m: Counters::default(),
-            after: After::default(),
         }
     }
 
@@ -276,16 +267,13 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// Wakes every waiter, so that each looks at its slot again (the
     /// deadline task is gone and each must arm a timer of its own).
-    pub(crate) fn nudge_all(&mut self) {
-        self.waiters.nudge_all(&mut self.after.wake);
+    pub(crate) fn nudge_all(&self, after: &mut After<T>) {
+        self.waiters.nudge_all(&mut after.wake);
     }
 
-    /// Takes what the lock's holder leaves to do; for [`StateGuard::unlock`]
-    /// and for tests that lock the state directly.
-    pub(crate) fn take_after(&mut self) -> After<T> {
-        let mut after = std::mem::take(&mut self.after);
-        after.settled = self.phase != Phase::Open && self.settled();
-        after
+    /// Whether a draining or closed pool has nothing out any more.
+    pub(crate) fn quiesced(&self) -> bool {
+        self.phase != Phase::Open && self.settled()
     }
 
     /// Idle objects and objects out (alive, not being created, not idle),
@@ -329,8 +317,7 @@ impl<T, E: std::error::Error + 'static> StateLock<T, E> {
         }
     }
 
-    /// Locks. Unlock with [`StateGuard::unlock`] after any method that may
-    /// leave work (see [`After`]); a plain drop is for reads and counts.
+    /// Locks; the guard publishes when it unlocks.
     #[inline]
     pub(crate) fn lock(&self) -> StateGuard<'_, T, E> {
         StateGuard {
@@ -360,21 +347,9 @@ impl<T, E: std::error::Error + 'static> std::ops::DerefMut for StateGuard<'_, T,
     }
 }
 
-impl<T, E: std::error::Error + 'static> StateGuard<'_, T, E> {
-    /// Unlocks, and returns what must happen now that the lock is free.
-    #[inline]
-    pub(crate) fn unlock(mut self) -> After<T> {
-        self.guard.take_after()
-    }
-}
-
 impl<T, E: std::error::Error + 'static> Drop for StateGuard<'_, T, E> {
     #[inline]
     fn drop(&mut self) {
-        debug_assert!(
-            std::thread::panicking() || self.guard.after.is_empty(),
-            "the pool lock was dropped with work left for after it: use `unlock`"
-        );
         self.guard.publish();
     }
 }

@@ -112,12 +112,12 @@ struct WaitGuard<'a, M: Manager> {
 impl<M: Manager> Drop for WaitGuard<'_, M> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            let mut st = self.shared.state.lock();
-            if let Some(Ok((entry, _))) = st.cancel(&slot, false) {
-                st.place(entry, self.shared.clock.now(), thread::home());
-            }
-            let after = st.unlock();
-            self.shared.finish(after);
+            let now = self.shared.clock.now();
+            self.shared.locked(|st, after| {
+                if let Some(Ok((entry, _))) = st.cancel(&slot, false) {
+                    st.place(entry, now, thread::home(), after);
+                }
+            });
         }
     }
 }
@@ -166,11 +166,7 @@ impl<M: Manager> Shared<M> {
             let step = match fast.take() {
                 Some(e) => Acquire::Got(e),
                 None => {
-                    let mut st = this.state.lock();
-                    let step = st.acquire(priority, now, deadline, first, home);
-                    let after = st.unlock();
-                    this.finish(after);
-                    step
+                    this.locked(|st, after| st.acquire(priority, now, deadline, first, home, after))
                 }
             };
             first = false;

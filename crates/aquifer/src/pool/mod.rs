@@ -310,11 +310,7 @@ impl<M: Manager> Pool<M> {
     /// # Errors
     /// [`BuildError`] when `max` is 0 or below `min`.
     pub fn resize(&self, max: usize) -> Result<(), BuildError> {
-        let mut st = self.shared.state.lock();
-        let resized = st.set_max(max);
-        let after = st.unlock();
-        self.shared.finish(after);
-        resized
+        self.shared.locked(|st, after| st.set_max(max, after))
     }
 
     /// Destroys the idle objects for which `keep` returns `false`; returns how many.

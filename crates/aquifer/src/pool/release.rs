@@ -74,10 +74,7 @@ impl<M: Manager> Shared<M> {
             let refused = unsafe { Shards::put(idle, home, entry, held) };
             if let Err(entry) = refused {
                 let this = Arc::clone(entry.obj.pool.as_ref().expect("just put back"));
-                let mut st = this.state.lock();
-                st.place(entry, now, home);
-                let after = st.unlock();
-                this.finish(after);
+                this.locked(|st, after| st.place(entry, now, home, after));
             }
         }
     }
@@ -119,10 +116,7 @@ impl<M: Manager> Shared<M> {
 
     /// A detached object frees its slot.
     pub(crate) fn detached(self: &Arc<Self>) {
-        let mut st = self.state.lock();
-        st.discard();
-        let after = st.unlock();
-        self.finish(after);
+        self.locked(|st, after| st.discard(after));
     }
 
     /// Evicts a counted object (checkout or return found it expired or broken).

@@ -183,10 +183,7 @@ impl<M: Manager> Shared<M> {
     /// Closes the state: fails every waiter, and returns the idle objects
     /// (their slots freed) for the caller to destroy.
     pub(super) fn close_state(self: &Arc<Self>) -> Vec<Item<Owned<M>>> {
-        let mut st = self.state.lock();
-        let taken = st.close();
-        let after = st.unlock();
-        self.finish(after);
+        let taken = self.locked(|st, after| st.close(after));
         self.settled.notify_waiters();
         taken
     }
@@ -194,10 +191,26 @@ impl<M: Manager> Shared<M> {
     /// Puts a counted object back through the pool lock: to a waiter, or
     /// idle.
     pub(super) fn put_back(self: &Arc<Self>, entry: Item<Owned<M>>) {
-        let mut st = self.state.lock();
-        st.place(entry, self.clock.now(), thread::home());
-        let after = st.unlock();
+        let now = self.clock.now();
+        self.locked(|st, after| st.place(entry, now, thread::home(), after));
+    }
+
+    /// Runs `f` under the pool lock, then does what it left for after the
+    /// lock (see [`After`]). Every change to the state goes through here.
+    #[inline]
+    pub(super) fn locked<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut State<Owned<M>, M::Error>, &mut After<Owned<M>>) -> R,
+    ) -> R {
+        let mut after = After::default();
+        let r = {
+            let mut st = self.state.lock();
+            let r = f(&mut st, &mut after);
+            after.settled = st.quiesced();
+            r
+        };
         self.finish(after);
+        r
     }
 
     /// Does what an unlock left to do: wakes waiters, destroys objects
@@ -205,9 +218,7 @@ impl<M: Manager> Shared<M> {
     /// whoever waits for a draining or closed pool that it settled.
     #[inline]
     pub(super) fn finish(self: &Arc<Self>, after: After<Owned<M>>) {
-        for w in after.wake {
-            w.wake();
-        }
+        after.wake.wake_all();
         for (e, reason) in after.destroy {
             self.spawn_destroy(e, reason);
         }

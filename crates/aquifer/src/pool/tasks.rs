@@ -32,10 +32,7 @@ pub(super) struct Reservation<M: Manager> {
 impl<M: Manager> Drop for Reservation<M> {
     fn drop(&mut self) {
         if self.armed {
-            let mut st = self.shared.state.lock();
-            st.unreserve();
-            let after = st.unlock();
-            self.shared.finish(after);
+            self.shared.locked(|st, _| st.unreserve());
         }
     }
 }
@@ -43,10 +40,7 @@ impl<M: Manager> Drop for Reservation<M> {
 impl<M: Manager> Shared<M> {
     /// Starts creates while they are useful: for waiters and up to `min`.
     pub(super) fn refill(self: &Arc<Self>) {
-        let mut st = self.state.lock();
-        st.refill();
-        let after = st.unlock();
-        self.finish(after);
+        self.locked(|st, after| st.refill(after));
     }
 
     /// Spawns a create job for a slot already reserved.
@@ -117,12 +111,15 @@ pub(super) async fn create_job<M: Manager>(mut res: Reservation<M>) {
         if let Some(at) = retry_at {
             if at > Instant::now() {
                 tokio::time::sleep_until(at).await;
-                let mut st = shared.state.lock();
-                if !st.keep_creating() {
-                    st.unreserve();
+                let stop = shared.locked(|st, _| {
+                    let stop = !st.keep_creating();
+                    if stop {
+                        st.unreserve();
+                    }
+                    stop
+                });
+                if stop {
                     res.armed = false;
-                    let after = st.unlock();
-                    shared.finish(after);
                     return;
                 }
             }
@@ -139,8 +136,7 @@ pub(super) async fn create_job<M: Manager>(mut res: Reservation<M>) {
                 // later reading of them does, so they never run backwards.
                 let born = shared.clock.now();
                 let expires = shared.expiry(born);
-                let (id, again, after) = {
-                    let mut st = shared.state.lock();
+                let (id, again) = shared.locked(|st, after| {
                     let id = st.next_id();
                     st.created(
                         Box::new(Entry::new(
@@ -153,14 +149,13 @@ pub(super) async fn create_job<M: Manager>(mut res: Reservation<M>) {
                         born,
                         took,
                         thread::home(),
+                        after,
                     );
                     // The job goes on with the next reservation itself.
-                    let again = st.reserve_create();
-                    (id, again, st.unlock())
-                };
+                    (id, st.reserve_create())
+                });
                 res.armed = again;
                 shared.emit(PoolEvent::Created { id, took });
-                shared.finish(after);
                 shared.created.notify_waiters();
                 if !again {
                     return;
@@ -178,15 +173,13 @@ pub(super) async fn create_job<M: Manager>(mut res: Reservation<M>) {
             }
             _ => false,
         };
-        let (keep, failures, delay, after) = {
-            let mut st = shared.state.lock();
+        let (keep, failures, delay) = shared.locked(|st, after| {
             let failures = st.failures().saturating_add(1);
             let delay = cfg.backoff.delay(failures);
-            let keep = st.create_failed(err.clone(), crate::clock::later(delay), permanent);
-            (keep, failures, delay, st.unlock())
-        };
+            let keep = st.create_failed(err.clone(), crate::clock::later(delay), permanent, after);
+            (keep, failures, delay)
+        });
         res.armed = keep;
-        shared.finish(after);
         shared.emit(PoolEvent::CreateFailed {
             error: crate::error::error_chain(&err),
             failures,
@@ -208,10 +201,7 @@ impl<M: Manager> Drop for Alive<M> {
     fn drop(&mut self) {
         if let Some(shared) = self.0.upgrade() {
             shared.running.store(false, Ordering::Release);
-            let mut st = shared.state.lock();
-            st.nudge_all();
-            let after = st.unlock();
-            shared.finish(after);
+            shared.locked(|st, after| st.nudge_all(after));
         }
     }
 }
@@ -230,17 +220,19 @@ pub(super) async fn background<M: Manager>(alive: Alive<M>, rearm: Arc<Notify>, 
             let Some(shared) = alive.0.upgrade() else {
                 return;
             };
-            let mut st = shared.state.lock();
-            if st.phase() == Phase::Closed {
-                return;
-            }
             let now = shared.clock.precise();
-            if st.next_deadline().is_some_and(|at| at <= now) {
-                st.expire(now);
-            }
-            let next = st.next_deadline();
-            let after = st.unlock();
-            shared.finish(after);
+            let next = shared.locked(|st, after| {
+                if st.phase() == Phase::Closed {
+                    return Err(());
+                }
+                if st.next_deadline().is_some_and(|at| at <= now) {
+                    st.expire(now, after);
+                }
+                Ok(st.next_deadline())
+            });
+            let Ok(next) = next else {
+                return;
+            };
             next.map(|at| shared.clock.instant(at))
         };
         if next != armed_for {

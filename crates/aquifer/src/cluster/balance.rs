@@ -72,23 +72,17 @@ impl Bits {
     }
 
     /// The positions in the set, in order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = usize> + Clone + '_ {
-        let mut small = match self {
-            Bits::Small(b) => *b,
-            Bits::Large(_) => 0,
-        };
-        let large = match self {
-            Bits::Large(v) => Some(v.iter().enumerate().filter(|(_, x)| **x).map(|(i, _)| i)),
-            Bits::Small(_) => None,
-        };
-        std::iter::from_fn(move || {
-            (small != 0).then(|| {
-                let i = small.trailing_zeros() as usize;
-                small &= small - 1;
-                i
-            })
-        })
-        .chain(large.into_iter().flatten())
+    pub(super) fn iter(&self) -> Positions<'_> {
+        match self {
+            Bits::Small(b) => Positions {
+                small: *b,
+                large: [].iter().enumerate(),
+            },
+            Bits::Large(v) => Positions {
+                small: 0,
+                large: v.iter().enumerate(),
+            },
+        }
     }
 
     pub(super) fn count(&self) -> usize {
@@ -96,6 +90,27 @@ impl Bits {
             Bits::Small(b) => b.count_ones() as usize,
             Bits::Large(v) => v.iter().filter(|x| **x).count(),
         }
+    }
+}
+
+/// The positions in a [`Bits`], in order.
+#[derive(Clone)]
+pub(super) struct Positions<'a> {
+    small: u64,
+    large: std::iter::Enumerate<std::slice::Iter<'a, bool>>,
+}
+
+impl Iterator for Positions<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        if self.small != 0 {
+            let i = self.small.trailing_zeros() as usize;
+            self.small &= self.small - 1;
+            return Some(i);
+        }
+        self.large.find(|(_, set)| **set).map(|(i, _)| i)
     }
 }
 

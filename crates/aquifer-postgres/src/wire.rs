@@ -199,15 +199,60 @@ impl Status {
     }
 }
 
-/// Follows the backend message framing (`type`, 4-byte length, payload)
-/// across reads, picks out ReadyForQuery's status byte and counts the
-/// messages that answer a request.
+/// The message framing both directions share: a type byte, a 4-byte
+/// big-endian length that counts itself, then the payload; followed
+/// across reads of any size.
 #[derive(Debug, Default)]
-struct Frame {
+struct Framing {
     header: [u8; 5],
     have: usize,
     /// Payload bytes still to pass over.
     skip: usize,
+}
+
+impl Framing {
+    /// Framing whose first message has no type byte (the frontend's
+    /// startup message).
+    fn untyped_first() -> Self {
+        Self {
+            have: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Takes the payload bytes at the front of `data` that the current
+    /// message still owes, and returns them (empty between messages).
+    fn payload<'a>(&mut self, data: &mut &'a [u8]) -> &'a [u8] {
+        let n = self.skip.min(data.len());
+        self.skip -= n;
+        let (payload, rest) = data.split_at(n);
+        *data = rest;
+        payload
+    }
+
+    /// Takes header bytes from the front of `data`: the message's type
+    /// byte and payload length once its header is complete.
+    fn header(&mut self, data: &mut &[u8]) -> Option<(u8, usize)> {
+        let n = (5 - self.have).min(data.len());
+        self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+        self.have += n;
+        *data = &data[n..];
+        if self.have < 5 {
+            return None;
+        }
+        self.have = 0;
+        let h = self.header;
+        let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        self.skip = len.saturating_sub(4);
+        Some((h[0], self.skip))
+    }
+}
+
+/// Follows the backend messages, picks out ReadyForQuery's status byte and
+/// counts the messages that answer a request.
+#[derive(Debug, Default)]
+struct Frame {
+    framing: Framing,
     /// The payload being passed over is ReadyForQuery's, not yet read.
     ready_for_query: bool,
 }
@@ -215,53 +260,37 @@ struct Frame {
 impl Frame {
     fn feed(&mut self, mut data: &[u8], status: &Status) {
         while !data.is_empty() {
-            if self.skip > 0 {
-                if self.ready_for_query {
-                    status.set(data[0]);
+            let payload = self.framing.payload(&mut data);
+            if let Some(&byte) = payload.first() {
+                if std::mem::take(&mut self.ready_for_query) {
+                    status.set(byte);
                     status.copy_in(false);
                     status.answer();
-                    self.ready_for_query = false;
                 }
-                let n = self.skip.min(data.len());
-                self.skip -= n;
-                data = &data[n..];
                 continue;
             }
-            let n = (5 - self.have).min(data.len());
-            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
-            self.have += n;
-            data = &data[n..];
-            if self.have == 5 {
-                self.have = 0;
-                let len = u32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]) as usize;
-                self.skip = len.saturating_sub(4);
-                self.ready_for_query = self.header[0] == b'Z' && self.skip > 0;
-                // ReadyForQuery is read above; the rest of an answer counts
-                // for nothing until its ReadyForQuery comes. Copy-in mode
-                // ignores the Sync that came with the Execute; the one after
-                // CopyDone or CopyFail is answered.
-                if self.header[0] == b'G' {
-                    status.copy_in(true);
-                    status.answer();
-                }
+            let Some((kind, len)) = self.framing.header(&mut data) else {
+                continue;
+            };
+            self.ready_for_query = kind == b'Z' && len > 0;
+            // ReadyForQuery is read above; the rest of an answer counts for
+            // nothing until its ReadyForQuery comes. Copy-in mode ignores
+            // the Sync that came with the Execute; the one after CopyDone
+            // or CopyFail is answered.
+            if kind == b'G' {
+                status.copy_in(true);
+                status.answer();
             }
         }
     }
 }
 
-/// Follows the frontend message framing and counts the requests the
-/// server will answer with a ReadyForQuery, noting the last one that runs
-/// something. The first message (the startup message) has no type byte.
+/// Follows the frontend messages and counts the requests the server will
+/// answer with a ReadyForQuery, noting the last one that runs something.
+/// The first message (the startup message) has no type byte.
 #[derive(Debug)]
 struct Requests {
-    header: [u8; 5],
-    have: usize,
-    skip: usize,
+    framing: Framing,
     started: bool,
     /// Requests so far (the startup message is the first).
     sent: u64,
@@ -274,9 +303,7 @@ struct Requests {
 impl Default for Requests {
     fn default() -> Self {
         Self {
-            header: [0; 5],
-            have: 1,
-            skip: 0,
+            framing: Framing::untyped_first(),
             started: false,
             sent: 0,
             effect: 0,
@@ -289,47 +316,33 @@ impl Requests {
     /// Follows `data`, counting each message as its header completes.
     fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(data.len());
-                self.skip -= n;
-                data = &data[n..];
+            if !self.framing.payload(&mut data).is_empty() {
                 continue;
             }
-            let n = (5 - self.have).min(data.len());
-            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
-            self.have += n;
-            data = &data[n..];
-            if self.have == 5 {
-                self.have = 0;
-                let len = u32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]) as usize;
-                self.skip = len.saturating_sub(4);
-                if !self.started {
-                    self.started = true;
+            let Some((kind, _)) = self.framing.header(&mut data) else {
+                continue;
+            };
+            if !self.started {
+                self.started = true;
+                self.sent += 1;
+                continue;
+            }
+            match kind {
+                // Execute, and copy data, done or fail.
+                b'E' | b'd' | b'c' | b'f' => self.runs = true,
+                b'S' => {
                     self.sent += 1;
-                    continue;
-                }
-                match self.header[0] {
-                    // Execute, and copy data, done or fail.
-                    b'E' | b'd' | b'c' | b'f' => self.runs = true,
-                    b'S' => {
-                        self.sent += 1;
-                        if std::mem::take(&mut self.runs) {
-                            self.effect = self.sent;
-                        }
-                    }
-                    b'Q' | b'F' => {
-                        self.sent += 1;
+                    if std::mem::take(&mut self.runs) {
                         self.effect = self.sent;
                     }
-                    // Parse, Bind, Describe, Close, Flush, password and
-                    // Terminate messages run nothing.
-                    _ => {}
                 }
+                b'Q' | b'F' => {
+                    self.sent += 1;
+                    self.effect = self.sent;
+                }
+                // Parse, Bind, Describe, Close, Flush, password and
+                // Terminate messages run nothing.
+                _ => {}
             }
         }
     }

@@ -661,7 +661,15 @@ fn run(o: Opts) -> ExitCode {
     for p in &o.pools {
         header += &format!(" {p:>15} |");
     }
-    let aq = o.pools.iter().position(|p| p == "aquifer");
+    let has_peer = o
+        .pools
+        .iter()
+        .any(|p| p != "aquifer" && !OPT_IN.contains(&p.as_str()));
+    let aq = o
+        .pools
+        .iter()
+        .position(|p| p == "aquifer")
+        .filter(|_| has_peer);
     let dp = o.pools.iter().position(|p| p == "deadpool");
     let mut columns = 2 + o.pools.len();
     if aq.is_some() {

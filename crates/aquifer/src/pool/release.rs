@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::Tick;
 use crate::error::DestroyError;
 use crate::events::{PoolEvent, Reason};
 use crate::internals::Tally;
@@ -73,10 +74,19 @@ impl<M: Manager> Shared<M> {
             // comes back to this thread.
             let refused = unsafe { Shards::put(idle, home, entry, held) };
             if let Err(entry) = refused {
-                let this = Arc::clone(entry.obj.pool.as_ref().expect("just put back"));
-                this.locked(|st, after| st.place(entry, now, home, after));
+                Self::release_through_lock(entry, now, home);
             }
         }
+    }
+
+    /// A return the pool must see (someone waits, or the pool is draining,
+    /// closed or above `max`): through the pool lock. Out of line, so that
+    /// the lock-free return stays small.
+    #[cold]
+    #[inline(never)]
+    fn release_through_lock(entry: Item<Owned<M>>, now: Tick, home: usize) {
+        let this = Arc::clone(entry.obj.pool.as_ref().expect("just put back"));
+        this.locked(|st, after| st.place(entry, now, home, after));
     }
 
     /// A returned object is reset before it is reused.

@@ -216,7 +216,6 @@ impl<M: Manager> Shared<M> {
     /// Does what an unlock left to do: wakes waiters, destroys objects
     /// whose slots were freed, starts the creates reserved, and tells
     /// whoever waits for a draining or closed pool that it settled.
-    #[inline]
     pub(super) fn finish(self: &Arc<Self>, after: After<Owned<M>>) {
         after.wake.wake_all();
         for (e, reason) in after.destroy {

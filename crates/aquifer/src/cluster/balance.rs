@@ -10,7 +10,7 @@ use crate::thread;
 use super::members::List;
 use super::Inner;
 
-/// How a [`Cluster`] picks among the pools a selector matches.
+/// How a [`Cluster`](super::Cluster) picks among the pools a selector matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]

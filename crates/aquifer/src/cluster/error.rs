@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::error::{BuildError, PoolError};
 use crate::selector::RegexError;
 
-/// Why [`ClusterBuilder::try_build`] failed.
+/// Why [`ClusterBuilder::try_build`](super::ClusterBuilder::try_build) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClusterBuildError {

@@ -17,7 +17,7 @@ use crate::thread;
 
 use super::watcher::Watcher;
 
-/// A pool and how the cluster knows it, for [`Cluster::add`].
+/// A pool and how the cluster knows it, for [`Cluster::add`](super::Cluster::add).
 pub struct ClusterPool<M: Manager> {
     pub(super) name: String,
     pub(super) pool: Pool<M>,
@@ -36,14 +36,14 @@ impl<M: Manager> ClusterPool<M> {
         }
     }
 
-    /// Adds a tag (`primary`, `replica`, a region…) that [`Selector::Tag`] finds.
+    /// Adds a tag (`primary`, `replica`, a region…) that [`Selector::Tag`](crate::selector::Selector::Tag) finds.
     #[must_use]
     pub fn tag(mut self, tag: &str) -> Self {
         self.tags.push(tag.to_owned());
         self
     }
 
-    /// The share of gets in [`Mode::Weighted`]. Default 1. `0` gives the
+    /// The share of gets in [`Mode::Weighted`](super::Mode::Weighted). Default 1. `0` gives the
     /// pool no share: weighted gets go to it only when no pool with a
     /// weight can serve, and gets that name it are served as usual (for
     /// draining a server gradually).

@@ -60,6 +60,20 @@ fn unlock(st: MutexGuard<'_, S>, after: After<u32>) -> After<u32> {
     after
 }
 
+/// A caller that must wait (a second to its deadline): its slot, and how
+/// many creates it reserved.
+fn enqueue(pool: &Mutex<S>) -> (Arc<Slot<Handoff<u32, NoError>>>, usize) {
+    let mut st = pool.lock();
+    let mut after = After::default();
+    let deadline = Tick::default().after(Duration::from_secs(1));
+    let step = st.acquire(0, Tick::default(), deadline, true, 0, &mut after);
+    let after = unlock(st, after);
+    let Acquire::Wait { slot, .. } = step else {
+        panic!("must wait")
+    };
+    (slot, after.creates)
+}
+
 fn release(pool: &Mutex<S>, e: Item<u32>) {
     let mut st = pool.lock();
     let mut after = After::default();
@@ -128,20 +142,8 @@ fn release_races_cancel() {
             st.size = 1;
             entry(1)
         };
-        let mut st = p.lock();
-        let mut after = After::default();
-        let step = st.acquire(
-            0,
-            Tick::default(),
-            Tick::default().after(Duration::from_secs(1)),
-            true,
-            0,
-            &mut after,
-        );
-        assert_eq!(unlock(st, after).creates, 0, "the pool is at max");
-        let Acquire::Wait { slot, .. } = step else {
-            panic!("must wait")
-        };
+        let (slot, creates) = enqueue(&p);
+        assert_eq!(creates, 0, "the pool is at max");
         let p2 = Arc::clone(&p);
         let releaser = thread::spawn(move || release(&p2, e));
         let w = Wait {
@@ -180,17 +182,7 @@ fn two_waiters_two_releases() {
         p.lock().size = 2;
         let mut slots = Vec::new();
         for _ in 0..2 {
-            match p.lock().acquire(
-                0,
-                Tick::default(),
-                Tick::default().after(Duration::from_secs(1)),
-                true,
-                0,
-                &mut After::default(),
-            ) {
-                Acquire::Wait { slot, .. } => slots.push(slot),
-                _ => panic!("must wait"),
-            }
+            slots.push(enqueue(&p).0);
         }
         let handles: Vec<_> = (1..=2)
             .map(|id| {
@@ -231,20 +223,8 @@ fn two_waiters_two_releases() {
 fn create_failure_races_cancel() {
     loom::model(|| {
         let p = pool(1);
-        let mut st = p.lock();
-        let mut after = After::default();
-        let step = st.acquire(
-            0,
-            Tick::default(),
-            Tick::default().after(Duration::from_secs(1)),
-            true,
-            0,
-            &mut after,
-        );
-        assert_eq!(unlock(st, after).creates, 1, "the caller reserves a create");
-        let Acquire::Wait { slot, .. } = step else {
-            panic!("must wait")
-        };
+        let (slot, creates) = enqueue(&p);
+        assert_eq!(creates, 1, "the caller reserves a create");
         let p2 = Arc::clone(&p);
         let creator = thread::spawn(move || {
             let mut st = p2.lock();

@@ -25,109 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The no-op managers, one per pool crate.
-pub(crate) mod managers {
-    use std::convert::Infallible;
-
-    pub struct Noop;
-
-    impl aquifer::Manager for Noop {
-        type Type = u64;
-        type Error = Infallible;
-
-        async fn create(&self) -> Result<u64, Infallible> {
-            Ok(0)
-        }
-    }
-
-    impl deadpool::managed::Manager for Noop {
-        type Type = u64;
-        type Error = Infallible;
-
-        async fn create(&self) -> Result<u64, Infallible> {
-            Ok(0)
-        }
-
-        async fn recycle(
-            &self,
-            _: &mut u64,
-            _: &deadpool::managed::Metrics,
-        ) -> deadpool::managed::RecycleResult<Infallible> {
-            Ok(())
-        }
-    }
-
-    impl bb8::ManageConnection for Noop {
-        type Connection = u64;
-        type Error = Infallible;
-
-        async fn connect(&self) -> Result<u64, Infallible> {
-            Ok(0)
-        }
-
-        async fn is_valid(&self, _: &mut u64) -> Result<(), Infallible> {
-            Ok(())
-        }
-
-        fn has_broken(&self, _: &mut u64) -> bool {
-            false
-        }
-    }
-
-    #[qp::async_trait]
-    impl qp::resource::Manage for Noop {
-        type Output = u64;
-        type Error = Infallible;
-
-        async fn try_create(&self) -> Result<u64, Infallible> {
-            Ok(0)
-        }
-    }
-
-    #[mobc::async_trait]
-    impl mobc::Manager for Noop {
-        type Connection = u64;
-        type Error = Infallible;
-
-        async fn connect(&self) -> Result<u64, Infallible> {
-            Ok(0)
-        }
-
-        async fn check(&self, conn: u64) -> Result<u64, Infallible> {
-            Ok(conn)
-        }
-    }
-
-    #[derive(Debug)]
-    pub struct Never;
-
-    impl std::fmt::Display for Never {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("never")
-        }
-    }
-
-    impl std::error::Error for Never {}
-
-    impl r2d2::ManageConnection for Noop {
-        type Connection = u64;
-        type Error = Never;
-
-        fn connect(&self) -> Result<u64, Never> {
-            Ok(0)
-        }
-
-        fn is_valid(&self, _: &mut u64) -> Result<(), Never> {
-            Ok(())
-        }
-
-        fn has_broken(&self, _: &mut u64) -> bool {
-            false
-        }
-    }
-}
-
-use managers::Noop;
+mod managers;
 
 const POOLS: &[&str] = &[
     "aquifer",
@@ -377,147 +275,9 @@ macro_rules! exclusive_loop {
 mod cluster;
 mod compare;
 mod mysql;
+mod noop;
 mod pg;
 mod sqlite;
-
-/// One measurement of one pool.
-fn measure(
-    rt: &tokio::runtime::Runtime,
-    pool: &str,
-    size: usize,
-    tasks: usize,
-    window: Duration,
-    hold: bool,
-    cold: bool,
-) -> Option<Sample> {
-    match pool {
-        "aquifer" => rt.block_on(async {
-            let p = aquifer::Pool::builder(Noop)
-                .max(size)
-                .build()
-                .expect("valid config");
-            fill!(cold, size, p.get());
-            drive(
-                tasks,
-                window,
-                task!(p, |p| {
-                    let o = p.get().await.expect("get");
-                    if hold {
-                        tokio::task::yield_now().await;
-                    }
-                    drop(o);
-                }),
-            )
-            .await
-        }),
-        "deadpool" => rt.block_on(async {
-            let p = deadpool::managed::Pool::<Noop>::builder(Noop)
-                .max_size(size)
-                .build()
-                .expect("valid config");
-            fill!(cold, size, p.get());
-            drive(
-                tasks,
-                window,
-                task!(p, |p| {
-                    let o = p.get().await.expect("get");
-                    if hold {
-                        tokio::task::yield_now().await;
-                    }
-                    drop(o);
-                }),
-            )
-            .await
-        }),
-        "bb8" => rt.block_on(async {
-            let p = bb8::Pool::builder()
-                .max_size(size as u32)
-                .build(Noop)
-                .await
-                .expect("valid config");
-            fill!(cold, size, p.get());
-            drive(
-                tasks,
-                window,
-                task!(p, |p| {
-                    let o = p.get().await.expect("get");
-                    if hold {
-                        tokio::task::yield_now().await;
-                    }
-                    drop(o);
-                }),
-            )
-            .await
-        }),
-        "qp" | "qp-unchecked" => rt.block_on(async {
-            let p = qp::Pool::new(Noop, size);
-            let checked = pool == "qp";
-            fill!(cold, size, p.acquire());
-            drive(
-                tasks,
-                window,
-                task!(p, |p| {
-                    let o = if checked {
-                        p.acquire().await
-                    } else {
-                        p.acquire_unchecked().await
-                    }
-                    .expect("get");
-                    if hold {
-                        tokio::task::yield_now().await;
-                    }
-                    drop(o);
-                }),
-            )
-            .await
-        }),
-        "mobc" => rt.block_on(async {
-            let p = mobc::Pool::builder().max_open(size as u64).build(Noop);
-            fill!(cold, size, p.get());
-            drive(
-                tasks,
-                window,
-                task!(p, |p| {
-                    let o = p.get().await.expect("get");
-                    if hold {
-                        tokio::task::yield_now().await;
-                    }
-                    drop(o);
-                }),
-            )
-            .await
-        }),
-        // No pool: each operation bumps one counter shared by every task and
-        // spends a unit of Tokio's budget, so the cell shows how much this
-        // machine's cross-core traffic alone varies from round to round.
-        "baseline" => rt.block_on(async {
-            let shared = Arc::new(AtomicU64::new(0));
-            drive(
-                tasks,
-                window,
-                task!(shared, |s| {
-                    s.fetch_add(1, Ordering::AcqRel);
-                    tokio::task::consume_budget().await;
-                }),
-            )
-            .await
-        }),
-        "r2d2" => {
-            let p = r2d2::Pool::builder()
-                .max_size(size as u32)
-                .build(Noop)
-                .expect("valid config");
-            drive_threads(tasks, window, move || {
-                let o = p.get().expect("get");
-                if hold {
-                    std::thread::yield_now();
-                }
-                drop(o);
-            })
-        }
-        other => unreachable!("unknown pool {other}"),
-    }
-}
 
 /// Runs `op` in a loop on `tasks` OS threads for `window` (for the
 /// synchronous pools).
@@ -595,7 +355,9 @@ fn run(o: Opts) -> ExitCode {
     for round in 0..o.rounds {
         for (ci, &(size, tasks)) in cells.iter().enumerate() {
             for (pi, pool) in o.pools.iter().enumerate() {
-                samples[ci][pi].push(measure(&rt, pool, size, tasks, o.window, o.hold, o.cold));
+                samples[ci][pi].push(noop::measure(
+                    &rt, pool, size, tasks, o.window, o.hold, o.cold,
+                ));
             }
         }
         if !o.json {

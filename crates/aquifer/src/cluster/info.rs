@@ -8,7 +8,8 @@ use tokio::time::Instant;
 
 use crate::manager::Manager;
 use crate::metrics::Metrics;
-use crate::pool::{PendingInfo, Status};
+use crate::pool::PendingInfo;
+use crate::status::Status;
 
 use super::{Cluster, Mode};
 

@@ -17,6 +17,7 @@ use crate::events::Reason;
 use crate::metrics::Counters;
 use crate::object::Item;
 use crate::shards::Shards;
+use crate::status::Status;
 use crate::sync::{Arc, Mutex, MutexGuard};
 use crate::waiters::{Slot, Waiters, WakeList};
 
@@ -118,18 +119,6 @@ pub(crate) enum Tally {
     Leaks(usize),
 }
 
-/// The counts a [`Status`](crate::Status) reports, read under the lock.
-pub(crate) struct Counts {
-    pub(crate) size: usize,
-    pub(crate) idle: usize,
-    pub(crate) borrowed: usize,
-    pub(crate) creating: usize,
-    pub(crate) waiting: usize,
-    pub(crate) max: usize,
-    pub(crate) min: usize,
-    pub(crate) phase: Phase,
-}
-
 pub(crate) struct State<T, E: std::error::Error + 'static> {
     /// The idle objects. Checkouts and returns reach them without this
     /// lock while nobody waits; see the `shards` module.
@@ -196,18 +185,25 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         self.phase
     }
 
-    /// How many objects are where, at one instant.
-    pub(crate) fn counts(&self) -> Counts {
+    /// How many objects are where, at one instant; `pending` is counted
+    /// outside this lock.
+    pub(crate) fn status(&self, pending: usize) -> Status {
         let (idle, borrowed) = self.idle_and_borrowed();
-        Counts {
+        Status {
             size: self.size,
             idle,
             borrowed,
             creating: self.creating,
             waiting: self.waiters.len(),
+            pending,
             max: self.max,
             min: self.min,
-            phase: self.phase,
+            // A closed pool creates nothing more.
+            spare: if self.phase == Phase::Closed {
+                0
+            } else {
+                self.max.saturating_sub(self.size)
+            },
         }
     }
 

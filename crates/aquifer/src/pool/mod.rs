@@ -19,6 +19,7 @@ use crate::internals::{Phase, Tally};
 use crate::manager::Manager;
 use crate::metrics::Metrics;
 use crate::object::Metadata;
+use crate::status::Status;
 
 mod builder;
 mod get;
@@ -77,35 +78,6 @@ pub struct PendingInfo {
     pub since: std::time::Instant,
     /// Destroy attempts so far.
     pub attempts: u32,
-}
-
-/// A snapshot of how many objects are where.
-///
-/// `idle + borrowed + creating == size` always holds, and so does
-/// `size <= max` except right after [`Pool::resize`] lowered `max`, until
-/// enough borrowed objects came back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub struct Status {
-    /// Objects alive or being created.
-    pub size: usize,
-    /// Objects waiting in the pool.
-    pub idle: usize,
-    /// Objects checked out (or being reset or checked in the background).
-    pub borrowed: usize,
-    /// Creates in flight.
-    pub creating: usize,
-    /// Callers waiting for an object.
-    pub waiting: usize,
-    /// Objects that failed to close and are kept for `close_pending`.
-    pub pending: usize,
-    /// The configured maximum.
-    pub max: usize,
-    /// The configured minimum.
-    pub min: usize,
-    /// Objects that could still be created: `max - size`, or 0 once closed.
-    pub spare: usize,
 }
 
 impl<M: Manager> Pool<M> {
@@ -390,23 +362,7 @@ impl<M: Manager> Pool<M> {
     /// How many objects are where, right now.
     pub fn status(&self) -> Status {
         let pending = self.shared.pending.lock().len();
-        let c = self.shared.state.lock().counts();
-        Status {
-            size: c.size,
-            idle: c.idle,
-            borrowed: c.borrowed,
-            creating: c.creating,
-            waiting: c.waiting,
-            pending,
-            max: c.max,
-            min: c.min,
-            // A closed pool creates nothing more.
-            spare: if c.phase == Phase::Closed {
-                0
-            } else {
-                c.max.saturating_sub(c.size)
-            },
-        }
+        self.shared.state.lock().status(pending)
     }
 
     /// Borrowed objects plus waiting callers: how busy the pool is, as of

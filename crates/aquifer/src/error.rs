@@ -222,4 +222,8 @@ pub enum BuildError {
         /// The range it must be in.
         expected: &'static str,
     },
+    /// Built outside a Tokio runtime, where its background tasks cannot
+    /// start.
+    #[error("built outside a Tokio runtime: build it from async code, or inside `Runtime::enter`")]
+    NoRuntime,
 }

@@ -10,6 +10,7 @@ mod events;
 mod internals;
 mod manager;
 mod metrics;
+mod mux;
 mod object;
 mod pool;
 mod selector;
@@ -29,6 +30,10 @@ pub use error::{error_chain, BuildError, CreateError, DestroyError, PoolError, T
 pub use events::{EventStream, Operation, PoolEvent, Reason};
 pub use manager::Manager;
 pub use metrics::{Evictions, Metrics, Summary};
+pub use mux::{
+    Closes, Lease, Multiplexed, Multiplexer, MuxBuilder, MuxConfig, MuxError, MuxMetrics,
+    MuxStatus, Spread,
+};
 pub use object::Metadata;
 pub use pool::{Builder, PendingInfo, Pool, Pooled, TransactionWatch};
 pub use selector::{RegexError, Selector};

@@ -428,6 +428,12 @@ impl<M: Manager> Pool<M> {
         &self.shared
     }
 
+    /// The newest create failure since the last success, if creates are
+    /// failing now.
+    pub(crate) fn last_create_error(&self) -> Option<CreateError<M::Error>> {
+        self.shared.state.lock().last_error()
+    }
+
     /// The manager.
     pub fn manager(&self) -> &M {
         &self.shared.manager

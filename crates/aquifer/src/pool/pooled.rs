@@ -90,11 +90,16 @@ impl<M: Manager> Pooled<M> {
 
     /// Closes the object (in the background, within `destroy_timeout`)
     /// instead of returning it; frees its slot.
-    pub fn destroy(mut self) {
+    pub fn destroy(self) {
+        self.destroy_for(Reason::Caller);
+    }
+
+    /// Closes the object for `reason`, as [`destroy`](Pooled::destroy) does.
+    pub(crate) fn destroy_for(mut self, reason: Reason) {
         let mut entry = self.entry.take().expect(HELD);
         let pool = entry.obj.pool.take().expect(OWNED);
         pool.forget(&entry);
-        pool.discard(entry, Reason::Caller);
+        pool.discard(entry, reason);
     }
 }
 

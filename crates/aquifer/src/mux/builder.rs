@@ -1,0 +1,240 @@
+//! The multiplexer's settings and builder.
+
+use std::time::Duration;
+
+use crate::config::{Backoff, PoolConfig};
+use crate::error::BuildError;
+use crate::manager::Manager;
+use crate::pool::Pool;
+
+use super::state::Limits;
+use super::{Multiplexed, Multiplexer};
+
+/// How a request chooses among the connections that have room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Spread {
+    /// The connection with the fewest requests in flight; ties go to the
+    /// oldest connection, so that the newest fall idle (and close) when
+    /// load drops. A request queued on a pipelined connection waits for
+    /// every request ahead of it, so this keeps requests away from a
+    /// connection held up by a slow one.
+    #[default]
+    LeastLoaded,
+    /// The next connection in turn (as the node.js balancer this design
+    /// comes from): one step per request, blind to a slow request ahead.
+    RoundRobin,
+}
+
+/// A multiplexer's settings. The builder's setters name each default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MuxConfig {
+    /// Connections kept open even without requests. Default 1.
+    pub min: usize,
+    /// Most connections open at once. Default 10.
+    pub max: usize,
+    /// Most requests on one connection at once. Default 100.
+    pub max_in_flight: usize,
+    /// A connection unused this long closes while more than `min` are
+    /// open. Default 30 s.
+    pub scale_down_after: Duration,
+    /// How often surplus and broken connections are looked for, and
+    /// `min` restored. Default 1 s.
+    pub maintenance_interval: Duration,
+    /// Most requests queued at once; `None` (the default) for no bound.
+    pub max_queued: Option<usize>,
+    /// Longest a request waits for a slot. Default 30 s.
+    pub acquire_timeout: Duration,
+    /// How a request chooses its connection. Default
+    /// [`Spread::LeastLoaded`].
+    pub spread: Spread,
+    /// How connections are opened and closed: `create_timeout`,
+    /// `backoff`, `create_concurrency` (how many open at once),
+    /// `destroy_timeout`, `validate_on_borrow`, `event_capacity`. Its
+    /// `min`, `max` and `acquire_timeout` are the multiplexer's.
+    pub pool: PoolConfig,
+}
+
+impl Default for MuxConfig {
+    fn default() -> Self {
+        Self {
+            min: 1,
+            max: 10,
+            max_in_flight: 100,
+            scale_down_after: Duration::from_secs(30),
+            maintenance_interval: Duration::from_secs(1),
+            max_queued: None,
+            acquire_timeout: Duration::from_secs(30),
+            spread: Spread::default(),
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+impl MuxConfig {
+    /// Checks that the settings can work together.
+    ///
+    /// # Errors
+    /// A [`BuildError`] naming the first setting to change.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        self.pool_config().validate()?;
+        if self.max_in_flight == 0 {
+            return Err(BuildError::OutOfRange {
+                setting: "max_in_flight",
+                value: "0".into(),
+                expected: "at least 1 (1 means no pipelining: use a Pool)",
+            });
+        }
+        for (setting, d) in [
+            ("scale_down_after", self.scale_down_after),
+            ("maintenance_interval", self.maintenance_interval),
+        ] {
+            if d.is_zero() {
+                return Err(BuildError::ZeroDuration { setting, hint: "" });
+            }
+        }
+        if self.max_queued == Some(0) {
+            return Err(BuildError::OutOfRange {
+                setting: "max_queued",
+                value: "0".into(),
+                expected: "at least 1, or None for no bound",
+            });
+        }
+        Ok(())
+    }
+
+    /// The inner pool's settings.
+    pub(super) fn pool_config(&self) -> PoolConfig {
+        let mut cfg = self.pool.clone();
+        cfg.min = self.min;
+        cfg.max = self.max;
+        cfg.acquire_timeout = self.acquire_timeout;
+        cfg.eager = true;
+        cfg
+    }
+
+    pub(super) fn limits(&self) -> Limits {
+        Limits {
+            min: self.min,
+            max: self.max,
+            max_in_flight: self.max_in_flight,
+            max_queued: self.max_queued,
+            open_concurrency: self.pool.create_concurrency,
+            spread: self.spread,
+        }
+    }
+}
+
+/// Builds a [`Multiplexer`]; every setter names its default. See
+/// [`MuxConfig`] for what each setting does.
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct MuxBuilder<M: Manager> {
+    manager: M,
+    config: MuxConfig,
+}
+
+impl<M: Manager> std::fmt::Debug for MuxBuilder<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MuxBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Multiplexed> MuxBuilder<M> {
+    pub(super) fn new(manager: M) -> Self {
+        Self {
+            manager,
+            config: MuxConfig::default(),
+        }
+    }
+
+    /// Replaces every setting with `config`.
+    pub fn config(mut self, config: MuxConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Connections kept open even without requests. Default 1.
+    pub fn min(mut self, min: usize) -> Self {
+        self.config.min = min;
+        self
+    }
+
+    /// Most connections open at once. Default 10.
+    pub fn max(mut self, max: usize) -> Self {
+        self.config.max = max;
+        self
+    }
+
+    /// Most requests on one connection at once. Default 100.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = n;
+        self
+    }
+
+    /// How long a connection above `min` may go unused before it closes.
+    /// Default 30 s.
+    pub fn scale_down_after(mut self, d: Duration) -> Self {
+        self.config.scale_down_after = d;
+        self
+    }
+
+    /// How often the maintenance runs. Default 1 s.
+    pub fn maintenance_interval(mut self, d: Duration) -> Self {
+        self.config.maintenance_interval = d;
+        self
+    }
+
+    /// Most requests queued at once. Default `None` (no bound).
+    pub fn max_queued(mut self, n: Option<usize>) -> Self {
+        self.config.max_queued = n;
+        self
+    }
+
+    /// Longest a request waits for a slot. Default 30 s.
+    pub fn acquire_timeout(mut self, d: Duration) -> Self {
+        self.config.acquire_timeout = d;
+        self
+    }
+
+    /// Longest one open may take. Default 10 s.
+    pub fn create_timeout(mut self, d: Duration) -> Self {
+        self.config.pool.create_timeout = d;
+        self
+    }
+
+    /// Delay between failed opens. Default: the pool's.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.pool.backoff = backoff;
+        self
+    }
+
+    /// Most opens in flight at once. Default: the pool's.
+    pub fn create_concurrency(mut self, n: usize) -> Self {
+        self.config.pool.create_concurrency = n;
+        self
+    }
+
+    /// How a request chooses its connection. Default
+    /// [`Spread::LeastLoaded`].
+    pub fn spread(mut self, spread: Spread) -> Self {
+        self.config.spread = spread;
+        self
+    }
+
+    /// Builds the multiplexer and starts opening `min` connections.
+    ///
+    /// # Errors
+    /// A [`BuildError`] naming the setting to change, or
+    /// [`BuildError::NoRuntime`] outside a Tokio runtime.
+    pub fn build(self) -> Result<Multiplexer<M>, BuildError> {
+        self.config.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BuildError::NoRuntime);
+        }
+        let pool = Pool::new(self.manager, self.config.pool_config())?;
+        Ok(Multiplexer::start(pool, self.config))
+    }
+}

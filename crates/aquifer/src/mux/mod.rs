@@ -1,0 +1,511 @@
+//! The multiplexer: many requests share each connection at once, over a
+//! set of connections that grows under load and shrinks when it falls.
+//!
+//! Connections come from an inner [`Pool`], which opens them (with its
+//! create timeout, backoff, permanent-error check and events); the
+//! multiplexer keeps them checked out and hands each to many requests.
+
+mod builder;
+mod error;
+mod state;
+mod status;
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::PoolError;
+use crate::events::{EventStream, Reason};
+use crate::manager::Manager;
+use crate::metrics::Metrics;
+use crate::pool::{Pool, Pooled};
+
+pub use builder::{MuxBuilder, MuxConfig, Spread};
+pub use error::MuxError;
+pub use status::{Closes, MuxMetrics, MuxStatus};
+
+use state::{Asked, Closed, Handoffs, State};
+
+/// A [`Manager`] whose objects serve many requests at once through a
+/// shared reference: a tokio-postgres `Client` pipelines the requests of
+/// every task that holds `&Client`. Implement it only when concurrent use
+/// is correct and a request leaves nothing on the connection that the next
+/// one could see (no open transaction, no session setting).
+pub trait Multiplexed: Manager<Type: Sync> {}
+
+/// Many requests over a set of shared connections. See the
+/// [crate docs](crate) for when to use it rather than a [`Pool`].
+///
+/// A request takes a slot with [`lease`](Multiplexer::lease) (or runs a
+/// closure with [`run`](Multiplexer::run)) on the connection with the
+/// fewest requests in flight. Below `max` connections, a request that
+/// would queue behind another opens a connection instead; at `max`,
+/// requests pipeline up to `max_in_flight` per connection, then queue in
+/// arrival order. A connection unused for `scale_down_after` closes while
+/// more than `min` are open.
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # struct Echo;
+/// # impl aquifer::Manager for Echo {
+/// #     type Type = String;
+/// #     type Error = Infallible;
+/// #     async fn create(&self) -> Result<String, Infallible> { Ok("hello".into()) }
+/// # }
+/// # impl aquifer::Multiplexed for Echo {}
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), aquifer::MuxError<Infallible>> {
+/// let mux = aquifer::Multiplexer::builder(Echo).min(1).max(4).build().unwrap();
+/// mux.ready().await?;
+/// let len = mux.run(async |conn: &String| conn.len()).await?;
+/// assert_eq!(len, 5);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Multiplexer<M: Multiplexed> {
+    inner: Arc<Inner<M>>,
+}
+
+struct Inner<M: Multiplexed> {
+    pool: Pool<M>,
+    cfg: MuxConfig,
+    state: Mutex<State<M>>,
+    /// Usable and open connections, and whether closed: what `ready` and
+    /// `close` wait on.
+    counts: watch::Sender<Counts>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Counts {
+    usable: usize,
+    open: usize,
+    closed: bool,
+}
+
+impl<M: Multiplexed> State<M> {
+    fn counts(&self) -> Counts {
+        Counts {
+            usable: self.usable(),
+            open: self.open(),
+            closed: self.closed,
+        }
+    }
+}
+
+/// What to do once the lock is gone.
+struct After<M: Multiplexed> {
+    handoffs: Handoffs<M>,
+    closes: Vec<(Arc<Pooled<M>>, Closed)>,
+    opens: usize,
+    counts: Option<Counts>,
+}
+
+impl<M: Multiplexed> Default for After<M> {
+    fn default() -> Self {
+        Self {
+            handoffs: Vec::new(),
+            closes: Vec::new(),
+            opens: 0,
+            counts: None,
+        }
+    }
+}
+
+impl<M: Multiplexed> Multiplexer<M> {
+    /// A builder with every setting at its default.
+    pub fn builder(manager: M) -> MuxBuilder<M> {
+        MuxBuilder::new(manager)
+    }
+
+    fn start(pool: Pool<M>, cfg: MuxConfig) -> Self {
+        let state = State::new(cfg.limits());
+        let inner = Arc::new(Inner {
+            pool,
+            state: Mutex::new(state),
+            counts: watch::Sender::new(Counts::default()),
+            cfg,
+        });
+        let opens = inner.state.lock().reserve_opens();
+        inner.spawn_opens(opens);
+        tokio::spawn(maintain(
+            Arc::downgrade(&inner),
+            inner.cfg.maintenance_interval,
+        ));
+        Multiplexer { inner }
+    }
+
+    /// Takes a slot on a connection, waiting up to `acquire_timeout`. The
+    /// slot is given back when the [`Lease`] is dropped.
+    ///
+    /// # Errors
+    /// [`MuxError::Timeout`] (with the last open error as its source),
+    /// [`MuxError::Connect`] when opening failed with an error that waiting
+    /// cannot fix, [`MuxError::QueueFull`], [`MuxError::Closed`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaks nothing: a queued request leaves the
+    /// queue, and a slot handed to it in the meantime goes to the next one.
+    pub async fn lease(&self) -> Result<Lease<M>, MuxError<M::Error>> {
+        self.inner.lease(self.inner.cfg.acquire_timeout).await
+    }
+
+    /// Runs `f` with a shared connection and gives the slot back when it
+    /// ends (or is dropped).
+    ///
+    /// # Errors
+    /// As [`lease`](Multiplexer::lease); `f`'s own result is inside `Ok`.
+    pub async fn run<R>(
+        &self,
+        f: impl AsyncFnOnce(&M::Type) -> R,
+    ) -> Result<R, MuxError<M::Error>> {
+        let lease = self.lease().await?;
+        Ok(f(&lease).await)
+    }
+
+    /// Resolves once `min` connections are open (at once when `min` is 0).
+    /// Wrap it in a timeout: while the server is unreachable it waits.
+    ///
+    /// # Errors
+    /// [`MuxError::Closed`] when the multiplexer closes first.
+    pub async fn ready(&self) -> Result<(), MuxError<M::Error>> {
+        let mut rx = self.inner.counts.subscribe();
+        let min = self.inner.cfg.min;
+        loop {
+            let c = *rx.borrow_and_update();
+            if c.closed {
+                return Err(MuxError::Closed);
+            }
+            if c.usable >= min {
+                return Ok(());
+            }
+            if rx.changed().await.is_err() {
+                return Err(MuxError::Closed);
+            }
+        }
+    }
+
+    /// Stops taking requests (queued ones fail with
+    /// [`MuxError::Closed`]), waits for the requests in flight to end,
+    /// closes every connection and the inner pool.
+    pub async fn close(&self) {
+        let mut after = After::default();
+        {
+            let mut st = self.inner.state.lock();
+            after.closes = st.shut(&mut after.handoffs);
+            after.counts = Some(st.counts());
+        }
+        self.inner.finish(after);
+        let mut rx = self.inner.counts.subscribe();
+        // `Err` only once the sender is gone, which `self` prevents.
+        let _ = rx.wait_for(|c| c.open == 0).await;
+        self.inner.pool.close().await;
+    }
+
+    /// Whether [`close`](Multiplexer::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.state.lock().closed
+    }
+
+    /// Where the connections and requests are now.
+    pub fn status(&self) -> MuxStatus {
+        self.inner.state.lock().status()
+    }
+
+    /// The multiplexer's counters.
+    pub fn metrics(&self) -> MuxMetrics {
+        self.inner.state.lock().metrics()
+    }
+
+    /// The inner pool's counters: creates, create failures and times,
+    /// destroys.
+    pub fn pool_metrics(&self) -> Metrics {
+        self.inner.pool.metrics()
+    }
+
+    /// Connection events (opened, failed to open, closed with a reason),
+    /// from the inner pool.
+    pub fn events(&self) -> EventStream {
+        self.inner.pool.events()
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &MuxConfig {
+        &self.inner.cfg
+    }
+
+    /// The manager.
+    pub fn manager(&self) -> &M {
+        self.inner.pool.manager()
+    }
+}
+
+impl<M: Multiplexed> Inner<M> {
+    fn broken(&self) -> impl Fn(&M::Type) -> bool + '_ {
+        |obj| self.pool.manager().is_broken(obj)
+    }
+
+    async fn lease(self: &Arc<Self>, timeout: Duration) -> Result<Lease<M>, MuxError<M::Error>> {
+        let now = Instant::now();
+        let mut after = After::default();
+        let asked = {
+            let mut st = self.state.lock();
+            let asked = st.ask(now, &self.broken());
+            if let Ok(Asked::Queued(..)) = asked {
+                // The demand just rose: a connection may take more now.
+                st.dispatch(now, &self.broken(), &mut after.handoffs);
+                after.opens = st.reserve_opens();
+            }
+            asked
+        };
+        let (id, rx) = match asked? {
+            Asked::Slot(conn) => {
+                return Ok(Lease {
+                    conn: Some(conn),
+                    mux: Arc::clone(self),
+                    since: now,
+                })
+            }
+            Asked::Queued(id, rx) => (id, rx),
+        };
+        self.finish(after);
+        let mut queued = Queued {
+            mux: self,
+            id,
+            armed: true,
+        };
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(got)) => {
+                queued.armed = false;
+                got
+            }
+            // The sender went without a word: the multiplexer is gone.
+            Ok(Err(_)) => {
+                queued.armed = false;
+                Err(MuxError::Closed)
+            }
+            Err(_) => {
+                queued.armed = false;
+                let last = {
+                    let mut st = self.state.lock();
+                    st.leave(id, true);
+                    st.last_error.clone()
+                };
+                // An open still under way knows its newest failure.
+                let last_open_error = self.pool.last_create_error().or(last);
+                Err(MuxError::Timeout {
+                    waited: now.elapsed(),
+                    last_open_error,
+                })
+            }
+        }
+    }
+
+    /// A request's slot comes back.
+    fn release(self: &Arc<Self>, conn: Arc<Pooled<M>>, since: Instant) {
+        let now = Instant::now();
+        let broken = self.pool.manager().is_broken(&conn);
+        let mut after = After::default();
+        {
+            let mut st = self.state.lock();
+            if let Some(close) = st.release(&conn, now - since, broken, now) {
+                after.closes.push(close);
+            }
+            st.dispatch(now, &self.broken(), &mut after.handoffs);
+            if broken || !after.closes.is_empty() {
+                after.opens = st.reserve_opens();
+                after.counts = Some(st.counts());
+            }
+        }
+        drop(conn);
+        self.finish(after);
+    }
+
+    /// An open ended.
+    fn opened(self: &Arc<Self>, got: Result<Pooled<M>, PoolError<M::Error>>) {
+        let now = Instant::now();
+        let mut after = After::default();
+        {
+            let mut st = self.state.lock();
+            match got {
+                Ok(conn) if st.closed => {
+                    st.opening -= 1;
+                    after.closes.push((Arc::new(conn), Closed::Shutdown));
+                }
+                Ok(conn) => {
+                    tracing::debug!(target: "aquifer::mux", id = conn.id(), "connection opened");
+                    st.opened(conn, now);
+                    st.dispatch(now, &self.broken(), &mut after.handoffs);
+                    after.opens = st.reserve_opens();
+                }
+                Err(e) => {
+                    tracing::debug!(target: "aquifer::mux", error = %crate::error::error_chain(&e), "open failed");
+                    let permanent = matches!(e, PoolError::Create(_));
+                    st.open_failed(e.create_error().cloned(), permanent, &mut after.handoffs);
+                    // The next open waits for a request or the next tick,
+                    // so that a refusal does not become a busy loop.
+                }
+            }
+            after.counts = Some(st.counts());
+        }
+        self.finish(after);
+    }
+
+    /// The maintenance tick: closes surplus and broken connections, opens
+    /// up to `min`. Returns `false` once the multiplexer is closed and empty.
+    fn maintain(self: &Arc<Self>) -> bool {
+        let now = Instant::now();
+        let mut after = After::default();
+        let go_on = {
+            let mut st = self.state.lock();
+            after.closes = st.surplus(now, self.cfg.scale_down_after, &self.broken());
+            st.dispatch(now, &self.broken(), &mut after.handoffs);
+            after.opens = st.reserve_opens();
+            after.counts = Some(st.counts());
+            !(st.closed && st.open() == 0)
+        };
+        self.finish(after);
+        go_on
+    }
+
+    /// Does what a locked step decided: hands slots to waiters, closes
+    /// connections, starts opens, publishes the counts.
+    fn finish(self: &Arc<Self>, after: After<M>) {
+        let now = Instant::now();
+        for (tx, got) in after.handoffs {
+            let got = got.map(|conn| Lease {
+                conn: Some(conn),
+                mux: Arc::clone(self),
+                since: now,
+            });
+            // A waiter that left: its lease comes straight back.
+            drop(tx.send(got));
+        }
+        for (conn, why) in after.closes {
+            self.close_conn(conn, why);
+        }
+        self.spawn_opens(after.opens);
+        if let Some(c) = after.counts {
+            self.counts
+                .send_if_modified(|old| std::mem::replace(old, c) != c);
+        }
+    }
+
+    fn close_conn(&self, conn: Arc<Pooled<M>>, why: Closed) {
+        let reason = match why {
+            Closed::ScaledDown => Reason::Idle,
+            Closed::Broken => Reason::Broken,
+            Closed::Shutdown => Reason::Closed,
+        };
+        tracing::debug!(target: "aquifer::mux", reason = reason.as_str(), "connection closing");
+        // A connection closes only once no request holds it.
+        if let Ok(conn) = Arc::try_unwrap(conn) {
+            conn.destroy_for(reason);
+        }
+    }
+
+    fn spawn_opens(self: &Arc<Self>, n: usize) {
+        for _ in 0..n {
+            let pool = self.pool.clone();
+            let mux = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let got = pool.get().await;
+                match mux.upgrade() {
+                    Some(mux) => mux.opened(got),
+                    // Gone: the connection goes back to the pool, which closes.
+                    None => drop(got),
+                }
+            });
+        }
+    }
+}
+
+/// Takes a queued request out of the queue if its future is dropped.
+struct Queued<'a, M: Multiplexed> {
+    mux: &'a Arc<Inner<M>>,
+    id: u64,
+    armed: bool,
+}
+
+impl<M: Multiplexed> Drop for Queued<'_, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.mux.state.lock().leave(self.id, false);
+        }
+    }
+}
+
+async fn maintain<M: Multiplexed>(mux: Weak<Inner<M>>, every: Duration) {
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(mux) = mux.upgrade() else { return };
+        if !mux.maintain() {
+            return;
+        }
+    }
+}
+
+/// A slot on a shared connection: it derefs to the connection, and the
+/// slot is given back when it is dropped. Other requests use the same
+/// connection meanwhile, so it gives only `&` access.
+#[must_use = "dropping a Lease gives its slot back at once"]
+pub struct Lease<M: Multiplexed> {
+    conn: Option<Arc<Pooled<M>>>,
+    mux: Arc<Inner<M>>,
+    since: Instant,
+}
+
+impl<M: Multiplexed> Lease<M> {
+    /// The connection's id, unique within the multiplexer.
+    pub fn id(&self) -> u64 {
+        self.conn.as_ref().expect(LEASED).id()
+    }
+}
+
+const LEASED: &str = "a Lease holds its connection until dropped";
+
+impl<M: Multiplexed> Deref for Lease<M> {
+    type Target = M::Type;
+
+    fn deref(&self) -> &M::Type {
+        self.conn.as_ref().expect(LEASED)
+    }
+}
+
+impl<M: Multiplexed> Drop for Lease<M> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.mux.release(conn, self.since);
+        }
+    }
+}
+
+impl<M: Multiplexed> fmt::Debug for Lease<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &self.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Multiplexed> Clone for Multiplexer<M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<M: Multiplexed> fmt::Debug for Multiplexer<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Multiplexer")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}

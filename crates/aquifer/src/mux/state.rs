@@ -1,0 +1,431 @@
+//! What the multiplexer's lock protects: its connections with the
+//! requests each carries, the queue, and the counters. Only synchronous
+//! `&mut self` methods; the handle in `mod.rs` acts on what they return
+//! once the lock is gone.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::error::CreateError;
+use crate::metrics::Histogram;
+use crate::pool::Pooled;
+
+use super::error::MuxError;
+use super::status::{Closes, MuxMetrics, MuxStatus};
+use super::{Lease, Multiplexed, Spread};
+
+/// One open connection and what it carries.
+pub(super) struct Slot<M: Multiplexed> {
+    pub(super) conn: Arc<Pooled<M>>,
+    pub(super) in_flight: usize,
+    /// When `in_flight` last fell to 0 (or the connection opened).
+    idle_since: Instant,
+    /// Takes no new requests; closes when its last one ends.
+    draining: Option<Closed>,
+}
+
+/// Why a connection closes, as counted in [`Closes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Closed {
+    /// Went unused for `scale_down_after` above `min`.
+    ScaledDown,
+    /// `Manager::is_broken` said so.
+    Broken,
+    /// The multiplexer was closed.
+    Shutdown,
+}
+
+/// A request waiting for a slot.
+pub(super) struct Waiter<M: Multiplexed> {
+    id: u64,
+    since: Instant,
+    tx: oneshot::Sender<Result<Lease<M>, MuxError<M::Error>>>,
+}
+
+/// What a request got when it asked.
+pub(super) enum Asked<M: Multiplexed> {
+    /// A slot at once, on this connection.
+    Slot(Arc<Pooled<M>>),
+    /// A place in the queue, under this id.
+    Queued(u64, oneshot::Receiver<Result<Lease<M>, MuxError<M::Error>>>),
+}
+
+/// Leases for waiters (and errors for others), sent once the lock is gone.
+pub(super) type Handoffs<M> = Vec<(
+    oneshot::Sender<Result<Lease<M>, MuxError<<M as crate::manager::Manager>::Error>>>,
+    Result<Arc<Pooled<M>>, MuxError<<M as crate::manager::Manager>::Error>>,
+)>;
+
+/// Settings the state reads, copied from the configuration.
+pub(super) struct Limits {
+    pub(super) min: usize,
+    pub(super) max: usize,
+    pub(super) max_in_flight: usize,
+    pub(super) max_queued: Option<usize>,
+    pub(super) open_concurrency: usize,
+    pub(super) spread: Spread,
+}
+
+pub(super) struct State<M: Multiplexed> {
+    pub(super) limits: Limits,
+    /// Oldest first: ties in load go to the oldest connection, so that
+    /// the newest ones fall idle when load drops and can be closed.
+    slots: Vec<Slot<M>>,
+    /// Opens in flight.
+    pub(super) opening: usize,
+    queue: VecDeque<Waiter<M>>,
+    next_waiter: u64,
+    in_flight: usize,
+    /// Round-robin position, for [`Spread::RoundRobin`].
+    cursor: usize,
+    pub(super) closed: bool,
+    /// The last open failed: do not count on connections still to come.
+    opens_failing: bool,
+    pub(super) last_error: Option<CreateError<M::Error>>,
+    m: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: u64,
+    immediate: u64,
+    waited: u64,
+    timeouts: u64,
+    queue_full: u64,
+    cancelled: u64,
+    opened: u64,
+    open_failures: u64,
+    closes: Closes,
+    wait: Histogram,
+    run: Histogram,
+}
+
+impl<M: Multiplexed> State<M> {
+    pub(super) fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            slots: Vec::new(),
+            opening: 0,
+            queue: VecDeque::new(),
+            next_waiter: 0,
+            in_flight: 0,
+            cursor: 0,
+            closed: false,
+            opens_failing: false,
+            last_error: None,
+            m: Counters::default(),
+        }
+    }
+
+    /// Connections that take new requests.
+    pub(super) fn usable(&self) -> usize {
+        self.slots.iter().filter(|s| s.draining.is_none()).count()
+    }
+
+    /// Connections open on the server, draining ones included.
+    pub(super) fn open(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// How many requests a connection may carry now. Below `max`
+    /// connections, a request behind another on the same connection waits
+    /// for it (the server runs one statement per connection at a time), so
+    /// the demand is spread over as many connections as `max` allows and
+    /// only the rest is pipelined, up to `max_in_flight`. While opens fail,
+    /// only the connections already usable count.
+    fn per_connection(&self, extra: usize) -> usize {
+        let demand = self.in_flight + self.queue.len() + extra;
+        let usable = self.usable();
+        let reach = if self.opens_failing {
+            usable
+        } else {
+            // Draining connections still count against `max`.
+            self.limits.max - (self.open() - usable)
+        };
+        let reach = reach.max(1);
+        demand.div_ceil(reach).clamp(1, self.limits.max_in_flight)
+    }
+
+    /// The connection a request goes to, if one has room: the fewest
+    /// requests in flight, ties to the oldest (or the next in turn, for
+    /// round robin). `broken` retires connections found broken on the way.
+    fn pick(&mut self, extra: usize, broken: &impl Fn(&M::Type) -> bool) -> Option<usize> {
+        loop {
+            let cap = self.per_connection(extra);
+            let open = |s: &Slot<M>| s.draining.is_none() && s.in_flight < cap;
+            let i = match self.limits.spread {
+                Spread::LeastLoaded => self
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| open(s))
+                    .min_by_key(|(_, s)| s.in_flight)
+                    .map(|(i, _)| i)?,
+                Spread::RoundRobin => {
+                    let n = self.slots.len();
+                    let i = (0..n)
+                        .map(|k| (self.cursor + k) % n)
+                        .find(|&i| open(&self.slots[i]))?;
+                    self.cursor = (i + 1) % n;
+                    i
+                }
+            };
+            if !broken(&self.slots[i].conn) {
+                return Some(i);
+            }
+            self.slots[i].draining = Some(Closed::Broken);
+        }
+    }
+
+    fn take(&mut self, i: usize) -> Arc<Pooled<M>> {
+        let slot = &mut self.slots[i];
+        slot.in_flight += 1;
+        self.in_flight += 1;
+        Arc::clone(&slot.conn)
+    }
+
+    /// A new request: a slot at once, a place in the queue, or an error.
+    pub(super) fn ask(
+        &mut self,
+        now: Instant,
+        broken: &impl Fn(&M::Type) -> bool,
+    ) -> Result<Asked<M>, MuxError<M::Error>> {
+        if self.closed {
+            return Err(MuxError::Closed);
+        }
+        self.m.requests += 1;
+        if self.queue.is_empty() {
+            if let Some(i) = self.pick(1, broken) {
+                self.m.immediate += 1;
+                return Ok(Asked::Slot(self.take(i)));
+            }
+        }
+        if let Some(bound) = self.limits.max_queued {
+            if self.queue.len() >= bound {
+                self.m.queue_full += 1;
+                return Err(MuxError::QueueFull { max_queued: bound });
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        self.queue.push_back(Waiter { id, since: now, tx });
+        self.m.waited += 1;
+        Ok(Asked::Queued(id, rx))
+    }
+
+    /// A queued request gave up: it timed out (`timed_out`) or its future
+    /// was dropped. Nothing to do if a slot was already sent to it.
+    pub(super) fn leave(&mut self, id: u64, timed_out: bool) {
+        if let Some(at) = self.queue.iter().position(|w| w.id == id) {
+            self.queue.remove(at);
+            if timed_out {
+                self.m.timeouts += 1;
+            } else {
+                self.m.cancelled += 1;
+            }
+        }
+    }
+
+    /// A request ended on `conn` after running for `ran`. Returns the
+    /// connection's slot if it is to close now.
+    pub(super) fn release(
+        &mut self,
+        conn: &Arc<Pooled<M>>,
+        ran: Duration,
+        broken: bool,
+        now: Instant,
+    ) -> Option<(Arc<Pooled<M>>, Closed)> {
+        self.in_flight -= 1;
+        self.m.run.record(ran);
+        let i = self.slots.iter().position(|s| Arc::ptr_eq(&s.conn, conn))?;
+        let slot = &mut self.slots[i];
+        slot.in_flight -= 1;
+        if broken && slot.draining.is_none() {
+            slot.draining = Some(Closed::Broken);
+        }
+        if slot.in_flight > 0 {
+            return None;
+        }
+        slot.idle_since = now;
+        let why = slot.draining?;
+        let slot = self.slots.remove(i);
+        self.count_close(why);
+        Some((slot.conn, why))
+    }
+
+    /// Hands free slots to queued requests, oldest first.
+    pub(super) fn dispatch(
+        &mut self,
+        now: Instant,
+        broken: &impl Fn(&M::Type) -> bool,
+        out: &mut Handoffs<M>,
+    ) {
+        while let Some(w) = self.queue.front() {
+            if w.tx.is_closed() {
+                self.queue.pop_front();
+                self.m.cancelled += 1;
+                continue;
+            }
+            // The waiter at the front is counted in the queue already.
+            let Some(i) = self.pick(0, broken) else { break };
+            let w = self.queue.pop_front().expect("the front was just seen");
+            self.m.wait.record(now.saturating_duration_since(w.since));
+            out.push((w.tx, Ok(self.take(i))));
+        }
+    }
+
+    /// Reserves the opens that are useful and allowed now: enough
+    /// connections for the demand at the current per-connection load, and
+    /// `min`; never past `max` (draining connections count, as they are
+    /// still open on the server) nor `open_concurrency` at once.
+    pub(super) fn reserve_opens(&mut self) -> usize {
+        if self.closed {
+            return 0;
+        }
+        let demand = self.in_flight + self.queue.len();
+        let needed = demand.div_ceil(self.per_connection(0)).max(self.limits.min);
+        let have = self.usable() + self.opening;
+        let room = self.limits.max.saturating_sub(self.open() + self.opening);
+        let n = needed
+            .saturating_sub(have)
+            .min(room)
+            .min(self.limits.open_concurrency.saturating_sub(self.opening));
+        self.opening += n;
+        n
+    }
+
+    /// An open finished with a connection.
+    pub(super) fn opened(&mut self, conn: Pooled<M>, now: Instant) {
+        self.opening -= 1;
+        self.opens_failing = false;
+        self.m.opened += 1;
+        self.slots.push(Slot {
+            conn: Arc::new(conn),
+            in_flight: 0,
+            idle_since: now,
+            draining: None,
+        });
+    }
+
+    /// An open failed. A permanent error fails every queued request now.
+    pub(super) fn open_failed(
+        &mut self,
+        err: Option<CreateError<M::Error>>,
+        permanent: bool,
+        out: &mut Handoffs<M>,
+    ) {
+        self.opening -= 1;
+        self.opens_failing = true;
+        self.m.open_failures += 1;
+        if err.is_some() {
+            self.last_error = err;
+        }
+        if permanent {
+            if let Some(e) = &self.last_error {
+                for w in self.queue.drain(..) {
+                    out.push((w.tx, Err(MuxError::Connect(e.clone()))));
+                }
+            }
+        }
+    }
+
+    /// Picks connections that went unused for `after` while more than
+    /// `min` are usable, newest first, and connections found broken.
+    pub(super) fn surplus(
+        &mut self,
+        now: Instant,
+        after: Duration,
+        broken: &impl Fn(&M::Type) -> bool,
+    ) -> Vec<(Arc<Pooled<M>>, Closed)> {
+        for s in &mut self.slots {
+            if s.draining.is_none() && broken(&s.conn) {
+                s.draining = Some(Closed::Broken);
+            }
+        }
+        let mut usable = self.usable();
+        for s in self.slots.iter_mut().rev() {
+            if usable <= self.limits.min {
+                break;
+            }
+            if s.draining.is_none()
+                && s.in_flight == 0
+                && now.saturating_duration_since(s.idle_since) >= after
+            {
+                s.draining = Some(Closed::ScaledDown);
+                usable -= 1;
+            }
+        }
+        self.take_idle_draining()
+    }
+
+    /// Closing: no new requests, queued ones fail, every connection drains.
+    pub(super) fn shut(&mut self, out: &mut Handoffs<M>) -> Vec<(Arc<Pooled<M>>, Closed)> {
+        self.closed = true;
+        for w in self.queue.drain(..) {
+            out.push((w.tx, Err(MuxError::Closed)));
+        }
+        for s in &mut self.slots {
+            s.draining.get_or_insert(Closed::Shutdown);
+        }
+        self.take_idle_draining()
+    }
+
+    fn take_idle_draining(&mut self) -> Vec<(Arc<Pooled<M>>, Closed)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.slots.len() {
+            match self.slots[i].draining {
+                Some(why) if self.slots[i].in_flight == 0 => {
+                    self.count_close(why);
+                    out.push((self.slots.remove(i).conn, why));
+                }
+                _ => i += 1,
+            }
+        }
+        out
+    }
+
+    /// Counts a connection closed.
+    fn count_close(&mut self, why: Closed) {
+        match why {
+            Closed::ScaledDown => self.m.closes.scaled_down += 1,
+            Closed::Broken => self.m.closes.broken += 1,
+            Closed::Shutdown => self.m.closes.shutdown += 1,
+        }
+    }
+
+    pub(super) fn status(&self) -> MuxStatus {
+        MuxStatus {
+            connections: self.usable(),
+            draining: self.open() - self.usable(),
+            opening: self.opening,
+            in_flight: self.in_flight,
+            per_connection: self.slots.iter().map(|s| s.in_flight).collect(),
+            queued: self.queue.len(),
+            min: self.limits.min,
+            max: self.limits.max,
+            max_in_flight: self.limits.max_in_flight,
+        }
+    }
+
+    pub(super) fn metrics(&self) -> MuxMetrics {
+        let m = &self.m;
+        MuxMetrics {
+            requests: m.requests,
+            waited: m.waited,
+            timeouts: m.timeouts,
+            queue_full: m.queue_full,
+            cancelled: m.cancelled,
+            opened: m.opened,
+            open_failures: m.open_failures,
+            closes: m.closes,
+            wait_time: m.wait.summary_with_zeros(m.immediate),
+            run_time: m.run.summary(),
+        }
+    }
+}

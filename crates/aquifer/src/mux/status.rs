@@ -1,0 +1,71 @@
+//! What a multiplexer reports: where its connections and requests are,
+//! and its counters since it was built.
+
+use crate::metrics::Summary;
+
+/// A snapshot of a multiplexer's connections and requests.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct MuxStatus {
+    /// Open connections that take new requests.
+    pub connections: usize,
+    /// Open connections that take no new requests and close once their
+    /// requests end (unused above `min`, broken, or closing).
+    pub draining: usize,
+    /// Connections being opened.
+    pub opening: usize,
+    /// Requests running.
+    pub in_flight: usize,
+    /// Requests running on each open connection, oldest connection first
+    /// (draining ones included).
+    pub per_connection: Vec<usize>,
+    /// Requests waiting for room.
+    pub queued: usize,
+    /// The configured minimum of connections.
+    pub min: usize,
+    /// The configured maximum of connections.
+    pub max: usize,
+    /// The configured most requests per connection at once.
+    pub max_in_flight: usize,
+}
+
+/// Connections closed, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Closes {
+    /// Unused for `scale_down_after` while more than `min` were open.
+    pub scaled_down: u64,
+    /// Found broken (closed by the server, the network…).
+    pub broken: u64,
+    /// Closed with the multiplexer.
+    pub shutdown: u64,
+}
+
+/// A multiplexer's counters since it was built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct MuxMetrics {
+    /// Requests asked for (successful or not).
+    pub requests: u64,
+    /// Requests that had to queue.
+    pub waited: u64,
+    /// Requests that hit `acquire_timeout` in the queue.
+    pub timeouts: u64,
+    /// Requests refused because the queue was full.
+    pub queue_full: u64,
+    /// Queued requests whose future was dropped.
+    pub cancelled: u64,
+    /// Connections opened.
+    pub opened: u64,
+    /// Opens that failed (each after the pool's own retries).
+    pub open_failures: u64,
+    /// Connections closed, by reason.
+    pub closes: Closes,
+    /// Time from asking to getting a slot, for requests that got one.
+    pub wait_time: Summary,
+    /// Time requests held their slot.
+    pub run_time: Summary,
+}

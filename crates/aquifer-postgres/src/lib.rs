@@ -3,7 +3,10 @@
 mod config;
 mod database;
 mod manager;
+mod mux;
 mod query;
+mod session;
+mod statements;
 #[cfg(feature = "tls")]
 mod tls;
 mod wire;
@@ -11,6 +14,7 @@ mod wire;
 pub use config::PgConfigError;
 pub use database::{ConnectionError, HealthReport, PgDatabase, PgStats, Preset};
 pub use manager::{AfterConnect, BoxFuture, PgConnection, PgError, PgManager, ResetMode};
+pub use mux::{MuxConnection, PgMultiplexer, PgMuxError, PgMuxExt, PgMuxManager};
 pub use query::{PgPoolExt, QueryError};
 #[cfg(feature = "tls")]
 pub use tls::TlsError;

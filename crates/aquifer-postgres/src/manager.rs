@@ -1,6 +1,5 @@
 //! The aquifer [`Manager`] for tokio-postgres connections.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
@@ -13,6 +12,7 @@ use tokio_postgres::config::TargetSessionAttrs;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use crate::config::{self, PgConfigError};
+use crate::statements::StatementCache;
 use crate::wire::{self, Status, TxStatus};
 
 /// A boxed, `Send` future borrowing for `'a`.
@@ -343,6 +343,10 @@ impl PgManager {
         self.prepared_statements
     }
 
+    pub(crate) fn statement_capacity(&self) -> usize {
+        self.statement_cache_capacity
+    }
+
     async fn connect_host(&self, i: usize) -> Result<PgConnection, PgError> {
         // The host name is only needed for TLS (SNI and verification).
         #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
@@ -585,58 +589,5 @@ impl fmt::Debug for PgConnection {
             .field("cached_statements", &self.statements.len())
             .field("dirty", &self.dirty)
             .finish()
-    }
-}
-
-/// A small LRU of prepared statements.
-struct StatementCache {
-    capacity: usize,
-    tick: u64,
-    map: HashMap<String, (Statement, u64)>,
-}
-
-impl StatementCache {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            tick: 0,
-            map: HashMap::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    fn get(&mut self, sql: &str) -> Option<Statement> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.map.get_mut(sql).map(|(st, used)| {
-            *used = tick;
-            st.clone()
-        })
-    }
-
-    fn insert(&mut self, sql: &str, st: Statement) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.map.len() >= self.capacity {
-            let oldest = self
-                .map
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone());
-            // Dropping the statement closes it on the server.
-            if let Some(k) = oldest {
-                self.map.remove(&k);
-            }
-        }
-        self.tick += 1;
-        self.map.insert(sql.to_owned(), (st, self.tick));
-    }
-
-    fn clear(&mut self) {
-        self.map.clear();
     }
 }

@@ -66,19 +66,7 @@ async fn a_server_killed_under_load_fails_gets_in_time_and_recovers() {
         .unwrap();
 
     // Watch the server's view: never more sessions than `max`.
-    let (port, socket) = (pg.port(), pg.dir().join("sock"));
-    let watcher = MaxWatcher::start(move || {
-        let out = std::process::Command::new("psql")
-            .args(["-X", "-A", "-t", "-U", "postgres", "-d", "postgres", "-p"])
-            .arg(port.to_string())
-            .arg("-h")
-            .arg(&socket)
-            .arg("-c")
-            .arg("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'aquifer'")
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    });
+    let watcher = MaxWatcher::start(aquifer_testkit::pg_sessions(&pg, "aquifer"));
 
     // Eight tasks hammer the pool; every failed get is timed and kept.
     let load = {

@@ -36,7 +36,7 @@ mod process;
 mod proxy;
 
 pub use bouncer::{PgBouncer, PoolMode};
-pub use load::{Load, LoadReport, MaxWatcher, Restartable, Step};
+pub use load::{pg_sessions, Load, LoadReport, MaxWatcher, Restartable, Step};
 pub use mariadb::{MariaDbServer, MariaDbServerBuilder, MARIADB_PASSWORD, MARIADB_USER};
 pub use pg::{PgServer, PgServerBuilder, PG_PASSWORD};
 pub use pki::{CapturedLogs, TestPki};

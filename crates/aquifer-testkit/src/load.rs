@@ -303,3 +303,29 @@ impl MaxWatcher {
         self.thread.join().expect("the probe does not panic")
     }
 }
+
+/// A probe for [`MaxWatcher`]: the sessions on `pg` whose
+/// `application_name` is `app`, asked with `psql` from the watcher's
+/// thread; `None` while the server does not answer.
+pub fn pg_sessions(
+    pg: &crate::PgServer,
+    app: &str,
+) -> impl FnMut() -> Option<usize> + Send + 'static {
+    let (port, socket) = (pg.port(), pg.dir().join("sock"));
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}'",
+        app.replace('\'', "''")
+    );
+    move || {
+        let out = std::process::Command::new("psql")
+            .args(["-X", "-A", "-t", "-U", "postgres", "-d", "postgres", "-p"])
+            .arg(port.to_string())
+            .arg("-h")
+            .arg(&socket)
+            .arg("-c")
+            .arg(&sql)
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+}

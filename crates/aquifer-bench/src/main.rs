@@ -277,6 +277,7 @@ mod compare;
 mod mysql;
 mod noop;
 mod pg;
+mod pgmux;
 mod sqlite;
 
 /// Runs `op` in a loop on `tasks` OS threads for `window` (for the
@@ -479,6 +480,12 @@ fn main() -> ExitCode {
     let parsed = if args.peek().map(String::as_str) == Some("pg") {
         args.next();
         compare::parse("pg", pg::POOLS, (16, 64), args).map(pg::run)
+    } else if args.peek().map(String::as_str) == Some("pg-mux") {
+        args.next();
+        compare::parse("pg-mux", pgmux::MUX_ROWS, (16, 256), args).map(pgmux::run_select)
+    } else if args.peek().map(String::as_str) == Some("pg-sleep") {
+        args.next();
+        pgmux::parse_sleep(args).map(pgmux::run_sleep)
     } else if args.peek().map(String::as_str) == Some("mysql") {
         args.next();
         compare::parse("mysql", mysql::POOLS, (16, 64), args).map(mysql::run)

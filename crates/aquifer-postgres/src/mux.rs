@@ -120,7 +120,14 @@ impl MuxConnection {
     /// # Errors
     /// [`PgMuxError`]; see [`PgMuxError::may_have_run`].
     pub async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, PgMuxError> {
-        check(sql)?;
+        self.query_checked(check(sql)?, params).await
+    }
+
+    async fn query_checked(
+        &self,
+        Checked(sql): Checked<'_>,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, PgMuxError> {
         let client = self.client();
         let sent_closed = client.is_closed();
         if self.prepared {
@@ -139,7 +146,15 @@ impl MuxConnection {
     /// As [`query`](MuxConnection::query), and when it returns another
     /// number of rows.
     pub async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, PgMuxError> {
-        let mut rows = self.query(sql, params).await?;
+        self.query_one_checked(check(sql)?, params).await
+    }
+
+    async fn query_one_checked(
+        &self,
+        sql: Checked<'_>,
+        params: Params<'_>,
+    ) -> Result<Row, PgMuxError> {
+        let mut rows = self.query_checked(sql, params).await?;
         match rows.len() {
             1 => Ok(rows.remove(0)),
             n => Err(PgMuxError::RowCount(n)),
@@ -151,7 +166,14 @@ impl MuxConnection {
     /// # Errors
     /// As [`query`](MuxConnection::query).
     pub async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, PgMuxError> {
-        check(sql)?;
+        self.execute_checked(check(sql)?, params).await
+    }
+
+    async fn execute_checked(
+        &self,
+        Checked(sql): Checked<'_>,
+        params: Params<'_>,
+    ) -> Result<u64, PgMuxError> {
         let client = self.client();
         let sent_closed = client.is_closed();
         if self.prepared {
@@ -171,7 +193,13 @@ impl MuxConnection {
     /// # Errors
     /// As [`query`](MuxConnection::query).
     pub async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, PgMuxError> {
-        check(sql)?;
+        self.simple_query_checked(check(sql)?).await
+    }
+
+    async fn simple_query_checked(
+        &self,
+        Checked(sql): Checked<'_>,
+    ) -> Result<Vec<SimpleQueryMessage>, PgMuxError> {
         let client = self.client();
         let sent_closed = client.is_closed();
         client
@@ -241,10 +269,14 @@ impl fmt::Debug for MuxConnection {
     }
 }
 
-fn check(sql: &str) -> Result<(), PgMuxError> {
+/// Statement text that passed the session check.
+#[derive(Clone, Copy)]
+struct Checked<'a>(&'a str);
+
+fn check(sql: &str) -> Result<Checked<'_>, PgMuxError> {
     match session_change(sql) {
         Some(statement) => Err(PgMuxError::SessionState { statement }),
-        None => Ok(()),
+        None => Ok(Checked(sql)),
     }
 }
 
@@ -399,22 +431,22 @@ pub trait PgMuxExt {
 
 impl PgMuxExt for PgMultiplexer {
     async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, PgMuxError> {
-        check(sql)?;
-        self.lease().await?.query(sql, params).await
+        let sql = check(sql)?;
+        self.lease().await?.query_checked(sql, params).await
     }
 
     async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, PgMuxError> {
-        check(sql)?;
-        self.lease().await?.query_one(sql, params).await
+        let sql = check(sql)?;
+        self.lease().await?.query_one_checked(sql, params).await
     }
 
     async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, PgMuxError> {
-        check(sql)?;
-        self.lease().await?.execute(sql, params).await
+        let sql = check(sql)?;
+        self.lease().await?.execute_checked(sql, params).await
     }
 
     async fn simple_query(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, PgMuxError> {
-        check(sql)?;
-        self.lease().await?.simple_query(sql).await
+        let sql = check(sql)?;
+        self.lease().await?.simple_query_checked(sql).await
     }
 }

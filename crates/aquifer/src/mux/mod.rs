@@ -29,7 +29,7 @@ pub use builder::{MuxBuilder, MuxConfig, Spread};
 pub use error::MuxError;
 pub use status::{Closes, MuxMetrics, MuxStatus};
 
-use state::{Asked, Closed, Handoffs, State};
+use state::{Asked, Closed, Handoffs, State, Taken};
 
 /// A [`Manager`] whose objects serve many requests at once through a
 /// shared reference: a tokio-postgres `Client` pipelines the requests of
@@ -263,13 +263,7 @@ impl<M: Multiplexed> Inner<M> {
             asked
         };
         let (id, rx) = match asked? {
-            Asked::Slot(conn) => {
-                return Ok(Lease {
-                    conn: Some(conn),
-                    mux: Arc::clone(self),
-                    since: now,
-                })
-            }
+            Asked::Slot(taken) => return Ok(Lease::new(taken, self, now)),
             Asked::Queued(id, rx) => (id, rx),
         };
         self.finish(after);
@@ -306,13 +300,13 @@ impl<M: Multiplexed> Inner<M> {
     }
 
     /// A request's slot comes back.
-    fn release(self: &Arc<Self>, conn: Arc<Pooled<M>>, since: Instant) {
+    fn release(self: &Arc<Self>, conn: Arc<Pooled<M>>, since: Instant, depth: usize) {
         let now = Instant::now();
         let broken = self.pool.manager().is_broken(&conn);
         let mut after = After::default();
         {
             let mut st = self.state.lock();
-            if let Some(close) = st.release(&conn, now - since, broken, now) {
+            if let Some(close) = st.release(&conn, (now - since, depth), broken, now) {
                 after.closes.push(close);
             }
             st.dispatch(now, &self.broken(), &mut after.handoffs);
@@ -326,7 +320,7 @@ impl<M: Multiplexed> Inner<M> {
     }
 
     /// An open ended.
-    fn opened(self: &Arc<Self>, got: Result<Pooled<M>, PoolError<M::Error>>) {
+    fn opened(self: &Arc<Self>, got: Result<Pooled<M>, PoolError<M::Error>>, took: Duration) {
         let now = Instant::now();
         let mut after = After::default();
         {
@@ -338,7 +332,7 @@ impl<M: Multiplexed> Inner<M> {
                 }
                 Ok(conn) => {
                     tracing::debug!(target: "aquifer::mux", id = conn.id(), "connection opened");
-                    st.opened(conn, now);
+                    st.opened(conn, took, now);
                     st.dispatch(now, &self.broken(), &mut after.handoffs);
                     after.opens = st.reserve_opens();
                 }
@@ -377,11 +371,7 @@ impl<M: Multiplexed> Inner<M> {
     fn finish(self: &Arc<Self>, after: After<M>) {
         let now = Instant::now();
         for (tx, got) in after.handoffs {
-            let got = got.map(|conn| Lease {
-                conn: Some(conn),
-                mux: Arc::clone(self),
-                since: now,
-            });
+            let got = got.map(|taken| Lease::new(taken, self, now));
             // A waiter that left: its lease comes straight back.
             drop(tx.send(got));
         }
@@ -413,9 +403,10 @@ impl<M: Multiplexed> Inner<M> {
             let pool = self.pool.clone();
             let mux = Arc::downgrade(self);
             tokio::spawn(async move {
+                let started = Instant::now();
                 let got = pool.get().await;
                 match mux.upgrade() {
-                    Some(mux) => mux.opened(got),
+                    Some(mux) => mux.opened(got, started.elapsed()),
                     // Gone: the connection goes back to the pool, which closes.
                     None => drop(got),
                 }
@@ -459,9 +450,19 @@ pub struct Lease<M: Multiplexed> {
     conn: Option<Arc<Pooled<M>>>,
     mux: Arc<Inner<M>>,
     since: Instant,
+    depth: usize,
 }
 
 impl<M: Multiplexed> Lease<M> {
+    fn new(taken: Taken<M>, mux: &Arc<Inner<M>>, since: Instant) -> Self {
+        Lease {
+            conn: Some(taken.conn),
+            mux: Arc::clone(mux),
+            since,
+            depth: taken.depth,
+        }
+    }
+
     /// The connection's id, unique within the multiplexer.
     pub fn id(&self) -> u64 {
         self.conn.as_ref().expect(LEASED).id()
@@ -481,7 +482,7 @@ impl<M: Multiplexed> Deref for Lease<M> {
 impl<M: Multiplexed> Drop for Lease<M> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.mux.release(conn, self.since);
+            self.mux.release(conn, self.since, self.depth);
         }
     }
 }

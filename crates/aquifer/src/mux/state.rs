@@ -46,10 +46,17 @@ pub(super) struct Waiter<M: Multiplexed> {
     tx: oneshot::Sender<Result<Lease<M>, MuxError<M::Error>>>,
 }
 
+/// A slot given to a request: its connection, and how many requests
+/// the connection carried with it (itself included) when it was given.
+pub(super) struct Taken<M: Multiplexed> {
+    pub(super) conn: Arc<Pooled<M>>,
+    pub(super) depth: usize,
+}
+
 /// What a request got when it asked.
 pub(super) enum Asked<M: Multiplexed> {
-    /// A slot at once, on this connection.
-    Slot(Arc<Pooled<M>>),
+    /// A slot at once.
+    Slot(Taken<M>),
     /// A place in the queue, under this id.
     Queued(u64, oneshot::Receiver<Result<Lease<M>, MuxError<M::Error>>>),
 }
@@ -57,7 +64,7 @@ pub(super) enum Asked<M: Multiplexed> {
 /// Leases for waiters (and errors for others), sent once the lock is gone.
 pub(super) type Handoffs<M> = Vec<(
     oneshot::Sender<Result<Lease<M>, MuxError<<M as crate::manager::Manager>::Error>>>,
-    Result<Arc<Pooled<M>>, MuxError<<M as crate::manager::Manager>::Error>>,
+    Result<Taken<M>, MuxError<<M as crate::manager::Manager>::Error>>,
 )>;
 
 /// Settings the state reads, copied from the configuration.
@@ -86,7 +93,22 @@ pub(super) struct State<M: Multiplexed> {
     /// The last open failed: do not count on connections still to come.
     opens_failing: bool,
     pub(super) last_error: Option<CreateError<M::Error>>,
+    /// How long one request keeps a connection busy (its run time over
+    /// the requests it was queued with), and how long an open takes:
+    /// moving averages, 0 until measured.
+    service_ns: u64,
+    open_ns: u64,
     m: Counters,
+}
+
+/// A moving average that weighs the newest sample by 1/8.
+fn average(old: u64, sample: Duration) -> u64 {
+    let sample = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+    if old == 0 {
+        sample
+    } else {
+        old - old / 8 + sample / 8
+    }
 }
 
 #[derive(Default)]
@@ -117,6 +139,8 @@ impl<M: Multiplexed> State<M> {
             closed: false,
             opens_failing: false,
             last_error: None,
+            service_ns: 0,
+            open_ns: 0,
             m: Counters::default(),
         }
     }
@@ -156,7 +180,17 @@ impl<M: Multiplexed> State<M> {
     fn pick(&mut self, extra: usize, broken: &impl Fn(&M::Type) -> bool) -> Option<usize> {
         loop {
             let cap = self.per_connection(extra);
-            let open = |s: &Slot<M>| s.draining.is_none() && s.in_flight < cap;
+            // While connections are being opened, a request does not queue
+            // behind others that would keep it waiting longer than an open
+            // takes: long statements wait for a fresh connection, short
+            // ones pipeline at once.
+            let behind = if self.opening > 0 && self.service_ns > 0 && !self.opens_failing {
+                (self.open_ns / self.service_ns) as usize
+            } else {
+                usize::MAX
+            };
+            let open =
+                |s: &Slot<M>| s.draining.is_none() && s.in_flight < cap && s.in_flight <= behind;
             let i = match self.limits.spread {
                 Spread::LeastLoaded => self
                     .slots
@@ -181,11 +215,14 @@ impl<M: Multiplexed> State<M> {
         }
     }
 
-    fn take(&mut self, i: usize) -> Arc<Pooled<M>> {
+    fn take(&mut self, i: usize) -> Taken<M> {
         let slot = &mut self.slots[i];
         slot.in_flight += 1;
         self.in_flight += 1;
-        Arc::clone(&slot.conn)
+        Taken {
+            conn: Arc::clone(&slot.conn),
+            depth: slot.in_flight,
+        }
     }
 
     /// A new request: a slot at once, a place in the queue, or an error.
@@ -231,17 +268,18 @@ impl<M: Multiplexed> State<M> {
         }
     }
 
-    /// A request ended on `conn` after running for `ran`. Returns the
-    /// connection's slot if it is to close now.
+    /// A request given its slot at `depth` ended on `conn` after running
+    /// for `ran`. Returns the connection's slot if it is to close now.
     pub(super) fn release(
         &mut self,
         conn: &Arc<Pooled<M>>,
-        ran: Duration,
+        (ran, depth): (Duration, usize),
         broken: bool,
         now: Instant,
     ) -> Option<(Arc<Pooled<M>>, Closed)> {
         self.in_flight -= 1;
         self.m.run.record(ran);
+        self.service_ns = average(self.service_ns, ran / depth.max(1) as u32);
         let i = self.slots.iter().position(|s| Arc::ptr_eq(&s.conn, conn))?;
         let slot = &mut self.slots[i];
         slot.in_flight -= 1;
@@ -299,9 +337,10 @@ impl<M: Multiplexed> State<M> {
         n
     }
 
-    /// An open finished with a connection.
-    pub(super) fn opened(&mut self, conn: Pooled<M>, now: Instant) {
+    /// An open finished with a connection after `took`.
+    pub(super) fn opened(&mut self, conn: Pooled<M>, took: Duration, now: Instant) {
         self.opening -= 1;
+        self.open_ns = average(self.open_ns, took);
         self.opens_failing = false;
         self.m.opened += 1;
         self.slots.push(Slot {

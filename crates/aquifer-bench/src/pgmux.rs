@@ -1,0 +1,410 @@
+//! The multiplexer against exclusive pools on PostgreSQL, in one process
+//! and one run against a throwaway server from the testkit.
+//!
+//! `pg-mux`: `SELECT 1` round trips per second from many tasks through
+//! the multiplexer (at 4 and at `size` connections, least loaded and
+//! round robin), aquifer's exclusive pool, deadpool-postgres, and `size`
+//! raw tokio-postgres clients shared by every task (task `k` always on
+//! client `k % size`, its requests pipelined with the others').
+//!
+//! `pg-sleep`: the node.js balancer's workload, scaled: `queries`
+//! statements of `select pg_sleep(s)` fired at once at a pool of `min`
+//! to `max` connections. A connection runs one statement at a time, so
+//! no pool can beat `queries * s / max`; each row reports its wall time
+//! over that limit.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aquifer::Spread;
+use aquifer_postgres::{PgManager, PgMultiplexer, PgMuxExt, PgMuxManager, PgPool};
+use aquifer_testkit::PgServer;
+use tokio_postgres::NoTls;
+
+use crate::compare::{self, DbOpts};
+use crate::Sample;
+
+/// The rows of `pg-mux`.
+pub const MUX_ROWS: &[&str] = &[
+    "aquifer-mux-4",
+    "aquifer-mux",
+    "aquifer-mux-rr",
+    "aquifer",
+    "deadpool-postgres",
+    "raw-shared",
+];
+
+/// The rows of `pg-sleep`.
+pub const SLEEP_ROWS: &[&str] = &["aquifer-mux", "aquifer", "deadpool-postgres"];
+
+fn start_server() -> Result<PgServer, ExitCode> {
+    PgServer::builder()
+        .max_connections(400)
+        .trust()
+        .start()
+        .map_err(|e| {
+            eprintln!("cannot start a PostgreSQL server for the benchmark: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+async fn select_one(
+    url: &str,
+    row: &str,
+    size: usize,
+    tasks: usize,
+    window: Duration,
+) -> Option<Sample> {
+    let config: tokio_postgres::Config = url.parse().expect("testkit URL");
+    match row {
+        "aquifer-mux-4" | "aquifer-mux" | "aquifer-mux-rr" => {
+            let n = if row == "aquifer-mux-4" { 4 } else { size };
+            let spread = if row == "aquifer-mux-rr" {
+                Spread::RoundRobin
+            } else {
+                Spread::LeastLoaded
+            };
+            let mux = PgMultiplexer::builder(PgMuxManager::new(url).expect("testkit URL"))
+                .min(n)
+                .max(n)
+                .max_in_flight(tasks.div_ceil(n).max(1))
+                .spread(spread)
+                .build()
+                .expect("valid config");
+            mux.ready().await.expect("connect");
+            let sample = crate::drive(
+                tasks,
+                window,
+                task!(mux, |m| {
+                    m.simple_query("SELECT 1").await.expect("SELECT 1");
+                }),
+            )
+            .await;
+            mux.close().await;
+            sample
+        }
+        "aquifer" => {
+            let p = PgPool::builder(PgManager::new(url).expect("testkit URL"))
+                .max(size)
+                .build()
+                .expect("valid config");
+            p.start().await.expect("connect");
+            let sample = checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| { conn.simple_query("SELECT 1").await.expect("SELECT 1") }
+            );
+            p.close().await;
+            sample
+        }
+        "deadpool-postgres" => {
+            let mgr = deadpool_postgres::Manager::from_config(
+                config,
+                NoTls,
+                deadpool_postgres::ManagerConfig::default(),
+            );
+            let p = deadpool_postgres::Pool::builder(mgr)
+                .max_size(size)
+                .build()
+                .expect("valid config");
+            let sample = checkout_loop!(
+                p,
+                size,
+                tasks,
+                window,
+                |p| p.get().await.expect("get"),
+                |conn| { conn.simple_query("SELECT 1").await.expect("SELECT 1") }
+            );
+            p.close();
+            sample
+        }
+        "raw-shared" => {
+            let mut clients = Vec::with_capacity(size);
+            for _ in 0..size {
+                let (client, conn) = config.connect(NoTls).await.expect("connect");
+                tokio::spawn(conn);
+                clients.push(client);
+            }
+            let clients = Arc::new(clients);
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            crate::drive(tasks, window, move |stop, count| {
+                let clients = Arc::clone(&clients);
+                let mine = next.fetch_add(1, Ordering::Relaxed) % clients.len();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        clients[mine]
+                            .simple_query("SELECT 1")
+                            .await
+                            .expect("SELECT 1");
+                        n += 1;
+                        count.store(n, Ordering::Relaxed);
+                    }
+                })
+            })
+            .await
+        }
+        other => unreachable!("unknown row {other}"),
+    }
+}
+
+/// Runs `pg-mux` and prints its table.
+pub fn run_select(o: DbOpts) -> ExitCode {
+    let server = match start_server() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let url = server.url();
+    let samples = compare::rounds(&o, async |row| {
+        select_one(&url, row, o.size, o.tasks, o.window).await
+    });
+    compare::report(
+        "postgres-mux-select-1",
+        "SELECT 1 round trips/s (aquifer-mux-4: 4 connections; every other row: `size`)",
+        &o,
+        &samples,
+        Some("raw-shared"),
+    )
+}
+
+/// Settings of `pg-sleep`.
+pub struct SleepOpts {
+    pub queries: usize,
+    pub sleep: Duration,
+    pub min: usize,
+    pub max: usize,
+    pub max_in_flight: usize,
+    pub rounds: usize,
+    pub rows: Vec<String>,
+    pub json: bool,
+}
+
+/// Parses `[--queries N] [--sleep-ms MS] [--min N] [--max N]
+/// [--max-in-flight N] [--rounds N] [--pools a,b] [--json]`.
+pub fn parse_sleep(args: impl Iterator<Item = String>) -> Result<SleepOpts, String> {
+    let usage = format!(
+        "usage: aquifer-bench pg-sleep [--json] [--queries 2000] [--sleep-ms 100] [--min 10] [--max 100] [--max-in-flight 100] [--rounds 3] [--pools {}]",
+        SLEEP_ROWS.join(",")
+    );
+    let mut o = SleepOpts {
+        queries: 2000,
+        sleep: Duration::from_millis(100),
+        min: 10,
+        max: 100,
+        max_in_flight: 100,
+        rounds: 3,
+        rows: SLEEP_ROWS.iter().map(|s| s.to_string()).collect(),
+        json: false,
+    };
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        let mut num = || -> Result<usize, String> {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{a} needs a number"))
+        };
+        match a.as_str() {
+            "--queries" => o.queries = num()?,
+            "--sleep-ms" => o.sleep = Duration::from_millis(num()? as u64),
+            "--min" => o.min = num()?,
+            "--max" => o.max = num()?,
+            "--max-in-flight" => o.max_in_flight = num()?,
+            "--rounds" => o.rounds = num()?,
+            "--json" => o.json = true,
+            "--pools" => {
+                let v = args.next().ok_or("--pools needs a value")?;
+                o.rows = v.split(',').map(str::to_owned).collect();
+                if let Some(p) = o.rows.iter().find(|p| !SLEEP_ROWS.contains(&p.as_str())) {
+                    return Err(format!("unknown pool {p}; known: {}", SLEEP_ROWS.join(",")));
+                }
+            }
+            "-h" | "--help" => return Err(usage),
+            _ => return Err(format!("unknown argument {a}\n{usage}")),
+        }
+    }
+    if o.queries == 0 || o.max == 0 || o.min > o.max || o.rounds == 0 || o.max_in_flight == 0 {
+        return Err(format!(
+            "queries, max, rounds and max-in-flight must be at least 1, min at most max\n{usage}"
+        ));
+    }
+    Ok(o)
+}
+
+/// Fires every statement at once and waits for the last; the pool is
+/// built and holds `min` connections before the clock starts.
+async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
+    let sql = format!("select pg_sleep({})", o.sleep.as_secs_f64());
+    macro_rules! fire {
+        ($pool:expr, |$p:ident, $sql:ident| $op:expr) => {{
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..o.queries)
+                .map(|_| {
+                    let ($p, $sql) = ($pool.clone(), sql.clone());
+                    tokio::spawn(async move { $op })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("task");
+            }
+            start.elapsed()
+        }};
+    }
+    match row {
+        "aquifer-mux" => {
+            let mux = PgMultiplexer::builder(PgMuxManager::new(url).expect("testkit URL"))
+                .min(o.min)
+                .max(o.max)
+                .max_in_flight(o.max_in_flight)
+                .create_concurrency(cc())
+                .build()
+                .expect("valid config");
+            mux.ready().await.expect("connect");
+            let took = fire!(mux, |m, sql| m.simple_query(&sql).await.expect("sleep"));
+            mux.close().await;
+            took
+        }
+        "aquifer" => {
+            let p = PgPool::builder(PgManager::new(url).expect("testkit URL"))
+                .min(o.min)
+                .max(o.max)
+                .create_concurrency(cc())
+                .build()
+                .expect("valid config");
+            p.start().await.expect("connect");
+            let took = fire!(p, |p, sql| p
+                .get()
+                .await
+                .expect("get")
+                .simple_query(&sql)
+                .await
+                .expect("sleep"));
+            p.close().await;
+            took
+        }
+        "deadpool-postgres" => {
+            let config: tokio_postgres::Config = url.parse().expect("testkit URL");
+            let mgr = deadpool_postgres::Manager::from_config(
+                config,
+                NoTls,
+                deadpool_postgres::ManagerConfig::default(),
+            );
+            let p = deadpool_postgres::Pool::builder(mgr)
+                .max_size(o.max)
+                .build()
+                .expect("valid config");
+            // deadpool has no `min`: open as many first.
+            let held: Vec<_> = futures_join(&p, o.min).await;
+            drop(held);
+            let took = fire!(p, |p, sql| p
+                .get()
+                .await
+                .expect("get")
+                .simple_query(&sql)
+                .await
+                .expect("sleep"));
+            p.close();
+            took
+        }
+        other => unreachable!("unknown row {other}"),
+    }
+}
+
+async fn futures_join(p: &deadpool_postgres::Pool, n: usize) -> Vec<deadpool_postgres::Object> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(p.get().await.expect("connect"));
+    }
+    held
+}
+
+/// Runs `pg-sleep` and prints its table.
+pub fn run_sleep(o: SleepOpts) -> ExitCode {
+    let server = match start_server() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let url = server.url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let limit = o.sleep.as_secs_f64() * o.queries as f64 / o.max as f64;
+    let n = o.rows.len();
+    let mut ratios = vec![Vec::new(); n];
+    for round in 0..o.rounds {
+        let mut order: Vec<usize> = (0..n).collect();
+        fastrand::Rng::with_seed(round as u64).shuffle(&mut order);
+        for i in order {
+            let took = rt.block_on(sleep_run(&url, &o.rows[i], &o));
+            ratios[i].push(took.as_secs_f64() / limit);
+            // Let the server finish closing the last pool's connections.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if !o.json {
+            eprintln!("round {}/{} done", round + 1, o.rounds);
+        }
+    }
+    let mid = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let worst = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    if o.json {
+        for (row, r) in o.rows.iter().zip(&ratios) {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "postgres-sleep", "pool": row, "queries": o.queries,
+                    "sleep_s": o.sleep.as_secs_f64(), "min": o.min, "max": o.max,
+                    "limit_s": limit, "median_ratio": mid(r), "worst_ratio": worst(r),
+                    "rounds": o.rounds,
+                })
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{} x select pg_sleep({}) at once, min {} max {} (multiplexer max_in_flight {}), limit {limit:.2} s, {} rounds",
+        o.queries,
+        o.sleep.as_secs_f64(),
+        o.min,
+        o.max,
+        o.max_in_flight,
+        o.rounds
+    );
+    println!("| pool | time / limit, median | worst | seconds, median |");
+    println!("|---|---|---|---|");
+    for (row, r) in o.rows.iter().zip(&ratios) {
+        println!(
+            "| {row} | {:.4} | {:.4} | {:.2} |",
+            mid(r),
+            worst(r),
+            mid(r) * limit
+        );
+    }
+    if let Some(d) = o.rows.iter().position(|r| r == "deadpool-postgres") {
+        for (i, row) in o.rows.iter().enumerate().filter(|(i, _)| *i != d) {
+            let per: Vec<String> = ratios[i]
+                .iter()
+                .zip(&ratios[d])
+                .map(|(a, b)| format!("{:.3}", a / b))
+                .collect();
+            println!("{row} / deadpool-postgres per round: {}", per.join(", "));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn cc() -> usize {
+    std::env::var("OPENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}

@@ -260,7 +260,6 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
                 .min(o.min)
                 .max(o.max)
                 .max_in_flight(o.max_in_flight)
-                .create_concurrency(cc())
                 .build()
                 .expect("valid config");
             mux.ready().await.expect("connect");
@@ -272,7 +271,6 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
             let p = PgPool::builder(PgManager::new(url).expect("testkit URL"))
                 .min(o.min)
                 .max(o.max)
-                .create_concurrency(cc())
                 .build()
                 .expect("valid config");
             p.start().await.expect("connect");
@@ -400,11 +398,4 @@ pub fn run_sleep(o: SleepOpts) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
-}
-
-fn cc() -> usize {
-    std::env::var("OPENS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
 }

@@ -170,8 +170,9 @@ pub struct PoolConfig {
     /// at once.
     pub backoff: Backoff,
     /// Most creates in flight at once. A small number keeps a spike of
-    /// callers from opening a connection each: waiters take whichever object
-    /// frees first. Default 2.
+    /// callers from opening a connection each (waiters take whichever object
+    /// frees first) while still opening several when many are wanted: past
+    /// a few at once a database server opens them no faster. Default 4.
     pub create_concurrency: usize,
     /// Events buffered for each listener before the oldest are dropped. Default 1024.
     pub event_capacity: usize,
@@ -203,7 +204,7 @@ impl Default for PoolConfig {
             keepalive_interval: None,
             leak_detection_threshold: None,
             backoff: Backoff::default(),
-            create_concurrency: 2,
+            create_concurrency: 4,
             event_capacity: 1024,
         }
     }

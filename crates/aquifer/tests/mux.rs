@@ -403,3 +403,36 @@ async fn never_above_max_under_a_random_load_with_cancellations() {
     assert_eq!(mux.status().connections, 1);
     assert!(f.alive.load(Ordering::SeqCst) <= 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn several_connections_open_at_once_when_several_are_needed() {
+    let (f, m) = fake();
+    f.create.set(Step::Slow(ms(100)));
+    let mux = Multiplexer::builder(m)
+        .min(0)
+        .max(8)
+        .max_in_flight(1)
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let mux = mux.clone();
+            tokio::spawn(async move {
+                let l = mux.lease().await.unwrap();
+                let got = start.elapsed();
+                tokio::time::sleep(ms(1000)).await;
+                drop(l);
+                got
+            })
+        })
+        .collect();
+    tokio::time::sleep(ms(10)).await;
+    assert_eq!(check(&mux.status()).opening, 4, "{:?}", mux.status());
+    let mut latest = ms(0);
+    for t in tasks {
+        latest = latest.max(t.await.unwrap());
+    }
+    assert!(latest <= ms(210), "the last request started at {latest:?}");
+    assert_eq!(mux.metrics().opened, 8);
+}

@@ -161,6 +161,35 @@ async fn a_spike_of_waiters_opens_few_objects() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_burst_that_needs_many_objects_opens_them_several_at_a_time() {
+    let (f, m) = fake();
+    f.create.set(Step::Slow(ms(100)));
+    let p = Pool::builder(m).max(12).build().unwrap();
+    let start = tokio::time::Instant::now();
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let o = p.get().await.unwrap();
+                let got = start.elapsed();
+                tokio::time::sleep(ms(1000)).await;
+                drop(o);
+                got
+            })
+        })
+        .collect();
+    tokio::time::sleep(ms(10)).await;
+    assert_eq!(p.status().creating, 4, "the default opens four at once");
+    let mut latest = ms(0);
+    for t in tasks {
+        latest = latest.max(t.await.unwrap());
+    }
+    // Three waves of four, not six of two.
+    assert!(latest <= ms(310), "the last object came at {latest:?}");
+    assert_eq!(f.create.calls(), 12);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_short_deadline_queued_behind_a_long_one_fires_first() {
     let (_, m) = fake();
     let p = Pool::builder(m)

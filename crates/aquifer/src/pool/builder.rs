@@ -143,7 +143,7 @@ impl<M: Manager> Builder<M> {
         self
     }
 
-    /// Most creates in flight at once. Default 2.
+    /// Most creates in flight at once. Default 4.
     pub fn create_concurrency(mut self, create_concurrency: usize) -> Self {
         self.config.create_concurrency = create_concurrency;
         self

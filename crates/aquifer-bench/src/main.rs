@@ -548,6 +548,28 @@ mod tests {
     }
 
     #[test]
+    fn pg_sleep_arguments_parse_and_bad_ones_are_refused() {
+        let args = |v: &[&str]| pgmux::parse_sleep(v.iter().map(|s| s.to_string()));
+        let o = args(&[
+            "--queries",
+            "10000",
+            "--sleep-ms",
+            "1000",
+            "--pools",
+            "aquifer-mux",
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.queries, o.sleep, o.min, o.max),
+            (10000, Duration::from_secs(1), 10, 100)
+        );
+        assert_eq!(o.rows, vec!["aquifer-mux"]);
+        assert!(args(&["--min", "11", "--max", "10"]).is_err());
+        assert!(args(&["--pools", "sqlx"]).is_err());
+        assert!(args(&["--queries"]).is_err());
+    }
+
+    #[test]
     fn bad_arguments_are_refused() {
         let args = |v: &[&str]| parse(v.iter().map(|s| s.to_string()));
         assert!(args(&["--pools", "nope"]).is_err());

@@ -239,6 +239,8 @@ pub fn parse_sleep(args: impl Iterator<Item = String>) -> Result<SleepOpts, Stri
 /// built and holds `min` connections before the clock starts.
 async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
     let sql = format!("select pg_sleep({})", o.sleep.as_secs_f64());
+    // The last statement waits for all the others: no timeout before then.
+    let wait = o.sleep * (2 * o.queries / o.max) as u32 + Duration::from_secs(30);
     macro_rules! fire {
         ($pool:expr, |$p:ident, $sql:ident| $op:expr) => {{
             let start = Instant::now();
@@ -260,6 +262,7 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
                 .min(o.min)
                 .max(o.max)
                 .max_in_flight(o.max_in_flight)
+                .acquire_timeout(wait)
                 .build()
                 .expect("valid config");
             mux.ready().await.expect("connect");
@@ -271,6 +274,7 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
             let p = PgPool::builder(PgManager::new(url).expect("testkit URL"))
                 .min(o.min)
                 .max(o.max)
+                .acquire_timeout(wait)
                 .build()
                 .expect("valid config");
             p.start().await.expect("connect");

@@ -103,7 +103,6 @@ impl<V> Slot<V> {
     }
 
     /// Whether the caller was nudged and has not looked yet.
-    #[cfg(all(test, aquifer_loom))]
     pub(crate) fn is_nudged(&self) -> bool {
         matches!(&*self.state.lock(), SlotState::Waiting { nudged: true, .. })
     }
@@ -121,11 +120,13 @@ impl<V> Slot<V> {
     }
 
     /// Hands a value over; the returned waker must be woken after the pool
-    /// lock is released.
-    fn fill(&self, v: V) -> Option<Waker> {
+    /// lock is released. Also says whether the caller had been nudged and
+    /// not looked yet: it will not look now, so the nudge must go on to
+    /// another caller.
+    fn fill(&self, v: V) -> (Option<Waker>, bool) {
         let mut state = self.state.lock();
         match mem::replace(&mut *state, SlotState::Ready(v)) {
-            SlotState::Waiting { waker, .. } => waker,
+            SlotState::Waiting { waker, nudged } => (waker, nudged),
             _ => unreachable!("a pool wait slot was filled twice"),
         }
     }
@@ -175,9 +176,10 @@ impl<V> Waiters<V> {
         }
     }
 
-    /// Hands `v` to the longest-waiting caller of the most urgent priority.
+    /// Hands `v` to the longest-waiting caller of the most urgent priority,
+    /// with its waker and whether it had been nudged (see `Slot::fill`).
     /// Gives `v` back when nobody waits.
-    pub(crate) fn hand(&mut self, v: V) -> Result<Option<Waker>, V> {
+    pub(crate) fn hand(&mut self, v: V) -> Result<(Option<Waker>, bool), V> {
         if self.len == 0 {
             return Err(v);
         }
@@ -202,7 +204,7 @@ impl<V> Waiters<V> {
         for queue in self.queues.iter_mut() {
             queue.retain(|slot| {
                 if pred(slot) {
-                    wake.extend(slot.fill(make(slot)));
+                    wake.extend(slot.fill(make(slot)).0);
                     false
                 } else {
                     true

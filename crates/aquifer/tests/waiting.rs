@@ -412,3 +412,88 @@ async fn a_queue_formed_under_a_cold_burst_drains_and_no_waiter_starves() {
         m.wait_time.max
     );
 }
+
+/// A waiter nudged to take an idle object may be handed another one
+/// before it looks: the nudge must pass to the next waiter, or the idle
+/// object sits unused while callers wait (seen as a pool of 100 serving
+/// long statements with 94 connections).
+#[tokio::test(flavor = "current_thread")]
+async fn an_object_left_idle_by_a_nudge_is_never_stranded_while_callers_wait() {
+    let (_f, m) = fake();
+    let p = Pool::builder(m)
+        .max(3)
+        .acquire_timeout(ms(2000))
+        .build()
+        .unwrap();
+    let mut held: Vec<_> = Vec::new();
+    for _ in 0..3 {
+        held.push(p.get().await.unwrap());
+    }
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                let o = p.get().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((o, t.elapsed()))
+            })
+        })
+        .collect();
+    settle().await;
+    assert_eq!(p.status().waiting, 3);
+    // Without yielding: the first return is handed to the first waiter;
+    // the second, within the fairness window, goes idle and nudges the
+    // second waiter; the third, after the window, is handed to the
+    // second waiter before it looked.
+    drop(held.pop());
+    drop(held.pop());
+    std::thread::sleep(ms(20));
+    drop(held.pop());
+    let mut results = Vec::new();
+    for w in waiters {
+        results.push(w.await.unwrap());
+    }
+    for r in &results {
+        let (_, waited) = r.as_ref().expect("every waiter is served");
+        assert!(
+            *waited < ms(500),
+            "a waiter waited {waited:?} with an object idle"
+        );
+    }
+}
+
+/// The same when the nudged waiter gives up before it looks: the nudge
+/// goes on to the next waiter.
+#[tokio::test(flavor = "current_thread")]
+async fn a_nudged_waiter_that_gives_up_passes_the_nudge_on() {
+    let (_f, m) = fake();
+    let p = Pool::builder(m)
+        .max(2)
+        .acquire_timeout(ms(2000))
+        .build()
+        .unwrap();
+    let mut held = vec![p.get().await.unwrap(), p.get().await.unwrap()];
+    let spawn = |p: &Pool<FakeManager>| {
+        let p = p.clone();
+        tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            p.get()
+                .await
+                .map(|o| (o, t.elapsed()))
+                .map_err(|e| e.to_string())
+        })
+    };
+    let (a, b, c) = (spawn(&p), spawn(&p), spawn(&p));
+    settle().await;
+    assert_eq!(p.status().waiting, 3);
+    // Handed to the first; idle with a nudge for the second, which gives
+    // up before it looks.
+    drop(held.pop());
+    drop(held.pop());
+    b.abort();
+    // The first waiter keeps its object: only the idle one can serve the third.
+    let first = a.await.unwrap().expect("the first waiter is served");
+    let (_, waited) = c.await.unwrap().expect("the third waiter is served");
+    drop(first);
+    assert!(waited < ms(500), "waited {waited:?} with an object idle");
+}

@@ -8,7 +8,7 @@ use crate::error::CreateError;
 use crate::events::Reason;
 use crate::object::Item;
 use crate::sync::Arc;
-use crate::waiters::Slot;
+use crate::waiters::{Slot, WakeList};
 
 use super::{Acquire, After, Handoff, Phase, Placed, Refusal, State, WaitError};
 
@@ -200,8 +200,13 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         self.fair_at = next_fair(now);
         match self.waiters.hand(Ok((entry, now))) {
             // The caller records how long it waited, outside this lock.
-            Ok(waker) => {
+            Ok((waker, nudged)) => {
                 after.wake.extend(waker);
+                // That caller was to take an object left idle: another
+                // must, or it stays idle while callers wait.
+                if nudged {
+                    after.wake.extend(self.waiters.nudge_next());
+                }
                 Placed::Handed
             }
             Err(Ok((entry, _))) => {
@@ -236,12 +241,18 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         &mut self,
         slot: &Arc<Slot<Handoff<T, E>>>,
         timed_out: bool,
+        wake: &mut WakeList,
     ) -> Option<Handoff<T, E>> {
         if let Some(v) = slot.take_ready() {
             return Some(v);
         }
+        let nudged = slot.is_nudged();
         let removed = self.waiters.remove(slot);
         debug_assert!(removed, "a waiting slot must be queued");
+        // It leaves without taking the object it was nudged about.
+        if nudged {
+            wake.extend(self.waiters.nudge_next());
+        }
         if timed_out {
             self.m.timeouts += 1;
         } else {

@@ -117,7 +117,7 @@ impl Drop for Wait {
         if let Some(slot) = self.slot.take() {
             let mut st = self.pool.lock();
             let mut after = After::default();
-            if let Some(Ok((e, _))) = st.cancel(&slot, false) {
+            if let Some(Ok((e, _))) = st.cancel(&slot, false, &mut after.wake) {
                 st.place(e, Tick::default(), 0, &mut after);
             }
             let _ = unlock(st, after);

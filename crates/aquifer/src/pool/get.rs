@@ -16,7 +16,7 @@ use crate::internals::{Acquire, Handoff, Tally, WaitError};
 use crate::manager::Manager;
 use crate::object::{Entry, Item};
 use crate::thread;
-use crate::waiters::Slot;
+use crate::waiters::{Slot, WakeList};
 
 use super::pooled::{Owned, Pooled};
 use super::shared::{catch_unwind, Lease, Shared};
@@ -114,7 +114,7 @@ impl<M: Manager> Drop for WaitGuard<'_, M> {
         if let Some(slot) = self.slot.take() {
             let now = self.shared.clock.now();
             self.shared.locked(|st, after| {
-                if let Some(Ok((entry, _))) = st.cancel(&slot, false) {
+                if let Some(Ok((entry, _))) = st.cancel(&slot, false, &mut after.wake) {
                     st.place(entry, now, thread::home(), after);
                 }
             });
@@ -445,11 +445,13 @@ impl<M: Manager> Shared<M> {
         let handed = match handed {
             Some(v) => v,
             None => {
+                let mut wake = WakeList::default();
                 let (late, seen) = {
                     let mut st = self.state.lock();
-                    let late = st.cancel(&slot, true);
+                    let late = st.cancel(&slot, true, &mut wake);
                     (late, st.error_seen_by(&slot))
                 };
+                wake.wake_all();
                 match late {
                     // Handed over just as the time ran out: take it.
                     Some(v) => v,

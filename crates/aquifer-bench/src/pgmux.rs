@@ -11,7 +11,10 @@
 //! statements of `select pg_sleep(s)` fired at once at a pool of `min`
 //! to `max` connections. A connection runs one statement at a time, so
 //! no pool can beat `queries * s / max`; each row reports its wall time
-//! over that limit.
+//! over that limit. `raw-floor` is what the server allows: `max` raw
+//! clients connected before the clock starts, the statements dealt out
+//! evenly and pipelined, so that no connection waits for a round trip
+//! between two of its statements.
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -37,7 +40,7 @@ pub const MUX_ROWS: &[&str] = &[
 ];
 
 /// The rows of `pg-sleep`.
-pub const SLEEP_ROWS: &[&str] = &["aquifer-mux", "aquifer", "deadpool-postgres"];
+pub const SLEEP_ROWS: &[&str] = &["aquifer-mux", "aquifer", "deadpool-postgres", "raw-floor"];
 
 fn start_server() -> Result<PgServer, ExitCode> {
     PgServer::builder()
@@ -311,6 +314,20 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
                 .expect("sleep"));
             p.close();
             took
+        }
+        "raw-floor" => {
+            let config: tokio_postgres::Config = url.parse().expect("testkit URL");
+            let mut clients = Vec::with_capacity(o.max);
+            for _ in 0..o.max {
+                let (client, conn) = config.connect(NoTls).await.expect("connect");
+                tokio::spawn(conn);
+                clients.push(client);
+            }
+            let dealer = Arc::new((clients, std::sync::atomic::AtomicUsize::new(0)));
+            fire!(dealer, |d, sql| {
+                let i = d.1.fetch_add(1, Ordering::Relaxed) % d.0.len();
+                d.0[i].simple_query(&sql).await.expect("sleep")
+            })
         }
         other => unreachable!("unknown row {other}"),
     }

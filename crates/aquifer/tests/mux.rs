@@ -5,6 +5,8 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
+use std::time::Duration;
+
 use aquifer::{Backoff, Lease, Multiplexer, MuxError, MuxStatus, Spread};
 use common::{fake, ms, settle, FakeManager, Step};
 
@@ -48,6 +50,7 @@ async fn ready_waits_for_min_and_requests_spread_over_the_least_loaded() {
     let (f, m) = fake();
     f.create.set(Step::Slow(ms(20)));
     let mux = Multiplexer::builder(m)
+        .pipeline_horizon(Duration::MAX)
         .min(3)
         .max(3)
         .max_in_flight(4)
@@ -73,7 +76,12 @@ async fn ready_waits_for_min_and_requests_spread_over_the_least_loaded() {
 #[tokio::test(start_paused = true)]
 async fn below_max_a_busy_connection_makes_a_new_one_open_and_the_first_free_slot_wins() {
     let (f, m) = fake();
-    let mux = Multiplexer::builder(m).min(1).max(2).build().unwrap();
+    let mux = Multiplexer::builder(m)
+        .pipeline_horizon(Duration::MAX)
+        .min(1)
+        .max(2)
+        .build()
+        .unwrap();
     mux.ready().await.unwrap();
     let first = mux.lease().await.unwrap();
     // Opening is slow now: the second request queues, an open starts, and
@@ -103,6 +111,7 @@ async fn below_max_a_busy_connection_makes_a_new_one_open_and_the_first_free_slo
 async fn at_max_requests_pipeline_to_max_in_flight_then_queue_in_order() {
     let (_f, m) = fake();
     let mux = Multiplexer::builder(m)
+        .pipeline_horizon(Duration::MAX)
         .min(2)
         .max(2)
         .max_in_flight(3)
@@ -145,6 +154,7 @@ async fn scales_up_under_load_and_back_to_min_after_scale_down_after() {
     let (f, m) = fake();
     f.create.set(Step::Slow(ms(5)));
     let mux = Multiplexer::builder(m)
+        .pipeline_horizon(Duration::MAX)
         .min(2)
         .max(8)
         .max_in_flight(10)
@@ -194,6 +204,7 @@ async fn scales_up_under_load_and_back_to_min_after_scale_down_after() {
 async fn a_broken_connection_takes_no_new_requests_closes_after_its_last_and_is_replaced() {
     let (f, m) = fake();
     let mux = Multiplexer::builder(m)
+        .pipeline_horizon(Duration::MAX)
         .min(2)
         .max(2)
         .max_in_flight(4)
@@ -224,6 +235,7 @@ async fn a_failing_server_times_requests_out_with_the_cause_and_recovers() {
     let (f, m) = fake();
     f.create.set(Step::Err);
     let mux = Multiplexer::builder(m)
+        .pipeline_horizon(Duration::MAX)
         .min(1)
         .max(2)
         .acquire_timeout(ms(300))
@@ -253,7 +265,12 @@ async fn a_permanent_error_fails_queued_requests_at_once() {
     let (f, m) = fake();
     f.create.set(Step::Err);
     f.permanent.store(true, Ordering::SeqCst);
-    let mux = Multiplexer::builder(m).min(0).max(2).build().unwrap();
+    let mux = Multiplexer::builder(m)
+        .pipeline_horizon(Duration::MAX)
+        .min(0)
+        .max(2)
+        .build()
+        .unwrap();
     let t = tokio::time::Instant::now();
     let err = mux.lease().await.unwrap_err();
     assert!(matches!(err, MuxError::Connect(_)), "{err}");
@@ -265,6 +282,7 @@ async fn a_permanent_error_fails_queued_requests_at_once() {
 async fn dropped_requests_leave_the_queue_and_slots_handed_to_them_come_back() {
     let (_f, m) = fake();
     let mux = Multiplexer::builder(m)
+        .pipeline_horizon(Duration::MAX)
         .min(1)
         .max(1)
         .max_in_flight(1)
@@ -295,6 +313,7 @@ async fn dropped_requests_leave_the_queue_and_slots_handed_to_them_come_back() {
 async fn a_full_queue_refuses_and_close_fails_the_queued_and_waits_for_the_running() {
     let (f, m) = fake();
     let mux = Multiplexer::builder(m)
+        .pipeline_horizon(Duration::MAX)
         .min(1)
         .max(1)
         .max_in_flight(1)
@@ -332,6 +351,7 @@ async fn least_loaded_packs_onto_the_oldest_so_the_newest_fall_idle_and_round_ro
     for spread in [Spread::LeastLoaded, Spread::RoundRobin] {
         let (_f, m) = fake();
         let mux = Multiplexer::builder(m)
+            .pipeline_horizon(Duration::MAX)
             .min(3)
             .max(3)
             .spread(spread)
@@ -359,6 +379,7 @@ async fn never_above_max_under_a_random_load_with_cancellations() {
     let (f, m) = fake();
     f.create.set(Step::Slow(ms(3)));
     let mux = Multiplexer::builder(m)
+        .pipeline_horizon(Duration::MAX)
         .min(1)
         .max(5)
         .max_in_flight(3)
@@ -409,6 +430,7 @@ async fn several_connections_open_at_once_when_several_are_needed() {
     let (f, m) = fake();
     f.create.set(Step::Slow(ms(100)));
     let mux = Multiplexer::builder(m)
+        .pipeline_horizon(Duration::MAX)
         .min(0)
         .max(8)
         .max_in_flight(1)
@@ -435,4 +457,41 @@ async fn several_connections_open_at_once_when_several_are_needed() {
     }
     assert!(latest <= ms(210), "the last request started at {latest:?}");
     assert_eq!(mux.metrics().opened, 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn short_requests_pipeline_and_long_ones_wait_for_a_free_slot() {
+    let (_f, m) = fake();
+    let mux = Multiplexer::builder(m)
+        .min(1)
+        .max(1)
+        .max_in_flight(10)
+        .pipeline_horizon(ms(100))
+        .acquire_timeout(ms(50))
+        .build()
+        .unwrap();
+    mux.ready().await.unwrap();
+    // Nothing timed yet: a second request does not queue behind the first.
+    let first = mux.lease().await.unwrap();
+    assert!(mux.lease().await.unwrap_err().is_timeout());
+    drop(first);
+    // Requests of 1 ms (enough for the moving average to forget the
+    // first, held 50 ms): five pipeline at once.
+    for _ in 0..40 {
+        mux.run(async |_| tokio::time::sleep(ms(1)).await)
+            .await
+            .unwrap();
+    }
+    let held = leases(&mux, 5).await;
+    assert_eq!(mux.status().per_connection, vec![5]);
+    drop(held);
+    // Requests of 300 ms: one at a time.
+    for _ in 0..20 {
+        mux.run(async |_| tokio::time::sleep(ms(300)).await)
+            .await
+            .unwrap();
+    }
+    let first = mux.lease().await.unwrap();
+    assert!(mux.lease().await.unwrap_err().is_timeout());
+    drop(first);
 }

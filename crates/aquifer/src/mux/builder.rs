@@ -49,6 +49,15 @@ pub struct MuxConfig {
     /// How a request chooses its connection. Default
     /// [`Spread::LeastLoaded`].
     pub spread: Spread,
+    /// Most work a request may queue behind on a connection: the
+    /// requests ahead of it times the measured time one keeps a
+    /// connection busy. Short statements pipeline up to `max_in_flight`;
+    /// past the horizon a request waits in the queue instead and takes the
+    /// first slot that frees, so that it is not stuck behind slow ones
+    /// while another connection frees sooner. Until one request has been
+    /// timed, none queues behind another. `Duration::MAX` pipelines up to
+    /// `max_in_flight` whatever the statements take. Default 100 ms.
+    pub pipeline_horizon: Duration,
     /// How connections are opened and closed: `create_timeout`,
     /// `backoff`, `create_concurrency` (how many open at once),
     /// `destroy_timeout`, `validate_on_borrow`, `event_capacity`. Its
@@ -67,6 +76,7 @@ impl Default for MuxConfig {
             max_queued: None,
             acquire_timeout: Duration::from_secs(30),
             spread: Spread::default(),
+            pipeline_horizon: Duration::from_millis(100),
             pool: PoolConfig::default(),
         }
     }
@@ -122,6 +132,7 @@ impl MuxConfig {
             max_queued: self.max_queued,
             open_concurrency: self.pool.create_concurrency,
             spread: self.spread,
+            horizon_ns: u64::try_from(self.pipeline_horizon.as_nanos()).unwrap_or(u64::MAX),
         }
     }
 }
@@ -221,6 +232,13 @@ impl<M: Multiplexed> MuxBuilder<M> {
     /// [`Spread::LeastLoaded`].
     pub fn spread(mut self, spread: Spread) -> Self {
         self.config.spread = spread;
+        self
+    }
+
+    /// Most work a request may queue behind on a connection;
+    /// `Duration::MAX` for no bound. Default 100 ms.
+    pub fn pipeline_horizon(mut self, d: Duration) -> Self {
+        self.config.pipeline_horizon = d;
         self
     }
 

@@ -75,6 +75,7 @@ pub(super) struct Limits {
     pub(super) max_queued: Option<usize>,
     pub(super) open_concurrency: usize,
     pub(super) spread: Spread,
+    pub(super) horizon_ns: u64,
 }
 
 pub(super) struct State<M: Multiplexed> {
@@ -180,14 +181,21 @@ impl<M: Multiplexed> State<M> {
     fn pick(&mut self, extra: usize, broken: &impl Fn(&M::Type) -> bool) -> Option<usize> {
         loop {
             let cap = self.per_connection(extra);
-            // While connections are being opened, a request does not queue
-            // behind others that would keep it waiting longer than an open
-            // takes: long statements wait for a fresh connection, short
-            // ones pipeline at once.
-            let behind = if self.opening > 0 && self.service_ns > 0 && !self.opens_failing {
-                (self.open_ns / self.service_ns) as usize
-            } else {
-                usize::MAX
+            // A request does not queue behind more work than the horizon
+            // (requests ahead times the time one keeps a connection busy),
+            // nor, while connections are being opened, behind more than an
+            // open takes: long statements then wait for the first slot
+            // that frees or a fresh connection, short ones pipeline deep.
+            let mut horizon = self.limits.horizon_ns;
+            if self.opening > 0 && !self.opens_failing {
+                horizon = horizon.min(self.open_ns);
+            }
+            // Until one request has been timed, none queues behind another
+            // (unless the horizon is unbounded).
+            let behind = match horizon.checked_div(self.service_ns) {
+                _ if horizon == u64::MAX => usize::MAX,
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                None => 0,
             };
             let open =
                 |s: &Slot<M>| s.draining.is_none() && s.in_flight < cap && s.in_flight <= behind;

@@ -198,13 +198,17 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             return Placed::Nudged;
         }
         self.fair_at = next_fair(now);
+        // Idle objects while callers wait: a nudge went unanswered (its
+        // caller was handed another object after it had looked, say).
+        // Nudge again, so that no object stays idle for long.
+        let stranded = self.idle.len_relaxed() > 0;
         match self.waiters.hand(Ok((entry, now))) {
             // The caller records how long it waited, outside this lock.
             Ok((waker, nudged)) => {
                 after.wake.extend(waker);
                 // That caller was to take an object left idle: another
                 // must, or it stays idle while callers wait.
-                if nudged {
+                if nudged || stranded {
                     after.wake.extend(self.waiters.nudge_next());
                 }
                 Placed::Handed

@@ -175,30 +175,34 @@ impl<M: Multiplexed> State<M> {
         demand.div_ceil(reach).clamp(1, self.limits.max_in_flight)
     }
 
+    /// How many requests a connection may carry now: `per_connection`,
+    /// and no more than the horizon allows. A request does not queue
+    /// behind more work than the horizon (requests ahead times the time one
+    /// keeps a connection busy), nor, while connections are being opened,
+    /// behind more than an open takes: long statements then wait for the
+    /// first slot that frees or a fresh connection, short ones pipeline
+    /// deep. Until one request has been timed, none queues behind another
+    /// (unless the horizon is unbounded).
+    fn depth(&self, extra: usize) -> usize {
+        let mut horizon = self.limits.horizon_ns;
+        if self.opening > 0 && !self.opens_failing {
+            horizon = horizon.min(self.open_ns);
+        }
+        let behind = match horizon.checked_div(self.service_ns) {
+            _ if horizon == u64::MAX => usize::MAX,
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => 0,
+        };
+        self.per_connection(extra).min(behind.saturating_add(1))
+    }
+
     /// The connection a request goes to, if one has room: the fewest
     /// requests in flight, ties to the oldest (or the next in turn, for
     /// round robin). `broken` retires connections found broken on the way.
     fn pick(&mut self, extra: usize, broken: &impl Fn(&M::Type) -> bool) -> Option<usize> {
         loop {
-            let cap = self.per_connection(extra);
-            // A request does not queue behind more work than the horizon
-            // (requests ahead times the time one keeps a connection busy),
-            // nor, while connections are being opened, behind more than an
-            // open takes: long statements then wait for the first slot
-            // that frees or a fresh connection, short ones pipeline deep.
-            let mut horizon = self.limits.horizon_ns;
-            if self.opening > 0 && !self.opens_failing {
-                horizon = horizon.min(self.open_ns);
-            }
-            // Until one request has been timed, none queues behind another
-            // (unless the horizon is unbounded).
-            let behind = match horizon.checked_div(self.service_ns) {
-                _ if horizon == u64::MAX => usize::MAX,
-                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-                None => 0,
-            };
-            let open =
-                |s: &Slot<M>| s.draining.is_none() && s.in_flight < cap && s.in_flight <= behind;
+            let cap = self.depth(extra);
+            let open = |s: &Slot<M>| s.draining.is_none() && s.in_flight < cap;
             let i = match self.limits.spread {
                 Spread::LeastLoaded => self
                     .slots
@@ -334,7 +338,7 @@ impl<M: Multiplexed> State<M> {
             return 0;
         }
         let demand = self.in_flight + self.queue.len();
-        let needed = demand.div_ceil(self.per_connection(0)).max(self.limits.min);
+        let needed = demand.div_ceil(self.depth(0)).max(self.limits.min);
         let have = self.usable() + self.opening;
         let room = self.limits.max.saturating_sub(self.open() + self.opening);
         let n = needed

@@ -27,7 +27,7 @@ pub const POOLS: &[&str] = &[
     "raw-exclusive",
 ];
 
-async fn measure(
+pub(crate) async fn measure(
     url: &str,
     pool: &str,
     size: usize,
@@ -60,15 +60,7 @@ async fn measure(
             )
         }
         "deadpool-postgres" => {
-            let mgr = deadpool_postgres::Manager::from_config(
-                config,
-                NoTls,
-                deadpool_postgres::ManagerConfig::default(),
-            );
-            let p = deadpool_postgres::Pool::builder(mgr)
-                .max_size(size)
-                .build()
-                .expect("valid config");
+            let p = deadpool(url, size);
             checkout_loop!(
                 p,
                 size,
@@ -107,6 +99,20 @@ async fn measure(
         }
         other => unreachable!("unknown pool {other}"),
     }
+}
+
+/// A deadpool-postgres pool of `size` at its defaults.
+pub(crate) fn deadpool(url: &str, size: usize) -> deadpool_postgres::Pool {
+    let config = tokio_postgres::Config::from_str(url).expect("testkit URL");
+    let mgr = deadpool_postgres::Manager::from_config(
+        config,
+        NoTls,
+        deadpool_postgres::ManagerConfig::default(),
+    );
+    deadpool_postgres::Pool::builder(mgr)
+        .max_size(size)
+        .build()
+        .expect("valid config")
 }
 
 /// Runs the comparison and prints a table (or JSON lines).

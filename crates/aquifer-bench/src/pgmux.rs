@@ -88,44 +88,8 @@ async fn select_one(
             mux.close().await;
             sample
         }
-        "aquifer" => {
-            let p = PgPool::builder(PgManager::new(url).expect("testkit URL"))
-                .max(size)
-                .build()
-                .expect("valid config");
-            p.start().await.expect("connect");
-            let sample = checkout_loop!(
-                p,
-                size,
-                tasks,
-                window,
-                |p| p.get().await.expect("get"),
-                |conn| { conn.simple_query("SELECT 1").await.expect("SELECT 1") }
-            );
-            p.close().await;
-            sample
-        }
-        "deadpool-postgres" => {
-            let mgr = deadpool_postgres::Manager::from_config(
-                config,
-                NoTls,
-                deadpool_postgres::ManagerConfig::default(),
-            );
-            let p = deadpool_postgres::Pool::builder(mgr)
-                .max_size(size)
-                .build()
-                .expect("valid config");
-            let sample = checkout_loop!(
-                p,
-                size,
-                tasks,
-                window,
-                |p| p.get().await.expect("get"),
-                |conn| { conn.simple_query("SELECT 1").await.expect("SELECT 1") }
-            );
-            p.close();
-            sample
-        }
+        // The exclusive pools, as the `pg` comparison runs them.
+        "aquifer" | "deadpool-postgres" => crate::pg::measure(url, row, size, tasks, window).await,
         "raw-shared" => {
             let mut clients = Vec::with_capacity(size);
             for _ in 0..size {
@@ -292,16 +256,7 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
             took
         }
         "deadpool-postgres" => {
-            let config: tokio_postgres::Config = url.parse().expect("testkit URL");
-            let mgr = deadpool_postgres::Manager::from_config(
-                config,
-                NoTls,
-                deadpool_postgres::ManagerConfig::default(),
-            );
-            let p = deadpool_postgres::Pool::builder(mgr)
-                .max_size(o.max)
-                .build()
-                .expect("valid config");
+            let p = crate::pg::deadpool(url, o.max);
             // deadpool has no `min`: open as many first.
             let held: Vec<_> = futures_join(&p, o.min).await;
             drop(held);

@@ -169,7 +169,7 @@ impl<M: Multiplexed> State<M> {
             usable
         } else {
             // Draining connections still count against `max`.
-            self.limits.max - (self.open() - usable)
+            self.limits.max.saturating_sub(self.open() - usable)
         };
         let reach = reach.max(1);
         demand.div_ceil(reach).clamp(1, self.limits.max_in_flight)

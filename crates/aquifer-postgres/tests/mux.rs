@@ -88,7 +88,7 @@ async fn a_terminated_backend_fails_its_requests_with_a_typed_error_and_is_repla
     let mux = PgMultiplexer::builder(manager(&pg.url()))
         .min(1)
         .max(1)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .build()
         .unwrap();
     mux.ready().await.unwrap();

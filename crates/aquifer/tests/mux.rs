@@ -5,8 +5,6 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use std::time::Duration;
-
 use aquifer::{Backoff, Lease, Multiplexer, MuxError, MuxStatus, Spread};
 use common::{fake, ms, settle, FakeManager, Step};
 
@@ -50,7 +48,7 @@ async fn ready_waits_for_min_and_requests_spread_over_the_least_loaded() {
     let (f, m) = fake();
     f.create.set(Step::Slow(ms(20)));
     let mux = Multiplexer::builder(m)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .min(3)
         .max(3)
         .max_in_flight(4)
@@ -77,7 +75,7 @@ async fn ready_waits_for_min_and_requests_spread_over_the_least_loaded() {
 async fn below_max_a_busy_connection_makes_a_new_one_open_and_the_first_free_slot_wins() {
     let (f, m) = fake();
     let mux = Multiplexer::builder(m)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .min(1)
         .max(2)
         .build()
@@ -111,7 +109,7 @@ async fn below_max_a_busy_connection_makes_a_new_one_open_and_the_first_free_slo
 async fn at_max_requests_pipeline_to_max_in_flight_then_queue_in_order() {
     let (_f, m) = fake();
     let mux = Multiplexer::builder(m)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .min(2)
         .max(2)
         .max_in_flight(3)
@@ -154,7 +152,7 @@ async fn scales_up_under_load_and_back_to_min_after_scale_down_after() {
     let (f, m) = fake();
     f.create.set(Step::Slow(ms(5)));
     let mux = Multiplexer::builder(m)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .min(2)
         .max(8)
         .max_in_flight(10)
@@ -204,7 +202,7 @@ async fn scales_up_under_load_and_back_to_min_after_scale_down_after() {
 async fn a_broken_connection_takes_no_new_requests_closes_after_its_last_and_is_replaced() {
     let (f, m) = fake();
     let mux = Multiplexer::builder(m)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .min(2)
         .max(2)
         .max_in_flight(4)
@@ -235,7 +233,7 @@ async fn a_failing_server_times_requests_out_with_the_cause_and_recovers() {
     let (f, m) = fake();
     f.create.set(Step::Err);
     let mux = Multiplexer::builder(m)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .min(1)
         .max(2)
         .acquire_timeout(ms(300))
@@ -266,7 +264,7 @@ async fn a_permanent_error_fails_queued_requests_at_once() {
     f.create.set(Step::Err);
     f.permanent.store(true, Ordering::SeqCst);
     let mux = Multiplexer::builder(m)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .min(0)
         .max(2)
         .build()
@@ -282,7 +280,7 @@ async fn a_permanent_error_fails_queued_requests_at_once() {
 async fn dropped_requests_leave_the_queue_and_slots_handed_to_them_come_back() {
     let (_f, m) = fake();
     let mux = Multiplexer::builder(m)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .min(1)
         .max(1)
         .max_in_flight(1)
@@ -313,7 +311,7 @@ async fn dropped_requests_leave_the_queue_and_slots_handed_to_them_come_back() {
 async fn a_full_queue_refuses_and_close_fails_the_queued_and_waits_for_the_running() {
     let (f, m) = fake();
     let mux = Multiplexer::builder(m)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .min(1)
         .max(1)
         .max_in_flight(1)
@@ -351,7 +349,7 @@ async fn least_loaded_packs_onto_the_oldest_so_the_newest_fall_idle_and_round_ro
     for spread in [Spread::LeastLoaded, Spread::RoundRobin] {
         let (_f, m) = fake();
         let mux = Multiplexer::builder(m)
-            .pipeline_horizon(Duration::MAX)
+            .pipeline_horizon(None)
             .min(3)
             .max(3)
             .spread(spread)
@@ -379,7 +377,7 @@ async fn never_above_max_under_a_random_load_with_cancellations() {
     let (f, m) = fake();
     f.create.set(Step::Slow(ms(3)));
     let mux = Multiplexer::builder(m)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .min(1)
         .max(5)
         .max_in_flight(3)
@@ -430,7 +428,7 @@ async fn several_connections_open_at_once_when_several_are_needed() {
     let (f, m) = fake();
     f.create.set(Step::Slow(ms(100)));
     let mux = Multiplexer::builder(m)
-        .pipeline_horizon(Duration::MAX)
+        .pipeline_horizon(None)
         .min(0)
         .max(8)
         .max_in_flight(1)
@@ -466,7 +464,7 @@ async fn short_requests_pipeline_and_long_ones_wait_for_a_free_slot() {
         .min(1)
         .max(1)
         .max_in_flight(10)
-        .pipeline_horizon(ms(100))
+        .pipeline_horizon(Some(ms(100)))
         .acquire_timeout(ms(50))
         .build()
         .unwrap();

@@ -12,6 +12,8 @@ use super::{Multiplexed, Multiplexer};
 
 /// How a request chooses among the connections that have room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Spread {
     /// The connection with the fewest requests in flight; ties go to the
@@ -27,7 +29,11 @@ pub enum Spread {
 }
 
 /// A multiplexer's settings. The builder's setters name each default.
+/// With the `serde` feature it reads from a file like [`PoolConfig`] does
+/// (durations as `"100ms"`, `"30s"`, or milliseconds).
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct MuxConfig {
     /// Connections kept open even without requests. Default 1.
@@ -38,13 +44,16 @@ pub struct MuxConfig {
     pub max_in_flight: usize,
     /// A connection unused this long closes while more than `min` are
     /// open. Default 30 s.
+    #[cfg_attr(feature = "serde", serde(with = "crate::config::duration"))]
     pub scale_down_after: Duration,
     /// How often surplus and broken connections are looked for, and
     /// `min` restored. Default 1 s.
+    #[cfg_attr(feature = "serde", serde(with = "crate::config::duration"))]
     pub maintenance_interval: Duration,
     /// Most requests queued at once; `None` (the default) for no bound.
     pub max_queued: Option<usize>,
     /// Longest a request waits for a slot. Default 30 s.
+    #[cfg_attr(feature = "serde", serde(with = "crate::config::duration"))]
     pub acquire_timeout: Duration,
     /// How a request chooses its connection. Default
     /// [`Spread::LeastLoaded`].
@@ -55,9 +64,11 @@ pub struct MuxConfig {
     /// past the horizon a request waits in the queue instead and takes the
     /// first slot that frees, so that it is not stuck behind slow ones
     /// while another connection frees sooner. Until one request has been
-    /// timed, none queues behind another. `Duration::MAX` pipelines up to
-    /// `max_in_flight` whatever the statements take. Default 100 ms.
-    pub pipeline_horizon: Duration,
+    /// timed, none queues behind another. `None` (`"off"` in a file)
+    /// pipelines up to `max_in_flight` whatever the statements take.
+    /// Default 100 ms.
+    #[cfg_attr(feature = "serde", serde(with = "crate::config::opt_duration"))]
+    pub pipeline_horizon: Option<Duration>,
     /// How connections are opened and closed: `create_timeout`,
     /// `backoff`, `create_concurrency` (how many open at once),
     /// `destroy_timeout`, `validate_on_borrow`, `event_capacity`. Its
@@ -76,7 +87,7 @@ impl Default for MuxConfig {
             max_queued: None,
             acquire_timeout: Duration::from_secs(30),
             spread: Spread::default(),
-            pipeline_horizon: Duration::from_millis(100),
+            pipeline_horizon: Some(Duration::from_millis(100)),
             pool: PoolConfig::default(),
         }
     }
@@ -132,7 +143,9 @@ impl MuxConfig {
             max_queued: self.max_queued,
             open_concurrency: self.pool.create_concurrency,
             spread: self.spread,
-            horizon_ns: u64::try_from(self.pipeline_horizon.as_nanos()).unwrap_or(u64::MAX),
+            horizon_ns: self.pipeline_horizon.map_or(u64::MAX, |d| {
+                u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+            }),
         }
     }
 }
@@ -235,9 +248,9 @@ impl<M: Multiplexed> MuxBuilder<M> {
         self
     }
 
-    /// Most work a request may queue behind on a connection;
-    /// `Duration::MAX` for no bound. Default 100 ms.
-    pub fn pipeline_horizon(mut self, d: Duration) -> Self {
+    /// Most work a request may queue behind on a connection; `None` for
+    /// no bound. Default 100 ms.
+    pub fn pipeline_horizon(mut self, d: Option<Duration>) -> Self {
         self.config.pipeline_horizon = d;
         self
     }
@@ -254,5 +267,29 @@ impl<M: Multiplexed> MuxBuilder<M> {
         }
         let pool = Pool::new(self.manager, self.config.pool_config())?;
         Ok(Multiplexer::start(pool, self.config))
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_reads_from_a_file_and_refuses_unknown_fields() {
+        let cfg: MuxConfig = serde_json::from_str(
+            r#"{"min": 2, "max": 16, "scale_down_after": "10s", "pipeline_horizon": "off",
+                "spread": "round_robin", "pool": {"create_concurrency": 8}}"#,
+        )
+        .unwrap();
+        assert_eq!((cfg.min, cfg.max, cfg.max_in_flight), (2, 16, 100));
+        assert_eq!(cfg.scale_down_after, Duration::from_secs(10));
+        assert_eq!(cfg.pipeline_horizon, None);
+        assert_eq!(cfg.spread, Spread::RoundRobin);
+        assert_eq!(cfg.pool.create_concurrency, 8);
+        let back: MuxConfig = serde_json::from_value(serde_json::to_value(&cfg).unwrap()).unwrap();
+        assert_eq!(back.pipeline_horizon, None);
+        assert_eq!(back.scale_down_after, cfg.scale_down_after);
+        let err = serde_json::from_str::<MuxConfig>(r#"{"max_query_count": 100}"#).unwrap_err();
+        assert!(err.to_string().contains("max_query_count"), "{err}");
     }
 }

@@ -189,6 +189,7 @@ impl<M: Multiplexed> State<M> {
             horizon = horizon.min(self.open_ns);
         }
         let behind = match horizon.checked_div(self.service_ns) {
+            // `pipeline_horizon: None`.
             _ if horizon == u64::MAX => usize::MAX,
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
             None => 0,

@@ -5,7 +5,9 @@
 
 mod common;
 
-use aquifer_postgres::{PgDatabase, PgManager, PgPool, Preset};
+use aquifer_postgres::{
+    PgDatabase, PgManager, PgMultiplexer, PgMuxExt, PgMuxManager, PgPool, Preset,
+};
 use aquifer_testkit::{CapturedLogs, PG_PASSWORD};
 use common::*;
 
@@ -41,7 +43,28 @@ fn the_password_never_reaches_logs_or_events() {
             let pool = quick(&url);
             let mut events = pool.events();
             let _ = pool.get().await;
-            let mut seen = vec![chain(&err), format!("{err:?}"), format!("{db:?}")];
+            // The multiplexer: its handle, its manager, a failed request.
+            let mux = PgMultiplexer::builder(PgMuxManager::new(&url).unwrap())
+                .min(0)
+                .acquire_timeout(ms(1000))
+                .build()
+                .unwrap();
+            let mux_err = mux.simple_query("SELECT 1").await.unwrap_err();
+            let mut seen = vec![
+                chain(&err),
+                format!("{err:?}"),
+                format!("{db:?}"),
+                chain(&mux_err),
+                format!("{mux_err:?}"),
+                format!("{mux:?}"),
+                format!("{:?}", mux.manager()),
+                format!("{:?}", mux.config()),
+            ];
+            assert!(
+                seen[3].contains("password authentication failed"),
+                "{}",
+                seen[3]
+            );
             while let Ok(Some(e)) = tokio::time::timeout(ms(50), events.recv()).await {
                 seen.push(format!("{e:?}"));
             }

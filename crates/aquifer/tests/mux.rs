@@ -209,6 +209,7 @@ async fn a_broken_connection_takes_no_new_requests_closes_after_its_last_and_is_
         .build()
         .unwrap();
     mux.ready().await.unwrap();
+    let mut events = mux.events();
     let held = leases(&mux, 2).await;
     let (a, b) = (held[0].id(), held[1].id());
     assert_ne!(a, b);
@@ -225,6 +226,17 @@ async fn a_broken_connection_takes_no_new_requests_closes_after_its_last_and_is_
     assert_eq!((s.connections, s.draining), (2, 0), "{s:?}");
     assert_eq!(mux.metrics().closes.broken, 1);
     assert_eq!(f.made.load(Ordering::SeqCst), 3);
+    // The events say which closed, why, and what replaced it.
+    let (mut closed, mut opened) = (None, 0);
+    while let Ok(Some(e)) = tokio::time::timeout(ms(1), events.recv()).await {
+        match e {
+            aquifer::PoolEvent::Destroyed { id, reason } => closed = Some((id, reason)),
+            aquifer::PoolEvent::Created { .. } => opened += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(closed, Some((a, aquifer::Reason::Broken)));
+    assert_eq!(opened, 1);
     drop(more);
 }
 

@@ -198,9 +198,9 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             return Placed::Nudged;
         }
         self.fair_at = next_fair(now);
-        // Idle objects while callers wait: a nudge went unanswered (its
-        // caller was handed another object after it had looked, say).
-        // Nudge again, so that no object stays idle for long.
+        // Idle objects while callers wait: some nudge went unanswered.
+        // The known ways pass their nudge on; this catches any other, at
+        // the cost of a wakeup, so that no object stays idle for long.
         let stranded = self.idle.len_relaxed() > 0;
         match self.waiters.hand(Ok((entry, now))) {
             // The caller records how long it waited, outside this lock.
@@ -229,8 +229,12 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         slot: &Arc<Slot<Handoff<T, E>>>,
         now: Tick,
         home: usize,
+        wake: &mut WakeList,
     ) -> Option<Handoff<T, E>> {
         if let Some(v) = slot.take_ready() {
+            // Handed an object after taking its nudge: the idle one it was
+            // nudged about is another caller's to take.
+            wake.extend(self.waiters.nudge_next());
             return Some(v);
         }
         let entry = self.idle.pop_where(home, |_| true)?;

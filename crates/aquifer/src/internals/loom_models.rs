@@ -98,7 +98,9 @@ impl Future for Wait {
                 // Nudged: take an idle object if one is left, else
                 // poll again (which waits).
                 Poll::Ready(None) => {
-                    let retried = self.pool.lock().retry(slot, Tick::default(), 0);
+                    let mut wake = crate::waiters::WakeList::default();
+                    let retried = self.pool.lock().retry(slot, Tick::default(), 0, &mut wake);
+                    wake.wake_all();
                     match retried {
                         Some(v) => v,
                         None => continue,

@@ -267,28 +267,28 @@ impl<M: Multiplexed> Inner<M> {
             Asked::Queued(id, rx) => (id, rx),
         };
         self.finish(after);
+        let mut rx = rx;
         let mut queued = Queued {
             mux: self,
             id,
             armed: true,
         };
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(got)) => {
-                queued.armed = false;
-                got
-            }
+        let got = tokio::time::timeout(timeout, &mut rx).await;
+        queued.armed = false;
+        match got {
+            Ok(Ok(got)) => got,
             // The sender went without a word: the multiplexer is gone.
-            Ok(Err(_)) => {
-                queued.armed = false;
-                Err(MuxError::Closed)
-            }
+            Ok(Err(_)) => Err(MuxError::Closed),
             Err(_) => {
-                queued.armed = false;
                 let last = {
                     let mut st = self.state.lock();
                     st.leave(id, true);
                     st.last_error.clone()
                 };
+                // A slot handed over just as the time ran out: take it.
+                if let Ok(got) = rx.try_recv() {
+                    return got;
+                }
                 // An open still under way knows its newest failure.
                 let last_open_error = self.pool.last_create_error().or(last);
                 Err(MuxError::Timeout {
@@ -369,11 +369,8 @@ impl<M: Multiplexed> Inner<M> {
     /// Does what a locked step decided: hands slots to waiters, closes
     /// connections, starts opens, publishes the counts.
     fn finish(self: &Arc<Self>, after: After<M>) {
-        let now = Instant::now();
-        for (tx, got) in after.handoffs {
-            let got = got.map(|taken| Lease::new(taken, self, now));
-            // A waiter that left: its lease comes straight back.
-            drop(tx.send(got));
+        if !after.handoffs.is_empty() {
+            self.hand_over(after.handoffs);
         }
         for (conn, why) in after.closes {
             self.close_conn(conn, why);
@@ -382,6 +379,16 @@ impl<M: Multiplexed> Inner<M> {
         if let Some(c) = after.counts {
             self.counts
                 .send_if_modified(|old| std::mem::replace(old, c) != c);
+        }
+    }
+
+    /// Sends slots (or errors) to queued requests.
+    fn hand_over(self: &Arc<Self>, handoffs: Handoffs<M>) {
+        let now = Instant::now();
+        for (tx, got) in handoffs {
+            let got = got.map(|taken| Lease::new(taken, self, now));
+            // A waiter that left: its lease comes straight back.
+            drop(tx.send(got));
         }
     }
 

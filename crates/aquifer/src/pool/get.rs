@@ -433,7 +433,12 @@ impl<M: Manager> Shared<M> {
                 Some(None) => {
                     let slot = guard.slot.as_ref().expect("held until the wait ends");
                     let now = self.clock.now();
-                    let got = self.state.lock().retry(slot, now, thread::home());
+                    let mut wake = WakeList::default();
+                    let got = self
+                        .state
+                        .lock()
+                        .retry(slot, now, thread::home(), &mut wake);
+                    wake.wake_all();
                     if got.is_some() {
                         break got;
                     }

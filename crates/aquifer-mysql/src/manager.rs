@@ -587,6 +587,12 @@ impl Manager for MySqlManager {
         "mysql"
     }
 
+    fn server(&self) -> Option<String> {
+        // `user@host:port/db` without the user.
+        let at = self.target.rfind('@').map_or(0, |i| i + 1);
+        Some(self.target[at..].to_owned())
+    }
+
     async fn destroy(&self, pooled: &mut MySqlConnection) -> Result<(), MySqlError> {
         match pooled.conn.take() {
             Some(conn) if !conn.is_disconnected() => {

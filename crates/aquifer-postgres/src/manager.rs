@@ -473,6 +473,10 @@ impl Manager for PgManager {
         "postgres"
     }
 
+    fn server(&self) -> Option<String> {
+        Some(config::target(&self.config))
+    }
+
     fn is_broken(&self, conn: &PgConnection) -> bool {
         conn.client.is_closed()
     }

@@ -88,6 +88,10 @@ impl Manager for PgMuxManager {
     fn driver_name(&self) -> &'static str {
         "postgres"
     }
+
+    fn server(&self) -> Option<String> {
+        self.0.server()
+    }
 }
 
 impl Multiplexed for PgMuxManager {}

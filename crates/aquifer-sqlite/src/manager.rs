@@ -273,6 +273,10 @@ impl Manager for SqliteManager {
         "sqlite"
     }
 
+    fn server(&self) -> Option<String> {
+        Some(self.config.target.to_string())
+    }
+
     async fn destroy(&self, conn: &mut SqliteConnection) -> Result<(), SqliteError> {
         conn.close().await
     }

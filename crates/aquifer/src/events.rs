@@ -82,8 +82,12 @@ impl Operation {
     }
 }
 
-/// Something that happened in a pool.
+/// Something that happened in a pool. Serialized as an object with an
+/// `event` field (`"created"`, `"create_failed"`…) next to the variant's
+/// fields.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "event", rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum PoolEvent {
     /// An object was created.
@@ -91,6 +95,7 @@ pub enum PoolEvent {
         /// The object's id.
         id: u64,
         /// How long `create` took.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
         took: Duration,
     },
     /// A create attempt failed; the next one waits `retry_in`.
@@ -100,6 +105,7 @@ pub enum PoolEvent {
         /// Consecutive failures so far.
         failures: u32,
         /// Backoff before the next attempt.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
         retry_in: Duration,
     },
     /// An object was closed.
@@ -121,6 +127,7 @@ pub enum PoolEvent {
         /// The object's id.
         id: u64,
         /// How long the caller waited.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
         waited: Duration,
     },
     /// A caller returned an object.
@@ -128,6 +135,7 @@ pub enum PoolEvent {
         /// The object's id.
         id: u64,
         /// How long the caller held it.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
         held: Duration,
     },
     /// Callers have to queue because every object up to `max` is in use.
@@ -149,6 +157,7 @@ pub enum PoolEvent {
     /// A queued caller gave up at its acquire timeout.
     QueueTimeout {
         /// How long it waited.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
         waited: Duration,
     },
     /// Validation failed; the object is destroyed.
@@ -170,6 +179,7 @@ pub enum PoolEvent {
         /// The object's id.
         id: u64,
         /// How long it has been held.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
         held: Duration,
         /// Where it was checked out (`file:line:column`).
         location: String,

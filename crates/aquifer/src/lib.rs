@@ -13,6 +13,8 @@ mod metrics;
 mod mux;
 mod object;
 mod pool;
+#[cfg(feature = "serde")]
+mod report;
 mod selector;
 mod shards;
 mod status;
@@ -37,5 +39,5 @@ pub use mux::{
 pub use object::Metadata;
 pub use pool::{Builder, PendingInfo, Pool, Pooled, TransactionWatch};
 pub use selector::{RegexError, Selector};
-pub use status::Status;
+pub use status::{Health, Status};
 pub use warning::Warning;

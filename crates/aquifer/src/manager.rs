@@ -87,6 +87,13 @@ pub trait Manager: Send + Sync + 'static {
         "custom"
     }
 
+    /// Where this manager connects, for operators' views, never with
+    /// credentials: `host:port/database` for a server, the file's path for
+    /// an embedded database. Default `None`.
+    fn server(&self) -> Option<String> {
+        None
+    }
+
     /// Closes an object, within `destroy_timeout`. The pool drops the object
     /// afterwards; when this fails or times out the object is kept as
     /// *pending* (see [`Pool::pending`](crate::Pool::pending)).

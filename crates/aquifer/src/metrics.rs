@@ -87,6 +87,24 @@ impl Histogram {
         Duration::from_nanos(self.max)
     }
 
+    /// Samples at or below each of [`Summary::BOUNDS`]: a sample counts
+    /// under a bound when its whole bucket lies below it, so a count may
+    /// miss samples up to 12.5% below its bound.
+    fn cumulative(&self) -> [u64; Summary::BOUNDS.len()] {
+        let mut out = [0; Summary::BOUNDS.len()];
+        let mut seen = 0;
+        let mut i = 0;
+        for (b, bound) in Summary::BOUNDS.iter().enumerate() {
+            let limit = (bound * 1e9) as u64;
+            while i < BUCKETS && bucket_high(i) <= limit {
+                seen += self.buckets[i];
+                i += 1;
+            }
+            out[b] = seen;
+        }
+        out
+    }
+
     pub(crate) fn summary(&self) -> Summary {
         self.summary_with_zeros(0)
     }
@@ -109,6 +127,8 @@ impl Histogram {
             p50: self.quantile(0.50),
             p99: self.quantile(0.99),
             max: Duration::from_nanos(self.max),
+            total: Duration::from_nanos(u64::try_from(self.sum).unwrap_or(u64::MAX)),
+            buckets: self.cumulative(),
         }
     }
 }
@@ -120,13 +140,32 @@ pub struct Summary {
     /// Number of samples.
     pub count: u64,
     /// Arithmetic mean.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
     pub mean: Duration,
     /// Median.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
     pub p50: Duration,
     /// 99th percentile.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
     pub p99: Duration,
     /// Largest sample.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
     pub max: Duration,
+    /// Sum of all samples.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
+    pub total: Duration,
+    /// Cumulative counts at [`Summary::BOUNDS`], for a Prometheus
+    /// histogram: `buckets[i]` samples took at most `BOUNDS[i]` seconds.
+    pub buckets: [u64; Summary::BOUNDS.len()],
+}
+
+impl Summary {
+    /// The bucket bounds of [`buckets`](Summary::buckets), in seconds: from
+    /// 100 µs (a warm checkout) to 10 s (an outage).
+    pub const BOUNDS: [f64; 16] = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ];
 }
 
 /// The raw counters kept under the pool lock (and, for lock-free
@@ -278,6 +317,16 @@ mod tests {
             "{s:?}"
         );
         assert_eq!(s.mean, Duration::from_micros(50_500));
+        assert_eq!(s.total, Duration::from_millis(5050));
+        // One sample per ms from 1 to 100: BOUNDS[4] is 2.5 ms, [6] 10 ms,
+        // [7] 25 ms, [8] 50 ms, [9] 100 ms.
+        assert_eq!(s.buckets[..4], [0; 4]);
+        assert!((1..=2).contains(&s.buckets[4]), "{s:?}");
+        assert!((8..=10).contains(&s.buckets[6]), "{s:?}");
+        assert!((22..=25).contains(&s.buckets[7]), "{s:?}");
+        assert!((44..=50).contains(&s.buckets[8]), "{s:?}");
+        assert!((89..=100).contains(&s.buckets[9]), "{s:?}");
+        assert_eq!(s.buckets[10..], [100; 6]);
         assert_eq!(Histogram::default().summary(), Summary::default());
     }
 }

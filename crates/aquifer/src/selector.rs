@@ -77,8 +77,9 @@ impl Selector {
         matches!(self, Selector::Name(_))
     }
 
+    /// Whether a pool with this name and these tags is selected.
     #[inline]
-    pub(crate) fn matches(&self, name: &str, tags: &[String]) -> bool {
+    pub fn matches(&self, name: &str, tags: &[String]) -> bool {
         match self {
             Selector::Name(n) => n == name,
             Selector::Glob(g) => glob(g.as_bytes(), name.as_bytes()),

@@ -28,3 +28,17 @@ pub struct Status {
     /// Objects that could still be created: `max - size`, or 0 once closed.
     pub spare: usize,
 }
+
+/// One health check's result, from [`Pool::check`](crate::Pool::check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Health {
+    /// Whether a connection was handed out and answered.
+    pub healthy: bool,
+    /// How long the checkout and the round trip took.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
+    pub latency: std::time::Duration,
+    /// Why not, with every cause (see [`error_chain`](crate::error_chain)).
+    pub error: Option<String>,
+}

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 #[non_exhaustive]
 pub struct Warning {
     /// When it happened.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::time"))]
     pub at: SystemTime,
     /// The pool concerned, if one is.
     pub pool: Option<String>,

@@ -16,11 +16,13 @@ use super::{Cluster, Mode};
 /// A connection that failed to close, in a pool of the cluster or in one
 /// removed from it.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ClusterPending {
     /// The pool's name.
     pub pool: String,
     /// The object and its error.
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub info: PendingInfo,
 }
 
@@ -63,9 +65,13 @@ pub struct PoolInfo {
     /// The pool's name.
     pub name: String,
     /// When it was added.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::time"))]
     pub created_at: SystemTime,
     /// The manager's [`driver_name`](Manager::driver_name).
     pub driver: &'static str,
+    /// The manager's [`server`](Manager::server): where it connects, without
+    /// credentials.
+    pub server: Option<String>,
     /// Its tags.
     pub tags: Vec<String>,
     /// Its weight in [`Mode::Weighted`].
@@ -73,7 +79,13 @@ pub struct PoolInfo {
     /// Whether it is frozen.
     pub frozen: bool,
     /// How much longer it is banned, if it is.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::opt_secs"))]
     pub banned_for: Option<Duration>,
+    /// How many times it was banned.
+    pub bans: u64,
+    /// Until when it is banned, if it is.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::opt_time"))]
+    pub banned_until: Option<SystemTime>,
     /// Connection counts.
     pub status: Status,
     /// Counters and latencies.
@@ -133,10 +145,13 @@ impl<M: Manager> Cluster<M> {
             name: m.name.to_string(),
             created_at: m.added_at,
             driver: m.pool.manager().driver_name(),
+            server: m.pool.manager().server(),
             tags: m.tags.clone(),
             weight: m.weight,
             frozen: m.frozen.load(Ordering::Acquire),
             banned_for,
+            bans: m.bans.load(Ordering::Relaxed),
+            banned_until: banned_for.map(|d| SystemTime::now() + d),
             status: m.pool.status(),
             metrics: m.pool.metrics(),
         })

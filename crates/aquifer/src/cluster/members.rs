@@ -66,6 +66,8 @@ pub(super) struct Member<M: Manager> {
     /// lock while no ban exists.
     pub(super) banned: AtomicBool,
     pub(super) banned_until: Mutex<Option<Instant>>,
+    /// Bans so far.
+    pub(super) bans: AtomicU64,
     pub(super) watcher: Mutex<Option<Watcher>>,
 }
 
@@ -94,7 +96,13 @@ impl<M: Manager> Member<M> {
 
     pub(super) fn ban(&self, for_: Duration) {
         *self.banned_until.lock() = Some(crate::clock::later(for_));
+        self.bans.fetch_add(1, Ordering::Relaxed);
         self.banned.store(true, Ordering::Release);
+    }
+
+    pub(super) fn unban(&self) {
+        *self.banned_until.lock() = None;
+        self.banned.store(false, Ordering::Release);
     }
 
     pub(super) fn active(&self) -> bool {

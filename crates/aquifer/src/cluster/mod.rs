@@ -195,6 +195,7 @@ impl<M: Manager> Cluster<M> {
             frozen: AtomicBool::new(false),
             banned: AtomicBool::new(false),
             banned_until: Mutex::new(None),
+            bans: AtomicU64::new(0),
             watcher: Mutex::new(watcher),
         });
         Ok(())
@@ -305,6 +306,42 @@ impl<M: Manager> Cluster<M> {
             .read()
             .iter()
             .any(|m| &*m.name == name && self.banned(m))
+    }
+
+    /// Bans the matching pools for `for_` (the cluster's `ban_time` when
+    /// `None`), as a failed get would: gets go elsewhere until it runs out
+    /// or [`unban`](Cluster::unban). Returns how many pools matched.
+    ///
+    /// # Errors
+    /// As [`freeze`](Cluster::freeze).
+    pub fn ban(
+        &self,
+        sel: impl Into<Selector>,
+        for_: Option<Duration>,
+    ) -> Result<usize, ClusterError<M::Error>> {
+        let sel = sel.into();
+        let found = self.matching(&sel)?;
+        let for_ = for_.unwrap_or(self.inner.ban_time);
+        for m in &found {
+            m.ban(for_);
+            self.inner
+                .warn(Some(&m.name), format!("banned for {for_:?} by an operator"));
+        }
+        self.inner.members.flags_changed();
+        Ok(found.len())
+    }
+
+    /// Lifts the ban on the matching pools. Returns how many matched.
+    ///
+    /// # Errors
+    /// As [`freeze`](Cluster::freeze).
+    pub fn unban(&self, sel: impl Into<Selector>) -> Result<usize, ClusterError<M::Error>> {
+        let found = self.matching(&sel.into())?;
+        for m in &found {
+            m.unban();
+        }
+        self.inner.members.flags_changed();
+        Ok(found.len())
     }
 
     /// Removes the matching pools gracefully: they take no new gets at once,

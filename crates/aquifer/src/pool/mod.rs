@@ -68,13 +68,19 @@ pub struct Pool<M: Manager> {
 /// An object whose `destroy` failed or timed out, as
 /// [`Pool::pending`] reports it.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct PendingInfo {
     /// The object's id.
     pub id: u64,
     /// The last destroy error's message.
     pub error: String,
-    /// When it first failed to close.
+    /// When it first failed to close (serialized as `pending_for`, the
+    /// seconds since then).
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "pending_for", serialize_with = "crate::report::age")
+    )]
     pub since: std::time::Instant,
     /// Destroy attempts so far.
     pub attempts: u32,
@@ -370,6 +376,38 @@ impl<M: Manager> Pool<M> {
     #[inline]
     pub(crate) fn busy(&self) -> usize {
         self.shared.idle.busy()
+    }
+
+    /// A health check: one checkout and one round trip on it
+    /// ([`Manager::validate`]), within `timeout` in all. A connection that
+    /// fails the round trip is closed, as a failed validation is.
+    pub async fn check(&self, timeout: Duration) -> crate::status::Health {
+        let start = Instant::now();
+        let probe = async {
+            let mut obj = self
+                .get_timeout(timeout)
+                .await
+                .map_err(|e| crate::error::error_chain(&e))?;
+            match self.shared.manager.validate(&mut obj).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    obj.destroy_for(Reason::ValidationFailed);
+                    Err(crate::error::error_chain(&e))
+                }
+            }
+        };
+        let error = match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(format!(
+                "no answer within {timeout:?}: the server is slow or unreachable"
+            )),
+        };
+        crate::status::Health {
+            healthy: error.is_none(),
+            latency: start.elapsed(),
+            error,
+        }
     }
 
     /// Counters and latency summaries since the pool was built.

@@ -14,7 +14,7 @@ mod mux;
 mod object;
 mod pool;
 #[cfg(feature = "serde")]
-mod report;
+pub mod report;
 mod selector;
 mod shards;
 mod status;

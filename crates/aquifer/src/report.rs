@@ -2,16 +2,22 @@
 //! as Prometheus' `_seconds`), every wall-clock time as an RFC 3339 UTC
 //! string with milliseconds. Configuration keeps its own, readable format
 //! (`"500ms"`), which reads back in.
+//!
+//! The helpers are public so that crates reporting on aquifer's types
+//! (`aquifer-admin`) use the same format: `#[serde(serialize_with =
+//! "aquifer::report::secs")]`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serializer;
 
-pub(crate) fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// A duration as seconds.
+pub fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
-pub(crate) fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+/// An optional duration as seconds or null.
+pub fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => secs(d, s),
         None => s.serialize_none(),
@@ -19,15 +25,17 @@ pub(crate) fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::O
 }
 
 /// An `Instant` in the past, as the seconds since then.
-pub(crate) fn age<S: Serializer>(t: &std::time::Instant, s: S) -> Result<S::Ok, S::Error> {
+pub fn age<S: Serializer>(t: &std::time::Instant, s: S) -> Result<S::Ok, S::Error> {
     secs(&t.elapsed(), s)
 }
 
-pub(crate) fn time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+/// A time as RFC 3339.
+pub fn time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339(*t))
 }
 
-pub(crate) fn opt_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+/// An optional time as RFC 3339 or null.
+pub fn opt_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => time(t, s),
         None => s.serialize_none(),
@@ -35,7 +43,7 @@ pub(crate) fn opt_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S:
 }
 
 /// `2026-12-03T08:55:21.123Z`; times before 1970 read as 1970.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
+pub fn rfc3339(t: SystemTime) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);

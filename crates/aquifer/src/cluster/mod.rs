@@ -277,6 +277,17 @@ impl<M: Manager> Cluster<M> {
             .collect()
     }
 
+    /// The pool with this exact name, whatever its state (frozen, banned);
+    /// `None` when no pool has that name.
+    pub fn pool_named(&self, name: &str) -> Option<Pool<M>> {
+        self.inner
+            .members
+            .read()
+            .iter()
+            .find(|m| &*m.name == name)
+            .map(|m| m.pool.clone())
+    }
+
     /// The frozen pools' names.
     pub fn frozen(&self) -> Vec<String> {
         self.list(true)

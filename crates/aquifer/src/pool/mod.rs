@@ -383,25 +383,26 @@ impl<M: Manager> Pool<M> {
     /// fails the round trip is closed, as a failed validation is.
     pub async fn check(&self, timeout: Duration) -> crate::status::Health {
         let start = Instant::now();
-        let probe = async {
-            let mut obj = self
-                .get_timeout(timeout)
-                .await
-                .map_err(|e| crate::error::error_chain(&e))?;
-            match self.shared.manager.validate(&mut obj).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    obj.destroy_for(Reason::ValidationFailed);
-                    Err(crate::error::error_chain(&e))
+        // The checkout's own timeout carries the last create error.
+        let error = match self.get_timeout(timeout).await {
+            Err(e) => Some(crate::error::error_chain(&e)),
+            Ok(mut obj) => {
+                let left = timeout.saturating_sub(start.elapsed());
+                let answer = tokio::time::timeout(left, self.shared.manager.validate(&mut obj));
+                match answer.await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => {
+                        obj.destroy_for(Reason::ValidationFailed);
+                        Some(crate::error::error_chain(&e))
+                    }
+                    Err(_) => {
+                        obj.destroy_for(Reason::ValidationFailed);
+                        Some(format!(
+                            "no answer within {timeout:?}: the server is slow or unreachable"
+                        ))
+                    }
                 }
             }
-        };
-        let error = match tokio::time::timeout(timeout, probe).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e),
-            Err(_) => Some(format!(
-                "no answer within {timeout:?}: the server is slow or unreachable"
-            )),
         };
         crate::status::Health {
             healthy: error.is_none(),

@@ -1,0 +1,281 @@
+// The aquifer dashboard: a live table, two charts, warnings and events,
+// fed by the server-sent event stream; buttons call the JSON API with the
+// bearer token the operator typed (kept in this tab's sessionStorage only).
+"use strict";
+
+const base = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
+const url = (path) => base + path;
+const $ = (sel) => document.querySelector(sel);
+const HISTORY = 300; // samples kept for the charts: five minutes at one a second
+
+const rows = new Map(); // "cluster/pool" -> row elements
+const history = { active: [], waiting: [], wait: [] };
+let previous = null; // the last snapshot's wait totals, for per-second means
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined) e.textContent = text;
+  if (cls) e.className = cls;
+  return e;
+}
+
+function ms(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  const v = seconds * 1000;
+  return v < 10 ? v.toFixed(2) + " ms" : v < 1000 ? v.toFixed(0) + " ms" : (v / 1000).toFixed(1) + " s";
+}
+
+function clock(iso) {
+  const t = new Date(iso);
+  return isNaN(t) ? iso : t.toLocaleTimeString();
+}
+
+function notice(text) {
+  $("#notice").textContent = text || "";
+}
+
+// --- the token -----------------------------------------------------------
+
+$("#token").value = sessionStorage.getItem("aquifer-token") || "";
+$("#auth").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem("aquifer-token", $("#token").value.trim());
+  notice("token set for this tab");
+});
+
+async function act(method, path, what) {
+  const token = sessionStorage.getItem("aquifer-token") || $("#token").value.trim();
+  const res = await fetch(url(path), {
+    method,
+    headers: token ? { Authorization: "Bearer " + token } : {},
+  }).catch((e) => ({ ok: false, status: 0, json: async () => ({ error: { message: String(e) } }) }));
+  if (res.ok) {
+    notice(what + ": done");
+    refresh();
+    return;
+  }
+  const body = await res.json().catch(() => ({}));
+  const msg = (body.error && body.error.message) || "HTTP " + res.status;
+  notice(what + " failed: " + msg);
+}
+
+// --- the table -----------------------------------------------------------
+
+function buttons(cell, p) {
+  const target = "api/pools/" + encodeURIComponent(p.name) + "/";
+  const q = "?cluster=" + encodeURIComponent(p.cluster);
+  const who = p.cluster + "/" + p.name;
+  const add = (label, action, run, cls) => {
+    const b = el("button", label, cls);
+    b.dataset.action = action;
+    b.type = "button";
+    b.addEventListener("click", run);
+    cell.append(b);
+  };
+  cell.replaceChildren();
+  if (p.state === "closed") return;
+  if (p.frozen) add("unfreeze", "unfreeze", () => act("POST", target + "unfreeze" + q, "unfreeze " + who));
+  else add("freeze", "freeze", () => act("POST", target + "freeze" + q, "freeze " + who));
+  add("clear", "clear", () => act("POST", target + "clear" + q, "clear " + who));
+  add("remove", "remove", () => {
+    if (confirm("Remove pool " + who + "? Connections out are waited for, then it closes.")) {
+      act("DELETE", "api/pools/" + encodeURIComponent(p.name) + q, "remove " + who);
+    }
+  }, "danger");
+}
+
+function row(p) {
+  const key = p.cluster + "/" + p.name;
+  let r = rows.get(key);
+  if (!r) {
+    const tr = el("tr");
+    tr.dataset.pool = key;
+    const cells = {};
+    for (const name of ["cluster", "pool", "state", "size", "idle", "active", "waiting", "pending", "p99", "errors", "server", "actions"]) {
+      cells[name] = el("td", undefined, name);
+      tr.append(cells[name]);
+    }
+    r = { tr, cells, shown: "" };
+    rows.set(key, r);
+    $("#pools tbody").append(tr);
+  }
+  const s = p.status, m = p.metrics, c = r.cells;
+  c.cluster.textContent = p.cluster;
+  c.pool.textContent = p.name;
+  c.state.textContent = p.state + (p.banned_for ? " " + Math.ceil(p.banned_for) + "s" : "");
+  c.state.className = "state " + p.state;
+  c.size.textContent = s.size + "/" + s.max;
+  c.idle.textContent = s.idle;
+  c.active.textContent = s.borrowed;
+  c.waiting.textContent = s.waiting;
+  c.pending.textContent = s.pending;
+  c.p99.textContent = ms(m.wait_time.p99);
+  c.errors.textContent = m.create_failures + m.timeouts + m.validation_failures + m.destroy_failures;
+  c.server.textContent = p.server || "";
+  // Rebuild the buttons only when they change, so a click is never lost
+  // to a redraw.
+  const shown = p.state + "/" + p.frozen;
+  if (r.shown !== shown) {
+    buttons(c.actions, p);
+    r.shown = shown;
+  }
+  return key;
+}
+
+function table(pools) {
+  const seen = new Set(pools.map(row));
+  for (const [key, r] of rows) {
+    if (!seen.has(key)) {
+      r.tr.remove();
+      rows.delete(key);
+    }
+  }
+}
+
+// --- the charts ----------------------------------------------------------
+
+function push(series, v) {
+  series.push(v);
+  if (series.length > HISTORY) series.shift();
+}
+
+function chart(canvas, lines) {
+  const ratio = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth || canvas.width, h = canvas.clientHeight || canvas.height;
+  canvas.width = w * ratio;
+  canvas.height = h * ratio;
+  const g = canvas.getContext("2d");
+  g.scale(ratio, ratio);
+  g.clearRect(0, 0, w, h);
+  const top = Math.max(1, ...lines.flatMap((l) => l.points));
+  const pad = { l: 34, r: 6, t: 6, b: 16 };
+  const x = (i) => pad.l + ((w - pad.l - pad.r) * i) / (HISTORY - 1);
+  const y = (v) => h - pad.b - ((h - pad.t - pad.b) * v) / top;
+  g.strokeStyle = "#d8dee6";
+  g.fillStyle = "#6b7785";
+  g.font = "11px system-ui, sans-serif";
+  for (const v of [0, top / 2, top]) {
+    g.beginPath();
+    g.moveTo(pad.l, y(v));
+    g.lineTo(w - pad.r, y(v));
+    g.stroke();
+    g.fillText(v >= 10 ? v.toFixed(0) : v.toFixed(1), 2, y(v) + 4);
+  }
+  g.fillText("5 min", pad.l, h - 3);
+  let legend = pad.l + 40;
+  for (const l of lines) {
+    const off = HISTORY - l.points.length;
+    g.strokeStyle = l.color;
+    g.lineWidth = 1.5;
+    g.beginPath();
+    l.points.forEach((v, i) => (i ? g.lineTo(x(off + i), y(v)) : g.moveTo(x(off + i), y(v))));
+    g.stroke();
+    g.fillStyle = l.color;
+    g.fillText(l.label, legend, h - 3);
+    legend += g.measureText(l.label).width + 14;
+  }
+  canvas.dataset.samples = String(lines[0].points.length);
+  canvas.dataset.last = JSON.stringify(lines.map((l) => l.points[l.points.length - 1] ?? null));
+}
+
+function charts(pools) {
+  let active = 0, waiting = 0, count = 0, total = 0;
+  for (const p of pools) {
+    active += p.status.borrowed;
+    waiting += p.status.waiting;
+    count += p.metrics.wait_time.count;
+    total += p.metrics.wait_time.total;
+  }
+  push(history.active, active);
+  push(history.waiting, waiting);
+  const mean = previous && count > previous.count ? ((total - previous.total) / (count - previous.count)) * 1000 : 0;
+  push(history.wait, Math.max(0, mean));
+  previous = { count, total };
+  chart($("#chart-conns"), [
+    { label: "active", color: "#2b6cb0", points: history.active },
+    { label: "waiting", color: "#c53030", points: history.waiting },
+  ]);
+  chart($("#chart-wait"), [{ label: "mean wait", color: "#b7791f", points: history.wait }]);
+}
+
+// --- lists ---------------------------------------------------------------
+
+function line(list, at, text, max) {
+  const li = el("li");
+  li.append(el("time", clock(at)), document.createTextNode(text));
+  list.prepend(li);
+  while (list.children.length > max) list.lastChild.remove();
+}
+
+function warning(w, cluster) {
+  line($("#warnings"), w.at, cluster + (w.pool ? "/" + w.pool : "") + ": " + w.message, 200);
+}
+
+function describe(ev) {
+  const { event, ...rest } = ev;
+  const parts = Object.entries(rest).map(([k, v]) => k + "=" + (typeof v === "number" && k !== "id" && k !== "failures" ? ms(v) : v));
+  return event.replace(/_/g, " ") + (parts.length ? " (" + parts.join(", ") + ")" : "");
+}
+
+// --- data ----------------------------------------------------------------
+
+async function refresh() {
+  try {
+    const res = await fetch(url("api/pools"));
+    if (res.ok) table(await res.json());
+  } catch (_) {
+    // the event stream reports the outage
+  }
+}
+
+async function start() {
+  try {
+    const clusters = await (await fetch(url("api/clusters"))).json();
+    const box = $("#clusters");
+    box.replaceChildren();
+    for (const c of clusters) {
+      const d = el("div", undefined, "cluster");
+      d.append(el("b", c.name), document.createTextNode(c.kind === "cluster" ? "cluster, mode " + c.mode : "single pool"));
+      box.append(d);
+    }
+    const warnings = await (await fetch(url("api/warnings"))).json();
+    $("#warnings").replaceChildren();
+    for (const w of warnings) warning(w, w.cluster);
+  } catch (_) {
+    // retried on the next (re)connect
+  }
+}
+
+function connect() {
+  const live = $("#live");
+  const events = new EventSource(url("api/events"));
+  events.addEventListener("open", () => {
+    live.textContent = "live";
+    live.className = "badge on";
+    start();
+  });
+  events.addEventListener("error", () => {
+    live.textContent = "reconnecting…";
+    live.className = "badge off";
+  });
+  events.addEventListener("snapshot", (e) => {
+    const s = JSON.parse(e.data);
+    table(s.pools);
+    charts(s.pools);
+  });
+  events.addEventListener("warning", (e) => {
+    const w = JSON.parse(e.data);
+    warning(w.warning, w.cluster);
+  });
+  events.addEventListener("pool", (e) => {
+    const p = JSON.parse(e.data);
+    line($("#events"), p.at, p.cluster + "/" + p.pool + ": " + describe(p.event), 100);
+  });
+  events.addEventListener("action", (e) => {
+    const a = JSON.parse(e.data);
+    line($("#events"), new Date().toISOString(), "operator: " + a.action + " " + (a.pools || []).join(", "), 100);
+    refresh();
+  });
+}
+
+connect();

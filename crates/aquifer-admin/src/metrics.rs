@@ -1,0 +1,288 @@
+//! `GET /metrics`: Prometheus' text exposition (OpenMetrics), written by
+//! `prometheus-client` from a snapshot of every pool taken at the scrape.
+
+use std::sync::Arc;
+
+use aquifer::Summary;
+use axum::extract::State as With;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::source::PoolReport;
+use crate::State;
+
+pub(crate) async fn scrape(With(state): With<Arc<State>>) -> impl IntoResponse {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(state.reports())));
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+#[derive(Debug)]
+struct Scrape(Vec<PoolReport>);
+
+fn labels(p: &PoolReport) -> Vec<(&'static str, String)> {
+    vec![
+        ("cluster", p.cluster.clone()),
+        ("pool", p.name.clone()),
+        ("tags", p.tags.join(",")),
+    ]
+}
+
+type Fmt = Result<(), std::fmt::Error>;
+
+fn gauges(
+    enc: &mut DescriptorEncoder,
+    pools: &[PoolReport],
+    name: &str,
+    help: &str,
+    value: impl Fn(&PoolReport) -> i64,
+) -> Fmt {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for p in pools {
+        m.encode_family(&labels(p))?.encode_gauge(&value(p))?;
+    }
+    Ok(())
+}
+
+fn counters(
+    enc: &mut DescriptorEncoder,
+    pools: &[PoolReport],
+    name: &str,
+    help: &str,
+    value: impl Fn(&PoolReport) -> u64,
+) -> Fmt {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for p in pools {
+        m.encode_family(&labels(p))?
+            .encode_counter::<NoLabelSet, _, u64>(&value(p), None)?;
+    }
+    Ok(())
+}
+
+/// One series per pool and value of an extra label.
+fn by(
+    enc: &mut DescriptorEncoder,
+    pools: &[PoolReport],
+    (name, help, ty): (&str, &str, MetricType),
+    key: &'static str,
+    values: impl Fn(&PoolReport) -> Vec<(&'static str, u64)>,
+) -> Fmt {
+    let mut m = enc.encode_descriptor(name, help, None, ty)?;
+    for p in pools {
+        for (label, v) in values(p) {
+            let mut l = labels(p);
+            l.push((key, label.to_owned()));
+            let mut f = m.encode_family(&l)?;
+            match ty {
+                MetricType::Counter => f.encode_counter::<NoLabelSet, _, u64>(&v, None)?,
+                _ => f.encode_gauge(&v)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn histograms(
+    enc: &mut DescriptorEncoder,
+    pools: &[PoolReport],
+    name: &str,
+    help: &str,
+    summary: impl Fn(&PoolReport) -> &Summary,
+) -> Fmt {
+    let mut m = enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    for p in pools {
+        let s = summary(p);
+        // The core keeps cumulative counts; the encoder adds them up itself.
+        let mut below = 0;
+        let mut buckets: Vec<(f64, u64)> = Summary::BOUNDS
+            .iter()
+            .zip(s.buckets)
+            .map(|(&le, cum)| {
+                let n = cum - below;
+                below = cum;
+                (le, n)
+            })
+            .collect();
+        buckets.push((f64::INFINITY, s.count - below));
+        m.encode_family(&labels(p))?
+            .encode_histogram::<NoLabelSet>(s.total.as_secs_f64(), s.count, &buckets, None)?;
+    }
+    Ok(())
+}
+
+impl prometheus_client::collector::Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Fmt {
+        let p = &self.0[..];
+        let e = &mut enc;
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        by(
+            e,
+            p,
+            ("aquifer_connections", "Connections by state: idle, active (checked out), creating, pending (failed to close).", MetricType::Gauge),
+            "state",
+            |p| {
+                vec![
+                    ("idle", p.status.idle as u64),
+                    ("active", p.status.borrowed as u64),
+                    ("creating", p.status.creating as u64),
+                    ("pending", p.status.pending as u64),
+                ]
+            },
+        )?;
+        gauges(
+            e,
+            p,
+            "aquifer_connections_max",
+            "The pool's maximum size.",
+            |p| n(p.status.max),
+        )?;
+        gauges(
+            e,
+            p,
+            "aquifer_connections_min",
+            "The pool's minimum size.",
+            |p| n(p.status.min),
+        )?;
+        gauges(
+            e,
+            p,
+            "aquifer_waiting",
+            "Callers waiting for a connection.",
+            |p| n(p.status.waiting),
+        )?;
+        gauges(
+            e,
+            p,
+            "aquifer_frozen",
+            "1 when an operator froze the pool.",
+            |p| i64::from(p.frozen),
+        )?;
+        gauges(e, p, "aquifer_banned", "1 while the pool is banned.", |p| {
+            i64::from(p.banned_for.is_some())
+        })?;
+        histograms(
+            e,
+            p,
+            "aquifer_acquire_wait",
+            "Time from asking for a connection to getting it.",
+            |p| &p.metrics.wait_time,
+        )?;
+        histograms(
+            e,
+            p,
+            "aquifer_usage",
+            "Time connections were held by callers.",
+            |p| &p.metrics.usage_time,
+        )?;
+        histograms(
+            e,
+            p,
+            "aquifer_create",
+            "Time taken to open a connection.",
+            |p| &p.metrics.create_time,
+        )?;
+        counters(e, p, "aquifer_gets", "Checkouts asked for.", |p| {
+            p.metrics.gets
+        })?;
+        counters(
+            e,
+            p,
+            "aquifer_gets_waited",
+            "Checkouts that had to queue.",
+            |p| p.metrics.gets_waited,
+        )?;
+        counters(
+            e,
+            p,
+            "aquifer_timeouts",
+            "Checkouts that hit the acquire timeout.",
+            |p| p.metrics.timeouts,
+        )?;
+        counters(
+            e,
+            p,
+            "aquifer_queue_full",
+            "Checkouts refused because the wait queue was full.",
+            |p| p.metrics.queue_full,
+        )?;
+        counters(e, p, "aquifer_creates", "Connections opened.", |p| {
+            p.metrics.creates
+        })?;
+        counters(
+            e,
+            p,
+            "aquifer_create_failures",
+            "Connection attempts that failed or timed out.",
+            |p| p.metrics.create_failures,
+        )?;
+        counters(
+            e,
+            p,
+            "aquifer_destroys",
+            "Connections closed cleanly.",
+            |p| p.metrics.destroys,
+        )?;
+        counters(
+            e,
+            p,
+            "aquifer_destroy_failures",
+            "Closes that failed or timed out.",
+            |p| p.metrics.destroy_failures,
+        )?;
+        counters(
+            e,
+            p,
+            "aquifer_validation_failures",
+            "Health checks that failed.",
+            |p| p.metrics.validation_failures,
+        )?;
+        counters(
+            e,
+            p,
+            "aquifer_reset_failures",
+            "Resets on return that failed.",
+            |p| p.metrics.reset_failures,
+        )?;
+        counters(
+            e,
+            p,
+            "aquifer_leaks_suspected",
+            "Connections held past the leak threshold.",
+            |p| p.metrics.leaks_suspected,
+        )?;
+        counters(e, p, "aquifer_bans", "Times the pool was banned.", |p| {
+            p.bans
+        })?;
+        by(
+            e,
+            p,
+            (
+                "aquifer_evictions",
+                "Connections evicted, by reason.",
+                MetricType::Counter,
+            ),
+            "reason",
+            |p| {
+                let ev = p.metrics.evictions;
+                vec![
+                    ("idle", ev.idle),
+                    ("lifetime", ev.lifetime),
+                    ("broken", ev.broken),
+                ]
+            },
+        )?;
+        Ok(())
+    }
+}

@@ -2,6 +2,7 @@
 # Installs what the tests need on a fresh machine, then runs the whole test
 # suite. Database tests start their own throwaway servers (aquifer-testkit)
 # from the installed server binaries; nothing has to be running beforehand.
+# The dashboard test drives Debian's Chromium through chromedriver.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,8 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 { command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } &&
     command -v mariadb-install-db >/dev/null 2>&1 || need+=(mariadb-server)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"

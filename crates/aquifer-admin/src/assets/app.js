@@ -3,8 +3,8 @@
 // bearer token the operator typed (kept in this tab's sessionStorage only).
 "use strict";
 
-const base = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
-const url = (path) => base + path;
+// The server puts a <base> at the page's own path: every URL is relative to it.
+const url = (path) => new URL(path, document.baseURI).pathname;
 const $ = (sel) => document.querySelector(sel);
 const HISTORY = 300; // samples kept for the charts: five minutes at one a second
 
@@ -92,7 +92,7 @@ function row(p) {
     tr.dataset.pool = key;
     const cells = {};
     for (const name of ["cluster", "pool", "state", "size", "idle", "active", "waiting", "pending", "p99", "errors", "server", "actions"]) {
-      cells[name] = el("td", undefined, name);
+      cells[name] = el("td", undefined, "col-" + name);
       tr.append(cells[name]);
     }
     r = { tr, cells, shown: "" };
@@ -103,7 +103,7 @@ function row(p) {
   c.cluster.textContent = p.cluster;
   c.pool.textContent = p.name;
   c.state.textContent = p.state + (p.banned_for ? " " + Math.ceil(p.banned_for) + "s" : "");
-  c.state.className = "state " + p.state;
+  c.state.className = "col-state state " + p.state;
   c.size.textContent = s.size + "/" + s.max;
   c.idle.textContent = s.idle;
   c.active.textContent = s.borrowed;

@@ -395,6 +395,7 @@ async fn warnings(With(state): Shared, q: Params) -> Result<Json<Vec<Value>>, Ap
 
 /// Tells event-stream listeners about a change made through the API.
 fn announce(state: &State, done: &Done) {
+    tracing::info!(target: "aquifer::admin", action = done.action, pools = ?done.pools, "operator change");
     if let Ok(v) = serde_json::to_value(done) {
         let _ = state.actions.send(v);
     }

@@ -104,6 +104,7 @@ pub enum ConnectionError {
 
 /// Connection counts, as [`PgDatabase::stats`] reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct PgStats {
     /// Connections open or being opened.
@@ -118,6 +119,7 @@ pub struct PgStats {
 
 /// The result of [`PgDatabase::health_check`].
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct HealthReport {
     /// Connected, and the round trip succeeded.
@@ -127,8 +129,10 @@ pub struct HealthReport {
     /// Connection counts at the time of the check.
     pub stats: PgStats,
     /// The round trip's duration (checkout included), when it succeeded.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "aquifer::report::opt_secs"))]
     pub latency: Option<Duration>,
     /// When the check ran.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "aquifer::report::time"))]
     pub checked_at: SystemTime,
     /// Why it failed, if it did.
     pub error: Option<String>,

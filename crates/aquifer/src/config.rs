@@ -332,8 +332,16 @@ impl PoolConfig {
     }
 }
 
-/// Parses `"250ms"`, `"2s"`, `"5m"`, `"1h"` or a bare number of milliseconds.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+/// Parses a duration as configuration files write it: `"250ms"`, `"2s"`,
+/// `"5m"`, `"1h"`, or a bare number of milliseconds.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(aquifer::parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+/// assert_eq!(aquifer::parse_duration("250"), Some(Duration::from_millis(250)));
+/// assert_eq!(aquifer::parse_duration("soon"), None);
+/// ```
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

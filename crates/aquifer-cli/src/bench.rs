@@ -1,0 +1,475 @@
+//! `aquifer bench`: a load test against the user's own database.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aquifer::{error_chain, Multiplexer, Pool};
+use aquifer_mysql::{MySqlManager, MySqlPoolExt};
+use aquifer_postgres::{PgManager, PgMultiplexer, PgMuxExt, PgMuxManager, PgPoolExt};
+use aquifer_sqlite::{SqliteManager, SqlitePoolExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::exit;
+use crate::fleet::Driver;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Workload {
+    /// `SELECT 1` from many tasks for a while: throughput and latency.
+    Select1,
+    /// Many sleeping queries started at once (`pg_sleep`, MySQL's
+    /// `SLEEP`): how close the pool comes to queries × sleep / max.
+    Sleep,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The database URL (postgres://, mysql://, sqlite://). A password may
+    /// come from AQUIFER_PASSWORD or --password-file instead.
+    #[arg(long, env = "AQUIFER_BENCH_URL", conflicts_with = "config")]
+    url: Option<String>,
+    /// A configuration file: the pool named by --pool (or the first) with
+    /// its own settings.
+    #[arg(long, short, env = "AQUIFER_CONFIG")]
+    config: Option<PathBuf>,
+    /// With --config: which pool.
+    #[arg(long)]
+    pool: Option<String>,
+    /// With --url: a file whose first line is the password.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// What to run.
+    #[arg(long, value_enum, default_value_t = Workload::Select1)]
+    workload: Workload,
+    /// Through the multiplexer (PostgreSQL) instead of the pool.
+    #[arg(long)]
+    mux: bool,
+    /// select1: concurrent tasks.
+    #[arg(long, default_value_t = 64)]
+    tasks: usize,
+    /// select1: how long to run.
+    #[arg(long, default_value = "5s", value_parser = crate::duration)]
+    duration: Duration,
+    /// sleep: how many queries, all started at once.
+    #[arg(long, default_value_t = 2000)]
+    queries: usize,
+    /// sleep: how long each query sleeps.
+    #[arg(long, default_value = "100ms", value_parser = crate::duration)]
+    sleep: Duration,
+    /// Minimum connections (default: 10 for sleep, 1 for select1; with
+    /// --config, the pool's own).
+    #[arg(long)]
+    min: Option<usize>,
+    /// Maximum connections (default: 100 for sleep, 16 for select1; with
+    /// --config, the pool's own).
+    #[arg(long)]
+    max: Option<usize>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the queries go through.
+enum Target {
+    Pg(Pool<PgManager>),
+    PgMux(PgMultiplexer),
+    MySql(Pool<MySqlManager>),
+    Sqlite(Pool<SqliteManager>),
+}
+
+impl Target {
+    fn through(&self) -> &'static str {
+        match self {
+            Target::PgMux(_) => "multiplexer",
+            _ => "pool",
+        }
+    }
+
+    async fn select1(&self) -> Result<(), String> {
+        let e = |e: &(dyn std::error::Error + 'static)| error_chain(e);
+        match self {
+            Target::Pg(p) => p
+                .query_one("SELECT 1", &[])
+                .await
+                .map(drop)
+                .map_err(|x| e(&x)),
+            Target::PgMux(m) => m
+                .query_one("SELECT 1", &[])
+                .await
+                .map(drop)
+                .map_err(|x| e(&x)),
+            Target::MySql(p) => p.query_drop("SELECT 1").await.map_err(|x| e(&x)),
+            Target::Sqlite(p) => p
+                .query_row("SELECT 1", (), |r| r.get::<_, i64>(0))
+                .await
+                .map(drop)
+                .map_err(|x| e(&x)),
+        }
+    }
+
+    async fn sleep(&self, d: Duration) -> Result<(), String> {
+        let secs = d.as_secs_f64();
+        let e = |e: &(dyn std::error::Error + 'static)| error_chain(e);
+        match self {
+            Target::Pg(p) => p
+                .query_one("SELECT pg_sleep($1)", &[&secs])
+                .await
+                .map(drop)
+                .map_err(|x| e(&x)),
+            Target::PgMux(m) => m
+                .query_one("SELECT pg_sleep($1)", &[&secs])
+                .await
+                .map(drop)
+                .map_err(|x| e(&x)),
+            Target::MySql(p) => p
+                .query_drop(format!("SELECT SLEEP({secs})").as_str())
+                .await
+                .map_err(|x| e(&x)),
+            Target::Sqlite(_) => Err("the sleep workload needs a server database".into()),
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Target::Pg(p) => p.close().await,
+            Target::PgMux(m) => m.close().await,
+            Target::MySql(p) => p.close().await,
+            Target::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Results {
+    workload: Workload,
+    through: &'static str,
+    driver: &'static str,
+    server: Option<String>,
+    min: usize,
+    max: usize,
+    tasks: usize,
+    queries: u64,
+    errors: u64,
+    first_error: Option<String>,
+    seconds: f64,
+    per_second: f64,
+    /// Latency quantiles in seconds (select1).
+    p50: Option<f64>,
+    p99: Option<f64>,
+    worst: Option<f64>,
+    /// sleep: queries × sleep / max, the least time it can take.
+    ideal_seconds: Option<f64>,
+    /// sleep: seconds / ideal_seconds.
+    ratio: Option<f64>,
+}
+
+fn setup(args: &Args) -> Result<(Target, Driver, Option<String>, usize, usize), String> {
+    let (defaults_min, defaults_max) = match args.workload {
+        Workload::Sleep => (10, 100),
+        Workload::Select1 => (1, 16),
+    };
+    let (mut url, mut options) = match (&args.url, &args.config) {
+        (Some(url), _) => (url.clone(), aquifer::PoolConfig::default()),
+        (None, Some(path)) => {
+            let cfg = crate::config::Config::load(path).map_err(|e| error_chain(&e))?;
+            let (name, sec) = match &args.pool {
+                Some(n) => cfg
+                    .pools
+                    .get_key_value(n)
+                    .ok_or_else(|| format!("{} has no pool `{n}`", path.display()))?,
+                None => cfg
+                    .pools
+                    .first()
+                    .ok_or_else(|| format!("{} has no pools", path.display()))?,
+            };
+            let _ = name;
+            (sec.url.clone(), sec.options.clone())
+        }
+        (None, None) => return Err("give --url or --config".into()),
+    };
+    if args.url.is_some() {
+        options.min = args.min.unwrap_or(defaults_min);
+        options.max = args.max.unwrap_or(defaults_max);
+        options.acquire_timeout = Duration::from_secs(60);
+        let password = match &args.password_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
+            ),
+            None => std::env::var("AQUIFER_PASSWORD").ok(),
+        };
+        if let Some(pw) = password {
+            url = crate::config::put_password(&url, &pw)
+                .ok_or("a password was given but the URL has no user (scheme://user@host/…)")?;
+        }
+    } else {
+        options.min = args.min.unwrap_or(options.min);
+        options.max = args.max.unwrap_or(options.max);
+    }
+    let driver = Driver::of(&url)?;
+    let (min, max) = (options.min, options.max);
+    let target = match (driver, args.mux) {
+        (Driver::Postgres, true) => {
+            let m = PgMuxManager::new(&url).map_err(|e| error_chain(&e))?;
+            let server = aquifer::Manager::server(&m);
+            let mux = Multiplexer::builder(m)
+                .min(min)
+                .max(max)
+                .acquire_timeout(options.acquire_timeout)
+                .build()
+                .map_err(|e| error_chain(&e))?;
+            return Ok((Target::PgMux(mux), driver, server, min, max));
+        }
+        (_, true) => return Err("--mux needs a PostgreSQL URL".into()),
+        (Driver::Postgres, false) => {
+            let m = PgManager::new(&url).map_err(|e| error_chain(&e))?;
+            Target::Pg(Pool::new(m, options).map_err(|e| error_chain(&e))?)
+        }
+        (Driver::MySql, false) => {
+            let m = MySqlManager::new(&url.replacen("mariadb://", "mysql://", 1))
+                .map_err(|e| error_chain(&e))?;
+            Target::MySql(Pool::new(m, options).map_err(|e| error_chain(&e))?)
+        }
+        (Driver::Sqlite, false) => {
+            let m = SqliteManager::from_url(&url).map_err(|e| error_chain(&e))?;
+            Target::Sqlite(Pool::new(m, options).map_err(|e| error_chain(&e))?)
+        }
+    };
+    let server = match &target {
+        Target::Pg(p) => aquifer::Manager::server(p.manager()),
+        Target::MySql(p) => aquifer::Manager::server(p.manager()),
+        Target::Sqlite(p) => aquifer::Manager::server(p.manager()),
+        Target::PgMux(_) => None,
+    };
+    Ok((target, driver, server, min, max))
+}
+
+/// A progress bar on a terminal, a line a second otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn new(len: u64, unit: &str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(len);
+            let style = format!("{{bar:40}} {{pos}}/{{len}} {unit} {{msg}}");
+            if let Ok(s) = ProgressStyle::with_template(&style) {
+                bar.set_style(s);
+            }
+            bar
+        });
+        Self {
+            bar,
+            last_line: Instant::now(),
+        }
+    }
+
+    fn set(&mut self, pos: u64, msg: String) {
+        match &self.bar {
+            Some(b) => {
+                b.set_position(pos);
+                b.set_message(msg);
+            }
+            None if self.last_line.elapsed() >= Duration::from_secs(1) => {
+                eprintln!("  {pos} {msg}");
+                self.last_line = Instant::now();
+            }
+            None => {}
+        }
+    }
+
+    fn done(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+pub(crate) async fn run(args: Args) -> u8 {
+    let (target, driver, server, min, max) = match setup(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let target = Arc::new(target);
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let fail = {
+        let (errors, first_error) = (Arc::clone(&errors), Arc::clone(&first_error));
+        move |e: String| {
+            errors.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut f) = first_error.lock() {
+                f.get_or_insert(e);
+            }
+        }
+    };
+    let start = Instant::now();
+    let (tasks, latencies) = match args.workload {
+        Workload::Select1 => {
+            let deadline = start + args.duration;
+            let mut progress = Progress::new(args.duration.as_secs().max(1), "s");
+            let workers: Vec<_> = (0..args.tasks.max(1))
+                .map(|_| {
+                    let (target, done, fail) =
+                        (Arc::clone(&target), Arc::clone(&done), fail.clone());
+                    tokio::spawn(async move {
+                        let mut lat = Vec::new();
+                        while Instant::now() < deadline {
+                            let t = Instant::now();
+                            match target.select1().await {
+                                Ok(()) => lat.push(t.elapsed().as_nanos() as u64),
+                                Err(e) => fail(e),
+                            }
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let n = done.load(Ordering::Relaxed);
+                let rate = n as f64 / start.elapsed().as_secs_f64();
+                progress.set(
+                    start.elapsed().as_secs(),
+                    format!("{n} queries, {rate:.0}/s"),
+                );
+            }
+            let mut all = Vec::new();
+            for w in workers {
+                all.extend(w.await.unwrap_or_default());
+            }
+            progress.done();
+            (args.tasks.max(1), all)
+        }
+        Workload::Sleep => {
+            let mut progress = Progress::new(args.queries as u64, "queries");
+            let sleep = args.sleep;
+            let workers: Vec<_> = (0..args.queries)
+                .map(|_| {
+                    let (target, done, fail) =
+                        (Arc::clone(&target), Arc::clone(&done), fail.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = target.sleep(sleep).await {
+                            fail(e);
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    })
+                })
+                .collect();
+            while done.load(Ordering::Relaxed) < args.queries as u64 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                progress.set(
+                    done.load(Ordering::Relaxed),
+                    format!("{:.1}s", start.elapsed().as_secs_f64()),
+                );
+            }
+            for w in workers {
+                let _ = w.await;
+            }
+            progress.done();
+            (args.queries, Vec::new())
+        }
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    target.close().await;
+
+    let mut lat = latencies;
+    lat.sort_unstable();
+    let q = |p: f64| {
+        (!lat.is_empty())
+            .then(|| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e9)
+    };
+    let queries = done.load(Ordering::Relaxed);
+    let ideal = (args.workload == Workload::Sleep)
+        .then(|| args.queries as f64 * args.sleep.as_secs_f64() / max.max(1) as f64);
+    let results = Results {
+        workload: args.workload,
+        through: target.through(),
+        driver: driver.name(),
+        server,
+        min,
+        max,
+        tasks,
+        queries,
+        errors: errors.load(Ordering::Relaxed),
+        first_error: first_error.lock().ok().and_then(|f| f.clone()),
+        seconds,
+        per_second: queries as f64 / seconds,
+        p50: q(0.5),
+        p99: q(0.99),
+        worst: lat.last().map(|&n| n as f64 / 1e9),
+        ideal_seconds: ideal,
+        ratio: ideal.map(|i| seconds / i),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results).unwrap_or_default()
+        );
+    } else {
+        print!("{}", table(&results));
+    }
+    if results.errors > 0 {
+        exit::UNHEALTHY
+    } else {
+        exit::OK
+    }
+}
+
+fn table(r: &Results) -> String {
+    let ms = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{:.2} ms", s * 1000.0));
+    let mut rows = vec![
+        (
+            "workload",
+            match r.workload {
+                Workload::Sleep => "sleep",
+                Workload::Select1 => "select1",
+            }
+            .to_owned(),
+        ),
+        (
+            "through",
+            format!(
+                "{} ({}, {})",
+                r.through,
+                r.driver,
+                r.server.as_deref().unwrap_or("?")
+            ),
+        ),
+        ("connections", format!("min {} max {}", r.min, r.max)),
+        ("tasks", r.tasks.to_string()),
+        ("queries", r.queries.to_string()),
+        ("errors", r.errors.to_string()),
+        ("seconds", format!("{:.3}", r.seconds)),
+        ("per second", format!("{:.0}", r.per_second)),
+    ];
+    if r.workload == Workload::Select1 {
+        rows.push(("p50", ms(r.p50)));
+        rows.push(("p99", ms(r.p99)));
+        rows.push(("worst", ms(r.worst)));
+    } else {
+        rows.push((
+            "ideal seconds",
+            r.ideal_seconds.map_or("-".into(), |i| format!("{i:.3}")),
+        ));
+        rows.push(("ratio", r.ratio.map_or("-".into(), |x| format!("{x:.3}"))));
+    }
+    if let Some(e) = &r.first_error {
+        rows.push(("first error", e.clone()));
+    }
+    rows.iter().map(|(k, v)| format!("{k:<14}{v}\n")).collect()
+}

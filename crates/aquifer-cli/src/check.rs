@@ -1,0 +1,108 @@
+//! `aquifer check`: one connection and one round trip per pool, a table
+//! or JSON, and an exit code a readiness probe can use.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aquifer_admin::{PoolState, Readiness};
+use serde_json::json;
+
+use crate::exit;
+use crate::fleet::Fleet;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The configuration file.
+    #[arg(long, short, env = "AQUIFER_CONFIG")]
+    config: PathBuf,
+    /// How long each pool may take to answer.
+    #[arg(long, default_value = "5s", value_parser = crate::duration)]
+    timeout: Duration,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(args: Args) -> u8 {
+    let cfg = match crate::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::report(&e);
+            return exit::CONFIG;
+        }
+    };
+    // Nothing connects until its check: the first connection is the probe.
+    let fleet = match Fleet::build(&cfg, false) {
+        Ok(f) => f,
+        Err(e) => {
+            crate::report(&e);
+            return exit::CONFIG;
+        }
+    };
+    // Each source checks its pools at once; sources in turn.
+    let mut results: Vec<Readiness> = Vec::new();
+    for (name, s) in &fleet.sources {
+        results.extend(s.check(name, args.timeout).await);
+    }
+    fleet.close(Duration::ZERO).await;
+
+    let healthy = |r: &Readiness| r.health.as_ref().is_some_and(|h| h.healthy);
+    let all = results.iter().all(healthy);
+    if args.json {
+        let out = json!({ "healthy": all, "pools": results });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        print!("{}", table(&results));
+    }
+    if all {
+        exit::OK
+    } else {
+        exit::UNHEALTHY
+    }
+}
+
+fn table(results: &[Readiness]) -> String {
+    let rows: Vec<[String; 5]> = results
+        .iter()
+        .map(|r| {
+            let (state, latency, error) = match &r.health {
+                Some(h) => (
+                    if h.healthy { "healthy" } else { "unhealthy" }.to_owned(),
+                    format!("{:.1} ms", h.latency.as_secs_f64() * 1000.0),
+                    h.error.clone().unwrap_or_default(),
+                ),
+                None => (
+                    match r.state {
+                        PoolState::Frozen => "frozen",
+                        PoolState::Banned => "banned",
+                        PoolState::Closed => "closed",
+                        PoolState::Active => "unchecked",
+                    }
+                    .to_owned(),
+                    "-".to_owned(),
+                    String::new(),
+                ),
+            };
+            [r.cluster.clone(), r.pool.clone(), state, latency, error]
+        })
+        .collect();
+    let head = ["CLUSTER", "POOL", "STATE", "LATENCY", "ERROR"].map(str::to_owned);
+    let mut width = [0; 4];
+    for row in std::iter::once(&head).chain(&rows) {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&head).chain(&rows) {
+        for (i, cell) in row.iter().enumerate() {
+            if i < 4 {
+                out.push_str(&format!("{cell:<w$}  ", w = width[i]));
+            } else {
+                out.push_str(cell);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

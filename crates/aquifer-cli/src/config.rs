@@ -1,0 +1,564 @@
+//! The configuration file: TOML, every field overridable from the
+//! environment, and errors that name the file, the line and the field.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aquifer::{Mode, PoolConfig};
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+/// Where the configuration came from, for error messages.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    /// The file, or a description of the built-in default.
+    pub(crate) file: String,
+    text: String,
+    /// `section.key` paths set from the environment, and the variable.
+    from_env: HashMap<String, String>,
+}
+
+impl Origin {
+    /// Where `section.key` was written: `file:line` or the variable.
+    fn place(&self, section: &str, key: Option<&str>) -> String {
+        if let Some(key) = key {
+            if let Some(var) = self.from_env.get(&format!("{section}.{key}")) {
+                return format!("environment variable {var}");
+            }
+        }
+        match line_of(&self.text, section, key) {
+            Some(line) => format!("{}:{line}", self.file),
+            None => self.file.clone(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error("cannot read {file}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{place}: {problem}")]
+    Syntax { place: String, problem: String },
+    #[error("{place}: `{field}`: {problem}")]
+    Field {
+        place: String,
+        field: String,
+        problem: String,
+    },
+}
+
+/// The 1-based line of `key` inside `[section]` (or of the header when
+/// `key` is `None`), found by reading the text as TOML lays it out.
+fn line_of(text: &str, section: &str, key: Option<&str>) -> Option<usize> {
+    let header = |l: &str| -> Option<String> {
+        let l = l.trim();
+        let inner = l.strip_prefix('[')?.strip_suffix(']')?;
+        Some(
+            inner
+                .split('.')
+                .map(|p| p.trim().trim_matches('"'))
+                .collect::<Vec<_>>()
+                .join("."),
+        )
+    };
+    let mut inside = section.is_empty();
+    let mut header_line = None;
+    for (i, l) in text.lines().enumerate() {
+        if let Some(h) = header(l) {
+            inside = h == section;
+            if inside {
+                header_line = Some(i + 1);
+            }
+            continue;
+        }
+        if inside {
+            if let Some(key) = key {
+                let t = l.trim_start();
+                let k = t.split('=').next().unwrap_or("").trim().trim_matches('"');
+                if t.contains('=') && k == key {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    header_line
+}
+
+/// The admin router's address and token.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AdminSection {
+    pub(crate) listen: Option<String>,
+    pub(crate) token: Option<String>,
+}
+
+/// A cluster's settings.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClusterSection {
+    pub(crate) mode: Mode,
+    pub(crate) ban_time: Option<Duration>,
+    pub(crate) acquire_timeout: Option<Duration>,
+    pub(crate) log_file: Option<PathBuf>,
+    pub(crate) log_max_bytes: u64,
+}
+
+/// One pool: where, in which cluster, and its pool settings.
+#[derive(Clone)]
+pub(crate) struct PoolSection {
+    /// The URL with the password put in (from a file or the environment).
+    pub(crate) url: String,
+    pub(crate) cluster: Option<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) weight: u32,
+    pub(crate) options: PoolConfig,
+}
+
+impl fmt::Debug for PoolSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolSection")
+            .field("url", &"<redacted>")
+            .field("cluster", &self.cluster)
+            .field("tags", &self.tags)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A whole configuration, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) origin: Origin,
+    pub(crate) admin: AdminSection,
+    pub(crate) clusters: IndexMap<String, ClusterSection>,
+    pub(crate) pools: IndexMap<String, PoolSection>,
+}
+
+impl Config {
+    /// Reads `path`, applies the `AQUIFER_…` environment, and checks it.
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&path.display().to_string(), &text, std::env::vars())
+    }
+
+    /// Parses `text` (from `file`) with these environment variables.
+    pub(crate) fn parse(
+        file: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut origin = Origin {
+            file: file.to_owned(),
+            text: text.to_owned(),
+            from_env: HashMap::new(),
+        };
+        let mut doc: Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            ConfigError::Syntax {
+                place: match line {
+                    Some(l) => format!("{file}:{l}"),
+                    None => file.to_owned(),
+                },
+                problem: format!("not valid TOML: {}", e.message().trim()),
+            }
+        })?;
+        let passwords = apply_env(&mut doc, &mut origin, env)?;
+
+        let mut top = Section::new(&origin, "", doc);
+        let admin = top.take::<Table>("admin", "a table")?.unwrap_or_default();
+        let clusters = top
+            .take::<Table>("clusters", "a table of clusters")?
+            .unwrap_or_default();
+        let pools = top
+            .take::<Table>("pools", "a table of pools")?
+            .unwrap_or_default();
+        top.finish("admin, clusters, pools")?;
+
+        let mut a = Section::new(&origin, "admin", admin);
+        let mut admin = AdminSection {
+            listen: a.take("listen", "an address such as \"127.0.0.1:7070\"")?,
+            token: a.take("token", "a string")?,
+        };
+        if let Some(file) = a.take::<String>("token_file", "a path")? {
+            admin.token = Some(a.secret_file("token_file", &file)?);
+        }
+        a.finish("listen, token, token_file")?;
+
+        let mut out = IndexMap::new();
+        for (name, value) in clusters {
+            let table = table_of(&origin, "clusters", &name, value)?;
+            let mut c = Section::new(&origin, &format!("clusters.{name}"), table);
+            let mode = c
+                .take::<Mode>(
+                    "mode",
+                    "round_robin, random, least_busy, weighted or failover",
+                )?
+                .unwrap_or_default();
+            let section = ClusterSection {
+                mode,
+                ban_time: c.duration("ban_time")?,
+                acquire_timeout: c.duration("acquire_timeout")?,
+                log_file: c.take::<PathBuf>("log_file", "a path")?,
+                log_max_bytes: c
+                    .take("log_max_bytes", "a number of bytes")?
+                    .unwrap_or(10 << 20),
+            };
+            c.finish("mode, ban_time, acquire_timeout, log_file, log_max_bytes")?;
+            out.insert(name, section);
+        }
+        let clusters = out;
+
+        let mut out = IndexMap::new();
+        for (name, value) in pools {
+            let path = format!("pools.{name}");
+            let table = table_of(&origin, "pools", &name, value)?;
+            let mut p = Section::new(&origin, &path, table);
+            let Some(mut url) =
+                p.take::<String>("url", "a URL (postgres://, mysql://, sqlite://)")?
+            else {
+                return Err(p.error(None, "url", "missing: every pool needs a url"));
+            };
+            let cluster = p.take::<String>("cluster", "a cluster's name")?;
+            if let Some(c) = &cluster {
+                if !clusters.contains_key(c) {
+                    return Err(p.error(
+                        Some("cluster"),
+                        "cluster",
+                        &format!("no cluster `{c}` is defined: add a [clusters.{c}] section"),
+                    ));
+                }
+            }
+            let tags = p
+                .take::<Vec<String>>("tags", "a list of strings")?
+                .unwrap_or_default();
+            let weight = p.take::<u32>("weight", "a whole number")?.unwrap_or(1);
+            let mut password = passwords.get(&name).cloned();
+            if let Some(file) = p.take::<String>("password_file", "a path")? {
+                password = Some(p.secret_file("password_file", &file)?);
+            }
+            if let Some(var) = p.take::<String>("password_env", "an environment variable's name")? {
+                match std::env::var(&var) {
+                    Ok(v) => password = Some(v),
+                    Err(_) => {
+                        return Err(p.error(
+                            Some("password_env"),
+                            "password_env",
+                            &format!("the environment variable {var} is not set"),
+                        ))
+                    }
+                }
+            }
+            if let Some(pw) = password {
+                url = put_password(&url, &pw).ok_or_else(|| {
+                    p.error(
+                        Some("url"),
+                        "url",
+                        "a password was given but the URL has no user (write scheme://user@host/…)",
+                    )
+                })?;
+            }
+            let options = p.pool_options()?;
+            out.insert(
+                name,
+                PoolSection {
+                    url,
+                    cluster,
+                    tags,
+                    weight,
+                    options,
+                },
+            );
+        }
+        Ok(Config {
+            origin,
+            admin,
+            clusters,
+            pools: out,
+        })
+    }
+
+    /// An error about pool `name` found after parsing (a driver refused
+    /// its URL, its settings contradict each other).
+    pub(crate) fn pool_error(&self, name: &str, field: &str, problem: String) -> ConfigError {
+        let section = format!("pools.{name}");
+        let key = (field != "pool").then_some(field);
+        ConfigError::Field {
+            place: self.origin.place(&section, key),
+            field: key.map_or(section.clone(), |k| format!("{section}.{k}")),
+            problem,
+        }
+    }
+}
+
+fn table_of(origin: &Origin, kind: &str, name: &str, value: Value) -> Result<Table, ConfigError> {
+    match value {
+        Value::Table(t) => Ok(t),
+        other => Err(ConfigError::Field {
+            place: origin.place(kind, Some(name)),
+            field: format!("{kind}.{name}"),
+            problem: format!(
+                "expected a table ([{kind}.{name}]), found {}",
+                other.type_str()
+            ),
+        }),
+    }
+}
+
+/// One section's keys, taken one by one so that every error names its
+/// field and line; keys left at the end are unknown.
+struct Section<'a> {
+    origin: &'a Origin,
+    path: String,
+    table: Table,
+}
+
+impl<'a> Section<'a> {
+    fn new(origin: &'a Origin, path: &str, table: Table) -> Self {
+        Self {
+            origin,
+            path: path.to_owned(),
+            table,
+        }
+    }
+
+    fn error(&self, key: Option<&str>, field: &str, problem: &str) -> ConfigError {
+        let field = if self.path.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{}.{field}", self.path)
+        };
+        ConfigError::Field {
+            place: self.origin.place(&self.path, key),
+            field,
+            problem: problem.to_owned(),
+        }
+    }
+
+    fn take<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(value) = self.table.remove(key) else {
+            return Ok(None);
+        };
+        let shown = match &value {
+            Value::String(s) => format!("\"{s}\""),
+            Value::Table(_) => "a table".to_owned(),
+            Value::Array(_) => "a list".to_owned(),
+            v => v.to_string(),
+        };
+        value.try_into().map(Some).map_err(|_| {
+            self.error(
+                Some(key),
+                key,
+                &format!("expected {expected}, found {shown}"),
+            )
+        })
+    }
+
+    fn duration(&mut self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        let expected = "a duration such as \"500ms\", \"30s\" or \"5m\"";
+        match self.table.get(key).and_then(Value::as_integer) {
+            Some(ms) if ms >= 0 => {
+                self.table.remove(key);
+                Ok(Some(Duration::from_millis(ms as u64)))
+            }
+            _ => match self.take::<String>(key, expected)? {
+                None => Ok(None),
+                Some(text) => aquifer::parse_duration(&text).map(Some).ok_or_else(|| {
+                    self.error(
+                        Some(key),
+                        key,
+                        &format!("expected {expected}, found \"{text}\""),
+                    )
+                }),
+            },
+        }
+    }
+
+    /// A secret read from a file: its first line, without the newline.
+    fn secret_file(&self, key: &str, file: &str) -> Result<String, ConfigError> {
+        std::fs::read_to_string(file)
+            .map(|s| s.lines().next().unwrap_or("").to_owned())
+            .map_err(|e| self.error(Some(key), key, &format!("cannot read {file}: {e}")))
+    }
+
+    fn finish(self, allowed: &str) -> Result<(), ConfigError> {
+        match self.table.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(self.error(
+                Some(key),
+                key,
+                &format!("unknown field; this section takes {allowed}"),
+            )),
+        }
+    }
+
+    /// The keys left, as pool settings; an error names the first key that
+    /// does not read on its own.
+    fn pool_options(self) -> Result<PoolConfig, ConfigError> {
+        match Value::Table(self.table.clone()).try_into::<PoolConfig>() {
+            Ok(cfg) => Ok(cfg),
+            Err(whole) => {
+                for (key, value) in &self.table {
+                    let mut one = Table::new();
+                    one.insert(key.clone(), value.clone());
+                    if let Err(e) = Value::Table(one).try_into::<PoolConfig>() {
+                        let problem = e.to_string();
+                        let problem = if problem.contains("unknown field") {
+                            "unknown field; a pool takes url, cluster, tags, weight, password_file, password_env and the settings of aquifer::PoolConfig (max, min, acquire_timeout…)".to_owned()
+                        } else {
+                            problem.trim().to_owned()
+                        };
+                        return Err(self.error(Some(key), key, &problem));
+                    }
+                }
+                Err(self.error(None, "pool", whole.to_string().trim()))
+            }
+        }
+    }
+}
+
+/// Puts a password into a URL's user part, percent-encoded; `None` when
+/// the URL names no user.
+pub(crate) fn put_password(url: &str, password: &str) -> Option<String> {
+    let start = url.find("://")? + 3;
+    let authority_end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
+    let at = url[start..authority_end].rfind('@')? + start;
+    let user = url[start..at].split(':').next().unwrap_or("");
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Some(format!("{}{user}:{encoded}{}", &url[..start], &url[at..]))
+}
+
+/// Applies `AQUIFER_ADMIN_<FIELD>`, `AQUIFER_CLUSTERS_<NAME>_<FIELD>` and
+/// `AQUIFER_POOLS_<NAME>_<FIELD>` to the document. `<NAME>` is matched
+/// against the names in the file, upper-cased with `-` as `_`. Values
+/// read as TOML (numbers, booleans, lists) or else as strings.
+/// `AQUIFER_POOLS_<NAME>_PASSWORD` is a password, returned by pool.
+fn apply_env(
+    doc: &mut Table,
+    origin: &mut Origin,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let mut passwords = HashMap::new();
+    let names = |doc: &Table, kind: &str| -> Vec<String> {
+        match doc.get(kind) {
+            Some(Value::Table(t)) => t.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("AQUIFER_"))
+        .collect();
+    vars.sort();
+    for (var, value) in vars {
+        let rest = &var["AQUIFER_".len()..];
+        let (section, field) = if let Some(field) = rest.strip_prefix("ADMIN_") {
+            ("admin".to_owned(), field.to_ascii_lowercase())
+        } else if let Some((kind, tail)) = rest
+            .strip_prefix("CLUSTERS_")
+            .map(|t| ("clusters", t))
+            .or_else(|| rest.strip_prefix("POOLS_").map(|t| ("pools", t)))
+        {
+            let mut candidates = names(doc, kind);
+            candidates.sort_by_key(|n| std::cmp::Reverse(n.len()));
+            let found = candidates.into_iter().find(|n| {
+                let up = n.to_ascii_uppercase().replace('-', "_");
+                tail.strip_prefix(&up).is_some_and(|f| f.starts_with('_'))
+            });
+            let Some(name) = found else {
+                return Err(ConfigError::Syntax {
+                    place: format!("environment variable {var}"),
+                    problem: format!(
+                        "names no {} in {}: the part after AQUIFER_{}_ must start with a name from the file",
+                        &kind[..kind.len() - 1],
+                        origin.file,
+                        kind.to_ascii_uppercase()
+                    ),
+                });
+            };
+            let up = name.to_ascii_uppercase().replace('-', "_");
+            let field = tail[up.len() + 1..].to_ascii_lowercase();
+            if kind == "pools" && field == "password" {
+                passwords.insert(name, value);
+                continue;
+            }
+            (format!("{kind}.{name}"), field)
+        } else {
+            continue; // AQUIFER_CONFIG and the like are the CLI's own
+        };
+        let parsed = format!("v = {value}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(Value::String(value));
+        let mut table = &mut *doc;
+        for part in section.split('.') {
+            let entry = table
+                .entry(part.to_owned())
+                .or_insert_with(|| Value::Table(Table::new()));
+            table = match entry {
+                Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::Syntax {
+                        place: format!("environment variable {var}"),
+                        problem: format!("`{section}` is not a table in {}", origin.file),
+                    })
+                }
+            };
+        }
+        table.insert(field.clone(), parsed);
+        origin.from_env.insert(format!("{section}.{field}"), var);
+    }
+    Ok(passwords)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_found_under_their_section() {
+        let text = "[admin]\nlisten = 1\n\n[pools.a]\nurl = \"x\"\nmax = 3\n[pools.\"b\"]\nmax=4\n";
+        assert_eq!(line_of(text, "pools.a", Some("max")), Some(6));
+        assert_eq!(line_of(text, "pools.b", Some("max")), Some(8));
+        assert_eq!(line_of(text, "pools.a", Some("nope")), Some(4));
+        assert_eq!(line_of(text, "admin", Some("listen")), Some(2));
+    }
+
+    #[test]
+    fn passwords_are_encoded_into_the_user_part() {
+        let p = put_password;
+        assert_eq!(
+            p("postgres://app@db:5432/x?sslmode=disable", "p@ss:w/rd").as_deref(),
+            Some("postgres://app:p%40ss%3Aw%2Frd@db:5432/x?sslmode=disable")
+        );
+        assert_eq!(
+            p("mysql://app:old@db/x", "new").as_deref(),
+            Some("mysql://app:new@db/x")
+        );
+        assert_eq!(p("postgres://db/x", "pw"), None);
+    }
+}

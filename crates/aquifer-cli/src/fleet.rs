@@ -1,0 +1,213 @@
+//! The clusters and pools a configuration describes, built.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aquifer::{error_chain, Cluster, ClusterPool, Manager, Pool, Selector};
+use aquifer_admin::{NamedPool, Source};
+use aquifer_mysql::MySqlManager;
+use aquifer_postgres::PgManager;
+use aquifer_sqlite::SqliteManager;
+
+use crate::config::{ClusterSection, Config, ConfigError, PoolSection};
+
+/// Which driver a URL needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Driver {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+impl Driver {
+    pub(crate) fn of(url: &str) -> Result<Self, String> {
+        match url.split_once("://").map(|(s, _)| s) {
+            Some("postgres" | "postgresql") => Ok(Driver::Postgres),
+            Some("mysql" | "mariadb") => Ok(Driver::MySql),
+            Some("sqlite") | None => Ok(Driver::Sqlite),
+            Some(other) => Err(format!(
+                "unknown scheme `{other}://`: use postgres://, mysql://, mariadb:// or sqlite://"
+            )),
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Driver::Postgres => "postgres",
+            Driver::MySql => "mysql",
+            Driver::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A built pool of any driver.
+pub(crate) enum AnyPool {
+    Postgres(Pool<PgManager>),
+    MySql(Pool<MySqlManager>),
+    Sqlite(Pool<SqliteManager>),
+}
+
+/// Everything `serve` and `check` work on.
+pub(crate) struct Fleet {
+    /// Each cluster and each pool outside a cluster, by name.
+    pub(crate) sources: Vec<(String, Arc<dyn Source>)>,
+    /// The SQLite clusters, for the demo workload.
+    pub(crate) sqlite: Vec<Cluster<SqliteManager>>,
+    /// Every pool by name, for `bench`.
+    pub(crate) pools: Vec<(String, AnyPool)>,
+}
+
+fn manager_error(cfg: &Config, name: &str, e: &(dyn std::error::Error + 'static)) -> ConfigError {
+    cfg.pool_error(name, "url", error_chain(e))
+}
+
+fn build_pool<M: Manager>(
+    cfg: &Config,
+    name: &str,
+    sec: &PoolSection,
+    manager: M,
+    eager: bool,
+) -> Result<Pool<M>, ConfigError> {
+    let mut b = Pool::builder(manager).config(sec.options.clone());
+    if !eager {
+        b = b.eager(false);
+    }
+    b.build()
+        .map_err(|e| cfg.pool_error(name, "pool", error_chain(&e)))
+}
+
+fn build_cluster<M: Manager>(sec: &ClusterSection) -> Cluster<M> {
+    let mut b = Cluster::builder().mode(sec.mode);
+    if let Some(t) = sec.ban_time {
+        b = b.ban_time(t);
+    }
+    if let Some(t) = sec.acquire_timeout {
+        b = b.acquire_timeout(t);
+    }
+    if let Some(f) = &sec.log_file {
+        b = b.log_file(f, sec.log_max_bytes);
+    }
+    b.build()
+}
+
+fn member<M: Manager>(name: &str, sec: &PoolSection, pool: Pool<M>) -> ClusterPool<M> {
+    let mut p = ClusterPool::new(name, pool).weight(sec.weight);
+    for t in &sec.tags {
+        p = p.tag(t);
+    }
+    p
+}
+
+impl Fleet {
+    /// Builds every cluster and pool. With `eager` false nothing connects
+    /// until first used.
+    pub(crate) fn build(cfg: &Config, eager: bool) -> Result<Fleet, ConfigError> {
+        let mut fleet = Fleet {
+            sources: Vec::new(),
+            sqlite: Vec::new(),
+            pools: Vec::new(),
+        };
+        let mut built = Vec::new();
+        for (name, sec) in &cfg.pools {
+            let driver = Driver::of(&sec.url).map_err(|p| cfg.pool_error(name, "url", p))?;
+            let pool = match driver {
+                Driver::Postgres => {
+                    let m = PgManager::new(&sec.url).map_err(|e| manager_error(cfg, name, &e))?;
+                    AnyPool::Postgres(build_pool(cfg, name, sec, m, eager)?)
+                }
+                Driver::MySql => {
+                    let url = sec.url.replacen("mariadb://", "mysql://", 1);
+                    let m = MySqlManager::new(&url).map_err(|e| manager_error(cfg, name, &e))?;
+                    AnyPool::MySql(build_pool(cfg, name, sec, m, eager)?)
+                }
+                Driver::Sqlite => {
+                    let m = SqliteManager::from_url(&sec.url)
+                        .map_err(|e| manager_error(cfg, name, &e))?;
+                    AnyPool::Sqlite(build_pool(cfg, name, sec, m, eager)?)
+                }
+            };
+            built.push((name.clone(), driver, pool));
+        }
+
+        for (cname, csec) in &cfg.clusters {
+            let mine: Vec<&(String, Driver, AnyPool)> = built
+                .iter()
+                .filter(|(n, ..)| cfg.pools[n].cluster.as_deref() == Some(cname))
+                .collect();
+            if let Some((first, d, _)) = mine.first() {
+                if let Some((other, od, _)) = mine.iter().find(|(_, od, _)| od != d) {
+                    return Err(cfg.pool_error(
+                        other,
+                        "cluster",
+                        format!(
+                            "cluster `{cname}` holds {} pools ({first}) and this is {}: a cluster holds one driver; put it in a cluster of its own",
+                            d.name(),
+                            od.name()
+                        ),
+                    ));
+                }
+            }
+            let add_err = |n: &str, e: &dyn std::fmt::Display| {
+                cfg.pool_error(n, "cluster", format!("cannot join `{cname}`: {e}"))
+            };
+            let source: Arc<dyn Source> = match mine.first().map(|(_, d, _)| *d) {
+                Some(Driver::Postgres) => {
+                    let c = build_cluster::<PgManager>(csec);
+                    for (n, _, p) in &mine {
+                        if let AnyPool::Postgres(p) = p {
+                            c.add(member(n, &cfg.pools[n], p.clone()))
+                                .map_err(|e| add_err(n, &e))?;
+                        }
+                    }
+                    Arc::new(c)
+                }
+                Some(Driver::MySql) => {
+                    let c = build_cluster::<MySqlManager>(csec);
+                    for (n, _, p) in &mine {
+                        if let AnyPool::MySql(p) = p {
+                            c.add(member(n, &cfg.pools[n], p.clone()))
+                                .map_err(|e| add_err(n, &e))?;
+                        }
+                    }
+                    Arc::new(c)
+                }
+                Some(Driver::Sqlite) | None => {
+                    let c = build_cluster::<SqliteManager>(csec);
+                    for (n, _, p) in &mine {
+                        if let AnyPool::Sqlite(p) = p {
+                            c.add(member(n, &cfg.pools[n], p.clone()))
+                                .map_err(|e| add_err(n, &e))?;
+                        }
+                    }
+                    fleet.sqlite.push(c.clone());
+                    Arc::new(c)
+                }
+            };
+            fleet.sources.push((cname.clone(), source));
+        }
+        for (name, _, pool) in built {
+            if cfg.pools[&name].cluster.is_none() {
+                let source: Arc<dyn Source> = match &pool {
+                    AnyPool::Postgres(p) => Arc::new(NamedPool::new(&name, p.clone())),
+                    AnyPool::MySql(p) => Arc::new(NamedPool::new(&name, p.clone())),
+                    AnyPool::Sqlite(p) => Arc::new(NamedPool::new(&name, p.clone())),
+                };
+                fleet.sources.push((name.clone(), source));
+            }
+            fleet.pools.push((name, pool));
+        }
+        Ok(fleet)
+    }
+
+    /// Closes every pool: no new gets, connections out are waited for up
+    /// to `wait`, then closed; ones that fail to close are dropped.
+    /// Returns how many pools were closed.
+    pub(crate) async fn close(&self, wait: Duration) -> usize {
+        let mut closed = 0;
+        for (_, s) in &self.sources {
+            closed += s.remove(&Selector::Any, wait).await.map_or(0, |n| n.len());
+            s.close_pending(true).await;
+        }
+        closed
+    }
+}

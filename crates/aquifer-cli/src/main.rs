@@ -1,0 +1,143 @@
+//! `aquifer`: serve the admin dashboard over configured pools, health-check
+//! them, load-test a database, check a configuration.
+
+mod bench;
+mod check;
+mod config;
+mod fleet;
+mod serve;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+
+/// Exit codes, as the README documents them.
+pub(crate) mod exit {
+    /// Done; every pool healthy.
+    pub(crate) const OK: u8 = 0;
+    /// A pool is unhealthy (`check`) or queries failed (`bench`).
+    pub(crate) const UNHEALTHY: u8 = 1;
+    /// The command line or the configuration is wrong.
+    pub(crate) const CONFIG: u8 = 2;
+    /// Could not start: the address is taken, a directory cannot be made.
+    pub(crate) const START: u8 = 3;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "aquifer",
+    version,
+    about = "Database connection pools: serve their dashboard, check them, load-test a database.",
+    after_help = "Logs go to stderr; RUST_LOG sets what is shown (default: warn, and info from aquifer).\nExit codes: 0 ok, 1 unhealthy or failed queries, 2 bad usage or configuration, 3 could not start."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the admin dashboard, JSON API and Prometheus metrics over the
+    /// configured pools; without a configuration, over three SQLite pools
+    /// with a small demo workload.
+    Serve(serve::Args),
+    /// Health-check every configured pool (a connection and a round trip
+    /// each); exit 1 when any is unhealthy.
+    Check(check::Args),
+    /// Load-test a database: `SELECT 1` throughput, or the pg_sleep
+    /// workload, through the pool or the multiplexer.
+    Bench(bench::Args),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration without connecting to anything.
+    Check {
+        /// The configuration file.
+        #[arg(long, short, env = "AQUIFER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print an example configuration with every section.
+    Example,
+}
+
+/// Reads a configuration file, or `None` when none was given.
+pub(crate) fn load(path: Option<&Path>) -> Result<Option<Config>, ConfigError> {
+    path.map(Config::load).transpose()
+}
+
+/// `--timeout 5s`, `--sleep 100ms`: a duration as configuration writes it.
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
+    aquifer::parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration: write 500ms, 5s or 2m"))
+}
+
+/// Prints an error and its causes, each once.
+pub(crate) fn report(e: &(dyn std::error::Error + 'static)) {
+    eprintln!("error: {}", aquifer::error_chain(e));
+}
+
+fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aquifer=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logs();
+    let code = match cli.command {
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", serve::EXAMPLE);
+            exit::OK
+        }
+        Command::Config(ConfigCommand::Check { config }) => match Config::load(&config)
+            .and_then(|cfg| fleet::Fleet::build(&cfg, false).map(|f| (cfg, f)))
+        {
+            Ok((cfg, fleet)) => {
+                println!(
+                    "{}: ok ({} clusters and single pools, {} pools)",
+                    config.display(),
+                    fleet.sources.len(),
+                    cfg.pools.len()
+                );
+                exit::OK
+            }
+            Err(e) => {
+                report(&e);
+                exit::CONFIG
+            }
+        },
+        command => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    report(&e);
+                    return ExitCode::from(exit::START);
+                }
+            };
+            let code = rt.block_on(async move {
+                match command {
+                    Command::Serve(a) => serve::run(a).await,
+                    Command::Check(a) => check::run(a).await,
+                    Command::Bench(a) => bench::run(a).await,
+                    Command::Config(_) => unreachable!("handled above"),
+                }
+            });
+            // Connections still streaming events end with the runtime.
+            rt.shutdown_timeout(Duration::from_secs(1));
+            code
+        }
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,257 @@
+//! `aquifer serve`: the admin router over the configured pools, or over
+//! the embedded default (three SQLite pools and a demo workload).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aquifer::Cluster;
+use aquifer_admin::Admin;
+use aquifer_sqlite::SqliteManager;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::exit;
+use crate::fleet::Fleet;
+
+/// Where the admin router listens unless told otherwise.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The configuration file; without one, the embedded default: a
+    /// cluster of three SQLite pools with a demo workload.
+    #[arg(long, short, env = "AQUIFER_CONFIG")]
+    config: Option<PathBuf>,
+    /// The address to listen on (default: the configuration's
+    /// admin.listen, else 127.0.0.1:7070). Port 0 picks a free port.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Where the embedded default keeps its SQLite files (default: a
+    /// temporary directory removed at exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// No demo workload on the embedded default.
+    #[arg(long)]
+    no_demo: bool,
+}
+
+/// An example configuration, printed by `aquifer config example`.
+pub(crate) const EXAMPLE: &str = r#"# aquifer configuration. Every field can be set from the environment:
+# AQUIFER_ADMIN_LISTEN, AQUIFER_CLUSTERS_<NAME>_<FIELD>, AQUIFER_POOLS_<NAME>_<FIELD>
+# (names upper-cased, - as _), and AQUIFER_POOLS_<NAME>_PASSWORD for a password.
+
+[admin]
+listen = "127.0.0.1:7070"
+# token_file = "/run/secrets/aquifer-admin-token"   # or token = "…"; generated when absent
+
+[clusters.main]
+mode = "round_robin"        # random, least_busy, weighted, failover
+ban_time = "30s"
+# log_file = "/var/lib/aquifer/events.log"
+
+[pools.primary]
+cluster = "main"
+url = "postgres://app@db1.internal:5432/app"
+password_file = "/run/secrets/db1-password"   # or password_env = "DB1_PASSWORD"
+tags = ["primary"]
+weight = 2
+max = 16                    # and every other aquifer::PoolConfig setting
+min = 2
+acquire_timeout = "2s"
+
+[pools.replica]
+cluster = "main"
+url = "postgres://app@db2.internal:5432/app"
+password_env = "DB2_PASSWORD"
+tags = ["replica"]
+
+[pools.cache]               # a pool outside any cluster
+url = "sqlite:///var/lib/app/cache.db"
+max = 4
+"#;
+
+/// The embedded default: three SQLite files under `dir`.
+pub(crate) fn demo_config(dir: &Path) -> String {
+    let mut text = format!(
+        "[admin]\nlisten = \"{DEFAULT_LISTEN}\"\n\n[clusters.local]\nmode = \"least_busy\"\nban_time = \"5s\"\n"
+    );
+    for (i, max) in [(1, 4), (2, 6), (3, 8)] {
+        let path = dir.join(format!("local_{i}.db"));
+        text.push_str(&format!(
+            "\n[pools.local_{i}]\ncluster = \"local\"\nurl = \"sqlite://{}\"\ntags = [\"{}\"]\nmax = {max}\nmin = 1\nacquire_timeout = \"2s\"\n",
+            path.display(),
+            if i == 1 { "primary" } else { "replica" }
+        ));
+    }
+    text
+}
+
+pub(crate) async fn run(args: Args) -> u8 {
+    // The embedded default keeps its files in a directory of its own.
+    let mut temp = None;
+    let mut demo_dir = None;
+    let cfg = match crate::load(args.config.as_deref()) {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => {
+            let dir = match &args.data_dir {
+                Some(d) => std::fs::create_dir_all(d).map(|()| d.clone()),
+                None => tempfile::Builder::new()
+                    .prefix("aquifer-demo-")
+                    .tempdir()
+                    .map(|t| temp.insert(t).path().to_owned()),
+            };
+            let dir = match dir {
+                Ok(d) => demo_dir.insert(d).clone(),
+                Err(e) => {
+                    eprintln!("error: cannot make the demo's data directory: {e}");
+                    return exit::START;
+                }
+            };
+            match Config::parse("(embedded default)", &demo_config(&dir), std::env::vars()) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    crate::report(&e);
+                    return exit::CONFIG;
+                }
+            }
+        }
+        Err(e) => {
+            crate::report(&e);
+            return exit::CONFIG;
+        }
+    };
+    let demo = args.config.is_none() && !args.no_demo;
+    let fleet = match Fleet::build(&cfg, true) {
+        Ok(f) => f,
+        Err(e) => {
+            crate::report(&e);
+            return exit::CONFIG;
+        }
+    };
+
+    let mut admin = Admin::new();
+    let generated = cfg.admin.token.is_none();
+    if let Some(t) = &cfg.admin.token {
+        admin = admin.with_token(t);
+    }
+    let token = admin.token().clone();
+    for (name, source) in &fleet.sources {
+        admin = admin.source(name, Arc::clone(source));
+    }
+    let listen = args
+        .listen
+        .or(cfg.admin.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}; choose another with --listen or admin.listen");
+            fleet.close(Duration::ZERO).await;
+            return exit::START;
+        }
+    };
+    let addr = listener.local_addr().map_or(listen, |a| a.to_string());
+    println!("aquifer is serving the dashboard at http://{addr}/");
+    if generated {
+        println!("admin token (generated; set admin.token_file or AQUIFER_ADMIN_TOKEN to choose one): {}", token.reveal());
+    }
+    if let Some(dir) = &demo_dir {
+        let work = if demo { ", with a demo workload" } else { "" };
+        println!(
+            "embedded default: 3 SQLite pools in {}{work}",
+            dir.display()
+        );
+    }
+
+    let (stop, stopped) = watch::channel(false);
+    let workers = if demo {
+        fleet
+            .sqlite
+            .iter()
+            .flat_map(|c| workload(c, &stopped))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let server = axum::serve(listener, admin.router());
+    tokio::select! {
+        r = server => {
+            if let Err(e) = r {
+                eprintln!("error: the server stopped: {e}");
+            }
+        }
+        () = shutdown_signal() => {}
+    }
+    println!("stopping: no new work, draining, closing every pool");
+    let _ = stop.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
+    let closed = fleet.close(Duration::from_secs(10)).await;
+    println!("closed {closed} pools");
+    drop(temp);
+    exit::OK
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// A small, steady mix of reads and writes on `cluster`, so that the
+/// dashboard has something to show: six workers, each holding its
+/// connection for a few milliseconds, with pauses between.
+fn workload(
+    cluster: &Cluster<SqliteManager>,
+    stopped: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..6u64)
+        .map(|n| {
+            let (cluster, mut stopped) = (cluster.clone(), stopped.clone());
+            tokio::spawn(async move {
+                let mut k = n;
+                while !*stopped.borrow() {
+                    k = k.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    let roll = (k >> 33) % 100;
+                    if let Ok(conn) = cluster.get_any().await {
+                        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                        let work = conn.interact(move |db| {
+                            db.execute_batch(
+                                "CREATE TABLE IF NOT EXISTS demo (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, note TEXT)",
+                            )?;
+                            if roll < 30 {
+                                db.execute("INSERT INTO demo (at, note) VALUES (?1, 'demo')", [now])?;
+                                db.execute("DELETE FROM demo WHERE id <= (SELECT max(id) - 1000 FROM demo)", [])?;
+                            } else {
+                                db.query_row("SELECT count(*), max(at) FROM demo", [], |_| Ok(()))?;
+                            }
+                            Ok::<_, aquifer_sqlite::rusqlite::Error>(())
+                        });
+                        let _ = work.await;
+                        // Held a little longer, as an application would.
+                        tokio::time::sleep(Duration::from_millis(5 + (k >> 40) % 40)).await;
+                        drop(conn);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(20 + (k >> 50) % 60)) => {}
+                        _ = stopped.changed() => {}
+                    }
+                }
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,523 @@
+//! The `aquifer` binary, run as a user would: the embedded default, config
+//! files against real PostgreSQL and MariaDB servers, `check`, `bench`, and
+//! configuration errors.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use aquifer_testkit::{MariaDbServer, PgServer, MARIADB_PASSWORD, PG_PASSWORD};
+use serde_json::Value;
+
+fn aquifer() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_aquifer"));
+    c.env_remove("AQUIFER_CONFIG").env("RUST_LOG", "info");
+    c
+}
+
+fn run(c: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = c.output().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// A plain HTTP/1.1 request: status and body.
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw[9..12].parse().unwrap();
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // Chunked bodies (axum's default for streams) are not used by these
+    // endpoints; bodies here have a Content-Length.
+    (status, body.to_owned())
+}
+
+fn json(addr: &str, path: &str) -> Value {
+    let (status, body) = http(addr, "GET", path, None);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// A running `aquifer serve`, its address and token, and everything it
+/// printed.
+struct Serving {
+    child: Child,
+    addr: String,
+    token: Option<String>,
+    out: mpsc::Receiver<String>,
+    printed: Vec<String>,
+}
+
+impl Serving {
+    fn start(c: &mut Command) -> Self {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, out) = mpsc::channel();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut s = Serving {
+            child,
+            addr: String::new(),
+            token: None,
+            out,
+            printed: Vec::new(),
+        };
+        let end = Instant::now() + Duration::from_secs(30);
+        while s.addr.is_empty() {
+            let line = s
+                .out
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("serve printed no address: {:?}", s.printed));
+            if let Some(rest) = line.strip_prefix("aquifer is serving the dashboard at http://") {
+                s.addr = rest.trim_end_matches('/').to_owned();
+            }
+            if let Some((_, t)) = line.split_once("): ") {
+                if line.starts_with("admin token") {
+                    s.token = Some(t.to_owned());
+                }
+            }
+            s.printed.push(line);
+        }
+        // The token line follows the address line.
+        if let Ok(line) = s.out.recv_timeout(Duration::from_millis(500)) {
+            if line.starts_with("admin token") {
+                s.token = line.split_once("): ").map(|(_, t)| t.to_owned());
+            }
+            s.printed.push(line);
+        }
+        s
+    }
+
+    /// SIGTERM, then the exit code and everything printed.
+    fn stop(mut self) -> (i32, String) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let end = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < end, "serve did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        self.printed.extend(self.out.try_iter());
+        (status.code().unwrap_or(-1), self.printed.join("\n"))
+    }
+}
+
+fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_with_no_configuration_runs_the_embedded_default() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Serving::start(
+        aquifer()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path()),
+    );
+    let token = s.token.clone().expect("a generated token is printed");
+    assert_eq!(token.len(), 64);
+
+    let (status, body) = http(&s.addr, "GET", "/readyz", None);
+    assert_eq!(status, 200, "{body}");
+    until("traffic on every pool", || {
+        let pools = json(&s.addr, "/api/pools");
+        let names: Vec<_> = pools
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].clone())
+            .collect();
+        assert_eq!(names, ["local_1", "local_2", "local_3"]);
+        pools
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["metrics"]["gets"].as_u64().unwrap() > 3)
+    });
+    let (status, body) = http(&s.addr, "POST", "/api/pools/local_1/freeze", None);
+    assert_eq!(
+        (status, body.contains("unauthorized")),
+        (401, true),
+        "{body}"
+    );
+    let (status, _) = http(&s.addr, "POST", "/api/pools/local_2/freeze", Some(&token));
+    assert_eq!(status, 200);
+    assert_eq!(json(&s.addr, "/api/pools/local_2")["state"], "frozen");
+    let (status, metrics) = http(&s.addr, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(
+            r#"aquifer_connections{cluster="local",pool="local_1",tags="primary",state="idle"}"#
+        ),
+        "{metrics}"
+    );
+    let (status, page) = http(&s.addr, "GET", "/", None);
+    assert!(status == 200 && page.contains("<title>aquifer</title>"));
+
+    let (code, printed) = s.stop();
+    assert_eq!(code, 0, "{printed}");
+    assert!(printed.contains("closed 3 pools"), "{printed}");
+    assert_eq!(
+        printed.matches(&token).count(),
+        1,
+        "the token is printed once"
+    );
+    // Every connection closed: SQLite removes a WAL file when the last
+    // connection to its database closes.
+    for i in 1..=3 {
+        assert!(data.path().join(format!("local_{i}.db")).exists());
+        let wal = data.path().join(format!("local_{i}.db-wal"));
+        assert!(
+            !wal.exists(),
+            "{} is left: a connection stayed open",
+            wal.display()
+        );
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn configuration_errors_name_the_file_the_line_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = dir.path().join("a.db");
+    let good = format!(
+        "[pools.a]\nurl = \"sqlite://{}\"\nmax = 4\n",
+        sqlite.display()
+    );
+    let file = write(dir.path(), "good.toml", &good);
+    let (code, out, err) = run(aquifer().args(["config", "check", "--config", &file]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"), "{out}");
+
+    for (text, line, field, says) in [
+        (
+            format!("{good}maxx = 3\n"),
+            4,
+            "pools.a.maxx",
+            "unknown field",
+        ),
+        (
+            good.replace("max = 4", "max = \"lots\""),
+            3,
+            "pools.a.max",
+            "invalid type",
+        ),
+        (
+            good.replace("max = 4", "max = 4\nmin = 9"),
+            0,
+            "pools.a",
+            "min",
+        ),
+        (
+            format!("{good}cluster = \"main\"\n"),
+            4,
+            "pools.a.cluster",
+            "[clusters.main]",
+        ),
+        (
+            format!("[admin]\nlisten = 7\n{good}"),
+            2,
+            "admin.listen",
+            "expected an address",
+        ),
+        (
+            format!("[clusters.c]\nmode = \"fastest\"\n{good}"),
+            2,
+            "clusters.c.mode",
+            "round_robin",
+        ),
+        (
+            good.replace("sqlite://", "oracle://"),
+            2,
+            "pools.a.url",
+            "unknown scheme",
+        ),
+        (
+            format!("{good}[pools.b]\nmax = 2\n"),
+            4,
+            "pools.b.url",
+            "missing",
+        ),
+    ] {
+        let file = write(dir.path(), "bad.toml", &text);
+        let (code, _, err) = run(aquifer().args(["config", "check", "--config", &file]));
+        assert_eq!(code, 2, "{text}\n{err}");
+        let place = if line > 0 {
+            format!("{file}:{line}:")
+        } else {
+            format!("{file}:")
+        };
+        assert!(err.contains(&place), "want {place} in: {err}");
+        assert!(
+            err.contains(&format!("`{field}`")),
+            "want {field} in: {err}"
+        );
+        assert!(err.contains(says), "want {says} in: {err}");
+    }
+    let file = write(dir.path(), "syntax.toml", "[pools.a]\nurl = \"x\nmax = 1\n");
+    let (code, _, err) = run(aquifer().args(["config", "check", "--config", &file]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!("{file}:2:")) && err.contains("not valid TOML"),
+        "{err}"
+    );
+
+    // The environment wins over the file, and a bad value from it says so.
+    let file = write(dir.path(), "env.toml", &good);
+    let (code, _, err) = run(aquifer()
+        .args(["config", "check", "--config", &file])
+        .env("AQUIFER_POOLS_A_MAX", "many"));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("environment variable AQUIFER_POOLS_A_MAX") && err.contains("`pools.a.max`"),
+        "{err}"
+    );
+    let (code, _, err) = run(aquifer()
+        .args(["config", "check", "--config", &file])
+        .env("AQUIFER_POOLS_NOPE_MAX", "3"));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("AQUIFER_POOLS_NOPE_MAX") && err.contains("names no pool"),
+        "{err}"
+    );
+
+    let (code, out, _) = run(aquifer().args(["--help"]));
+    assert!(
+        code == 0 && out.contains("serve") && out.contains("Exit codes"),
+        "{out}"
+    );
+    for sub in ["serve", "check", "bench", "config"] {
+        let (code, out, _) = run(aquifer().args([sub, "--help"]));
+        assert_eq!(code, 0, "{sub} --help");
+        assert!(out.contains("Usage"), "{out}");
+    }
+    let (code, out, _) = run(aquifer().args(["--version"]));
+    assert!(code == 0 && out.starts_with("aquifer "), "{out}");
+    let (code, example, _) = run(aquifer().args(["config", "example"]));
+    assert_eq!(code, 0);
+    assert!(example.contains("[clusters.main]") && example.contains("password_file"));
+}
+
+/// PostgreSQL (its password from a file) in a cluster, MariaDB (its
+/// password from the environment) on its own: `check`, `serve` with an
+/// environment override, then `check` with PostgreSQL stopped.
+#[test]
+fn check_and_serve_real_servers_from_a_config_file() {
+    let mut pg = PgServer::new().unwrap();
+    let maria = MariaDbServer::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = write(dir.path(), "pg-password", &format!("{PG_PASSWORD}\n"));
+    let pg_url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port());
+    let maria_url = maria.url().replace(&format!(":{MARIADB_PASSWORD}@"), "@");
+    assert!(!maria_url.contains(MARIADB_PASSWORD));
+    let config = write(
+        dir.path(),
+        "aquifer.toml",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"cfg-token\"\n\n\
+             [clusters.pg]\nmode = \"failover\"\n\n\
+             [pools.pg_1]\ncluster = \"pg\"\nurl = \"{pg_url}\"\npassword_file = \"{pw_file}\"\nmax = 4\n\n\
+             [pools.maria]\nurl = \"{maria_url}\"\npassword_env = \"TEST_MARIA_PW\"\nmax = 3\n"
+        ),
+    );
+    let check = |json: bool| {
+        let mut c = aquifer();
+        c.args(["check", "--config", &config, "--timeout", "3s"])
+            .env("TEST_MARIA_PW", MARIADB_PASSWORD);
+        if json {
+            c.arg("--json");
+        }
+        run(&mut c)
+    };
+    let (code, out, err) = check(false);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("pg_1") && out.contains("maria") && out.matches("healthy").count() == 2,
+        "{out}"
+    );
+    let (code, out, _) = check(true);
+    assert_eq!(code, 0);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["healthy"], true);
+    assert_eq!(report["pools"].as_array().unwrap().len(), 2);
+
+    let s = Serving::start(
+        aquifer()
+            .args(["serve", "--config", &config])
+            .env("TEST_MARIA_PW", MARIADB_PASSWORD)
+            .env("AQUIFER_POOLS_PG_1_MAX", "7"),
+    );
+    assert_eq!(s.token, None, "a configured token is not printed");
+    let pools = json(&s.addr, "/api/pools");
+    assert_eq!(pools[0]["name"], "pg_1");
+    assert_eq!(
+        pools[0]["status"]["max"], 7,
+        "the environment wins over the file"
+    );
+    assert_eq!(
+        pools[0]["server"],
+        format!("127.0.0.1:{}/postgres", pg.port())
+    );
+    assert_eq!(pools[1]["name"], "maria");
+    let (status, _) = http(&s.addr, "POST", "/api/pools/pg_1/freeze", Some("cfg-token"));
+    assert_eq!(status, 200);
+    let (status, ready) = http(&s.addr, "GET", "/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+    let mut everything = format!("{pools}{ready}{}", http(&s.addr, "GET", "/metrics", None).1);
+    let (code, printed) = s.stop();
+    assert_eq!(code, 0, "{printed}");
+    everything.push_str(&printed);
+    assert!(
+        !everything.contains(PG_PASSWORD),
+        "the PostgreSQL password leaked"
+    );
+    assert!(
+        !everything.contains(MARIADB_PASSWORD),
+        "the MariaDB password leaked"
+    );
+    until("serve's PostgreSQL sessions to close", || {
+        pg.psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+            .unwrap()
+            .trim()
+            == "0"
+    });
+
+    pg.stop().unwrap();
+    let (code, out, err) = check(false);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let line = out.lines().find(|l| l.contains("pg_1")).unwrap();
+    assert!(
+        line.contains("unhealthy") && line.contains("127.0.0.1"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("maria") && l.contains("healthy") && !l.contains("unhealthy")),
+        "{out}"
+    );
+    assert!(!out.contains(PG_PASSWORD) && !err.contains(PG_PASSWORD));
+}
+
+#[test]
+fn bench_reports_a_table_and_json() {
+    let pg = PgServer::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = write(dir.path(), "pw", PG_PASSWORD);
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port());
+    let bench = |extra: &[&str]| {
+        run(aquifer()
+            .args(["bench", "--url", &url, "--password-file", &pw_file])
+            .args(extra))
+    };
+    let (code, out, err) = bench(&["--duration", "500ms", "--tasks", "8"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("per second") && out.contains("p99") && out.contains("errors        0"),
+        "{out}"
+    );
+    assert!(!out.contains(PG_PASSWORD) && !err.contains(PG_PASSWORD));
+
+    let (code, out, err) = bench(&[
+        "--duration",
+        "500ms",
+        "--tasks",
+        "8",
+        "--mux",
+        "--max",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["through"], "multiplexer");
+    assert!(
+        r["queries"].as_u64().unwrap() > 10 && r["errors"] == 0,
+        "{r}"
+    );
+
+    let (code, out, err) = bench(&[
+        "--workload",
+        "sleep",
+        "--queries",
+        "40",
+        "--sleep",
+        "50ms",
+        "--min",
+        "2",
+        "--max",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["queries"], 40);
+    let ideal = r["ideal_seconds"].as_f64().unwrap();
+    assert!((ideal - 0.2).abs() < 1e-9, "{r}");
+    assert!(r["ratio"].as_f64().unwrap() >= 1.0, "{r}");
+
+    // A wrong password fails every query, and the exit code says so.
+    let bad = write(dir.path(), "bad", "wrong");
+    let (code, out, _) = run(aquifer().args([
+        "bench",
+        "--url",
+        &url,
+        "--password-file",
+        &bad,
+        "--duration",
+        "200ms",
+        "--tasks",
+        "2",
+    ]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("first error") && out.contains("password"),
+        "{out}"
+    );
+}

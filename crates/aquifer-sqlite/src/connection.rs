@@ -401,8 +401,7 @@ pub(crate) fn open_connection(
     })?;
     conn.busy_timeout(config.busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(config.statement_cache_capacity);
-    conn.execute_batch(&config.setup_sql())
-        .map_err(|e| classify(e, &target))?;
+    setup(&conn, config).map_err(|e| classify(e, &target))?;
     if !config.read_only && conn.is_readonly(MAIN_DB)? {
         return Err(SqliteError::ReadOnly { target });
     }
@@ -411,6 +410,28 @@ pub(crate) fn open_connection(
         hook(&mut conn).map_err(SqliteError::AfterConnect)?;
     }
     Ok(conn)
+}
+
+/// Runs the configuration's pragmas. Switching a new file to WAL needs a
+/// lock that SQLite's busy handler does not wait for when waiting could
+/// deadlock, so connections opened at once can get `SQLITE_BUSY` at once:
+/// retried here, on the connection's own thread, within `busy_timeout`.
+fn setup(conn: &Connection, config: &SqliteConfig) -> rusqlite::Result<()> {
+    let sql = config.setup_sql();
+    let deadline = std::time::Instant::now() + config.busy_timeout;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match conn.execute_batch(&sql) {
+            Err(e)
+                if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() + pause < deadline =>
+            {
+                thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            done => return done,
+        }
+    }
 }
 
 fn check_file(path: &Path, create: bool) -> Result<(), SqliteError> {

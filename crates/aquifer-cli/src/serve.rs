@@ -76,7 +76,7 @@ pub(crate) fn demo_config(dir: &Path) -> String {
     let mut text = format!(
         "[admin]\nlisten = \"{DEFAULT_LISTEN}\"\n\n[clusters.local]\nmode = \"least_busy\"\nban_time = \"5s\"\n"
     );
-    for (i, max) in [(1, 4), (2, 6), (3, 8)] {
+    for (i, max) in [(1, 2), (2, 3), (3, 4)] {
         let path = dir.join(format!("local_{i}.db"));
         text.push_str(&format!(
             "\n[pools.local_{i}]\ncluster = \"local\"\nurl = \"sqlite://{}\"\ntags = [\"{}\"]\nmax = {max}\nmin = 1\nacquire_timeout = \"2s\"\n",
@@ -213,13 +213,16 @@ async fn shutdown_signal() {
 }
 
 /// A small, steady mix of reads and writes on `cluster`, so that the
-/// dashboard has something to show: six workers, each holding its
-/// connection for a few milliseconds, with pauses between.
+/// dashboard has something to show: twelve workers, each holding its
+/// connection for a few milliseconds, with pauses between; for five
+/// seconds of every thirty they hold it ten times longer, so that callers
+/// queue and the wait chart moves.
 fn workload(
     cluster: &Cluster<SqliteManager>,
     stopped: &watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..6u64)
+    let started = std::time::Instant::now();
+    (0..12u64)
         .map(|n| {
             let (cluster, mut stopped) = (cluster.clone(), stopped.clone());
             tokio::spawn(async move {
@@ -243,7 +246,9 @@ fn workload(
                         });
                         let _ = work.await;
                         // Held a little longer, as an application would.
-                        tokio::time::sleep(Duration::from_millis(5 + (k >> 40) % 40)).await;
+                        let busy = started.elapsed().as_secs() % 30 >= 25;
+                        let hold = (5 + (k >> 40) % 40) * if busy { 10 } else { 1 };
+                        tokio::time::sleep(Duration::from_millis(hold)).await;
                         drop(conn);
                     }
                     tokio::select! {

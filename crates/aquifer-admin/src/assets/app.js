@@ -112,6 +112,7 @@ function row(p) {
   c.p99.textContent = ms(m.wait_time.p99);
   c.errors.textContent = m.create_failures + m.timeouts + m.validation_failures + m.destroy_failures;
   c.server.textContent = p.server || "";
+  c.server.title = p.server || "";
   // Rebuild the buttons only when they change, so a click is never lost
   // to a redraw.
   const shown = p.state + "/" + p.frozen;

@@ -111,25 +111,35 @@ impl Target {
         }
     }
 
+    /// One sleeping query, in the simple protocol (one round trip, as the
+    /// node.js article's `select pg_sleep(1)`).
     async fn sleep(&self, d: Duration) -> Result<(), String> {
         let secs = d.as_secs_f64();
         let e = |e: &(dyn std::error::Error + 'static)| error_chain(e);
+        let sql = format!("SELECT pg_sleep({secs})");
         match self {
-            Target::Pg(p) => p
-                .query_one("SELECT pg_sleep($1)", &[&secs])
-                .await
-                .map(drop)
-                .map_err(|x| e(&x)),
-            Target::PgMux(m) => m
-                .query_one("SELECT pg_sleep($1)", &[&secs])
-                .await
-                .map(drop)
-                .map_err(|x| e(&x)),
+            Target::Pg(p) => match p.get().await {
+                Ok(conn) => conn.simple_query(&sql).await.map(drop).map_err(|x| e(&x)),
+                Err(x) => Err(e(&x)),
+            },
+            Target::PgMux(m) => m.simple_query(&sql).await.map(drop).map_err(|x| e(&x)),
             Target::MySql(p) => p
                 .query_drop(format!("SELECT SLEEP({secs})").as_str())
                 .await
                 .map_err(|x| e(&x)),
             Target::Sqlite(_) => Err("the sleep workload needs a server database".into()),
+        }
+    }
+
+    /// Opens `min` connections, so that the run measures the pool at work
+    /// rather than its first connects (reported apart).
+    async fn warm(&self) -> Result<(), String> {
+        let e = |e: &(dyn std::error::Error + 'static)| error_chain(e);
+        match self {
+            Target::Pg(p) => p.start().await.map_err(|x| e(&x)),
+            Target::PgMux(m) => m.ready().await.map_err(|x| e(&x)),
+            Target::MySql(p) => p.start().await.map_err(|x| e(&x)),
+            Target::Sqlite(p) => p.start().await.map_err(|x| e(&x)),
         }
     }
 
@@ -152,6 +162,8 @@ struct Results {
     min: usize,
     max: usize,
     tasks: usize,
+    /// Time to open `min` connections, before the run.
+    warmup_seconds: f64,
     queries: u64,
     errors: u64,
     first_error: Option<String>,
@@ -303,6 +315,13 @@ pub(crate) async fn run(args: Args) -> u8 {
             return exit::CONFIG;
         }
     };
+    let warmup = Instant::now();
+    if let Err(e) = target.warm().await {
+        eprintln!("error: could not open the first connections (min {min}): {e}");
+        target.close().await;
+        return exit::UNHEALTHY;
+    }
+    let warmup_seconds = warmup.elapsed().as_secs_f64();
     let target = Arc::new(target);
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -404,6 +423,7 @@ pub(crate) async fn run(args: Args) -> u8 {
         min,
         max,
         tasks,
+        warmup_seconds,
         queries,
         errors: errors.load(Ordering::Relaxed),
         first_error: first_error.lock().ok().and_then(|f| f.clone()),
@@ -450,7 +470,13 @@ fn table(r: &Results) -> String {
                 r.server.as_deref().unwrap_or("?")
             ),
         ),
-        ("connections", format!("min {} max {}", r.min, r.max)),
+        (
+            "connections",
+            format!(
+                "min {} max {} (min open in {:.3} s)",
+                r.min, r.max, r.warmup_seconds
+            ),
+        ),
         ("tasks", r.tasks.to_string()),
         ("queries", r.queries.to_string()),
         ("errors", r.errors.to_string()),

@@ -502,9 +502,9 @@ fn bench_reports_a_table_and_json() {
     assert!((ideal - 0.2).abs() < 1e-9, "{r}");
     assert!(r["ratio"].as_f64().unwrap() >= 1.0, "{r}");
 
-    // A wrong password fails every query, and the exit code says so.
+    // A wrong password fails before the run, with the server's reason.
     let bad = write(dir.path(), "bad", "wrong");
-    let (code, out, _) = run(aquifer().args([
+    let (code, out, err) = run(aquifer().args([
         "bench",
         "--url",
         &url,
@@ -515,9 +515,10 @@ fn bench_reports_a_table_and_json() {
         "--tasks",
         "2",
     ]));
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 1, "{out}\n{err}");
     assert!(
-        out.contains("first error") && out.contains("password"),
-        "{out}"
+        err.contains("could not open the first connections (min 1)") && err.contains("password"),
+        "{err}"
     );
+    assert!(!err.contains("wrong"), "the password is not printed: {err}");
 }

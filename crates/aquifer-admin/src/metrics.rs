@@ -122,167 +122,140 @@ fn histograms(
     Ok(())
 }
 
+type Value<T> = fn(&PoolReport) -> T;
+
+fn n(v: usize) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+const GAUGES: &[(&str, &str, Value<i64>)] = &[
+    ("aquifer_connections_max", "The pool's maximum size.", |p| {
+        n(p.status.max)
+    }),
+    ("aquifer_connections_min", "The pool's minimum size.", |p| {
+        n(p.status.min)
+    }),
+    (
+        "aquifer_waiting",
+        "Callers waiting for a connection.",
+        |p| n(p.status.waiting),
+    ),
+    (
+        "aquifer_frozen",
+        "1 when an operator froze the pool.",
+        |p| i64::from(p.frozen),
+    ),
+    ("aquifer_banned", "1 while the pool is banned.", |p| {
+        i64::from(p.banned_for.is_some())
+    }),
+];
+
+/// Which summary of a pool a histogram shows.
+type Pick = fn(&PoolReport) -> &Summary;
+
+const HISTOGRAMS: &[(&str, &str, Pick)] = &[
+    (
+        "aquifer_acquire_wait",
+        "Time from asking for a connection to getting it.",
+        |p| &p.metrics.wait_time,
+    ),
+    (
+        "aquifer_usage",
+        "Time connections were held by callers.",
+        |p| &p.metrics.usage_time,
+    ),
+    ("aquifer_create", "Time taken to open a connection.", |p| {
+        &p.metrics.create_time
+    }),
+];
+
+const COUNTERS: &[(&str, &str, Value<u64>)] = &[
+    ("aquifer_gets", "Checkouts asked for.", |p| p.metrics.gets),
+    ("aquifer_gets_waited", "Checkouts that had to queue.", |p| {
+        p.metrics.gets_waited
+    }),
+    (
+        "aquifer_timeouts",
+        "Checkouts that hit the acquire timeout.",
+        |p| p.metrics.timeouts,
+    ),
+    (
+        "aquifer_queue_full",
+        "Checkouts refused because the wait queue was full.",
+        |p| p.metrics.queue_full,
+    ),
+    ("aquifer_creates", "Connections opened.", |p| {
+        p.metrics.creates
+    }),
+    (
+        "aquifer_create_failures",
+        "Connection attempts that failed or timed out.",
+        |p| p.metrics.create_failures,
+    ),
+    ("aquifer_destroys", "Connections closed cleanly.", |p| {
+        p.metrics.destroys
+    }),
+    (
+        "aquifer_destroy_failures",
+        "Closes that failed or timed out.",
+        |p| p.metrics.destroy_failures,
+    ),
+    (
+        "aquifer_validation_failures",
+        "Health checks that failed.",
+        |p| p.metrics.validation_failures,
+    ),
+    (
+        "aquifer_reset_failures",
+        "Resets on return that failed.",
+        |p| p.metrics.reset_failures,
+    ),
+    (
+        "aquifer_leaks_suspected",
+        "Connections held past the leak threshold.",
+        |p| p.metrics.leaks_suspected,
+    ),
+    ("aquifer_bans", "Times the pool was banned.", |p| p.bans),
+];
+
 impl prometheus_client::collector::Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Fmt {
         let p = &self.0[..];
         let e = &mut enc;
-        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-        by(
-            e,
-            p,
-            ("aquifer_connections", "Connections by state: idle, active (checked out), creating, pending (failed to close).", MetricType::Gauge),
-            "state",
-            |p| {
-                vec![
-                    ("idle", p.status.idle as u64),
-                    ("active", p.status.borrowed as u64),
-                    ("creating", p.status.creating as u64),
-                    ("pending", p.status.pending as u64),
-                ]
-            },
-        )?;
-        gauges(
-            e,
-            p,
-            "aquifer_connections_max",
-            "The pool's maximum size.",
-            |p| n(p.status.max),
-        )?;
-        gauges(
-            e,
-            p,
-            "aquifer_connections_min",
-            "The pool's minimum size.",
-            |p| n(p.status.min),
-        )?;
-        gauges(
-            e,
-            p,
-            "aquifer_waiting",
-            "Callers waiting for a connection.",
-            |p| n(p.status.waiting),
-        )?;
-        gauges(
-            e,
-            p,
-            "aquifer_frozen",
-            "1 when an operator froze the pool.",
-            |p| i64::from(p.frozen),
-        )?;
-        gauges(e, p, "aquifer_banned", "1 while the pool is banned.", |p| {
-            i64::from(p.banned_for.is_some())
+        let state = (
+            "aquifer_connections",
+            "Connections by state: idle, active (checked out), creating, pending (failed to close).",
+            MetricType::Gauge,
+        );
+        by(e, p, state, "state", |p| {
+            vec![
+                ("idle", p.status.idle as u64),
+                ("active", p.status.borrowed as u64),
+                ("creating", p.status.creating as u64),
+                ("pending", p.status.pending as u64),
+            ]
         })?;
-        histograms(
-            e,
-            p,
-            "aquifer_acquire_wait",
-            "Time from asking for a connection to getting it.",
-            |p| &p.metrics.wait_time,
-        )?;
-        histograms(
-            e,
-            p,
-            "aquifer_usage",
-            "Time connections were held by callers.",
-            |p| &p.metrics.usage_time,
-        )?;
-        histograms(
-            e,
-            p,
-            "aquifer_create",
-            "Time taken to open a connection.",
-            |p| &p.metrics.create_time,
-        )?;
-        counters(e, p, "aquifer_gets", "Checkouts asked for.", |p| {
-            p.metrics.gets
-        })?;
-        counters(
-            e,
-            p,
-            "aquifer_gets_waited",
-            "Checkouts that had to queue.",
-            |p| p.metrics.gets_waited,
-        )?;
-        counters(
-            e,
-            p,
-            "aquifer_timeouts",
-            "Checkouts that hit the acquire timeout.",
-            |p| p.metrics.timeouts,
-        )?;
-        counters(
-            e,
-            p,
-            "aquifer_queue_full",
-            "Checkouts refused because the wait queue was full.",
-            |p| p.metrics.queue_full,
-        )?;
-        counters(e, p, "aquifer_creates", "Connections opened.", |p| {
-            p.metrics.creates
-        })?;
-        counters(
-            e,
-            p,
-            "aquifer_create_failures",
-            "Connection attempts that failed or timed out.",
-            |p| p.metrics.create_failures,
-        )?;
-        counters(
-            e,
-            p,
-            "aquifer_destroys",
-            "Connections closed cleanly.",
-            |p| p.metrics.destroys,
-        )?;
-        counters(
-            e,
-            p,
-            "aquifer_destroy_failures",
-            "Closes that failed or timed out.",
-            |p| p.metrics.destroy_failures,
-        )?;
-        counters(
-            e,
-            p,
-            "aquifer_validation_failures",
-            "Health checks that failed.",
-            |p| p.metrics.validation_failures,
-        )?;
-        counters(
-            e,
-            p,
-            "aquifer_reset_failures",
-            "Resets on return that failed.",
-            |p| p.metrics.reset_failures,
-        )?;
-        counters(
-            e,
-            p,
-            "aquifer_leaks_suspected",
-            "Connections held past the leak threshold.",
-            |p| p.metrics.leaks_suspected,
-        )?;
-        counters(e, p, "aquifer_bans", "Times the pool was banned.", |p| {
-            p.bans
-        })?;
-        by(
-            e,
-            p,
-            (
-                "aquifer_evictions",
-                "Connections evicted, by reason.",
-                MetricType::Counter,
-            ),
-            "reason",
-            |p| {
-                let ev = p.metrics.evictions;
-                vec![
-                    ("idle", ev.idle),
-                    ("lifetime", ev.lifetime),
-                    ("broken", ev.broken),
-                ]
-            },
-        )?;
-        Ok(())
+        for &(name, help, value) in GAUGES {
+            gauges(e, p, name, help, value)?;
+        }
+        for &(name, help, summary) in HISTOGRAMS {
+            histograms(e, p, name, help, summary)?;
+        }
+        for &(name, help, value) in COUNTERS {
+            counters(e, p, name, help, value)?;
+        }
+        let evictions = (
+            "aquifer_evictions",
+            "Connections evicted, by reason.",
+            MetricType::Counter,
+        );
+        by(e, p, evictions, "reason", |p| {
+            let ev = p.metrics.evictions;
+            vec![
+                ("idle", ev.idle),
+                ("lifetime", ev.lifetime),
+                ("broken", ev.broken),
+            ]
+        })
     }
 }

@@ -47,14 +47,35 @@ pub(crate) enum AnyPool {
     Sqlite(Pool<SqliteManager>),
 }
 
+impl AnyPool {
+    fn pg(&self) -> Option<&Pool<PgManager>> {
+        match self {
+            AnyPool::Postgres(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn mysql(&self) -> Option<&Pool<MySqlManager>> {
+        match self {
+            AnyPool::MySql(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn sqlite(&self) -> Option<&Pool<SqliteManager>> {
+        match self {
+            AnyPool::Sqlite(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
 /// Everything `serve` and `check` work on.
 pub(crate) struct Fleet {
     /// Each cluster and each pool outside a cluster, by name.
     pub(crate) sources: Vec<(String, Arc<dyn Source>)>,
     /// The SQLite clusters, for the demo workload.
     pub(crate) sqlite: Vec<Cluster<SqliteManager>>,
-    /// Every pool by name, for `bench`.
-    pub(crate) pools: Vec<(String, AnyPool)>,
 }
 
 fn manager_error(cfg: &Config, name: &str, e: &(dyn std::error::Error + 'static)) -> ConfigError {
@@ -90,12 +111,27 @@ fn build_cluster<M: Manager>(sec: &ClusterSection) -> Cluster<M> {
     b.build()
 }
 
-fn member<M: Manager>(name: &str, sec: &PoolSection, pool: Pool<M>) -> ClusterPool<M> {
-    let mut p = ClusterPool::new(name, pool).weight(sec.weight);
-    for t in &sec.tags {
-        p = p.tag(t);
+/// Cluster `cname` of the pools in `mine` that `pick` finds.
+fn join<M: Manager>(
+    cfg: &Config,
+    cname: &str,
+    csec: &ClusterSection,
+    mine: &[&(String, Driver, AnyPool)],
+    pick: fn(&AnyPool) -> Option<&Pool<M>>,
+) -> Result<Cluster<M>, ConfigError> {
+    let cluster = build_cluster::<M>(csec);
+    for (name, _, pool) in mine {
+        let Some(pool) = pick(pool) else { continue };
+        let sec = &cfg.pools[name];
+        let mut member = ClusterPool::new(name, pool.clone()).weight(sec.weight);
+        for t in &sec.tags {
+            member = member.tag(t);
+        }
+        cluster
+            .add(member)
+            .map_err(|e| cfg.pool_error(name, "cluster", format!("cannot join `{cname}`: {e}")))?;
     }
-    p
+    Ok(cluster)
 }
 
 impl Fleet {
@@ -105,7 +141,6 @@ impl Fleet {
         let mut fleet = Fleet {
             sources: Vec::new(),
             sqlite: Vec::new(),
-            pools: Vec::new(),
         };
         let mut built = Vec::new();
         for (name, sec) in &cfg.pools {
@@ -147,38 +182,11 @@ impl Fleet {
                     ));
                 }
             }
-            let add_err = |n: &str, e: &dyn std::fmt::Display| {
-                cfg.pool_error(n, "cluster", format!("cannot join `{cname}`: {e}"))
-            };
             let source: Arc<dyn Source> = match mine.first().map(|(_, d, _)| *d) {
-                Some(Driver::Postgres) => {
-                    let c = build_cluster::<PgManager>(csec);
-                    for (n, _, p) in &mine {
-                        if let AnyPool::Postgres(p) = p {
-                            c.add(member(n, &cfg.pools[n], p.clone()))
-                                .map_err(|e| add_err(n, &e))?;
-                        }
-                    }
-                    Arc::new(c)
-                }
-                Some(Driver::MySql) => {
-                    let c = build_cluster::<MySqlManager>(csec);
-                    for (n, _, p) in &mine {
-                        if let AnyPool::MySql(p) = p {
-                            c.add(member(n, &cfg.pools[n], p.clone()))
-                                .map_err(|e| add_err(n, &e))?;
-                        }
-                    }
-                    Arc::new(c)
-                }
+                Some(Driver::Postgres) => Arc::new(join(cfg, cname, csec, &mine, AnyPool::pg)?),
+                Some(Driver::MySql) => Arc::new(join(cfg, cname, csec, &mine, AnyPool::mysql)?),
                 Some(Driver::Sqlite) | None => {
-                    let c = build_cluster::<SqliteManager>(csec);
-                    for (n, _, p) in &mine {
-                        if let AnyPool::Sqlite(p) = p {
-                            c.add(member(n, &cfg.pools[n], p.clone()))
-                                .map_err(|e| add_err(n, &e))?;
-                        }
-                    }
+                    let c = join(cfg, cname, csec, &mine, AnyPool::sqlite)?;
                     fleet.sqlite.push(c.clone());
                     Arc::new(c)
                 }
@@ -187,14 +195,13 @@ impl Fleet {
         }
         for (name, _, pool) in built {
             if cfg.pools[&name].cluster.is_none() {
-                let source: Arc<dyn Source> = match &pool {
-                    AnyPool::Postgres(p) => Arc::new(NamedPool::new(&name, p.clone())),
-                    AnyPool::MySql(p) => Arc::new(NamedPool::new(&name, p.clone())),
-                    AnyPool::Sqlite(p) => Arc::new(NamedPool::new(&name, p.clone())),
+                let source: Arc<dyn Source> = match pool {
+                    AnyPool::Postgres(p) => Arc::new(NamedPool::new(&name, p)),
+                    AnyPool::MySql(p) => Arc::new(NamedPool::new(&name, p)),
+                    AnyPool::Sqlite(p) => Arc::new(NamedPool::new(&name, p)),
                 };
-                fleet.sources.push((name.clone(), source));
+                fleet.sources.push((name, source));
             }
-            fleet.pools.push((name, pool));
         }
         Ok(fleet)
     }

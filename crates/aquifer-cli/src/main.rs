@@ -131,7 +131,8 @@ fn main() -> ExitCode {
                     Command::Serve(a) => serve::run(a).await,
                     Command::Check(a) => check::run(a).await,
                     Command::Bench(a) => bench::run(a).await,
-                    Command::Config(_) => unreachable!("handled above"),
+                    // Handled above, without a runtime.
+                    Command::Config(_) => exit::OK,
                 }
             });
             // Connections still streaming events end with the runtime.

@@ -42,7 +42,7 @@ fn banned_line(metrics: &str, pool: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_is_banned_in_the_api_and_the_metrics_then_back() {
     let mut servers: Vec<PgServer> = (0..3).map(|_| PgServer::new().unwrap()).collect();
-    let cluster = Cluster::builder().ban_time(Duration::from_secs(1)).build();
+    let cluster = Cluster::builder().ban_time(Duration::from_secs(3)).build();
     for (i, srv) in servers.iter().enumerate() {
         let pool = Pool::builder(PgManager::new(&srv.url()).unwrap())
             .min(1)

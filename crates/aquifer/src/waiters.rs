@@ -176,6 +176,11 @@ impl<V> Waiters<V> {
         }
     }
 
+    /// When the caller [`hand`](Self::hand) would serve next started to wait.
+    pub(crate) fn next_since(&self) -> Option<crate::clock::Tick> {
+        self.queues.iter().find_map(|q| q.front()).map(|s| s.since)
+    }
+
     /// Hands `v` to the longest-waiting caller of the most urgent priority,
     /// with its waker and whether it had been nudged (see `Slot::fill`).
     /// Gives `v` back when nobody waits.

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use aquifer::{Pool, PoolError};
@@ -496,4 +497,50 @@ async fn a_nudged_waiter_that_gives_up_passes_the_nudge_on() {
     let (_, waited) = c.await.unwrap().expect("the third waiter is served");
     drop(first);
     assert!(waited < ms(500), "waited {waited:?} with an object idle");
+}
+
+/// Steady overload: 64 tasks share 16 objects, each held about a
+/// millisecond. A caller that keeps losing the race for a returned object
+/// to one that is running is served once it has waited a few
+/// milliseconds, whatever the clock's resolution: no waiter waits a fair
+/// interval (a scheduler tick on the coarse clock) per caller ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_steady_overload_no_waiter_waits_a_tick_per_caller_ahead() {
+    let (_, m) = fake();
+    let p = Pool::builder(m).max(16).build().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (p, stop) = (p.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut worst = std::time::Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    let asked = std::time::Instant::now();
+                    let held = p.get().await.unwrap();
+                    worst = worst.max(asked.elapsed());
+                    tokio::time::sleep(std::time::Duration::from_micros(500)).await;
+                    drop(held);
+                }
+                worst
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut worst = Vec::new();
+    for t in tasks {
+        worst.push(t.await.unwrap());
+    }
+    worst.sort();
+    let m = p.metrics();
+    eprintln!(
+        "steady overload: {} gets, median of the tasks' worst waits {:?}, worst {:?}, p99 {:?}",
+        m.gets, worst[32], worst[63], m.wait_time.p99
+    );
+    assert!(
+        worst[63] < std::time::Duration::from_millis(100),
+        "a waiter waited {:?} (median of the tasks' worst: {:?})",
+        worst[63],
+        worst[32]
+    );
 }

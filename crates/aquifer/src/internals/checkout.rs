@@ -26,6 +26,16 @@ pub(crate) const MAX_REACHED_EVERY: Duration = Duration::from_secs(1);
 /// per caller ahead of it.
 const FAIR_EVERY: Duration = Duration::from_micros(500);
 
+/// A return hands its object to the longest waiter, whatever `FAIR_EVERY`
+/// says, once that waiter has waited this long: under steady overload
+/// callers are then served in order (a waiter waits about this long plus
+/// its turn), where one fair return per interval would let a waiter far
+/// back wait an interval per caller ahead of it, and the coarse clock,
+/// which moves in steps of a scheduler tick (1–4 ms), stretches each
+/// interval to a tick. A queue formed under a burst and drained within
+/// this time never triggers it.
+const STARVING_AFTER: Duration = Duration::from_millis(20);
+
 /// The next time a return must be fair, from `now`.
 fn next_fair(now: Tick) -> Tick {
     let half = FAIR_EVERY.as_nanos() as u64 / 2;
@@ -192,7 +202,11 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.idle.push(home, entry);
             return Placed::Idle;
         }
-        if now < self.fair_at {
+        let starving = self
+            .waiters
+            .next_since()
+            .is_some_and(|since| now.since(since) >= STARVING_AFTER);
+        if now < self.fair_at && !starving {
             self.idle.push(home, entry);
             after.wake.extend(self.waiters.nudge_next());
             return Placed::Nudged;

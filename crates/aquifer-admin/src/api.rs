@@ -240,7 +240,7 @@ struct Done {
 }
 
 async fn act(
-    _: crate::api::Authorized,
+    _: Authorized,
     With(state): Shared,
     Path((name, action)): Path<(String, String)>,
     q: Params,

@@ -202,11 +202,12 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.idle.push(home, entry);
             return Placed::Idle;
         }
-        let starving = self
-            .waiters
-            .next_since()
-            .is_some_and(|since| now.since(since) >= STARVING_AFTER);
-        if now < self.fair_at && !starving {
+        let starving = || {
+            self.waiters
+                .next_since()
+                .is_some_and(|since| now.since(since) >= STARVING_AFTER)
+        };
+        if now < self.fair_at && !starving() {
             self.idle.push(home, entry);
             after.wake.extend(self.waiters.nudge_next());
             return Placed::Nudged;

@@ -383,3 +383,45 @@ async fn no_response_carries_a_password() {
         "a URL with credentials leaked:\n{seen}"
     );
 }
+
+#[tokio::test]
+async fn connections_that_failed_to_close_are_listed_and_closed_again() {
+    let manager = StuckClose::default();
+    let failing = manager.failing.clone();
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let pool = Pool::builder(manager).max(2).build().unwrap();
+    drop(pool.get().await.unwrap());
+    let app = Admin::new()
+        .with_token(TOKEN)
+        .pool("stuck", pool.clone())
+        .router();
+    let (_, body) = json(&app, "POST", "/api/pools/stuck/clear", Some(TOKEN)).await;
+    assert_eq!(body["closed"], 1, "{body}");
+
+    let (_, pending) = json(&app, "GET", "/api/pending", None).await;
+    assert_eq!(pending[0]["cluster"], "stuck");
+    assert_eq!(pending[0]["pool"], "stuck");
+    assert!(pending[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("did not answer"));
+    assert!(pending[0]["pending_for"].is_f64(), "{pending}");
+    let (_, one) = json(&app, "GET", "/api/pools/stuck", None).await;
+    assert_eq!(one["status"]["pending"], 1);
+    assert_eq!(one["pending"].as_array().unwrap().len(), 1);
+
+    let (_, left) = json(&app, "POST", "/api/pending/close", Some(TOKEN)).await;
+    assert_eq!(left["left"], 1, "still failing: {left}");
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (_, left) = json(&app, "POST", "/api/pending/close", Some(TOKEN)).await;
+    assert_eq!(left["left"], 0, "{left}");
+    let (_, pending) = json(&app, "GET", "/api/pending", None).await;
+    assert_eq!(pending, serde_json::json!([]));
+
+    // Forced, a close that still fails is dropped anyway.
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(pool.get().await.unwrap());
+    json(&app, "POST", "/api/pools/stuck/clear", Some(TOKEN)).await;
+    let (_, left) = json(&app, "POST", "/api/pending/close?force=true", Some(TOKEN)).await;
+    assert_eq!(left["left"], 0, "{left}");
+}

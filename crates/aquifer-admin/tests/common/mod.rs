@@ -99,3 +99,26 @@ pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// Objects whose close fails while `failing` is set.
+#[derive(Debug, Default)]
+pub struct StuckClose {
+    pub failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl aquifer::Manager for StuckClose {
+    type Type = u32;
+    type Error = std::io::Error;
+
+    async fn create(&self) -> Result<u32, std::io::Error> {
+        Ok(1)
+    }
+
+    async fn destroy(&self, _: &mut u32) -> Result<(), std::io::Error> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::Error::other("the server did not answer the close"))
+        } else {
+            Ok(())
+        }
+    }
+}

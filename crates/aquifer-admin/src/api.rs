@@ -93,26 +93,18 @@ pub(crate) fn selector(text: &str) -> Result<Selector, ApiError> {
 /// A duration from a query: seconds (`30`, `0.5`) or with a unit (`500ms`,
 /// `30s`, `5m`, `1h`).
 fn duration(key: &str, text: &str) -> Result<Duration, ApiError> {
-    let (num, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => f64::NAN,
-    };
-    num.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
-        .ok_or_else(|| {
-            ApiError::bad_value(format!(
-                "`{key}={text}` is not a duration: give seconds (30) or a unit (500ms, 30s, 5m)"
-            ))
-        })
+    // A bare number is seconds here, as every duration the API returns
+    // is; with a unit it reads as configuration does.
+    let secs = text.trim().parse::<f64>().ok();
+    secs.map_or_else(
+        || aquifer::parse_duration(text),
+        |s| Duration::try_from_secs_f64(s).ok(),
+    )
+    .ok_or_else(|| {
+        ApiError::bad_value(format!(
+            "`{key}={text}` is not a duration: give seconds (30) or a unit (500ms, 30s, 5m)"
+        ))
+    })
 }
 
 fn flag(key: &str, text: &str) -> Result<bool, ApiError> {
@@ -267,13 +259,7 @@ async fn act(
         "clear" => {
             let mut results = Vec::new();
             for (_, s) in sources(&state, &q)? {
-                let names: Vec<String> = s
-                    .pools("")
-                    .into_iter()
-                    .filter(|p| sel.matches(&p.name, &p.tags))
-                    .map(|p| p.name)
-                    .collect();
-                results.push(s.clear(&sel).await.map(|n| (names, n)));
+                results.push(s.clear(&sel).await);
             }
             let closed = gather(&sel, results)?;
             let done = Done {

@@ -140,8 +140,11 @@ pub trait Source: Send + Sync + 'static {
     /// Applies `control` to the pools `sel` matches; returns their names.
     fn control(&self, sel: &Selector, control: Control) -> Result<Vec<String>, ControlError>;
     /// Closes the idle connections of the matching pools (PgBouncer's
-    /// `RECONNECT`); returns how many closed.
-    fn clear<'a>(&'a self, sel: &'a Selector) -> BoxFuture<'a, Result<usize, ControlError>>;
+    /// `RECONNECT`); returns the pools and how many connections closed.
+    fn clear<'a>(
+        &'a self,
+        sel: &'a Selector,
+    ) -> BoxFuture<'a, Result<(Vec<String>, usize), ControlError>>;
     /// Removes the matching pools gracefully, waiting up to `wait` for
     /// connections out; returns their names.
     fn remove<'a>(
@@ -234,7 +237,7 @@ impl<M: Manager> Source for aquifer::Cluster<M> {
     }
 
     fn control(&self, sel: &Selector, control: Control) -> Result<Vec<String>, ControlError> {
-        let names = matching(self, sel)?;
+        let names = self.select(sel)?;
         match control {
             Control::Freeze => self.freeze(sel).map(drop)?,
             Control::Unfreeze => self.unfreeze(sel).map(drop)?,
@@ -253,15 +256,19 @@ impl<M: Manager> Source for aquifer::Cluster<M> {
         Ok(names)
     }
 
-    fn clear<'a>(&'a self, sel: &'a Selector) -> BoxFuture<'a, Result<usize, ControlError>> {
+    fn clear<'a>(
+        &'a self,
+        sel: &'a Selector,
+    ) -> BoxFuture<'a, Result<(Vec<String>, usize), ControlError>> {
         Box::pin(async move {
+            let names = self.select(sel)?;
             let mut closed = 0;
-            for name in matching(self, sel)? {
-                if let Some(pool) = self.pool_named(&name) {
+            for name in &names {
+                if let Some(pool) = self.pool_named(name) {
                     closed += pool.clear().await;
                 }
             }
-            Ok(closed)
+            Ok((names, closed))
         })
     }
 
@@ -271,7 +278,7 @@ impl<M: Manager> Source for aquifer::Cluster<M> {
         wait: Duration,
     ) -> BoxFuture<'a, Result<Vec<String>, ControlError>> {
         Box::pin(async move {
-            let names = matching(self, sel)?;
+            let names = self.select(sel)?;
             aquifer::Cluster::remove(self, sel, wait).await?;
             Ok(names)
         })
@@ -303,40 +310,18 @@ impl<M: Manager> Source for aquifer::Cluster<M> {
     }
 
     fn check(&self, source: &str, timeout: Duration) -> BoxFuture<'_, Vec<Readiness>> {
+        let frozen = self.frozen();
         let pools = self
             .names()
             .into_iter()
             .filter_map(|n| {
                 let pool = self.pool_named(&n)?;
-                let i = self.info_about(&n)?;
-                let s = state(i.frozen, i.banned_for.is_some(), pool.is_closed());
+                let s = state(frozen.contains(&n), self.is_banned(&n), pool.is_closed());
                 Some((n, s, pool))
             })
             .collect();
         Box::pin(checks(source.to_owned(), pools, timeout))
     }
-}
-
-fn matching<M: Manager>(
-    cluster: &aquifer::Cluster<M>,
-    sel: &Selector,
-) -> Result<Vec<String>, ControlError> {
-    if sel.is_empty() {
-        return Err(ControlError::Invalid("the selector is empty".into()));
-    }
-    let names: Vec<String> = cluster
-        .names()
-        .into_iter()
-        .filter(|n| {
-            cluster
-                .info_about(n)
-                .is_some_and(|i| sel.matches(&i.name, &i.tags))
-        })
-        .collect();
-    if names.is_empty() {
-        return Err(ControlError::NoMatch(sel.to_string()));
-    }
-    Ok(names)
 }
 
 /// A single pool under a name, as a [`Source`]: it can be resized,
@@ -414,10 +399,13 @@ impl<M: Manager> Source for NamedPool<M> {
         Ok(vec![self.name.clone()])
     }
 
-    fn clear<'a>(&'a self, sel: &'a Selector) -> BoxFuture<'a, Result<usize, ControlError>> {
+    fn clear<'a>(
+        &'a self,
+        sel: &'a Selector,
+    ) -> BoxFuture<'a, Result<(Vec<String>, usize), ControlError>> {
         Box::pin(async move {
             self.selected(sel)?;
-            Ok(self.pool.clear().await)
+            Ok((vec![self.name.clone()], self.pool.clear().await))
         })
     }
 

@@ -209,12 +209,8 @@ fn setup(args: &Args) -> Result<(Target, Driver, Option<String>, usize, usize), 
         options.acquire_timeout = Duration::from_secs(60);
         let password = match &args.password_file {
             Some(f) => Some(
-                std::fs::read_to_string(f)
-                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_owned(),
+                crate::config::read_secret(f)
+                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?,
             ),
             None => std::env::var("AQUIFER_PASSWORD").ok(),
         };

@@ -387,10 +387,8 @@ impl<'a> Section<'a> {
         }
     }
 
-    /// A secret read from a file: its first line, without the newline.
     fn secret_file(&self, key: &str, file: &str) -> Result<String, ConfigError> {
-        std::fs::read_to_string(file)
-            .map(|s| s.lines().next().unwrap_or("").to_owned())
+        read_secret(Path::new(file))
             .map_err(|e| self.error(Some(key), key, &format!("cannot read {file}: {e}")))
     }
 
@@ -428,6 +426,11 @@ impl<'a> Section<'a> {
             }
         }
     }
+}
+
+/// A secret kept in a file: its first line, without the newline.
+pub(crate) fn read_secret(path: &Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path).map(|s| s.lines().next().unwrap_or("").to_owned())
 }
 
 /// Puts a password into a URL's user part, percent-encoded; `None` when

@@ -65,6 +65,10 @@ async fn durations_are_seconds_and_times_rfc3339() {
         serde_json::json!({"event": "queue_timeout", "waited": 1.5})
     );
 
+    // `select` names frozen and banned pools too.
+    cluster.freeze("p1").unwrap();
+    assert_eq!(cluster.select("p*").unwrap(), ["p1"]);
+    assert!(cluster.select("q*").is_err() && cluster.select("").is_err());
     cluster.unban("p1").unwrap();
     assert!(!cluster.is_banned("p1"));
 }

@@ -277,6 +277,19 @@ impl<M: Manager> Cluster<M> {
             .collect()
     }
 
+    /// The names of the pools `sel` matches, whatever their state, in the
+    /// order they were added.
+    ///
+    /// # Errors
+    /// [`ClusterError::NoMatch`], [`ClusterError::EmptySelector`].
+    pub fn select(&self, sel: impl Into<Selector>) -> Result<Vec<String>, ClusterError<M::Error>> {
+        Ok(self
+            .matching(&sel.into())?
+            .iter()
+            .map(|m| m.name.to_string())
+            .collect())
+    }
+
     /// The pool with this exact name, whatever its state (frozen, banned);
     /// `None` when no pool has that name.
     pub fn pool_named(&self, name: &str) -> Option<Pool<M>> {

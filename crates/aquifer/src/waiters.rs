@@ -102,6 +102,11 @@ impl<V> Slot<V> {
         }
     }
 
+    /// Whether a value was handed over and the caller has not taken it yet.
+    fn is_ready(&self) -> bool {
+        matches!(&*self.state.lock(), SlotState::Ready(_))
+    }
+
     /// Whether the caller was nudged and has not looked yet.
     pub(crate) fn is_nudged(&self) -> bool {
         matches!(&*self.state.lock(), SlotState::Waiting { nudged: true, .. })
@@ -136,6 +141,8 @@ impl<V> Slot<V> {
 pub(crate) struct Waiters<V> {
     queues: Box<[VecDeque<Arc<Slot<V>>>]>,
     len: usize,
+    /// The caller last handed a value with `track`, until it takes it.
+    in_transit: Option<Arc<Slot<V>>>,
 }
 
 impl<V> Waiters<V> {
@@ -143,6 +150,7 @@ impl<V> Waiters<V> {
         Self {
             queues: (0..levels.max(1)).map(|_| VecDeque::new()).collect(),
             len: 0,
+            in_transit: None,
         }
     }
 
@@ -183,18 +191,36 @@ impl<V> Waiters<V> {
 
     /// Hands `v` to the longest-waiting caller of the most urgent priority,
     /// with its waker and whether it had been nudged (see `Slot::fill`).
-    /// Gives `v` back when nobody waits.
-    pub(crate) fn hand(&mut self, v: V) -> Result<(Option<Waker>, bool), V> {
+    /// Gives `v` back when nobody waits. With `track`, that caller is
+    /// [`in_transit`](Self::in_transit) until it takes `v`.
+    pub(crate) fn hand(&mut self, v: V, track: bool) -> Result<(Option<Waker>, bool), V> {
         if self.len == 0 {
             return Err(v);
         }
         for queue in self.queues.iter_mut() {
             if let Some(slot) = queue.pop_front() {
                 self.len -= 1;
-                return Ok(slot.fill(v));
+                let woken = slot.fill(v);
+                if track {
+                    self.in_transit = Some(slot);
+                }
+                return Ok(woken);
             }
         }
         unreachable!("waiter count out of step with the queues")
+    }
+
+    /// Whether the caller last handed a value with `track` has yet to take
+    /// it (it has not run since, or has not given up).
+    pub(crate) fn in_transit(&mut self) -> bool {
+        match &self.in_transit {
+            Some(slot) if slot.is_ready() => true,
+            Some(_) => {
+                self.in_transit = None;
+                false
+            }
+            None => false,
+        }
     }
 
     /// Fills every waiter for which `pred` holds with `make(slot)`, pushing

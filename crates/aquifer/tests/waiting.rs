@@ -414,6 +414,75 @@ async fn a_queue_formed_under_a_cold_burst_drains_and_no_waiter_starves() {
     );
 }
 
+/// The same burst with four times the tasks, so that by the time the
+/// objects exist the first waiters have waited long enough to be starving.
+/// A return then goes straight to the longest waiter, which is asleep: if
+/// every return did, the running tasks would find nothing idle and queue
+/// behind the sleepers, and the queue would never drain (seen: ~200 queued
+/// for the whole run, every get a task switch, 100 times slower). One
+/// object at a time travels to a sleeping waiter; the rest stay with the
+/// running tasks, and the queue drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starving_waiters_under_a_cold_burst_do_not_hold_the_pool_in_a_convoy() {
+    let (f, m) = fake();
+    f.create
+        .set(Step::Slow(std::time::Duration::from_millis(5)));
+    let p = Pool::builder(m).max(8).build().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..256)
+        .map(|_| {
+            let (p, stop) = (p.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    drop(p.get().await.unwrap());
+                }
+            })
+        })
+        .collect();
+    // The queue formed at the start drains (in 50-300 ms here, by build),
+    // then stays drained: sampled every 5 ms for 200 ms. This thread is
+    // not one of the runtime's workers, and their timers run late while
+    // every task loops: it sleeps itself.
+    let start = std::time::Instant::now();
+    let mut drained = None;
+    while start.elapsed() < std::time::Duration::from_secs(3) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        if p.status().waiting == 0 {
+            drained = Some(start.elapsed());
+            break;
+        }
+    }
+    let mut queued = Vec::new();
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        queued.push(p.status().waiting);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    queued.sort();
+    let m = p.metrics();
+    eprintln!(
+        "starving burst: {} gets, {} waited, worst wait {:?}, drained after {:?}, \
+         then queued: median {}, most {}",
+        m.gets, m.gets_waited, m.wait_time.max, drained, queued[20], queued[39]
+    );
+    assert!(
+        drained.is_some(),
+        "the queue formed at the start never drained in 3 s"
+    );
+    assert!(
+        queued[20] == 0,
+        "the queue did not drain: {queued:?} callers queued in samples over 200 ms"
+    );
+    assert!(
+        m.wait_time.max < std::time::Duration::from_secs(2),
+        "{:?}",
+        m.wait_time.max
+    );
+}
+
 /// A waiter nudged to take an idle object may be handed another one
 /// before it looks: the nudge must pass to the next waiter, or the idle
 /// object sits unused while callers wait (seen as a pool of 100 serving

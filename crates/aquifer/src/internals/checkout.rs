@@ -27,7 +27,8 @@ pub(crate) const MAX_REACHED_EVERY: Duration = Duration::from_secs(1);
 const FAIR_EVERY: Duration = Duration::from_micros(500);
 
 /// A return hands its object to the longest waiter, whatever `FAIR_EVERY`
-/// says, once that waiter has waited this long: under steady overload
+/// says, once that waiter has waited this long (one object at a time: see
+/// `fair_due`): under steady overload
 /// callers are then served in order (a waiter waits about this long plus
 /// its turn), where one fair return per interval would let a waiter far
 /// back wait an interval per caller ahead of it, and the coarse clock,
@@ -178,14 +179,45 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         Ok(entry)
     }
 
-    /// Puts a counted object back: to the first waiter, else to the home
-    /// shard.
+    /// Puts a counted object back: to the first waiter when a fair return
+    /// is due, else to the home shard (nudging a waiter to come for it).
     #[inline]
     pub(crate) fn place(
         &mut self,
         entry: Item<T>,
         now: Tick,
         home: usize,
+        after: &mut After<T>,
+    ) -> Placed {
+        self.place_as(entry, now, home, false, after)
+    }
+
+    /// Whether a return is due to hand its object to the longest waiter:
+    /// the fair interval has passed or that waiter is starving, and the
+    /// last object handed that way has been taken. While one is still on
+    /// its way to a caller that has not run yet, the next return goes idle
+    /// for a running caller: handing every return to sleeping callers
+    /// would leave running ones none, and they would queue behind the
+    /// sleepers (a convoy that a queue of starving callers never leaves).
+    fn fair_due(&mut self, now: Tick) -> bool {
+        let starving = || {
+            self.waiters
+                .next_since()
+                .is_some_and(|since| now.since(since) >= STARVING_AFTER)
+        };
+        (now >= self.fair_at || starving()) && !self.waiters.in_transit()
+    }
+
+    /// [`place`](Self::place), or with `new` the placing of an object just
+    /// created for a waiter: that always goes straight to one (a nudge
+    /// would leave the waiter queued, and the create job would make
+    /// another for it).
+    pub(crate) fn place_as(
+        &mut self,
+        entry: Item<T>,
+        now: Tick,
+        home: usize,
+        new: bool,
         after: &mut After<T>,
     ) -> Placed {
         if self.phase == Phase::Closed || self.size > self.max {
@@ -202,12 +234,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.idle.push(home, entry);
             return Placed::Idle;
         }
-        let starving = || {
-            self.waiters
-                .next_since()
-                .is_some_and(|since| now.since(since) >= STARVING_AFTER)
-        };
-        if now < self.fair_at && !starving() {
+        if !new && !self.fair_due(now) {
             self.idle.push(home, entry);
             after.wake.extend(self.waiters.nudge_next());
             return Placed::Nudged;
@@ -217,7 +244,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         // The known ways pass their nudge on; this catches any other, at
         // the cost of a wakeup, so that no object stays idle for long.
         let stranded = self.idle.len_relaxed() > 0;
-        match self.waiters.hand(Ok((entry, now))) {
+        match self.waiters.hand(Ok((entry, now)), !new) {
             // The caller records how long it waited, outside this lock.
             Ok((waker, nudged)) => {
                 after.wake.extend(waker);

@@ -66,11 +66,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         self.last_error = None;
         self.m.creates += 1;
         self.m.create.record(took);
-        // A new object was made for a waiter: it goes straight to one (a
-        // nudge would leave the waiter queued, and the create job would
-        // make another for it).
-        self.fair_at = Tick::default();
-        self.place(entry, now, home, after)
+        self.place_as(entry, now, home, true, after)
     }
 
     /// A create failed. Waiters wait on, to their own deadline, while the

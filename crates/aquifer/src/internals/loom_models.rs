@@ -75,9 +75,13 @@ fn enqueue(pool: &Mutex<S>) -> (Arc<Slot<Handoff<u32, NoError>>>, usize) {
 }
 
 fn release(pool: &Mutex<S>, e: Item<u32>) {
+    release_at(pool, e, Tick::default());
+}
+
+fn release_at(pool: &Mutex<S>, e: Item<u32>, now: Tick) {
     let mut st = pool.lock();
     let mut after = After::default();
-    st.place(e, Tick::default(), 0, &mut after);
+    st.place(e, now, 0, &mut after);
     let _ = unlock(st, after);
 }
 
@@ -214,6 +218,50 @@ fn two_waiters_two_releases() {
         ids.sort_unstable();
         assert_eq!(ids, vec![1, 2]);
         let st = p.lock();
+        assert_eq!(st.idle.len_locked(), 0);
+        assert_eq!(st.waiters.len(), 0);
+    });
+}
+
+/// Two returns both due to be fair (a second apart), racing the first
+/// waiter's poll: while the first object is still on its way to the first
+/// waiter, the second goes idle with a nudge instead of to the second
+/// waiter's slot; either way both waiters are served and nothing is left
+/// idle.
+#[test]
+fn a_fair_return_while_one_is_in_transit_still_serves_the_next_waiter() {
+    loom::model(|| {
+        let p = pool(2);
+        p.lock().size = 2;
+        let slots: Vec<_> = (0..2).map(|_| enqueue(&p).0).collect();
+        let releaser = {
+            let p = Arc::clone(&p);
+            thread::spawn(move || {
+                release_at(&p, entry(1), Tick::default());
+                release_at(&p, entry(2), Tick::default().after(Duration::from_secs(1)));
+            })
+        };
+        let waiters: Vec<_> = slots
+            .into_iter()
+            .map(|slot| {
+                let p = Arc::clone(&p);
+                thread::spawn(move || {
+                    loom::future::block_on(Wait {
+                        pool: p,
+                        slot: Some(slot),
+                    })
+                })
+            })
+            .collect();
+        releaser.join().unwrap();
+        let mut ids: Vec<u64> = waiters
+            .into_iter()
+            .map(|h| h.join().unwrap().expect("served").meta.id)
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2]);
+        let st = p.lock();
+        check(&st);
         assert_eq!(st.idle.len_locked(), 0);
         assert_eq!(st.waiters.len(), 0);
     });

@@ -14,7 +14,10 @@
 //! over that limit. `raw-floor` is what the server allows: `max` raw
 //! clients connected before the clock starts, the statements dealt out
 //! evenly and pipelined, so that no connection waits for a round trip
-//! between two of its statements.
+//! between two of its statements. `raw-ramp` is what the server allows a
+//! pool that starts at `min`: `min` raw clients connected before the
+//! clock, the other `max - min` opened all at once when it starts, and
+//! every client taking the next statement as soon as its last one ends.
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -40,7 +43,13 @@ pub const MUX_ROWS: &[&str] = &[
 ];
 
 /// The rows of `pg-sleep`.
-pub const SLEEP_ROWS: &[&str] = &["aquifer-mux", "aquifer", "deadpool-postgres", "raw-floor"];
+pub const SLEEP_ROWS: &[&str] = &[
+    "aquifer-mux",
+    "aquifer",
+    "deadpool-postgres",
+    "raw-floor",
+    "raw-ramp",
+];
 
 fn start_server() -> Result<PgServer, ExitCode> {
     PgServer::builder()
@@ -203,8 +212,9 @@ pub fn parse_sleep(args: impl Iterator<Item = String>) -> Result<SleepOpts, Stri
 }
 
 /// Fires every statement at once and waits for the last; the pool is
-/// built and holds `min` connections before the clock starts.
-async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
+/// built and holds `min` connections before the clock starts. Returns the
+/// time taken and, for `raw-ramp`, when its last connection was open.
+async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> (Duration, Option<Duration>) {
     let sql = format!("select pg_sleep({})", o.sleep.as_secs_f64());
     // The last statement waits for all the others: no timeout before then.
     let wait = o.sleep * (2 * o.queries / o.max) as u32 + Duration::from_secs(30);
@@ -235,7 +245,7 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
             mux.ready().await.expect("connect");
             let took = fire!(mux, |m, sql| m.simple_query(&sql).await.expect("sleep"));
             mux.close().await;
-            took
+            (took, None)
         }
         "aquifer" => {
             let p = PgPool::builder(PgManager::new(url).expect("testkit URL"))
@@ -253,7 +263,7 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
                 .await
                 .expect("sleep"));
             p.close().await;
-            took
+            (took, None)
         }
         "deadpool-postgres" => {
             let p = crate::pg::deadpool(url, o.max);
@@ -268,7 +278,7 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
                 .await
                 .expect("sleep"));
             p.close();
-            took
+            (took, None)
         }
         "raw-floor" => {
             let config: tokio_postgres::Config = url.parse().expect("testkit URL");
@@ -279,10 +289,57 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> Duration {
                 clients.push(client);
             }
             let dealer = Arc::new((clients, std::sync::atomic::AtomicUsize::new(0)));
-            fire!(dealer, |d, sql| {
+            let took = fire!(dealer, |d, sql| {
                 let i = d.1.fetch_add(1, Ordering::Relaxed) % d.0.len();
                 d.0[i].simple_query(&sql).await.expect("sleep")
-            })
+            });
+            (took, None)
+        }
+        "raw-ramp" => {
+            let config: tokio_postgres::Config = url.parse().expect("testkit URL");
+            let mut clients = Vec::with_capacity(o.min);
+            for _ in 0..o.min {
+                let (client, conn) = config.connect(NoTls).await.expect("connect");
+                tokio::spawn(conn);
+                clients.push(client);
+            }
+            // Each client runs the next statement not yet taken, until none is left.
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let queries = o.queries;
+            let work = move |client: tokio_postgres::Client, sql: String| {
+                let next = Arc::clone(&next);
+                async move {
+                    while next.fetch_add(1, Ordering::Relaxed) < queries {
+                        client.simple_query(&sql).await.expect("sleep");
+                    }
+                }
+            };
+            let start = Instant::now();
+            let mut tasks: Vec<_> = clients
+                .into_iter()
+                .map(|c| {
+                    let run = work(c, sql.clone());
+                    tokio::spawn(async move {
+                        run.await;
+                        None
+                    })
+                })
+                .collect();
+            for _ in o.min..o.max {
+                let (config, work, sql) = (config.clone(), work.clone(), sql.clone());
+                tasks.push(tokio::spawn(async move {
+                    let (client, conn) = config.connect(NoTls).await.expect("connect");
+                    let open = start.elapsed();
+                    tokio::spawn(conn);
+                    work(client, sql).await;
+                    Some(open)
+                }));
+            }
+            let mut ramp = None;
+            for t in tasks {
+                ramp = ramp.max(t.await.expect("task"));
+            }
+            (start.elapsed(), ramp)
         }
         other => unreachable!("unknown row {other}"),
     }
@@ -311,12 +368,14 @@ pub fn run_sleep(o: SleepOpts) -> ExitCode {
     let limit = o.sleep.as_secs_f64() * o.queries as f64 / o.max as f64;
     let n = o.rows.len();
     let mut ratios = vec![Vec::new(); n];
+    let mut ramps = Vec::new();
     for round in 0..o.rounds {
         let mut order: Vec<usize> = (0..n).collect();
         fastrand::Rng::with_seed(round as u64).shuffle(&mut order);
         for i in order {
-            let took = rt.block_on(sleep_run(&url, &o.rows[i], &o));
+            let (took, ramp) = rt.block_on(sleep_run(&url, &o.rows[i], &o));
             ratios[i].push(took.as_secs_f64() / limit);
+            ramps.extend(ramp.map(|r| r.as_secs_f64()));
             // Let the server finish closing the last pool's connections.
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -339,6 +398,7 @@ pub fn run_sleep(o: SleepOpts) -> ExitCode {
                     "sleep_s": o.sleep.as_secs_f64(), "min": o.min, "max": o.max,
                     "limit_s": limit, "median_ratio": mid(r), "worst_ratio": worst(r),
                     "rounds": o.rounds,
+                    "ramp_s": (row == "raw-ramp" && !ramps.is_empty()).then(|| mid(&ramps)),
                 })
             );
         }
@@ -361,6 +421,13 @@ pub fn run_sleep(o: SleepOpts) -> ExitCode {
             mid(r),
             worst(r),
             mid(r) * limit
+        );
+    }
+    if !ramps.is_empty() {
+        println!(
+            "raw-ramp had its {} connections open {:.0} ms after the start (median)",
+            o.max,
+            mid(&ramps) * 1e3
         );
     }
     if let Some(d) = o.rows.iter().position(|r| r == "deadpool-postgres") {

@@ -241,6 +241,68 @@ async fn a_broken_connection_takes_no_new_requests_closes_after_its_last_and_is_
 }
 
 #[tokio::test(start_paused = true)]
+async fn connections_past_their_lifetime_retire_one_at_a_time_without_failing_a_request() {
+    let (f, m) = fake();
+    let mux = Multiplexer::builder(m)
+        .pipeline_horizon(None)
+        .min(2)
+        .max(2)
+        .max_in_flight(4)
+        .max_lifetime(Some(ms(1000)))
+        .maintenance_interval(ms(100))
+        .build()
+        .unwrap();
+    mux.ready().await.unwrap();
+    let mut events = mux.events();
+    let first: Vec<u64> = {
+        let held = leases(&mux, 2).await;
+        held.iter().map(|l| l.id()).collect()
+    };
+    // A request running on the oldest connection when both expire.
+    let running = mux.lease().await.unwrap();
+    let old = running.id();
+    tokio::time::sleep(ms(1100)).await;
+    settle().await;
+    // Only one retires at a tick; it finishes its request first, and a
+    // replacement opens for `min`.
+    let s = check(&mux.status()).clone();
+    assert_eq!(s.draining, 1, "{s:?}");
+    assert_eq!(mux.metrics().closes.lifetime, 0);
+    let during = leases(&mux, 3).await;
+    assert!(
+        during.iter().all(|l| l.id() != old),
+        "a retiring connection took a request"
+    );
+    drop(during);
+    drop(running);
+    settle().await;
+    assert_eq!(mux.metrics().closes.lifetime, 1);
+    // The next tick retires the other; both are new afterwards.
+    tokio::time::sleep(ms(300)).await;
+    settle().await;
+    let s = check(&mux.status()).clone();
+    assert_eq!((s.connections, s.draining), (2, 0), "{s:?}");
+    assert_eq!(mux.metrics().closes.lifetime, 2);
+    assert_eq!(f.made.load(Ordering::SeqCst), 4);
+    let now: Vec<u64> = leases(&mux, 2).await.iter().map(|l| l.id()).collect();
+    assert!(
+        now.iter().all(|id| !first.contains(id)),
+        "{first:?} -> {now:?}"
+    );
+    let mut retired = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(ms(1), events.recv()).await {
+        if let aquifer::PoolEvent::Destroyed { id, reason } = e {
+            assert_eq!(reason, aquifer::Reason::Lifetime);
+            retired.push(id);
+        }
+    }
+    retired.sort_unstable();
+    let mut first = first;
+    first.sort_unstable();
+    assert_eq!(retired, first);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failing_server_times_requests_out_with_the_cause_and_recovers() {
     let (f, m) = fake();
     f.create.set(Step::Err);

@@ -71,8 +71,12 @@ pub struct MuxConfig {
     pub pipeline_horizon: Option<Duration>,
     /// How connections are opened and closed: `create_timeout`,
     /// `backoff`, `create_concurrency` (how many open at once),
-    /// `destroy_timeout`, `validate_on_borrow`, `event_capacity`. Its
-    /// `min`, `max` and `acquire_timeout` are the multiplexer's.
+    /// `destroy_timeout`, `validate_on_borrow`, `event_capacity`, and
+    /// `max_lifetime` with `lifetime_jitter`: a connection past its
+    /// lifetime takes no new requests, closes once its last one ends, and
+    /// is replaced when `min` or the load needs it, one connection at a
+    /// time, at the maintenance tick. Its `min`, `max` and
+    /// `acquire_timeout` are the multiplexer's.
     pub pool: PoolConfig,
 }
 
@@ -232,6 +236,13 @@ impl<M: Multiplexed> MuxBuilder<M> {
     /// Delay between failed opens. Default: the pool's.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.config.pool.backoff = backoff;
+        self
+    }
+
+    /// Retire connections older than this (minus the pool's jitter), one
+    /// at a time; `None` keeps them. Default: the pool's (30 min).
+    pub fn max_lifetime(mut self, d: Option<Duration>) -> Self {
+        self.config.pool.max_lifetime = d;
         self
     }
 

@@ -47,7 +47,8 @@ pub trait Multiplexed: Manager<Type: Sync> {}
 /// would queue behind another opens a connection instead; at `max`,
 /// requests pipeline up to `max_in_flight` per connection, then queue in
 /// arrival order. A connection unused for `scale_down_after` closes while
-/// more than `min` are open.
+/// more than `min` are open; one past `max_lifetime` retires and is
+/// replaced.
 ///
 /// ```
 /// # use std::convert::Infallible;
@@ -396,6 +397,7 @@ impl<M: Multiplexed> Inner<M> {
         let reason = match why {
             Closed::ScaledDown => Reason::Idle,
             Closed::Broken => Reason::Broken,
+            Closed::Lifetime => Reason::Lifetime,
             Closed::Shutdown => Reason::Closed,
         };
         tracing::debug!(target: "aquifer::mux", reason = reason.as_str(), "connection closing");

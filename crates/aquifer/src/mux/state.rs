@@ -35,6 +35,8 @@ pub(super) enum Closed {
     ScaledDown,
     /// `Manager::is_broken` said so.
     Broken,
+    /// Outlived the pool's `max_lifetime`.
+    Lifetime,
     /// The multiplexer was closed.
     Shutdown,
 }
@@ -399,6 +401,22 @@ impl<M: Multiplexed> State<M> {
                 s.draining = Some(Closed::Broken);
             }
         }
+        // Past its lifetime, one connection at a time retires: connections
+        // opened together would otherwise all go at once, and with them
+        // every slot. A replacement opens if `min` or the load needs it.
+        let retiring = self
+            .slots
+            .iter()
+            .any(|s| s.draining == Some(Closed::Lifetime));
+        if !retiring {
+            if let Some(s) = self
+                .slots
+                .iter_mut()
+                .find(|s| s.draining.is_none() && s.conn.expired())
+            {
+                s.draining = Some(Closed::Lifetime);
+            }
+        }
         let mut usable = self.usable();
         for s in self.slots.iter_mut().rev() {
             if usable <= self.limits.min {
@@ -447,6 +465,7 @@ impl<M: Multiplexed> State<M> {
         match why {
             Closed::ScaledDown => self.m.closes.scaled_down += 1,
             Closed::Broken => self.m.closes.broken += 1,
+            Closed::Lifetime => self.m.closes.lifetime += 1,
             Closed::Shutdown => self.m.closes.shutdown += 1,
         }
     }

@@ -11,7 +11,8 @@ pub struct MuxStatus {
     /// Open connections that take new requests.
     pub connections: usize,
     /// Open connections that take no new requests and close once their
-    /// requests end (unused above `min`, broken, or closing).
+    /// requests end (unused above `min`, broken, past their lifetime, or
+    /// closing).
     pub draining: usize,
     /// Connections being opened.
     pub opening: usize,
@@ -39,6 +40,8 @@ pub struct Closes {
     pub scaled_down: u64,
     /// Found broken (closed by the server, the network…).
     pub broken: u64,
+    /// Outlived `max_lifetime`.
+    pub lifetime: u64,
     /// Closed with the multiplexer.
     pub shutdown: u64,
 }

@@ -73,6 +73,11 @@ impl<M: Manager> Pooled<M> {
         self.entry().meta
     }
 
+    /// Whether the object has outlived `max_lifetime` (minus its jitter).
+    pub(crate) fn expired(&self) -> bool {
+        self.entry().expired(self.pool().clock.now())
+    }
+
     /// How long this checkout has held the object.
     pub fn held_for(&self) -> Duration {
         self.pool().clock.now().since(self.entry().taken_at)

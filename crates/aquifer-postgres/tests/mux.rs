@@ -81,6 +81,53 @@ async fn scales_up_under_load_and_down_to_min_never_above_max() {
     .await;
 }
 
+/// Connections past `max_lifetime` are replaced on the server, one at a
+/// time, while a steady stream of statements goes on without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_their_lifetime_are_replaced_without_failing_a_statement() {
+    let _serial = SERIAL.lock().await;
+    let pg = server();
+    let mux = PgMultiplexer::builder(manager(&pg.url()))
+        .min(2)
+        .max(2)
+        .max_lifetime(Some(ms(500)))
+        .maintenance_interval(ms(50))
+        .build()
+        .unwrap();
+    tokio::time::timeout(ms(5000), mux.ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let most = sessions_watch(&pg);
+    let mut backends = std::collections::BTreeSet::new();
+    let start = Instant::now();
+    let mut statements = 0;
+    while start.elapsed() < ms(2000) {
+        let row = mux
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("no statement fails while connections retire");
+        backends.insert(row.get::<_, i32>(0));
+        statements += 1;
+        tokio::time::sleep(ms(5)).await;
+    }
+    let m = mux.metrics();
+    eprintln!(
+        "{statements} statements over {} backends, {} retired",
+        backends.len(),
+        m.closes.lifetime
+    );
+    // Two at the start, then one every 500 ms or so, each in turn.
+    assert!(m.closes.lifetime >= 3, "{m:?}");
+    assert!(backends.len() >= 4, "{backends:?}");
+    assert_eq!(most.finish(), 2, "never more than max on the server");
+    mux.close().await;
+    eventually("every backend exited", || {
+        pg.sessions("aquifer").unwrap() == 0
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_backend_fails_its_requests_with_a_typed_error_and_is_replaced() {
     let _serial = SERIAL.lock().await;

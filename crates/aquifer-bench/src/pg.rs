@@ -87,18 +87,28 @@ pub(crate) async fn measure(
             )
         }
         "raw-exclusive" => {
-            let mut clients = Vec::with_capacity(size);
-            for _ in 0..size {
-                let (client, conn) = config.connect(NoTls).await.expect("connect");
-                tokio::spawn(conn);
-                clients.push(client);
-            }
+            let clients = connect_raw(&config, size).await;
             exclusive_loop!(clients, tasks, window, |client| {
                 client.simple_query("SELECT 1").await.expect("SELECT 1");
             })
         }
         other => unreachable!("unknown pool {other}"),
     }
+}
+
+/// `n` raw tokio-postgres clients, connected one after another, each
+/// with its connection driven by a task of its own.
+pub(crate) async fn connect_raw(
+    config: &tokio_postgres::Config,
+    n: usize,
+) -> Vec<tokio_postgres::Client> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (client, conn) = config.connect(NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        clients.push(client);
+    }
+    clients
 }
 
 /// A deadpool-postgres pool of `size` at its defaults.

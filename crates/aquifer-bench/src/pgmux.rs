@@ -100,13 +100,7 @@ async fn select_one(
         // The exclusive pools, as the `pg` comparison runs them.
         "aquifer" | "deadpool-postgres" => crate::pg::measure(url, row, size, tasks, window).await,
         "raw-shared" => {
-            let mut clients = Vec::with_capacity(size);
-            for _ in 0..size {
-                let (client, conn) = config.connect(NoTls).await.expect("connect");
-                tokio::spawn(conn);
-                clients.push(client);
-            }
-            let clients = Arc::new(clients);
+            let clients = Arc::new(crate::pg::connect_raw(&config, size).await);
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             crate::drive(tasks, window, move |stop, count| {
                 let clients = Arc::clone(&clients);
@@ -282,12 +276,7 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> (Duration, Option<Dur
         }
         "raw-floor" => {
             let config: tokio_postgres::Config = url.parse().expect("testkit URL");
-            let mut clients = Vec::with_capacity(o.max);
-            for _ in 0..o.max {
-                let (client, conn) = config.connect(NoTls).await.expect("connect");
-                tokio::spawn(conn);
-                clients.push(client);
-            }
+            let clients = crate::pg::connect_raw(&config, o.max).await;
             let dealer = Arc::new((clients, std::sync::atomic::AtomicUsize::new(0)));
             let took = fire!(dealer, |d, sql| {
                 let i = d.1.fetch_add(1, Ordering::Relaxed) % d.0.len();
@@ -297,12 +286,7 @@ async fn sleep_run(url: &str, row: &str, o: &SleepOpts) -> (Duration, Option<Dur
         }
         "raw-ramp" => {
             let config: tokio_postgres::Config = url.parse().expect("testkit URL");
-            let mut clients = Vec::with_capacity(o.min);
-            for _ in 0..o.min {
-                let (client, conn) = config.connect(NoTls).await.expect("connect");
-                tokio::spawn(conn);
-                clients.push(client);
-            }
+            let clients = crate::pg::connect_raw(&config, o.min).await;
             // Each client runs the next statement not yet taken, until none is left.
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let queries = o.queries;

@@ -365,34 +365,54 @@ fn a_return_racing_the_last_handle_drop_frees_the_pool_once() {
     }
 }
 
+/// `tasks` tasks on two threads looping on get and drop over a pool of 8
+/// built empty, whose creates take 5 ms: every task queues before the
+/// first object exists.
+struct ColdBurst {
+    pool: Pool<FakeManager>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ColdBurst {
+    fn start(tasks: usize) -> Self {
+        let (f, m) = fake();
+        f.create
+            .set(Step::Slow(std::time::Duration::from_millis(5)));
+        let pool = Pool::builder(m).max(8).build().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..tasks)
+            .map(|_| {
+                let (p, stop) = (pool.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        drop(p.get().await.unwrap());
+                    }
+                })
+            })
+            .collect();
+        ColdBurst { pool, stop, tasks }
+    }
+
+    /// Stops the tasks and waits for them.
+    async fn stop(self) -> Pool<FakeManager> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        self.pool
+    }
+}
+
 /// A pool built empty under a burst: 64 tasks on two threads loop on get
 /// and drop over 8 objects. Waiters queue while the objects are created;
 /// afterwards an idle object goes to whichever task asks, so the queue
 /// drains instead of every get waiting behind it, and no waiter starves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_formed_under_a_cold_burst_drains_and_no_waiter_starves() {
-    let (f, m) = fake();
-    // Creates take a while, so that every task queues before the first
-    // object exists.
-    f.create
-        .set(Step::Slow(std::time::Duration::from_millis(5)));
-    let p = Pool::builder(m).max(8).build().unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tasks: Vec<_> = (0..64)
-        .map(|_| {
-            let (p, stop) = (p.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    drop(p.get().await.unwrap());
-                }
-            })
-        })
-        .collect();
+    let burst = ColdBurst::start(64);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let p = burst.stop().await;
     let m = p.metrics();
     eprintln!(
         "cold burst: {} gets, {} waited ({:.2}%), worst wait {:?}",
@@ -424,21 +444,8 @@ async fn a_queue_formed_under_a_cold_burst_drains_and_no_waiter_starves() {
 /// running tasks, and the queue drains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starving_waiters_under_a_cold_burst_do_not_hold_the_pool_in_a_convoy() {
-    let (f, m) = fake();
-    f.create
-        .set(Step::Slow(std::time::Duration::from_millis(5)));
-    let p = Pool::builder(m).max(8).build().unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tasks: Vec<_> = (0..256)
-        .map(|_| {
-            let (p, stop) = (p.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    drop(p.get().await.unwrap());
-                }
-            })
-        })
-        .collect();
+    let burst = ColdBurst::start(256);
+    let p = &burst.pool;
     // The queue formed at the start drains (in 50-300 ms here, by build),
     // then stays drained: sampled every 5 ms for 200 ms. This thread is
     // not one of the runtime's workers, and their timers run late while
@@ -457,10 +464,7 @@ async fn starving_waiters_under_a_cold_burst_do_not_hold_the_pool_in_a_convoy() 
         std::thread::sleep(std::time::Duration::from_millis(5));
         queued.push(p.status().waiting);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let p = burst.stop().await;
     queued.sort();
     let m = p.metrics();
     eprintln!(

@@ -131,6 +131,37 @@ impl Drop for Wait {
     }
 }
 
+type Waiting = thread::JoinHandle<Option<Item<u32>>>;
+
+/// Each slot's caller waiting on a thread of its own until it is served.
+fn wait_on_threads(
+    p: &Arc<Mutex<S>>,
+    slots: Vec<Arc<Slot<Handoff<u32, NoError>>>>,
+) -> Vec<Waiting> {
+    slots
+        .into_iter()
+        .map(|slot| {
+            let p = Arc::clone(p);
+            thread::spawn(move || {
+                loom::future::block_on(Wait {
+                    pool: p,
+                    slot: Some(slot),
+                })
+            })
+        })
+        .collect()
+}
+
+/// The ids of the objects the waiters were served, sorted.
+fn served(waiters: Vec<Waiting>) -> Vec<u64> {
+    let mut ids: Vec<u64> = waiters
+        .into_iter()
+        .map(|h| h.join().unwrap().expect("served").meta.id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
 fn check(st: &S) {
     assert!(st.size <= st.max);
     let (idle, borrowed) = st.idle_and_borrowed();
@@ -196,27 +227,11 @@ fn two_waiters_two_releases() {
                 thread::spawn(move || release(&p, entry(id)))
             })
             .collect();
-        let waiters: Vec<_> = slots
-            .into_iter()
-            .map(|slot| {
-                let p = Arc::clone(&p);
-                thread::spawn(move || {
-                    loom::future::block_on(Wait {
-                        pool: p,
-                        slot: Some(slot),
-                    })
-                })
-            })
-            .collect();
+        let waiters = wait_on_threads(&p, slots);
         for h in handles {
             h.join().unwrap();
         }
-        let mut ids: Vec<u64> = waiters
-            .into_iter()
-            .map(|h| h.join().unwrap().expect("served").meta.id)
-            .collect();
-        ids.sort_unstable();
-        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(served(waiters), vec![1, 2]);
         let st = p.lock();
         assert_eq!(st.idle.len_locked(), 0);
         assert_eq!(st.waiters.len(), 0);
@@ -241,25 +256,9 @@ fn a_fair_return_while_one_is_in_transit_still_serves_the_next_waiter() {
                 release_at(&p, entry(2), Tick::default().after(Duration::from_secs(1)));
             })
         };
-        let waiters: Vec<_> = slots
-            .into_iter()
-            .map(|slot| {
-                let p = Arc::clone(&p);
-                thread::spawn(move || {
-                    loom::future::block_on(Wait {
-                        pool: p,
-                        slot: Some(slot),
-                    })
-                })
-            })
-            .collect();
+        let waiters = wait_on_threads(&p, slots);
         releaser.join().unwrap();
-        let mut ids: Vec<u64> = waiters
-            .into_iter()
-            .map(|h| h.join().unwrap().expect("served").meta.id)
-            .collect();
-        ids.sort_unstable();
-        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(served(waiters), vec![1, 2]);
         let st = p.lock();
         check(&st);
         assert_eq!(st.idle.len_locked(), 0);

@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::mem;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use crate::sync::{Arc, Mutex};
 
@@ -141,8 +142,9 @@ impl<V> Slot<V> {
 pub(crate) struct Waiters<V> {
     queues: Box<[VecDeque<Arc<Slot<V>>>]>,
     len: usize,
-    /// The caller last handed a value with `track`, until it takes it.
-    in_transit: Option<Arc<Slot<V>>>,
+    /// The caller last handed a value with `track`, and when, until it
+    /// takes it.
+    in_transit: Option<(Arc<Slot<V>>, crate::clock::Tick)>,
 }
 
 impl<V> Waiters<V> {
@@ -191,9 +193,13 @@ impl<V> Waiters<V> {
 
     /// Hands `v` to the longest-waiting caller of the most urgent priority,
     /// with its waker and whether it had been nudged (see `Slot::fill`).
-    /// Gives `v` back when nobody waits. With `track`, that caller is
-    /// [`in_transit`](Self::in_transit) until it takes `v`.
-    pub(crate) fn hand(&mut self, v: V, track: bool) -> Result<(Option<Waker>, bool), V> {
+    /// Gives `v` back when nobody waits. With `track` (the time now), that
+    /// caller is [`in_transit`](Self::in_transit) until it takes `v`.
+    pub(crate) fn hand(
+        &mut self,
+        v: V,
+        track: Option<crate::clock::Tick>,
+    ) -> Result<(Option<Waker>, bool), V> {
         if self.len == 0 {
             return Err(v);
         }
@@ -201,8 +207,8 @@ impl<V> Waiters<V> {
             if let Some(slot) = queue.pop_front() {
                 self.len -= 1;
                 let woken = slot.fill(v);
-                if track {
-                    self.in_transit = Some(slot);
+                if let Some(now) = track {
+                    self.in_transit = Some((slot, now));
                 }
                 return Ok(woken);
             }
@@ -211,10 +217,12 @@ impl<V> Waiters<V> {
     }
 
     /// Whether the caller last handed a value with `track` has yet to take
-    /// it (it has not run since, or has not given up).
-    pub(crate) fn in_transit(&mut self) -> bool {
+    /// it (it has not run since, or has not given up), less than `patience`
+    /// ago: a caller whose future is not polled for a while is not waited
+    /// on for longer.
+    pub(crate) fn in_transit(&mut self, now: crate::clock::Tick, patience: Duration) -> bool {
         match &self.in_transit {
-            Some(slot) if slot.is_ready() => true,
+            Some((slot, at)) if slot.is_ready() && now.since(*at) < patience => true,
             Some(_) => {
                 self.in_transit = None;
                 false

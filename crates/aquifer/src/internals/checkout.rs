@@ -27,11 +27,11 @@ pub(crate) const MAX_REACHED_EVERY: Duration = Duration::from_secs(1);
 const FAIR_EVERY: Duration = Duration::from_micros(500);
 
 /// A return hands its object to the longest waiter, whatever `FAIR_EVERY`
-/// says, once that waiter has waited this long (one object at a time: see
-/// `fair_due`): under steady overload
-/// callers are then served in order (a waiter waits about this long plus
-/// its turn), where one fair return per interval would let a waiter far
-/// back wait an interval per caller ahead of it, and the coarse clock,
+/// says, once that waiter has waited this long (one object at a time, see
+/// `fair_due`): under steady overload callers are then served in order (a
+/// waiter waits about this long plus its turn), where one fair return per
+/// interval would let a waiter far back wait an interval per caller ahead
+/// of it, and the coarse clock,
 /// which moves in steps of a scheduler tick (1–4 ms), stretches each
 /// interval to a tick. A queue formed under a burst and drained within
 /// this time never triggers it.
@@ -194,18 +194,19 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// Whether a return is due to hand its object to the longest waiter:
     /// the fair interval has passed or that waiter is starving, and the
-    /// last object handed that way has been taken. While one is still on
-    /// its way to a caller that has not run yet, the next return goes idle
-    /// for a running caller: handing every return to sleeping callers
-    /// would leave running ones none, and they would queue behind the
-    /// sleepers (a convoy that a queue of starving callers never leaves).
+    /// last object handed that way has been taken (or was handed
+    /// `STARVING_AFTER` ago). While one is still on its way to a caller
+    /// that has not run yet, the next return goes idle for a running
+    /// caller: handing every return to sleeping callers would leave running
+    /// ones none, and they would queue behind the sleepers (a convoy that a
+    /// queue of starving callers never leaves).
     fn fair_due(&mut self, now: Tick) -> bool {
         let starving = || {
             self.waiters
                 .next_since()
                 .is_some_and(|since| now.since(since) >= STARVING_AFTER)
         };
-        (now >= self.fair_at || starving()) && !self.waiters.in_transit()
+        (now >= self.fair_at || starving()) && !self.waiters.in_transit(now, STARVING_AFTER)
     }
 
     /// [`place`](Self::place), or with `new` the placing of an object just
@@ -244,7 +245,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         // The known ways pass their nudge on; this catches any other, at
         // the cost of a wakeup, so that no object stays idle for long.
         let stranded = self.idle.len_relaxed() > 0;
-        match self.waiters.hand(Ok((entry, now)), !new) {
+        match self.waiters.hand(Ok((entry, now)), (!new).then_some(now)) {
             // The caller records how long it waited, outside this lock.
             Ok((waker, nudged)) => {
                 after.wake.extend(waker);
@@ -319,5 +320,58 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         } else {
             None
         }
+    }
+}
+
+#[cfg(all(test, not(aquifer_loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use crate::clock::Tick;
+    use crate::config::PoolConfig;
+    use crate::internals::{Acquire, After, Placed, State};
+    use crate::object::Entry;
+
+    #[derive(Debug)]
+    struct NoError;
+    impl std::fmt::Display for NoError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("no error")
+        }
+    }
+    impl std::error::Error for NoError {}
+
+    fn at(ms: u64) -> Tick {
+        Tick::default().after(Duration::from_millis(ms))
+    }
+
+    /// Three waiters, each far past `STARVING_AFTER`, and three returns
+    /// that nobody polls in between: the first goes to the longest
+    /// waiter; while it has not been taken the second goes idle with a
+    /// nudge; once it has been on its way for `STARVING_AFTER` (its taker's
+    /// future may not be polled for a while) the third is handed on.
+    #[test]
+    fn one_object_at_a_time_travels_to_a_starving_waiter_for_a_while() {
+        let cfg = PoolConfig {
+            max: 3,
+            ..PoolConfig::default()
+        };
+        let mut st: State<u32, NoError> = State::new(&cfg, 2);
+        st.size = 3;
+        let mut after = After::default();
+        let mut slots = Vec::new();
+        for _ in 0..3 {
+            match st.acquire(0, at(0), at(60_000), true, 0, &mut after) {
+                Acquire::Wait { slot, .. } => slots.push(slot),
+                _ => panic!("must wait"),
+            }
+        }
+        let entry = |id| Box::new(Entry::new(id as u32, id, Instant::now(), at(0), None));
+        assert_eq!(st.place(entry(1), at(1000), 0, &mut after), Placed::Handed);
+        assert_eq!(st.place(entry(2), at(1010), 0, &mut after), Placed::Nudged);
+        assert_eq!(st.place(entry(3), at(1030), 0, &mut after), Placed::Handed);
+        assert!(slots[0].take_ready().is_some() && slots[1].take_ready().is_some());
     }
 }

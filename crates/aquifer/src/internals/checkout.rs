@@ -327,21 +327,9 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 mod tests {
     use std::time::Duration;
 
-    use tokio::time::Instant;
-
     use crate::clock::Tick;
-    use crate::config::PoolConfig;
-    use crate::internals::{Acquire, After, Placed, State};
-    use crate::object::Entry;
-
-    #[derive(Debug)]
-    struct NoError;
-    impl std::fmt::Display for NoError {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("no error")
-        }
-    }
-    impl std::error::Error for NoError {}
+    use crate::internals::testing::{entry, state};
+    use crate::internals::{Acquire, After, Placed};
 
     fn at(ms: u64) -> Tick {
         Tick::default().after(Duration::from_millis(ms))
@@ -354,11 +342,7 @@ mod tests {
     /// future may not be polled for a while) the third is handed on.
     #[test]
     fn one_object_at_a_time_travels_to_a_starving_waiter_for_a_while() {
-        let cfg = PoolConfig {
-            max: 3,
-            ..PoolConfig::default()
-        };
-        let mut st: State<u32, NoError> = State::new(&cfg, 2);
+        let mut st = state(3);
         st.size = 3;
         let mut after = After::default();
         let mut slots = Vec::new();
@@ -368,7 +352,6 @@ mod tests {
                 _ => panic!("must wait"),
             }
         }
-        let entry = |id| Box::new(Entry::new(id as u32, id, Instant::now(), at(0), None));
         assert_eq!(st.place(entry(1), at(1000), 0, &mut after), Placed::Handed);
         assert_eq!(st.place(entry(2), at(1010), 0, &mut after), Placed::Nudged);
         assert_eq!(st.place(entry(3), at(1030), 0, &mut after), Placed::Handed);

@@ -12,42 +12,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::clock::Tick;
-use crate::config::PoolConfig;
 use crate::error::CreateError;
-use crate::object::{Entry, Item};
+use crate::object::Item;
 use crate::shards::Shards;
 use crate::sync::{Arc, Mutex, MutexGuard};
 use crate::waiters::Slot;
 
-use super::{Acquire, After, Handoff, Placed, State};
-
-#[derive(Debug)]
-struct NoError;
-impl std::fmt::Display for NoError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("no error")
-    }
-}
-impl std::error::Error for NoError {}
-
-type S = State<u32, NoError>;
+use super::testing::{entry, state, NoError, S};
+use super::{Acquire, After, Handoff, Placed};
 
 fn pool(max: usize) -> Arc<Mutex<S>> {
-    let cfg = PoolConfig {
-        max,
-        ..PoolConfig::default()
-    };
-    Arc::new(Mutex::new(State::new(&cfg, 2)))
-}
-
-fn entry(id: u64) -> Item<u32> {
-    Box::new(Entry::new(
-        id as u32,
-        id,
-        Instant::now(),
-        Tick::default(),
-        None,
-    ))
+    Arc::new(Mutex::new(state(max)))
 }
 
 /// Unlocks as the pool does: releases the lock, then wakes what `after`

@@ -356,3 +356,5 @@ mod idle;
 
 #[cfg(all(test, aquifer_loom))]
 mod loom_models;
+#[cfg(test)]
+mod testing;

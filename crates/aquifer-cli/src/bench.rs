@@ -33,8 +33,8 @@ pub(crate) struct Args {
     #[arg(long, env = "AQUIFER_BENCH_URL", conflicts_with = "config")]
     url: Option<String>,
     /// A configuration file: the pool named by --pool (or the first) with
-    /// its own settings.
-    #[arg(long, short, env = "AQUIFER_CONFIG")]
+    /// its own settings. Without --url, AQUIFER_CONFIG names it.
+    #[arg(long, short)]
     config: Option<PathBuf>,
     /// With --config: which pool.
     #[arg(long)]
@@ -184,24 +184,38 @@ fn setup(args: &Args) -> Result<(Target, Driver, Option<String>, usize, usize), 
         Workload::Sleep => (10, 100),
         Workload::Select1 => (1, 16),
     };
-    let (mut url, mut options) = match (&args.url, &args.config) {
-        (Some(url), _) => (url.clone(), aquifer::PoolConfig::default()),
+    // An exported AQUIFER_CONFIG names the file only when --url does not
+    // say what to load.
+    let config = args.config.clone().or_else(|| {
+        args.url
+            .is_none()
+            .then(|| std::env::var_os("AQUIFER_CONFIG").map(PathBuf::from))
+            .flatten()
+    });
+    let here = std::env::current_dir().unwrap_or_default();
+    let (mut url, mut options, dir, create) = match (&args.url, &config) {
+        (Some(url), _) => (url.clone(), aquifer::PoolConfig::default(), here, None),
         (None, Some(path)) => {
             let cfg = crate::config::Config::load(path).map_err(|e| error_chain(&e))?;
-            let (name, sec) = match &args.pool {
-                Some(n) => cfg
-                    .pools
-                    .get_key_value(n)
-                    .ok_or_else(|| format!("{} has no pool `{n}`", path.display()))?,
+            let names = || cfg.pools.keys().cloned().collect::<Vec<_>>().join(", ");
+            let sec = match &args.pool {
+                Some(n) => cfg.pools.get(n).ok_or_else(|| {
+                    format!("{} has no pool `{n}`; it has {}", path.display(), names())
+                })?,
                 None => cfg
                     .pools
-                    .first()
+                    .values()
+                    .next()
                     .ok_or_else(|| format!("{} has no pools", path.display()))?,
             };
-            let _ = name;
-            (sec.url.clone(), sec.options.clone())
+            (
+                sec.url.clone(),
+                sec.options.clone(),
+                cfg.dir.clone(),
+                sec.create,
+            )
         }
-        (None, None) => return Err("give --url or --config".into()),
+        (None, None) => return Err("give --url or --config (or export AQUIFER_CONFIG)".into()),
     };
     if args.url.is_some() {
         options.min = args.min.unwrap_or(defaults_min);
@@ -247,7 +261,8 @@ fn setup(args: &Args) -> Result<(Target, Driver, Option<String>, usize, usize), 
             Target::MySql(Pool::new(m, options).map_err(|e| error_chain(&e))?)
         }
         (Driver::Sqlite, false) => {
-            let m = SqliteManager::from_url(&url).map_err(|e| error_chain(&e))?;
+            let c = crate::fleet::sqlite_config(&url, &dir, create).map_err(|e| error_chain(&e))?;
+            let m = SqliteManager::new(c).map_err(|e| error_chain(&e))?;
             Target::Sqlite(Pool::new(m, options).map_err(|e| error_chain(&e))?)
         }
     };

@@ -11,6 +11,8 @@ use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
+use crate::fleet::Driver;
+
 /// Where the configuration came from, for error messages.
 #[derive(Debug, Clone)]
 pub(crate) struct Origin {
@@ -117,6 +119,8 @@ pub(crate) struct PoolSection {
     pub(crate) cluster: Option<String>,
     pub(crate) tags: Vec<String>,
     pub(crate) weight: u32,
+    /// SQLite: whether a missing file is created (default: no).
+    pub(crate) create: Option<bool>,
     pub(crate) options: PoolConfig,
 }
 
@@ -134,6 +138,8 @@ impl fmt::Debug for PoolSection {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) origin: Origin,
+    /// The file's directory: relative SQLite paths are relative to it.
+    pub(crate) dir: PathBuf,
     pub(crate) admin: AdminSection,
     pub(crate) clusters: IndexMap<String, ClusterSection>,
     pub(crate) pools: IndexMap<String, PoolSection>,
@@ -146,7 +152,13 @@ impl Config {
             file: path.display().to_string(),
             source,
         })?;
-        Self::parse(&path.display().to_string(), &text, std::env::vars())
+        let mut cfg = Self::parse(&path.display().to_string(), &text, std::env::vars())?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        cfg.dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        Ok(cfg)
     }
 
     /// Parses `text` (from `file`) with these environment variables.
@@ -228,6 +240,15 @@ impl Config {
             else {
                 return Err(p.error(None, "url", "missing: every pool needs a url"));
             };
+            let driver = Driver::of(&url).map_err(|e| p.error(Some("url"), "url", &e))?;
+            let create = p.take::<bool>("create", "true or false")?;
+            if create.is_some() && driver != Driver::Sqlite {
+                return Err(p.error(
+                    Some("create"),
+                    "create",
+                    "only a sqlite: pool creates its database; remove it",
+                ));
+            }
             let cluster = p.take::<String>("cluster", "a cluster's name")?;
             if let Some(c) = &cluster {
                 if !clusters.contains_key(c) {
@@ -275,12 +296,14 @@ impl Config {
                     cluster,
                     tags,
                     weight,
+                    create,
                     options,
                 },
             );
         }
         Ok(Config {
             origin,
+            dir: std::env::current_dir().unwrap_or_default(),
             admin,
             clusters,
             pools: out,
@@ -415,7 +438,7 @@ impl<'a> Section<'a> {
                     if let Err(e) = Value::Table(one).try_into::<PoolConfig>() {
                         let problem = e.to_string();
                         let problem = if problem.contains("unknown field") {
-                            "unknown field; a pool takes url, cluster, tags, weight, password_file, password_env and the settings of aquifer::PoolConfig (max, min, acquire_timeout…)".to_owned()
+                            "unknown field; a pool takes url, cluster, tags, weight, create, password_file, password_env and the settings of aquifer::PoolConfig (max, min, acquire_timeout…)".to_owned()
                         } else {
                             problem.trim().to_owned()
                         };
@@ -442,16 +465,22 @@ pub(crate) fn put_password(url: &str, password: &str) -> Option<String> {
         .map_or(url.len(), |i| start + i);
     let at = url[start..authority_end].rfind('@')? + start;
     let user = url[start..at].split(':').next().unwrap_or("");
-    let encoded: String = password
-        .bytes()
-        .map(|b| match b {
+    let encoded = percent_encode(password.as_bytes(), b"");
+    Some(format!("{}{user}:{encoded}{}", &url[..start], &url[at..]))
+}
+
+/// `bytes` percent-encoded, but for letters, digits, `-._~` and `keep`.
+pub(crate) fn percent_encode(bytes: &[u8], keep: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
                 (b as char).to_string()
             }
+            b if keep.contains(&b) => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
-        .collect();
-    Some(format!("{}{user}:{encoded}{}", &url[..start], &url[at..]))
+        .collect()
 }
 
 /// Applies `AQUIFER_ADMIN_<FIELD>`, `AQUIFER_CLUSTERS_<NAME>_<FIELD>` and

@@ -1,5 +1,6 @@
 //! The clusters and pools a configuration describes, built.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use aquifer::{error_chain, Cluster, ClusterPool, Manager, Pool, Selector};
 use aquifer_admin::{NamedPool, Source};
 use aquifer_mysql::MySqlManager;
 use aquifer_postgres::PgManager;
-use aquifer_sqlite::SqliteManager;
+use aquifer_sqlite::{SqliteConfig, SqliteConfigError, SqliteManager};
 
 use crate::config::{ClusterSection, Config, ConfigError, PoolSection};
 
@@ -20,13 +21,19 @@ pub(crate) enum Driver {
 }
 
 impl Driver {
+    /// The driver a URL's scheme names; anything else is refused with the
+    /// forms to write, never taken for a SQLite file name.
     pub(crate) fn of(url: &str) -> Result<Self, String> {
-        match url.split_once("://").map(|(s, _)| s) {
-            Some("postgres" | "postgresql") => Ok(Driver::Postgres),
-            Some("mysql" | "mariadb") => Ok(Driver::MySql),
-            Some("sqlite") | None => Ok(Driver::Sqlite),
-            Some(other) => Err(format!(
-                "unknown scheme `{other}://`: use postgres://, mysql://, mariadb:// or sqlite://"
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") if url.contains("://") => Ok(Driver::Postgres),
+            Some("mysql" | "mariadb") if url.contains("://") => Ok(Driver::MySql),
+            Some("sqlite") => Ok(Driver::Sqlite),
+            _ => Err(format!(
+                "`{}` is not a database URL: write postgres://user@host:5432/db, \
+                 mysql://user@host:3306/db (or mariadb://), sqlite:///absolute/path.db, \
+                 sqlite://path/relative/to/the/config.db or sqlite::memory:",
+                redact(url)
             )),
         }
     }
@@ -156,8 +163,9 @@ impl Fleet {
                     AnyPool::MySql(build_pool(cfg, name, sec, m, eager)?)
                 }
                 Driver::Sqlite => {
-                    let m = SqliteManager::from_url(&sec.url)
+                    let c = sqlite_config(&sec.url, &cfg.dir, sec.create)
                         .map_err(|e| manager_error(cfg, name, &e))?;
+                    let m = SqliteManager::new(c).map_err(|e| manager_error(cfg, name, &e))?;
                     AnyPool::Sqlite(build_pool(cfg, name, sec, m, eager)?)
                 }
             };
@@ -216,5 +224,33 @@ impl Fleet {
             s.close_pending(true).await;
         }
         closed
+    }
+}
+
+/// A SQLite URL's configuration as the binary opens it: a relative path
+/// is relative to `dir` (the configuration file's), and a missing file is
+/// created only when `create` is true or the URL says `mode=rwc`.
+pub(crate) fn sqlite_config(
+    url: &str,
+    dir: &Path,
+    create: Option<bool>,
+) -> Result<SqliteConfig, SqliteConfigError> {
+    let config = SqliteConfig::from_url(url)?.relative_to(dir);
+    let url_says = url
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("mode=")));
+    Ok(if url_says {
+        config
+    } else {
+        config.create(create.unwrap_or(false))
+    })
+}
+
+/// A URL fit to print: whatever stands before an `@` (a user and maybe a
+/// password) is left out.
+pub(crate) fn redact(url: &str) -> String {
+    match url.rfind('@') {
+        Some(at) => format!("…{}", &url[at..]),
+        None => url.to_owned(),
     }
 }

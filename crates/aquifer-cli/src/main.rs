@@ -32,7 +32,7 @@ pub(crate) mod exit {
     name = "aquifer",
     version,
     about = "Database connection pools: serve their dashboard, check them, load-test a database.",
-    after_help = "Logs go to stderr; RUST_LOG sets what is shown (default: warn, and info from aquifer).\nExit codes: 0 ok, 1 unhealthy or failed queries, 2 bad usage or configuration, 3 could not start."
+    after_help = "Logs go to stderr; RUST_LOG sets what is shown (default: serve logs warnings and aquifer's info, bench errors, check and config nothing).\nExit codes: 0 ok, 1 unhealthy or failed queries, 2 bad usage or configuration, 3 could not start."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -84,9 +84,10 @@ pub(crate) fn report(e: &(dyn std::error::Error + 'static)) {
     eprintln!("error: {}", aquifer::error_chain(e));
 }
 
-fn logs() {
+/// Logs to stderr: what `RUST_LOG` asks for, else `default`.
+fn logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aquifer=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -95,7 +96,13 @@ fn logs() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logs();
+    // A server logs what it does; a command that prints its answer keeps
+    // the pools' own lines out of it.
+    logs(match cli.command {
+        Command::Serve(_) => "warn,aquifer=info",
+        Command::Bench(_) => "error",
+        Command::Check(_) | Command::Config(_) => "off",
+    });
     let code = match cli.command {
         Command::Config(ConfigCommand::Example) => {
             print!("{}", serve::EXAMPLE);

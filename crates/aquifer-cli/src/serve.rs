@@ -79,8 +79,8 @@ pub(crate) fn demo_config(dir: &Path) -> String {
     for (i, max) in [(1, 2), (2, 3), (3, 4)] {
         let path = dir.join(format!("local_{i}.db"));
         text.push_str(&format!(
-            "\n[pools.local_{i}]\ncluster = \"local\"\nurl = \"sqlite://{}\"\ntags = [\"{}\"]\nmax = {max}\nmin = 1\nacquire_timeout = \"2s\"\n",
-            path.display(),
+            "\n[pools.local_{i}]\ncluster = \"local\"\nurl = \"sqlite://{}\"\ncreate = true\ntags = [\"{}\"]\nmax = {max}\nmin = 1\nacquire_timeout = \"2s\"\n",
+            crate::config::percent_encode(path.to_string_lossy().as_bytes(), b"/"),
             if i == 1 { "primary" } else { "replica" }
         ));
     }

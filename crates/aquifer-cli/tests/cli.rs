@@ -277,7 +277,25 @@ fn configuration_errors_name_the_file_the_line_and_the_field() {
             good.replace("sqlite://", "oracle://"),
             2,
             "pools.a.url",
-            "unknown scheme",
+            "is not a database URL",
+        ),
+        (
+            "[pools.a]\nurl = \"not a url\"\n".to_owned(),
+            2,
+            "pools.a.url",
+            "sqlite:///absolute/path.db",
+        ),
+        (
+            "[pools.a]\nurl = \"localhost:5432\"\n".to_owned(),
+            2,
+            "pools.a.url",
+            "postgres://user@host:5432/db",
+        ),
+        (
+            "[pools.a]\nurl = \"postgres://app@db/app\"\ncreate = true\n".to_owned(),
+            3,
+            "pools.a.create",
+            "only a sqlite: pool",
         ),
         (
             format!("{good}[pools.b]\nmax = 2\n"),
@@ -343,6 +361,82 @@ fn configuration_errors_name_the_file_the_line_and_the_field() {
     let (code, example, _) = run(aquifer().args(["config", "example"]));
     assert_eq!(code, 0);
     assert!(example.contains("[clusters.main]") && example.contains("password_file"));
+}
+
+/// A SQLite file is found where the configuration says, relative to the
+/// file's own directory, percent-escapes decoded; `check` and `bench`
+/// never create one that is not there unless `create = true` says so.
+#[test]
+fn sqlite_files_are_never_created_by_accident() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let conf = write(
+        dir.path(),
+        "a.toml",
+        "[pools.a]\nurl = \"sqlite://data/app.db\"\n",
+    );
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let wanted = dir.path().join("data/app.db");
+
+    // Run from another directory: the path is the configuration's.
+    let (code, out, err) = run(aquifer()
+        .env_remove("RUST_LOG")
+        .current_dir(elsewhere.path())
+        .args(["check", "--config", &conf]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("cannot open {}: no such file", wanted.display()))
+            && out.contains("create = true"),
+        "{out}"
+    );
+    assert!(
+        err.is_empty(),
+        "check logs nothing unless RUST_LOG asks: {err}"
+    );
+    let (code, out, err) = run(aquifer().current_dir(elsewhere.path()).args([
+        "bench",
+        "--duration",
+        "1s",
+        "--config",
+        &conf,
+    ]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("no such file"), "{err}");
+    let (code, _, err) = run(aquifer().current_dir(elsewhere.path()).args([
+        "bench",
+        "--duration",
+        "1s",
+        "--url",
+        "sqlite://app.db",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(!wanted.exists() && !elsewhere.path().join("app.db").exists());
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+
+    let conf = write(
+        dir.path(),
+        "a.toml",
+        "[pools.a]\nurl = \"sqlite://data/my%20app.db\"\ncreate = true\n",
+    );
+    let (code, out, err) = run(aquifer()
+        .current_dir(elsewhere.path())
+        .args(["check", "--config", &conf]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(dir.path().join("data/my app.db").exists());
+    // Once it exists, a pool that does not create opens it.
+    let conf = write(
+        dir.path(),
+        "b.toml",
+        "[pools.b]\nurl = \"sqlite://data/my%20app.db\"\n",
+    );
+    let (code, out, err) = run(aquifer()
+        .current_dir(elsewhere.path())
+        .args(["check", "--config", &conf]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = run(aquifer().args(["bench", "--url", "localhost:5432"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a database URL"), "{err}");
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 }
 
 /// PostgreSQL (its password from a file) in a cluster, MariaDB (its

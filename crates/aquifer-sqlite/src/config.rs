@@ -231,24 +231,27 @@ impl SqliteConfig {
         Ok(Self::with_target(Target::Memory(name.to_owned())))
     }
 
-    /// Parses a path or a URL: `sqlite://relative/path.db`,
+    /// Parses a `sqlite:` URL: `sqlite://relative/path.db`,
     /// `sqlite:///absolute/path.db`, `sqlite:path.db`, `sqlite::memory:`,
     /// `sqlite://:memory:`, with query parameters `mode` (`ro`, `rw`,
     /// `rwc`, `memory`), `journal_mode`, `synchronous`, `busy_timeout`
-    /// (milliseconds), `foreign_keys` and `read_anchor` (`true`/`false`). A string without
-    /// the `sqlite:` scheme is a plain file path.
+    /// (`250ms`, `5s`), `foreign_keys` and `read_anchor` (`true`/`false`).
+    /// Percent-escapes are decoded in the path and the values, as in every
+    /// other URL (`my%20app.db` is `my app.db`). A plain path is not a URL:
+    /// give it to [`file`](Self::file).
     ///
     /// # Errors
-    /// [`SqliteConfigError::Invalid`] naming the bad part.
+    /// [`SqliteConfigError::Invalid`] naming the bad part; a string without
+    /// the `sqlite:` scheme is refused with the forms to write instead.
     pub fn from_url(url: &str) -> Result<Self, SqliteConfigError> {
         let Some(rest) = url.strip_prefix("sqlite:") else {
-            if url.is_empty() {
-                return Err(invalid("path", "empty"));
-            }
-            if url.contains("://") {
-                return Err(invalid("url", "the scheme must be sqlite:"));
-            }
-            return Ok(Self::file(url));
+            return Err(invalid(
+                "url",
+                format!(
+                    "{url:?} does not start with sqlite: (write sqlite:///absolute/path.db, \
+                     sqlite://relative/path.db or sqlite::memory:, or use SqliteConfig::file for a plain path)"
+                ),
+            ));
         };
         let rest = rest.strip_prefix("//").unwrap_or(rest);
         let (location, query) = match rest.split_once('?') {
@@ -263,7 +266,7 @@ impl SqliteConfig {
                     "the URL names no file (use :memory: for memory)",
                 ))
             }
-            path => Self::file(path),
+            path => Self::file(decode_path(path)?),
         };
         for pair in query.into_iter().flat_map(|q| q.split('&')) {
             if pair.is_empty() {
@@ -272,6 +275,9 @@ impl SqliteConfig {
             let (key, value) = pair
                 .split_once('=')
                 .ok_or_else(|| invalid("url", format!("parameter {pair:?} has no value")))?;
+            let value = &String::from_utf8(percent_decode(value)?)
+                .map_err(|_| invalid("url", format!("parameter {key:?} is not UTF-8")))?;
+            let value = value.as_str();
             match key {
                 "mode" => match value {
                     "ro" => config = config.read_only(true),
@@ -421,6 +427,19 @@ impl SqliteConfig {
         }
     }
 
+    /// Takes a relative file path as relative to `dir` instead of the
+    /// working directory (a configuration file's own directory, say).
+    /// Absolute paths and in-memory databases are left as they are.
+    #[must_use]
+    pub fn relative_to(mut self, dir: &Path) -> Self {
+        if let Target::File(p) = &self.target {
+            if p.is_relative() {
+                self.target = Target::File(dir.join(p));
+            }
+        }
+        self
+    }
+
     /// The journal mode new connections set, if any.
     pub fn journal_mode_in_effect(&self) -> Option<JournalMode> {
         match (self.journal_mode, &self.target) {
@@ -456,6 +475,48 @@ impl SqliteConfig {
     }
 }
 
+/// Decodes `%XX` escapes.
+fn percent_decode(text: &str) -> Result<Vec<u8>, SqliteConfigError> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        "url",
+                        format!(
+                            "{text:?} has a % not followed by two hex digits (write %25 for %)"
+                        ),
+                    )
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// A URL's path, percent-decoded.
+fn decode_path(path: &str) -> Result<PathBuf, SqliteConfigError> {
+    let bytes = percent_decode(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+    }
+    #[cfg(not(unix))]
+    String::from_utf8(bytes)
+        .map(PathBuf::from)
+        .map_err(|_| invalid("path", "the decoded path is not UTF-8"))
+}
+
 impl FromStr for SqliteConfig {
     type Err = SqliteConfigError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -486,8 +547,9 @@ mod tests {
         assert!(c.is_read_only());
         assert_eq!(c.busy_timeout, Duration::from_millis(250));
         assert_eq!(c.journal_mode_in_effect(), None);
-        let c = SqliteConfig::from_url("plain/file.sqlite").unwrap();
-        assert_eq!(c.path(), Some(Path::new("plain/file.sqlite")));
+        let c = SqliteConfig::from_url("sqlite:///srv/data/my%20app%25.db?mode=r%77").unwrap();
+        assert_eq!(c.path(), Some(Path::new("/srv/data/my app%.db")));
+        assert!(!c.create);
         assert!(SqliteConfig::from_url("sqlite::memory:")
             .unwrap()
             .is_memory());
@@ -513,7 +575,10 @@ mod tests {
             Err(SqliteConfigError::Invalid { part, .. }) => part,
             Ok(_) => "accepted",
         };
-        assert_eq!(part(SqliteConfig::from_url("")), "path");
+        assert_eq!(part(SqliteConfig::from_url("")), "url");
+        assert_eq!(part(SqliteConfig::from_url("plain/file.sqlite")), "url");
+        assert_eq!(part(SqliteConfig::from_url("localhost:5432")), "url");
+        assert_eq!(part(SqliteConfig::from_url("sqlite://a%2.db")), "url");
         assert_eq!(part(SqliteConfig::from_url("sqlite://")), "path");
         assert_eq!(part(SqliteConfig::from_url("postgres://h/db")), "url");
         assert_eq!(part(SqliteConfig::from_url("sqlite:a.db?mode=rx")), "mode");

@@ -32,7 +32,7 @@ pub enum SqliteError {
     },
     /// The file does not exist and the configuration says not to create it
     /// (read-only, or `create(false)`).
-    #[error("cannot open {}: no such file (and creating it is off)", path.display())]
+    #[error("cannot open {}: no such file; check the path, or let it be created (`create(true)`, `?mode=rwc` in a URL, `create = true` in aquifer's configuration)", path.display())]
     NotFound {
         /// The file asked for.
         path: PathBuf,
@@ -165,7 +165,7 @@ impl SqliteManager {
         })
     }
 
-    /// A manager from a path or `sqlite:` URL (see
+    /// A manager from a `sqlite:` URL (see
     /// [`SqliteConfig::from_url`]).
     ///
     /// # Errors

@@ -90,21 +90,10 @@ pub(crate) fn selector(text: &str) -> Result<Selector, ApiError> {
     Ok(sel)
 }
 
-/// A duration from a query: seconds (`30`, `0.5`) or with a unit (`500ms`,
-/// `30s`, `5m`, `1h`).
+/// A duration from a query, written as everywhere else: `500ms`, `30s`,
+/// `5m`, `1h`; a bare number has no unit and is refused.
 fn duration(key: &str, text: &str) -> Result<Duration, ApiError> {
-    // A bare number is seconds here, as every duration the API returns
-    // is; with a unit it reads as configuration does.
-    let secs = text.trim().parse::<f64>().ok();
-    secs.map_or_else(
-        || aquifer::parse_duration(text),
-        |s| Duration::try_from_secs_f64(s).ok(),
-    )
-    .ok_or_else(|| {
-        ApiError::bad_value(format!(
-            "`{key}={text}` is not a duration: give seconds (30) or a unit (500ms, 30s, 5m)"
-        ))
-    })
+    aquifer::parse_duration(text).map_err(|e| ApiError::bad_value(format!("`{key}`: {e}")))
 }
 
 fn flag(key: &str, text: &str) -> Result<bool, ApiError> {

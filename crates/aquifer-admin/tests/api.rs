@@ -126,6 +126,7 @@ async fn unknown_names_and_bad_values_are_json_errors() {
         ("POST", "/api/pools/eu_1/resize?max=lots", 400, "bad_value"),
         ("POST", "/api/pools/eu_1/resize?max=0", 400, "bad_value"),
         ("POST", "/api/pools/eu_1/ban?for=soon", 400, "bad_value"),
+        ("POST", "/api/pools/eu_1/ban?for=30", 400, "bad_value"),
         ("POST", "/api/pools/solo/freeze", 409, "unsupported"),
         ("POST", "/api/pending/close?force=maybe", 400, "bad_value"),
         ("DELETE", "/api/pools/nope", 404, "not_found"),
@@ -138,6 +139,10 @@ async fn unknown_names_and_bad_values_are_json_errors() {
             body["error"]["message"].as_str().unwrap().len() > 10,
             "{body}"
         );
+        if path.ends_with("for=30") {
+            let says = body["error"]["message"].as_str().unwrap();
+            assert!(says.contains(r#"write "30s" or "30ms""#), "{says}");
+        }
     }
 }
 

@@ -390,24 +390,28 @@ impl<'a> Section<'a> {
         })
     }
 
+    /// A duration with a unit; a bare number is refused, as everywhere.
     fn duration(&mut self, key: &str) -> Result<Option<Duration>, ConfigError> {
-        let expected = "a duration such as \"500ms\", \"30s\" or \"5m\"";
-        match self.table.get(key).and_then(Value::as_integer) {
-            Some(ms) if ms >= 0 => {
-                self.table.remove(key);
-                Ok(Some(Duration::from_millis(ms as u64)))
+        let Some(value) = self.table.remove(key) else {
+            return Ok(None);
+        };
+        let text = match &value {
+            Value::String(s) => s.clone(),
+            Value::Integer(_) | Value::Float(_) => value.to_string(),
+            other => {
+                return Err(self.error(
+                    Some(key),
+                    key,
+                    &format!(
+                        "expected a duration such as \"500ms\", \"30s\" or \"5m\", found {}",
+                        other.type_str()
+                    ),
+                ))
             }
-            _ => match self.take::<String>(key, expected)? {
-                None => Ok(None),
-                Some(text) => aquifer::parse_duration(&text).map(Some).ok_or_else(|| {
-                    self.error(
-                        Some(key),
-                        key,
-                        &format!("expected {expected}, found \"{text}\""),
-                    )
-                }),
-            },
-        }
+        };
+        aquifer::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| self.error(Some(key), key, &e.to_string()))
     }
 
     fn secret_file(&self, key: &str, file: &str) -> Result<String, ConfigError> {

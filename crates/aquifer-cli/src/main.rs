@@ -75,8 +75,7 @@ pub(crate) fn load(path: Option<&Path>) -> Result<Option<Config>, ConfigError> {
 
 /// `--timeout 5s`, `--sleep 100ms`: a duration as configuration writes it.
 pub(crate) fn duration(text: &str) -> Result<Duration, String> {
-    aquifer::parse_duration(text)
-        .ok_or_else(|| format!("`{text}` is not a duration: write 500ms, 5s or 2m"))
+    aquifer::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Prints an error and its causes, each once.

@@ -268,6 +268,18 @@ fn configuration_errors_name_the_file_the_line_and_the_field() {
             "expected an address",
         ),
         (
+            good.replace("max = 4", "acquire_timeout = 2"),
+            3,
+            "pools.a.acquire_timeout",
+            r#"`2` has no unit: write "2s" or "2ms""#,
+        ),
+        (
+            format!("[clusters.c]\nban_time = 30\n{good}"),
+            2,
+            "clusters.c.ban_time",
+            r#"write "30s" or "30ms""#,
+        ),
+        (
             format!("[clusters.c]\nmode = \"fastest\"\n{good}"),
             2,
             "clusters.c.mode",
@@ -337,6 +349,17 @@ fn configuration_errors_name_the_file_the_line_and_the_field() {
         err.contains("environment variable AQUIFER_POOLS_A_MAX") && err.contains("`pools.a.max`"),
         "{err}"
     );
+    let (code, _, err) = run(aquifer()
+        .args(["config", "check", "--config", &file])
+        .env("AQUIFER_POOLS_A_IDLE_TIMEOUT", "60"));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("AQUIFER_POOLS_A_IDLE_TIMEOUT") && err.contains(r#"write "60s" or "60ms""#),
+        "{err}"
+    );
+    let (code, _, err) = run(aquifer().args(["check", "--timeout", "5", "--config", &file]));
+    assert_eq!(code, 2);
+    assert!(err.contains(r#"write "5s" or "5ms""#), "{err}");
     let (code, _, err) = run(aquifer()
         .args(["config", "check", "--config", &file])
         .env("AQUIFER_POOLS_NOPE_MAX", "3"));

@@ -294,10 +294,8 @@ impl SqliteConfig {
                 "journal_mode" => config.journal_mode = Some(value.parse()?),
                 "synchronous" => config.synchronous = Some(value.parse()?),
                 "busy_timeout" => {
-                    let ms: u64 = value
-                        .parse()
-                        .map_err(|_| invalid("busy_timeout", "expected milliseconds"))?;
-                    config.busy_timeout = Duration::from_millis(ms);
+                    config.busy_timeout = aquifer::parse_duration(value)
+                        .map_err(|e| invalid("busy_timeout", e.to_string()))?;
                 }
                 "read_anchor" => config.read_anchor = flag("read_anchor", value)?,
                 "foreign_keys" => config.foreign_keys = flag("foreign_keys", value)?,
@@ -543,7 +541,7 @@ mod tests {
         assert_eq!(c.path(), Some(Path::new("data/a.db")));
         let c = SqliteConfig::from_url("sqlite:///abs/a.db").unwrap();
         assert_eq!(c.path(), Some(Path::new("/abs/a.db")));
-        let c = SqliteConfig::from_url("sqlite:a.db?mode=ro&busy_timeout=250").unwrap();
+        let c = SqliteConfig::from_url("sqlite:a.db?mode=ro&busy_timeout=250ms").unwrap();
         assert!(c.is_read_only());
         assert_eq!(c.busy_timeout, Duration::from_millis(250));
         assert_eq!(c.journal_mode_in_effect(), None);
@@ -586,6 +584,10 @@ mod tests {
         assert_eq!(part(SqliteConfig::from_url("sqlite:a.db?mode")), "url");
         assert_eq!(
             part(SqliteConfig::from_url("sqlite:a.db?busy_timeout=soon")),
+            "busy_timeout"
+        );
+        assert_eq!(
+            part(SqliteConfig::from_url("sqlite:a.db?busy_timeout=250")),
             "busy_timeout"
         );
         assert_eq!(

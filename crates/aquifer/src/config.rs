@@ -85,8 +85,9 @@ impl Backoff {
 /// # }
 /// ```
 ///
-/// Durations are read from integers (milliseconds) or strings with a unit
-/// (`"250ms"`, `"2s"`, `"5m"`, `"1h"`); optional ones also take `null`.
+/// Durations are strings with a unit (`"250ms"`, `"2s"`, `"5m"`, `"1h"`;
+/// see [`parse_duration`]); a bare number is refused. Optional ones also
+/// take `"off"`, `false` or `null`.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
@@ -332,35 +333,68 @@ impl PoolConfig {
     }
 }
 
-/// Parses a duration as configuration files write it: `"250ms"`, `"2s"`,
-/// `"5m"`, `"1h"`, or a bare number of milliseconds.
+/// Parses a duration as aquifer writes it everywhere (configuration files,
+/// the environment, the admin API, command-line flags): a number and a unit,
+/// `"250ms"`, `"2s"`, `"1.5s"`, `"5m"`, `"1h"` (also `"us"`, `"min"`).
+/// A bare number has no unit and is refused: it reads as milliseconds in
+/// some tools and seconds in others.
 ///
 /// ```
 /// use std::time::Duration;
-/// assert_eq!(aquifer::parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-/// assert_eq!(aquifer::parse_duration("250"), Some(Duration::from_millis(250)));
-/// assert_eq!(aquifer::parse_duration("soon"), None);
+/// assert_eq!(aquifer::parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// let err = aquifer::parse_duration("250").unwrap_err();
+/// assert_eq!(err.to_string(), r#"`250` has no unit: write "250s" or "250ms""#);
+/// assert!(aquifer::parse_duration("soon").is_err());
 /// ```
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
+///
+/// # Errors
+/// [`DurationError`] saying what to write instead.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let fail = || DurationError {
+        text: text.to_owned(),
+    };
+    let trimmed = text.trim();
+    let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
-    let num: f64 = num.parse().ok()?;
+        .unwrap_or(trimmed.len());
+    let (num, unit) = trimmed.split_at(split);
+    let num: f64 = num.parse().map_err(|_| fail())?;
     if !num.is_finite() || num < 0.0 {
-        return None;
+        return Err(fail());
     }
     let secs = match unit.trim() {
-        "" | "ms" => num / 1000.0,
+        "ms" => num / 1000.0,
         "us" | "µs" => num / 1_000_000.0,
         "s" => num,
         "m" | "min" => num * 60.0,
         "h" => num * 3600.0,
-        _ => return None,
+        _ => return Err(fail()),
     };
-    Duration::try_from_secs_f64(secs).ok()
+    Duration::try_from_secs_f64(secs).map_err(|_| fail())
 }
+
+/// A duration that cannot be read: no unit, an unknown unit, a negative
+/// or malformed number. The message says what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationError {
+    text: String,
+}
+
+impl std::fmt::Display for DurationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.text.trim();
+        if !t.is_empty() && t.parse::<f64>().is_ok_and(|n| n.is_finite() && n >= 0.0) {
+            write!(f, "`{t}` has no unit: write \"{t}s\" or \"{t}ms\"")
+        } else {
+            write!(
+                f,
+                "`{t}` is not a duration: write a number and a unit, such as \"500ms\", \"2s\", \"5m\" or \"1h\""
+            )
+        }
+    }
+}
+
+impl std::error::Error for DurationError {}
 
 #[cfg(feature = "serde")]
 pub(crate) mod duration {
@@ -382,25 +416,31 @@ pub(crate) mod duration {
         type Value = Duration;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("milliseconds or a duration such as \"500ms\", \"2s\", \"5m\"")
+            f.write_str("a duration with a unit, such as \"500ms\", \"2s\", \"5m\"")
         }
 
+        // A bare number has no unit: refused, with the two readings to
+        // choose from.
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_millis(v))
+            Err(E::custom(super::DurationError {
+                text: v.to_string(),
+            }))
         }
 
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v)
-                .map(Duration::from_millis)
-                .map_err(|_| E::custom("a duration cannot be negative"))
+            Err(E::custom(super::DurationError {
+                text: v.to_string(),
+            }))
         }
 
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            Duration::try_from_secs_f64(v / 1000.0).map_err(E::custom)
+            Err(E::custom(super::DurationError {
+                text: v.to_string(),
+            }))
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            super::parse_duration(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+            super::parse_duration(v).map_err(E::custom)
         }
     }
 }
@@ -482,15 +522,20 @@ mod tests {
 
     #[test]
     fn parses_durations() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("40"), Some(Duration::from_millis(40)));
-        assert_eq!(parse_duration("2 weeks"), None);
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        let no_unit = parse_duration("40").unwrap_err().to_string();
+        assert_eq!(no_unit, r#"`40` has no unit: write "40s" or "40ms""#);
+        for bad in ["2 weeks", "-1s", "", "s", "1e3s"] {
+            let e = parse_duration(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("is not a duration") && e.contains("\"2s\""),
+                "{e}"
+            );
+        }
     }
 
     #[test]
@@ -517,7 +562,7 @@ mod tests {
     #[test]
     fn deserializes_with_defaults_and_rejects_unknown_fields() {
         let cfg: PoolConfig = serde_json::from_str(
-            r#"{"max": 4, "idle_timeout": null, "max_lifetime": "1m", "backoff": {"max": 2000}}"#,
+            r#"{"max": 4, "idle_timeout": null, "max_lifetime": "1m", "backoff": {"max": "2s"}}"#,
         )
         .unwrap();
         assert_eq!(cfg.max, 4);
@@ -531,6 +576,13 @@ mod tests {
         assert!(serde_json::from_str::<PoolConfig>(r#"{"clock": "sundial"}"#).is_err());
         assert!(serde_json::from_str::<PoolConfig>(r#"{"maxx": 4}"#).is_err());
         assert!(serde_json::from_str::<PoolConfig>(r#"{"acquire_timeout": "soon"}"#).is_err());
+        // A number has no unit: one rule everywhere, never two meanings.
+        for bare in [r#"{"acquire_timeout": 2}"#, r#"{"idle_timeout": 1.5}"#] {
+            let e = serde_json::from_str::<PoolConfig>(bare)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("has no unit") && e.contains("ms\""), "{e}");
+        }
         let round: PoolConfig =
             serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(round, cfg);

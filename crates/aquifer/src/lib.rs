@@ -27,7 +27,7 @@ pub use cluster::{
     Cluster, ClusterBuildError, ClusterBuilder, ClusterConn, ClusterError, ClusterInfo,
     ClusterPending, ClusterPool, Mode, PoolInfo,
 };
-pub use config::{parse_duration, Backoff, Clock, Order, PoolConfig};
+pub use config::{parse_duration, Backoff, Clock, DurationError, Order, PoolConfig};
 pub use error::{error_chain, BuildError, CreateError, DestroyError, PoolError, TimeoutError};
 pub use events::{EventStream, Operation, PoolEvent, Reason};
 pub use manager::Manager;

@@ -68,6 +68,10 @@ pub(crate) struct Args {
     /// --config, the pool's own).
     #[arg(long)]
     max: Option<usize>,
+    /// How long to wait for the first connections before giving up with
+    /// the reason.
+    #[arg(long, default_value = "10s", value_parser = crate::duration)]
+    connect_timeout: Duration,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -140,6 +144,16 @@ impl Target {
             Target::PgMux(m) => m.ready().await.map_err(|x| e(&x)),
             Target::MySql(p) => p.start().await.map_err(|x| e(&x)),
             Target::Sqlite(p) => p.start().await.map_err(|x| e(&x)),
+        }
+    }
+
+    /// Why connections are not opening, if they are failing now.
+    fn last_error(&self) -> Option<String> {
+        match self {
+            Target::Pg(p) => p.last_create_error().map(|e| error_chain(&e)),
+            Target::PgMux(m) => m.last_open_error().map(|e| error_chain(&e)),
+            Target::MySql(p) => p.last_create_error().map(|e| error_chain(&e)),
+            Target::Sqlite(p) => p.last_create_error().map(|e| error_chain(&e)),
         }
     }
 
@@ -318,6 +332,40 @@ impl Progress {
     }
 }
 
+/// Opens the first connections within `timeout`, saying each second what
+/// it waits for and why it is not there yet.
+async fn warm(target: &Target, timeout: Duration, n: usize, place: &str) -> Result<(), String> {
+    let started = Instant::now();
+    let warm = target.warm();
+    tokio::pin!(warm);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            done = &mut warm => return done.map_err(|e| crate::hint(&e)),
+            _ = tick.tick() => {
+                let why = target.last_error().map_or(String::new(), |e| format!(" (last failure: {})", crate::hint(&e)));
+                eprintln!(
+                    "waiting for {n} connection(s) to {place}: {:.0} s of --connect-timeout {}{why}",
+                    started.elapsed().as_secs_f64(),
+                    crate::human(timeout)
+                );
+            }
+            () = &mut deadline => {
+                let why = target.last_error().map_or_else(
+                    || "no answer".to_owned(),
+                    |e| crate::hint(&e),
+                );
+                return Err(format!("none within --connect-timeout {}: {why}", crate::human(timeout)));
+            }
+        }
+    }
+}
+
 pub(crate) async fn run(args: Args) -> u8 {
     let (target, driver, server, min, max) = match setup(&args) {
         Ok(t) => t,
@@ -327,7 +375,8 @@ pub(crate) async fn run(args: Args) -> u8 {
         }
     };
     let warmup = Instant::now();
-    if let Err(e) = target.warm().await {
+    let place = server.as_deref().unwrap_or("the database");
+    if let Err(e) = warm(&target, args.connect_timeout, min.max(1), place).await {
         eprintln!("error: could not open the first connections (min {min}): {e}");
         target.close().await;
         return exit::UNHEALTHY;

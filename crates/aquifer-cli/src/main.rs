@@ -78,6 +78,34 @@ pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     aquifer::parse_duration(text).map_err(|e| e.to_string())
 }
 
+/// An error's text with what to do added where the driver's words leave
+/// it out.
+pub(crate) fn hint(text: &str) -> String {
+    if text.contains("password missing") {
+        format!("{text} (give the password in a file or the environment: bench takes --password-file or AQUIFER_PASSWORD, a configuration password_file or password_env)")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// A duration as a person reads it: `3.8 ms`, `2.5 s`, `5 s`, `2 min`.
+pub(crate) fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    let trim = |x: f64, unit: &str| {
+        let t = format!("{x:.1}");
+        format!("{} {unit}", t.strip_suffix(".0").unwrap_or(&t))
+    };
+    if s >= 120.0 {
+        trim(s / 60.0, "min")
+    } else if s >= 1.0 {
+        trim(s, "s")
+    } else if s >= 0.001 {
+        trim(s * 1000.0, "ms")
+    } else {
+        trim(s * 1_000_000.0, "µs")
+    }
+}
+
 /// Prints an error and its causes, each once.
 pub(crate) fn report(e: &(dyn std::error::Error + 'static)) {
     eprintln!("error: {}", aquifer::error_chain(e));

@@ -462,6 +462,37 @@ fn sqlite_files_are_never_created_by_accident() {
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
 }
 
+/// Every wait has a deadline: `bench` against a port nobody listens on,
+/// through the pool or the multiplexer, gives up at `--connect-timeout`
+/// with the refusal, saying while it waits what it waits for.
+#[test]
+fn bench_gives_up_at_its_connect_timeout_with_the_reason() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://app@127.0.0.1:{port}/app");
+    for through in [None, Some("--mux")] {
+        let started = Instant::now();
+        let (code, out, err) = run(aquifer()
+            .args(["bench", "--url", &url, "--connect-timeout", "2s"])
+            .args(through));
+        let took = started.elapsed();
+        assert_eq!(code, 1, "{through:?}: {out}{err}");
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+            "{through:?}: {took:?}"
+        );
+        assert!(
+            err.contains("waiting for 1 connection(s) to 127.0.0.1")
+                && err.contains("none within --connect-timeout 2 s")
+                && err.contains("Connection refused"),
+            "{through:?}: {err}"
+        );
+    }
+}
+
 /// PostgreSQL (its password from a file) in a cluster, MariaDB (its
 /// password from the environment) on its own: `check`, `serve` with an
 /// environment override, then `check` with PostgreSQL stopped.

@@ -351,6 +351,47 @@ async fn a_permanent_error_fails_queued_requests_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn ready_gives_up_at_the_acquire_timeout_with_the_cause_and_at_once_on_a_permanent_error() {
+    let (f, m) = fake();
+    f.create.set(Step::Err);
+    let mux = Multiplexer::builder(m)
+        .pipeline_horizon(None)
+        .min(2)
+        .max(2)
+        .acquire_timeout(ms(3000))
+        .build()
+        .unwrap();
+    let t = tokio::time::Instant::now();
+    let err = mux.ready().await.unwrap_err();
+    assert!(matches!(err, MuxError::Timeout { .. }), "{err}");
+    assert!(
+        t.elapsed() >= ms(3000) && t.elapsed() < ms(3100),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        aquifer::error_chain(&err).contains("password authentication failed"),
+        "{}",
+        aquifer::error_chain(&err)
+    );
+    assert!(mux.last_open_error().is_some());
+
+    // An error waiting cannot fix ends the wait with it.
+    f.permanent.store(true, Ordering::SeqCst);
+    let t = tokio::time::Instant::now();
+    let err = mux.ready().await.unwrap_err();
+    assert!(matches!(err, MuxError::Connect(_)), "{err}");
+    assert!(t.elapsed() < ms(1500), "{:?}", t.elapsed());
+
+    // Once the server lets it in, ready resolves and the cause is gone.
+    f.permanent.store(false, Ordering::SeqCst);
+    f.create.set(Step::Ok);
+    mux.ready().await.unwrap();
+    assert_eq!(mux.status().connections, 2);
+    assert!(mux.last_open_error().is_none());
+}
+
+#[tokio::test(start_paused = true)]
 async fn dropped_requests_leave_the_queue_and_slots_handed_to_them_come_back() {
     let (_f, m) = fake();
     let mux = Multiplexer::builder(m)

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::error::PoolError;
+use crate::error::{CreateError, PoolError};
 use crate::events::{EventStream, Reason};
 use crate::manager::Manager;
 use crate::metrics::Metrics;
@@ -86,6 +86,8 @@ struct Counts {
     usable: usize,
     open: usize,
     closed: bool,
+    /// Opens that failed, so that a waiter on `ready` hears of each.
+    open_failures: u64,
 }
 
 impl<M: Multiplexed> State<M> {
@@ -94,6 +96,7 @@ impl<M: Multiplexed> State<M> {
             usable: self.usable(),
             open: self.open(),
             closed: self.closed,
+            open_failures: self.open_failures(),
         }
     }
 }
@@ -168,26 +171,58 @@ impl<M: Multiplexed> Multiplexer<M> {
         Ok(f(&lease).await)
     }
 
-    /// Resolves once `min` connections are open (at once when `min` is 0).
-    /// Wrap it in a timeout: while the server is unreachable it waits.
+    /// Resolves once `min` connections are open (at once when `min` is 0),
+    /// waiting at most `acquire_timeout`.
     ///
     /// # Errors
+    /// [`MuxError::Timeout`] when `min` connections are not open in time,
+    /// with the newest failure to open one as its source;
+    /// [`MuxError::Connect`] at once when opening failed with an error
+    /// that waiting cannot fix (a wrong password, an unknown database);
     /// [`MuxError::Closed`] when the multiplexer closes first.
+    ///
+    /// # Cancel safety
+    /// Dropping the future changes nothing: the connections keep opening.
     pub async fn ready(&self) -> Result<(), MuxError<M::Error>> {
+        let started = Instant::now();
         let mut rx = self.inner.counts.subscribe();
         let min = self.inner.cfg.min;
-        loop {
-            let c = *rx.borrow_and_update();
-            if c.closed {
-                return Err(MuxError::Closed);
+        let failures_before = rx.borrow().open_failures;
+        let wait = async {
+            loop {
+                let c = *rx.borrow_and_update();
+                if c.closed {
+                    return Err(MuxError::Closed);
+                }
+                if c.usable >= min {
+                    return Ok(());
+                }
+                // Only a failure seen during this wait: one from before
+                // may have been fixed since.
+                if c.open_failures > failures_before {
+                    if let Some(e) = self.inner.state.lock().permanent_error() {
+                        return Err(MuxError::Connect(e));
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return Err(MuxError::Closed);
+                }
             }
-            if c.usable >= min {
-                return Ok(());
-            }
-            if rx.changed().await.is_err() {
-                return Err(MuxError::Closed);
-            }
+        };
+        match tokio::time::timeout(self.inner.cfg.acquire_timeout, wait).await {
+            Ok(done) => done,
+            Err(_) => Err(MuxError::Timeout {
+                waited: started.elapsed(),
+                last_open_error: self.last_open_error(),
+            }),
         }
+    }
+
+    /// The newest failure to open a connection since the last success, if
+    /// opening is failing now.
+    pub fn last_open_error(&self) -> Option<CreateError<M::Error>> {
+        let last = self.inner.state.lock().last_error.clone();
+        self.inner.pool.last_create_error().or(last)
     }
 
     /// Stops taking requests (queued ones fail with

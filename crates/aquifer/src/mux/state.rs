@@ -96,6 +96,8 @@ pub(super) struct State<M: Multiplexed> {
     /// The last open failed: do not count on connections still to come.
     opens_failing: bool,
     pub(super) last_error: Option<CreateError<M::Error>>,
+    /// The last open failed with an error waiting cannot fix.
+    failed_for_good: bool,
     /// How long one request keeps a connection busy (its run time over
     /// the requests it was queued with), and how long an open takes:
     /// moving averages, 0 until measured.
@@ -141,6 +143,7 @@ impl<M: Multiplexed> State<M> {
             cursor: 0,
             closed: false,
             opens_failing: false,
+            failed_for_good: false,
             last_error: None,
             service_ns: 0,
             open_ns: 0,
@@ -357,6 +360,8 @@ impl<M: Multiplexed> State<M> {
         self.opening -= 1;
         self.open_ns = average(self.open_ns, took);
         self.opens_failing = false;
+        self.failed_for_good = false;
+        self.last_error = None;
         self.m.opened += 1;
         self.slots.push(Slot {
             conn: Arc::new(conn),
@@ -379,6 +384,7 @@ impl<M: Multiplexed> State<M> {
         if err.is_some() {
             self.last_error = err;
         }
+        self.failed_for_good = permanent;
         if permanent {
             if let Some(e) = &self.last_error {
                 for w in self.queue.drain(..) {
@@ -386,6 +392,16 @@ impl<M: Multiplexed> State<M> {
                 }
             }
         }
+    }
+
+    /// How many opens have failed.
+    pub(super) fn open_failures(&self) -> u64 {
+        self.m.open_failures
+    }
+
+    /// The error of the last open, when it failed for good.
+    pub(super) fn permanent_error(&self) -> Option<CreateError<M::Error>> {
+        self.last_error.clone().filter(|_| self.failed_for_good)
     }
 
     /// Picks connections that went unused for `after` while more than

@@ -468,8 +468,8 @@ impl<M: Manager> Pool<M> {
     }
 
     /// The newest create failure since the last success, if creates are
-    /// failing now.
-    pub(crate) fn last_create_error(&self) -> Option<CreateError<M::Error>> {
+    /// failing now: what a caller that gave up waiting can report.
+    pub fn last_create_error(&self) -> Option<CreateError<M::Error>> {
         self.shared.state.lock().last_error()
     }
 

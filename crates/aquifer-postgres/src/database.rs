@@ -190,11 +190,13 @@ impl PgDatabase {
     }
 
     /// Builds the pool and proves the server answers with one connection;
-    /// returns the same pool to every caller until `disconnect`.
+    /// returns the same pool to every caller until `disconnect`. Gives up
+    /// after the connect timeout (the pool's `create_timeout`; a
+    /// [`Preset`]'s connect timeout) and one backoff step.
     ///
     /// # Errors
     /// [`ConnectionError::Connect`] with the cause (refused, wrong password,
-    /// unknown database, timeout) as its source.
+    /// unknown database, no answer in time) as its source.
     pub async fn connect(&self) -> Result<PgPool, ConnectionError> {
         if let Some(pool) = self.pool() {
             return Ok(pool);
@@ -205,7 +207,12 @@ impl PgDatabase {
         }
         let pool = PgPool::new(self.manager.clone(), self.config.clone())?;
         let started = Instant::now();
-        match pool.get().await {
+        // The first connection gets the connect (create) timeout, not the
+        // acquire timeout, plus one backoff step so that the failed
+        // attempt's own cause (refused, no answer) is what is reported.
+        let within =
+            self.config.create_timeout.min(self.config.acquire_timeout) + self.config.backoff.min;
+        match pool.get_timeout(within).await {
             Ok(conn) => drop(conn),
             Err(source) => {
                 pool.close().await;

@@ -168,6 +168,54 @@ async fn connect_failures_name_the_server_and_chain_the_cause() {
     assert!(!db.is_connected());
 }
 
+/// `connect` gives up at the preset's connect timeout (plus one backoff
+/// step) with the cause, for a closed port and for a server that accepts
+/// and then says nothing, with every preset.
+#[tokio::test]
+async fn connect_gives_up_at_the_presets_connect_timeout_with_the_cause() {
+    let pg = server();
+    let proxy = aquifer_testkit::FaultProxy::start(([127, 0, 0, 1], pg.port()).into()).unwrap();
+    proxy.set(aquifer_testkit::Fault::Blackhole);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let refused = format!("postgres://u:secret-pw@127.0.0.1:{port}/db");
+    let silent = pg
+        .url()
+        .replace(&pg.port().to_string(), &proxy.port().to_string());
+    let mut runs = Vec::new();
+    for preset in [Preset::Test, Preset::Development, Preset::Production] {
+        for (url, says) in [(&refused, "refused"), (&silent, "")] {
+            runs.push(async move {
+                let db = PgDatabase::with_preset(url, preset).unwrap();
+                let start = Instant::now();
+                let err = db.connect().await.unwrap_err();
+                (preset, says, start.elapsed(), chain(&err))
+            });
+        }
+    }
+    for (preset, says, took, text) in futures_util::future::join_all(runs).await {
+        let limit = preset.connect_timeout() + Duration::from_millis(100);
+        assert!(
+            took >= preset.connect_timeout() - Duration::from_millis(200)
+                && took < limit + Duration::from_millis(400),
+            "{preset:?} {says}: {took:?} ({text})"
+        );
+        if says.is_empty() {
+            assert!(
+                text.contains("timed out") || text.contains("within"),
+                "{preset:?}: {text}"
+            );
+        } else {
+            assert!(text.to_lowercase().contains(says), "{preset:?}: {text}");
+        }
+        assert!(
+            !text.contains("secret-pw") && !text.contains(PG_PASSWORD),
+            "{text}"
+        );
+    }
+}
+
 #[test]
 fn presets_carry_their_numbers() {
     for (preset, min, max, connect, idle) in [

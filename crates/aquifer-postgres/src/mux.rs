@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use aquifer::{Manager, Multiplexed, Multiplexer, MuxError};
@@ -57,12 +58,17 @@ impl Manager for PgMuxManager {
     async fn create(&self) -> Result<MuxConnection, PgError> {
         let conn = self.0.create().await?;
         let capacity = self.0.statement_capacity();
+        // The session as it opened (after `after_connect`): what every
+        // request may count on, and what the checks compare with.
+        let baseline = fingerprint(conn.client()).await?;
         Ok(MuxConnection {
             conn,
             prepared: self.0.uses_prepared_statements(),
             statements: Mutex::new(StatementCache::new(capacity)),
             types: Mutex::new(HashMap::new()),
             capacity,
+            baseline,
+            changed: AtomicBool::new(false),
         })
     }
 
@@ -70,15 +76,16 @@ impl Manager for PgMuxManager {
         self.0.validate(&mut c.conn).await
     }
 
-    /// Closed, or left inside a transaction: a statement got past the
-    /// session check (a procedure, a `DO` block), and every request after
-    /// it would run in that transaction.
+    /// Closed; left inside a transaction (through the raw client), so that
+    /// every request after it would run in that transaction; or its session
+    /// found changed after a failed request.
     fn is_broken(&self, c: &MuxConnection) -> bool {
         c.conn.client().is_closed()
             || matches!(
                 c.conn.transaction_status(),
                 TxStatus::InTransaction | TxStatus::Failed
             )
+            || c.changed.load(Ordering::Relaxed)
     }
 
     fn is_permanent(&self, e: &PgError) -> bool {
@@ -94,7 +101,40 @@ impl Manager for PgMuxManager {
     }
 }
 
-impl Multiplexed for PgMuxManager {}
+impl Multiplexed for PgMuxManager {
+    /// Compares the session with how it opened: settings set for the
+    /// session, listened channels, session advisory locks, cursors held
+    /// past their transaction, prepared statements made with SQL, and
+    /// temporary tables. A function of the user's can change any of them
+    /// where the statement text does not show it.
+    async fn session_changed(&self, c: &MuxConnection) -> bool {
+        c.recheck().await
+    }
+}
+
+/// One row, one text: the parts of a session that a statement can leave
+/// behind for the next request. The parameters a pooler such as PgBouncer
+/// sets on each server connection it hands over are left out.
+const FINGERPRINT: &str = "SELECT concat_ws('|', \
+    (SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_settings \
+        WHERE source = 'session' AND name NOT IN ('application_name', 'client_encoding', \
+        'DateStyle', 'TimeZone', 'standard_conforming_strings', 'IntervalStyle')), \
+    (SELECT count(*) FROM pg_listening_channels()), \
+    (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
+    (SELECT count(*) FROM pg_cursors WHERE is_holdable), \
+    (SELECT count(*) FROM pg_prepared_statements WHERE from_sql), \
+    (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()))";
+
+async fn fingerprint(client: &Client) -> Result<String, PgError> {
+    let rows = client.simple_query(FINGERPRINT).await?;
+    Ok(rows
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
 
 /// A connection that many requests share. Its methods refuse statements
 /// that change the session ([`PgMuxError::SessionState`]) and prepare each
@@ -106,6 +146,10 @@ pub struct MuxConnection {
     /// Parameter types per statement, when named statements are off.
     types: Mutex<HashMap<String, Arc<[Type]>>>,
     capacity: usize,
+    /// The session's fingerprint when it opened.
+    baseline: String,
+    /// The session was found changed: the connection is retired.
+    changed: AtomicBool,
 }
 
 /// A parameter list, as tokio-postgres takes it.
@@ -134,14 +178,15 @@ impl MuxConnection {
     ) -> Result<Vec<Row>, PgMuxError> {
         let client = self.client();
         let sent_closed = client.is_closed();
-        if self.prepared {
+        let result = if self.prepared {
             let st = self.statement(sql).await?;
             client.query(&st, params).await
         } else {
             let typed = self.typed(sql, params).await?;
             client.query_typed(sql, &typed).await
         }
-        .map_err(|e| PgMuxError::sent(e, sent_closed))
+        .map_err(|e| PgMuxError::sent(e, sent_closed));
+        self.watch(result).await
     }
 
     /// Runs a statement that returns exactly one row.
@@ -180,14 +225,15 @@ impl MuxConnection {
     ) -> Result<u64, PgMuxError> {
         let client = self.client();
         let sent_closed = client.is_closed();
-        if self.prepared {
+        let result = if self.prepared {
             let st = self.statement(sql).await?;
             client.execute(&st, params).await
         } else {
             let typed = self.typed(sql, params).await?;
             client.execute_typed(sql, &typed).await
         }
-        .map_err(|e| PgMuxError::sent(e, sent_closed))
+        .map_err(|e| PgMuxError::sent(e, sent_closed));
+        self.watch(result).await
     }
 
     /// Runs statements given as text, without parameters, in one round
@@ -206,10 +252,47 @@ impl MuxConnection {
     ) -> Result<Vec<SimpleQueryMessage>, PgMuxError> {
         let client = self.client();
         let sent_closed = client.is_closed();
-        client
+        let result = client
             .simple_query(sql)
             .await
-            .map_err(|e| PgMuxError::sent(e, sent_closed))
+            .map_err(|e| PgMuxError::sent(e, sent_closed));
+        self.watch(result).await
+    }
+
+    /// Whether the session differs from how it opened (checked now, on
+    /// the connection, pipelined with its requests). Once changed it stays
+    /// changed; a check that fails leaves the answer to `is_broken`.
+    async fn recheck(&self) -> bool {
+        if !self.changed.load(Ordering::Relaxed) {
+            let changed = match fingerprint(self.client()).await {
+                Ok(now) => now != self.baseline,
+                // The server refused a read of its own catalogs: a session
+                // that cannot run it (a 1 ms statement_timeout, a role
+                // without rights) is not the one requests expect.
+                Err(PgError::Db(e)) => e.as_db_error().is_some(),
+                Err(_) => false,
+            };
+            if changed {
+                self.changed.store(true, Ordering::Relaxed);
+            }
+        }
+        self.changed.load(Ordering::Relaxed)
+    }
+
+    /// A statement the server failed may have left something behind (a
+    /// session lock taken before the error survives the rollback): the
+    /// session is checked before the error goes back, and a changed one
+    /// retires the connection when this request gives its slot back.
+    async fn watch<T>(&self, result: Result<T, PgMuxError>) -> Result<T, PgMuxError> {
+        if let Err(PgMuxError::Db(_)) = &result {
+            if self.recheck().await {
+                tracing::warn!(
+                    target: "aquifer::mux",
+                    "a failed statement left the shared session changed; the connection is retired and replaced"
+                );
+            }
+        }
+        result
     }
 
     /// Statements prepared on this connection now.

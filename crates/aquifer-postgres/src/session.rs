@@ -202,6 +202,12 @@ const LEADING: &[&str] = &[
     "fetch",
     "move",
     "close",
+    // Code the lexer cannot read: a block or procedure may set anything,
+    // commit, or leave a transaction open.
+    "do",
+    "call",
+    // Loads a library into the session.
+    "load",
 ];
 
 /// Functions that take a lock held by the session past the statement.
@@ -220,6 +226,23 @@ fn statement_change(s: &[Token]) -> Option<String> {
         if !local {
             return Some(first.to_ascii_uppercase());
         }
+    }
+    if first == "copy" {
+        // COPY … FROM STDIN / TO STDOUT takes over the connection's
+        // protocol until it ends; COPY to or from a server file does not.
+        let stream = s
+            .iter()
+            .any(|t| matches!(word(Some(t)), Some("stdin" | "stdout")));
+        if stream {
+            return Some("COPY … STDIN/STDOUT".into());
+        }
+    }
+    let into_temp = s.windows(2).any(|w| {
+        word(w.first()) == Some("into")
+            && matches!(word(w.get(1)), Some("temp" | "temporary" | "unlogged"))
+    });
+    if into_temp && first != "insert" {
+        return Some("SELECT INTO TEMPORARY".into());
     }
     if first == "create" {
         let temp = s
@@ -311,6 +334,19 @@ mod tests {
             ),
             ("SELECT set_config('a.b', 'c', $1)", "set_config(…, false)"),
             ("SELECT 1; BEGIN", "BEGIN"),
+            (
+                "DO $$ BEGIN PERFORM set_config('search_path','nowhere',false); END $$",
+                "DO",
+            ),
+            ("do language plpgsql 'begin null; end'", "DO"),
+            ("CALL proc()", "CALL"),
+            ("COPY t FROM STDIN", "COPY … STDIN/STDOUT"),
+            (
+                "copy (select 1) to stdout with (format csv)",
+                "COPY … STDIN/STDOUT",
+            ),
+            ("LOAD 'auto_explain'", "LOAD"),
+            ("SELECT 1 AS a INTO TEMP scratch", "SELECT INTO TEMPORARY"),
             ("/* a */ -- b\n BEGIN", "BEGIN"),
         ] {
             assert_eq!(session_change(sql).as_deref(), Some(why), "{sql}");
@@ -336,6 +372,10 @@ mod tests {
             "WITH x AS (SELECT 1) SELECT * FROM x",
             "NOTIFY ch, 'set'",
             "SELECT begin_at FROM events",
+            "COPY t TO '/tmp/t.csv'",
+            "SELECT do_it(), call_count FROM calls",
+            "INSERT INTO temp VALUES (1)",
+            "SELECT 1 INTO TABLE kept",
             "",
             ";;",
         ] {

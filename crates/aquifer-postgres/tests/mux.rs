@@ -316,6 +316,12 @@ async fn statements_that_change_the_session_are_refused_before_they_are_sent() {
         "SELECT pg_try_advisory_lock(42)",
         "SELECT set_config('application_name', 'changed', false)",
         "INSERT INTO t VALUES (1); BEGIN",
+        "DO $$ BEGIN PERFORM set_config('search_path', 'nowhere', false); END $$",
+        "CALL commit_and_slow_everyone()",
+        "COPY t FROM STDIN",
+        "COPY t TO STDOUT",
+        "LOAD 'auto_explain'",
+        "SELECT 1 AS v INTO TEMP scratch",
     ] {
         for err in [
             mux.simple_query(sql).await.map(drop).unwrap_err(),
@@ -355,6 +361,111 @@ async fn statements_that_change_the_session_are_refused_before_they_are_sent() {
             .unwrap(),
         1
     );
+}
+
+/// A function of the user's can change the session where the statement
+/// text does not show it: the check at the next tick finds it, the
+/// connection is retired and replaced, and requests see a clean session
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_changed_inside_a_function_is_clean_again_within_a_tick() {
+    let pg = server();
+    pg.psql(
+        "CREATE TABLE t (v int); \
+         CREATE FUNCTION sneaky() RETURNS text LANGUAGE plpgsql AS \
+         $$ BEGIN RETURN set_config('search_path', 'nowhere', false); END $$",
+    )
+    .unwrap();
+    let tick = Duration::from_millis(300);
+    let mux = PgMultiplexer::builder(manager(&pg.url()))
+        .min(1)
+        .max(1)
+        .maintenance_interval(tick)
+        .build()
+        .unwrap();
+    mux.ready().await.unwrap();
+    let first = mux.lease().await.unwrap().id();
+    mux.query_one("SELECT sneaky()", &[]).await.unwrap();
+    let changed_at = Instant::now();
+    // The gap the checks close: until the tick, the change is visible.
+    let path = |row: tokio_postgres::Row| row.get::<_, String>(0);
+    let clean = loop {
+        let row = mux
+            .query_one("SELECT current_setting('search_path')", &[])
+            .await
+            .unwrap();
+        if path(row) != "nowhere" {
+            break changed_at.elapsed();
+        }
+        assert!(
+            changed_at.elapsed() < tick * 10,
+            "still changed after {:?}",
+            changed_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(clean <= tick * 3 + Duration::from_millis(500), "{clean:?}");
+    let lease = mux.lease().await.unwrap();
+    assert_ne!(lease.id(), first);
+    // Another request's unqualified table works again.
+    lease
+        .execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .unwrap();
+    drop(lease);
+    assert_eq!(mux.metrics().closes.session_changed, 1);
+    assert_eq!(pg.psql("SELECT count(*) FROM t").unwrap(), "1");
+}
+
+/// A session lock taken before an error survives the rollback: a failed
+/// request has its session checked at once, and its connection retires
+/// as it gives its slot back, without waiting for a tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_request_that_left_a_session_lock_retires_its_connection_at_once() {
+    let pg = server();
+    pg.psql(
+        "CREATE FUNCTION lock_then_fail() RETURNS int LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_advisory_lock(99); RAISE EXCEPTION 'boom'; END $$",
+    )
+    .unwrap();
+    let mux = PgMultiplexer::builder(manager(&pg.url()))
+        .min(1)
+        .max(1)
+        .maintenance_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    mux.ready().await.unwrap();
+    let first = mux.lease().await.unwrap().id();
+    let err = mux
+        .query_one("SELECT lock_then_fail()", &[])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("boom"), "{err}");
+    assert!(matches!(err, PgMuxError::Db(_)), "{err:?}");
+    let lease = mux.lease().await.unwrap();
+    assert_ne!(
+        lease.id(),
+        first,
+        "the changed connection took another request"
+    );
+    drop(lease);
+    // The old backend is gone, and its lock with it.
+    let end = Instant::now() + Duration::from_secs(5);
+    while pg
+        .psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        .unwrap()
+        != "0"
+    {
+        assert!(
+            Instant::now() < end,
+            "the session lock outlived its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An ordinary failure changes nothing and keeps the connection.
+    let kept = mux.lease().await.unwrap().id();
+    mux.query_one("SELECT 1/0", &[]).await.unwrap_err();
+    assert_eq!(mux.lease().await.unwrap().id(), kept);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

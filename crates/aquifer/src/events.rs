@@ -34,6 +34,9 @@ pub enum Reason {
     Resized,
     /// The pool was closed.
     Closed,
+    /// A multiplexer's shared connection carried a session change
+    /// ([`Multiplexed::session_changed`](crate::Multiplexed::session_changed)).
+    SessionChanged,
 }
 
 impl Reason {
@@ -49,6 +52,7 @@ impl Reason {
             Reason::Cleared => "cleared",
             Reason::Resized => "resized",
             Reason::Closed => "closed",
+            Reason::SessionChanged => "session_changed",
         }
     }
 }

@@ -8,7 +8,12 @@ use std::sync::atomic::Ordering;
 use aquifer::{Backoff, Lease, Multiplexer, MuxError, MuxStatus, Spread};
 use common::{fake, ms, settle, FakeManager, Step};
 
-impl aquifer::Multiplexed for FakeManager {}
+impl aquifer::Multiplexed for FakeManager {
+    async fn session_changed(&self, c: &common::Conn) -> bool {
+        self.0.session_checks.fetch_add(1, Ordering::SeqCst);
+        self.0.changed_session.load(Ordering::SeqCst) == c.obj.id
+    }
+}
 
 type Mux = Multiplexer<FakeManager>;
 
@@ -389,6 +394,73 @@ async fn ready_gives_up_at_the_acquire_timeout_with_the_cause_and_at_once_on_a_p
     mux.ready().await.unwrap();
     assert_eq!(mux.status().connections, 2);
     assert!(mux.last_open_error().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_whose_session_changed_is_retired_at_the_next_tick_and_replaced() {
+    let (f, m) = fake();
+    let mux = Multiplexer::builder(m)
+        .pipeline_horizon(None)
+        .min(2)
+        .max(2)
+        .build()
+        .unwrap();
+    mux.ready().await.unwrap();
+    let mut events = mux.events();
+    let running = leases(&mux, 2).await.pop().unwrap();
+    let (changed, obj) = (running.id(), running.obj.id);
+    f.changed_session.store(obj, Ordering::SeqCst);
+    tokio::time::sleep(ms(1100)).await;
+    settle().await;
+    assert!(f.session_checks.load(Ordering::SeqCst) >= 2);
+    // It finishes the request it carries, takes no other, and a
+    // replacement opens.
+    let s = check(&mux.status()).clone();
+    assert_eq!((s.draining, s.in_flight), (1, 1), "{s:?}");
+    let during = leases(&mux, 3).await;
+    assert!(
+        during.iter().all(|l| l.id() != changed),
+        "a changed session took a request"
+    );
+    drop(during);
+    assert_eq!(mux.metrics().closes.session_changed, 0);
+    drop(running);
+    settle().await;
+    assert_eq!(mux.metrics().closes.session_changed, 1);
+    let s = check(&mux.status()).clone();
+    assert_eq!((s.connections, s.draining), (2, 0), "{s:?}");
+    assert_eq!(f.made.load(Ordering::SeqCst), 3);
+    let mut reasons = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(ms(1), events.recv()).await {
+        if let aquifer::PoolEvent::Destroyed { id, reason } = e {
+            reasons.push((id, reason));
+        }
+    }
+    assert_eq!(reasons, [(changed, aquifer::Reason::SessionChanged)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn session_checks_are_not_use_so_idle_connections_still_scale_down() {
+    let (f, m) = fake();
+    let mux = Multiplexer::builder(m)
+        .pipeline_horizon(None)
+        .min(0)
+        .max(2)
+        .scale_down_after(ms(3000))
+        .build()
+        .unwrap();
+    drop(mux.lease().await.unwrap());
+    assert_eq!(mux.status().connections, 1);
+    tokio::time::sleep(ms(2500)).await;
+    settle().await;
+    assert!(f.session_checks.load(Ordering::SeqCst) >= 2);
+    assert_eq!(mux.status().connections, 1);
+    tokio::time::sleep(ms(1000)).await;
+    settle().await;
+    let s = check(&mux.status()).clone();
+    assert_eq!((s.connections, s.draining), (0, 0), "{s:?}");
+    assert_eq!(mux.metrics().closes.scaled_down, 1);
+    assert_eq!(f.alive.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(start_paused = true)]

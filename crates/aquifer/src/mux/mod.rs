@@ -36,7 +36,18 @@ use state::{Asked, Closed, Handoffs, State, Taken};
 /// every task that holds `&Client`. Implement it only when concurrent use
 /// is correct and a request leaves nothing on the connection that the next
 /// one could see (no open transaction, no session setting).
-pub trait Multiplexed: Manager<Type: Sync> {}
+pub trait Multiplexed: Manager<Type: Sync> {
+    /// Whether the session that every request on `conn` shares has
+    /// changed since it opened (a setting, a role, a lock or a temporary
+    /// table that a statement left behind). Run on each connection at every
+    /// maintenance tick, alongside its requests; `true` retires the
+    /// connection: it takes no new request, closes once its requests end,
+    /// and is replaced. Default: never.
+    fn session_changed(&self, conn: &Self::Type) -> impl std::future::Future<Output = bool> + Send {
+        let _ = conn;
+        std::future::ready(false)
+    }
+}
 
 /// Many requests over a set of shared connections. See the
 /// [crate docs](crate) for when to use it rather than a [`Pool`].
@@ -434,6 +445,7 @@ impl<M: Multiplexed> Inner<M> {
             Closed::Broken => Reason::Broken,
             Closed::Lifetime => Reason::Lifetime,
             Closed::Shutdown => Reason::Closed,
+            Closed::Session => Reason::SessionChanged,
         };
         tracing::debug!(target: "aquifer::mux", reason = reason.as_str(), "connection closing");
         // A connection closes only once no request holds it.
@@ -483,7 +495,39 @@ async fn maintain<M: Multiplexed>(mux: Weak<Inner<M>>, every: Duration) {
         if !mux.maintain() {
             return;
         }
+        for conn in mux.state.lock().start_checks() {
+            tokio::spawn(check_session(Arc::clone(&mux), conn, every));
+        }
     }
+}
+
+/// One connection's session check. One that has not answered within ten
+/// ticks (stuck behind long requests) counts as unchanged, so that the
+/// connection can close when it must.
+async fn check_session<M: Multiplexed>(mux: Arc<Inner<M>>, conn: Arc<Pooled<M>>, every: Duration) {
+    let changed = tokio::time::timeout(every * 10, mux.pool.manager().session_changed(&conn))
+        .await
+        .unwrap_or(false);
+    if changed {
+        tracing::warn!(
+            target: "aquifer::mux", id = conn.id(),
+            "a statement changed the shared session; the connection is retired and replaced"
+        );
+    }
+    let mut after = After::default();
+    {
+        let mut st = mux.state.lock();
+        if let Some(close) = st.checked(&conn, changed) {
+            after.closes.push(close);
+        }
+        if changed {
+            st.dispatch(Instant::now(), &mux.broken(), &mut after.handoffs);
+            after.opens = st.reserve_opens();
+            after.counts = Some(st.counts());
+        }
+    }
+    drop(conn);
+    mux.finish(after);
 }
 
 /// A slot on a shared connection: it derefs to the connection, and the

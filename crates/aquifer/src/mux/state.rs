@@ -26,6 +26,9 @@ pub(super) struct Slot<M: Multiplexed> {
     idle_since: Instant,
     /// Takes no new requests; closes when its last one ends.
     draining: Option<Closed>,
+    /// A session check is under way: the connection stays open until it
+    /// ends, but carries no request for it.
+    checking: bool,
 }
 
 /// Why a connection closes, as counted in [`Closes`].
@@ -39,6 +42,8 @@ pub(super) enum Closed {
     Lifetime,
     /// The multiplexer was closed.
     Shutdown,
+    /// `Multiplexed::session_changed` said so.
+    Session,
 }
 
 /// A request waiting for a slot.
@@ -308,10 +313,51 @@ impl<M: Multiplexed> State<M> {
             return None;
         }
         slot.idle_since = now;
+        self.close_if_done(i)
+    }
+
+    /// Removes slot `i` if it drains and nothing runs on it any more.
+    fn close_if_done(&mut self, i: usize) -> Option<(Arc<Pooled<M>>, Closed)> {
+        let slot = &self.slots[i];
+        if slot.in_flight > 0 || slot.checking {
+            return None;
+        }
         let why = slot.draining?;
         let slot = self.slots.remove(i);
         self.count_close(why);
         Some((slot.conn, why))
+    }
+
+    /// The connections to check now: each one that takes requests and is
+    /// not being checked already. They stay open until [`checked`].
+    ///
+    /// [`checked`]: State::checked
+    pub(super) fn start_checks(&mut self) -> Vec<Arc<Pooled<M>>> {
+        self.slots
+            .iter_mut()
+            .filter(|s| s.draining.is_none() && !s.checking)
+            .map(|s| {
+                s.checking = true;
+                Arc::clone(&s.conn)
+            })
+            .collect()
+    }
+
+    /// A session check on `conn` ended; a changed session retires the
+    /// connection. Returns its slot if it is to close now. Its idle time
+    /// is left alone: a check is not use.
+    pub(super) fn checked(
+        &mut self,
+        conn: &Arc<Pooled<M>>,
+        changed: bool,
+    ) -> Option<(Arc<Pooled<M>>, Closed)> {
+        let i = self.slots.iter().position(|s| Arc::ptr_eq(&s.conn, conn))?;
+        let slot = &mut self.slots[i];
+        slot.checking = false;
+        if changed && slot.draining.is_none() {
+            slot.draining = Some(Closed::Session);
+        }
+        self.close_if_done(i)
     }
 
     /// Hands free slots to queued requests, oldest first.
@@ -368,6 +414,7 @@ impl<M: Multiplexed> State<M> {
             in_flight: 0,
             idle_since: now,
             draining: None,
+            checking: false,
         });
     }
 
@@ -466,7 +513,7 @@ impl<M: Multiplexed> State<M> {
         let mut i = 0;
         while i < self.slots.len() {
             match self.slots[i].draining {
-                Some(why) if self.slots[i].in_flight == 0 => {
+                Some(why) if self.slots[i].in_flight == 0 && !self.slots[i].checking => {
                     self.count_close(why);
                     out.push((self.slots.remove(i).conn, why));
                 }
@@ -483,6 +530,7 @@ impl<M: Multiplexed> State<M> {
             Closed::Broken => self.m.closes.broken += 1,
             Closed::Lifetime => self.m.closes.lifetime += 1,
             Closed::Shutdown => self.m.closes.shutdown += 1,
+            Closed::Session => self.m.closes.session_changed += 1,
         }
     }
 

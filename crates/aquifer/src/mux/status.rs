@@ -44,6 +44,8 @@ pub struct Closes {
     pub lifetime: u64,
     /// Closed with the multiplexer.
     pub shutdown: u64,
+    /// Retired because their session changed.
+    pub session_changed: u64,
 }
 
 /// A multiplexer's counters since it was built.

@@ -105,6 +105,11 @@ pub struct Fake {
     pub permanent: AtomicBool,
     /// New objects are broken from the start.
     pub born_broken: AtomicBool,
+    /// The object (by `Obj::id`) whose session a multiplexer's check finds
+    /// changed; 0 for none.
+    pub changed_session: AtomicU64,
+    /// Session checks run.
+    pub session_checks: AtomicU64,
 }
 
 impl Fake {
@@ -119,6 +124,8 @@ impl Fake {
             alive: Arc::new(AtomicUsize::new(0)),
             permanent: AtomicBool::new(false),
             born_broken: AtomicBool::new(false),
+            changed_session: AtomicU64::new(0),
+            session_checks: AtomicU64::new(0),
         })
     }
 }

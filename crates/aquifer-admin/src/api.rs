@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::source::{Control, ControlError, PendingReport, PoolReport};
+use crate::source::{Control, ControlError, PendingReport, PoolReport, Readiness};
 use crate::{Served, State};
 
 type Shared = With<Arc<State>>;
@@ -143,25 +143,50 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "up" }))
 }
 
-async fn readyz(With(state): Shared) -> Response {
-    let checks = state
-        .sources
+/// Ready when every cluster has a pool that answers, and every pool served
+/// on its own answers; `?cluster=` narrows it to one.
+async fn readyz(With(state): Shared, q: Params) -> Result<Response, ApiError> {
+    let q = params(q)?;
+    let served = sources(&state, &q)?;
+    let checks = served
         .iter()
         .map(|(name, s)| s.check(name, state.check_timeout));
-    let pools: Vec<_> = futures_util::future::join_all(checks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    let ready = pools
-        .iter()
-        .any(|r| r.health.as_ref().is_some_and(|h| h.healthy));
+    let per_source = futures_util::future::join_all(checks).await;
+    let mut clusters = Vec::new();
+    let mut not_ready = Vec::new();
+    for ((name, s), pools) in served.iter().zip(&per_source) {
+        let ready = pools.iter().any(Readiness::is_ready);
+        let kind = if s.cluster_info().is_some() {
+            "cluster"
+        } else {
+            "pool"
+        };
+        let reason = (!ready).then(|| {
+            if pools.is_empty() {
+                "it has no pools".to_owned()
+            } else if kind == "cluster" {
+                "none of its pools answers".to_owned()
+            } else {
+                pools[0].reason.clone().unwrap_or_default()
+            }
+        });
+        if !ready {
+            not_ready.extend(pools.iter().filter(|p| !p.is_ready()).map(|p| {
+                json!({ "cluster": name, "pool": p.pool, "state": p.state, "reason": p.reason })
+            }));
+        }
+        clusters.push(json!({ "name": name, "kind": kind, "ready": ready, "reason": reason }));
+    }
+    let ready = clusters.iter().all(|c| c["ready"] == true);
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "ready": ready, "pools": pools }))).into_response()
+    let pools: Vec<&Readiness> = per_source.iter().flatten().collect();
+    let body =
+        json!({ "ready": ready, "clusters": clusters, "not_ready": not_ready, "pools": pools });
+    Ok((status, Json(body)).into_response())
 }
 
 async fn clusters(With(state): Shared) -> Json<Value> {

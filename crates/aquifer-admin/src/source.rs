@@ -88,6 +88,17 @@ pub struct Readiness {
     pub state: PoolState,
     /// The check, when one ran.
     pub health: Option<Health>,
+    /// Why it is not ready, when it is not: `frozen`, `banned for 12 s
+    /// more: …` (the ban's cause), `closed`, or `unhealthy: …` (the
+    /// check's error).
+    pub reason: Option<String>,
+}
+
+impl Readiness {
+    /// Whether the pool answered its check.
+    pub fn is_ready(&self) -> bool {
+        self.health.as_ref().is_some_and(|h| h.healthy)
+    }
 }
 
 /// Why a control failed.
@@ -177,23 +188,42 @@ fn state(frozen: bool, banned: bool, closed: bool) -> PoolState {
     }
 }
 
+/// Checks the active pools at once; the others are not ready, for the
+/// reason given (or their state's name).
 async fn checks<M: Manager>(
     source: String,
-    pools: Vec<(String, PoolState, Pool<M>)>,
+    pools: Vec<(String, PoolState, Option<String>, Pool<M>)>,
     timeout: Duration,
 ) -> Vec<Readiness> {
-    let runs = pools.into_iter().map(|(name, state, pool)| {
+    let runs = pools.into_iter().map(|(name, state, why, pool)| {
         let source = source.clone();
         async move {
             let health = match state {
                 PoolState::Active => Some(pool.check(timeout).await),
                 _ => None,
             };
+            let reason = match &health {
+                Some(h) if h.healthy => None,
+                Some(h) => Some(format!(
+                    "unhealthy: {}",
+                    h.error.as_deref().unwrap_or("the check failed")
+                )),
+                None => Some(why.unwrap_or_else(|| {
+                    match state {
+                        PoolState::Frozen => "frozen",
+                        PoolState::Banned => "banned",
+                        PoolState::Closed => "closed",
+                        PoolState::Active => "not checked",
+                    }
+                    .to_owned()
+                })),
+            };
             Readiness {
                 cluster: source,
                 pool: name,
                 state,
                 health,
+                reason,
             }
         }
     });
@@ -317,7 +347,17 @@ impl<M: Manager> Source for aquifer::Cluster<M> {
             .filter_map(|n| {
                 let pool = self.pool_named(&n)?;
                 let s = state(frozen.contains(&n), self.is_banned(&n), pool.is_closed());
-                Some((n, s, pool))
+                let why = (s == PoolState::Banned)
+                    .then(|| self.info_about(&n))
+                    .flatten()
+                    .and_then(|i| {
+                        let left = aquifer::human_duration(i.banned_for?);
+                        Some(match i.ban_reason {
+                            Some(r) => format!("banned for {left} more: {r}"),
+                            None => format!("banned for {left} more"),
+                        })
+                    });
+                Some((n, s, why, pool))
             })
             .collect();
         Box::pin(checks(source.to_owned(), pools, timeout))
@@ -444,7 +484,7 @@ impl<M: Manager> Source for NamedPool<M> {
 
     fn check(&self, source: &str, timeout: Duration) -> BoxFuture<'_, Vec<Readiness>> {
         let s = state(false, false, self.pool.is_closed());
-        let pools = vec![(self.name.clone(), s, self.pool.clone())];
+        let pools = vec![(self.name.clone(), s, None, self.pool.clone())];
         Box::pin(checks(source.to_owned(), pools, timeout))
     }
 }

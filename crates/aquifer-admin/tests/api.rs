@@ -110,6 +110,53 @@ async fn reads_report_every_pool() {
     assert_eq!((s, body), (StatusCode::OK, Value::Array(vec![])));
 }
 
+/// Ready means every cluster has a pool that answers and every single
+/// pool answers: a healthy `solo` does not hide a cluster whose pools are
+/// all banned or frozen, and the body says what is not ready and why.
+#[tokio::test]
+async fn readiness_is_per_cluster_and_says_why() {
+    let (app, ..) = setup();
+    let (s, ready) = json(&app, "GET", "/readyz", None).await;
+    assert_eq!(s, StatusCode::OK, "{ready}");
+    assert_eq!(ready["not_ready"], Value::Array(vec![]));
+
+    json(&app, "POST", "/api/pools/eu_*/ban?for=90s", Some(TOKEN)).await;
+    json(&app, "POST", "/api/pools/us_1/freeze", Some(TOKEN)).await;
+    let (s, ready) = json(&app, "GET", "/readyz", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["ready"], false);
+    assert_eq!(ready["clusters"][0]["name"], "main");
+    assert_eq!(ready["clusters"][0]["ready"], false);
+    assert_eq!(ready["clusters"][1]["name"], "solo");
+    assert_eq!(ready["clusters"][1]["ready"], true);
+    let not_ready = ready["not_ready"].as_array().unwrap();
+    assert_eq!(not_ready.len(), 3, "{ready}");
+    let eu_1 = not_ready[0]["reason"].as_str().unwrap();
+    assert!(
+        eu_1.starts_with("banned for ") && eu_1.ends_with(" s more: by an operator"),
+        "{eu_1}"
+    );
+    assert_eq!(not_ready[2]["pool"], "us_1");
+    assert_eq!(not_ready[2]["reason"], "frozen");
+
+    // Narrowed to one source.
+    let (s, _) = json(&app, "GET", "/readyz?cluster=solo", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = json(&app, "GET", "/readyz?cluster=main", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    let (s, body) = json(&app, "GET", "/readyz?cluster=nope", None).await;
+    assert_eq!(
+        (s, &body["error"]["code"]),
+        (StatusCode::NOT_FOUND, &Value::from("not_found"))
+    );
+
+    // One pool back is enough for its cluster.
+    json(&app, "POST", "/api/pools/us_1/unfreeze", Some(TOKEN)).await;
+    let (s, ready) = json(&app, "GET", "/readyz", None).await;
+    assert_eq!(s, StatusCode::OK, "{ready}");
+    assert_eq!(ready["not_ready"], Value::Array(vec![]));
+}
+
 #[tokio::test]
 async fn unknown_names_and_bad_values_are_json_errors() {
     let (app, ..) = setup();

@@ -352,7 +352,7 @@ async fn warm(target: &Target, timeout: Duration, n: usize, place: &str) -> Resu
                 eprintln!(
                     "waiting for {n} connection(s) to {place}: {:.0} s of --connect-timeout {}{why}",
                     started.elapsed().as_secs_f64(),
-                    crate::human(timeout)
+                    aquifer::human_duration(timeout)
                 );
             }
             () = &mut deadline => {
@@ -360,7 +360,7 @@ async fn warm(target: &Target, timeout: Duration, n: usize, place: &str) -> Resu
                     || "no answer".to_owned(),
                     |e| crate::hint(&e),
                 );
-                return Err(format!("none within --connect-timeout {}: {why}", crate::human(timeout)));
+                return Err(format!("none within --connect-timeout {}: {why}", aquifer::human_duration(timeout)));
             }
         }
     }

@@ -39,15 +39,20 @@ pub(crate) async fn run(args: Args) -> u8 {
             return exit::CONFIG;
         }
     };
-    // Each source checks its pools at once; sources in turn.
-    let mut results: Vec<Readiness> = Vec::new();
-    for (name, s) in &fleet.sources {
-        results.extend(s.check(name, args.timeout).await);
-    }
+    // Every pool of every source at once: three unreachable pools take
+    // one timeout, not three.
+    let checks = fleet
+        .sources
+        .iter()
+        .map(|(name, s)| s.check(name, args.timeout));
+    let results: Vec<Readiness> = futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     fleet.close(Duration::ZERO).await;
 
-    let healthy = |r: &Readiness| r.health.as_ref().is_some_and(|h| h.healthy);
-    let all = results.iter().all(healthy);
+    let all = results.iter().all(Readiness::is_ready);
     if args.json {
         let out = json!({ "healthy": all, "pools": results });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -68,7 +73,7 @@ fn table(results: &[Readiness]) -> String {
             let (state, latency, error) = match &r.health {
                 Some(h) => (
                     if h.healthy { "healthy" } else { "unhealthy" }.to_owned(),
-                    format!("{:.1} ms", h.latency.as_secs_f64() * 1000.0),
+                    aquifer::human_duration(h.latency),
                     h.error.clone().unwrap_or_default(),
                 ),
                 None => (
@@ -80,7 +85,7 @@ fn table(results: &[Readiness]) -> String {
                     }
                     .to_owned(),
                     "-".to_owned(),
-                    String::new(),
+                    r.reason.clone().unwrap_or_default(),
                 ),
             };
             [r.cluster.clone(), r.pool.clone(), state, latency, error]

@@ -88,24 +88,6 @@ pub(crate) fn hint(text: &str) -> String {
     }
 }
 
-/// A duration as a person reads it: `3.8 ms`, `2.5 s`, `5 s`, `2 min`.
-pub(crate) fn human(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    let trim = |x: f64, unit: &str| {
-        let t = format!("{x:.1}");
-        format!("{} {unit}", t.strip_suffix(".0").unwrap_or(&t))
-    };
-    if s >= 120.0 {
-        trim(s / 60.0, "min")
-    } else if s >= 1.0 {
-        trim(s, "s")
-    } else if s >= 0.001 {
-        trim(s * 1000.0, "ms")
-    } else {
-        trim(s * 1_000_000.0, "µs")
-    }
-}
-
 /// Prints an error and its causes, each once.
 pub(crate) fn report(e: &(dyn std::error::Error + 'static)) {
     eprintln!("error: {}", aquifer::error_chain(e));

@@ -556,9 +556,19 @@ fn check_and_serve_real_servers_from_a_config_file() {
     assert_eq!(pools[1]["name"], "maria");
     let (status, _) = http(&s.addr, "POST", "/api/pools/pg_1/freeze", Some("cfg-token"));
     assert_eq!(status, 200);
+    // Its cluster's only pool frozen: not ready, and the body says why;
+    // the MariaDB pool on its own still is.
     let (status, ready) = http(&s.addr, "GET", "/readyz", None);
-    assert_eq!(status, 200, "{ready}");
-    let mut everything = format!("{pools}{ready}{}", http(&s.addr, "GET", "/metrics", None).1);
+    assert_eq!(status, 503, "{ready}");
+    let body: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(body["not_ready"][0]["pool"], "pg_1", "{ready}");
+    assert_eq!(body["not_ready"][0]["reason"], "frozen", "{ready}");
+    let (status, maria) = http(&s.addr, "GET", "/readyz?cluster=maria", None);
+    assert_eq!(status, 200, "{maria}");
+    let mut everything = format!(
+        "{pools}{ready}{maria}{}",
+        http(&s.addr, "GET", "/metrics", None).1
+    );
     let (code, printed) = s.stop();
     assert_eq!(code, 0, "{printed}");
     everything.push_str(&printed);

@@ -48,7 +48,7 @@ pub enum MySqlError {
     #[error(transparent)]
     Db(#[from] mysql_async::Error),
     /// The health check (a ping) got no answer in time.
-    #[error("the health check got no answer within {0:?}")]
+    #[error("the health check got no answer within {}", aquifer::human_duration(*.0))]
     CheckTimeout(Duration),
     /// The `after_connect` hook failed; the connection was closed.
     #[error("after_connect failed")]

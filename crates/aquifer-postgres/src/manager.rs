@@ -35,7 +35,7 @@ pub enum PgError {
     #[error("{}", describe(.0))]
     Db(tokio_postgres::Error),
     /// The health-check round trip did not come back in time.
-    #[error("the health check got no answer within {0:?}")]
+    #[error("the health check got no answer within {}", aquifer::human_duration(*.0))]
     CheckTimeout(Duration),
     /// The `after_connect` hook failed; the connection was dropped.
     #[error("after_connect failed: {}", describe(.0))]

@@ -76,7 +76,7 @@ pub enum SqliteError {
     Thread(#[source] std::io::Error),
     /// The health check did not finish in time (the connection is busy with
     /// a long statement, or stuck on a lock).
-    #[error("the health check did not finish within {0:?}")]
+    #[error("the health check did not finish within {}", aquifer::human_duration(*.0))]
     CheckTimeout(Duration),
 }
 

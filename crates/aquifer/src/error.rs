@@ -51,7 +51,7 @@ pub enum PoolError<E: std::error::Error + 'static> {
 
 /// The details of a [`PoolError::Timeout`].
 #[derive(Debug, thiserror::Error)]
-#[error("timed out after {waited:?} waiting for a pooled object{}", if last_create_error.is_some() { " while creates were failing" } else { "" })]
+#[error("timed out after {} waiting for a pooled object{}", human_duration(*waited), if last_create_error.is_some() { " while creates were failing" } else { "" })]
 #[non_exhaustive]
 pub struct TimeoutError<E: std::error::Error + 'static> {
     /// How long the caller waited.
@@ -93,7 +93,7 @@ pub enum CreateError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Backend(Arc<E>),
     /// `create` did not finish within `create_timeout`.
-    #[error("create did not finish within {0:?}")]
+    #[error("create did not finish within {}", human_duration(*.0))]
     Timeout(Duration),
     /// `create` panicked. The pool stays usable.
     #[error("create panicked")]
@@ -187,6 +187,34 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     text
+}
+
+/// A duration as a person reads it in a message: `850 µs`, `3.8 ms`,
+/// `2 s`, `1.5 s`, `2 min`, never nanoseconds.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(aquifer::human_duration(Duration::from_micros(3812)), "3.8 ms");
+/// assert_eq!(aquifer::human_duration(Duration::from_secs(5)), "5 s");
+/// assert_eq!(aquifer::human_duration(Duration::from_secs(150)), "2.5 min");
+/// ```
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    let (n, unit) = if s >= 120.0 {
+        (s / 60.0, "min")
+    } else if s >= 1.0 {
+        (s, "s")
+    } else if s >= 0.001 {
+        (s * 1e3, "ms")
+    } else {
+        (s * 1e6, "µs")
+    };
+    let text = if n >= 100.0 {
+        format!("{n:.0}")
+    } else {
+        format!("{n:.1}")
+    };
+    format!("{} {unit}", text.strip_suffix(".0").unwrap_or(&text))
 }
 
 /// A pool configuration that cannot work. The message says what to change.

@@ -28,7 +28,9 @@ pub use cluster::{
     ClusterPending, ClusterPool, Mode, PoolInfo,
 };
 pub use config::{parse_duration, Backoff, Clock, DurationError, Order, PoolConfig};
-pub use error::{error_chain, BuildError, CreateError, DestroyError, PoolError, TimeoutError};
+pub use error::{
+    error_chain, human_duration, BuildError, CreateError, DestroyError, PoolError, TimeoutError,
+};
 pub use events::{EventStream, Operation, PoolEvent, Reason};
 pub use manager::Manager;
 pub use metrics::{Evictions, Metrics, Summary};

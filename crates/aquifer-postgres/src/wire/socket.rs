@@ -100,7 +100,7 @@ pub(crate) async fn open_host(
         Some(&t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| {
             Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("connect timed out after {t:?}"),
+                format!("no answer within {}", aquifer::human_duration(t)),
             ))
         })?,
         None => attempt.await?,

@@ -86,6 +86,9 @@ pub struct PoolInfo {
     /// Until when it is banned, if it is.
     #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::opt_time"))]
     pub banned_until: Option<SystemTime>,
+    /// Why it is banned, if it is: the failure that banned it, or "by an
+    /// operator".
+    pub ban_reason: Option<String>,
     /// Connection counts.
     pub status: Status,
     /// Counters and latencies.
@@ -152,6 +155,7 @@ impl<M: Manager> Cluster<M> {
             banned_for,
             bans: m.bans.load(Ordering::Relaxed),
             banned_until: banned_for.map(|d| SystemTime::now() + d),
+            ban_reason: banned_for.and_then(|_| m.ban_reason.lock().clone()),
             status: m.pool.status(),
             metrics: m.pool.metrics(),
         })

@@ -68,6 +68,8 @@ pub(super) struct Member<M: Manager> {
     pub(super) banned_until: Mutex<Option<Instant>>,
     /// Bans so far.
     pub(super) bans: AtomicU64,
+    /// Why the current (or last) ban was laid.
+    pub(super) ban_reason: Mutex<Option<String>>,
     pub(super) watcher: Mutex<Option<Watcher>>,
 }
 
@@ -94,7 +96,8 @@ impl<M: Manager> Member<M> {
         }
     }
 
-    pub(super) fn ban(&self, for_: Duration) {
+    pub(super) fn ban(&self, for_: Duration, why: String) {
+        *self.ban_reason.lock() = Some(why);
         *self.banned_until.lock() = Some(crate::clock::later(for_));
         self.bans.fetch_add(1, Ordering::Relaxed);
         self.banned.store(true, Ordering::Release);

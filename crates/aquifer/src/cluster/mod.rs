@@ -115,11 +115,14 @@ impl<M: Manager> Inner<M> {
         if m.is_banned() {
             return;
         }
-        m.ban(self.ban_time);
+        m.ban(self.ban_time, why.to_string());
         self.members.flags_changed();
         self.warn(
             Some(&m.name),
-            format!("banned for {:?}: {why}", self.ban_time),
+            format!(
+                "banned for {}: {why}",
+                crate::error::human_duration(self.ban_time)
+            ),
         );
     }
 
@@ -196,6 +199,7 @@ impl<M: Manager> Cluster<M> {
             banned: AtomicBool::new(false),
             banned_until: Mutex::new(None),
             bans: AtomicU64::new(0),
+            ban_reason: Mutex::new(None),
             watcher: Mutex::new(watcher),
         });
         Ok(())
@@ -347,9 +351,14 @@ impl<M: Manager> Cluster<M> {
         let found = self.matching(&sel)?;
         let for_ = for_.unwrap_or(self.inner.ban_time);
         for m in &found {
-            m.ban(for_);
-            self.inner
-                .warn(Some(&m.name), format!("banned for {for_:?} by an operator"));
+            m.ban(for_, "by an operator".to_owned());
+            self.inner.warn(
+                Some(&m.name),
+                format!(
+                    "banned for {} by an operator",
+                    crate::error::human_duration(for_)
+                ),
+            );
         }
         self.inner.members.flags_changed();
         Ok(found.len())

@@ -142,14 +142,20 @@ pub(super) fn warning_of(e: &PoolEvent) -> Option<String> {
             error,
             failures,
             retry_in,
-        } => format!("create failed ({failures} in a row, next try in {retry_in:?}): {error}"),
+        } => format!(
+            "create failed ({failures} in a row, next try in {}): {error}",
+            crate::error::human_duration(*retry_in)
+        ),
         PoolEvent::DestroyFailed { id, error } => {
             format!("connection {id} failed to close (kept as pending): {error}")
         }
         PoolEvent::MaxReached { max, waiting } => {
             format!("all {max} connections in use; {waiting} caller(s) waiting")
         }
-        PoolEvent::QueueTimeout { waited } => format!("a caller gave up after waiting {waited:?}"),
+        PoolEvent::QueueTimeout { waited } => format!(
+            "a caller gave up after waiting {}",
+            crate::error::human_duration(*waited)
+        ),
         PoolEvent::QueueFull { max_waiting } => {
             format!("wait queue full ({max_waiting}); a caller was refused")
         }

@@ -13,7 +13,7 @@ use crate::error::CreateError;
 pub enum MuxError<E: std::error::Error + 'static> {
     /// No connection had room within `acquire_timeout`. When opening
     /// connections was failing, the newest failure is the source.
-    #[error("timed out after {waited:?} waiting for a multiplexed connection{}", if last_open_error.is_some() { " while opening connections failed" } else { "" })]
+    #[error("timed out after {} waiting for a multiplexed connection{}", crate::error::human_duration(*waited), if last_open_error.is_some() { " while opening connections failed" } else { "" })]
     Timeout {
         /// How long the request waited.
         waited: Duration,

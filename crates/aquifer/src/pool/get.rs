@@ -312,7 +312,13 @@ impl<M: Manager> Shared<M> {
             }
             Ok(Ok(Err(e))) => (crate::error::error_chain(&e), Some(std::sync::Arc::new(e))),
             Ok(Err(_)) => ("validate panicked".to_owned(), None),
-            Err(_) => (format!("validate did not finish within {limit:?}"), None),
+            Err(_) => (
+                format!(
+                    "validate did not finish within {}",
+                    crate::error::human_duration(limit)
+                ),
+                None,
+            ),
         };
         self.validation_failed(entry, error, cause);
         None

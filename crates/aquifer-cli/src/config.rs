@@ -1,6 +1,7 @@
 //! The configuration file: TOML, every field overridable from the
 //! environment, and errors that name the file, the line and the field.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,20 @@ pub(crate) enum ConfigError {
         field: String,
         problem: String,
     },
+    /// Every error found, one a line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\nerror: "))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// One error, or all of them.
+    fn all(mut errors: Vec<ConfigError>) -> Option<ConfigError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(ConfigError::Several(errors)),
+        }
+    }
 }
 
 /// The 1-based line of `key` inside `[section]` (or of the header when
@@ -99,6 +114,9 @@ fn line_of(text: &str, section: &str, key: Option<&str>) -> Option<usize> {
 pub(crate) struct AdminSection {
     pub(crate) listen: Option<String>,
     pub(crate) token: Option<String>,
+    pub(crate) check_timeout: Option<Duration>,
+    pub(crate) remove_wait: Option<Duration>,
+    pub(crate) snapshot_every: Option<Duration>,
 }
 
 /// A cluster's settings.
@@ -109,6 +127,7 @@ pub(crate) struct ClusterSection {
     pub(crate) acquire_timeout: Option<Duration>,
     pub(crate) log_file: Option<PathBuf>,
     pub(crate) log_max_bytes: u64,
+    pub(crate) max_warnings: Option<usize>,
 }
 
 /// One pool: where, in which cluster, and its pool settings.
@@ -152,21 +171,30 @@ impl Config {
             file: path.display().to_string(),
             source,
         })?;
-        let mut cfg = Self::parse(&path.display().to_string(), &text, std::env::vars())?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        cfg.dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
-        Ok(cfg)
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        Self::parse(&path.display().to_string(), &dir, &text, std::env::vars())
     }
 
-    /// Parses `text` (from `file`) with these environment variables.
+    /// Parses `text` (from `file`, in `dir`) with these environment
+    /// variables, and checks everything `serve` would before it connects,
+    /// touching nothing on disk. Every error is reported, not the first.
     pub(crate) fn parse(
         file: &str,
+        dir: &Path,
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Err(ConfigError::Syntax {
+                place: file.to_owned(),
+                problem: "the file is empty: `aquifer config example` prints one to start from"
+                    .to_owned(),
+            });
+        }
         let mut origin = Origin {
             file: file.to_owned(),
             text: text.to_owned(),
@@ -185,125 +213,223 @@ impl Config {
             }
         })?;
         let passwords = apply_env(&mut doc, &mut origin, env)?;
+        let errors = RefCell::new(Vec::new());
 
-        let mut top = Section::new(&origin, "", doc);
-        let admin = top.take::<Table>("admin", "a table")?.unwrap_or_default();
+        let mut top = Section::new(&origin, &errors, "", doc);
+        let admin = top.take::<Table>("admin", "a table").unwrap_or_default();
         let clusters = top
-            .take::<Table>("clusters", "a table of clusters")?
+            .take::<Table>("clusters", "a table of clusters")
             .unwrap_or_default();
         let pools = top
-            .take::<Table>("pools", "a table of pools")?
+            .take::<Table>("pools", "a table of pools")
             .unwrap_or_default();
-        top.finish("admin, clusters, pools")?;
-
-        let mut a = Section::new(&origin, "admin", admin);
-        let mut admin = AdminSection {
-            listen: a.take("listen", "an address such as \"127.0.0.1:7070\"")?,
-            token: a.take("token", "a string")?,
-        };
-        if let Some(file) = a.take::<String>("token_file", "a path")? {
-            admin.token = Some(a.secret_file("token_file", &file)?);
+        top.finish("admin, clusters, pools");
+        if pools.is_empty() {
+            errors.borrow_mut().push(ConfigError::Syntax {
+                place: file.to_owned(),
+                problem: "no pools are defined: add a [pools.NAME] section with a url \
+                          (`aquifer config example` prints one)"
+                    .to_owned(),
+            });
         }
-        a.finish("listen, token, token_file")?;
+
+        let mut a = Section::new(&origin, &errors, "admin", admin);
+        let listen = a.take::<String>("listen", "an address such as \"127.0.0.1:7070\"");
+        if let Some(l) = &listen {
+            if let Err(problem) = check_listen(l) {
+                a.error(Some("listen"), "listen", &problem);
+            }
+        }
+        let mut token = a.take::<String>("token", "a string");
+        if let Some(f) = a.take::<String>("token_file", "a path") {
+            if token.is_some() {
+                a.error(
+                    Some("token_file"),
+                    "token_file",
+                    "both token and token_file are set: keep one",
+                );
+            }
+            token = a.secret_file("token_file", &f, dir);
+        }
+        let admin = AdminSection {
+            listen,
+            token,
+            check_timeout: a.duration("check_timeout"),
+            remove_wait: a.duration("remove_wait"),
+            snapshot_every: a.duration("snapshot_every"),
+        };
+        a.finish("listen, token, token_file, check_timeout, remove_wait, snapshot_every");
 
         let mut out = IndexMap::new();
         for (name, value) in clusters {
-            let table = table_of(&origin, "clusters", &name, value)?;
-            let mut c = Section::new(&origin, &format!("clusters.{name}"), table);
+            let Some(table) = table_of(&origin, &errors, "clusters", &name, value) else {
+                continue;
+            };
+            let mut c = Section::new(&origin, &errors, &format!("clusters.{name}"), table);
             let mode = c
                 .take::<Mode>(
                     "mode",
                     "round_robin, random, least_busy, weighted or failover",
-                )?
+                )
                 .unwrap_or_default();
+            let log_file = c.take::<PathBuf>("log_file", "a path").map(|f| dir.join(f));
+            if let Some(f) = &log_file {
+                let parent = f.parent().unwrap_or(Path::new("/"));
+                if !parent.is_dir() {
+                    c.error(
+                        Some("log_file"),
+                        "log_file",
+                        &format!(
+                            "its directory {} does not exist: create it first",
+                            parent.display()
+                        ),
+                    );
+                }
+            }
             let section = ClusterSection {
                 mode,
-                ban_time: c.duration("ban_time")?,
-                acquire_timeout: c.duration("acquire_timeout")?,
-                log_file: c.take::<PathBuf>("log_file", "a path")?,
+                ban_time: c.duration("ban_time"),
+                acquire_timeout: c.duration("acquire_timeout"),
+                log_file,
                 log_max_bytes: c
-                    .take("log_max_bytes", "a number of bytes")?
+                    .take("log_max_bytes", "a number of bytes")
                     .unwrap_or(10 << 20),
+                max_warnings: c.take("max_warnings", "a whole number"),
             };
-            c.finish("mode, ban_time, acquire_timeout, log_file, log_max_bytes")?;
+            c.finish("mode, ban_time, acquire_timeout, log_file, log_max_bytes, max_warnings");
             out.insert(name, section);
         }
         let clusters = out;
 
         let mut out = IndexMap::new();
+        let mut drivers: IndexMap<String, (String, Driver)> = IndexMap::new();
         for (name, value) in pools {
             let path = format!("pools.{name}");
-            let table = table_of(&origin, "pools", &name, value)?;
-            let mut p = Section::new(&origin, &path, table);
-            let Some(mut url) =
-                p.take::<String>("url", "a URL (postgres://, mysql://, sqlite://)")?
-            else {
-                return Err(p.error(None, "url", "missing: every pool needs a url"));
+            let Some(table) = table_of(&origin, &errors, "pools", &name, value) else {
+                continue;
             };
-            let driver = Driver::of(&url).map_err(|e| p.error(Some("url"), "url", &e))?;
-            let create = p.take::<bool>("create", "true or false")?;
-            if create.is_some() && driver != Driver::Sqlite {
-                return Err(p.error(
+            let mut p = Section::new(&origin, &errors, &path, table);
+            let url = p.take::<String>("url", "a URL (postgres://, mysql://, sqlite://)");
+            let Some(mut url) = url else {
+                p.error(None, "url", "missing: every pool needs a url");
+                for key in [
+                    "cluster",
+                    "tags",
+                    "weight",
+                    "create",
+                    "password_file",
+                    "password_env",
+                ] {
+                    p.table.remove(key);
+                }
+                p.pool_options();
+                continue;
+            };
+            let driver = match Driver::of(&url) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    p.error(Some("url"), "url", &e);
+                    None
+                }
+            };
+            let create = p.take::<bool>("create", "true or false");
+            if create.is_some() && driver.is_some_and(|d| d != Driver::Sqlite) {
+                p.error(
                     Some("create"),
                     "create",
                     "only a sqlite: pool creates its database; remove it",
-                ));
+                );
             }
-            let cluster = p.take::<String>("cluster", "a cluster's name")?;
+            let cluster = p.take::<String>("cluster", "a cluster's name");
             if let Some(c) = &cluster {
                 if !clusters.contains_key(c) {
-                    return Err(p.error(
+                    p.error(
                         Some("cluster"),
                         "cluster",
                         &format!("no cluster `{c}` is defined: add a [clusters.{c}] section"),
-                    ));
-                }
-            }
-            let tags = p
-                .take::<Vec<String>>("tags", "a list of strings")?
-                .unwrap_or_default();
-            let weight = p.take::<u32>("weight", "a whole number")?.unwrap_or(1);
-            let mut password = passwords.get(&name).cloned();
-            if let Some(file) = p.take::<String>("password_file", "a path")? {
-                password = Some(p.secret_file("password_file", &file)?);
-            }
-            if let Some(var) = p.take::<String>("password_env", "an environment variable's name")? {
-                match std::env::var(&var) {
-                    Ok(v) => password = Some(v),
-                    Err(_) => {
-                        return Err(p.error(
-                            Some("password_env"),
-                            "password_env",
-                            &format!("the environment variable {var} is not set"),
-                        ))
+                    );
+                } else if let Some(d) = driver {
+                    match drivers.get(c) {
+                        Some((first, fd)) if *fd != d => p.error(
+                            Some("cluster"),
+                            "cluster",
+                            &format!(
+                                "cluster `{c}` holds {} pools ({first}) and this is {}: a cluster holds one driver; put it in a cluster of its own",
+                                fd.name(),
+                                d.name()
+                            ),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            drivers.insert(c.clone(), (name.clone(), d));
+                        }
                     }
                 }
             }
+            let tags = p
+                .take::<Vec<String>>("tags", "a list of strings")
+                .unwrap_or_default();
+            let weight = p.take::<u32>("weight", "a whole number").unwrap_or(1);
+            let mut password = passwords.get(&name).cloned();
+            let file = p.take::<String>("password_file", "a path");
+            let var = p.take::<String>("password_env", "an environment variable's name");
+            if let Some(f) = &file {
+                password = p.secret_file("password_file", f, dir).or(password);
+            }
+            if file.is_some() && var.is_some() {
+                p.error(
+                    Some("password_env"),
+                    "password_env",
+                    "both password_file and password_env are set: keep one",
+                );
+            }
+            if let Some(var) = var {
+                match std::env::var(&var) {
+                    Ok(v) if !v.is_empty() => password = Some(v),
+                    Ok(_) => p.error(
+                        Some("password_env"),
+                        "password_env",
+                        &format!("the environment variable {var} is empty"),
+                    ),
+                    Err(_) => p.error(
+                        Some("password_env"),
+                        "password_env",
+                        &format!("the environment variable {var} is not set"),
+                    ),
+                }
+            }
             if let Some(pw) = password {
-                url = put_password(&url, &pw).ok_or_else(|| {
-                    p.error(
+                match put_password(&url, &pw) {
+                    Some(u) => url = u,
+                    None => p.error(
                         Some("url"),
                         "url",
                         "a password was given but the URL has no user (write scheme://user@host/…)",
-                    )
-                })?;
+                    ),
+                }
             }
-            let options = p.pool_options()?;
-            out.insert(
-                name,
-                PoolSection {
-                    url,
-                    cluster,
-                    tags,
-                    weight,
-                    create,
-                    options,
-                },
-            );
+            let options = p.pool_options();
+            let section = PoolSection {
+                url,
+                cluster,
+                tags,
+                weight,
+                create,
+                options: options.unwrap_or_default(),
+            };
+            if let Some(d) = driver {
+                if let Err(problem) = check_url(d, &section.url, dir) {
+                    p.error(Some("url"), "url", &problem);
+                }
+            }
+            out.insert(name, section);
+        }
+        if let Some(e) = ConfigError::all(errors.into_inner()) {
+            return Err(e);
         }
         Ok(Config {
             origin,
-            dir: std::env::current_dir().unwrap_or_default(),
+            dir: dir.to_owned(),
             admin,
             clusters,
             pools: out,
@@ -323,135 +449,220 @@ impl Config {
     }
 }
 
-fn table_of(origin: &Origin, kind: &str, name: &str, value: Value) -> Result<Table, ConfigError> {
+fn table_of(
+    origin: &Origin,
+    errors: &RefCell<Vec<ConfigError>>,
+    kind: &str,
+    name: &str,
+    value: Value,
+) -> Option<Table> {
     match value {
-        Value::Table(t) => Ok(t),
-        other => Err(ConfigError::Field {
-            place: origin.place(kind, Some(name)),
-            field: format!("{kind}.{name}"),
-            problem: format!(
-                "expected a table ([{kind}.{name}]), found {}",
-                other.type_str()
-            ),
-        }),
+        Value::Table(t) => Some(t),
+        other => {
+            errors.borrow_mut().push(ConfigError::Field {
+                place: origin.place(kind, Some(name)),
+                field: format!("{kind}.{name}"),
+                problem: format!(
+                    "expected a table ([{kind}.{name}]), found {}",
+                    other.type_str()
+                ),
+            });
+            None
+        }
+    }
+}
+
+/// `host:port`, as `serve` will bind it.
+pub(crate) fn check_listen(text: &str) -> Result<(), String> {
+    let ok = match text.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{text}` is not an address to listen on: write host:port, such as \"127.0.0.1:7070\" or \"0.0.0.0:7070\" (port 0 picks a free one)"
+        ))
+    }
+}
+
+/// Whether the driver takes the URL, parsed as it will be used; nothing
+/// is opened.
+fn check_url(driver: Driver, url: &str, dir: &Path) -> Result<(), String> {
+    let chain = |e: &(dyn std::error::Error + 'static)| aquifer::error_chain(e);
+    match driver {
+        Driver::Postgres => aquifer_postgres::PgManager::new(url)
+            .map(drop)
+            .map_err(|e| chain(&e)),
+        Driver::MySql => {
+            aquifer_mysql::MySqlManager::new(&url.replacen("mariadb://", "mysql://", 1))
+                .map(drop)
+                .map_err(|e| chain(&e))
+        }
+        Driver::Sqlite => crate::fleet::sqlite_config(url, dir, None)
+            .map(drop)
+            .map_err(|e| chain(&e)),
     }
 }
 
 /// One section's keys, taken one by one so that every error names its
-/// field and line; keys left at the end are unknown.
+/// field and line; keys left at the end are unknown. Errors are gathered,
+/// so that a file's every mistake is reported at once.
 struct Section<'a> {
     origin: &'a Origin,
+    errors: &'a RefCell<Vec<ConfigError>>,
     path: String,
     table: Table,
 }
 
 impl<'a> Section<'a> {
-    fn new(origin: &'a Origin, path: &str, table: Table) -> Self {
+    fn new(
+        origin: &'a Origin,
+        errors: &'a RefCell<Vec<ConfigError>>,
+        path: &str,
+        table: Table,
+    ) -> Self {
         Self {
             origin,
+            errors,
             path: path.to_owned(),
             table,
         }
     }
 
-    fn error(&self, key: Option<&str>, field: &str, problem: &str) -> ConfigError {
+    fn error(&self, key: Option<&str>, field: &str, problem: &str) {
         let field = if self.path.is_empty() {
             field.to_owned()
         } else {
             format!("{}.{field}", self.path)
         };
-        ConfigError::Field {
+        self.errors.borrow_mut().push(ConfigError::Field {
             place: self.origin.place(&self.path, key),
             field,
             problem: problem.to_owned(),
-        }
+        });
     }
 
-    fn take<T: DeserializeOwned>(
-        &mut self,
-        key: &str,
-        expected: &str,
-    ) -> Result<Option<T>, ConfigError> {
-        let Some(value) = self.table.remove(key) else {
-            return Ok(None);
-        };
+    fn take<T: DeserializeOwned>(&mut self, key: &str, expected: &str) -> Option<T> {
+        let value = self.table.remove(key)?;
         let shown = match &value {
             Value::String(s) => format!("\"{s}\""),
             Value::Table(_) => "a table".to_owned(),
             Value::Array(_) => "a list".to_owned(),
             v => v.to_string(),
         };
-        value.try_into().map(Some).map_err(|_| {
-            self.error(
-                Some(key),
-                key,
-                &format!("expected {expected}, found {shown}"),
-            )
-        })
+        match value.try_into() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.error(
+                    Some(key),
+                    key,
+                    &format!("expected {expected}, found {shown}"),
+                );
+                None
+            }
+        }
     }
 
     /// A duration with a unit; a bare number is refused, as everywhere.
-    fn duration(&mut self, key: &str) -> Result<Option<Duration>, ConfigError> {
-        let Some(value) = self.table.remove(key) else {
-            return Ok(None);
-        };
+    fn duration(&mut self, key: &str) -> Option<Duration> {
+        let value = self.table.remove(key)?;
         let text = match &value {
             Value::String(s) => s.clone(),
             Value::Integer(_) | Value::Float(_) => value.to_string(),
             other => {
-                return Err(self.error(
+                self.error(
                     Some(key),
                     key,
                     &format!(
                         "expected a duration such as \"500ms\", \"30s\" or \"5m\", found {}",
                         other.type_str()
                     ),
-                ))
+                );
+                return None;
             }
         };
-        aquifer::parse_duration(&text)
-            .map(Some)
-            .map_err(|e| self.error(Some(key), key, &e.to_string()))
+        match aquifer::parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(Some(key), key, &e.to_string());
+                None
+            }
+        }
     }
 
-    fn secret_file(&self, key: &str, file: &str) -> Result<String, ConfigError> {
-        read_secret(Path::new(file))
-            .map_err(|e| self.error(Some(key), key, &format!("cannot read {file}: {e}")))
+    /// A secret's first line, from a file relative to `dir`; an empty one
+    /// is an error.
+    fn secret_file(&self, key: &str, file: &str, dir: &Path) -> Option<String> {
+        let path = dir.join(file);
+        match read_secret(&path) {
+            Ok(s) if !s.is_empty() => Some(s),
+            Ok(_) => {
+                self.error(
+                    Some(key),
+                    key,
+                    &format!("{} is empty: its first line is the secret", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    Some(key),
+                    key,
+                    &format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
     }
 
-    fn finish(self, allowed: &str) -> Result<(), ConfigError> {
-        match self.table.keys().next() {
-            None => Ok(()),
-            Some(key) => Err(self.error(
+    fn finish(self, allowed: &str) {
+        for key in self.table.keys() {
+            self.error(
                 Some(key),
                 key,
                 &format!("unknown field; this section takes {allowed}"),
-            )),
+            );
         }
     }
 
-    /// The keys left, as pool settings; an error names the first key that
-    /// does not read on its own.
-    fn pool_options(self) -> Result<PoolConfig, ConfigError> {
-        match Value::Table(self.table.clone()).try_into::<PoolConfig>() {
-            Ok(cfg) => Ok(cfg),
-            Err(whole) => {
-                for (key, value) in &self.table {
-                    let mut one = Table::new();
-                    one.insert(key.clone(), value.clone());
-                    if let Err(e) = Value::Table(one).try_into::<PoolConfig>() {
-                        let problem = e.to_string();
-                        let problem = if problem.contains("unknown field") {
-                            "unknown field; a pool takes url, cluster, tags, weight, create, password_file, password_env and the settings of aquifer::PoolConfig (max, min, acquire_timeout…)".to_owned()
-                        } else {
-                            problem.trim().to_owned()
-                        };
-                        return Err(self.error(Some(key), key, &problem));
-                    }
-                }
-                Err(self.error(None, "pool", whole.to_string().trim()))
+    /// The keys left, as pool settings; each key that does not read is an
+    /// error naming it.
+    fn pool_options(&self) -> Option<PoolConfig> {
+        let whole = match Value::Table(self.table.clone()).try_into::<PoolConfig>() {
+            Ok(cfg) => match cfg.validate() {
+                Ok(()) => return Some(cfg),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        let mut named = false;
+        for (key, value) in &self.table {
+            let mut one = Table::new();
+            one.insert(key.clone(), value.clone());
+            if let Err(e) = Value::Table(one).try_into::<PoolConfig>() {
+                let problem = e.to_string();
+                // toml adds "in `key`", which the error names already.
+                let problem = problem.split("\nin `").next().unwrap_or_default();
+                let problem = if problem.contains("unknown field") {
+                    "unknown field; a pool takes url, cluster, tags, weight, create, password_file, password_env and the settings of aquifer::PoolConfig (max, min, acquire_timeout…)".to_owned()
+                } else {
+                    problem.trim().to_owned()
+                };
+                self.error(Some(key), key, &problem);
+                named = true;
             }
         }
+        if !named {
+            // Settings that read but do not fit together: the pool's own.
+            self.errors.borrow_mut().push(ConfigError::Field {
+                place: self.origin.place(&self.path, None),
+                field: self.path.clone(),
+                problem: whole.trim().to_owned(),
+            });
+        }
+        None
     }
 }
 

@@ -112,6 +112,9 @@ fn build_cluster<M: Manager>(sec: &ClusterSection) -> Cluster<M> {
     if let Some(t) = sec.acquire_timeout {
         b = b.acquire_timeout(t);
     }
+    if let Some(n) = sec.max_warnings {
+        b = b.max_warnings(n);
+    }
     if let Some(f) = &sec.log_file {
         b = b.log_file(f, sec.log_max_bytes);
     }

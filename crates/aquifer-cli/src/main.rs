@@ -61,8 +61,12 @@ enum ConfigCommand {
     /// Check a configuration without connecting to anything.
     Check {
         /// The configuration file.
-        #[arg(long, short, env = "AQUIFER_CONFIG")]
-        config: PathBuf,
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The configuration file, as the other commands take it (else
+        /// AQUIFER_CONFIG names it).
+        #[arg(long, short, conflicts_with = "file")]
+        config: Option<PathBuf>,
     },
     /// Print an example configuration with every section.
     Example,
@@ -117,23 +121,31 @@ fn main() -> ExitCode {
             print!("{}", serve::EXAMPLE);
             exit::OK
         }
-        Command::Config(ConfigCommand::Check { config }) => match Config::load(&config)
-            .and_then(|cfg| fleet::Fleet::build(&cfg, false).map(|f| (cfg, f)))
-        {
-            Ok((cfg, fleet)) => {
-                println!(
-                    "{}: ok ({} clusters and single pools, {} pools)",
-                    config.display(),
-                    fleet.sources.len(),
-                    cfg.pools.len()
-                );
-                exit::OK
+        // Reads and checks; builds nothing and touches nothing on disk.
+        Command::Config(ConfigCommand::Check { config, file }) => {
+            let named = file.or(config);
+            let Some(path) =
+                named.or_else(|| std::env::var_os("AQUIFER_CONFIG").map(PathBuf::from))
+            else {
+                eprintln!("error: name the file: aquifer config check FILE (or --config FILE, or AQUIFER_CONFIG)");
+                return ExitCode::from(exit::CONFIG);
+            };
+            match Config::load(&path) {
+                Ok(cfg) => {
+                    println!(
+                        "{}: ok ({} clusters, {} pools)",
+                        path.display(),
+                        cfg.clusters.len(),
+                        cfg.pools.len()
+                    );
+                    exit::OK
+                }
+                Err(e) => {
+                    report(&e);
+                    exit::CONFIG
+                }
             }
-            Err(e) => {
-                report(&e);
-                exit::CONFIG
-            }
-        },
+        }
         command => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

@@ -36,38 +36,81 @@ pub(crate) struct Args {
     no_demo: bool,
 }
 
-/// An example configuration, printed by `aquifer config example`.
-pub(crate) const EXAMPLE: &str = r#"# aquifer configuration. Every field can be set from the environment:
-# AQUIFER_ADMIN_LISTEN, AQUIFER_CLUSTERS_<NAME>_<FIELD>, AQUIFER_POOLS_<NAME>_<FIELD>
-# (names upper-cased, - as _), and AQUIFER_POOLS_<NAME>_PASSWORD for a password.
+/// An example configuration, printed by `aquifer config example`: every
+/// setting at its default (unless a comment says otherwise), and it passes
+/// `aquifer config check` as printed.
+pub(crate) const EXAMPLE: &str = r#"# aquifer configuration: every setting, at its default unless a comment
+# says otherwise. `aquifer config check FILE` checks a file without
+# connecting to anything.
+#
+# Durations are a number and a unit ("500ms", "2s", "5m", "1h"); a bare
+# number is an error. "off" turns an optional one off.
+# Every field can be set from the environment, which wins over the file:
+# AQUIFER_ADMIN_<FIELD>, AQUIFER_CLUSTERS_<NAME>_<FIELD>,
+# AQUIFER_POOLS_<NAME>_<FIELD> (names upper-cased, - as _).
+# Passwords never need to be in this file: AQUIFER_POOLS_<NAME>_PASSWORD,
+# or a pool's password_file = "/run/secrets/db-password" (its first line)
+# or password_env = "DB_PASSWORD".
 
 [admin]
-listen = "127.0.0.1:7070"
-# token_file = "/run/secrets/aquifer-admin-token"   # or token = "…"; generated when absent
+listen = "127.0.0.1:7070"   # port 0 picks a free one
+# token_file = "/run/secrets/aquifer-admin-token"   # or token = "…"; absent: generated, printed once
+check_timeout = "2s"        # /readyz: how long each pool's check may take
+remove_wait = "30s"         # DELETE /api/pools: how long to wait for connections out
+snapshot_every = "1s"       # /api/events: how often every pool's state is sent
 
 [clusters.main]
 mode = "round_robin"        # random, least_busy, weighted, failover
-ban_time = "30s"
-# log_file = "/var/lib/aquifer/events.log"
+ban_time = "30s"            # a failing pool takes no gets this long
+# acquire_timeout = "2s"    # a cluster get's budget over every pool it tries; default: the first pool's
+# log_file = "events.log"   # warnings kept on disk, relative to this file; default: none
+log_max_bytes = 10485760    # the log is rotated past this size
+max_warnings = 1000         # warnings kept in memory
 
 [pools.primary]
 cluster = "main"
-url = "postgres://app@db1.internal:5432/app"
-password_file = "/run/secrets/db1-password"   # or password_env = "DB1_PASSWORD"
+url = "postgres://app@db1.internal:5432/app"   # password: AQUIFER_POOLS_PRIMARY_PASSWORD
 tags = ["primary"]
-weight = 2
-max = 16                    # and every other aquifer::PoolConfig setting
-min = 2
-acquire_timeout = "2s"
+weight = 1                  # its share of gets in mode = "weighted"
+# Every pool setting (aquifer::PoolConfig):
+max = 10
+min = 0
+# max_waiting = 100         # callers allowed to queue; default: no bound
+acquire_timeout = "30s"
+create_timeout = "10s"
+destroy_timeout = "5s"
+validate_timeout = "5s"
+reset_timeout = "5s"
+validate_on_borrow = true
+validate_if_idle_for = "500ms"
+order = "fifo"              # or "lifo"
+clock = "auto"              # or "coarse", "tokio"
+priority_levels = 1
+eager = true
+idle_timeout = "10m"
+soft_idle_timeout = "off"
+eviction_interval = "30s"
+# tests_per_eviction_run = 3   # idle connections examined per run; default: all
+max_lifetime = "30m"
+lifetime_jitter = 0.025
+keepalive_interval = "off"
+leak_detection_threshold = "off"
+create_concurrency = 4
+event_capacity = 1024
+backoff = { min = "100ms", max = "5s", factor = 2.0, jitter = 0.2 }
 
 [pools.replica]
 cluster = "main"
-url = "postgres://app@db2.internal:5432/app"
-password_env = "DB2_PASSWORD"
+url = "postgres://app@db2.internal:5432/app"   # password: AQUIFER_POOLS_REPLICA_PASSWORD
 tags = ["replica"]
 
-[pools.cache]               # a pool outside any cluster
-url = "sqlite:///var/lib/app/cache.db"
+[pools.orders]              # MySQL or MariaDB, outside any cluster
+url = "mysql://app@db3.internal:3306/orders"   # password: AQUIFER_POOLS_ORDERS_PASSWORD
+max = 8
+
+[pools.cache]               # SQLite, outside any cluster
+url = "sqlite://cache.db"   # relative to this file; sqlite:///absolute/path.db, sqlite::memory:
+create = true               # create the file when it is missing; default false
 max = 4
 "#;
 
@@ -88,6 +131,12 @@ pub(crate) fn demo_config(dir: &Path) -> String {
 }
 
 pub(crate) async fn run(args: Args) -> u8 {
+    if let Some(l) = &args.listen {
+        if let Err(e) = crate::config::check_listen(l) {
+            eprintln!("error: --listen: {e}");
+            return exit::CONFIG;
+        }
+    }
     // The embedded default keeps its files in a directory of its own.
     let mut temp = None;
     let mut demo_dir = None;
@@ -108,7 +157,12 @@ pub(crate) async fn run(args: Args) -> u8 {
                     return exit::START;
                 }
             };
-            match Config::parse("(embedded default)", &demo_config(&dir), std::env::vars()) {
+            match Config::parse(
+                "(embedded default)",
+                &dir,
+                &demo_config(&dir),
+                std::env::vars(),
+            ) {
                 Ok(cfg) => cfg,
                 Err(e) => {
                     crate::report(&e);
@@ -131,6 +185,15 @@ pub(crate) async fn run(args: Args) -> u8 {
     };
 
     let mut admin = Admin::new();
+    if let Some(t) = cfg.admin.check_timeout {
+        admin = admin.check_timeout(t);
+    }
+    if let Some(w) = cfg.admin.remove_wait {
+        admin = admin.remove_wait(w);
+    }
+    if let Some(e) = cfg.admin.snapshot_every {
+        admin = admin.snapshot_every(e);
+    }
     let generated = cfg.admin.token.is_none();
     if let Some(t) = &cfg.admin.token {
         admin = admin.with_token(t);

@@ -386,6 +386,104 @@ fn configuration_errors_name_the_file_the_line_and_the_field() {
     assert!(example.contains("[clusters.main]") && example.contains("password_file"));
 }
 
+/// `config check` checks everything `serve` would, reports every error
+/// at once with its line, and touches nothing on disk; the example it
+/// prints passes as printed and names every pool setting.
+#[test]
+fn config_check_reports_every_error_at_once_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_pw = write(dir.path(), "empty-pw", "");
+    let text = format!(
+        "[admin]\nlisten = \"nope\"\ntoken = \"t\"\ntoken_file = \"token\"\n\n\
+         [clusters.c]\nlog_file = \"events.log\"\nban_time = 30\n\n\
+         [pools.a]\nurl = \"postgres://app@db/app\"\npassword_file = \"{empty_pw}\"\n\
+         password_env = \"AQUIFER_TEST_UNSET\"\ncluster = \"c\"\n\n\
+         [pools.b]\nurl = \"sqlite://b.db\"\ncreate = true\ncluster = \"c\"\n"
+    );
+    let file = write(dir.path(), "many.toml", &text);
+    let before: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    // Positionally, as well as with --config.
+    let (code, _, err) = run(aquifer().args(["config", "check", &file]));
+    assert_eq!(code, 2, "{err}");
+    for (line, field, says) in [
+        (2, "admin.listen", "is not an address to listen on"),
+        (4, "admin.token_file", "both token and token_file"),
+        (4, "admin.token_file", "cannot read"),
+        (8, "clusters.c.ban_time", "has no unit"),
+        (12, "pools.a.password_file", "is empty"),
+        (
+            13,
+            "pools.a.password_env",
+            "both password_file and password_env",
+        ),
+        (13, "pools.a.password_env", "AQUIFER_TEST_UNSET is not set"),
+        (19, "pools.b.cluster", "a cluster holds one driver"),
+    ] {
+        let want = format!("error: {file}:{line}: `{field}`: ");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&want) && l.contains(says)),
+            "want {want}…{says} in:\n{err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        before.len(),
+        "config check created a file"
+    );
+
+    for (text, says) in [
+        ("", "the file is empty"),
+        ("# nothing yet\n", "no pools are defined"),
+        (
+            "[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "no pools are defined",
+        ),
+    ] {
+        let file = write(dir.path(), "thin.toml", text);
+        let (code, _, err) = run(aquifer().args(["config", "check", "--config", &file]));
+        assert_eq!(code, 2, "{text:?}: {err}");
+        assert!(err.contains(says), "{text:?}: {err}");
+    }
+
+    // serve refuses a bad --listen before any pool starts.
+    let good = write(
+        dir.path(),
+        "good.toml",
+        "[pools.m]\nurl = \"sqlite::memory:\"\n",
+    );
+    let (code, out, err) = run(aquifer().args(["serve", "--listen", "nope", "--config", &good]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("--listen") && err.contains("host:port"),
+        "{err}"
+    );
+    assert!(!out.contains("serving"), "{out}");
+
+    // The example passes as printed, and names every pool setting.
+    let (code, example, _) = run(aquifer().args(["config", "example"]));
+    assert_eq!(code, 0);
+    let file = write(dir.path(), "example.toml", &example);
+    let (code, out, err) = run(aquifer().args(["config", "check", &file]));
+    assert_eq!(code, 0, "{out}{err}");
+    let defaults = toml::Value::try_from(aquifer::PoolConfig::default()).unwrap();
+    for key in defaults.as_table().unwrap().keys().chain(
+        ["max_waiting", "tests_per_eviction_run"]
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        assert!(
+            example
+                .lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = "))),
+            "the example does not show `{key}`"
+        );
+    }
+    assert!(!dir.path().join("cache.db").exists());
+}
+
 /// A SQLite file is found where the configuration says, relative to the
 /// file's own directory, percent-escapes decoded; `check` and `bench`
 /// never create one that is not there unless `create = true` says so.

@@ -207,6 +207,112 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
     let rows = c.find_all(Locator::Css("#pools tbody tr")).await.unwrap();
     assert_eq!(rows.len(), 3);
 
+    // Every number on the page has its unit right: one event of each kind,
+    // serialized as the server sends it, rendered by the page's own code.
+    use aquifer::{Operation, PoolEvent, Reason};
+    let ms = Duration::from_micros;
+    let kinds = [
+        (
+            PoolEvent::Created {
+                id: 3,
+                took: ms(4_200),
+            },
+            "created (id=3, took=4.2 ms)",
+        ),
+        (
+            PoolEvent::CreateFailed {
+                error: "refused".into(),
+                failures: 2,
+                retry_in: ms(1_500_000),
+            },
+            "create failed (error=refused, failures=2, retry in=1.5 s)",
+        ),
+        (
+            PoolEvent::Destroyed {
+                id: 3,
+                reason: Reason::Idle,
+            },
+            "destroyed (id=3, reason=idle)",
+        ),
+        (
+            PoolEvent::DestroyFailed {
+                id: 4,
+                error: "gone".into(),
+            },
+            "destroy failed (id=4, error=gone)",
+        ),
+        (
+            PoolEvent::Acquired {
+                id: 5,
+                waited: ms(850),
+            },
+            "acquired (id=5, waited=850 µs)",
+        ),
+        (
+            PoolEvent::Released {
+                id: 5,
+                held: ms(218_000),
+            },
+            "released (id=5, held=218 ms)",
+        ),
+        (
+            PoolEvent::MaxReached { max: 2, waiting: 1 },
+            "max reached (max=2, waiting=1)",
+        ),
+        (
+            PoolEvent::QueueFull { max_waiting: 8 },
+            "queue full (max waiting=8)",
+        ),
+        (
+            PoolEvent::QueueTimeout {
+                waited: ms(2_000_000),
+            },
+            "queue timeout (waited=2 s)",
+        ),
+        (
+            PoolEvent::ValidationFailed {
+                id: 6,
+                error: "closed".into(),
+            },
+            "validation failed (id=6, error=closed)",
+        ),
+        (
+            PoolEvent::Evicted {
+                id: 7,
+                reason: Reason::Lifetime,
+            },
+            "evicted (id=7, reason=lifetime)",
+        ),
+        (
+            PoolEvent::LeakSuspected {
+                id: 8,
+                held: ms(150_000_000),
+                location: "src/main.rs:10".into(),
+            },
+            "leak suspected (id=8, held=2.5 min, location=src/main.rs:10)",
+        ),
+        (
+            PoolEvent::OperationFailed {
+                op: Operation::Query,
+                error: "boom".into(),
+            },
+            "operation failed (op=query, error=boom)",
+        ),
+    ];
+    let (events, want): (Vec<Value>, Vec<&str>) = kinds
+        .into_iter()
+        .map(|(e, text)| (Value::String(serde_json::to_string(&e).unwrap()), text))
+        .unzip();
+    // As text, so that the fields keep the order the server sends them in.
+    let shown = c
+        .execute(
+            "return arguments[0].map((t) => describe(JSON.parse(t)));",
+            vec![Value::Array(events)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, json!(want));
+
     // Without the token a button reports the refusal and changes nothing.
     click(&c, "eu_1", "freeze").await;
     until(
@@ -267,6 +373,23 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
         &c,
         "eu_1 to show work",
         &format!("Number({}.textContent) > 0", cell("eu_1", "active")),
+    )
+    .await;
+    // A real event from the stream, as it is listed, with its unit; and
+    // the p99 wait, once there are waits, with one too.
+    until(
+        &c,
+        "a created event with its time in a unit",
+        r"/created \(id=\d+, took=[\d.]+ (µs|ms|s)\)/.test(document.querySelector('#events').textContent)",
+    )
+    .await;
+    until(
+        &c,
+        "a p99 wait with its unit",
+        &format!(
+            r"/^[\d.]+ (µs|ms|s|min)$/.test({}.textContent)",
+            cell("eu_1", "p99")
+        ),
     )
     .await;
     let shot = c.screenshot().await.unwrap();

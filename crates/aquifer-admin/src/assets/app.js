@@ -19,11 +19,19 @@ function el(tag, text, cls) {
   return e;
 }
 
-function ms(seconds) {
+// A duration given in seconds, as a person reads it: "850 µs", "3.8 ms",
+// "218 ms", "1.5 s", "2.5 min" (as the server's own messages write them).
+function duration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
-  const v = seconds * 1000;
-  return v < 10 ? v.toFixed(2) + " ms" : v < 1000 ? v.toFixed(0) + " ms" : (v / 1000).toFixed(1) + " s";
+  const [n, unit] =
+    seconds >= 120 ? [seconds / 60, "min"] : seconds >= 1 ? [seconds, "s"] : seconds >= 0.001 ? [seconds * 1e3, "ms"] : [seconds * 1e6, "µs"];
+  const text = n >= 100 ? n.toFixed(0) : n.toFixed(1);
+  return text.replace(/\.0$/, "") + " " + unit;
 }
+
+// The event fields that are durations (in seconds); every other number is
+// a count or an id.
+const SECONDS = new Set(["took", "retry_in", "waited", "held"]);
 
 function clock(iso) {
   const t = new Date(iso);
@@ -102,14 +110,15 @@ function row(p) {
   const s = p.status, m = p.metrics, c = r.cells;
   c.cluster.textContent = p.cluster;
   c.pool.textContent = p.name;
-  c.state.textContent = p.state + (p.banned_for ? " " + Math.ceil(p.banned_for) + "s" : "");
+  c.state.textContent = p.state + (p.banned_for ? " " + duration(Math.ceil(p.banned_for)) : "");
   c.state.className = "col-state state " + p.state;
   c.size.textContent = s.size + "/" + s.max;
   c.idle.textContent = s.idle;
   c.active.textContent = s.borrowed;
   c.waiting.textContent = s.waiting;
   c.pending.textContent = s.pending;
-  c.p99.textContent = ms(m.wait_time.p99);
+  // No waits yet: no p99 to show.
+  c.p99.textContent = m.wait_time.count ? duration(m.wait_time.p99) : "–";
   c.errors.textContent = m.create_failures + m.timeouts + m.validation_failures + m.destroy_failures;
   c.server.textContent = p.server || "";
   c.server.title = p.server || "";
@@ -214,7 +223,7 @@ function warning(w, cluster) {
 
 function describe(ev) {
   const { event, ...rest } = ev;
-  const parts = Object.entries(rest).map(([k, v]) => k + "=" + (typeof v === "number" && k !== "id" && k !== "failures" ? ms(v) : v));
+  const parts = Object.entries(rest).map(([k, v]) => k.replace(/_/g, " ") + "=" + (SECONDS.has(k) ? duration(v) : v));
   return event.replace(/_/g, " ") + (parts.length ? " (" + parts.join(", ") + ")" : "");
 }
 

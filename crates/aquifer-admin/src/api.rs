@@ -39,8 +39,35 @@ pub(crate) fn routes(state: Arc<State>) -> Router {
         .fallback(|| async {
             ApiError::not_found("no such endpoint: the crate's README lists them")
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method: reads are GET, changes POST, removal DELETE (the crate's README lists them)",
+            )
+        })
+        .layer(axum::middleware::from_fn(uri_length))
         .with_state(state)
 }
+
+/// The longest request target served; longer ones get a JSON 414.
+const MAX_URI: usize = 8 * 1024;
+
+async fn uri_length(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if len > MAX_URI {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is {len} bytes, over {MAX_URI}: name fewer pools, or use a selector (a glob, tag:NAME, re:PATTERN)"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The most connections a resize may ask for: more than any server takes.
+const MAX_RESIZE: usize = 100_000;
 
 /// A request that carried the right bearer token.
 pub(crate) struct Authorized;
@@ -49,11 +76,14 @@ impl FromRequestParts<Arc<State>> for Authorized {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, ApiError> {
+        // The scheme's name is case-insensitive (RFC 7235, RFC 6750).
         let given = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token);
         match given {
             None => Err(ApiError::unauthorized()),
             Some(t) if state.token.matches(t.trim()) => Ok(Authorized),
@@ -80,7 +110,18 @@ pub(crate) fn selector(text: &str) -> Result<Selector, ApiError> {
     } else if let Some(re) = text.strip_prefix("re:") {
         Selector::regex(re).map_err(|e| bad(e.to_string()))?
     } else {
-        Selector::from(text)
+        let sel = Selector::from(text);
+        if let Selector::Glob(g) = &sel {
+            // A `[` that no `]` closes would be taken for itself, and no
+            // pool name holds one: it is a mistake, not a pattern.
+            let open = g.rfind('[');
+            if open.is_some_and(|i| !g[i + 1..].contains(']')) {
+                return Err(bad(format!(
+                    "`{text}` opens a set with `[` that no `]` closes: write eu_[12] for eu_1 and eu_2"
+                )));
+            }
+        }
+        sel
     };
     if sel.is_empty() {
         return Err(bad(format!(
@@ -265,9 +306,15 @@ async fn act(
             let max = q
                 .get("max")
                 .ok_or_else(|| ApiError::bad_value("resize needs ?max=N"))?;
-            let max = max.parse::<usize>().map_err(|_| {
-                ApiError::bad_value(format!("`max={max}` is not a number of connections"))
-            })?;
+            let max = max
+                .parse::<usize>()
+                .ok()
+                .filter(|&m| m <= MAX_RESIZE)
+                .ok_or_else(|| {
+                    ApiError::bad_value(format!(
+                        "`max={max}` is not a number of connections from 1 to {MAX_RESIZE}"
+                    ))
+                })?;
             ("resize", Control::Resize(max))
         }
         "clear" => {

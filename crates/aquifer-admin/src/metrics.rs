@@ -14,19 +14,65 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::source::PoolReport;
 use crate::State;
 
-pub(crate) async fn scrape(With(state): With<Arc<State>>) -> impl IntoResponse {
+/// OpenMetrics, unless the scraper asks for Prometheus' older text format
+/// (`Accept: text/plain` without OpenMetrics).
+pub(crate) async fn scrape(
+    With(state): With<Arc<State>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape(state.reports())));
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("text/plain") && !accept.contains("application/openmetrics-text") {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            plain_text(&text),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+    }
+}
+
+/// OpenMetrics text as Prometheus' 0.0.4 format writes it: a counter's
+/// HELP and TYPE name its `_total` samples, and there are no `# UNIT` or
+/// `# EOF` lines.
+fn plain_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{tag}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 #[derive(Debug)]

@@ -160,6 +160,7 @@ async fn readiness_is_per_cluster_and_says_why() {
 #[tokio::test]
 async fn unknown_names_and_bad_values_are_json_errors() {
     let (app, ..) = setup();
+    let long = format!("/api/pools/{}", "a".repeat(9000));
     for (method, path, status, code) in [
         ("GET", "/api/pools/nope", 404, "not_found"),
         ("GET", "/api/pools/eu_1?cluster=other", 404, "not_found"),
@@ -178,6 +179,18 @@ async fn unknown_names_and_bad_values_are_json_errors() {
         ("POST", "/api/pending/close?force=maybe", 400, "bad_value"),
         ("DELETE", "/api/pools/nope", 404, "not_found"),
         ("DELETE", "/api/pools/eu_1?wait=-1", 400, "bad_value"),
+        ("GET", "/api/pools/eu_[", 400, "bad_selector"),
+        ("POST", "/api/pools/eu_[/freeze", 400, "bad_selector"),
+        (
+            "POST",
+            "/api/pools/eu_1/resize?max=99999999999",
+            400,
+            "bad_value",
+        ),
+        ("GET", "/api/pools/eu_1/freeze", 405, "method_not_allowed"),
+        ("DELETE", "/api/clusters", 405, "method_not_allowed"),
+        ("POST", "/metrics", 405, "method_not_allowed"),
+        ("GET", long.as_str(), 414, "uri_too_long"),
     ] {
         let (s, body) = json(&app, method, path, Some(TOKEN)).await;
         assert_eq!(s.as_u16(), status, "{method} {path}: {body}");
@@ -318,6 +331,62 @@ async fn metrics_follow_prometheus_conventions() {
         .collect();
     assert_eq!(counts.len(), 17);
     assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+
+    // Asked for Prometheus' older text format, the same numbers in it: a
+    // counter's HELP and TYPE name its `_total` samples, no UNIT or EOF.
+    let req = axum::http::Request::builder()
+        .uri("/metrics")
+        .header("accept", "text/plain;version=0.0.4;q=0.9,*/*;q=0.1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let res = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap();
+    let plain = String::from_utf8(body.to_bytes().to_vec()).unwrap();
+    assert!(
+        plain.contains("# TYPE aquifer_timeouts_total counter"),
+        "{plain}"
+    );
+    assert!(plain.contains("# HELP aquifer_gets_total "), "{plain}");
+    assert!(plain.contains(&format!("aquifer_gets_total{{{labels}}} 1")));
+    assert!(plain.contains("# TYPE aquifer_usage_seconds histogram"));
+    assert!(
+        !plain.contains("# EOF") && !plain.contains("# UNIT"),
+        "{plain}"
+    );
+}
+
+#[tokio::test]
+async fn the_scheme_of_a_bearer_token_is_case_insensitive() {
+    let (app, cluster, _) = setup();
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/api/pools/eu_1/freeze")
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let res = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{scheme}");
+        assert_eq!(cluster.frozen(), ["eu_1"]);
+        cluster.unfreeze("eu_1").unwrap();
+    }
+    for header in [format!("Basic {TOKEN}"), TOKEN.to_owned()] {
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/api/pools/eu_1/freeze")
+            .header("authorization", header.clone())
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let res = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{header}");
+    }
+    assert!(cluster.frozen().is_empty());
 }
 
 #[tokio::test]

@@ -8,6 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
+
+use crate::error::human_duration;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
 /// Why an object left the pool.
@@ -203,12 +205,16 @@ impl PoolEvent {
     pub(crate) fn trace(&self) {
         const T: &str = "aquifer::pool";
         match self {
-            PoolEvent::Created { id, took } => tracing::debug!(target: T, id, ?took, "created"),
+            PoolEvent::Created { id, took } => {
+                tracing::debug!(target: T, id, took = %human_duration(*took), "created")
+            }
             PoolEvent::CreateFailed {
                 error,
                 failures,
                 retry_in,
-            } => tracing::warn!(target: T, %error, failures, ?retry_in, "create failed"),
+            } => tracing::warn!(
+                target: T, %error, failures, retry_in = %human_duration(*retry_in), "create failed"
+            ),
             PoolEvent::Destroyed { id, reason } => {
                 tracing::debug!(target: T, id, reason = reason.as_str(), "destroyed")
             }
@@ -216,9 +222,11 @@ impl PoolEvent {
                 tracing::warn!(target: T, id, %error, "destroy failed; kept as pending")
             }
             PoolEvent::Acquired { id, waited } => {
-                tracing::trace!(target: T, id, ?waited, "acquired")
+                tracing::trace!(target: T, id, waited = %human_duration(*waited), "acquired")
             }
-            PoolEvent::Released { id, held } => tracing::trace!(target: T, id, ?held, "released"),
+            PoolEvent::Released { id, held } => {
+                tracing::trace!(target: T, id, held = %human_duration(*held), "released")
+            }
             PoolEvent::MaxReached { max, waiting } => {
                 tracing::debug!(target: T, max, waiting, "max reached; caller queued")
             }
@@ -226,7 +234,7 @@ impl PoolEvent {
                 tracing::warn!(target: T, max_waiting, "wait queue full; caller refused")
             }
             PoolEvent::QueueTimeout { waited } => {
-                tracing::warn!(target: T, ?waited, "caller timed out waiting")
+                tracing::warn!(target: T, waited = %human_duration(*waited), "caller timed out waiting")
             }
             PoolEvent::ValidationFailed { id, error } => {
                 tracing::info!(target: T, id, %error, "validation failed; object destroyed")
@@ -238,7 +246,7 @@ impl PoolEvent {
                 tracing::warn!(target: T, op = op.as_str(), %error, "{} failed", op.as_str())
             }
             PoolEvent::LeakSuspected { id, held, location } => tracing::warn!(
-                target: T, id, ?held, %location,
+                target: T, id, held = %human_duration(*held), %location,
                 "object held past the leak detection threshold; taken at {location}"
             ),
         }

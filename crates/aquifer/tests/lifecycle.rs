@@ -13,6 +13,35 @@ fn destroyed(f: &Fake) -> usize {
     f.destroyed.load(Ordering::SeqCst)
 }
 
+/// A pool whose creates fail waits out its backoff before the next try;
+/// a drain (and so a graceful shutdown) does not wait for that try.
+#[tokio::test(start_paused = true)]
+async fn drain_does_not_wait_out_a_create_backoff() {
+    let (f, m) = fake();
+    f.create.set(Step::Err);
+    let backoff = aquifer::Backoff {
+        min: Duration::from_secs(30),
+        max: Duration::from_secs(30),
+        factor: 1.0,
+        jitter: 0.0,
+    };
+    let p = Pool::builder(m)
+        .min(2)
+        .max(4)
+        .backoff(backoff)
+        .build()
+        .unwrap();
+    settle().await;
+    assert!(p.status().creating > 0, "{:?}", p.status());
+    let t = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(1), p.drain())
+        .await
+        .expect("the drain waited for the backoff");
+    assert!(t.elapsed() < ms(10), "{:?}", t.elapsed());
+    assert_eq!(check_pool(&p).size, 0);
+    p.close().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn drain_serves_waiters_refuses_newcomers_and_waits_for_returns() {
     let (_, m) = fake();

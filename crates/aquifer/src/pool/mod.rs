@@ -255,6 +255,8 @@ impl<M: Manager> Pool<M> {
     /// Follow it with [`close`](Pool::close) or [`clear`](Pool::clear).
     pub async fn drain(&self) {
         self.shared.state.lock().drain();
+        // Wakes create jobs waiting out a backoff, so that they stop.
+        self.shared.settled.notify_waiters();
         self.shared.wait_settled().await;
     }
 

@@ -32,7 +32,8 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) cfg: PoolConfig,
     pub(super) state: StateLock<Owned<M>, M::Error>,
     pub(super) events: EventBus,
-    /// Woken whenever a draining or closed pool may have settled.
+    /// Woken whenever a draining or closed pool may have settled, and when
+    /// a drain or close begins (create jobs in a backoff then stop).
     pub(super) settled: Notify,
     /// Woken whenever a create job ends an attempt (made or failed), for
     /// [`Pool::start`].

@@ -107,10 +107,18 @@ pub(super) async fn create_job<M: Manager>(mut res: Reservation<M>) {
     let shared = Arc::clone(&res.shared);
     let cfg = &shared.cfg;
     loop {
+        // A drain or close wakes a job waiting out its backoff, which then
+        // stops: shutting down never waits for a retry nobody wants.
+        let woken = shared.settled.notified();
+        let mut woken = std::pin::pin!(woken);
+        woken.as_mut().enable();
         let retry_at = shared.state.lock().retry_at();
         if let Some(at) = retry_at {
             if at > Instant::now() {
-                tokio::time::sleep_until(at).await;
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = woken => {}
+                }
                 let stop = shared.locked(|st, _| {
                     let stop = !st.keep_creating();
                     if stop {

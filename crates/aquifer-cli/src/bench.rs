@@ -49,16 +49,16 @@ pub(crate) struct Args {
     #[arg(long)]
     mux: bool,
     /// select1: concurrent tasks.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value = "64", value_parser = crate::at_least_one)]
     tasks: usize,
     /// select1: how long to run.
-    #[arg(long, default_value = "5s", value_parser = crate::duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::positive_duration)]
     duration: Duration,
     /// sleep: how many queries, all started at once.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value = "2000", value_parser = crate::at_least_one)]
     queries: usize,
     /// sleep: how long each query sleeps.
-    #[arg(long, default_value = "100ms", value_parser = crate::duration)]
+    #[arg(long, default_value = "100ms", value_parser = crate::positive_duration)]
     sleep: Duration,
     /// Minimum connections (default: 10 for sleep, 1 for select1; with
     /// --config, the pool's own).
@@ -70,7 +70,7 @@ pub(crate) struct Args {
     max: Option<usize>,
     /// How long to wait for the first connections before giving up with
     /// the reason.
-    #[arg(long, default_value = "10s", value_parser = crate::duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::positive_duration)]
     connect_timeout: Duration,
     /// Print the results as JSON.
     #[arg(long)]
@@ -251,6 +251,9 @@ fn setup(args: &Args) -> Result<(Target, Driver, Option<String>, usize, usize), 
         options.max = args.max.unwrap_or(options.max);
     }
     let driver = Driver::of(&url)?;
+    if driver == Driver::Sqlite && args.workload == Workload::Sleep {
+        return Err("the sleep workload needs a server (PostgreSQL or MySQL): SQLite has no sleeping query; use --workload select1".into());
+    }
     let (min, max) = (options.min, options.max);
     let target = match (driver, args.mux) {
         (Driver::Postgres, true) => {
@@ -293,6 +296,9 @@ fn setup(args: &Args) -> Result<(Target, Driver, Option<String>, usize, usize), 
 struct Progress {
     bar: Option<ProgressBar>,
     last_line: Instant,
+    /// For the plain lines: "3 of 5 s: …".
+    len: u64,
+    unit: String,
 }
 
 impl Progress {
@@ -308,6 +314,8 @@ impl Progress {
         Self {
             bar,
             last_line: Instant::now(),
+            len,
+            unit: unit.to_owned(),
         }
     }
 
@@ -318,7 +326,7 @@ impl Progress {
                 b.set_message(msg);
             }
             None if self.last_line.elapsed() >= Duration::from_secs(1) => {
-                eprintln!("  {pos} {msg}");
+                eprintln!("  {pos} of {} {}: {msg}", self.len, self.unit);
                 self.last_line = Instant::now();
             }
             None => {}
@@ -400,7 +408,7 @@ pub(crate) async fn run(args: Args) -> u8 {
         Workload::Select1 => {
             let deadline = start + args.duration;
             let mut progress = Progress::new(args.duration.as_secs().max(1), "s");
-            let workers: Vec<_> = (0..args.tasks.max(1))
+            let workers: Vec<_> = (0..args.tasks)
                 .map(|_| {
                     let (target, done, fail) =
                         (Arc::clone(&target), Arc::clone(&done), fail.clone());
@@ -424,7 +432,7 @@ pub(crate) async fn run(args: Args) -> u8 {
                 let rate = n as f64 / start.elapsed().as_secs_f64();
                 progress.set(
                     start.elapsed().as_secs(),
-                    format!("{n} queries, {rate:.0}/s"),
+                    format!("{n} queries done, {rate:.0} queries/s"),
                 );
             }
             let mut all = Vec::new();
@@ -432,7 +440,7 @@ pub(crate) async fn run(args: Args) -> u8 {
                 all.extend(w.await.unwrap_or_default());
             }
             progress.done();
-            (args.tasks.max(1), all)
+            (args.tasks, all)
         }
         Workload::Sleep => {
             let mut progress = Progress::new(args.queries as u64, "queries");
@@ -453,7 +461,7 @@ pub(crate) async fn run(args: Args) -> u8 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 progress.set(
                     done.load(Ordering::Relaxed),
-                    format!("{:.1}s", start.elapsed().as_secs_f64()),
+                    format!("{:.1} s elapsed", start.elapsed().as_secs_f64()),
                 );
             }
             for w in workers {
@@ -511,7 +519,10 @@ pub(crate) async fn run(args: Args) -> u8 {
 }
 
 fn table(r: &Results) -> String {
-    let ms = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{:.2} ms", s * 1000.0));
+    let ms = |s: Option<f64>| {
+        s.and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .map_or("-".to_owned(), aquifer::human_duration)
+    };
     let mut rows = vec![
         (
             "workload",

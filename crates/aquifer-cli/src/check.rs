@@ -16,7 +16,7 @@ pub(crate) struct Args {
     #[arg(long, short, env = "AQUIFER_CONFIG")]
     config: PathBuf,
     /// How long each pool may take to answer.
-    #[arg(long, default_value = "5s", value_parser = crate::duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::positive_duration)]
     timeout: Duration,
     /// Print JSON instead of a table.
     #[arg(long)]

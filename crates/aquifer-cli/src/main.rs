@@ -82,6 +82,25 @@ pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     aquifer::parse_duration(text).map_err(|e| e.to_string())
 }
 
+/// A duration that must be more than zero: a timeout or a run length.
+pub(crate) fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        d if d.is_zero() => Err(format!(
+            "`{text}` is zero: give a time longer than that, such as 5s"
+        )),
+        d => Ok(d),
+    }
+}
+
+/// A count that must be at least one.
+pub(crate) fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("0 would do nothing: give at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
 /// An error's text with what to do added where the driver's words leave
 /// it out.
 pub(crate) fn hint(text: &str) -> String {

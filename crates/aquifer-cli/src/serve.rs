@@ -153,7 +153,13 @@ pub(crate) async fn run(args: Args) -> u8 {
             let dir = match dir {
                 Ok(d) => demo_dir.insert(d).clone(),
                 Err(e) => {
-                    eprintln!("error: cannot make the demo's data directory: {e}");
+                    let which = args
+                        .data_dir
+                        .as_ref()
+                        .map_or("a temporary directory".to_owned(), |d| {
+                            d.display().to_string()
+                        });
+                    eprintln!("error: cannot make the data directory {which}: {e}; choose another with --data-dir");
                     return exit::START;
                 }
             };

@@ -460,6 +460,14 @@ fn config_check_reports_every_error_at_once_and_touches_nothing() {
     );
     assert!(!out.contains("serving"), "{out}");
 
+    // A data directory that cannot be made is named.
+    let blocked = dir.path().join("good.toml").join("data");
+    let (code, _, err) = run(aquifer()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&blocked));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&blocked.display().to_string()), "{err}");
+
     // The example passes as printed, and names every pool setting.
     let (code, example, _) = run(aquifer().args(["config", "example"]));
     assert_eq!(code, 0);
@@ -777,4 +785,50 @@ fn bench_reports_a_table_and_json() {
         "{err}"
     );
     assert!(!err.contains("wrong"), "the password is not printed: {err}");
+
+    // No password at all: the error says how to give one.
+    let (code, out, err) = run(aquifer().env_remove("AQUIFER_PASSWORD").args([
+        "bench",
+        "--url",
+        &url,
+        "--duration",
+        "200ms",
+    ]));
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("password missing") && err.contains("--password-file or AQUIFER_PASSWORD"),
+        "{err}"
+    );
+
+    // Inputs that cannot be meant are refused before anything connects.
+    for (args, says) in [
+        (&["--tasks", "0"][..], "0 would do nothing"),
+        (&["--duration", "0s"], "is zero"),
+        (&["--duration", "5"], r#"write "5s" or "5ms""#),
+        (
+            &["--queries", "0", "--workload", "sleep"],
+            "0 would do nothing",
+        ),
+    ] {
+        let (code, _, err) = run(aquifer().args(["bench", "--url", &url]).args(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let (code, _, err) =
+        run(aquifer().args(["bench", "--url", "sqlite::memory:", "--workload", "sleep"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the sleep workload needs a server"), "{err}");
+    let (code, _, err) = run(aquifer().args(["check", "--timeout", "0s", "--config", "x.toml"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is zero"), "{err}");
+
+    // Without a terminal, each progress line says what its numbers are.
+    let (code, _, err) = bench(&["--duration", "1500ms", "--tasks", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.lines().any(|l| l.contains(" of 1 s: ")
+            && l.contains(" queries done, ")
+            && l.ends_with(" queries/s")),
+        "{err}"
+    );
 }

@@ -144,7 +144,9 @@ pub(crate) async fn run(args: Args) -> u8 {
         Ok(Some(cfg)) => cfg,
         Ok(None) => {
             let dir = match &args.data_dir {
-                Some(d) => std::fs::create_dir_all(d).map(|()| d.clone()),
+                // Absolute, so that the demo's URLs do not depend on where
+                // the configuration is read from.
+                Some(d) => std::fs::create_dir_all(d).and_then(|()| std::path::absolute(d)),
                 None => tempfile::Builder::new()
                     .prefix("aquifer-demo-")
                     .tempdir()

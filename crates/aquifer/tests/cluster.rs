@@ -434,9 +434,15 @@ async fn connections_that_fail_to_close_are_kept_pending() {
     };
     assert_eq!(failed_closes(&c), 1);
     assert_eq!(c.close_pending(false).await, 1, "still failing: kept");
-    // The removed pool is still watched: the retry's failure is a warning
-    // by the time `close_pending` returns.
+    // The removed pool is still watched: the retry's failure is counted by
+    // the time `close_pending` returns, and summed up once the minute of
+    // the first is over.
+    assert_eq!(failed_closes(&c), 1, "{:?}", c.warnings());
+    tokio::time::advance(Duration::from_secs(61)).await;
     assert_eq!(failed_closes(&c), 2, "{:?}", c.warnings());
+    assert!(c.warnings()[1]
+        .message
+        .starts_with("… 1 more like this in the last minute"));
     fakes["leaky"].destroy.set(Step::Ok);
     assert_eq!(c.close_pending(false).await, 0);
     assert!(!c.has_pending());
@@ -449,6 +455,7 @@ async fn connections_that_fail_to_close_are_kept_pending() {
     settle().await;
     assert!(c.has_pending());
     let before = failed_closes(&c);
+    tokio::time::advance(Duration::from_secs(61)).await;
     assert_eq!(c.close_pending(false).await, 1);
     assert_eq!(failed_closes(&c), before + 1, "{:?}", c.warnings());
 
@@ -469,23 +476,57 @@ async fn trouble_becomes_bounded_warnings() {
     let (f, p) = fake_pool(1);
     c.add(ClusterPool::new("busy", p)).unwrap();
     f.create.set(Step::Err);
-    // Failing at once, so that each get adds a create failure.
+    // Failing at once: the failure and the ban it brings.
     f.permanent.store(true, std::sync::atomic::Ordering::SeqCst);
-    for _ in 0..5 {
-        let _ = c.get("busy").await;
-    }
+    let _ = c.get("busy").await;
     settle().await;
     let w = c.warnings();
-    assert_eq!(w.len(), 3, "bounded: {w:?}");
     assert!(w.iter().all(|w| w.pool.as_deref() == Some("busy")));
-    assert!(
-        w.iter().any(|w| w.message.contains("create failed")),
-        "{w:?}"
-    );
+    assert!(w[0].message.starts_with("create failed"), "{w:?}");
+    assert!(w[1].message.starts_with("banned for 30 s: "), "{w:?}");
+    for n in 0..5 {
+        c.add_warning(None, format!("note {n}"));
+    }
+    let w = c.warnings();
+    assert_eq!(w.len(), 3, "bounded: {w:?}");
+    assert_eq!(w[0].message, "note 2", "the oldest go first");
     c.clear_warnings();
     c.add_warning(None, "maintenance at 02:00");
     assert_eq!(c.warnings()[0].message, "maintenance at 02:00");
     assert_eq!(c.warnings().len(), 1);
+}
+
+/// The same trouble again and again is one warning and, once its minute
+/// is over, one line that counts the rest.
+#[tokio::test(start_paused = true)]
+async fn repeated_warnings_are_summed_up_per_minute() {
+    let c: Cluster<FakeManager> = Cluster::builder().build();
+    let (_, p) = fake_pool(1);
+    c.add(ClusterPool::new("busy", p.clone())).unwrap();
+    let held = p.get().await.unwrap();
+    for _ in 0..5 {
+        p.get_timeout(ms(10)).await.unwrap_err();
+    }
+    settle().await;
+    let gave_up = |c: &Cluster<FakeManager>| -> Vec<String> {
+        c.warnings()
+            .into_iter()
+            .filter(|w| w.pool.as_deref() == Some("busy"))
+            .map(|w| w.message)
+            .collect()
+    };
+    assert_eq!(gave_up(&c), ["a caller gave up after waiting 10 ms"]);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(
+        gave_up(&c)[1],
+        "… 4 more like this in the last minute; the last: a caller gave up after waiting 10 ms"
+    );
+    // A new minute: the next one is recorded again.
+    p.get_timeout(ms(20)).await.unwrap_err();
+    settle().await;
+    assert_eq!(gave_up(&c).len(), 3);
+    assert_eq!(gave_up(&c)[2], "a caller gave up after waiting 20 ms");
+    drop(held);
 }
 
 /// Like a pool's get: a `get_any` that handed its connection out from its
@@ -502,11 +543,14 @@ async fn a_get_any_polled_after_it_completed_panics_and_takes_nothing() {
     drop(first);
 }
 
+/// A pool at `max` with callers queued is doing its job: no warning, as
+/// long as every caller is served.
 #[tokio::test(start_paused = true)]
-async fn a_saturated_pool_does_not_flood_the_warnings() {
+async fn a_saturated_pool_whose_callers_are_served_makes_no_warning() {
     let c: Cluster<FakeManager> = Cluster::builder().max_warnings(1000).build();
     let (_, p) = fake_pool(1);
     c.add(ClusterPool::new("busy", p)).unwrap();
+    let mut events = c.pool("busy").unwrap().lifecycle_events();
     let held = c.get("busy").await.unwrap();
     let waiters: Vec<_> = (0..200)
         .map(|_| {
@@ -520,16 +564,13 @@ async fn a_saturated_pool_does_not_flood_the_warnings() {
         w.await.unwrap().unwrap();
     }
     settle().await;
-    let w = c.warnings();
-    let full: Vec<_> = w
-        .iter()
-        .filter(|w| w.message.contains("connections in use"))
-        .collect();
-    assert_eq!(full.len(), 1, "one warning for 200 queued callers: {w:?}");
-    assert_eq!(
-        full[0].message,
-        "all 1 connections in use; 1 caller(s) waiting"
-    );
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    // The pool still says so in its events.
+    let mut reached = false;
+    while let Ok(Some(e)) = tokio::time::timeout(ms(1), events.recv()).await {
+        reached |= matches!(e, aquifer::PoolEvent::MaxReached { max: 1, .. });
+    }
+    assert!(reached);
 }
 
 #[test]

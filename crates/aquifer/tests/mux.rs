@@ -382,15 +382,27 @@ async fn ready_gives_up_at_the_acquire_timeout_with_the_cause_and_at_once_on_a_p
     assert!(mux.last_open_error().is_some());
 
     // An error waiting cannot fix ends the wait with it.
+    let (f, m) = fake();
+    f.create.set(Step::Err);
     f.permanent.store(true, Ordering::SeqCst);
+    let mux = Multiplexer::builder(m)
+        .pipeline_horizon(None)
+        .min(2)
+        .max(2)
+        .acquire_timeout(ms(3000))
+        .build()
+        .unwrap();
     let t = tokio::time::Instant::now();
     let err = mux.ready().await.unwrap_err();
     assert!(matches!(err, MuxError::Connect(_)), "{err}");
-    assert!(t.elapsed() < ms(1500), "{:?}", t.elapsed());
+    // The failure it hears of: at most one backoff step (100 ms) away.
+    assert!(t.elapsed() < ms(200), "{:?}", t.elapsed());
 
-    // Once the server lets it in, ready resolves and the cause is gone.
+    // Once the server lets it in, ready resolves (after the pool's
+    // backoff, up to its 5 s max) and the cause is gone.
     f.permanent.store(false, Ordering::SeqCst);
     f.create.set(Step::Ok);
+    tokio::time::sleep(ms(5100)).await;
     mux.ready().await.unwrap();
     assert_eq!(mux.status().connections, 2);
     assert!(mux.last_open_error().is_none());

@@ -30,7 +30,7 @@ async fn a_check_is_a_checkout_and_a_round_trip() {
     let slow = pool.check(Duration::from_millis(300)).await;
     assert!(!slow.healthy);
     assert_eq!(slow.latency, Duration::from_millis(300));
-    assert!(slow.error.unwrap().contains("no answer within 300ms"));
+    assert!(slow.error.unwrap().contains("no answer within 300 ms"));
 }
 
 #[tokio::test]

@@ -266,7 +266,7 @@ async fn a_down_database_fails_gets_at_the_timeout_with_the_cause_and_never_busy
     let chain = aquifer::error_chain(&err);
     assert_eq!(
         chain,
-        "timed out after 3s waiting for a pooled object while creates were failing: \
+        "timed out after 3 s waiting for a pooled object while creates were failing: \
          create failed: password authentication failed"
     );
     // A minute of outage with background refills running: attempts stay
@@ -420,7 +420,9 @@ async fn held_for_and_usage_count_from_each_checkout_not_from_creation() {
 }
 
 /// An error the manager calls permanent (a wrong password) fails every
-/// waiter at once, with no retry; the next get tries again at once.
+/// waiter at once, with no retry; gets until the backoff runs out fail at
+/// once with it, without trying (one attempt per backoff step, however
+/// many callers ask); the first get after it tries again.
 #[tokio::test(start_paused = true)]
 async fn a_permanent_create_error_fails_every_waiter_at_once() {
     let (f, m) = fake();
@@ -450,10 +452,24 @@ async fn a_permanent_create_error_fails_every_waiter_at_once() {
     }
     let before = f.create.calls();
     assert!(before <= 2, "{before} creates for two callers");
+    for _ in 0..100 {
+        let err = p.get().await.unwrap_err();
+        assert!(matches!(err, PoolError::Create(_)), "{err}");
+        assert!(
+            err.source().unwrap().to_string().contains("password"),
+            "{err}"
+        );
+    }
+    assert_eq!(f.create.calls(), before, "no attempt within the backoff");
+    assert_eq!(start.elapsed(), ms(0));
+    tokio::time::advance(ms(101)).await;
     let err = p.get().await.unwrap_err();
     assert!(matches!(err, PoolError::Create(_)), "{err}");
-    assert_eq!(f.create.calls(), before + 1, "the next get tried at once");
-    assert_eq!(start.elapsed(), ms(0));
+    assert_eq!(f.create.calls(), before + 1, "the first get after it tried");
+    // Fixed on the server side: the first get after the next backoff works.
+    f.create.set(Step::Ok);
+    tokio::time::advance(ms(201)).await;
+    drop(p.get().await.unwrap());
     check_pool(&p);
 }
 

@@ -167,6 +167,7 @@ impl<M: Manager> ClusterBuilder<M> {
                     .collect(),
                 sticky: AtomicU64::new(0),
                 warnings: Mutex::new(VecDeque::new()),
+                repeats: Mutex::new(std::collections::HashMap::new()),
                 retired: Mutex::new(Vec::new()),
                 ban_time: self.ban_time,
                 max_warnings: self.max_warnings,

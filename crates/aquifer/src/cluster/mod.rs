@@ -4,7 +4,7 @@
 //! `members`, how one is picked in `balance`, a get's path in `get`, the
 //! warnings a pool's events become in `watcher`, reports in `info`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -96,6 +96,9 @@ struct Inner<M: Manager> {
     /// The member id failover sticks to (0: none yet).
     pub(super) sticky: AtomicU64,
     pub(super) warnings: Mutex<VecDeque<Warning>>,
+    /// Warnings of one kind about one pool within the last minute: the
+    /// first is recorded, the rest counted and summed up.
+    pub(super) repeats: Mutex<HashMap<(Option<String>, String), Repeat>>,
     /// Removed pools that still hold connections that failed to close,
     /// watched until they are closed, so that later failures warn too.
     pub(super) retired: Mutex<Vec<Retired<M>>>,
@@ -117,17 +120,75 @@ impl<M: Manager> Inner<M> {
         }
         m.ban(self.ban_time, why.to_string());
         self.members.flags_changed();
-        self.warn(
+        self.warn_repeating(
             Some(&m.name),
             format!(
                 "banned for {}: {why}",
                 crate::error::human_duration(self.ban_time)
             ),
+            true,
         );
     }
 
+    /// A warning that may repeat: the first about a pool in a minute is
+    /// recorded, the same again (but for its numbers) is counted and summed
+    /// up in one line ("… 57 more like this in the last minute") when the
+    /// minute is over. `trace`: logged as well (a pool event's warning is
+    /// not: the pool logged the event itself).
+    fn warn_repeating(&self, pool: Option<&str>, message: String, trace: bool) {
+        let now = tokio::time::Instant::now();
+        let shape: String = message.chars().filter(|c| !c.is_ascii_digit()).collect();
+        let summary = {
+            let mut repeats = self.repeats.lock();
+            let r = repeats
+                .entry((pool.map(str::to_owned), shape))
+                .or_insert(Repeat {
+                    since: now,
+                    more: 0,
+                    last: String::new(),
+                    trace,
+                    fresh: true,
+                });
+            if !r.fresh && now.saturating_duration_since(r.since) < REPEAT_WINDOW {
+                r.more += 1;
+                r.last = message;
+                return;
+            }
+            r.fresh = false;
+            r.since = now;
+            r.take_summary()
+        };
+        if let Some(s) = summary {
+            self.record(pool, s, trace);
+        }
+        self.record(pool, message, trace);
+    }
+
+    /// Sums up the repeats whose minute is over.
+    fn flush_repeats(&self) {
+        let now = tokio::time::Instant::now();
+        let mut repeats = self.repeats.lock();
+        let due: Vec<(Option<String>, String, bool)> = repeats
+            .iter_mut()
+            .filter(|(_, r)| now.saturating_duration_since(r.since) >= REPEAT_WINDOW)
+            .filter_map(|((pool, _), r)| Some((pool.clone(), r.take_summary()?, r.trace)))
+            .collect();
+        // Minutes over and summed up: forgotten, so the map stays small.
+        repeats.retain(|_, r| now.saturating_duration_since(r.since) < REPEAT_WINDOW);
+        drop(repeats);
+        for (pool, summary, trace) in due {
+            self.record(pool.as_deref(), summary, trace);
+        }
+    }
+
     fn warn(&self, pool: Option<&str>, message: String) {
-        tracing::warn!(target: "aquifer::cluster", pool, %message, "cluster warning");
+        self.record(pool, message, true);
+    }
+
+    fn record(&self, pool: Option<&str>, message: String, trace: bool) {
+        if trace {
+            tracing::warn!(target: "aquifer::cluster", pool, %message, "cluster warning");
+        }
         let w = Warning {
             at: SystemTime::now(),
             pool: pool.map(str::to_owned),
@@ -141,6 +202,34 @@ impl<M: Manager> Inner<M> {
             all.pop_front();
         }
         all.push_back(w);
+    }
+}
+
+/// How long warnings of one kind about one pool are summed up in one.
+const REPEAT_WINDOW: Duration = Duration::from_secs(60);
+
+/// The repeats of one kind of warning about one pool.
+pub(super) struct Repeat {
+    /// When the current window began (its first warning was recorded).
+    since: tokio::time::Instant,
+    /// Warnings counted, not recorded, since then.
+    more: u64,
+    /// The newest of them.
+    last: String,
+    trace: bool,
+    /// Nothing recorded yet.
+    fresh: bool,
+}
+
+impl Repeat {
+    fn take_summary(&mut self) -> Option<String> {
+        let n = std::mem::take(&mut self.more);
+        (n > 0).then(|| {
+            format!(
+                "… {n} more like this in the last minute; the last: {}",
+                std::mem::take(&mut self.last)
+            )
+        })
     }
 }
 
@@ -401,7 +490,8 @@ impl<M: Manager> Cluster<M> {
                 self.inner.warn(
                     Some(&m.name),
                     format!(
-                        "removed with connections still out after {wait:?}; they close on return"
+                        "removed with connections still out after {}; they close on return",
+                        crate::error::human_duration(wait)
                     ),
                 );
             }
@@ -439,6 +529,7 @@ impl<M: Manager> Cluster<M> {
 
     /// Warnings, oldest first.
     pub fn warnings(&self) -> Vec<Warning> {
+        self.inner.flush_repeats();
         self.inner.warnings.lock().iter().cloned().collect()
     }
 

@@ -39,7 +39,7 @@ impl Watcher {
         let record = move |e: &PoolEvent| match inner.upgrade() {
             Some(inner) => {
                 if let Some(message) = warning_of(e) {
-                    inner.warn(Some(&name), message);
+                    inner.warn_repeating(Some(&name), message, false);
                 }
                 // A create that fails in the background (refilling to `min`,
                 // replacing what keepalive or eviction threw out) is the
@@ -135,7 +135,9 @@ impl Drop for Watcher {
     }
 }
 
-/// The warning a pool event is worth, if any.
+/// The warning a pool event is worth, if any. A pool that
+/// reaches `max` and queues callers is doing its job: only a caller that
+/// gave up or was refused is worth an operator's look.
 pub(super) fn warning_of(e: &PoolEvent) -> Option<String> {
     Some(match e {
         PoolEvent::CreateFailed {
@@ -148,9 +150,6 @@ pub(super) fn warning_of(e: &PoolEvent) -> Option<String> {
         ),
         PoolEvent::DestroyFailed { id, error } => {
             format!("connection {id} failed to close (kept as pending): {error}")
-        }
-        PoolEvent::MaxReached { max, waiting } => {
-            format!("all {max} connections in use; {waiting} caller(s) waiting")
         }
         PoolEvent::QueueTimeout { waited } => format!(
             "a caller gave up after waiting {}",

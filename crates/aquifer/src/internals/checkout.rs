@@ -73,6 +73,11 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             }
             return Acquire::Got(entry);
         }
+        // Nothing idle, and creates fail for good: no new attempt before
+        // the backoff runs out, however many callers ask.
+        if self.failing_for_good() {
+            return Acquire::Refused(Refusal::FailingForGood);
+        }
         // Callers a create will serve (in flight, or still allowed under
         // `max`) are not queued for a return: only the rest count.
         let served_by_creates = self.creating + self.max.saturating_sub(self.size);

@@ -45,6 +45,12 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             && self.creating <= self.wanted_creates()
     }
 
+    /// Whether a checkout that would need a create should fail at once:
+    /// the last create failed for good and its backoff has not run out.
+    pub(crate) fn failing_for_good(&self) -> bool {
+        self.last_failure_permanent && self.retry_at.is_some_and(|at| Instant::now() < at)
+    }
+
     /// Gives a create reservation back.
     pub(crate) fn unreserve(&mut self) {
         self.creating -= 1;
@@ -64,6 +70,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         self.failures = 0;
         self.retry_at = None;
         self.last_error = None;
+        self.last_failure_permanent = false;
         self.m.creates += 1;
         self.m.create.record(took);
         self.place_as(entry, now, home, true, after)
@@ -81,9 +88,10 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         after: &mut After<T>,
     ) -> bool {
         self.failed(err.clone(), retry_at);
+        self.last_failure_permanent = permanent;
         if permanent {
-            // The next checkout tries again at once, and fails as fast.
-            self.retry_at = None;
+            // Checkouts until `retry_at` fail at once with this error; the
+            // first after it tries again.
             self.waiters.fail_where(
                 |_| true,
                 |_| Err(WaitError::Create(err.clone())),
@@ -102,6 +110,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// create backs off until `retry_at`, and waiters that time out carry
     /// `err` as the cause.
     pub(crate) fn failed(&mut self, err: CreateError<E>, retry_at: Instant) {
+        self.last_failure_permanent = false;
         self.failures = self.failures.saturating_add(1);
         self.failure_seq += 1;
         self.m.create_failures += 1;

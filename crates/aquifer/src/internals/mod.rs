@@ -62,6 +62,9 @@ pub(crate) enum Refusal {
     QueueFull(usize),
     Draining,
     Closed,
+    /// Creates fail with an error retrying cannot fix, and the next try is
+    /// not due yet: the last error is the answer.
+    FailingForGood,
 }
 
 /// Where a returned or new object went.
@@ -139,6 +142,11 @@ pub(crate) struct State<T, E: std::error::Error + 'static> {
     failure_seq: u64,
     last_error: Option<CreateError<E>>,
     retry_at: Option<Instant>,
+    /// The last create failed with an error retrying cannot fix: until
+    /// `retry_at`, a checkout that would need a create fails at once with
+    /// it rather than trying again (one attempt per backoff step, however
+    /// many callers ask).
+    last_failure_permanent: bool,
     /// What the deadline task sleeps until: at or before every waiter's
     /// deadline (it may be stale-early, never late). `None` when no waiter
     /// needs it.
@@ -168,6 +176,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             failure_seq: 0,
             last_error: None,
             retry_at: None,
+            last_failure_permanent: false,
             next_deadline: None,
             max_reported: None,
             fair_at: Tick::default(),

@@ -400,7 +400,8 @@ impl<M: Manager> Pool<M> {
                     Err(_) => {
                         obj.destroy_for(Reason::ValidationFailed);
                         Some(format!(
-                            "no answer within {timeout:?}: the server is slow or unreachable"
+                            "no answer within {}: the server is slow or unreachable",
+                            crate::error::human_duration(timeout)
                         ))
                     }
                 }

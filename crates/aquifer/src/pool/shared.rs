@@ -238,6 +238,14 @@ impl<M: Manager> Shared<M> {
             }
             Refusal::Draining => PoolError::Draining,
             Refusal::Closed => PoolError::Closed,
+            Refusal::FailingForGood => {
+                let last = self.state.lock().last_error();
+                // Set with the failure that made it so; never cleared apart.
+                PoolError::Create(Box::new(last.unwrap_or(crate::CreateError::Unusable {
+                    what: "a create",
+                    source: None,
+                })))
+            }
         }
     }
 }

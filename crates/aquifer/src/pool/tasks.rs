@@ -115,10 +115,8 @@ pub(super) async fn create_job<M: Manager>(mut res: Reservation<M>) {
         let retry_at = shared.state.lock().retry_at();
         if let Some(at) = retry_at {
             if at > Instant::now() {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
-                    () = woken => {}
-                }
+                // Ends at `at`, or earlier when woken.
+                let _ = tokio::time::timeout_at(at, woken).await;
                 let stop = shared.locked(|st, _| {
                     let stop = !st.keep_creating();
                     if stop {

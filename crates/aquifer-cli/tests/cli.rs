@@ -498,6 +498,53 @@ fn config_check_reports_every_error_at_once_and_touches_nothing() {
     assert!(!dir.path().join("cache.db").exists());
 }
 
+/// The binary speaks TLS as managed databases want it: `sslmode` and
+/// `sslrootcert` for PostgreSQL, verified against the CA, and a certificate
+/// from another CA is refused with the reason.
+#[test]
+fn check_connects_over_verified_tls() {
+    let pki = aquifer_testkit::TestPki::new();
+    let pg = PgServer::builder()
+        .ssl(&pki.cert(), &pki.key())
+        .ssl_only()
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write(dir.path(), "ca.pem", pki.ca_pem());
+    let stranger = write(
+        dir.path(),
+        "stranger.pem",
+        &aquifer_testkit::TestPki::stranger_ca_pem(),
+    );
+    let url = |root: &str| {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={root}",
+            pg.port()
+        )
+    };
+    for (root, healthy) in [(&ca, true), (&stranger, false)] {
+        let config = write(
+            dir.path(),
+            "tls.toml",
+            &format!(
+                "[pools.pg]\nurl = \"{}\"\npassword_env = \"TEST_PG_PW\"\n",
+                url(root)
+            ),
+        );
+        let (code, out, err) = run(aquifer()
+            .args(["check", "--config", &config, "--timeout", "5s"])
+            .env("TEST_PG_PW", PG_PASSWORD));
+        if healthy {
+            assert_eq!(code, 0, "{out}{err}");
+            assert!(out.contains("healthy"), "{out}");
+        } else {
+            assert_eq!(code, 1, "{out}{err}");
+            assert!(out.contains("certificate"), "{out}");
+        }
+        assert!(!out.contains(PG_PASSWORD) && !err.contains(PG_PASSWORD));
+    }
+}
+
 /// A SQLite file is found where the configuration says, relative to the
 /// file's own directory, percent-escapes decoded; `check` and `bench`
 /// never create one that is not there unless `create = true` says so.

@@ -38,6 +38,8 @@ pub(crate) fn parse(url: &str) -> Result<Opts, MySqlConfigError> {
     if !url.contains("://") {
         return Err(invalid("url", format!("has no scheme: {FORM}")));
     }
+    let (url, ssl) = take_ssl(url)?;
+    let url = url.as_str();
     let opts = Opts::from_url(url).map_err(|e| match e {
         UrlError::UnsupportedScheme { .. } => invalid("scheme", "expected mysql://"),
         UrlError::UnknownParameter { param } => {
@@ -73,11 +75,89 @@ pub(crate) fn parse(url: &str) -> Result<Opts, MySqlConfigError> {
     let explicit_socket = url
         .split_once('?')
         .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("prefer_socket=")));
-    Ok(if explicit_socket {
-        opts
+    let mut builder = OptsBuilder::from_opts(opts);
+    if !explicit_socket {
+        builder = builder.prefer_socket(false);
+    }
+    if let Some(ssl) = ssl {
+        builder = builder.ssl_opts(ssl);
+    }
+    Ok(builder.into())
+}
+
+/// Takes MySQL's own `ssl-mode` (`DISABLED`, `REQUIRED`, `VERIFY_CA`,
+/// `VERIFY_IDENTITY`) and `ssl-ca` (a PEM file) out of the URL, which
+/// mysql_async does not know, and turns them into its TLS options. As the
+/// MySQL client does, `REQUIRED` with `ssl-ca` verifies the chain.
+fn take_ssl(url: &str) -> Result<(String, Option<mysql_async::SslOpts>), MySqlConfigError> {
+    let Some((head, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut mode = None;
+    let mut ca = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) if k.eq_ignore_ascii_case("ssl-mode") || k == "ssl_mode" => {
+                mode = Some(v.to_ascii_uppercase())
+            }
+            Some((k, v)) if k.eq_ignore_ascii_case("ssl-ca") || k == "ssl_ca" => {
+                let path = percent_encoding::percent_decode_str(v)
+                    .decode_utf8()
+                    .map_err(|_| invalid("parameter", "ssl-ca is not UTF-8"))?;
+                ca = Some(path.into_owned());
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() {
+        head.to_owned()
     } else {
-        OptsBuilder::from_opts(opts).prefer_socket(false).into()
-    })
+        format!("{head}?{}", kept.join("&"))
+    };
+    let ssl = match mode.as_deref() {
+        None | Some("DISABLED") if ca.is_none() => None,
+        None | Some("DISABLED") => {
+            return Err(invalid(
+                "parameter",
+                "ssl-ca is set without ssl-mode=VERIFY_IDENTITY (or VERIFY_CA, REQUIRED): add one",
+            ))
+        }
+        Some("PREFERRED") => {
+            return Err(invalid(
+                "parameter",
+                "ssl-mode=PREFERRED would fall back to plain text unseen: write REQUIRED, VERIFY_CA or VERIFY_IDENTITY (or DISABLED)",
+            ))
+        }
+        Some(m @ ("REQUIRED" | "VERIFY_CA" | "VERIFY_IDENTITY")) => {
+            if cfg!(not(feature = "tls")) {
+                return Err(invalid(
+                    "parameter",
+                    "ssl-mode needs TLS: enable aquifer-mysql's `tls` feature (the aquifer binary has it)",
+                ));
+            }
+            let verify_chain = m != "REQUIRED" || ca.is_some();
+            let mut ssl = mysql_async::SslOpts::default()
+                .with_danger_accept_invalid_certs(!verify_chain)
+                .with_danger_skip_domain_validation(m != "VERIFY_IDENTITY");
+            if let Some(path) = &ca {
+                let pem = std::fs::read(path).map_err(|e| {
+                    invalid("parameter", format!("cannot read ssl-ca {path}: {e}"))
+                })?;
+                ssl = ssl
+                    .with_root_certs(vec![pem.into()])
+                    .with_disable_built_in_roots(true);
+            }
+            Some(ssl)
+        }
+        Some(_) => {
+            return Err(invalid(
+                "parameter",
+                "ssl-mode takes DISABLED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY",
+            ))
+        }
+    };
+    Ok((rest, ssl))
 }
 
 /// `user@host:port/db`: names a server in messages without the password.

@@ -93,3 +93,48 @@ async fn tls_asked_for_but_not_offered_fails_and_never_falls_back() {
         "no plain-text session was opened"
     );
 }
+
+/// MySQL's own words in the URL: `ssl-mode=VERIFY_IDENTITY` with `ssl-ca`
+/// verifies the chain and the name, `VERIFY_CA` the chain, `REQUIRED`
+/// encrypts; `PREFERRED` (a silent fallback to plain text) is refused, and
+/// an `ssl-ca` that cannot be read is a configuration error naming it.
+#[tokio::test]
+async fn ssl_mode_and_ssl_ca_in_the_url() {
+    let (db, pki) = tls_server();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let stranger = dir.path().join("stranger.pem");
+    std::fs::write(&stranger, TestPki::stranger_ca_pem()).unwrap();
+    let url = db.url();
+    let with = |q: String| format!("{url}?{q}");
+    for q in [
+        format!("ssl-mode=VERIFY_IDENTITY&ssl-ca={}", ca.display()),
+        format!("ssl-mode=verify_ca&ssl-ca={}", ca.display()),
+        "ssl-mode=REQUIRED".to_owned(),
+    ] {
+        let pool = quick(MySqlManager::new(&with(q.clone())).unwrap());
+        assert!(!cipher(&pool).await.is_empty(), "{q}");
+    }
+    let q = format!("ssl-mode=VERIFY_CA&ssl-ca={}", stranger.display());
+    let err = quick(MySqlManager::new(&with(q)).unwrap())
+        .get()
+        .await
+        .unwrap_err();
+    assert!(
+        common::chain(&err).to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    for (q, says) in [
+        ("ssl-mode=PREFERRED".to_owned(), "PREFERRED"),
+        (
+            "ssl-mode=VERIFY_IDENTITY&ssl-ca=/no/such.pem".to_owned(),
+            "cannot read ssl-ca /no/such.pem",
+        ),
+        (format!("ssl-ca={}", ca.display()), "without ssl-mode"),
+        ("ssl-mode=SOMETIMES".to_owned(), "DISABLED, REQUIRED"),
+    ] {
+        let err = MySqlManager::new(&with(q.clone())).unwrap_err().to_string();
+        assert!(err.contains(says), "{q}: {err}");
+    }
+}

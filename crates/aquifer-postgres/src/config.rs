@@ -24,9 +24,92 @@ pub(crate) fn invalid(part: &'static str, problem: impl Into<String>) -> PgConfi
     }
 }
 
+/// What a connection string asks of TLS, in libpq's words: `sslmode`
+/// (`require`, `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file, or
+/// `system` for the system's roots, the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TlsWanted {
+    /// No TLS asked for (`disable`, `allow`, `prefer`, or nothing).
+    None,
+    /// Encrypt; verify the chain only if `sslrootcert` names a file (as
+    /// libpq does when a root certificate is there).
+    Require(Option<String>),
+    /// Encrypt and verify the chain, not the host name.
+    VerifyCa(Option<String>),
+    /// Encrypt and verify the chain and the host name.
+    VerifyFull(Option<String>),
+}
+
+/// Takes `sslmode=verify-ca|verify-full` and `sslrootcert=…` out of a
+/// connection string (tokio-postgres knows neither): the string left asks
+/// for `sslmode=require`, and the TLS wanted is returned beside it.
+fn take_tls(text: &str) -> Result<(String, TlsWanted), PgConfigError> {
+    let url = text.contains("://");
+    let (head, params, sep): (&str, &str, char) = if url {
+        match text.split_once('?') {
+            Some((h, q)) => (h, q, '&'),
+            None => (text, "", '&'),
+        }
+    } else {
+        ("", text, ' ')
+    };
+    let mut mode = None;
+    let mut root = None;
+    let mut kept = Vec::new();
+    for pair in params.split(sep).filter(|p| !p.trim().is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", v)) => {
+                mode = Some(v.to_owned());
+                kept.push(pair.to_owned());
+            }
+            Some(("sslrootcert", v)) => root = Some(decode(v)?),
+            _ => kept.push(pair.to_owned()),
+        }
+    }
+    let wanted =
+        match mode.as_deref() {
+            Some("require") => TlsWanted::Require(root),
+            Some("verify-ca") => TlsWanted::VerifyCa(root),
+            Some("verify-full") => TlsWanted::VerifyFull(root),
+            _ if root.is_some() => return Err(invalid(
+                "option",
+                "sslrootcert is set without sslmode=verify-full (or verify-ca, require): add one",
+            )),
+            _ => TlsWanted::None,
+        };
+    for p in &mut kept {
+        if matches!(p.as_str(), "sslmode=verify-ca" | "sslmode=verify-full") {
+            *p = "sslmode=require".to_owned();
+        }
+    }
+    let joined = kept.join(&sep.to_string());
+    let text = match (url, joined.is_empty()) {
+        (true, true) => head.to_owned(),
+        (true, false) => format!("{head}?{joined}"),
+        (false, _) => joined,
+    };
+    Ok((text, wanted))
+}
+
+/// A URL parameter's `%XX` escapes decoded.
+fn decode(v: &str) -> Result<String, PgConfigError> {
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8()
+        .map(|p| p.into_owned())
+        .map_err(|_| invalid("option", "sslrootcert is not UTF-8 once decoded"))
+}
+
 /// Parses `postgres://user:password@host:port/db?option=value` or a
 /// `key=value` connection string.
+#[cfg(test)]
 pub(crate) fn parse(text: &str) -> Result<tokio_postgres::Config, PgConfigError> {
+    parse_with_tls(text).map(|(config, _)| config)
+}
+
+/// As [`parse`], with what the string asks of TLS.
+pub(crate) fn parse_with_tls(
+    text: &str,
+) -> Result<(tokio_postgres::Config, TlsWanted), PgConfigError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(invalid("URL", "is empty"));
@@ -34,6 +117,8 @@ pub(crate) fn parse(text: &str) -> Result<tokio_postgres::Config, PgConfigError>
     if let Some((scheme, rest)) = text.split_once("://") {
         check_url(scheme, rest)?;
     }
+    let (text, wanted) = take_tls(text)?;
+    let text = text.as_str();
     let config = tokio_postgres::Config::from_str(text).map_err(|e| {
         // tokio-postgres says which option is bad in the error's source and
         // never repeats a value.
@@ -42,15 +127,13 @@ pub(crate) fn parse(text: &str) -> Result<tokio_postgres::Config, PgConfigError>
             .unwrap_or_else(|| e.to_string());
         invalid("option", format!("is not accepted: {detail}"))
     })?;
-    if cfg!(not(feature = "tls"))
-        && config.get_ssl_mode() == tokio_postgres::config::SslMode::Require
-    {
+    if cfg!(not(feature = "tls")) && wanted != TlsWanted::None {
         return Err(invalid(
             "option",
-            "sslmode=require needs TLS: enable aquifer-postgres's `tls` feature",
+            "this sslmode needs TLS: enable aquifer-postgres's `tls` feature (the aquifer binary has it)",
         ));
     }
-    Ok(config)
+    Ok((config, wanted))
 }
 
 fn check_url(scheme: &str, rest: &str) -> Result<(), PgConfigError> {
@@ -185,6 +268,34 @@ mod tests {
         assert_eq!(err("postgres://[::1/db").0, "host");
         assert_eq!(err("postgres://u@h/db?bogus_option=1").0, "option");
         assert_eq!(err("   ").0, "URL");
+    }
+
+    #[test]
+    fn tls_options_are_read_in_libpqs_words() {
+        let (text, wanted) =
+            take_tls("postgres://u@h/db?sslmode=verify-full&sslrootcert=%2Fca%20dir%2Froot.crt&application_name=x")
+                .unwrap();
+        assert_eq!(text, "postgres://u@h/db?sslmode=require&application_name=x");
+        assert_eq!(
+            wanted,
+            TlsWanted::VerifyFull(Some("/ca dir/root.crt".into()))
+        );
+        let (text, wanted) = take_tls("host=h sslmode=verify-ca dbname=x").unwrap();
+        assert_eq!(text, "host=h sslmode=require dbname=x");
+        assert_eq!(wanted, TlsWanted::VerifyCa(None));
+        assert_eq!(
+            take_tls("postgres://u@h/db?sslmode=require").unwrap().1,
+            TlsWanted::Require(None)
+        );
+        assert_eq!(
+            take_tls("postgres://u@h/db?sslmode=prefer").unwrap().1,
+            TlsWanted::None
+        );
+        assert_eq!(
+            take_tls("postgres://u@h/db").unwrap().0,
+            "postgres://u@h/db"
+        );
+        assert!(take_tls("postgres://u@h/db?sslrootcert=/x").is_err());
     }
 
     #[cfg(not(feature = "tls"))]

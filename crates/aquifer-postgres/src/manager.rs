@@ -199,15 +199,18 @@ impl PgManager {
     /// # Errors
     /// [`PgConfigError`] naming the malformed part.
     pub fn new(url: &str) -> Result<Self, PgConfigError> {
-        let manager = Self::from_config(config::parse(url)?);
-        // libpq's `sslmode=require`: encrypt, without verifying the server
-        // (without the `tls` feature the parse refused it, saying so).
+        let (cfg, wanted) = config::parse_with_tls(url)?;
+        let manager = Self::from_config(cfg);
+        // libpq's `sslmode` (`require`, `verify-ca`, `verify-full`) and
+        // `sslrootcert`; without the `tls` feature the parse refused them,
+        // saying so.
         #[cfg(feature = "tls")]
-        if manager.config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return manager
-                .tls_unverified()
-                .map_err(|e| config::invalid("option", format!("sslmode=require: {e}")));
+        if wanted != config::TlsWanted::None {
+            return crate::tls::for_url(&wanted)
+                .map(|c| manager.tls_config(c))
+                .map_err(|e| config::invalid("option", aquifer::error_chain(&e)));
         }
+        let _ = wanted;
         Ok(manager)
     }
 

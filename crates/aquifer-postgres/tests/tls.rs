@@ -110,3 +110,78 @@ fn a_ca_file_without_certificates_is_a_typed_error() {
         .unwrap_err();
     assert!(matches!(err, TlsError::NoCertificate), "{err}");
 }
+
+/// libpq's words in the URL: `sslmode=verify-full` checks the chain and the
+/// host name, `verify-ca` the chain only, `sslrootcert` names the CA file
+/// (the system's roots by default); a CA file that is not there is a
+/// configuration error naming it.
+#[tokio::test]
+async fn sslmode_and_sslrootcert_in_the_url_verify_as_libpq_does() {
+    let pki = TestPki::new();
+    let pg = tls_server(&pki);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("root ca.crt");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let stranger = dir.path().join("stranger.crt");
+    std::fs::write(&stranger, TestPki::stranger_ca_pem()).unwrap();
+    let enc = |p: &std::path::Path| p.display().to_string().replace(' ', "%20");
+    let (ca, stranger) = (enc(&ca), enc(&stranger));
+    let url = pg.url();
+    // A name the certificate does not carry, reached at its address.
+    let renamed = url.replace("127.0.0.1", "db.other.test") + "?hostaddr=127.0.0.1";
+    for (url, tls, ok) in [
+        (
+            format!("{url}?sslmode=verify-full&sslrootcert={ca}"),
+            "verify-full",
+            true,
+        ),
+        (
+            format!("{renamed}&sslmode=verify-full&sslrootcert={ca}"),
+            "verify-full, other name",
+            false,
+        ),
+        (
+            format!("{renamed}&sslmode=verify-ca&sslrootcert={ca}"),
+            "verify-ca, other name",
+            true,
+        ),
+        (
+            format!("{url}?sslmode=verify-ca&sslrootcert={stranger}"),
+            "verify-ca, other CA",
+            false,
+        ),
+        (
+            format!("{url}?sslmode=require&sslrootcert={stranger}"),
+            "require with a CA file",
+            false,
+        ),
+    ] {
+        let pool = quick(PgManager::new(&url).unwrap());
+        if ok {
+            assert!(uses_tls(&pool).await, "{tls}");
+        } else {
+            let err = pool.get().await.unwrap_err();
+            let text = chain(&err);
+            assert!(
+                text.contains("certificate") || text.contains("UnknownIssuer"),
+                "{tls}: {text}"
+            );
+        }
+    }
+    // The system's roots do not hold the test CA (a machine without any
+    // says so when the manager is made).
+    match PgManager::new(&format!("{url}?sslmode=verify-full")) {
+        Ok(m) => {
+            let text = chain(&quick(m).get().await.unwrap_err());
+            assert!(text.contains("certificate"), "{text}");
+        }
+        Err(e) => assert!(e.to_string().contains("system's store"), "{e}"),
+    }
+    let missing = format!("{url}?sslmode=verify-full&sslrootcert=/no/such/ca.crt");
+    let err = PgManager::new(&missing).unwrap_err().to_string();
+    assert!(
+        err.contains("cannot read sslrootcert /no/such/ca.crt"),
+        "{err}"
+    );
+    assert!(!err.contains(aquifer_testkit::PG_PASSWORD), "{err}");
+}

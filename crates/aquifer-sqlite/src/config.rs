@@ -473,32 +473,22 @@ impl SqliteConfig {
     }
 }
 
-/// Decodes `%XX` escapes.
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits is an
+/// error (a path with a literal `%` writes `%25`).
 fn percent_decode(text: &str) -> Result<Vec<u8>, SqliteConfigError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    invalid(
-                        "url",
-                        format!(
-                            "{text:?} has a % not followed by two hex digits (write %25 for %)"
-                        ),
-                    )
-                })?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let b = text.as_bytes();
+    let stray = b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if stray {
+        return Err(invalid(
+            "url",
+            format!("{text:?} has a % not followed by two hex digits (write %25 for %)"),
+        ));
     }
-    Ok(out)
+    Ok(percent_encoding::percent_decode_str(text).collect())
 }
 
 /// A URL's path, percent-decoded.

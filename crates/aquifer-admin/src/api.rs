@@ -35,6 +35,7 @@ pub(crate) fn routes(state: Arc<State>) -> Router {
         .route("/api/pending", get(pending))
         .route("/api/pending/close", post(close_pending))
         .route("/api/warnings", get(warnings))
+        .route("/api/history", get(crate::history::history))
         .route("/api/events", get(crate::events::stream))
         .fallback(|| async {
             ApiError::not_found("no such endpoint: the crate's README lists them")

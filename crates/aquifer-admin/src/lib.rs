@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod error;
 mod events;
+mod history;
 mod metrics;
 mod page;
 mod source;
@@ -133,7 +134,9 @@ impl Admin {
             remove_wait: self.remove_wait,
             tick: self.tick,
             actions,
+            history: history::History::default(),
         });
+        history::History::start(&state);
         api::routes(state)
     }
 }
@@ -150,6 +153,8 @@ pub(crate) struct State {
     pub(crate) tick: Duration,
     /// Changes made through the API, for the event stream.
     pub(crate) actions: broadcast::Sender<serde_json::Value>,
+    /// The charts' last five minutes.
+    pub(crate) history: history::History,
 }
 
 impl State {

@@ -361,6 +361,25 @@ async fn metrics_follow_prometheus_conventions() {
     );
 }
 
+/// The router samples the charts' numbers from the start, so that a page
+/// opened later draws the last five minutes.
+#[tokio::test]
+async fn the_history_holds_samples_from_before_anyone_asked() {
+    let (app, cluster, _) = setup();
+    let held = cluster.get("eu_1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (s, body) = json(&app, "GET", "/api/history", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let samples = body.as_array().unwrap();
+    assert!(samples.len() >= 4, "{body}");
+    let last = samples.last().unwrap();
+    assert_eq!(last["active"], 1, "{last}");
+    assert_eq!(last["waiting"], 0, "{last}");
+    assert!(last["wait_count"].as_u64().unwrap() >= 1, "{last}");
+    assert!(last["at"].as_str().unwrap().ends_with('Z'), "{last}");
+    drop(held);
+}
+
 #[tokio::test]
 async fn the_scheme_of_a_bearer_token_is_case_insensitive() {
     let (app, cluster, _) = setup();

@@ -185,6 +185,9 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
 
     let profile = tempfile::tempdir().unwrap();
     let (_driver, c) = browser(profile.path()).await;
+    // The server samples from the start: ten snapshots' worth before the
+    // page opens.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     c.goto(&format!("http://{addr}/admin")).await.unwrap();
     until(
         &c,
@@ -198,6 +201,21 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
         "document.querySelector('#live').textContent === 'live'",
     )
     .await;
+    // The charts start with what the server saw before the page opened,
+    // not empty: more samples at once than live snapshots (five a second)
+    // could have brought.
+    let opened = std::time::Instant::now();
+    until(
+        &c,
+        "the charts' history",
+        "Number(document.querySelector('#chart-conns').dataset.samples) >= 10",
+    )
+    .await;
+    assert!(
+        opened.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        opened.elapsed()
+    );
     until(
         &c,
         "the old warning",

@@ -201,6 +201,10 @@ function charts(pools) {
   const mean = previous && count > previous.count ? ((total - previous.total) / (count - previous.count)) * 1000 : 0;
   push(history.wait, Math.max(0, mean));
   previous = { count, total };
+  drawCharts();
+}
+
+function drawCharts() {
   chart($("#chart-conns"), [
     { label: "active", color: "#2b6cb0", points: history.active },
     { label: "waiting", color: "#c53030", points: history.waiting },
@@ -238,8 +242,31 @@ async function refresh() {
   }
 }
 
+// The server's last five minutes, so that the charts start full rather
+// than empty; the live snapshots carry on from there.
+async function backfill() {
+  const res = await fetch(url("api/history"));
+  if (!res.ok) return;
+  const samples = await res.json();
+  if (!samples.length) return;
+  history.active.length = 0;
+  history.waiting.length = 0;
+  history.wait.length = 0;
+  let prev = null;
+  for (const s of samples) {
+    push(history.active, s.active);
+    push(history.waiting, s.waiting);
+    const mean = prev && s.wait_count > prev.wait_count ? ((s.wait_total - prev.wait_total) / (s.wait_count - prev.wait_count)) * 1000 : 0;
+    push(history.wait, Math.max(0, mean));
+    prev = s;
+  }
+  previous = { count: prev.wait_count, total: prev.wait_total };
+  drawCharts();
+}
+
 async function start() {
   try {
+    await backfill();
     const clusters = await (await fetch(url("api/clusters"))).json();
     const box = $("#clusters");
     box.replaceChildren();

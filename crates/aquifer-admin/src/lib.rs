@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod history;
 mod metrics;
+mod mux;
 mod page;
 mod source;
 
@@ -18,6 +19,7 @@ use tokio::sync::broadcast;
 
 pub use auth::Token;
 pub use error::ApiError;
+pub use mux::NamedMux;
 pub use source::{
     BoxFuture, Control, ControlError, NamedPool, PendingReport, PoolReport, PoolState, Readiness,
     Source,
@@ -78,6 +80,18 @@ impl Admin {
     pub fn pool<M: Manager>(self, name: impl Into<String>, pool: Pool<M>) -> Self {
         let name = name.into();
         self.source(name.clone(), Arc::new(NamedPool::new(name, pool)))
+    }
+
+    /// Serves a multiplexer under `name` (shown as one row of that name:
+    /// it can be frozen, checked and closed).
+    #[must_use]
+    pub fn multiplexer<M: aquifer::Multiplexed>(
+        self,
+        name: impl Into<String>,
+        mux: aquifer::Multiplexer<M>,
+    ) -> Self {
+        let name = name.into();
+        self.source(name.clone(), Arc::new(NamedMux::new(name, mux)))
     }
 
     /// Serves anything implementing [`Source`].

@@ -61,6 +61,11 @@ pub struct PoolReport {
     pub metrics: Metrics,
     /// Connections that failed to close.
     pub pending: Vec<PendingInfo>,
+    /// For a multiplexer: its connections and the requests each carries
+    /// (`status` then counts requests as borrowed and queued requests as
+    /// waiting, and `size` the open connections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multiplexer: Option<aquifer::MuxStatus>,
 }
 
 /// A connection that failed to close.
@@ -95,6 +100,39 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// A pool's readiness: its check when one ran, and why it is not ready
+    /// (the check's error, or its state) when it is not.
+    pub(crate) fn new(
+        cluster: String,
+        pool: String,
+        state: PoolState,
+        health: Option<Health>,
+    ) -> Self {
+        let reason = match &health {
+            Some(h) if h.healthy => None,
+            Some(h) => Some(format!(
+                "unhealthy: {}",
+                h.error.as_deref().unwrap_or("the check failed")
+            )),
+            None => Some(
+                match state {
+                    PoolState::Frozen => "frozen",
+                    PoolState::Banned => "banned",
+                    PoolState::Closed => "closed",
+                    PoolState::Active => "not checked",
+                }
+                .to_owned(),
+            ),
+        };
+        Self {
+            cluster,
+            pool,
+            state,
+            health,
+            reason,
+        }
+    }
+
     /// Whether the pool answered its check.
     pub fn is_ready(&self) -> bool {
         self.health.as_ref().is_some_and(|h| h.healthy)
@@ -176,7 +214,7 @@ pub trait Source: Send + Sync + 'static {
     fn check(&self, source: &str, timeout: Duration) -> BoxFuture<'_, Vec<Readiness>>;
 }
 
-fn state(frozen: bool, banned: bool, closed: bool) -> PoolState {
+pub(crate) fn state(frozen: bool, banned: bool, closed: bool) -> PoolState {
     if closed {
         PoolState::Closed
     } else if frozen {
@@ -202,29 +240,12 @@ async fn checks<M: Manager>(
                 PoolState::Active => Some(pool.check(timeout).await),
                 _ => None,
             };
-            let reason = match &health {
-                Some(h) if h.healthy => None,
-                Some(h) => Some(format!(
-                    "unhealthy: {}",
-                    h.error.as_deref().unwrap_or("the check failed")
-                )),
-                None => Some(why.unwrap_or_else(|| {
-                    match state {
-                        PoolState::Frozen => "frozen",
-                        PoolState::Banned => "banned",
-                        PoolState::Closed => "closed",
-                        PoolState::Active => "not checked",
-                    }
-                    .to_owned()
-                })),
-            };
-            Readiness {
-                cluster: source,
-                pool: name,
-                state,
-                health,
-                reason,
+            let mut r = Readiness::new(source, name, state, health);
+            // A ban's own words say more than its state's name.
+            if r.health.is_none() {
+                r.reason = why.or(r.reason);
             }
+            r
         }
     });
     futures_util::future::join_all(runs).await
@@ -261,6 +282,7 @@ impl<M: Manager> Source for aquifer::Cluster<M> {
                         .map(|p| p.info.clone())
                         .collect(),
                     name: i.name,
+                    multiplexer: None,
                 }
             })
             .collect()
@@ -415,6 +437,7 @@ impl<M: Manager> Source for NamedPool<M> {
             status: self.pool.status(),
             metrics: self.pool.metrics(),
             pending: self.pool.pending(),
+            multiplexer: None,
         }]
     }
 

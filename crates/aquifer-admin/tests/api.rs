@@ -380,6 +380,76 @@ async fn the_history_holds_samples_from_before_anyone_asked() {
     drop(held);
 }
 
+/// A multiplexer is served beside pools: a row with its connections and
+/// requests, in readiness and metrics; it can be frozen and closed, not
+/// banned or cleared.
+#[tokio::test]
+async fn a_multiplexer_is_a_row_that_can_be_frozen_checked_and_closed() {
+    let mux = aquifer::Multiplexer::builder(Fake)
+        .min(2)
+        .max(4)
+        .build()
+        .unwrap();
+    mux.ready().await.unwrap();
+    let held = mux.lease().await.unwrap();
+    let app = Admin::new()
+        .with_token(TOKEN)
+        .multiplexer("mux", mux.clone())
+        .router();
+    let (s, row) = json(&app, "GET", "/api/pools/mux", None).await;
+    assert_eq!(s, StatusCode::OK, "{row}");
+    assert_eq!(row["state"], "active");
+    assert_eq!(row["tags"][0], "multiplexer");
+    assert_eq!(row["status"]["size"], 2, "{row}");
+    assert_eq!(row["status"]["borrowed"], 1, "{row}");
+    assert_eq!(row["status"]["idle"], 1, "{row}");
+    assert_eq!(row["multiplexer"]["in_flight"], 1, "{row}");
+    assert_eq!(
+        row["multiplexer"]["per_connection"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(row["metrics"]["gets"].as_u64().unwrap() >= 1, "{row}");
+
+    let (s, ready) = json(&app, "GET", "/readyz", None).await;
+    assert_eq!(s, StatusCode::OK, "{ready}");
+    let metrics = String::from_utf8(call(&app, "GET", "/metrics", None).await.body).unwrap();
+    assert!(
+        metrics.contains(
+            r#"aquifer_connections{cluster="mux",pool="mux",tags="multiplexer",state="active"} 1"#
+        ),
+        "{metrics}"
+    );
+
+    let (s, _) = json(&app, "POST", "/api/pools/mux/freeze", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(matches!(mux.lease().await, Err(aquifer::MuxError::Frozen)));
+    let (s, ready) = json(&app, "GET", "/readyz", None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["not_ready"][0]["reason"], "frozen");
+    json(&app, "POST", "/api/pools/mux/unfreeze", Some(TOKEN)).await;
+    drop(mux.lease().await.unwrap());
+    for action in ["ban", "clear", "resize?max=3"] {
+        let (s, body) = json(
+            &app,
+            "POST",
+            &format!("/api/pools/mux/{action}"),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(s.as_u16(), 409, "{action}: {body}");
+    }
+
+    drop(held);
+    let (s, _) = json(&app, "DELETE", "/api/pools/mux?wait=1s", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(mux.is_closed());
+    let (_, row) = json(&app, "GET", "/api/pools/mux", None).await;
+    assert_eq!(row["state"], "closed");
+}
+
 #[tokio::test]
 async fn the_scheme_of_a_bearer_token_is_case_insensitive() {
     let (app, cluster, _) = setup();

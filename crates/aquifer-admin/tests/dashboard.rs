@@ -171,10 +171,16 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
         cluster.add(ClusterPool::new(name, pool)).unwrap();
     }
     cluster.add_warning(Some("eu_2"), "a warning from before the page opened");
+    let mux = aquifer::Multiplexer::builder(Fake)
+        .min(1)
+        .max(2)
+        .build()
+        .unwrap();
     let app = || {
         Admin::new()
             .with_token(TOKEN)
             .cluster("main", cluster.clone())
+            .multiplexer("reads", mux.clone())
             .snapshot_every(Duration::from_millis(200))
             .router()
     };
@@ -223,7 +229,24 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
     )
     .await;
     let rows = c.find_all(Locator::Css("#pools tbody tr")).await.unwrap();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 4);
+    // A multiplexer's row: busy connections and the requests on them; it
+    // can be frozen and removed, not cleared.
+    let held = mux.lease().await.unwrap();
+    until(
+        &c,
+        "the multiplexer's requests",
+        "document.querySelector('tr[data-pool=\"reads/reads\"] .col-active').textContent === '1 · 1 req'",
+    )
+    .await;
+    drop(held);
+    let clear = c
+        .find_all(Locator::Css(
+            "tr[data-pool=\"reads/reads\"] button[data-action=\"clear\"]",
+        ))
+        .await
+        .unwrap();
+    assert!(clear.is_empty(), "a multiplexer has no clear button");
 
     // Every number on the page has its unit right: one event of each kind,
     // serialized as the server sends it, rendered by the page's own code.

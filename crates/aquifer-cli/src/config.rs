@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aquifer::{Mode, PoolConfig};
+use aquifer::{Mode, MuxConfig, PoolConfig};
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
@@ -153,6 +153,22 @@ impl fmt::Debug for PoolSection {
     }
 }
 
+/// A PostgreSQL multiplexer: where, and its settings.
+#[derive(Clone)]
+pub(crate) struct MuxSection {
+    /// The URL with the password put in.
+    pub(crate) url: String,
+    pub(crate) options: MuxConfig,
+}
+
+impl fmt::Debug for MuxSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxSection")
+            .field("url", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 /// A whole configuration, checked.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -162,6 +178,7 @@ pub(crate) struct Config {
     pub(crate) admin: AdminSection,
     pub(crate) clusters: IndexMap<String, ClusterSection>,
     pub(crate) pools: IndexMap<String, PoolSection>,
+    pub(crate) multiplexers: IndexMap<String, MuxSection>,
 }
 
 impl Config {
@@ -223,8 +240,11 @@ impl Config {
         let pools = top
             .take::<Table>("pools", "a table of pools")
             .unwrap_or_default();
-        top.finish("admin, clusters, pools");
-        if pools.is_empty() {
+        let multiplexers = top
+            .take::<Table>("multiplexers", "a table of multiplexers")
+            .unwrap_or_default();
+        top.finish("admin, clusters, pools, multiplexers");
+        if pools.is_empty() && multiplexers.is_empty() {
             errors.borrow_mut().push(ConfigError::Syntax {
                 place: file.to_owned(),
                 problem: "no pools are defined: add a [pools.NAME] section with a url \
@@ -370,44 +390,7 @@ impl Config {
                 .take::<Vec<String>>("tags", "a list of strings")
                 .unwrap_or_default();
             let weight = p.take::<u32>("weight", "a whole number").unwrap_or(1);
-            let mut password = passwords.get(&name).cloned();
-            let file = p.take::<String>("password_file", "a path");
-            let var = p.take::<String>("password_env", "an environment variable's name");
-            if let Some(f) = &file {
-                password = p.secret_file("password_file", f, dir).or(password);
-            }
-            if file.is_some() && var.is_some() {
-                p.error(
-                    Some("password_env"),
-                    "password_env",
-                    "both password_file and password_env are set: keep one",
-                );
-            }
-            if let Some(var) = var {
-                match std::env::var(&var) {
-                    Ok(v) if !v.is_empty() => password = Some(v),
-                    Ok(_) => p.error(
-                        Some("password_env"),
-                        "password_env",
-                        &format!("the environment variable {var} is empty"),
-                    ),
-                    Err(_) => p.error(
-                        Some("password_env"),
-                        "password_env",
-                        &format!("the environment variable {var} is not set"),
-                    ),
-                }
-            }
-            if let Some(pw) = password {
-                match put_password(&url, &pw) {
-                    Some(u) => url = u,
-                    None => p.error(
-                        Some("url"),
-                        "url",
-                        "a password was given but the URL has no user (write scheme://user@host/…)",
-                    ),
-                }
-            }
+            p.put_password(&mut url, passwords.get(&name).cloned(), dir);
             let options = p.pool_options();
             let section = PoolSection {
                 url,
@@ -424,6 +407,50 @@ impl Config {
             }
             out.insert(name, section);
         }
+        let pools = out;
+
+        let mut out = IndexMap::new();
+        for (name, value) in multiplexers {
+            let path = format!("multiplexers.{name}");
+            let Some(table) = table_of(&origin, &errors, "multiplexers", &name, value) else {
+                continue;
+            };
+            let mut m = Section::new(&origin, &errors, &path, table);
+            if pools.contains_key(&name) || clusters.contains_key(&name) {
+                m.error(
+                    None,
+                    "multiplexer",
+                    &format!("`{name}` is also a pool or a cluster: every name is served once; rename one"),
+                );
+            }
+            let Some(mut url) = m.take::<String>("url", "a postgres:// URL") else {
+                m.error(
+                    None,
+                    "url",
+                    "missing: every multiplexer needs a postgres:// url",
+                );
+                continue;
+            };
+            if Driver::of(&url) != Ok(Driver::Postgres) {
+                m.error(
+                    Some("url"),
+                    "url",
+                    "a multiplexer pipelines PostgreSQL statements: give a postgres:// URL (use a pool for other databases)",
+                );
+            }
+            m.put_password(&mut url, passwords.get(&name).cloned(), dir);
+            if let Err(problem) = check_url(Driver::Postgres, &url, dir) {
+                m.error(Some("url"), "url", &problem);
+            }
+            let options = m.mux_options();
+            out.insert(
+                name,
+                MuxSection {
+                    url,
+                    options: options.unwrap_or_default(),
+                },
+            );
+        }
         if let Some(e) = ConfigError::all(errors.into_inner()) {
             return Err(e);
         }
@@ -432,7 +459,8 @@ impl Config {
             dir: dir.to_owned(),
             admin,
             clusters,
-            pools: out,
+            pools,
+            multiplexers: out,
         })
     }
 
@@ -444,6 +472,18 @@ impl Config {
         ConfigError::Field {
             place: self.origin.place(&section, key),
             field: key.map_or(section.clone(), |k| format!("{section}.{k}")),
+            problem,
+        }
+    }
+}
+
+impl Config {
+    /// An error about multiplexer `name` found after parsing.
+    pub(crate) fn mux_error(&self, name: &str, problem: String) -> ConfigError {
+        let section = format!("multiplexers.{name}");
+        ConfigError::Field {
+            place: self.origin.place(&section, None),
+            field: section,
             problem,
         }
     }
@@ -592,6 +632,50 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// Puts the password into `url`: from `password_file` or
+    /// `password_env` (one of them), else `from_env` (the
+    /// `AQUIFER_…_PASSWORD` variable).
+    fn put_password(&mut self, url: &mut String, from_env: Option<String>, dir: &Path) {
+        let mut password = from_env;
+        let file = self.take::<String>("password_file", "a path");
+        let var = self.take::<String>("password_env", "an environment variable's name");
+        if let Some(f) = &file {
+            password = self.secret_file("password_file", f, dir).or(password);
+        }
+        if file.is_some() && var.is_some() {
+            self.error(
+                Some("password_env"),
+                "password_env",
+                "both password_file and password_env are set: keep one",
+            );
+        }
+        if let Some(var) = var {
+            match std::env::var(&var) {
+                Ok(v) if !v.is_empty() => password = Some(v),
+                Ok(_) => self.error(
+                    Some("password_env"),
+                    "password_env",
+                    &format!("the environment variable {var} is empty"),
+                ),
+                Err(_) => self.error(
+                    Some("password_env"),
+                    "password_env",
+                    &format!("the environment variable {var} is not set"),
+                ),
+            }
+        }
+        if let Some(pw) = password {
+            match put_password(url, &pw) {
+                Some(u) => *url = u,
+                None => self.error(
+                    Some("url"),
+                    "url",
+                    "a password was given but the URL has no user (write scheme://user@host/…)",
+                ),
+            }
+        }
+    }
+
     /// A secret's first line, from a file relative to `dir`; an empty one
     /// is an error.
     fn secret_file(&self, key: &str, file: &str, dir: &Path) -> Option<String> {
@@ -627,11 +711,33 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// The keys left, as multiplexer settings; each key that does not read
+    /// is an error naming it.
+    fn mux_options(&self) -> Option<MuxConfig> {
+        self.settings::<MuxConfig>(
+            "a multiplexer takes url, password_file, password_env and the settings of aquifer::MuxConfig (min, max, max_in_flight, pipeline_horizon, scale_down_after, acquire_timeout, pool…)",
+            MuxConfig::validate,
+        )
+    }
+
     /// The keys left, as pool settings; each key that does not read is an
     /// error naming it.
     fn pool_options(&self) -> Option<PoolConfig> {
-        let whole = match Value::Table(self.table.clone()).try_into::<PoolConfig>() {
-            Ok(cfg) => match cfg.validate() {
+        self.settings::<PoolConfig>(
+            "a pool takes url, cluster, tags, weight, create, password_file, password_env and the settings of aquifer::PoolConfig (max, min, acquire_timeout…)",
+            PoolConfig::validate,
+        )
+    }
+
+    /// The keys left as `T`, checked by `validate`; a key that does not
+    /// read is an error naming it, an unknown one says what `takes`.
+    fn settings<T: DeserializeOwned>(
+        &self,
+        takes: &str,
+        validate: impl Fn(&T) -> Result<(), aquifer::BuildError>,
+    ) -> Option<T> {
+        let whole = match Value::Table(self.table.clone()).try_into::<T>() {
+            Ok(cfg) => match validate(&cfg) {
                 Ok(()) => return Some(cfg),
                 Err(e) => e.to_string(),
             },
@@ -641,12 +747,12 @@ impl<'a> Section<'a> {
         for (key, value) in &self.table {
             let mut one = Table::new();
             one.insert(key.clone(), value.clone());
-            if let Err(e) = Value::Table(one).try_into::<PoolConfig>() {
+            if let Err(e) = Value::Table(one).try_into::<T>() {
                 let problem = e.to_string();
                 // toml adds "in `key`", which the error names already.
                 let problem = problem.split("\nin `").next().unwrap_or_default();
                 let problem = if problem.contains("unknown field") {
-                    "unknown field; a pool takes url, cluster, tags, weight, create, password_file, password_env and the settings of aquifer::PoolConfig (max, min, acquire_timeout…)".to_owned()
+                    format!("unknown field; {takes}")
                 } else {
                     problem.trim().to_owned()
                 };
@@ -728,6 +834,10 @@ fn apply_env(
             .strip_prefix("CLUSTERS_")
             .map(|t| ("clusters", t))
             .or_else(|| rest.strip_prefix("POOLS_").map(|t| ("pools", t)))
+            .or_else(|| {
+                rest.strip_prefix("MULTIPLEXERS_")
+                    .map(|t| ("multiplexers", t))
+            })
         {
             let mut candidates = names(doc, kind);
             candidates.sort_by_key(|n| std::cmp::Reverse(n.len()));
@@ -748,7 +858,7 @@ fn apply_env(
             };
             let up = name.to_ascii_uppercase().replace('-', "_");
             let field = tail[up.len() + 1..].to_ascii_lowercase();
-            if kind == "pools" && field == "password" {
+            if kind != "clusters" && field == "password" {
                 passwords.insert(name, value);
                 continue;
             }

@@ -4,10 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aquifer::{error_chain, Cluster, ClusterPool, Manager, Pool, Selector};
-use aquifer_admin::{NamedPool, Source};
+use aquifer::{error_chain, Cluster, ClusterPool, Manager, Multiplexer, Pool, Selector};
+use aquifer_admin::{NamedMux, NamedPool, Source};
 use aquifer_mysql::MySqlManager;
-use aquifer_postgres::PgManager;
+use aquifer_postgres::{PgManager, PgMuxManager};
 use aquifer_sqlite::{SqliteConfig, SqliteConfigError, SqliteManager};
 
 use crate::config::{ClusterSection, Config, ConfigError, PoolSection};
@@ -213,6 +213,17 @@ impl Fleet {
                 };
                 fleet.sources.push((name, source));
             }
+        }
+        for (name, sec) in &cfg.multiplexers {
+            let m =
+                PgMuxManager::new(&sec.url).map_err(|e| cfg.mux_error(name, error_chain(&e)))?;
+            let mux = Multiplexer::builder(m)
+                .config(sec.options.clone())
+                .build()
+                .map_err(|e| cfg.mux_error(name, error_chain(&e)))?;
+            fleet
+                .sources
+                .push((name.clone(), Arc::new(NamedMux::new(name, mux))));
         }
         Ok(fleet)
     }

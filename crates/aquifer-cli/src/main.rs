@@ -152,10 +152,11 @@ fn main() -> ExitCode {
             match Config::load(&path) {
                 Ok(cfg) => {
                     println!(
-                        "{}: ok ({} clusters, {} pools)",
+                        "{}: ok ({} clusters, {} pools, {} multiplexers)",
                         path.display(),
                         cfg.clusters.len(),
-                        cfg.pools.len()
+                        cfg.pools.len(),
+                        cfg.multiplexers.len()
                     );
                     exit::OK
                 }

@@ -47,7 +47,8 @@ pub(crate) const EXAMPLE: &str = r#"# aquifer configuration: every setting, at i
 # number is an error. "off" turns an optional one off.
 # Every field can be set from the environment, which wins over the file:
 # AQUIFER_ADMIN_<FIELD>, AQUIFER_CLUSTERS_<NAME>_<FIELD>,
-# AQUIFER_POOLS_<NAME>_<FIELD> (names upper-cased, - as _).
+# AQUIFER_POOLS_<NAME>_<FIELD>, AQUIFER_MULTIPLEXERS_<NAME>_<FIELD>
+# (names upper-cased, - as _).
 # Passwords never need to be in this file: AQUIFER_POOLS_<NAME>_PASSWORD,
 # or a pool's password_file = "/run/secrets/db-password" (its first line)
 # or password_env = "DB_PASSWORD".
@@ -107,6 +108,19 @@ tags = ["replica"]
 [pools.orders]              # MySQL or MariaDB, outside any cluster
 url = "mysql://app@db3.internal:3306/orders"   # password: AQUIFER_POOLS_ORDERS_PASSWORD
 max = 8
+
+[multiplexers.reads]        # PostgreSQL statements pipelined over a few shared connections
+url = "postgres://app@db2.internal:5432/app"   # password: AQUIFER_MULTIPLEXERS_READS_PASSWORD
+min = 1
+max = 10
+max_in_flight = 100         # requests on one connection at once
+pipeline_horizon = "100ms"  # never queue behind more measured work than this; "off": no bound
+scale_down_after = "30s"
+maintenance_interval = "1s" # also how often each connection's session is checked
+# max_queued = 1000         # requests allowed to wait; default: no bound
+acquire_timeout = "30s"
+spread = "least_loaded"     # or "round_robin"
+pool = { max_lifetime = "30m" }   # the settings of the pool its connections come from
 
 [pools.cache]               # SQLite, outside any cluster
 url = "sqlite://cache.db"   # relative to this file; sqlite:///absolute/path.db, sqlite::memory:

@@ -480,14 +480,18 @@ fn config_check_reports_every_error_at_once_and_touches_nothing() {
     let file = write(dir.path(), "example.toml", &example);
     let (code, out, err) = run(aquifer().args(["config", "check", &file]));
     assert_eq!(code, 0, "{out}{err}");
-    let defaults = toml::Value::try_from(aquifer::PoolConfig::default()).unwrap();
-    for key in defaults.as_table().unwrap().keys().chain(
-        ["max_waiting", "tests_per_eviction_run"]
-            .iter()
-            .map(|k| k.to_string())
-            .collect::<Vec<_>>()
-            .iter(),
-    ) {
+    // Every pool and multiplexer setting (optional ones without a value
+    // are not serialized: named by hand).
+    let mut keys: Vec<String> = ["max_waiting", "tests_per_eviction_run", "max_queued"]
+        .map(String::from)
+        .to_vec();
+    for defaults in [
+        toml::Value::try_from(aquifer::PoolConfig::default()).unwrap(),
+        toml::Value::try_from(aquifer::MuxConfig::default()).unwrap(),
+    ] {
+        keys.extend(defaults.as_table().unwrap().keys().cloned());
+    }
+    for key in keys {
         assert!(
             example
                 .lines()
@@ -671,7 +675,8 @@ fn check_and_serve_real_servers_from_a_config_file() {
             "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"cfg-token\"\n\n\
              [clusters.pg]\nmode = \"failover\"\n\n\
              [pools.pg_1]\ncluster = \"pg\"\nurl = \"{pg_url}\"\npassword_file = \"{pw_file}\"\nmax = 4\n\n\
-             [pools.maria]\nurl = \"{maria_url}\"\npassword_env = \"TEST_MARIA_PW\"\nmax = 3\n"
+             [pools.maria]\nurl = \"{maria_url}\"\npassword_env = \"TEST_MARIA_PW\"\nmax = 3\n\n\
+             [multiplexers.reads]\nurl = \"{pg_url}\"\npassword_file = \"{pw_file}\"\nmax = 2\n"
         ),
     );
     let check = |json: bool| {
@@ -686,14 +691,17 @@ fn check_and_serve_real_servers_from_a_config_file() {
     let (code, out, err) = check(false);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
-        out.contains("pg_1") && out.contains("maria") && out.matches("healthy").count() == 2,
+        out.contains("pg_1")
+            && out.contains("maria")
+            && out.contains("reads")
+            && out.matches("healthy").count() == 3,
         "{out}"
     );
     let (code, out, _) = check(true);
     assert_eq!(code, 0);
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["healthy"], true);
-    assert_eq!(report["pools"].as_array().unwrap().len(), 2);
+    assert_eq!(report["pools"].as_array().unwrap().len(), 3);
 
     let s = Serving::start(
         aquifer()
@@ -713,6 +721,9 @@ fn check_and_serve_real_servers_from_a_config_file() {
         format!("127.0.0.1:{}/postgres", pg.port())
     );
     assert_eq!(pools[1]["name"], "maria");
+    // The multiplexer is a row of its own, with its connections.
+    assert_eq!(pools[2]["name"], "reads");
+    assert_eq!(pools[2]["multiplexer"]["max"], 2, "{pools}");
     let (status, _) = http(&s.addr, "POST", "/api/pools/pg_1/freeze", Some("cfg-token"));
     assert_eq!(status, 200);
     // Its cluster's only pool frozen: not ready, and the body says why;

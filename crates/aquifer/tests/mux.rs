@@ -476,6 +476,35 @@ async fn session_checks_are_not_use_so_idle_connections_still_scale_down() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_frozen_multiplexer_refuses_new_requests_and_keeps_the_running_ones() {
+    let (_, m) = fake();
+    let mux = Multiplexer::builder(m)
+        .pipeline_horizon(None)
+        .min(1)
+        .max(1)
+        .max_in_flight(1)
+        .build()
+        .unwrap();
+    let running = mux.lease().await.unwrap();
+    let queued = tokio::spawn({
+        let mux = mux.clone();
+        async move { mux.lease().await.map(drop) }
+    });
+    settle().await;
+    mux.freeze();
+    assert!(mux.is_frozen());
+    assert!(matches!(mux.lease().await, Err(MuxError::Frozen)));
+    drop(running);
+    queued
+        .await
+        .unwrap()
+        .expect("a request queued before the freeze is served");
+    assert_eq!(mux.status().connections, 1, "the connections stay open");
+    mux.unfreeze();
+    drop(mux.lease().await.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
 async fn dropped_requests_leave_the_queue_and_slots_handed_to_them_come_back() {
     let (_f, m) = fake();
     let mux = Multiplexer::builder(m)

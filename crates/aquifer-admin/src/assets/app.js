@@ -84,9 +84,11 @@ function buttons(cell, p) {
   if (p.state === "closed") return;
   if (p.frozen) add("unfreeze", "unfreeze", () => act("POST", target + "unfreeze" + q, "unfreeze " + who));
   else add("freeze", "freeze", () => act("POST", target + "freeze" + q, "freeze " + who));
-  add("clear", "clear", () => act("POST", target + "clear" + q, "clear " + who));
+  // A multiplexer's connections carry running requests: no clear.
+  if (!p.multiplexer) add("clear", "clear", () => act("POST", target + "clear" + q, "clear " + who));
+  const what = p.multiplexer ? "multiplexer" : "pool";
   add("remove", "remove", () => {
-    if (confirm("Remove pool " + who + "? Connections out are waited for, then it closes.")) {
+    if (confirm("Remove " + what + " " + who + "? Connections out are waited for, then it closes.")) {
       act("DELETE", "api/pools/" + encodeURIComponent(p.name) + q, "remove " + who);
     }
   }, "danger");
@@ -114,7 +116,10 @@ function row(p) {
   c.state.className = "col-state state " + p.state;
   c.size.textContent = s.size + "/" + s.max;
   c.idle.textContent = s.idle;
-  c.active.textContent = s.borrowed;
+  // A multiplexer: busy connections, and the requests on them.
+  const mux = p.multiplexer;
+  c.active.textContent = mux ? s.borrowed + " · " + mux.in_flight + " req" : s.borrowed;
+  c.active.title = mux ? "requests on each connection: " + (mux.per_connection.join(", ") || "none") : "";
   c.waiting.textContent = s.waiting;
   c.pending.textContent = s.pending;
   // No waits yet: no p99 to show.

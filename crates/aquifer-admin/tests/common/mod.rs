@@ -14,6 +14,8 @@ use tower::ServiceExt;
 #[derive(Debug, Default)]
 pub struct Fake;
 
+impl aquifer::Multiplexed for Fake {}
+
 impl aquifer::Manager for Fake {
     type Type = u32;
     type Error = std::io::Error;

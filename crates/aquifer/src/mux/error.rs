@@ -36,6 +36,10 @@ pub enum MuxError<E: std::error::Error + 'static> {
     /// The multiplexer was closed.
     #[error("the multiplexer is closed")]
     Closed,
+    /// An operator froze the multiplexer: it takes no new requests until
+    /// it is unfrozen ([`Multiplexer::unfreeze`](crate::Multiplexer::unfreeze)).
+    #[error("the multiplexer is frozen and takes no new requests; unfreeze it to go on")]
+    Frozen,
 }
 
 impl<E: std::error::Error + 'static> MuxError<E> {

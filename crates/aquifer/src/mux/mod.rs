@@ -258,6 +258,44 @@ impl<M: Multiplexed> Multiplexer<M> {
         self.inner.state.lock().closed
     }
 
+    /// Takes no new requests (they fail with [`MuxError::Frozen`]) until
+    /// [`unfreeze`](Multiplexer::unfreeze); queued and running requests go
+    /// on, and the connections stay open. An operator's pause, as a
+    /// cluster's `freeze` is for a pool.
+    pub fn freeze(&self) {
+        self.inner.state.lock().set_frozen(true);
+    }
+
+    /// Takes requests again.
+    pub fn unfreeze(&self) {
+        self.inner.state.lock().set_frozen(false);
+    }
+
+    /// A health check: a slot on an open connection within `timeout`
+    /// (opening one if need be). Unhealthy with the reason when none comes
+    /// (the newest failure to open one, for a server that is down), or when
+    /// the connection it got is broken.
+    pub async fn check(&self, timeout: Duration) -> crate::status::Health {
+        let started = Instant::now();
+        let error = match self.inner.lease(timeout).await {
+            Ok(lease) if self.manager().is_broken(&lease) => {
+                Some("the connection it got is broken".to_owned())
+            }
+            Ok(_) => None,
+            Err(e) => Some(crate::error::error_chain(&e)),
+        };
+        crate::status::Health {
+            healthy: error.is_none(),
+            latency: started.elapsed(),
+            error,
+        }
+    }
+
+    /// Whether [`freeze`](Multiplexer::freeze) holds.
+    pub fn is_frozen(&self) -> bool {
+        self.inner.state.lock().is_frozen()
+    }
+
     /// Where the connections and requests are now.
     pub fn status(&self) -> MuxStatus {
         self.inner.state.lock().status()

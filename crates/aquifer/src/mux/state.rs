@@ -98,6 +98,8 @@ pub(super) struct State<M: Multiplexed> {
     /// Round-robin position, for [`Spread::RoundRobin`].
     cursor: usize,
     pub(super) closed: bool,
+    /// Frozen by an operator: new requests are refused, queued ones wait on.
+    frozen: bool,
     /// The last open failed: do not count on connections still to come.
     opens_failing: bool,
     pub(super) last_error: Option<CreateError<M::Error>>,
@@ -149,6 +151,7 @@ impl<M: Multiplexed> State<M> {
             closed: false,
             opens_failing: false,
             failed_for_good: false,
+            frozen: false,
             last_error: None,
             service_ns: 0,
             open_ns: 0,
@@ -256,6 +259,9 @@ impl<M: Multiplexed> State<M> {
     ) -> Result<Asked<M>, MuxError<M::Error>> {
         if self.closed {
             return Err(MuxError::Closed);
+        }
+        if self.frozen {
+            return Err(MuxError::Frozen);
         }
         self.m.requests += 1;
         if self.queue.is_empty() {
@@ -439,6 +445,16 @@ impl<M: Multiplexed> State<M> {
                 }
             }
         }
+    }
+
+    /// Freezes (`true`) or unfreezes the multiplexer.
+    pub(super) fn set_frozen(&mut self, frozen: bool) {
+        self.frozen = frozen;
+    }
+
+    /// Whether new requests are refused by an operator.
+    pub(super) fn is_frozen(&self) -> bool {
+        self.frozen
     }
 
     /// How many opens have failed.

@@ -656,6 +656,65 @@ fn bench_gives_up_at_its_connect_timeout_with_the_reason() {
     }
 }
 
+/// `check` probes every pool at once: three servers that do not answer
+/// cost one timeout, not three.
+#[test]
+fn check_probes_every_pool_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let mut text = String::new();
+    for (i, port) in ports.iter().enumerate() {
+        text.push_str(&format!(
+            "[pools.down_{i}]\nurl = \"postgres://app:pw@127.0.0.1:{port}/app\"\n\n"
+        ));
+    }
+    let config = write(dir.path(), "down.toml", &text);
+    let started = Instant::now();
+    let (code, out, err) = run(aquifer().args(["check", "--config", &config, "--timeout", "2s"]));
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out.matches("unhealthy").count(), 3, "{out}");
+    assert!(
+        took < Duration::from_millis(4500),
+        "{took:?}: one timeout, not three"
+    );
+}
+
+/// `bench --url` takes nothing from an exported AQUIFER_CONFIG, and a
+/// `--pool` the file does not have is named with the ones it has.
+#[test]
+fn bench_reads_what_it_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(aquifer()
+        .env("AQUIFER_CONFIG", dir.path().join("missing.toml"))
+        .args([
+            "bench",
+            "--url",
+            "sqlite::memory:",
+            "--duration",
+            "200ms",
+            "--tasks",
+            "2",
+        ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let config = write(
+        dir.path(),
+        "two.toml",
+        "[pools.a]\nurl = \"sqlite::memory:\"\n[pools.b]\nurl = \"sqlite::memory:\"\n",
+    );
+    let (code, _, err) = run(aquifer().args(["bench", "--config", &config, "--pool", "nope"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("has no pool `nope`; it has a, b"), "{err}");
+}
+
 /// PostgreSQL (its password from a file) in a cluster, MariaDB (its
 /// password from the environment) on its own: `check`, `serve` with an
 /// environment override, then `check` with PostgreSQL stopped.

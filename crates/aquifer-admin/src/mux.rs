@@ -9,7 +9,7 @@ use aquifer::{
 };
 
 use crate::source::{
-    state, BoxFuture, Control, ControlError, PoolReport, PoolState, Readiness, Source,
+    select_one, state, BoxFuture, Control, ControlError, PoolReport, PoolState, Readiness, Source,
 };
 
 /// A multiplexer under a name, as a [`Source`]. Its row counts
@@ -31,14 +31,7 @@ impl<M: Multiplexed> NamedMux<M> {
     }
 
     fn selected(&self, sel: &Selector) -> Result<(), ControlError> {
-        if sel.is_empty() {
-            return Err(ControlError::Invalid("the selector is empty".into()));
-        }
-        if sel.matches(&self.name, &[]) {
-            Ok(())
-        } else {
-            Err(ControlError::NoMatch(sel.to_string()))
-        }
+        select_one(&self.name, sel)
     }
 
     fn state(&self) -> PoolState {

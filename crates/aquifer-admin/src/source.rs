@@ -404,14 +404,19 @@ impl<M: Manager> NamedPool<M> {
     }
 
     fn selected(&self, sel: &Selector) -> Result<(), ControlError> {
-        if sel.is_empty() {
-            return Err(ControlError::Invalid("the selector is empty".into()));
-        }
-        if sel.matches(&self.name, &[]) {
-            Ok(())
-        } else {
-            Err(ControlError::NoMatch(sel.to_string()))
-        }
+        select_one(&self.name, sel)
+    }
+}
+
+/// Whether `sel` names the one thing a source serves as `name`.
+pub(crate) fn select_one(name: &str, sel: &Selector) -> Result<(), ControlError> {
+    if sel.is_empty() {
+        return Err(ControlError::Invalid("the selector is empty".into()));
+    }
+    if sel.matches(name, &[]) {
+        Ok(())
+    } else {
+        Err(ControlError::NoMatch(sel.to_string()))
     }
 }
 

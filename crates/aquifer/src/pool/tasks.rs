@@ -128,6 +128,10 @@ pub(super) async fn create_job<M: Manager>(mut res: Reservation<M>) {
                     res.armed = false;
                     return;
                 }
+                if Instant::now() < at {
+                    // Woken early and still wanted: the backoff still holds.
+                    continue;
+                }
             }
         }
         let started = Instant::now();

@@ -201,6 +201,20 @@ pub enum PoolEvent {
 }
 
 impl PoolEvent {
+    /// The kind of a warn-level event (trouble an operator may act on),
+    /// for summing repeats up.
+    fn trouble(&self) -> Option<&'static str> {
+        Some(match self {
+            PoolEvent::CreateFailed { .. } => "create_failures",
+            PoolEvent::DestroyFailed { .. } => "destroy_failures",
+            PoolEvent::QueueFull { .. } => "callers_refused",
+            PoolEvent::QueueTimeout { .. } => "callers_timed_out",
+            PoolEvent::OperationFailed { .. } => "failed_operations",
+            PoolEvent::LeakSuspected { .. } => "suspected_leaks",
+            _ => return None,
+        })
+    }
+
     /// Writes the event to `tracing` at a level that fits it.
     pub(crate) fn trace(&self) {
         const T: &str = "aquifer::pool";
@@ -253,9 +267,42 @@ impl PoolEvent {
     }
 }
 
+/// How long the log lines of one kind of trouble are summed up in one.
+const LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The warn-level events logged in the current minute, by kind: the first
+/// is logged, the rest counted and summed up when the next one comes after
+/// the minute, so that a server that stays down does not flood the log.
+#[derive(Default)]
+struct LogRepeats(parking_lot::Mutex<Vec<(&'static str, tokio::time::Instant, u64)>>);
+
+impl LogRepeats {
+    /// Whether to log an event of `kind` now, and how many went unlogged
+    /// in the minute before.
+    fn admit(&self, kind: &'static str) -> (bool, u64) {
+        let now = tokio::time::Instant::now();
+        let mut seen = self.0.lock();
+        match seen.iter_mut().find(|(k, ..)| *k == kind) {
+            Some((_, since, more)) if now.saturating_duration_since(*since) < LOG_WINDOW => {
+                *more += 1;
+                (false, 0)
+            }
+            Some((_, since, more)) => {
+                *since = now;
+                (true, std::mem::take(more))
+            }
+            None => {
+                seen.push((kind, now, 0));
+                (true, 0)
+            }
+        }
+    }
+}
+
 /// The sending side, owned by the pool.
 pub(crate) struct EventBus {
     tx: broadcast::Sender<PoolEvent>,
+    repeats: LogRepeats,
     /// Listeners that want every event, per-checkout ones included.
     listeners: Arc<AtomicUsize>,
     /// Listeners that want all but `Acquired` and `Released`.
@@ -266,6 +313,7 @@ impl EventBus {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             tx: broadcast::channel(capacity).0,
+            repeats: LogRepeats::default(),
             listeners: Arc::new(AtomicUsize::new(0)),
             lifecycle: Arc::new(AtomicUsize::new(0)),
         }
@@ -278,7 +326,22 @@ impl EventBus {
     }
 
     pub(crate) fn send(&self, ev: PoolEvent) {
-        ev.trace();
+        match ev.trouble() {
+            Some(kind) => {
+                let (log, before) = self.repeats.admit(kind);
+                if before > 0 {
+                    tracing::warn!(
+                        target: "aquifer::pool",
+                        "… {before} more {} in the last minute",
+                        kind.replace('_', " ")
+                    );
+                }
+                if log {
+                    ev.trace();
+                }
+            }
+            None => ev.trace(),
+        }
         if self.wanted() || self.lifecycle.load(Ordering::Relaxed) > 0 {
             // Fails only when every receiver is gone: nothing to do then.
             let _ = self.tx.send(ev);

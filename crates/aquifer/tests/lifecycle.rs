@@ -13,6 +13,70 @@ fn destroyed(f: &Fake) -> usize {
     f.destroyed.load(Ordering::SeqCst)
 }
 
+/// What the pool logs, kept in memory.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A server that stays down does not flood the log: the first failure of
+/// a minute is logged, the rest are counted and summed up in one line.
+#[tokio::test(start_paused = true)]
+async fn repeated_failures_are_logged_once_a_minute_and_summed_up() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .finish(),
+    );
+    let (f, m) = fake();
+    f.create.set(Step::Err);
+    let backoff = aquifer::Backoff {
+        min: ms(100),
+        max: ms(100),
+        factor: 1.0,
+        jitter: 0.0,
+    };
+    let p = Pool::builder(m)
+        .min(1)
+        .max(2)
+        .backoff(backoff)
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let text = || String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(f.create.calls() > 100, "{}", f.create.calls());
+    assert_eq!(
+        text().matches("aquifer::pool: create failed").count(),
+        1,
+        "{}",
+        text()
+    );
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let t = text();
+    assert_eq!(t.matches("aquifer::pool: create failed").count(), 2, "{t}");
+    let summary = t
+        .lines()
+        .find(|l| l.contains("more create failures in the last minute"));
+    let n: u64 = summary
+        .and_then(|l| l.split("… ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in {t}"));
+    assert!(n > 500, "{n}");
+    p.close().await;
+}
+
 /// A pool whose creates fail waits out its backoff before the next try;
 /// a drain (and so a graceful shutdown) does not wait for that try.
 #[tokio::test(start_paused = true)]

@@ -13,8 +13,12 @@ use crate::fleet::Fleet;
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// The configuration file.
-    #[arg(long, short, env = "AQUIFER_CONFIG")]
-    config: PathBuf,
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// The configuration file, as the other commands take it (else
+    /// AQUIFER_CONFIG names it).
+    #[arg(long, short, conflicts_with = "file")]
+    config: Option<PathBuf>,
     /// How long each pool may take to answer.
     #[arg(long, default_value = "5s", value_parser = crate::positive_duration)]
     timeout: Duration,
@@ -24,7 +28,12 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> u8 {
-    let cfg = match crate::config::Config::load(&args.config) {
+    let named = args.file.or(args.config);
+    let Some(path) = named.or_else(|| std::env::var_os("AQUIFER_CONFIG").map(PathBuf::from)) else {
+        eprintln!("error: name the file: aquifer check FILE (or --config FILE, or AQUIFER_CONFIG)");
+        return exit::CONFIG;
+    };
+    let cfg = match crate::config::Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             crate::report(&e);

@@ -604,9 +604,10 @@ fn sqlite_files_are_never_created_by_accident() {
         "a.toml",
         "[pools.a]\nurl = \"sqlite://data/my%20app.db\"\ncreate = true\n",
     );
+    // The file positionally, as `config check` takes it too.
     let (code, out, err) = run(aquifer()
         .current_dir(elsewhere.path())
-        .args(["check", "--config", &conf]));
+        .args(["check", &conf]));
     assert_eq!(code, 0, "{out}{err}");
     assert!(dir.path().join("data/my app.db").exists());
     // Once it exists, a pool that does not create opens it.

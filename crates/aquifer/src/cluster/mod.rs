@@ -120,13 +120,17 @@ impl<M: Manager> Inner<M> {
         }
         m.ban(self.ban_time, why.to_string());
         self.members.flags_changed();
+        let ban_time = crate::error::human_duration(self.ban_time);
+        // The failure behind it was logged by the pool: the log says only
+        // what the cluster does about it; the warning keeps the cause.
+        tracing::warn!(
+            target: "aquifer::cluster", pool = %m.name,
+            "banned for {ban_time}; gets go to the other pools until then"
+        );
         self.warn_repeating(
             Some(&m.name),
-            format!(
-                "banned for {}: {why}",
-                crate::error::human_duration(self.ban_time)
-            ),
-            true,
+            format!("banned for {ban_time}: {why}"),
+            false,
         );
     }
 

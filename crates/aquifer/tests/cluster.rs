@@ -276,57 +276,6 @@ async fn a_broken_server_costs_latency_not_an_error_and_is_banned() {
     assert_eq!(seen.get("down"), Some(&10), "{seen:?}");
 }
 
-/// What the cluster and its pools log, kept in memory.
-#[derive(Clone, Default)]
-struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A failed connection is logged once, by its pool; the ban it brings is
-/// one more line that does not repeat it, and the cluster's warning keeps
-/// the cause.
-#[tokio::test(start_paused = true)]
-async fn a_failed_create_is_logged_once_and_the_ban_says_what_it_does() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::INFO)
-            .finish(),
-    );
-    let (c, fakes) = cluster(&["down", "up"], Mode::RoundRobin);
-    fakes["down"].create.set(Step::Err);
-    tally(&c, "*", 4).await;
-    assert!(c.is_banned("down"));
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert_eq!(
-        text.matches("password authentication failed").count(),
-        1,
-        "{text}"
-    );
-    assert_eq!(
-        text.matches("banned for 5 s; gets go to the other pools")
-            .count(),
-        1,
-        "{text}"
-    );
-    let w = c.warnings();
-    assert!(
-        w.iter().any(|w| w.message.starts_with("banned for 5 s: ")
-            && w.message.contains("password authentication failed")),
-        "{w:?}"
-    );
-}
-
 /// A pool's own background creates are its health check: when they fail
 /// (here refilling to `min` against a server that is down), the pool is
 /// banned before any get has to find out, and comes back after the ban.

@@ -76,6 +76,8 @@ struct Published {
     slow: AtomicBool,
     /// Objects alive and not being created (`size - creating`).
     live: AtomicUsize,
+    /// The pool's current `max`.
+    max: AtomicUsize,
 }
 
 /// All the shards of one pool.
@@ -112,6 +114,7 @@ impl<T> Shards<T> {
                 waiting: AtomicUsize::new(0),
                 slow: AtomicBool::new(false),
                 live: AtomicUsize::new(0),
+                max: AtomicUsize::new(1),
             },
         }
     }
@@ -142,11 +145,17 @@ impl<T> Shards<T> {
     /// Stores what returns must respect. Call with the pool lock held,
     /// before looking at the shards.
     #[inline]
-    pub(crate) fn publish(&self, waiting: usize, slow: bool, live: usize) {
+    pub(crate) fn publish(&self, waiting: usize, slow: bool, live: usize, max: usize) {
         let p = &self.published;
         p.waiting.store(waiting, Ordering::Relaxed);
         p.slow.store(slow, Ordering::Relaxed);
         p.live.store(live, Ordering::Relaxed);
+        p.max.store(max, Ordering::Relaxed);
+    }
+
+    /// The `max` last published.
+    pub(crate) fn max(&self) -> usize {
+        self.published.max.load(Ordering::Relaxed)
     }
 
     /// Borrowed objects plus waiting callers, from the published counts

@@ -573,6 +573,37 @@ async fn a_saturated_pool_whose_callers_are_served_makes_no_warning() {
     assert!(reached);
 }
 
+/// Least busy counts each pool's load against its own `max`: a pool of 2
+/// with both out is fuller than a pool of 4 with 3 out, so a get goes to
+/// the larger one instead of queueing on the smaller.
+#[tokio::test(start_paused = true)]
+async fn least_busy_weighs_load_against_each_pools_max() {
+    let c = Cluster::builder().mode(Mode::LeastBusy).build();
+    let (_, small) = fake_pool(2);
+    let (_, big) = fake_pool(4);
+    c.add(ClusterPool::new("small", small.clone())).unwrap();
+    c.add(ClusterPool::new("big", big.clone())).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(small.get().await.unwrap());
+    }
+    for _ in 0..3 {
+        held.push(big.get().await.unwrap());
+    }
+    for _ in 0..4 {
+        let conn = tokio::time::timeout(ms(50), c.get("*"))
+            .await
+            .expect("the get queued on the full pool");
+        let conn = conn.unwrap();
+        assert_eq!(conn.pool_name(), "big");
+        drop(conn);
+    }
+    // Room on the small one: 1 of 2 out is lighter than 3 of 4.
+    held.remove(0);
+    let conn = c.get("*").await.unwrap();
+    assert_eq!(conn.pool_name(), "small");
+}
+
 #[test]
 fn cluster_handles_and_futures_are_send() {
     fn send_sync<T: Send + Sync + 'static>() {}

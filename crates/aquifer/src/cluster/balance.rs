@@ -21,7 +21,9 @@ pub enum Mode {
     RoundRobin,
     /// Uniformly at random.
     Random,
-    /// The one with the fewest borrowed connections and waiting callers.
+    /// The one with the least load: borrowed connections and waiting
+    /// callers over its `max` (a pool of 2 with 2 out is busier than a
+    /// pool of 4 with 3 out).
     LeastBusy,
     /// At random, in proportion to each pool's weight.
     Weighted,
@@ -217,22 +219,25 @@ impl<M: Manager> Inner<M> {
                     .unwrap_or_else(|| kth(0))
             }
             Mode::LeastBusy => {
-                // Each pool's load is read from counts it publishes, with no
-                // lock. Ties go round robin: the scan starts at a rotating
-                // place, and stops at the first pool with nothing out.
+                // Each pool's load (borrowed plus waiting, over its `max`)
+                // is read from counts it publishes, with no lock; the
+                // fractions are compared crosswise, in whole numbers. Ties
+                // go round robin: the scan starts at a rotating place, and
+                // stops at the first pool with nothing out.
                 let len = list.len();
                 let start = if first { self.turn(len) } else { 0 };
-                let mut best = (usize::MAX, 0);
+                let mut best: Option<(usize, usize, usize)> = None;
                 for i in (start..len).chain(0..start).filter(|&i| eligible.get(i)) {
-                    let busy = list[i].pool.busy();
-                    if busy < best.0 {
-                        best = (busy, i);
+                    let (busy, max) = list[i].pool.load();
+                    let lighter = best.is_none_or(|(b, m, _)| busy * m < b * max);
+                    if lighter {
+                        best = Some((busy, max, i));
                         if busy == 0 {
                             break;
                         }
                     }
                 }
-                best.1
+                best.map_or(0, |(.., i)| i)
             }
         }
     }

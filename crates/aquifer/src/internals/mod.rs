@@ -298,6 +298,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.waiters.len(),
             self.phase != Phase::Open || self.size > self.max,
             self.size - self.creating,
+            self.max,
         );
     }
 

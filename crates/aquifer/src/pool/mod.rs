@@ -373,11 +373,11 @@ impl<M: Manager> Pool<M> {
         self.shared.state.lock().status(pending)
     }
 
-    /// Borrowed objects plus waiting callers: how busy the pool is, as of
-    /// the last change, read without the lock.
+    /// How busy the pool is and its `max`, as of the last change, read
+    /// without the lock: its load is the first over the second.
     #[inline]
-    pub(crate) fn busy(&self) -> usize {
-        self.shared.idle.busy()
+    pub(crate) fn load(&self) -> (usize, usize) {
+        (self.shared.idle.busy(), self.shared.idle.max().max(1))
     }
 
     /// A health check: one checkout and one round trip on it

@@ -599,7 +599,7 @@ async fn least_busy_weighs_load_against_each_pools_max() {
         drop(conn);
     }
     // Room on the small one: 1 of 2 out is lighter than 3 of 4.
-    held.remove(0);
+    drop(held.remove(0));
     let conn = c.get("*").await.unwrap();
     assert_eq!(conn.pool_name(), "small");
 }

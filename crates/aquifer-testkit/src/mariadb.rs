@@ -137,8 +137,21 @@ impl MariaDbServerBuilder {
             settings,
             dir,
         };
-        server.start()?;
-        Ok(server)
+        // The port was free when it was picked; another process may take
+        // it before the server binds it: then a new port, as for PostgreSQL.
+        let mut last = None;
+        for _ in 0..5 {
+            match server.start() {
+                Ok(()) => return Ok(server),
+                Err(e @ TestkitError::Startup { .. }) if matches!(&e, TestkitError::Startup { log, .. } if log.contains("Address already in use")) =>
+                {
+                    last = Some(e);
+                    server.port = free_port()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
     }
 }
 

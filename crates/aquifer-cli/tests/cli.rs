@@ -438,6 +438,22 @@ fn config_check_reports_every_error_at_once_and_touches_nothing() {
         "config check created a file"
     );
 
+    // A multiplexer: its name served once, its URL PostgreSQL's, each
+    // cause named once.
+    let file = write(
+        dir.path(),
+        "mux.toml",
+        "[pools.m]\nurl = \"sqlite::memory:\"\n[multiplexers.m]\nurl = \"sqlite://x.db\"\n",
+    );
+    let (code, _, err) = run(aquifer().args(["config", "check", &file]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("{file}:3: `multiplexers.m`: `m` is also a pool")),
+        "{err}"
+    );
+    assert_eq!(err.matches("`multiplexers.m.url`").count(), 1, "{err}");
+    assert!(err.contains("give a postgres:// URL"), "{err}");
+
     for (text, says) in [
         ("", "the file is empty"),
         ("# nothing yet\n", "no pools are defined"),

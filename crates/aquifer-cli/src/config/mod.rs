@@ -390,11 +390,9 @@ impl Config {
             };
             let mut m = Section::new(&origin, &errors, &path, table);
             if pools.contains_key(&name) || clusters.contains_key(&name) {
-                m.error(
-                    None,
-                    "multiplexer",
-                    &format!("`{name}` is also a pool or a cluster: every name is served once; rename one"),
-                );
+                m.section_error(&format!(
+                    "`{name}` is also a pool or a cluster: every name is served once; rename one"
+                ));
             }
             let Some(mut url) = m.take::<String>("url", "a postgres:// URL") else {
                 m.error(
@@ -404,15 +402,14 @@ impl Config {
                 );
                 continue;
             };
+            m.put_password(&mut url, passwords.get(&name).cloned(), dir);
             if Driver::of(&url) != Ok(Driver::Postgres) {
                 m.error(
                     Some("url"),
                     "url",
                     "a multiplexer pipelines PostgreSQL statements: give a postgres:// URL (use a pool for other databases)",
                 );
-            }
-            m.put_password(&mut url, passwords.get(&name).cloned(), dir);
-            if let Err(problem) = check_url(Driver::Postgres, &url, dir) {
+            } else if let Err(problem) = check_url(Driver::Postgres, &url, dir) {
                 m.error(Some("url"), "url", &problem);
             }
             let options = m.mux_options();

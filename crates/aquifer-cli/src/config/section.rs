@@ -59,6 +59,15 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// An error about the whole section, named by its path.
+    pub(super) fn section_error(&self, problem: &str) {
+        self.errors.borrow_mut().push(ConfigError::Field {
+            place: self.origin.place(&self.path, None),
+            field: self.path.clone(),
+            problem: problem.to_owned(),
+        });
+    }
+
     /// Leaves these keys unread and unreported.
     pub(super) fn forget(&mut self, keys: &[&str]) {
         for key in keys {
@@ -256,12 +265,8 @@ impl<'a> Section<'a> {
             }
         }
         if !named {
-            // Settings that read but do not fit together: the pool's own.
-            self.errors.borrow_mut().push(ConfigError::Field {
-                place: self.origin.place(&self.path, None),
-                field: self.path.clone(),
-                problem: whole.trim().to_owned(),
-            });
+            // Settings that read but do not fit together: the section's own.
+            self.section_error(whole.trim());
         }
         None
     }

@@ -37,7 +37,9 @@ mod proxy;
 
 pub use bouncer::{PgBouncer, PoolMode};
 pub use load::{pg_sessions, Load, LoadReport, MaxWatcher, Restartable, Step};
-pub use mariadb::{MariaDbServer, MariaDbServerBuilder, MARIADB_PASSWORD, MARIADB_USER};
+pub use mariadb::{
+    MariaDbServer, MariaDbServerBuilder, MARIADB_APP_USER, MARIADB_PASSWORD, MARIADB_USER,
+};
 pub use pg::{PgServer, PgServerBuilder, PG_PASSWORD};
 pub use pki::{CapturedLogs, TestPki};
 pub use proxy::{Fault, FaultProxy};

@@ -11,6 +11,10 @@ use crate::pg::{chown_tree, free_port, run, server_owner_named};
 use crate::process::ServerProcess;
 use crate::TestkitError;
 
+mod replica;
+
+pub use replica::MARIADB_APP_USER;
+
 /// The password of the `aquifer` user every [`MariaDbServer`] has.
 pub const MARIADB_PASSWORD: &str = "aquifer-test-secret";
 
@@ -38,6 +42,7 @@ pub struct MariaDbServerBuilder {
     settings: Vec<(String, String)>,
     ssl: Option<(PathBuf, PathBuf)>,
     tls_only: bool,
+    binlog: bool,
 }
 
 impl Default for MariaDbServerBuilder {
@@ -47,6 +52,7 @@ impl Default for MariaDbServerBuilder {
             settings: Vec::new(),
             ssl: None,
             tls_only: false,
+            binlog: false,
         }
     }
 }
@@ -116,6 +122,9 @@ impl MariaDbServerBuilder {
             settings
                 .settings
                 .push(("require-secure-transport".into(), "ON".into()));
+        }
+        if settings.binlog {
+            replica::binlog_settings(&mut settings.settings);
         }
         // A temp dir of its own for the server's temporary tables, so that
         // servers never share one. In CI a query on information_schema

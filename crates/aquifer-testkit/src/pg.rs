@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use crate::process::ServerProcess;
 use crate::TestkitError;
 
+mod replica;
+
 /// The superuser's password on every test server. Test servers listen on
 /// 127.0.0.1 only and live in a temporary directory.
 pub const PG_PASSWORD: &str = "aquifer-test";
@@ -27,6 +29,9 @@ pub struct PgServerBuilder {
     settings: Vec<(String, String)>,
     ssl: Option<(PathBuf, PathBuf)>,
     ssl_only: bool,
+    /// Start as a streaming replica of the server on this socket
+    /// directory and port, from a base backup, instead of the template.
+    upstream: Option<(PathBuf, u16)>,
 }
 
 impl Default for PgServerBuilder {
@@ -37,6 +42,7 @@ impl Default for PgServerBuilder {
             settings: Vec::new(),
             ssl: None,
             ssl_only: false,
+            upstream: None,
         }
     }
 }
@@ -90,7 +96,15 @@ impl PgServerBuilder {
             .map_err(|e| TestkitError::io("creating the server directory", e))?;
         let data = dir.path().join("data");
         let socket = dir.path().join("sock");
-        run(Command::new("cp").arg("-a").arg(template).arg(&data))?;
+        match &self.upstream {
+            None => {
+                run(Command::new("cp").arg("-a").arg(template).arg(&data))?;
+            }
+            Some((up_socket, up_port)) => {
+                chown_tree(dir.path(), owner)?;
+                replica::base_backup(&bin, owner, up_socket, *up_port, &data)?;
+            }
+        }
         fs::create_dir(&socket).map_err(|e| TestkitError::io("creating the socket dir", e))?;
         if let Some(ssl) = &self.ssl {
             for (from, name) in [(&ssl.0, "server.crt"), (&ssl.1, "server.key")] {
@@ -107,13 +121,14 @@ impl PgServerBuilder {
             socket,
             data,
             dir,
+            settings: self,
         };
-        server.write_hba(&self)?;
+        server.write_hba()?;
         chown_tree(server.dir.path(), owner)?;
         let mut last = None;
         for _ in 0..5 {
             server.port = free_port()?;
-            server.write_conf(&self)?;
+            server.write_conf()?;
             match server.start() {
                 Ok(()) => return Ok(server),
                 Err(e @ TestkitError::Startup { .. })
@@ -144,6 +159,9 @@ pub struct PgServer {
     socket: PathBuf,
     data: PathBuf,
     dir: tempfile::TempDir,
+    /// What it was built with, to write its configuration again (after a
+    /// rewind copied another server's).
+    settings: PgServerBuilder,
 }
 
 impl PgServer {
@@ -342,13 +360,14 @@ impl PgServer {
         )
     }
 
-    fn write_conf(&self, b: &PgServerBuilder) -> Result<(), TestkitError> {
+    fn write_conf(&self) -> Result<(), TestkitError> {
+        let b = &self.settings;
         let mut conf = format!(
             "\n# aquifer-testkit\nport = {}\nlisten_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{}'\nmax_connections = {}\n\
-             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             fsync = off\nsynchronous_commit = off\n\
              shared_buffers = 16MB\nlog_min_messages = warning\n\
-             password_encryption = 'scram-sha-256'\n",
+             password_encryption = 'scram-sha-256'\nwal_log_hints = on\n",
             self.port,
             self.socket.display(),
             b.max_connections
@@ -364,7 +383,9 @@ impl PgServer {
         let base = self.data.join("postgresql.conf.template");
         let path = self.data.join("postgresql.conf");
         if !base.exists() {
-            fs::copy(&path, &base).map_err(|e| TestkitError::io("saving postgresql.conf", e))?;
+            let text = fs::read_to_string(&path)
+                .map_err(|e| TestkitError::io("saving postgresql.conf", e))?;
+            write_owned(&base, &text, self.owner)?;
         }
         let mut text = fs::read_to_string(&base)
             .map_err(|e| TestkitError::io("reading postgresql.conf", e))?;
@@ -372,7 +393,8 @@ impl PgServer {
         write_owned(&path, &text, self.owner)
     }
 
-    fn write_hba(&self, b: &PgServerBuilder) -> Result<(), TestkitError> {
+    fn write_hba(&self) -> Result<(), TestkitError> {
+        let b = &self.settings;
         let method = if b.password_auth {
             "scram-sha-256"
         } else {
@@ -385,7 +407,8 @@ impl PgServer {
         } else {
             format!("host all all 127.0.0.1/32 {method}\n")
         };
-        let text = format!("local all all trust\n{host}");
+        // Replicas connect over the unix socket, without a password.
+        let text = format!("local all all trust\nlocal replication all trust\n{host}");
         write_owned(&self.data.join("pg_hba.conf"), &text, self.owner)
     }
 }

@@ -1,0 +1,153 @@
+//! GTID replication between test MariaDB servers: a replica that follows
+//! a primary, its SQL thread stopped and started, promotion, and an old
+//! primary put back as a replica of the new one.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::{MariaDbServer, MariaDbServerBuilder, MARIADB_PASSWORD, MARIADB_USER};
+use crate::TestkitError;
+
+/// A user with every privilege on the `aquifer` database and none that
+/// lets it write past `read_only` (the `aquifer` user can: it has them
+/// all), as an application connects. Its password is [`MARIADB_PASSWORD`].
+/// Made by [`MariaDbServer::create_app_user`].
+pub const MARIADB_APP_USER: &str = "app";
+
+/// Binary log options for a server that replicates or is replicated from:
+/// a server id no other test server has, GTIDs, and the replica's applied
+/// changes logged too, so that it can be promoted.
+pub(super) fn binlog_settings(settings: &mut Vec<(String, String)>) {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let id = (std::process::id() % 400_000) * 10_000 + NEXT.fetch_add(1, Ordering::Relaxed);
+    for (k, v) in [
+        ("log-bin", "mariadb-bin".to_owned()),
+        ("server-id", id.to_string()),
+        ("log-slave-updates", "ON".to_owned()),
+        ("binlog-format", "ROW".to_owned()),
+    ] {
+        settings.push((k.to_owned(), v));
+    }
+}
+
+impl MariaDbServerBuilder {
+    /// Keeps a binary log with GTIDs (off by default: tests write faster
+    /// without), as a primary must; [`MariaDbServer::start_replica`] turns
+    /// it on for replicas.
+    pub fn binlog(mut self) -> Self {
+        self.binlog = true;
+        self
+    }
+}
+
+impl MariaDbServer {
+    /// A replica of this server (which must keep a
+    /// [`binlog`](MariaDbServerBuilder::binlog)): `read_only`, following it
+    /// by GTID from the start of its binary log.
+    ///
+    /// # Errors
+    /// As [`MariaDbServerBuilder::start`], or the server's refusal to
+    /// replicate.
+    pub fn start_replica(&self) -> Result<MariaDbServer, TestkitError> {
+        let replica = MariaDbServer::builder()
+            .max_connections(self.settings.max_connections)
+            .binlog()
+            .start()?;
+        replica.replicate_from(self, "slave_pos")?;
+        Ok(replica)
+    }
+
+    /// Makes this server a `read_only` replica of `primary`, continuing
+    /// from its own GTID position: an old primary rejoining the new one.
+    ///
+    /// # Errors
+    /// The server's refusal.
+    pub fn follow(&self, primary: &MariaDbServer) -> Result<(), TestkitError> {
+        self.replicate_from(primary, "current_pos")
+    }
+
+    fn replicate_from(&self, primary: &MariaDbServer, position: &str) -> Result<(), TestkitError> {
+        self.sql(&format!(
+            "SET GLOBAL read_only = 1; \
+             CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, \
+             MASTER_USER = '{MARIADB_USER}', MASTER_PASSWORD = '{MARIADB_PASSWORD}', \
+             MASTER_CONNECT_RETRY = 1, MASTER_USE_GTID = {position}; \
+             START SLAVE",
+            primary.port
+        ))
+        .map(drop)
+    }
+
+    /// Creates [`MARIADB_APP_USER`] and returns its URL of the `aquifer`
+    /// database. On a primary, its replicas get the user too.
+    ///
+    /// # Errors
+    /// As [`sql`](Self::sql).
+    pub fn create_app_user(&self) -> Result<String, TestkitError> {
+        self.sql(&format!(
+            "CREATE USER IF NOT EXISTS '{MARIADB_APP_USER}'@'%' IDENTIFIED BY '{MARIADB_PASSWORD}'; \
+             GRANT ALL PRIVILEGES ON aquifer.* TO '{MARIADB_APP_USER}'@'%'; \
+             GRANT SLAVE MONITOR ON *.* TO '{MARIADB_APP_USER}'@'%'"
+        ))?;
+        Ok(self.app_url())
+    }
+
+    /// The URL of the `aquifer` database as [`MARIADB_APP_USER`].
+    pub fn app_url(&self) -> String {
+        format!(
+            "mysql://{MARIADB_APP_USER}:{MARIADB_PASSWORD}@127.0.0.1:{}/aquifer",
+            self.port
+        )
+    }
+
+    /// `@@read_only`.
+    ///
+    /// # Errors
+    /// As [`sql`](Self::sql).
+    pub fn is_read_only(&self) -> Result<bool, TestkitError> {
+        Ok(self.sql("SELECT @@read_only")?.trim() == "1")
+    }
+
+    /// Waits until this replica has applied everything `primary` had
+    /// logged when the call began (`MASTER_GTID_WAIT`, up to a minute).
+    ///
+    /// # Errors
+    /// As [`sql`](Self::sql), or [`TestkitError::Command`] after a minute.
+    pub fn wait_replayed(&self, primary: &MariaDbServer) -> Result<(), TestkitError> {
+        let pos = primary.sql("SELECT @@gtid_binlog_pos")?;
+        let done = self.sql(&format!("SELECT MASTER_GTID_WAIT('{}', 60)", pos.trim()))?;
+        if done.trim() != "0" {
+            return Err(TestkitError::Command {
+                command: "MASTER_GTID_WAIT".into(),
+                message: format!("not at {} after 60 s", pos.trim()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops applying replicated changes (`STOP SLAVE SQL_THREAD`): the
+    /// replica keeps receiving them and falls behind.
+    ///
+    /// # Errors
+    /// As [`sql`](Self::sql).
+    pub fn stop_replica_sql(&self) -> Result<(), TestkitError> {
+        self.sql("STOP SLAVE SQL_THREAD").map(drop)
+    }
+
+    /// Applies replicated changes again (`START SLAVE SQL_THREAD`).
+    ///
+    /// # Errors
+    /// As [`sql`](Self::sql).
+    pub fn start_replica_sql(&self) -> Result<(), TestkitError> {
+        self.sql("START SLAVE SQL_THREAD").map(drop)
+    }
+
+    /// Promotes this replica: stops replicating, forgets its primary and
+    /// takes writes (`STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0`).
+    ///
+    /// # Errors
+    /// As [`sql`](Self::sql).
+    pub fn promote(&self) -> Result<(), TestkitError> {
+        self.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0")
+            .map(drop)
+    }
+}

@@ -15,6 +15,7 @@ mod object;
 mod pool;
 #[cfg(feature = "serde")]
 pub mod report;
+mod roles;
 mod selector;
 mod shards;
 mod status;
@@ -25,7 +26,7 @@ mod warning;
 
 pub use cluster::{
     Cluster, ClusterBuildError, ClusterBuilder, ClusterConn, ClusterError, ClusterInfo,
-    ClusterPending, ClusterPool, Mode, PoolInfo,
+    ClusterPending, ClusterPool, Mode, PoolInfo, RoleInfo,
 };
 pub use config::{parse_duration, Backoff, Clock, DurationError, Order, PoolConfig};
 pub use error::{
@@ -40,6 +41,7 @@ pub use mux::{
 };
 pub use object::Metadata;
 pub use pool::{Builder, PendingInfo, Pool, Pooled, TransactionWatch};
+pub use roles::{Role, RoleCheck, RoleManager, RoleSignal, Roles, SplitBrain};
 pub use selector::{RegexError, Selector};
 pub use status::{Health, Status};
 pub use warning::Warning;

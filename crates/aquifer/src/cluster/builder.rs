@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use crate::error::BuildError;
 use crate::eventlog::EventLog;
 use crate::manager::Manager;
+use crate::roles::{RoleManager, Roles};
 use crate::thread;
 
 use super::balance::{mode_code, Mode, Seed};
@@ -26,6 +27,7 @@ pub struct ClusterBuilder<M: Manager> {
     max_warnings: usize,
     acquire_timeout: Option<Duration>,
     log: Option<(PathBuf, u64)>,
+    roles: Option<super::primary::Board<M>>,
     manager: std::marker::PhantomData<fn() -> M>,
 }
 
@@ -48,6 +50,7 @@ impl<M: Manager> Default for ClusterBuilder<M> {
             max_warnings: 1000,
             acquire_timeout: None,
             log: None,
+            roles: None,
             manager: std::marker::PhantomData,
         }
     }
@@ -92,6 +95,22 @@ impl<M: Manager> ClusterBuilder<M> {
     /// logging never holds up a get. Default: no file.
     pub fn log_file(mut self, path: impl Into<PathBuf>, max_bytes: u64) -> Self {
         self.log = Some((path.into(), max_bytes.max(1)));
+        self
+    }
+
+    /// Makes the cluster a replica set: each pool's server is asked what
+    /// it is (primary, standby, read-only) on a connection of its own,
+    /// every `roles.interval` and at once when the driver sees evidence of
+    /// a change, and [`Cluster::write`] goes to the primary. A member is
+    /// believed to be the new primary after two checks in a row that say
+    /// so, or one that shows a higher timeline than the last primary's (or
+    /// at once when no primary was ever known). Checks run in tasks: build
+    /// and add pools inside a Tokio runtime.
+    pub fn roles(mut self, roles: Roles) -> Self
+    where
+        M: RoleManager,
+    {
+        self.roles = Some(super::primary::Board::new(roles));
         self
     }
 
@@ -175,6 +194,7 @@ impl<M: Manager> ClusterBuilder<M> {
                 shut: AtomicBool::new(false),
                 log,
                 next_id: AtomicU64::new(1),
+                roles: self.roles,
             }),
         }
     }

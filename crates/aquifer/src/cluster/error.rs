@@ -65,4 +65,15 @@ pub enum ClusterError<E: std::error::Error + 'static> {
     /// The cluster was shut down.
     #[error("the cluster is shut down")]
     ShutDown,
+    /// No member was known to be the primary within the acquire timeout.
+    #[error("no primary to write to after waiting {}: {why}", crate::error::human_duration(*waited))]
+    NoPrimary {
+        /// How long the write waited.
+        waited: std::time::Duration,
+        /// Each member's role and what it rests on.
+        why: String,
+    },
+    /// `write()` on a cluster that does not watch roles.
+    #[error("this cluster does not know its members' roles: build it with ClusterBuilder::roles to write to its primary")]
+    NoRoles,
 }

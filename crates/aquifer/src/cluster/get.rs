@@ -24,11 +24,16 @@ use super::{Cluster, ClusterError};
 
 /// A connection from a cluster: the pooled object and the pool it came from.
 pub struct ClusterConn<M: Manager> {
-    conn: Pooled<M>,
+    /// Taken only by `into_pooled` and on drop.
+    conn: Option<Pooled<M>>,
     /// The member that served it, unless its pool knows it by that name
     /// already (the usual case: a pool in one cluster), which spares the
     /// hot path a reference count.
     from: Option<Arc<Member<M>>>,
+    /// From `write()`: the member's retirements when it was handed out.
+    /// Its server stopped being the primary since if they moved, and the
+    /// connection is closed rather than returned.
+    write: Option<(Arc<Member<M>>, u64)>,
 }
 
 impl<M: Manager> ClusterConn<M> {
@@ -39,9 +44,22 @@ impl<M: Manager> ClusterConn<M> {
             .get()
             .is_some_and(|n| Arc::ptr_eq(n, &m.name));
         ClusterConn {
-            conn,
+            conn: Some(conn),
             from: (!known).then(|| Arc::clone(m)),
+            write: None,
         }
+    }
+
+    pub(super) fn for_write(conn: Pooled<M>, m: Arc<Member<M>>, retired: u64) -> Self {
+        ClusterConn {
+            conn: Some(conn),
+            from: Some(Arc::clone(&m)),
+            write: Some((m, retired)),
+        }
+    }
+
+    fn pooled(&self) -> &Pooled<M> {
+        self.conn.as_ref().expect("held until drop")
     }
 
     /// The name of the pool that served it.
@@ -49,7 +67,7 @@ impl<M: Manager> ClusterConn<M> {
         match &self.from {
             Some(m) => &m.name,
             None => self
-                .conn
+                .pooled()
                 .pool()
                 .cluster_name
                 .get()
@@ -58,8 +76,18 @@ impl<M: Manager> ClusterConn<M> {
     }
 
     /// The pooled object itself.
-    pub fn into_pooled(self) -> Pooled<M> {
-        self.conn
+    pub fn into_pooled(mut self) -> Pooled<M> {
+        self.conn.take().expect("held until drop")
+    }
+}
+
+impl<M: Manager> Drop for ClusterConn<M> {
+    fn drop(&mut self) {
+        if let (Some((m, at)), Some(conn)) = (&self.write, self.conn.take()) {
+            if m.retired.load(Ordering::Acquire) != *at {
+                conn.destroy();
+            }
+        }
     }
 }
 
@@ -70,7 +98,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterConn")
             .field("pool", &self.pool_name())
-            .field("conn", &self.conn)
+            .field("conn", self.pooled())
             .finish()
     }
 }
@@ -79,13 +107,13 @@ impl<M: Manager> Deref for ClusterConn<M> {
     type Target = M::Type;
 
     fn deref(&self) -> &M::Type {
-        &self.conn
+        self.pooled()
     }
 }
 
 impl<M: Manager> DerefMut for ClusterConn<M> {
     fn deref_mut(&mut self) -> &mut M::Type {
-        &mut self.conn
+        self.conn.as_mut().expect("held until drop")
     }
 }
 

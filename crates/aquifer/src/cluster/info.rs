@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::pool::PendingInfo;
 use crate::status::Status;
 
-use super::{Cluster, Mode};
+use super::{Cluster, Mode, RoleInfo};
 
 /// A connection that failed to close, in a pool of the cluster or in one
 /// removed from it.
@@ -53,6 +53,9 @@ pub struct ClusterInfo {
     pub borrowed: usize,
     /// Callers waiting in all pools.
     pub waiting: usize,
+    /// The pool writes go to, in a cluster that watches roles and knows
+    /// its primary.
+    pub primary: Option<String>,
 }
 
 /// One pool of a cluster, from [`Cluster::info_about`].
@@ -89,6 +92,8 @@ pub struct PoolInfo {
     /// Why it is banned, if it is: the failure that banned it, or "by an
     /// operator".
     pub ban_reason: Option<String>,
+    /// Its role, in a cluster that watches roles.
+    pub role: Option<RoleInfo>,
     /// Connection counts.
     pub status: Status,
     /// Counters and latencies.
@@ -111,6 +116,7 @@ impl<M: Manager> Cluster<M> {
             idle: 0,
             borrowed: 0,
             waiting: 0,
+            primary: self.primary(),
         };
         for m in &members {
             if m.frozen.load(Ordering::Acquire) {
@@ -156,6 +162,7 @@ impl<M: Manager> Cluster<M> {
             bans: m.bans.load(Ordering::Relaxed),
             banned_until: banned_for.map(|d| SystemTime::now() + d),
             ban_reason: banned_for.and_then(|_| m.ban_reason.lock().clone()),
+            role: self.role(name),
             status: m.pool.status(),
             metrics: m.pool.metrics(),
         })

@@ -15,6 +15,7 @@ use crate::pool::Pool;
 use crate::sync::{SpinGuard, SpinLock};
 use crate::thread;
 
+use super::primary::{MemberRole, Retirements};
 use super::watcher::Watcher;
 
 /// A pool and how the cluster knows it, for [`Cluster::add`](super::Cluster::add).
@@ -71,6 +72,11 @@ pub(super) struct Member<M: Manager> {
     /// Why the current (or last) ban was laid.
     pub(super) ban_reason: Mutex<Option<String>>,
     pub(super) watcher: Mutex<Option<Watcher>>,
+    /// Its role, in a cluster that watches roles.
+    pub(super) role: Mutex<MemberRole>,
+    pub(super) retired: Retirements,
+    /// The task that checks its role, stopped when it is removed.
+    pub(super) checker: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 /// A removed pool that still holds connections that failed to close.
@@ -311,8 +317,8 @@ impl<M: Manager> MembersWriter<'_, M> {
         &self.list
     }
 
-    pub(super) fn push(&mut self, m: Member<M>) {
-        self.list.push(Arc::new(m));
+    pub(super) fn push(&mut self, m: Arc<Member<M>>) {
+        self.list.push(m);
     }
 
     pub(super) fn retain(mut self, keep: impl FnMut(&Arc<Member<M>>) -> bool) {

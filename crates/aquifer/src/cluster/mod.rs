@@ -24,6 +24,7 @@ mod error;
 mod get;
 mod info;
 mod members;
+mod primary;
 mod watcher;
 
 pub use balance::Mode;
@@ -32,6 +33,7 @@ pub use error::{ClusterBuildError, ClusterError};
 pub use get::ClusterConn;
 pub use info::{ClusterInfo, ClusterPending, PoolInfo};
 pub use members::ClusterPool;
+pub use primary::RoleInfo;
 
 use balance::{mode_code, mode_of, Seed};
 use members::{Member, Members, Retired};
@@ -108,6 +110,8 @@ struct Inner<M: Manager> {
     pub(super) shut: AtomicBool,
     pub(super) log: Option<EventLog>,
     pub(super) next_id: AtomicU64,
+    /// Role watching, when the cluster is a replica set.
+    pub(super) roles: Option<primary::Board<M>>,
 }
 
 impl<M: Manager> Inner<M> {
@@ -281,7 +285,7 @@ impl<M: Manager> Cluster<M> {
         // The first cluster name sticks; in another cluster the pool's
         // connections keep a reference to their member instead.
         let _ = p.pool.shared().cluster_name.set(Arc::clone(&name));
-        members.push(Member {
+        let member = Arc::new(Member {
             id,
             added_at: SystemTime::now(),
             name,
@@ -294,7 +298,17 @@ impl<M: Manager> Cluster<M> {
             bans: AtomicU64::new(0),
             ban_reason: Mutex::new(None),
             watcher: Mutex::new(watcher),
+            role: Mutex::default(),
+            retired: AtomicU64::new(0),
+            checker: Mutex::new(None),
         });
+        if let Some(board) = &self.inner.roles {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let task = board.start(Arc::downgrade(&self.inner), Arc::clone(&member));
+                *member.checker.lock() = Some(task);
+            }
+        }
+        members.push(member);
         Ok(())
     }
 
@@ -489,6 +503,12 @@ impl<M: Manager> Cluster<M> {
             .members
             .write()
             .retain(|m| !found.iter().any(|f| Arc::ptr_eq(f, m)));
+        for m in &found {
+            if let Some(task) = m.checker.lock().take() {
+                task.abort();
+            }
+        }
+        self.inner.decide_primary();
         for m in &found {
             if tokio::time::timeout(wait, m.pool.drain()).await.is_err() {
                 self.inner.warn(

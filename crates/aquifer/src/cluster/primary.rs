@@ -1,0 +1,636 @@
+//! A cluster as a replica set: each member's role found from its server,
+//! checked on an interval and on evidence; the primary believed on stable
+//! evidence; `write()` to it, waiting through a failover.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::error::{error_chain, human_duration};
+use crate::manager::Manager;
+use crate::roles::{Role, RoleCheck, RoleManager, Roles, SplitBrain};
+
+use super::get::ClusterConn;
+use super::members::Member;
+use super::{Cluster, ClusterError, Inner};
+
+/// One member's role as the cluster knows it, from
+/// [`Cluster::role`] and in [`PoolInfo`](super::PoolInfo).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct RoleInfo {
+    /// What the server said it is at the last check.
+    pub role: Role,
+    /// Whether writes go to it now.
+    pub writes_here: bool,
+    /// What the role rests on: the server's answer, or why it could not be
+    /// asked.
+    pub evidence: String,
+    /// What made the last check run before its time, if anything did (a
+    /// read-only error, the server shutting down, a pushed role change).
+    pub cause: Option<String>,
+    /// Its timeline, when its server has them.
+    pub timeline: Option<u64>,
+    /// When the role last changed.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::opt_time"))]
+    pub changed_at: Option<SystemTime>,
+    /// When it was last checked.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::opt_time"))]
+    pub checked_at: Option<SystemTime>,
+    /// Role changes so far.
+    pub changes: u64,
+    /// Connections evicted because they met a read-only or shutdown error
+    /// (as the driver reports them).
+    pub evidence_signals: u64,
+}
+
+/// A member's role state, kept with the member.
+#[derive(Debug)]
+pub(super) struct MemberRole {
+    role: Role,
+    evidence: String,
+    cause: Option<String>,
+    timeline: Option<u64>,
+    changed_at: Option<SystemTime>,
+    checked_at: Option<SystemTime>,
+    changes: u64,
+    /// Evidence says the role may have changed; not believed as primary
+    /// until checked again.
+    suspect: bool,
+    /// Consecutive checks that found it primary.
+    streak: u32,
+    signals: u64,
+}
+
+impl Default for MemberRole {
+    fn default() -> Self {
+        Self {
+            role: Role::Unknown,
+            evidence: "not checked yet".into(),
+            cause: None,
+            timeline: None,
+            changed_at: None,
+            checked_at: None,
+            changes: 0,
+            suspect: false,
+            streak: 0,
+            signals: 0,
+        }
+    }
+}
+
+/// The cluster's part of role watching.
+pub(super) struct Board<M: Manager> {
+    settings: Roles,
+    primary: Mutex<Primary>,
+    /// Bumped whenever the primary changes (to none included).
+    epoch: watch::Sender<u64>,
+    /// Every checker checks at once (the primary was lost).
+    check_now: Arc<Notify>,
+    /// Starts a member's checker; made where `M: RoleManager` is known.
+    start: fn(Weak<Inner<M>>, Arc<Member<M>>) -> AbortHandle,
+}
+
+#[derive(Default)]
+struct Primary {
+    /// The member writes go to, and its timeline.
+    current: Option<(Arc<str>, u64, Option<u64>)>,
+    /// The last member that was primary, and its timeline.
+    last: Option<(u64, Option<u64>)>,
+    /// Two claimants warned about, by id.
+    split: Option<(u64, u64)>,
+    /// When the primary was lost, while none is known.
+    lost_at: Option<Instant>,
+}
+
+impl<M: RoleManager> Board<M> {
+    pub(super) fn new(settings: Roles) -> Self {
+        Board {
+            settings,
+            primary: Mutex::new(Primary::default()),
+            epoch: watch::Sender::new(0),
+            check_now: Arc::new(Notify::new()),
+            start: start_checker::<M>,
+        }
+    }
+}
+
+impl<M: Manager> Board<M> {
+    pub(super) fn start(&self, inner: Weak<Inner<M>>, m: Arc<Member<M>>) -> AbortHandle {
+        (self.start)(inner, m)
+    }
+
+    fn current_id(&self) -> Option<u64> {
+        self.primary.lock().current.as_ref().map(|c| c.1)
+    }
+}
+
+fn start_checker<M: RoleManager>(inner: Weak<Inner<M>>, m: Arc<Member<M>>) -> AbortHandle {
+    tokio::spawn(watch_member(inner, m)).abort_handle()
+}
+
+/// What one look at a member found.
+struct Found {
+    role: Role,
+    timeline: Option<u64>,
+    evidence: String,
+}
+
+/// Checks one member for as long as it is in the cluster: on its own
+/// connection (so that a busy pool cannot hold a check up), every interval,
+/// and at once when the driver's signal says its role may have changed or
+/// the cluster lost its primary.
+async fn watch_member<M: RoleManager>(cluster: Weak<Inner<M>>, m: Arc<Member<M>>) {
+    let manager = m.pool.manager();
+    let signal = manager.role_signal().cloned();
+    let mut seen = signal.as_ref().map_or(0, |s| s.raised());
+    let mut conn: Option<M::Type> = None;
+    loop {
+        let Some(inner) = cluster.upgrade() else {
+            break;
+        };
+        let Some(board) = inner.roles.as_ref() else {
+            break;
+        };
+        let settings = board.settings.clone();
+        drop(inner);
+        let found = check_once(manager, &mut conn, settings.check_timeout).await;
+        let Some(inner) = cluster.upgrade() else {
+            break;
+        };
+        inner.record_role(&m, found);
+        let board = inner.roles.as_ref().expect("checked above");
+        let period = if board.current_id().is_none() {
+            settings.interval / 4
+        } else {
+            settings.interval
+        };
+        let check_now = Arc::clone(&board.check_now);
+        let now = pin!(check_now.notified());
+        drop(inner);
+        let raised = async {
+            match &signal {
+                Some(s) => s.raised_after(seen).await,
+                None => std::future::pending().await,
+            }
+        };
+        let woke_by_signal = first(
+            pin!(raised),
+            pin!(async {
+                let sleep = pin!(tokio::time::sleep(period));
+                first(sleep, now).await;
+            }),
+        )
+        .await;
+        if woke_by_signal {
+            let s = signal.as_ref().expect("raised");
+            seen = s.raised();
+            let why = s.last_reason().unwrap_or_default();
+            if let Some(inner) = cluster.upgrade() {
+                inner.suspect(&m, why);
+            }
+        }
+    }
+    if let Some(mut c) = conn {
+        let _ = tokio::time::timeout(Duration::from_secs(1), manager.destroy(&mut c)).await;
+    }
+}
+
+/// Waits for whichever of two futures finishes first: `true` for the first.
+async fn first<A: Future, B: Future>(
+    mut a: std::pin::Pin<&mut A>,
+    mut b: std::pin::Pin<&mut B>,
+) -> bool {
+    std::future::poll_fn(|cx| {
+        if a.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(true);
+        }
+        if b.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// One role check on the checker's own connection, connecting first when
+/// it has none; a failure drops the connection, so the next check
+/// connects again.
+async fn check_once<M: RoleManager>(
+    manager: &M,
+    conn: &mut Option<M::Type>,
+    timeout: Duration,
+) -> Found {
+    let unreachable = |evidence: String| Found {
+        role: Role::Unknown,
+        timeline: None,
+        evidence,
+    };
+    if conn.as_ref().is_some_and(|c| manager.is_broken(c)) {
+        *conn = None;
+    }
+    let c = match conn {
+        Some(c) => c,
+        None => match tokio::time::timeout(timeout, manager.create()).await {
+            Ok(Ok(c)) => conn.insert(c),
+            Ok(Err(e)) => return unreachable(format!("cannot connect: {}", error_chain(&e))),
+            Err(_) => {
+                return unreachable(format!(
+                    "cannot connect: no answer within {}",
+                    human_duration(timeout)
+                ))
+            }
+        },
+    };
+    match tokio::time::timeout(timeout, manager.check_role(c)).await {
+        Ok(Ok(RoleCheck {
+            role,
+            timeline,
+            detail,
+        })) => Found {
+            role,
+            timeline,
+            evidence: detail,
+        },
+        Ok(Err(e)) => {
+            *conn = None;
+            unreachable(format!("role check failed: {}", error_chain(&e)))
+        }
+        Err(_) => {
+            *conn = None;
+            unreachable(format!(
+                "role check got no answer within {}",
+                human_duration(timeout)
+            ))
+        }
+    }
+}
+
+impl<M: Manager> Inner<M> {
+    /// Records a check's result and decides the primary again.
+    fn record_role(&self, m: &Member<M>, found: Found) {
+        let changed = {
+            let mut r = m.role.lock();
+            let now = SystemTime::now();
+            let changed = r.role != found.role;
+            if changed {
+                r.changes += u64::from(r.role != Role::Unknown || r.changed_at.is_some());
+                r.changed_at = Some(now);
+            }
+            r.streak = if found.role == Role::Primary {
+                r.streak.saturating_add(1)
+            } else {
+                0
+            };
+            r.role = found.role;
+            r.timeline = found.timeline.or(r.timeline.filter(|_| !changed));
+            r.evidence = found.evidence;
+            r.checked_at = Some(now);
+            if !r.suspect {
+                r.cause = None;
+            }
+            r.suspect = false;
+            changed.then(|| (r.role, r.evidence.clone()))
+        };
+        if let Some((role, evidence)) = changed {
+            tracing::info!(target: "aquifer::cluster", pool = %m.name, %role, %evidence, "role changed");
+        }
+        self.decide_primary();
+    }
+
+    /// Evidence says `m`'s role may have changed: it is not written to
+    /// until its next check, which its checker runs now.
+    fn suspect(&self, m: &Member<M>, why: String) {
+        {
+            let mut r = m.role.lock();
+            r.suspect = true;
+            r.signals += 1;
+            r.cause = Some(why.clone());
+        }
+        tracing::info!(target: "aquifer::cluster", pool = %m.name, cause = %why, "role in doubt; checking again now");
+        self.decide_primary();
+    }
+
+    /// Picks the member writes go to from the members' last checks.
+    pub(super) fn decide_primary(&self) {
+        let Some(board) = self.roles.as_ref() else {
+            return;
+        };
+        let members = self.members.read_full();
+        let claims: Vec<Claim<M>> = members
+            .iter()
+            .filter_map(|m| {
+                let r = m.role.lock();
+                (r.role == Role::Primary && !r.suspect).then(|| Claim {
+                    member: Arc::clone(m),
+                    streak: r.streak,
+                    timeline: r.timeline,
+                })
+            })
+            .collect();
+        let mut p = board.primary.lock();
+        let believable: Vec<&Claim<M>> = claims
+            .iter()
+            .filter(|c| {
+                c.streak >= 2
+                    || p.current.as_ref().is_some_and(|cur| cur.1 == c.member.id)
+                    || match p.last {
+                        None => true,
+                        Some((id, _)) if id == c.member.id => true,
+                        Some((_, Some(old))) => c.timeline.is_some_and(|t| t > old),
+                        Some((_, None)) => false,
+                    }
+            })
+            .collect();
+        let pick = match believable.as_slice() {
+            [] => None,
+            [one] => Some(*one),
+            [a, b, ..] => {
+                let pair = (a.member.id, b.member.id);
+                if p.split != Some(pair) {
+                    p.split = Some(pair);
+                    let names: Vec<&str> = believable.iter().map(|c| &*c.member.name).collect();
+                    let rule = match board.settings.split_brain {
+                        SplitBrain::Refuse => "writes go to neither until one stops claiming",
+                        SplitBrain::HigherTimeline => {
+                            "writes go to the higher timeline, or to the primary already known"
+                        }
+                    };
+                    self.warn(
+                        None,
+                        format!(
+                            "split brain: {} all claim to be the primary; {rule}",
+                            names.join(", ")
+                        ),
+                    );
+                }
+                match board.settings.split_brain {
+                    SplitBrain::Refuse => None,
+                    SplitBrain::HigherTimeline => {
+                        let top = believable.iter().filter_map(|c| c.timeline).max();
+                        let on_top: Vec<&&Claim<M>> = believable
+                            .iter()
+                            .filter(|c| top.is_some() && c.timeline == top)
+                            .collect();
+                        match on_top.as_slice() {
+                            [one] => Some(**one),
+                            _ => believable.iter().copied().find(|c| {
+                                p.current.as_ref().is_some_and(|cur| cur.1 == c.member.id)
+                            }),
+                        }
+                    }
+                }
+            }
+        };
+        if believable.len() < 2 {
+            p.split = None;
+        }
+        let old = p.current.as_ref().map(|c| c.1);
+        let new = pick.map(|c| c.member.id);
+        if old == new {
+            if let (Some(c), Some(cur)) = (pick, p.current.as_mut()) {
+                cur.2 = c.timeline;
+            }
+            return;
+        }
+        p.current = pick.map(|c| (Arc::clone(&c.member.name), c.member.id, c.timeline));
+        if let Some(c) = pick {
+            p.last = Some((c.member.id, c.timeline));
+        }
+        let lost_for = match pick {
+            Some(_) => p.lost_at.take().map(|t| t.elapsed()),
+            None => {
+                p.lost_at.get_or_insert_with(Instant::now);
+                None
+            }
+        };
+        drop(p);
+        board.epoch.send_modify(|e| *e += 1);
+        let old_member = old.and_then(|id| members.iter().find(|m| m.id == id));
+        self.announce(pick, old_member, lost_for);
+        if pick.is_none() {
+            board.check_now.notify_waiters();
+        }
+    }
+
+    /// Says that the primary changed, and retires the old primary's
+    /// connections unless only a doubt took it out of writing.
+    fn announce(
+        &self,
+        pick: Option<&Claim<M>>,
+        old: Option<&Arc<Member<M>>>,
+        lost_for: Option<Duration>,
+    ) {
+        let describe = |m: &Member<M>| {
+            let r = m.role.lock();
+            match &r.cause {
+                Some(cause) if r.suspect => {
+                    format!("{} ({}; in doubt after: {cause})", r.role, r.evidence)
+                }
+                _ => format!("{} ({})", r.role, r.evidence),
+            }
+        };
+        if let Some(o) = old {
+            let still_claims = {
+                let r = o.role.lock();
+                r.role == Role::Primary
+            };
+            if !still_claims || pick.is_some() {
+                o.retired.fetch_add(1, Ordering::AcqRel);
+                let pool = o.pool.clone();
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    tokio::spawn(async move {
+                        pool.clear().await;
+                    });
+                }
+            }
+        }
+        let message = match (pick, old) {
+            (Some(c), Some(o)) => format!(
+                "primary is now {} ({}); {} is {}",
+                c.member.name,
+                describe(&c.member),
+                o.name,
+                describe(o)
+            ),
+            (Some(c), None) => {
+                let after = lost_for
+                    .map(|d| format!(" after {} without one", human_duration(d)))
+                    .unwrap_or_default();
+                format!(
+                    "primary is now {} ({}){after}",
+                    c.member.name,
+                    describe(&c.member)
+                )
+            }
+            (None, Some(o)) => format!(
+                "no primary: {} is {}; writes wait for a new one",
+                o.name,
+                describe(o)
+            ),
+            (None, None) => return,
+        };
+        let pool = pick.map(|c| &*c.member.name).or(old.map(|o| &*o.name));
+        self.warn(pool, message);
+    }
+}
+
+struct Claim<M: Manager> {
+    member: Arc<Member<M>>,
+    streak: u32,
+    timeline: Option<u64>,
+}
+
+impl<M: Manager> Member<M> {
+    pub(super) fn role_info(&self, writes_here: bool) -> RoleInfo {
+        let r = self.role.lock();
+        RoleInfo {
+            role: r.role,
+            writes_here,
+            evidence: r.evidence.clone(),
+            cause: r.cause.clone(),
+            timeline: r.timeline,
+            changed_at: r.changed_at,
+            checked_at: r.checked_at,
+            changes: r.changes,
+            evidence_signals: r.signals,
+        }
+    }
+}
+
+impl<M: Manager> Cluster<M> {
+    /// A connection to the primary: the member whose server says it takes
+    /// writes, on stable evidence (see [`ClusterBuilder::roles`]). While
+    /// no primary is known (a failover under way) it waits for one, within
+    /// the acquire timeout. A connection it hands out is closed on return
+    /// if its server stopped being the primary meanwhile.
+    ///
+    /// # Errors
+    /// [`ClusterError::NoRoles`] on a cluster that does not watch roles,
+    /// [`ClusterError::NoPrimary`] when none was known in time,
+    /// [`ClusterError::Unavailable`] when the primary's pool failed,
+    /// [`ClusterError::ShutDown`].
+    ///
+    /// [`ClusterBuilder::roles`]: super::ClusterBuilder::roles
+    pub async fn write(&self) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
+        let board = self.inner.roles.as_ref().ok_or(ClusterError::NoRoles)?;
+        let started = Instant::now();
+        let budget = self.inner.acquire_timeout.unwrap_or_else(|| {
+            self.inner
+                .members
+                .read()
+                .first()
+                .map_or(Duration::from_secs(30), |m| m.pool.config().acquire_timeout)
+        });
+        let deadline = started + budget;
+        let mut epochs = board.epoch.subscribe();
+        loop {
+            if self.inner.shut.load(Ordering::Acquire) {
+                return Err(ClusterError::ShutDown);
+            }
+            let epoch = *epochs.borrow_and_update();
+            let current = board.primary.lock().current.clone();
+            let member = current.and_then(|(_, id, _)| {
+                self.inner
+                    .members
+                    .read()
+                    .iter()
+                    .find(|m| m.id == id)
+                    .cloned()
+            });
+            if let Some(m) = member {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let retired = m.retired.load(Ordering::Acquire);
+                let got = {
+                    let get = pin!(m.pool.get_timeout(left));
+                    let mut got = None;
+                    first(
+                        pin!(epochs.changed()),
+                        pin!(async {
+                            got = Some(get.await);
+                        }),
+                    )
+                    .await;
+                    got
+                };
+                match got {
+                    Some(Ok(conn)) if *board.epoch.borrow() == epoch => {
+                        return Ok(ClusterConn::for_write(conn, m, retired));
+                    }
+                    Some(Err(e)) if *board.epoch.borrow() == epoch => {
+                        return Err(ClusterError::Unavailable {
+                            selector: "the primary".into(),
+                            pool: m.name.to_string(),
+                            source: e,
+                        });
+                    }
+                    // The primary changed while the get ran: a connection
+                    // got goes back, and the new primary is tried.
+                    _ => continue,
+                }
+            }
+            let waited = tokio::time::timeout_at(deadline, epochs.changed()).await;
+            if waited.is_err() {
+                return Err(ClusterError::NoPrimary {
+                    waited: started.elapsed(),
+                    why: self.no_primary_reason(),
+                });
+            }
+        }
+    }
+
+    /// Why no member takes writes: each one's role and its evidence.
+    fn no_primary_reason(&self) -> String {
+        let members = self.inner.members.read();
+        if members.is_empty() {
+            return "the cluster has no pools".into();
+        }
+        let each: Vec<String> = members
+            .iter()
+            .map(|m| {
+                let r = m.role.lock();
+                format!("{} is {} ({})", m.name, r.role, r.evidence)
+            })
+            .collect();
+        each.join("; ")
+    }
+
+    /// The member writes go to now, if one is known.
+    pub fn primary(&self) -> Option<String> {
+        let board = self.inner.roles.as_ref()?;
+        let p = board.primary.lock();
+        p.current.as_ref().map(|c| c.0.to_string())
+    }
+
+    /// A member's role as the cluster knows it; `None` when no pool has
+    /// that name or the cluster does not watch roles.
+    pub fn role(&self, name: &str) -> Option<RoleInfo> {
+        let board = self.inner.roles.as_ref()?;
+        let current = board.current_id();
+        self.inner
+            .members
+            .read()
+            .iter()
+            .find(|m| &*m.name == name)
+            .map(|m| m.role_info(current == Some(m.id)))
+    }
+
+    /// Whether the cluster watches its members' roles.
+    pub fn watches_roles(&self) -> bool {
+        self.inner.roles.is_some()
+    }
+}
+
+/// How many times the member stopped being the primary: a connection
+/// handed out by `write()` remembers it, and is closed on return when it
+/// moved.
+pub(super) type Retirements = AtomicU64;

@@ -1,0 +1,329 @@
+//! A cluster as a replica set, on fake servers whose role a test sets:
+//! roles found from the servers, the primary believed on stable evidence,
+//! writes that wait through a failover, evidence that re-checks at once,
+//! split brain. Real replication is tested in the drivers' crates.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aquifer::{
+    Cluster, ClusterError, ClusterPool, Manager, Pool, Role, RoleCheck, RoleManager, RoleSignal,
+    Roles, SplitBrain,
+};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+#[derive(Debug)]
+struct FakeError(&'static str);
+
+impl std::fmt::Display for FakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for FakeError {}
+
+/// A server whose role, timeline and liveness the test sets.
+struct Server {
+    role: Mutex<(Role, Option<u64>)>,
+    down: AtomicBool,
+    checks: AtomicUsize,
+    destroyed: AtomicUsize,
+    signal: RoleSignal,
+}
+
+impl Server {
+    fn new(role: Role, timeline: Option<u64>) -> Arc<Self> {
+        Arc::new(Server {
+            role: Mutex::new((role, timeline)),
+            down: AtomicBool::new(false),
+            checks: AtomicUsize::new(0),
+            destroyed: AtomicUsize::new(0),
+            signal: RoleSignal::new(),
+        })
+    }
+
+    fn set(&self, role: Role, timeline: Option<u64>) {
+        *self.role.lock() = (role, timeline);
+    }
+}
+
+#[derive(Clone)]
+struct Fake(Arc<Server>);
+
+impl Manager for Fake {
+    type Type = ();
+    type Error = FakeError;
+
+    async fn create(&self) -> Result<(), FakeError> {
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(FakeError("connection refused"));
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, _: &mut ()) -> Result<(), FakeError> {
+        self.0.destroyed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl RoleManager for Fake {
+    async fn check_role(&self, _: &mut ()) -> Result<RoleCheck, FakeError> {
+        self.0.checks.fetch_add(1, Ordering::SeqCst);
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(FakeError("server closed the connection"));
+        }
+        let (role, timeline) = *self.0.role.lock();
+        let check = RoleCheck::new(role, format!("fake says {role}"));
+        Ok(match timeline {
+            Some(t) => check.timeline(t),
+            None => check,
+        })
+    }
+
+    fn role_signal(&self) -> Option<&RoleSignal> {
+        Some(&self.0.signal)
+    }
+}
+
+const INTERVAL: Duration = Duration::from_secs(1);
+
+fn set_of(servers: &[(&str, &Arc<Server>)], roles: Roles) -> Cluster<Fake> {
+    let c = Cluster::builder()
+        .roles(roles)
+        .acquire_timeout(Duration::from_secs(5))
+        .build();
+    for (name, s) in servers {
+        let pool = Pool::builder(Fake(Arc::clone(s))).max(4).build().unwrap();
+        c.add(ClusterPool::new(*name, pool)).unwrap();
+    }
+    c
+}
+
+/// Lets the checkers run until the cluster knows `primary` (paused time:
+/// this advances the clock only as far as the checks need).
+async fn until_primary(c: &Cluster<Fake>, primary: Option<&str>) -> Duration {
+    let start = Instant::now();
+    for _ in 0..10_000 {
+        if c.primary().as_deref() == primary {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the primary never became {primary:?}: {:?}", c.primary());
+}
+
+#[tokio::test(start_paused = true)]
+async fn roles_come_from_the_servers_and_writes_go_to_the_primary() {
+    let a = Server::new(Role::Standby, None);
+    let b = Server::new(Role::Primary, None);
+    let c = set_of(&[("a", &a), ("b", &b)], Roles::default());
+    // Before any check nothing is known, and no tag says otherwise.
+    assert_eq!(c.role("a").unwrap().role, Role::Unknown);
+    let took = until_primary(&c, Some("b")).await;
+    assert!(took < INTERVAL, "the first checks run at once: {took:?}");
+    let w = c.write().await.unwrap();
+    assert_eq!(w.pool_name(), "b");
+    let ra = c.role("a").unwrap();
+    assert_eq!(ra.role, Role::Standby);
+    assert!(!ra.writes_here);
+    assert_eq!(ra.evidence, "fake says standby");
+    assert!(ra.checked_at.is_some());
+    assert!(c.role("b").unwrap().writes_here);
+    assert_eq!(c.info().primary.as_deref(), Some("b"));
+    assert_eq!(c.info_about("b").unwrap().role.unwrap().role, Role::Primary);
+
+    // Checked again every interval.
+    let before = a.checks.load(Ordering::SeqCst);
+    tokio::time::sleep(INTERVAL * 3 + Duration::from_millis(10)).await;
+    let n = a.checks.load(Ordering::SeqCst) - before;
+    assert!((3..=4).contains(&n), "{n} checks in three intervals");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failover_moves_writes_without_handing_out_the_old_primary() {
+    let a = Server::new(Role::Primary, None);
+    let b = Server::new(Role::Standby, None);
+    let c = set_of(&[("a", &a), ("b", &b)], Roles::default());
+    until_primary(&c, Some("a")).await;
+    let held = c.write().await.unwrap();
+    assert_eq!(held.pool_name(), "a");
+
+    // The primary dies; the standby is promoted (no timelines here, so two
+    // checks in a row must say so).
+    a.down.store(true, Ordering::SeqCst);
+    b.set(Role::Primary, None);
+    let checks = b.checks.load(Ordering::SeqCst);
+    let promoted = Instant::now();
+    let writer = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let w = c.write().await.map(|w| w.pool_name().to_owned());
+            (w, promoted.elapsed())
+        })
+    };
+    let (went, waited) = writer.await.unwrap();
+    assert_eq!(went.unwrap(), "b");
+    assert_eq!(
+        b.checks.load(Ordering::SeqCst) - checks,
+        2,
+        "believed on the second check that says primary, not the first"
+    );
+    assert!(
+        waited <= INTERVAL * 2,
+        "the write waited {waited:?} for the new primary"
+    );
+    // The connection out on the old primary is closed on return, not kept.
+    let destroyed = a.destroyed.load(Ordering::SeqCst);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(a.destroyed.load(Ordering::SeqCst), destroyed + 1);
+    assert_eq!(c.pool_named("a").unwrap().status().idle, 0);
+    let warnings: Vec<String> = c.warnings().into_iter().map(|w| w.message).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("no primary: a is unknown")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.starts_with("primary is now b")),
+        "{warnings:?}"
+    );
+
+    // The old primary comes back as a standby: it takes no writes.
+    a.set(Role::Standby, None);
+    a.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(INTERVAL * 2).await;
+    assert_eq!(c.role("a").unwrap().role, Role::Standby);
+    for _ in 0..8 {
+        assert_eq!(c.write().await.unwrap().pool_name(), "b");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_higher_timeline_is_believed_at_the_first_check() {
+    let a = Server::new(Role::Primary, Some(1));
+    let b = Server::new(Role::Standby, None);
+    let c = set_of(&[("a", &a), ("b", &b)], Roles::default());
+    until_primary(&c, Some("a")).await;
+    a.down.store(true, Ordering::SeqCst);
+    until_primary(&c, None).await;
+    b.set(Role::Primary, Some(2));
+    let checks = b.checks.load(Ordering::SeqCst);
+    until_primary(&c, Some("b")).await;
+    assert_eq!(b.checks.load(Ordering::SeqCst), checks + 1);
+    assert_eq!(c.role("b").unwrap().timeline, Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn evidence_from_a_connection_rechecks_at_once() {
+    let a = Server::new(Role::Primary, None);
+    let b = Server::new(Role::Standby, None);
+    let c = set_of(&[("a", &a), ("b", &b)], Roles::default());
+    until_primary(&c, Some("a")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Demoted without a restart: the next write fails with the server's
+    // read-only error, which the driver reports.
+    a.set(Role::ReadOnly, None);
+    let checks = a.checks.load(Ordering::SeqCst);
+    let at = Instant::now();
+    a.signal
+        .raise("SQLSTATE 25006: cannot execute INSERT in a read-only transaction");
+    until_primary(&c, None).await;
+    assert!(
+        at.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        at.elapsed()
+    );
+    assert_eq!(a.checks.load(Ordering::SeqCst), checks + 1);
+    let info = c.role("a").unwrap();
+    assert_eq!(info.role, Role::ReadOnly);
+    assert_eq!(info.evidence_signals, 1);
+    assert!(info.cause.unwrap().contains("25006"));
+
+    // No writable member: a write waits out its timeout and says why.
+    let err = c.write().await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ClusterError::NoPrimary { .. }), "{text}");
+    assert!(
+        text.contains("a is read_only (fake says read_only)"),
+        "{text}"
+    );
+    assert!(text.contains("b is standby"), "{text}");
+
+    // The other member is made writable: writes move there within two
+    // (fast) checks.
+    b.set(Role::Primary, None);
+    let took = until_primary(&c, Some("b")).await;
+    assert!(took <= INTERVAL, "{took:?}");
+    assert_eq!(c.write().await.unwrap().pool_name(), "b");
+}
+
+#[tokio::test(start_paused = true)]
+async fn split_brain_warns_and_writes_go_to_one_or_none() {
+    let a = Server::new(Role::Primary, None);
+    let b = Server::new(Role::Standby, None);
+    let c = set_of(&[("a", &a), ("b", &b)], Roles::default());
+    until_primary(&c, Some("a")).await;
+    b.set(Role::Primary, None);
+    tokio::time::sleep(INTERVAL * 3).await;
+    // Both claim; no timeline tells them apart: the one already primary.
+    assert_eq!(c.primary().as_deref(), Some("a"));
+    for _ in 0..8 {
+        assert_eq!(c.write().await.unwrap().pool_name(), "a");
+    }
+    let split: Vec<String> = c
+        .warnings()
+        .into_iter()
+        .map(|w| w.message)
+        .filter(|m| m.starts_with("split brain"))
+        .collect();
+    assert_eq!(split.len(), 1, "warned once: {split:?}");
+    assert!(split[0].contains("a, b"), "{split:?}");
+
+    // With timelines, the higher one wins.
+    a.set(Role::Primary, Some(3));
+    b.set(Role::Primary, Some(4));
+    tokio::time::sleep(INTERVAL * 2).await;
+    assert_eq!(c.primary().as_deref(), Some("b"));
+
+    // Refused: writes go nowhere while two claim.
+    let a = Server::new(Role::Primary, None);
+    let b = Server::new(Role::Primary, None);
+    let c = set_of(
+        &[("a", &a), ("b", &b)],
+        Roles::default()
+            .split_brain(SplitBrain::Refuse)
+            .interval(INTERVAL),
+    );
+    tokio::time::sleep(INTERVAL * 3).await;
+    assert_eq!(c.primary(), None);
+    assert!(matches!(
+        c.write().await,
+        Err(ClusterError::NoPrimary { .. })
+    ));
+    b.set(Role::Standby, None);
+    until_primary(&c, Some("a")).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_without_roles_refuses_write_and_removal_stops_checks() {
+    let plain: Cluster<Fake> = Cluster::builder().build();
+    let err = plain.write().await.unwrap_err();
+    assert!(matches!(err, ClusterError::NoRoles), "{err}");
+    assert!(err.to_string().contains("ClusterBuilder::roles"), "{err}");
+    assert!(plain.role("x").is_none());
+
+    let a = Server::new(Role::Primary, None);
+    let c = set_of(&[("a", &a)], Roles::default());
+    until_primary(&c, Some("a")).await;
+    c.remove("a", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(c.primary(), None);
+    let checks = a.checks.load(Ordering::SeqCst);
+    tokio::time::sleep(INTERVAL * 5).await;
+    assert_eq!(a.checks.load(Ordering::SeqCst), checks, "checks stop");
+}

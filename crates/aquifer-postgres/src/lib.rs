@@ -5,6 +5,7 @@ mod database;
 mod manager;
 mod mux;
 mod query;
+mod roles;
 mod session;
 mod statements;
 #[cfg(feature = "tls")]

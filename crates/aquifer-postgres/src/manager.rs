@@ -169,6 +169,8 @@ pub struct PgManager {
     statement_cache_capacity: usize,
     prepared_statements: bool,
     after_connect: Option<AfterConnect>,
+    /// Raised by its connections on signs of a role change.
+    pub(crate) signal: aquifer::RoleSignal,
 }
 
 impl fmt::Debug for PgManager {
@@ -230,6 +232,7 @@ impl PgManager {
             statement_cache_capacity: 100,
             prepared_statements: true,
             after_connect: None,
+            signal: aquifer::RoleSignal::new(),
         }
     }
 
@@ -360,7 +363,7 @@ impl PgManager {
                     target: self.target(),
                     source,
                 })?;
-        let status = Status::default();
+        let status = Status::with_signal(self.signal.clone());
         let client = match &self.connector {
             Connector::Plain => {
                 let watched = wire::Watched::new(socket, status.clone());
@@ -480,8 +483,11 @@ impl Manager for PgManager {
         Some(config::target(&self.config))
     }
 
+    /// Closed, or it read an error saying its server refuses writes or is
+    /// shutting down (`25006`, `57P01`, `57P02`): such a connection is
+    /// evicted rather than handed out again.
     fn is_broken(&self, conn: &PgConnection) -> bool {
-        conn.client.is_closed()
+        conn.client.is_closed() || conn.status.refused()
     }
 
     fn needs_reset(&self, conn: &mut PgConnection) -> bool {
@@ -522,7 +528,7 @@ pub struct PgConnection {
     client: Client,
     statements: StatementCache,
     dirty: bool,
-    status: Status,
+    pub(crate) status: Status,
 }
 
 impl PgConnection {

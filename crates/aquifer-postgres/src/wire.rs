@@ -24,6 +24,7 @@ use tokio_postgres::tls::TlsConnect;
 use tokio_postgres::tls::{ChannelBinding, TlsStream};
 
 mod driver;
+mod evidence;
 mod socket;
 
 use driver::Drive;
@@ -83,6 +84,8 @@ struct Wire {
     polled: Notify,
     /// The connection's I/O, for the driver task and for helpers.
     drive: parking_lot::Mutex<Drive>,
+    /// Signs that the server's role changed.
+    role: evidence::RoleWire,
 }
 
 /// A connection's view of its wire, shared with its socket and driver.
@@ -253,6 +256,7 @@ impl Framing {
 #[derive(Debug, Default)]
 struct Frame {
     framing: Framing,
+    evidence: evidence::Collector,
     /// The payload being passed over is ReadyForQuery's, not yet read.
     ready_for_query: bool,
 }
@@ -262,6 +266,10 @@ impl Frame {
         while !data.is_empty() {
             let payload = self.framing.payload(&mut data);
             if let Some(&byte) = payload.first() {
+                self.evidence.take(payload);
+                if self.framing.skip == 0 {
+                    self.evidence.end(status);
+                }
                 if std::mem::take(&mut self.ready_for_query) {
                     status.set(byte);
                     status.copy_in(false);
@@ -272,6 +280,10 @@ impl Frame {
             let Some((kind, len)) = self.framing.header(&mut data) else {
                 continue;
             };
+            self.evidence.begin(kind);
+            if len == 0 {
+                self.evidence.end(status);
+            }
             self.ready_for_query = kind == b'Z' && len > 0;
             // ReadyForQuery is read above; the rest of an answer counts for
             // nothing until its ReadyForQuery comes. Copy-in mode ignores

@@ -148,6 +148,9 @@ impl PgServer {
     /// A failing `pg_rewind` with its message, or a start-up failure.
     pub fn follow(&mut self, primary: &PgServer) -> Result<(), TestkitError> {
         self.stop()?;
+        // A primary just promoted has not written its new timeline to its
+        // control file until a checkpoint; pg_rewind reads it there.
+        primary.psql("CHECKPOINT")?;
         let source = format!(
             "host={} port={} user=postgres dbname=postgres",
             primary.socket.display(),

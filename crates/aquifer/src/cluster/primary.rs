@@ -192,6 +192,11 @@ async fn watch_member<M: RoleManager>(cluster: Weak<Inner<M>>, m: Arc<Member<M>>
         )
         .await;
         if woke_by_signal {
+            // A new session for the check: an old one may not have applied
+            // a configuration reload yet, and may be the one dying.
+            if let Some(mut c) = conn.take() {
+                let _ = tokio::time::timeout(settings.check_timeout, manager.destroy(&mut c)).await;
+            }
             let s = signal.as_ref().expect("raised");
             seen = s.raised();
             let why = s.last_reason().unwrap_or_default();

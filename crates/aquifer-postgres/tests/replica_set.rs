@@ -1,0 +1,352 @@
+//! A cluster as a replica set over real PostgreSQL streaming replication:
+//! roles found from the servers, failover under 16 writers with every
+//! acknowledged write kept, an old primary re-attached that takes no
+//! writes, demotion without a restart, and split brain.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aquifer::{Backoff, Cluster, ClusterError, ClusterPool, Role, Roles};
+use aquifer_postgres::{PgManager, PgPool};
+use aquifer_testkit::PgServer;
+use common::*;
+
+/// Servers and replication on two cores: one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn replica_set(members: &[(&str, &PgServer)]) -> Cluster<PgManager> {
+    let cluster = Cluster::builder()
+        .roles(Roles::default())
+        .acquire_timeout(Duration::from_secs(5))
+        .build();
+    for (name, pg) in members {
+        let pool = PgPool::builder(PgManager::new(&pg.url()).unwrap())
+            .max(16)
+            .backoff(Backoff {
+                min: ms(20),
+                max: ms(200),
+                ..Backoff::default()
+            })
+            .build()
+            .unwrap();
+        cluster.add(ClusterPool::new(*name, pool)).unwrap();
+    }
+    cluster
+}
+
+async fn until_primary(c: &Cluster<PgManager>, name: Option<&str>) {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while c.primary().as_deref() != name {
+        assert!(
+            Instant::now() < give_up,
+            "primary {:?}, not {name:?}; warnings {:?}",
+            c.primary(),
+            c.warnings()
+        );
+        tokio::time::sleep(ms(5)).await;
+    }
+}
+
+async fn until_role(c: &Cluster<PgManager>, name: &str, role: Role) {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while c.role(name).unwrap().role != role {
+        assert!(Instant::now() < give_up, "{name}: {:?}", c.role(name));
+        tokio::time::sleep(ms(5)).await;
+    }
+}
+
+/// One write's outcome: the key, the pool it ran on, when it was answered,
+/// and its error's SQLSTATE or text.
+#[derive(Debug)]
+struct Outcome {
+    key: i64,
+    pool: Option<String>,
+    at: Instant,
+    result: Result<(), String>,
+    read_only: bool,
+}
+
+/// Writers that insert keys through `write()` until stopped.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(cluster: &Cluster<PgManager>, n: usize, table: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+        let next = Arc::new(AtomicI64::new(1));
+        let tasks = (0..n)
+            .map(|_| {
+                let (c, stop, outcomes, next) = (
+                    cluster.clone(),
+                    stop.clone(),
+                    outcomes.clone(),
+                    next.clone(),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = next.fetch_add(1, Ordering::Relaxed);
+                        let (pool, result) = match c.write().await {
+                            Ok(conn) => {
+                                let pool = conn.pool_name().to_owned();
+                                let sql = format!("INSERT INTO {table} VALUES ($1)");
+                                let r = conn.execute(&sql, &[&key]).await;
+                                (Some(pool), r.map(drop).map_err(|e| chain(&e)))
+                            }
+                            Err(e) => {
+                                assert!(
+                                    matches!(
+                                        e,
+                                        ClusterError::NoPrimary { .. }
+                                            | ClusterError::Unavailable { .. }
+                                    ),
+                                    "{e}"
+                                );
+                                (None, Err(chain(&e)))
+                            }
+                        };
+                        let read_only = result
+                            .as_ref()
+                            .is_err_and(|e| e.contains("read-only transaction"));
+                        let failed = result.is_err();
+                        outcomes.lock().unwrap().push(Outcome {
+                            key,
+                            pool,
+                            at: Instant::now(),
+                            result,
+                            read_only,
+                        });
+                        if failed {
+                            tokio::time::sleep(ms(5)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            stop,
+            outcomes,
+            tasks,
+        }
+    }
+
+    /// The first write answered Ok on `pool` after `since`.
+    async fn first_ok_on(&self, pool: &str, since: Instant) -> Duration {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self
+                .outcomes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|o| o.at > since && o.result.is_ok() && o.pool.as_deref() == Some(pool))
+                .map(|o| o.at)
+                .min();
+            if let Some(at) = found {
+                return at - since;
+            }
+            assert!(Instant::now() < give_up, "no write reached {pool}");
+            tokio::time::sleep(ms(2)).await;
+        }
+    }
+
+    async fn finish(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        Arc::try_unwrap(self.outcomes)
+            .unwrap()
+            .into_inner()
+            .unwrap()
+    }
+}
+
+fn median_and_worst(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (v[v.len() / 2], v[v.len() - 1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_under_sixteen_writers_keeps_every_acknowledged_write() {
+    let _serial = SERIAL.lock().await;
+    let mut first = server();
+    first
+        .psql("CREATE TABLE kv (k bigint PRIMARY KEY)")
+        .unwrap();
+    let mut second = first.start_replica().unwrap();
+    // No tags: the set finds which is which, whatever the order.
+    let cluster = replica_set(&[("a", &second), ("b", &first)]);
+    until_primary(&cluster, Some("b")).await;
+    until_role(&cluster, "a", Role::Standby).await;
+    let a = cluster.role("a").unwrap();
+    assert_eq!(a.role, Role::Standby);
+    assert!(
+        a.evidence
+            .contains("pg_is_in_recovery() = t, in_hot_standby = on"),
+        "{}",
+        a.evidence
+    );
+    let b = cluster.role("b").unwrap();
+    assert_eq!((b.role, b.timeline), (Role::Primary, Some(1)));
+
+    let writers = Writers::start(&cluster, 16, "kv");
+    // Each round: the primary stops, its replica is promoted, writes move
+    // there; the old primary is rewound and re-attached as a standby.
+    let (mut primary, mut standby) = (("b", &mut first), ("a", &mut second));
+    let mut took = Vec::new();
+    for round in 0..5 {
+        tokio::time::sleep(ms(300)).await;
+        primary.1.stop().unwrap();
+        standby.1.promote().unwrap();
+        let promoted = Instant::now();
+        let t = writers.first_ok_on(standby.0, promoted).await;
+        eprintln!(
+            "round {round}: first write on {} {t:?} after the promotion",
+            standby.0
+        );
+        took.push(t);
+        assert_eq!(cluster.primary().as_deref(), Some(standby.0));
+        primary.1.follow(standby.1).unwrap();
+        std::mem::swap(&mut primary, &mut standby);
+    }
+    // The re-attached old primary is a standby and takes no writes.
+    let writes_before = writers.outcomes.lock().unwrap().len();
+    let since = Instant::now();
+    until_role(&cluster, standby.0, Role::Standby).await;
+    tokio::time::sleep(ms(500)).await;
+    let outcomes = writers.finish().await;
+    assert!(outcomes.len() > writes_before + 16, "writes went on");
+    assert!(
+        outcomes
+            .iter()
+            .filter(|o| o.at > since)
+            .all(|o| o.pool.as_deref() == Some(primary.0)),
+        "every write after the re-attach went to {}",
+        primary.0
+    );
+
+    // Every write answered Ok is on the last primary; none ran on a standby.
+    let ok: Vec<i64> = outcomes
+        .iter()
+        .filter(|o| o.result.is_ok())
+        .map(|o| o.key)
+        .collect();
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    let on_standby: Vec<&&Outcome> = failed.iter().filter(|o| o.read_only).collect();
+    assert!(
+        on_standby.is_empty(),
+        "writes ran on a standby: {on_standby:?}"
+    );
+    let last = primary.1;
+    let found: i64 = last
+        .psql(&format!(
+            "SELECT count(*) FROM kv WHERE k IN ({})",
+            ok.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        ))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        found,
+        i64::try_from(ok.len()).unwrap(),
+        "acknowledged writes lost"
+    );
+    let kinds: HashSet<String> = failed
+        .iter()
+        .map(|o| o.result.clone().unwrap_err().chars().take(60).collect())
+        .collect();
+    let (median, worst) = median_and_worst(took);
+    eprintln!(
+        "PostgreSQL failover, 16 writers, 5 rounds: {} writes ok, {} failed; \
+         promotion to first write: median {median:?}, worst {worst:?}; errors: {kinds:?}",
+        ok.len(),
+        failed.len()
+    );
+    assert!(worst < Duration::from_secs(3), "worst {worst:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demotion_evicts_each_refused_connection_once_and_writes_move_on() {
+    let _serial = SERIAL.lock().await;
+    let (one, two) = (server(), server());
+    for pg in [&one, &two] {
+        pg.psql("CREATE TABLE t (k bigint)").unwrap();
+    }
+    let read_only = |pg: &PgServer, on: bool| {
+        let set = if on {
+            "ALTER SYSTEM SET default_transaction_read_only = on"
+        } else {
+            "ALTER SYSTEM RESET default_transaction_read_only"
+        };
+        pg.psql(set).unwrap();
+        pg.psql("SELECT pg_reload_conf()").unwrap();
+    };
+    read_only(&two, true);
+    let cluster = replica_set(&[("one", &one), ("two", &two)]);
+    until_primary(&cluster, Some("one")).await;
+    until_role(&cluster, "two", Role::ReadOnly).await;
+
+    let writers = Writers::start(&cluster, 16, "t");
+    tokio::time::sleep(ms(300)).await;
+    read_only(&one, true);
+    until_primary(&cluster, None).await;
+    until_role(&cluster, "one", Role::ReadOnly).await;
+    read_only(&two, false);
+    let writable = Instant::now();
+    let took = writers.first_ok_on("two", writable).await;
+    eprintln!("writes moved to the other member {took:?} after it was made writable");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    tokio::time::sleep(ms(200)).await;
+    let outcomes = writers.finish().await;
+    // Each connection to the demoted server was refused at most once: the
+    // driver saw 25006 and the pool evicted it.
+    let refused = outcomes.iter().filter(|o| o.read_only).count();
+    let pool = cluster.pool_named("one").unwrap();
+    let created = usize::try_from(pool.metrics().creates).unwrap();
+    assert!(refused >= 1, "the demotion was seen by a write");
+    assert!(
+        refused <= created,
+        "{refused} read-only errors from {created} connections"
+    );
+    assert!(cluster.role("one").unwrap().evidence_signals >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_brain_warns_and_writes_go_to_one_member_only() {
+    let _serial = SERIAL.lock().await;
+    let (one, two) = (server(), server());
+    for pg in [&one, &two] {
+        pg.psql("CREATE TABLE t (k bigint)").unwrap();
+    }
+    two.psql("ALTER SYSTEM SET default_transaction_read_only = on")
+        .unwrap();
+    two.psql("SELECT pg_reload_conf()").unwrap();
+    let cluster = replica_set(&[("one", &one), ("two", &two)]);
+    until_primary(&cluster, Some("one")).await;
+    let writers = Writers::start(&cluster, 8, "t");
+    two.psql("ALTER SYSTEM RESET default_transaction_read_only")
+        .unwrap();
+    two.psql("SELECT pg_reload_conf()").unwrap();
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while !cluster
+        .warnings()
+        .iter()
+        .any(|w| w.message.starts_with("split brain: one, two"))
+    {
+        assert!(Instant::now() < give_up, "{:?}", cluster.warnings());
+        tokio::time::sleep(ms(10)).await;
+    }
+    tokio::time::sleep(ms(500)).await;
+    let outcomes = writers.finish().await;
+    assert!(outcomes.iter().all(|o| o.pool.as_deref() != Some("two")));
+    assert_eq!(two.psql("SELECT count(*) FROM t").unwrap(), "0");
+    assert_eq!(cluster.primary().as_deref(), Some("one"));
+}

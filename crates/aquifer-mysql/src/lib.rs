@@ -3,6 +3,7 @@
 mod config;
 mod manager;
 mod query;
+mod roles;
 
 pub use config::MySqlConfigError;
 pub use manager::{

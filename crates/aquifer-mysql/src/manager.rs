@@ -142,6 +142,8 @@ fn session_dirty(conn: &Conn) -> bool {
 pub struct MySqlConnection {
     conn: Option<Conn>,
     dirty: bool,
+    /// Errors that say the server's role changed, seen on this connection.
+    pub(crate) watch: Arc<crate::roles::Watch>,
 }
 
 impl fmt::Debug for MySqlConnection {
@@ -178,7 +180,7 @@ impl MySqlConnection {
     }
 
     fn is_closed(&self) -> bool {
-        self.conn.as_ref().is_none_or(Conn::is_disconnected)
+        self.conn.as_ref().is_none_or(Conn::is_disconnected) || self.watch.refused()
     }
 }
 
@@ -204,10 +206,10 @@ impl MySqlConnection {
         &mut self,
         options: TxOpts,
     ) -> Result<MySqlTransaction<'_>, mysql_async::Error> {
-        self.raw_mut()
-            .start_transaction(options)
-            .await
-            .map(MySqlTransaction)
+        let watch = Arc::clone(&self.watch);
+        let tx = self.raw_mut().start_transaction(options).await;
+        watch.see(&tx);
+        tx.map(|t| MySqlTransaction(t, watch))
     }
 
     /// The server's id of this connection.
@@ -257,7 +259,7 @@ type Answer<'a, T> = futures_core::future::BoxFuture<'a, Result<T, mysql_async::
 /// requires to the mysql_async type that `$inner` reaches; the trait's own
 /// bodies do the rest.
 macro_rules! forward_queryable {
-    ($wrapper:ty, |$this:ident| $inner:expr) => {
+    ($wrapper:ty, |$this:ident| $inner:expr, |$w:ident| $watch:expr) => {
         impl Queryable for $wrapper {
             fn ping(&mut self) -> Answer<'_, ()> {
                 let $this = self;
@@ -271,16 +273,24 @@ macro_rules! forward_queryable {
             where
                 Q: AsQuery + 'a,
             {
+                let watch = {
+                    let $w = &*self;
+                    Arc::clone($watch)
+                };
                 let $this = self;
-                $inner.query_iter(query)
+                crate::roles::watched(watch, $inner.query_iter(query))
             }
 
             fn prep<'a, Q>(&'a mut self, query: Q) -> Answer<'a, Statement>
             where
                 Q: AsQuery + 'a,
             {
+                let watch = {
+                    let $w = &*self;
+                    Arc::clone($watch)
+                };
                 let $this = self;
-                $inner.prep(query)
+                crate::roles::watched(watch, $inner.prep(query))
             }
 
             fn close(&mut self, stmt: Statement) -> Answer<'_, ()> {
@@ -297,8 +307,12 @@ macro_rules! forward_queryable {
                 Q: StatementLike + 's,
                 P: Into<Params>,
             {
+                let watch = {
+                    let $w = &*self;
+                    Arc::clone($watch)
+                };
                 let $this = self;
-                $inner.exec_iter(stmt, params)
+                crate::roles::watched(watch, $inner.exec_iter(stmt, params))
             }
 
             fn exec_batch<'a: 'b, 'b, S, P, I>(
@@ -312,8 +326,12 @@ macro_rules! forward_queryable {
                 I::IntoIter: Send,
                 P: Into<Params> + Send,
             {
+                let watch = {
+                    let $w = &*self;
+                    Arc::clone($watch)
+                };
                 let $this = self;
-                $inner.exec_batch(stmt, params_iter)
+                crate::roles::watched(watch, $inner.exec_batch(stmt, params_iter))
             }
         }
     };
@@ -321,13 +339,13 @@ macro_rules! forward_queryable {
 
 // Queries run on the connection as on mysql_async's `Conn`: every
 // `Queryable` method works.
-forward_queryable!(MySqlConnection, |c| c.raw_mut());
+forward_queryable!(MySqlConnection, |c| c.raw_mut(), |c| &c.watch);
 
 /// A transaction on a pooled connection: mysql_async's `Transaction`,
 /// whose `Debug` would show the password, behind one that does not.
 /// Dropped without `commit` or `rollback`, it is rolled back before the
 /// connection is used again.
-pub struct MySqlTransaction<'a>(Transaction<'a>);
+pub struct MySqlTransaction<'a>(Transaction<'a>, Arc<crate::roles::Watch>);
 
 impl fmt::Debug for MySqlTransaction<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -371,7 +389,7 @@ impl<'a> MySqlTransaction<'a> {
     }
 }
 
-forward_queryable!(MySqlTransaction<'_>, |t| &mut t.0);
+forward_queryable!(MySqlTransaction<'_>, |t| &mut t.0, |t| &t.1);
 
 /// Makes, checks, resets and closes MySQL/MariaDB connections for an
 /// [`aquifer::Pool`]. mysql_async's own pool is not involved: every
@@ -393,6 +411,8 @@ pub struct MySqlManager {
     after_connect: Option<AfterConnect>,
     reset: ResetMode,
     check_timeout: Duration,
+    /// Raised by its connections on signs of a role change.
+    pub(crate) signal: aquifer::RoleSignal,
 }
 
 impl fmt::Debug for MySqlManager {
@@ -427,6 +447,7 @@ impl MySqlManager {
             after_connect: None,
             reset: ResetMode::default(),
             check_timeout: Duration::from_secs(5),
+            signal: aquifer::RoleSignal::new(),
         }
     }
 
@@ -511,6 +532,7 @@ impl Manager for MySqlManager {
         Ok(MySqlConnection {
             conn: Some(conn),
             dirty: false,
+            watch: Arc::new(crate::roles::Watch::new(self.signal.clone())),
         })
     }
 

@@ -4,7 +4,10 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::process::Command;
+
 use super::{MariaDbServer, MariaDbServerBuilder, MARIADB_PASSWORD, MARIADB_USER};
+use crate::pg::run;
 use crate::TestkitError;
 
 /// A user with every privilege on the `aquifer` database and none that
@@ -14,8 +17,11 @@ use crate::TestkitError;
 pub const MARIADB_APP_USER: &str = "app";
 
 /// Binary log options for a server that replicates or is replicated from:
-/// a server id no other test server has, GTIDs, and the replica's applied
-/// changes logged too, so that it can be promoted.
+/// a server id no other test server has, GTIDs, the replica's applied
+/// changes logged too, so that it can be promoted, and semi-synchronous
+/// replication both ways (a commit is acknowledged once a connected
+/// replica has it in its relay log; without one, at once), so that a
+/// failover loses no acknowledged write.
 pub(super) fn binlog_settings(settings: &mut Vec<(String, String)>) {
     static NEXT: AtomicU32 = AtomicU32::new(1);
     let id = (std::process::id() % 400_000) * 10_000 + NEXT.fetch_add(1, Ordering::Relaxed);
@@ -24,6 +30,11 @@ pub(super) fn binlog_settings(settings: &mut Vec<(String, String)>) {
         ("server-id", id.to_string()),
         ("log-slave-updates", "ON".to_owned()),
         ("binlog-format", "ROW".to_owned()),
+        ("rpl-semi-sync-master-enabled", "ON".to_owned()),
+        ("rpl-semi-sync-slave-enabled", "ON".to_owned()),
+        ("rpl-semi-sync-master-wait-point", "AFTER_SYNC".to_owned()),
+        ("rpl-semi-sync-master-wait-no-slave", "OFF".to_owned()),
+        ("rpl-semi-sync-master-timeout", "5000".to_owned()),
     ] {
         settings.push((k.to_owned(), v));
     }
@@ -108,20 +119,33 @@ impl MariaDbServer {
     }
 
     /// Waits until this replica has applied everything `primary` had
-    /// logged when the call began (`MASTER_GTID_WAIT`, up to a minute).
+    /// logged when the call began (up to a minute).
     ///
     /// # Errors
     /// As [`sql`](Self::sql), or [`TestkitError::Command`] after a minute.
     pub fn wait_replayed(&self, primary: &MariaDbServer) -> Result<(), TestkitError> {
         let pos = primary.sql("SELECT @@gtid_binlog_pos")?;
-        let done = self.sql(&format!("SELECT MASTER_GTID_WAIT('{}', 60)", pos.trim()))?;
-        if done.trim() != "0" {
-            return Err(TestkitError::Command {
-                command: "MASTER_GTID_WAIT".into(),
-                message: format!("not at {} after 60 s", pos.trim()),
-            });
+        self.wait_applied(pos.trim())
+    }
+
+    /// Waits until `gtid_current_pos` covers `pos` in every domain (which,
+    /// unlike `MASTER_GTID_WAIT`, counts this server's own writes from when
+    /// it was a primary).
+    fn wait_applied(&self, pos: &str) -> Result<(), TestkitError> {
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let applied = self.sql("SELECT @@gtid_current_pos")?;
+            if covers(applied.trim(), pos) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > give_up {
+                return Err(TestkitError::Command {
+                    command: "waiting for replication".into(),
+                    message: format!("{pos} not applied after 60 s ({})", applied.trim()),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        Ok(())
     }
 
     /// Stops applying replicated changes (`STOP SLAVE SQL_THREAD`): the
@@ -141,13 +165,48 @@ impl MariaDbServer {
         self.sql("START SLAVE SQL_THREAD").map(drop)
     }
 
-    /// Promotes this replica: stops replicating, forgets its primary and
-    /// takes writes (`STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0`).
+    /// Promotes this replica: stops receiving, applies everything it
+    /// received (so no acknowledged write is left in its relay log), then
+    /// forgets its primary and takes writes (`STOP SLAVE; RESET SLAVE ALL;
+    /// SET GLOBAL read_only = 0`).
     ///
     /// # Errors
-    /// As [`sql`](Self::sql).
+    /// As [`sql`](Self::sql), or [`TestkitError::Command`] when what it
+    /// received is not applied within a minute.
     pub fn promote(&self) -> Result<(), TestkitError> {
+        self.sql("STOP SLAVE IO_THREAD")?;
+        let status = run(Command::new(&self.client)
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket.display()))
+            .args(["-u", "root", "--batch", "-e", "SHOW SLAVE STATUS"]))?;
+        let mut lines = status.lines();
+        let (head, row) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+        let received = head
+            .split('\t')
+            .position(|c| c == "Gtid_IO_Pos")
+            .and_then(|i| row.split('\t').nth(i))
+            .unwrap_or("");
+        self.wait_applied(received)?;
         self.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0")
             .map(drop)
     }
+}
+
+/// Whether GTID position `have` is at or past `want` in every domain of
+/// `want` (positions are `domain-server-seq` lists).
+fn covers(have: &str, want: &str) -> bool {
+    let parse = |pos: &str| -> Vec<(u64, u64)> {
+        pos.split(',')
+            .filter_map(|g| {
+                let mut f = g.trim().split('-');
+                let domain = f.next()?.parse().ok()?;
+                let seq = f.nth(1)?.parse().ok()?;
+                Some((domain, seq))
+            })
+            .collect()
+    };
+    let have = parse(have);
+    parse(want)
+        .into_iter()
+        .all(|(d, s)| have.iter().any(|&(hd, hs)| hd == d && hs >= s))
 }

@@ -1,0 +1,110 @@
+//! What a MySQL/MariaDB server is, for a replica set: `@@read_only` and
+//! whether it replicates; and the errors that say a server stopped taking
+//! writes, seen on any statement a connection runs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use aquifer::{Role, RoleCheck, RoleManager, RoleSignal};
+use mysql_async::prelude::Queryable;
+use mysql_async::Row;
+
+use crate::manager::{MySqlConnection, MySqlError, MySqlManager};
+
+/// Server errors that say this connection's writes will not be taken:
+/// 1290 (`--read-only` refuses the statement), 1836 (read-only mode),
+/// 1053 (the server is shutting down).
+const EVIDENCE: [u16; 3] = [1290, 1836, 1053];
+
+/// What one connection saw; shared by the connection and its
+/// transactions' futures.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    signal: RoleSignal,
+    refused: AtomicBool,
+}
+
+impl Watch {
+    pub(crate) fn new(signal: RoleSignal) -> Self {
+        Watch {
+            signal,
+            refused: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether an error said the server no longer takes this connection's
+    /// writes: the pool evicts it.
+    pub(crate) fn refused(&self) -> bool {
+        self.refused.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn see<T>(&self, result: &Result<T, mysql_async::Error>) {
+        if let Err(mysql_async::Error::Server(e)) = result {
+            if EVIDENCE.contains(&e.code) {
+                self.refused.store(true, Ordering::Release);
+                self.signal
+                    .raise(format!("MySQL error {}: {}", e.code, e.message));
+            }
+        }
+    }
+}
+
+/// `fut`, with its error looked at.
+pub(crate) fn watched<'a, T: Send + 'a>(
+    watch: Arc<Watch>,
+    fut: futures_core::future::BoxFuture<'a, Result<T, mysql_async::Error>>,
+) -> futures_core::future::BoxFuture<'a, Result<T, mysql_async::Error>> {
+    Box::pin(async move {
+        let result = fut.await;
+        watch.see(&result);
+        result
+    })
+}
+
+impl RoleManager for MySqlManager {
+    /// A standby when replication is configured (`SHOW REPLICA STATUS`
+    /// has a row, whatever `read_only` says: a writable replica must not
+    /// take writes either); read-only when `@@read_only` is on; else the
+    /// primary. A user without the privilege to see replica status is
+    /// judged by `read_only` alone.
+    async fn check_role(&self, pooled: &mut MySqlConnection) -> Result<RoleCheck, MySqlError> {
+        let conn = pooled.raw_mut();
+        let read_only: Option<u8> = conn
+            .query_first("SELECT @@global.read_only")
+            .await
+            .map_err(MySqlError::Db)?;
+        let read_only = read_only == Some(1);
+        let replica: Option<Row> = match conn.query_first("SHOW REPLICA STATUS").await {
+            Ok(row) => row,
+            Err(mysql_async::Error::Server(_)) => None,
+            Err(e) => return Err(MySqlError::Db(e)),
+        };
+        let ro = if read_only { 1 } else { 0 };
+        Ok(match replica {
+            Some(row) => {
+                let field = |names: [&str; 2]| {
+                    names
+                        .iter()
+                        .find_map(|n| row.get_opt::<String, _>(*n).and_then(Result::ok))
+                        .unwrap_or_default()
+                };
+                let host = field(["Master_Host", "Source_Host"]);
+                let port = field(["Master_Port", "Source_Port"]);
+                let io = field(["Slave_IO_Running", "Replica_IO_Running"]);
+                let sql = field(["Slave_SQL_Running", "Replica_SQL_Running"]);
+                RoleCheck::new(
+                    Role::Standby,
+                    format!(
+                        "read_only = {ro}, replicating from {host}:{port} (io {io}, sql {sql})"
+                    ),
+                )
+            }
+            None if read_only => RoleCheck::new(Role::ReadOnly, "read_only = 1, not replicating"),
+            None => RoleCheck::new(Role::Primary, "read_only = 0, not replicating"),
+        })
+    }
+
+    fn role_signal(&self) -> Option<&RoleSignal> {
+        Some(&self.signal)
+    }
+}

@@ -1,0 +1,285 @@
+//! A cluster as a replica set over real MariaDB GTID replication
+//! (semi-synchronous, so that an acknowledged write survives the
+//! primary): roles found from the servers, failover under 16 writers with
+//! every acknowledged write kept, an old primary rejoining that takes no
+//! writes, and demotion with `SET GLOBAL read_only = 1`.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aquifer::{Backoff, Cluster, ClusterError, ClusterPool, Role, Roles};
+use aquifer_mysql::mysql_async::prelude::Queryable;
+use aquifer_mysql::{MySqlManager, MySqlPool};
+use aquifer_testkit::MariaDbServer;
+use common::*;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn replica_set(members: &[(&str, &MariaDbServer)]) -> Cluster<MySqlManager> {
+    let cluster = Cluster::builder()
+        .roles(Roles::default())
+        .acquire_timeout(Duration::from_secs(5))
+        .build();
+    for (name, db) in members {
+        let pool = MySqlPool::builder(MySqlManager::new(&db.app_url()).unwrap())
+            .max(16)
+            .backoff(Backoff {
+                min: ms(20),
+                max: ms(200),
+                ..Backoff::default()
+            })
+            .build()
+            .unwrap();
+        cluster.add(ClusterPool::new(*name, pool)).unwrap();
+    }
+    cluster
+}
+
+async fn until(
+    c: &Cluster<MySqlManager>,
+    what: &str,
+    done: impl Fn(&Cluster<MySqlManager>) -> bool,
+) {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while !done(c) {
+        assert!(
+            Instant::now() < give_up,
+            "{what}: primary {:?}, warnings {:?}",
+            c.primary(),
+            c.warnings()
+        );
+        tokio::time::sleep(ms(5)).await;
+    }
+}
+
+struct Outcome {
+    key: i64,
+    pool: Option<String>,
+    at: Instant,
+    result: Result<(), String>,
+}
+
+struct Writers {
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(cluster: &Cluster<MySqlManager>, n: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+        let next = Arc::new(AtomicI64::new(1));
+        let tasks = (0..n)
+            .map(|_| {
+                let (c, stop, outcomes, next) = (
+                    cluster.clone(),
+                    stop.clone(),
+                    outcomes.clone(),
+                    next.clone(),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = next.fetch_add(1, Ordering::Relaxed);
+                        let (pool, result) = match c.write().await {
+                            Ok(mut conn) => {
+                                let pool = conn.pool_name().to_owned();
+                                let r = conn.exec_drop("INSERT INTO kv VALUES (?)", (key,)).await;
+                                (Some(pool), r.map_err(|e| chain(&e)))
+                            }
+                            Err(e) => {
+                                assert!(
+                                    matches!(
+                                        e,
+                                        ClusterError::NoPrimary { .. }
+                                            | ClusterError::Unavailable { .. }
+                                    ),
+                                    "{e}"
+                                );
+                                (None, Err(chain(&e)))
+                            }
+                        };
+                        let failed = result.is_err();
+                        outcomes.lock().unwrap().push(Outcome {
+                            key,
+                            pool,
+                            at: Instant::now(),
+                            result,
+                        });
+                        if failed {
+                            tokio::time::sleep(ms(5)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            stop,
+            outcomes,
+            tasks,
+        }
+    }
+
+    async fn first_ok_on(&self, pool: &str, since: Instant) -> Duration {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self
+                .outcomes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|o| o.at > since && o.result.is_ok() && o.pool.as_deref() == Some(pool))
+                .map(|o| o.at)
+                .min();
+            if let Some(at) = found {
+                return at - since;
+            }
+            assert!(Instant::now() < give_up, "no write reached {pool}");
+            tokio::time::sleep(ms(2)).await;
+        }
+    }
+
+    async fn finish(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        Arc::try_unwrap(self.outcomes)
+            .unwrap_or_else(|_| panic!("writers stopped"))
+            .into_inner()
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_under_sixteen_writers_keeps_every_acknowledged_write() {
+    let _serial = SERIAL.lock().await;
+    let mut first = MariaDbServer::builder().binlog().start().unwrap();
+    first
+        .sql("CREATE TABLE aquifer.kv (k bigint PRIMARY KEY)")
+        .unwrap();
+    first.create_app_user().unwrap();
+    let mut second = first.start_replica().unwrap();
+    second.wait_replayed(&first).unwrap();
+    let cluster = replica_set(&[("a", &second), ("b", &first)]);
+    until(&cluster, "roles", |c| {
+        c.primary().as_deref() == Some("b") && c.role("a").unwrap().role == Role::Standby
+    })
+    .await;
+    let a = cluster.role("a").unwrap();
+    assert!(
+        a.evidence
+            .starts_with("read_only = 1, replicating from 127.0.0.1:"),
+        "{}",
+        a.evidence
+    );
+
+    let writers = Writers::start(&cluster, 16);
+    let (mut primary, mut standby) = (("b", &mut first), ("a", &mut second));
+    let mut took = Vec::new();
+    for round in 0..5 {
+        tokio::time::sleep(ms(300)).await;
+        // Caught up, the replica acknowledges each commit from here on
+        // (semi-synchronous); commits made while it was away are async.
+        standby.1.wait_replayed(primary.1).unwrap();
+        tokio::time::sleep(ms(100)).await;
+        primary.1.kill().unwrap();
+        standby.1.promote().unwrap();
+        let promoted = Instant::now();
+        let t = writers.first_ok_on(standby.0, promoted).await;
+        eprintln!(
+            "round {round}: first write on {} {t:?} after the promotion",
+            standby.0
+        );
+        took.push(t);
+        primary.1.start().unwrap();
+        primary.1.follow(standby.1).unwrap();
+        std::mem::swap(&mut primary, &mut standby);
+    }
+    let rejoined = standby.0;
+    until(&cluster, "the old primary rejoined", |c| {
+        c.role(rejoined).unwrap().role == Role::Standby
+    })
+    .await;
+    let since = Instant::now();
+    tokio::time::sleep(ms(500)).await;
+    let outcomes = writers.finish().await;
+    assert!(outcomes
+        .iter()
+        .filter(|o| o.at > since)
+        .all(|o| o.pool.as_deref() == Some(primary.0)));
+
+    let ok: Vec<i64> = outcomes
+        .iter()
+        .filter(|o| o.result.is_ok())
+        .map(|o| o.key)
+        .collect();
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    let on_standby = failed
+        .iter()
+        .filter(|o| o.result.as_ref().unwrap_err().contains("read-only"))
+        .count();
+    assert_eq!(on_standby, 0, "writes ran on a standby");
+    let found: usize = primary
+        .1
+        .sql(&format!(
+            "SELECT count(*) FROM aquifer.kv WHERE k IN ({})",
+            ok.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        ))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(found, ok.len(), "acknowledged writes lost");
+    took.sort();
+    let (median, worst) = (took[took.len() / 2], took[took.len() - 1]);
+    eprintln!(
+        "MariaDB failover, 16 writers, 5 rounds: {} writes ok, {} failed; \
+         promotion to first write: median {median:?}, worst {worst:?}",
+        ok.len(),
+        failed.len()
+    );
+    assert!(worst < Duration::from_secs(3), "worst {worst:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demotion_with_read_only_evicts_refused_connections_and_writes_move_on() {
+    let _serial = SERIAL.lock().await;
+    let (one, two) = (server(), server());
+    for db in [&one, &two] {
+        db.sql("CREATE TABLE aquifer.kv (k bigint)").unwrap();
+        db.create_app_user().unwrap();
+    }
+    two.sql("SET GLOBAL read_only = 1").unwrap();
+    let cluster = replica_set(&[("one", &one), ("two", &two)]);
+    until(&cluster, "roles", |c| {
+        c.primary().as_deref() == Some("one") && c.role("two").unwrap().role == Role::ReadOnly
+    })
+    .await;
+    let writers = Writers::start(&cluster, 16);
+    tokio::time::sleep(ms(300)).await;
+    one.sql("SET GLOBAL read_only = 1").unwrap();
+    until(&cluster, "demoted", |c| {
+        c.role("one").unwrap().role == Role::ReadOnly
+    })
+    .await;
+    two.sql("SET GLOBAL read_only = 0").unwrap();
+    let writable = Instant::now();
+    let took = writers.first_ok_on("two", writable).await;
+    eprintln!("writes moved to the other member {took:?} after it was made writable");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let outcomes = writers.finish().await;
+    let refused = outcomes
+        .iter()
+        .filter(|o| o.result.as_ref().is_err_and(|e| e.contains("read-only")))
+        .count();
+    let created = usize::try_from(cluster.pool_named("one").unwrap().metrics().creates).unwrap();
+    assert!(
+        refused <= created,
+        "{refused} refusals from {created} connections"
+    );
+    assert!(cluster.role("one").unwrap().changes >= 1);
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aquifer::Summary;
+use aquifer::{Role, Summary};
 use axum::extract::State as With;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -302,6 +302,52 @@ impl prometheus_client::collector::Collector for Scrape {
                 ("lifetime", ev.lifetime),
                 ("broken", ev.broken),
             ]
-        })
+        })?;
+        roles(e, p)
     }
+}
+
+/// For the members of clusters that watch roles: which role each is in,
+/// whether writes go there, and counters of role changes and of the
+/// read-only or shutdown errors that made the cluster check at once.
+fn roles(e: &mut DescriptorEncoder, pools: &[PoolReport]) -> Fmt {
+    let members: Vec<PoolReport> = pools.iter().filter(|p| p.role.is_some()).cloned().collect();
+    if members.is_empty() {
+        return Ok(());
+    }
+    let p = &members[..];
+    let info = |p: &PoolReport| p.role.clone().expect("filtered");
+    let role = (
+        "aquifer_role",
+        "1 for the role the member's server last said it has: primary, standby, read_only or unknown.",
+        MetricType::Gauge,
+    );
+    by(e, p, role, "role", |p| {
+        let now = info(p).role;
+        [Role::Primary, Role::Standby, Role::ReadOnly, Role::Unknown]
+            .into_iter()
+            .map(|r| (r.as_str(), u64::from(r == now)))
+            .collect()
+    })?;
+    gauges(
+        e,
+        p,
+        "aquifer_writes_here",
+        "1 for the member writes go to.",
+        |p| i64::from(info(p).writes_here),
+    )?;
+    counters(
+        e,
+        p,
+        "aquifer_role_changes",
+        "Times the member's role changed.",
+        |p| info(p).changes,
+    )?;
+    counters(
+        e,
+        p,
+        "aquifer_role_signals",
+        "Read-only or shutdown errors (each evicting its connection) and pushed role changes that made the cluster check the member at once.",
+        |p| info(p).evidence_signals,
+    )
 }

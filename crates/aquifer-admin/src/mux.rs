@@ -84,6 +84,7 @@ impl<M: Multiplexed> Source for NamedMux<M> {
             status,
             metrics,
             pending: Vec::new(),
+            role: None,
             multiplexer: None,
         };
         report.multiplexer = Some(s);

@@ -61,6 +61,9 @@ pub struct PoolReport {
     pub metrics: Metrics,
     /// Connections that failed to close.
     pub pending: Vec<PendingInfo>,
+    /// Its role, evidence and last change, in a cluster that watches roles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<aquifer::RoleInfo>,
     /// For a multiplexer: its connections and the requests each carries
     /// (`status` then counts requests as borrowed and queued requests as
     /// waiting, and `size` the open connections).
@@ -97,6 +100,10 @@ pub struct Readiness {
     /// more: …` (the ban's cause), `closed`, or `unhealthy: …` (the
     /// check's error).
     pub reason: Option<String>,
+    /// Its role, in a cluster that watches roles (checked once at least,
+    /// unless the check's timeout ran out first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<aquifer::RoleInfo>,
 }
 
 impl Readiness {
@@ -130,6 +137,7 @@ impl Readiness {
             state,
             health,
             reason,
+            role: None,
         }
     }
 
@@ -281,6 +289,7 @@ impl<M: Manager> Source for aquifer::Cluster<M> {
                         .filter(|p| p.pool == i.name)
                         .map(|p| p.info.clone())
                         .collect(),
+                    role: i.role,
                     name: i.name,
                     multiplexer: None,
                 }
@@ -382,7 +391,18 @@ impl<M: Manager> Source for aquifer::Cluster<M> {
                 Some((n, s, why, pool))
             })
             .collect();
-        Box::pin(checks(source.to_owned(), pools, timeout))
+        let source = source.to_owned();
+        Box::pin(async move {
+            let (mut results, _) = futures_util::future::join(
+                checks(source, pools, timeout),
+                self.roles_checked(timeout),
+            )
+            .await;
+            for r in &mut results {
+                r.role = self.role(&r.pool);
+            }
+            results
+        })
     }
 }
 
@@ -442,6 +462,7 @@ impl<M: Manager> Source for NamedPool<M> {
             status: self.pool.status(),
             metrics: self.pool.metrics(),
             pending: self.pool.pending(),
+            role: None,
             multiplexer: None,
         }]
     }

@@ -176,10 +176,17 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
         .max(2)
         .build()
         .unwrap();
+    // A replica set: each member's role, from its (fake) server.
+    let set = Cluster::builder().roles(aquifer::Roles::default()).build();
+    for (name, role) in [("p", aquifer::Role::Primary), ("s", aquifer::Role::Standby)] {
+        let pool = Pool::builder(FakeRole(role)).max(2).build().unwrap();
+        set.add(ClusterPool::new(name, pool)).unwrap();
+    }
     let app = || {
         Admin::new()
             .with_token(TOKEN)
             .cluster("main", cluster.clone())
+            .cluster("set", set.clone())
             .multiplexer("reads", mux.clone())
             .snapshot_every(Duration::from_millis(200))
             .router()
@@ -229,7 +236,32 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
     )
     .await;
     let rows = c.find_all(Locator::Css("#pools tbody tr")).await.unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 6);
+    // Each member of a replica set shows its role, which one takes the
+    // writes, and on hover what that rests on; other pools show none.
+    let role =
+        |pool: &str| format!("document.querySelector('tr[data-pool=\"set/{pool}\"] td.col-role')");
+    until(
+        &c,
+        "the primary's role",
+        &format!("{}?.textContent === 'primary · writes'", role("p")),
+    )
+    .await;
+    until(
+        &c,
+        "the standby's role",
+        &format!(
+            "{0}?.textContent === 'standby' && {0}.title.startsWith('fake says standby; changed at ')",
+            role("s")
+        ),
+    )
+    .await;
+    until(
+        &c,
+        "no role",
+        &format!("{}.textContent === '–'", cell("eu_1", "role")),
+    )
+    .await;
     // A multiplexer's row: busy connections and the requests on them; it
     // can be frozen and removed, not cleared.
     let held = mux.lease().await.unwrap();

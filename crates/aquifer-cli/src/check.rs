@@ -76,7 +76,10 @@ pub(crate) async fn run(args: Args) -> u8 {
 }
 
 fn table(results: &[Readiness]) -> String {
-    let rows: Vec<[String; 5]> = results
+    // A ROLE column when a replica set is checked: what each server says
+    // it is, and which one takes the writes.
+    let roles = results.iter().any(|r| r.role.is_some());
+    let rows: Vec<Vec<String>> = results
         .iter()
         .map(|r| {
             let (state, latency, error) = match &r.health {
@@ -97,11 +100,25 @@ fn table(results: &[Readiness]) -> String {
                     r.reason.clone().unwrap_or_default(),
                 ),
             };
-            [r.cluster.clone(), r.pool.clone(), state, latency, error]
+            let mut row = vec![r.cluster.clone(), r.pool.clone(), state];
+            if roles {
+                row.push(match &r.role {
+                    Some(i) if i.writes_here => format!("{} (writes)", i.role),
+                    Some(i) => i.role.to_string(),
+                    None => "-".to_owned(),
+                });
+            }
+            row.extend([latency, error]);
+            row
         })
         .collect();
-    let head = ["CLUSTER", "POOL", "STATE", "LATENCY", "ERROR"].map(str::to_owned);
-    let mut width = [0; 4];
+    let mut head: Vec<String> = ["CLUSTER", "POOL", "STATE"].map(str::to_owned).into();
+    if roles {
+        head.push("ROLE".to_owned());
+    }
+    head.extend(["LATENCY".to_owned(), "ERROR".to_owned()]);
+    let last = head.len() - 1;
+    let mut width = vec![0; last];
     for row in std::iter::once(&head).chain(&rows) {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -110,7 +127,7 @@ fn table(results: &[Readiness]) -> String {
     let mut out = String::new();
     for row in std::iter::once(&head).chain(&rows) {
         for (i, cell) in row.iter().enumerate() {
-            if i < 4 {
+            if i < last {
                 out.push_str(&format!("{cell:<w$}  ", w = width[i]));
             } else {
                 out.push_str(cell);

@@ -4,7 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aquifer::{error_chain, Cluster, ClusterPool, Manager, Multiplexer, Pool, Selector};
+use aquifer::{
+    error_chain, Cluster, ClusterBuilder, ClusterPool, Manager, Multiplexer, Pool, RoleManager,
+    Selector,
+};
 use aquifer_admin::{NamedMux, NamedPool, Source};
 use aquifer_mysql::MySqlManager;
 use aquifer_postgres::{PgManager, PgMuxManager};
@@ -104,7 +107,7 @@ fn build_pool<M: Manager>(
         .map_err(|e| cfg.pool_error(name, "pool", error_chain(&e)))
 }
 
-fn build_cluster<M: Manager>(sec: &ClusterSection) -> Cluster<M> {
+fn cluster_builder<M: Manager>(sec: &ClusterSection) -> ClusterBuilder<M> {
     let mut b = Cluster::builder().mode(sec.mode);
     if let Some(t) = sec.ban_time {
         b = b.ban_time(t);
@@ -118,7 +121,17 @@ fn build_cluster<M: Manager>(sec: &ClusterSection) -> Cluster<M> {
     if let Some(f) = &sec.log_file {
         b = b.log_file(f, sec.log_max_bytes);
     }
-    b.build()
+    b
+}
+
+/// A cluster of a driver whose servers tell their role: a replica set
+/// when the section says `roles = true`.
+fn with_roles<M: RoleManager>(sec: &ClusterSection) -> Cluster<M> {
+    let b = cluster_builder::<M>(sec);
+    match &sec.roles {
+        Some(r) => b.roles(r.clone()).build(),
+        None => b.build(),
+    }
 }
 
 /// Cluster `cname` of the pools in `mine` that `pick` finds.
@@ -128,8 +141,9 @@ fn join<M: Manager>(
     csec: &ClusterSection,
     mine: &[&(String, Driver, AnyPool)],
     pick: fn(&AnyPool) -> Option<&Pool<M>>,
+    build: fn(&ClusterSection) -> Cluster<M>,
 ) -> Result<Cluster<M>, ConfigError> {
-    let cluster = build_cluster::<M>(csec);
+    let cluster = build(csec);
     for (name, _, pool) in mine {
         let Some(pool) = pick(pool) else { continue };
         let sec = &cfg.pools[name];
@@ -194,10 +208,15 @@ impl Fleet {
                 }
             }
             let source: Arc<dyn Source> = match mine.first().map(|(_, d, _)| *d) {
-                Some(Driver::Postgres) => Arc::new(join(cfg, cname, csec, &mine, AnyPool::pg)?),
-                Some(Driver::MySql) => Arc::new(join(cfg, cname, csec, &mine, AnyPool::mysql)?),
+                Some(Driver::Postgres) => {
+                    Arc::new(join(cfg, cname, csec, &mine, AnyPool::pg, with_roles)?)
+                }
+                Some(Driver::MySql) => {
+                    Arc::new(join(cfg, cname, csec, &mine, AnyPool::mysql, with_roles)?)
+                }
                 Some(Driver::Sqlite) | None => {
-                    let c = join(cfg, cname, csec, &mine, AnyPool::sqlite)?;
+                    let build = |s: &ClusterSection| cluster_builder(s).build();
+                    let c = join(cfg, cname, csec, &mine, AnyPool::sqlite, build)?;
                     fleet.sqlite.push(c.clone());
                     Arc::new(c)
                 }

@@ -101,7 +101,7 @@ function row(p) {
     const tr = el("tr");
     tr.dataset.pool = key;
     const cells = {};
-    for (const name of ["cluster", "pool", "state", "size", "idle", "active", "waiting", "pending", "p99", "errors", "server", "actions"]) {
+    for (const name of ["cluster", "pool", "state", "role", "size", "idle", "active", "waiting", "pending", "p99", "errors", "server", "actions"]) {
       cells[name] = el("td", undefined, "col-" + name);
       tr.append(cells[name]);
     }
@@ -114,6 +114,16 @@ function row(p) {
   c.pool.textContent = p.name;
   c.state.textContent = p.state + (p.banned_for ? " " + duration(Math.ceil(p.banned_for)) : "");
   c.state.className = "col-state state " + p.state;
+  // In a cluster that watches roles: what the server says it is, whether
+  // writes go there, and on hover what that rests on and since when.
+  const role = p.role;
+  c.role.textContent = role ? role.role.replace("_", "-") + (role.writes_here ? " · writes" : "") : "–";
+  c.role.className = "col-role" + (role ? " role " + role.role : "");
+  c.role.title = role
+    ? role.evidence +
+      (role.cause ? "; checked at once after: " + role.cause : "") +
+      (role.changed_at ? "; changed at " + clock(role.changed_at) : "")
+    : "";
   c.size.textContent = s.size + "/" + s.max;
   c.idle.textContent = s.idle;
   // A multiplexer: busy connections, and the requests on them.

@@ -124,3 +124,25 @@ impl aquifer::Manager for StuckClose {
         }
     }
 }
+
+/// A server whose role is fixed, for a cluster that watches roles.
+#[derive(Debug)]
+pub struct FakeRole(pub aquifer::Role);
+
+impl aquifer::Manager for FakeRole {
+    type Type = u32;
+    type Error = std::io::Error;
+
+    async fn create(&self) -> Result<u32, std::io::Error> {
+        Ok(1)
+    }
+}
+
+impl aquifer::RoleManager for FakeRole {
+    async fn check_role(&self, _: &mut u32) -> Result<aquifer::RoleCheck, std::io::Error> {
+        Ok(aquifer::RoleCheck::new(
+            self.0,
+            format!("fake says {}", self.0),
+        ))
+    }
+}

@@ -102,6 +102,8 @@ pub(crate) struct ClusterSection {
     pub(crate) log_file: Option<PathBuf>,
     pub(crate) log_max_bytes: u64,
     pub(crate) max_warnings: Option<usize>,
+    /// A replica set: each member's role found from its server.
+    pub(crate) roles: Option<aquifer::Roles>,
 }
 
 /// One pool: where, in which cluster, and its pool settings.
@@ -280,7 +282,9 @@ impl Config {
                     );
                 }
             }
+            let roles = cluster_roles(&mut c);
             let section = ClusterSection {
+                roles,
                 mode,
                 ban_time: c.duration("ban_time"),
                 acquire_timeout: c.duration("acquire_timeout"),
@@ -290,7 +294,10 @@ impl Config {
                     .unwrap_or(10 << 20),
                 max_warnings: c.take("max_warnings", "a whole number"),
             };
-            c.finish("mode, ban_time, acquire_timeout, log_file, log_max_bytes, max_warnings");
+            c.finish(
+                "mode, ban_time, acquire_timeout, log_file, log_max_bytes, max_warnings, \
+                 roles, role_interval, split_brain",
+            );
             out.insert(name, section);
         }
         let clusters = out;
@@ -342,6 +349,15 @@ impl Config {
                         &format!("no cluster `{c}` is defined: add a [clusters.{c}] section"),
                     );
                 } else if let Some(d) = driver {
+                    if d == Driver::Sqlite && clusters[c].roles.is_some() {
+                        p.error(
+                            Some("cluster"),
+                            "cluster",
+                            &format!(
+                                "cluster `{c}` watches roles (roles = true) and SQLite has no replicas: use PostgreSQL or MySQL/MariaDB pools, or leave roles out"
+                            ),
+                        );
+                    }
                     match drivers.get(c) {
                         Some((first, fd)) if *fd != d => p.error(
                             Some("cluster"),
@@ -457,4 +473,54 @@ impl Config {
             problem,
         }
     }
+}
+
+/// A cluster's `roles`, `role_interval` and `split_brain`: role watching
+/// when `roles = true`; the other two only with it.
+fn cluster_roles(c: &mut Section<'_>) -> Option<aquifer::Roles> {
+    let on = c.take::<bool>("roles", "true or false").unwrap_or(false);
+    let interval = c.duration("role_interval");
+    let split = c.take::<String>("split_brain", "\"higher_timeline\" or \"refuse\"");
+    let split = split.and_then(|s| match s.as_str() {
+        "higher_timeline" => Some(aquifer::SplitBrain::HigherTimeline),
+        "refuse" => Some(aquifer::SplitBrain::Refuse),
+        other => {
+            c.error(
+                Some("split_brain"),
+                "split_brain",
+                &format!("`{other}` is not a rule: write \"higher_timeline\" or \"refuse\""),
+            );
+            None
+        }
+    });
+    if !on {
+        for (given, key) in [
+            (interval.is_some(), "role_interval"),
+            (split.is_some(), "split_brain"),
+        ] {
+            if given {
+                c.error(
+                    Some(key),
+                    key,
+                    "only a cluster with roles = true watches roles: add it, or remove this",
+                );
+            }
+        }
+        return None;
+    }
+    if interval.is_some_and(|d| d.is_zero()) {
+        c.error(
+            Some("role_interval"),
+            "role_interval",
+            "a zero interval would check without pause: write \"1s\" or more",
+        );
+    }
+    let mut roles = aquifer::Roles::default();
+    if let Some(d) = interval.filter(|d| !d.is_zero()) {
+        roles = roles.interval(d);
+    }
+    if let Some(s) = split {
+        roles = roles.split_brain(s);
+    }
+    Some(roles)
 }

@@ -96,6 +96,8 @@ pub(super) struct Board<M: Manager> {
     epoch: watch::Sender<u64>,
     /// Every checker checks at once (the primary was lost).
     check_now: Arc<Notify>,
+    /// Bumped after every check, for callers waiting for roles to be known.
+    checks: watch::Sender<u64>,
     /// Starts a member's checker; made where `M: RoleManager` is known.
     start: fn(Weak<Inner<M>>, Arc<Member<M>>) -> AbortHandle,
 }
@@ -119,6 +121,7 @@ impl<M: RoleManager> Board<M> {
             primary: Mutex::new(Primary::default()),
             epoch: watch::Sender::new(0),
             check_now: Arc::new(Notify::new()),
+            checks: watch::Sender::new(0),
             start: start_checker::<M>,
         }
     }
@@ -310,6 +313,9 @@ impl<M: Manager> Inner<M> {
             tracing::info!(target: "aquifer::cluster", pool = %m.name, %role, %evidence, "role changed");
         }
         self.decide_primary();
+        if let Some(board) = &self.roles {
+            board.checks.send_modify(|n| *n += 1);
+        }
     }
 
     /// Evidence says `m`'s role may have changed: it is not written to
@@ -632,6 +638,33 @@ impl<M: Manager> Cluster<M> {
     /// Whether the cluster watches its members' roles.
     pub fn watches_roles(&self) -> bool {
         self.inner.roles.is_some()
+    }
+
+    /// Waits until every member's role was checked at least once (a
+    /// cluster just built checks at once), at most `timeout`. Returns
+    /// whether they all were; `true` at once when the cluster does not
+    /// watch roles.
+    pub async fn roles_checked(&self, timeout: Duration) -> bool {
+        let Some(board) = self.inner.roles.as_ref() else {
+            return true;
+        };
+        let mut checks = board.checks.subscribe();
+        let all = || {
+            self.inner
+                .members
+                .read()
+                .iter()
+                .all(|m| m.role.lock().checked_at.is_some())
+        };
+        let waited = tokio::time::timeout(timeout, async {
+            while !all() {
+                if checks.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        waited.is_ok() && all()
     }
 }
 

@@ -226,6 +226,9 @@ async fn evidence_from_a_connection_rechecks_at_once() {
     let c = set_of(&[("a", &a), ("b", &b)], Roles::default());
     until_primary(&c, Some("a")).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = c.write().await.unwrap();
+    drop(c.write().await.unwrap());
+    assert_eq!(c.pool_named("a").unwrap().status().idle, 1);
     // Demoted without a restart: the next write fails with the server's
     // read-only error, which the driver reports.
     a.set(Role::ReadOnly, None);
@@ -244,6 +247,15 @@ async fn evidence_from_a_connection_rechecks_at_once() {
     assert_eq!(info.role, Role::ReadOnly);
     assert_eq!(info.evidence_signals, 1);
     assert!(info.cause.unwrap().contains("25006"));
+    // Its connections are retired: the idle one now, the one out when it
+    // comes back.
+    let pool_a = c.pool_named("a").unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pool_a.metrics().destroys, 1);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pool_a.metrics().destroys, 2);
+    assert_eq!(pool_a.status().size, 0);
 
     // No writable member: a write waits out its timeout and says why.
     let err = c.write().await.unwrap_err();

@@ -289,6 +289,7 @@ impl<M: Manager> Inner<M> {
         let changed = {
             let mut r = m.role.lock();
             let now = SystemTime::now();
+            let was = r.role;
             let changed = r.role != found.role;
             if changed {
                 r.changes += u64::from(r.role != Role::Unknown || r.changed_at.is_some());
@@ -307,10 +308,15 @@ impl<M: Manager> Inner<M> {
                 r.cause = None;
             }
             r.suspect = false;
-            changed.then(|| (r.role, r.evidence.clone()))
+            changed.then(|| (was, r.role, r.evidence.clone()))
         };
-        if let Some((role, evidence)) = changed {
+        if let Some((was, role, evidence)) = changed {
             tracing::info!(target: "aquifer::cluster", pool = %m.name, %role, %evidence, "role changed");
+            if was == Role::Primary {
+                // It takes no writes now: connections handed out for
+                // writes close on return, idle ones now.
+                m.retire();
+            }
         }
         self.decide_primary();
         if let Some(board) = &self.roles {
@@ -337,6 +343,9 @@ impl<M: Manager> Inner<M> {
             return;
         };
         let members = self.members.read_full();
+        // The members' roles are read under the board's lock, so that two
+        // checkers deciding at once apply their views in order.
+        let mut p = board.primary.lock();
         let claims: Vec<Claim<M>> = members
             .iter()
             .filter_map(|m| {
@@ -348,7 +357,6 @@ impl<M: Manager> Inner<M> {
                 })
             })
             .collect();
-        let mut p = board.primary.lock();
         let believable: Vec<&Claim<M>> = claims
             .iter()
             .filter(|c| {
@@ -456,13 +464,7 @@ impl<M: Manager> Inner<M> {
                 r.role == Role::Primary
             };
             if !still_claims || pick.is_some() {
-                o.retired.fetch_add(1, Ordering::AcqRel);
-                let pool = o.pool.clone();
-                if tokio::runtime::Handle::try_current().is_ok() {
-                    tokio::spawn(async move {
-                        pool.clear().await;
-                    });
-                }
+                o.retire();
             }
         }
         let message = match (pick, old) {
@@ -502,6 +504,18 @@ struct Claim<M: Manager> {
 }
 
 impl<M: Manager> Member<M> {
+    /// Its server stopped being the primary: the connections `write()`
+    /// handed out close when they come back, and its idle ones close now.
+    fn retire(&self) {
+        self.retired.fetch_add(1, Ordering::AcqRel);
+        let pool = self.pool.clone();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(async move {
+                pool.clear().await;
+            });
+        }
+    }
+
     pub(super) fn role_info(&self, writes_here: bool) -> RoleInfo {
         let r = self.role.lock();
         RoleInfo {

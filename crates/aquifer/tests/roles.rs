@@ -339,3 +339,36 @@ async fn a_cluster_without_roles_refuses_write_and_removal_stops_checks() {
     tokio::time::sleep(INTERVAL * 5).await;
     assert_eq!(a.checks.load(Ordering::SeqCst), checks, "checks stop");
 }
+
+#[tokio::test(start_paused = true)]
+async fn writes_dropped_while_they_wait_leak_nothing() {
+    let a = Server::new(Role::Primary, None);
+    let b = Server::new(Role::Standby, None);
+    let c = set_of(&[("a", &a), ("b", &b)], Roles::default());
+    until_primary(&c, Some("a")).await;
+    // Every connection of the primary out, so writes queue in its pool;
+    // then the primary goes, so writes wait for a new one: each is dropped
+    // at some point of that.
+    let held: Vec<_> = write_all(&c, 4).await;
+    a.down.store(true, Ordering::SeqCst);
+    b.set(Role::Primary, None);
+    for i in 0..40u64 {
+        let w = c.write();
+        let _ = tokio::time::timeout(Duration::from_millis(5 + i * 7), w).await;
+    }
+    drop(held);
+    until_primary(&c, Some("b")).await;
+    for name in ["a", "b"] {
+        let s = c.pool_named(name).unwrap().status();
+        assert_eq!((s.borrowed, s.waiting), (0, 0), "{name}: {s:?}");
+    }
+    assert_eq!(c.write().await.unwrap().pool_name(), "b");
+}
+
+async fn write_all(c: &Cluster<Fake>, n: usize) -> Vec<aquifer::ClusterConn<Fake>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(c.write().await.unwrap());
+    }
+    out
+}

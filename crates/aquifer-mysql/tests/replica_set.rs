@@ -195,7 +195,6 @@ async fn failover_under_sixteen_writers_keeps_every_acknowledged_write() {
             standby.0
         );
         took.push(t);
-        primary.1.start().unwrap();
         primary.1.follow(standby.1).unwrap();
         std::mem::swap(&mut primary, &mut standby);
     }

@@ -67,12 +67,26 @@ impl MariaDbServer {
         Ok(replica)
     }
 
-    /// Makes this server a `read_only` replica of `primary`, continuing
-    /// from its own GTID position: an old primary rejoining the new one.
+    /// Puts this server (an old primary, running, stopped or killed) back
+    /// as a `read_only` replica of `primary`: (re)started with
+    /// `--init-rpl-role=SLAVE`, whose crash recovery rolls back and cuts
+    /// from its binary log the transactions no replica acknowledged (they
+    /// were never acknowledged to a client either, and the new primary
+    /// does not have them), then following `primary` from its own GTID
+    /// position.
     ///
     /// # Errors
-    /// The server's refusal.
-    pub fn follow(&self, primary: &MariaDbServer) -> Result<(), TestkitError> {
+    /// A start-up failure, or the server's refusal to replicate.
+    pub fn follow(&mut self, primary: &MariaDbServer) -> Result<(), TestkitError> {
+        if self.is_running() {
+            self.stop()?;
+        }
+        self.settings
+            .settings
+            .push(("init-rpl-role".into(), "SLAVE".into()));
+        let started = self.start();
+        self.settings.settings.pop();
+        started?;
         self.replicate_from(primary, "current_pos")
     }
 

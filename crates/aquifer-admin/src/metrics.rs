@@ -347,7 +347,14 @@ fn roles(e: &mut DescriptorEncoder, pools: &[PoolReport]) -> Fmt {
         e,
         p,
         "aquifer_role_signals",
-        "Read-only or shutdown errors (each evicting its connection) and pushed role changes that made the cluster check the member at once.",
-        |p| info(p).evidence_signals,
+        "Read-only or shutdown errors and pushed role changes that made the cluster check the member at once.",
+        |p| info(p).signals,
+    )?;
+    counters(
+        e,
+        p,
+        "aquifer_read_only_evictions",
+        "Connections evicted because a statement failed with a read-only or shutdown error.",
+        |p| info(p).read_only_evictions,
     )
 }

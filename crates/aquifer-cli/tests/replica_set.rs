@@ -74,6 +74,7 @@ fn a_replica_set_by_urls_alone_shows_its_roles_in_check_the_api_and_metrics() {
         "aquifer_writes_here{cluster=\"main\",pool=\"two\",tags=\"\"} 1",
         "aquifer_role_changes_total{cluster=\"main\",pool=\"one\",tags=\"\"} 0",
         "aquifer_role_signals_total{cluster=\"main\",pool=\"one\",tags=\"\"} 0",
+        "aquifer_read_only_evictions_total{cluster=\"main\",pool=\"one\",tags=\"\"} 0",
     ] {
         assert!(metrics.contains(series), "{series} not in\n{metrics}");
     }

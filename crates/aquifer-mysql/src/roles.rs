@@ -40,10 +40,10 @@ impl Watch {
 
     pub(crate) fn see<T>(&self, result: &Result<T, mysql_async::Error>) {
         if let Err(mysql_async::Error::Server(e)) = result {
-            if EVIDENCE.contains(&e.code) {
-                self.refused.store(true, Ordering::Release);
+            // Counted once per connection: it is evicted after this.
+            if EVIDENCE.contains(&e.code) && !self.refused.swap(true, Ordering::AcqRel) {
                 self.signal
-                    .raise(format!("MySQL error {}: {}", e.code, e.message));
+                    .refused(format!("MySQL error {}: {}", e.code, e.message));
             }
         }
     }

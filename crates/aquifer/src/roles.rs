@@ -117,6 +117,7 @@ pub struct RoleSignal(Arc<SignalInner>);
 #[derive(Default)]
 struct SignalInner {
     raised: AtomicU64,
+    refusals: AtomicU64,
     why: Mutex<Option<String>>,
     notify: Notify,
 }
@@ -141,6 +142,19 @@ impl RoleSignal {
         *self.0.why.lock() = Some(why.into());
         self.0.raised.fetch_add(1, Ordering::AcqRel);
         self.0.notify.notify_waiters();
+    }
+
+    /// A statement failed with the server's read-only or shutdown error,
+    /// and the driver evicts its connection: raises the signal and counts
+    /// the eviction.
+    pub fn refused(&self, why: impl Into<String>) {
+        self.0.refusals.fetch_add(1, Ordering::AcqRel);
+        self.raise(why);
+    }
+
+    /// Connections evicted after a read-only or shutdown error.
+    pub fn refusals(&self) -> u64 {
+        self.0.refusals.load(Ordering::Acquire)
     }
 
     /// How many times it was raised.

@@ -235,7 +235,7 @@ async fn evidence_from_a_connection_rechecks_at_once() {
     let checks = a.checks.load(Ordering::SeqCst);
     let at = Instant::now();
     a.signal
-        .raise("SQLSTATE 25006: cannot execute INSERT in a read-only transaction");
+        .refused("SQLSTATE 25006: cannot execute INSERT in a read-only transaction");
     until_primary(&c, None).await;
     assert!(
         at.elapsed() < Duration::from_millis(50),
@@ -245,7 +245,7 @@ async fn evidence_from_a_connection_rechecks_at_once() {
     assert_eq!(a.checks.load(Ordering::SeqCst), checks + 1);
     let info = c.role("a").unwrap();
     assert_eq!(info.role, Role::ReadOnly);
-    assert_eq!(info.evidence_signals, 1);
+    assert_eq!((info.signals, info.read_only_evictions), (1, 1));
     assert!(info.cause.unwrap().contains("25006"));
     // Its connections are retired: the idle one now, the one out when it
     // comes back.

@@ -57,6 +57,12 @@ impl Status {
             s.raise(why);
         }
     }
+
+    fn refuse(&self, why: String) {
+        if let Some(s) = &self.0.role.signal {
+            s.refused(why);
+        }
+    }
 }
 
 /// Collects the payload of the backend message being read when it is one
@@ -110,8 +116,11 @@ impl Collector {
         let Some(code) = code.filter(|c| EVIDENCE.contains(c)) else {
             return;
         };
-        status.0.role.refused.store(true, Ordering::Release);
-        status.raise(format!(
+        // Counted once per connection: it is evicted after this.
+        if status.0.role.refused.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        status.refuse(format!(
             "SQLSTATE {}: {}",
             String::from_utf8_lossy(code),
             String::from_utf8_lossy(message)
@@ -171,7 +180,7 @@ mod tests {
             ));
             let (status, signal) = feed(&back);
             assert!(status.refused(), "{code}");
-            assert_eq!(signal.raised(), 1);
+            assert_eq!((signal.raised(), signal.refusals()), (1, 1));
             let why = signal.last_reason().unwrap();
             assert_eq!(why, format!("SQLSTATE {code}: cannot execute INSERT"));
         }

@@ -48,9 +48,12 @@ pub struct RoleInfo {
     pub checked_at: Option<SystemTime>,
     /// Role changes so far.
     pub changes: u64,
-    /// Connections evicted because they met a read-only or shutdown error
-    /// (as the driver reports them).
-    pub evidence_signals: u64,
+    /// Times the driver's evidence made the cluster check it at once: a
+    /// read-only or shutdown error, or a role change the server pushed.
+    pub signals: u64,
+    /// Connections evicted because a statement on them failed with a
+    /// read-only or shutdown error.
+    pub read_only_evictions: u64,
 }
 
 /// A member's role state, kept with the member.
@@ -69,6 +72,8 @@ pub(super) struct MemberRole {
     /// Consecutive checks that found it primary.
     streak: u32,
     signals: u64,
+    /// The driver's count of connections refused, as last seen.
+    refusals: u64,
 }
 
 impl Default for MemberRole {
@@ -84,6 +89,7 @@ impl Default for MemberRole {
             suspect: false,
             streak: 0,
             signals: 0,
+            refusals: 0,
         }
     }
 }
@@ -202,6 +208,7 @@ async fn watch_member<M: RoleManager>(cluster: Weak<Inner<M>>, m: Arc<Member<M>>
             }
             let s = signal.as_ref().expect("raised");
             seen = s.raised();
+            m.role.lock().refusals = s.refusals();
             let why = s.last_reason().unwrap_or_default();
             if let Some(inner) = cluster.upgrade() {
                 inner.suspect(&m, why);
@@ -527,7 +534,8 @@ impl<M: Manager> Member<M> {
             changed_at: r.changed_at,
             checked_at: r.checked_at,
             changes: r.changes,
-            evidence_signals: r.signals,
+            signals: r.signals,
+            read_only_evictions: r.refusals,
         }
     }
 }

@@ -92,12 +92,22 @@ impl RoleManager for MySqlManager {
                 let port = field(["Master_Port", "Source_Port"]);
                 let io = field(["Slave_IO_Running", "Replica_IO_Running"]);
                 let sql = field(["Slave_SQL_Running", "Replica_SQL_Running"]);
-                RoleCheck::new(
+                // NULL while a thread is stopped: not replicating, never 0.
+                let behind = ["Seconds_Behind_Master", "Seconds_Behind_Source"]
+                    .iter()
+                    .find_map(|n| row.get_opt::<Option<u64>, _>(*n).and_then(Result::ok))
+                    .flatten();
+                let check = RoleCheck::new(
                     Role::Standby,
                     format!(
                         "read_only = {ro}, replicating from {host}:{port} (io {io}, sql {sql})"
                     ),
                 )
+                .replicating(io == "Yes" && sql == "Yes");
+                match behind {
+                    Some(s) => check.behind(std::time::Duration::from_secs(s)),
+                    None => check,
+                }
             }
             None if read_only => RoleCheck::new(Role::ReadOnly, "read_only = 1, not replicating"),
             None => RoleCheck::new(Role::Primary, "read_only = 0, not replicating"),

@@ -2,6 +2,8 @@
 //! server reports it, `pg_is_in_recovery()`, the timeline, and
 //! `default_transaction_read_only`.
 
+use std::time::Duration;
+
 use aquifer::{Role, RoleCheck, RoleManager, RoleSignal};
 use tokio_postgres::SimpleQueryMessage;
 
@@ -9,11 +11,21 @@ use crate::manager::{PgConnection, PgError, PgManager};
 
 /// One round trip: whether the server is in recovery, whether it refuses
 /// writes by default, and on a primary its timeline (the first eight hex
-/// digits of its current WAL file's name).
+/// digits of its current WAL file's name); its position in the WAL in
+/// bytes (written on a primary, replayed on a standby); on a standby how
+/// far behind it is in time (zero when it replayed all it received, so an
+/// idle primary is no lag) and whether its WAL receiver is streaming.
 const CHECK: &str = "SELECT pg_is_in_recovery()::text, \
      current_setting('default_transaction_read_only'), \
      CASE WHEN pg_is_in_recovery() THEN '' \
-     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint::text END";
+     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint::text END, \
+     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+     ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::text, \
+     CASE WHEN NOT pg_is_in_recovery() THEN '' \
+     WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN '0' \
+     ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::text, '') END, \
+     CASE WHEN pg_is_in_recovery() \
+     THEN coalesce((SELECT status FROM pg_stat_wal_receiver), 'stopped') ELSE '' END";
 
 impl RoleManager for PgManager {
     /// A standby when `pg_is_in_recovery()`; read-only when
@@ -28,12 +40,27 @@ impl RoleManager for PgManager {
         });
         let get = |i| row.and_then(|r| r.get(i)).unwrap_or("");
         let (recovery, read_only, timeline) = (get(0), get(1), get(2));
+        let position = get(3).split('.').next().and_then(|b| b.parse::<u64>().ok());
+        let behind = get(4)
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite())
+            .map(|s| Duration::from_secs_f64(s.max(0.0)));
+        let receiver = get(5);
         let reported = match conn.status.hot_standby() {
             Some(on) => format!(", in_hot_standby = {}", if on { "on" } else { "off" }),
             None => String::new(),
         };
-        Ok(if recovery == "true" {
-            RoleCheck::new(Role::Standby, format!("pg_is_in_recovery() = t{reported}"))
+        let check = if recovery == "true" {
+            let check = RoleCheck::new(
+                Role::Standby,
+                format!("pg_is_in_recovery() = t, WAL receiver {receiver}{reported}"),
+            )
+            .replicating(receiver == "streaming");
+            match behind {
+                Some(b) => check.behind(b),
+                None => check,
+            }
         } else if read_only == "on" {
             RoleCheck::new(
                 Role::ReadOnly,
@@ -48,6 +75,10 @@ impl RoleManager for PgManager {
                 Ok(t) => check.timeline(t),
                 Err(_) => check,
             }
+        };
+        Ok(match position {
+            Some(p) => check.wal_position(p),
+            None => check,
         })
     }
 

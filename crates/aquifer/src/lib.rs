@@ -26,7 +26,7 @@ mod warning;
 
 pub use cluster::{
     Cluster, ClusterBuildError, ClusterBuilder, ClusterConn, ClusterError, ClusterInfo,
-    ClusterPending, ClusterPool, Mode, PoolInfo, RoleInfo,
+    ClusterPending, ClusterPool, Mode, PoolInfo, ReadStats, RoleInfo,
 };
 pub use config::{parse_duration, Backoff, Clock, DurationError, Order, PoolConfig};
 pub use error::{
@@ -41,7 +41,7 @@ pub use mux::{
 };
 pub use object::Metadata;
 pub use pool::{Builder, PendingInfo, Pool, Pooled, TransactionWatch};
-pub use roles::{Role, RoleCheck, RoleManager, RoleSignal, Roles, SplitBrain};
+pub use roles::{Fallback, Role, RoleCheck, RoleManager, RoleSignal, Roles, SplitBrain};
 pub use selector::{RegexError, Selector};
 pub use status::{Health, Status};
 pub use warning::Warning;

@@ -50,7 +50,8 @@ impl fmt::Display for Role {
 }
 
 /// What one role check found: the role and, where the server has one, its
-/// timeline (PostgreSQL's, which a promotion raises).
+/// timeline (PostgreSQL's, which a promotion raises); for a standby, how far
+/// behind it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RoleCheck {
@@ -61,6 +62,16 @@ pub struct RoleCheck {
     /// What the role rests on, for operators (`pg_is_in_recovery() = f`,
     /// `@@read_only = 1, replicating`).
     pub detail: String,
+    /// Where the server is in the primary's write-ahead log, in bytes
+    /// (PostgreSQL: written on a primary, replayed on a standby), for lag
+    /// in bytes.
+    pub wal_position: Option<u64>,
+    /// How far a standby's data is behind its primary's, in time; zero
+    /// when it has applied all it received (an idle primary is no lag).
+    pub behind: Option<Duration>,
+    /// For a standby, whether it is replicating now (`false`: a stopped
+    /// receiver or applier, which no lag figure makes good).
+    pub replicating: Option<bool>,
 }
 
 impl RoleCheck {
@@ -70,7 +81,31 @@ impl RoleCheck {
             role,
             timeline: None,
             detail: detail.into(),
+            wal_position: None,
+            behind: None,
+            replicating: None,
         }
+    }
+
+    /// With the server's position in the write-ahead log, in bytes.
+    #[must_use]
+    pub fn wal_position(mut self, bytes: u64) -> Self {
+        self.wal_position = Some(bytes);
+        self
+    }
+
+    /// With how far behind its primary a standby is, in time.
+    #[must_use]
+    pub fn behind(mut self, behind: Duration) -> Self {
+        self.behind = Some(behind);
+        self
+    }
+
+    /// Whether a standby is replicating now.
+    #[must_use]
+    pub fn replicating(mut self, on: bool) -> Self {
+        self.replicating = Some(on);
+        self
     }
 
     /// With the server's timeline.
@@ -196,6 +231,20 @@ pub enum SplitBrain {
     Refuse,
 }
 
+/// Where a read goes when no replica can serve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Fallback {
+    /// To the primary (counted in [`ReadStats::fallbacks`](crate::ReadStats)).
+    #[default]
+    Primary,
+    /// Nowhere: the read fails with
+    /// [`ClusterError::NoReplica`](crate::ClusterError::NoReplica).
+    Error,
+}
+
 /// How a cluster watches its members' roles; see
 /// [`ClusterBuilder::roles`](crate::ClusterBuilder::roles).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +258,15 @@ pub struct Roles {
     /// Two members claiming primary at once. Default
     /// [`SplitBrain::HigherTimeline`].
     pub split_brain: SplitBrain,
+    /// A standby further behind its primary than this many bytes of
+    /// write-ahead log leaves the read rotation, and comes back below half
+    /// of it. Default: no bound.
+    pub max_lag_bytes: Option<u64>,
+    /// The same bound in time. Default: no bound.
+    pub max_lag: Option<Duration>,
+    /// Where a read goes when no replica can serve. Default
+    /// [`Fallback::Primary`].
+    pub fallback: Fallback,
 }
 
 impl Default for Roles {
@@ -217,6 +275,9 @@ impl Default for Roles {
             interval: Duration::from_secs(1),
             check_timeout: Duration::from_secs(1),
             split_brain: SplitBrain::default(),
+            max_lag_bytes: None,
+            max_lag: None,
+            fallback: Fallback::default(),
         }
     }
 }
@@ -245,6 +306,28 @@ impl Roles {
     #[must_use]
     pub fn split_brain(mut self, rule: SplitBrain) -> Self {
         self.split_brain = rule;
+        self
+    }
+
+    /// The most write-ahead log, in bytes, a standby may be behind and
+    /// still serve reads.
+    #[must_use]
+    pub fn max_lag_bytes(mut self, bytes: u64) -> Self {
+        self.max_lag_bytes = Some(bytes);
+        self
+    }
+
+    /// The most time a standby may be behind and still serve reads.
+    #[must_use]
+    pub fn max_lag(mut self, lag: Duration) -> Self {
+        self.max_lag = Some(lag);
+        self
+    }
+
+    /// Where a read goes when no replica can serve.
+    #[must_use]
+    pub fn fallback(mut self, to: Fallback) -> Self {
+        self.fallback = to;
         self
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aquifer::{
-    Cluster, ClusterError, ClusterPool, Manager, Pool, Role, RoleCheck, RoleManager, RoleSignal,
-    Roles, SplitBrain,
+    Cluster, ClusterError, ClusterPool, Fallback, Manager, Pool, Role, RoleCheck, RoleManager,
+    RoleSignal, Roles, SplitBrain,
 };
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -28,6 +28,8 @@ impl std::error::Error for FakeError {}
 /// A server whose role, timeline and liveness the test sets.
 struct Server {
     role: Mutex<(Role, Option<u64>)>,
+    /// WAL position, time behind, replicating.
+    lag: Mutex<(Option<u64>, Option<Duration>, Option<bool>)>,
     down: AtomicBool,
     checks: AtomicUsize,
     destroyed: AtomicUsize,
@@ -38,6 +40,7 @@ impl Server {
     fn new(role: Role, timeline: Option<u64>) -> Arc<Self> {
         Arc::new(Server {
             role: Mutex::new((role, timeline)),
+            lag: Mutex::new((None, None, None)),
             down: AtomicBool::new(false),
             checks: AtomicUsize::new(0),
             destroyed: AtomicUsize::new(0),
@@ -77,11 +80,21 @@ impl RoleManager for Fake {
             return Err(FakeError("server closed the connection"));
         }
         let (role, timeline) = *self.0.role.lock();
-        let check = RoleCheck::new(role, format!("fake says {role}"));
-        Ok(match timeline {
-            Some(t) => check.timeline(t),
-            None => check,
-        })
+        let mut check = RoleCheck::new(role, format!("fake says {role}"));
+        if let Some(t) = timeline {
+            check = check.timeline(t);
+        }
+        let (position, behind, replicating) = *self.0.lag.lock();
+        if let Some(p) = position {
+            check = check.wal_position(p);
+        }
+        if let Some(b) = behind {
+            check = check.behind(b);
+        }
+        if let Some(r) = replicating {
+            check = check.replicating(r);
+        }
+        Ok(check)
     }
 
     fn role_signal(&self) -> Option<&RoleSignal> {
@@ -371,4 +384,118 @@ async fn write_all(c: &Cluster<Fake>, n: usize) -> Vec<aquifer::ClusterConn<Fake
         out.push(c.write().await.unwrap());
     }
     out
+}
+
+/// Lets the checkers run `n` intervals.
+async fn ticks(n: u32) {
+    tokio::time::sleep(INTERVAL * n + Duration::from_millis(10)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_go_to_replicas_in_the_rotation_and_fall_back_when_none_is() {
+    let p = Server::new(Role::Primary, None);
+    let r1 = Server::new(Role::Standby, None);
+    let r2 = Server::new(Role::Standby, None);
+    *p.lag.lock() = (Some(50_000_000), None, None);
+    for r in [&r1, &r2] {
+        *r.lag.lock() = (Some(50_000_000), Some(Duration::ZERO), Some(true));
+    }
+    let c = set_of(
+        &[("p", &p), ("r1", &r1), ("r2", &r2)],
+        Roles::default().max_lag_bytes(1_000_000),
+    );
+    until_primary(&c, Some("p")).await;
+    ticks(1).await;
+    let mut served = std::collections::HashMap::new();
+    for _ in 0..10 {
+        *served
+            .entry(c.read().await.unwrap().pool_name().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        served.get("r1").zip(served.get("r2")),
+        Some((&5, &5)),
+        "{served:?}"
+    );
+
+    // r1 falls 3 MB behind: out at its next check, and reads go to r2.
+    *p.lag.lock() = (Some(53_000_000), None, None);
+    *r1.lag.lock() = (Some(50_000_000), Some(Duration::from_secs(4)), Some(true));
+    *r2.lag.lock() = (Some(53_000_000), Some(Duration::ZERO), Some(true));
+    ticks(1).await;
+    let info = c.role("r1").unwrap();
+    assert_eq!(info.lag_bytes, Some(3_000_000));
+    assert_eq!(info.lag, Some(Duration::from_secs(4)));
+    assert!(!info.in_rotation);
+    assert!(
+        info.out_of_rotation
+            .as_deref()
+            .unwrap()
+            .starts_with("3000000 bytes behind (max_lag_bytes 1000000"),
+        "{info:?}"
+    );
+    for _ in 0..6 {
+        assert_eq!(c.read().await.unwrap().pool_name(), "r2");
+    }
+    // Back under the bound but not under half of it: still out.
+    *r1.lag.lock() = (Some(52_300_000), Some(Duration::from_secs(1)), Some(true));
+    ticks(1).await;
+    assert!(!c.role("r1").unwrap().in_rotation);
+    *r1.lag.lock() = (Some(52_600_000), Some(Duration::ZERO), Some(true));
+    ticks(1).await;
+    assert!(c.role("r1").unwrap().in_rotation, "{:?}", c.role("r1"));
+
+    // A stopped replica is out whatever its lag says; a per-read bound
+    // in time leaves out the one behind it.
+    *r2.lag.lock() = (Some(53_000_000), None, Some(false));
+    ticks(1).await;
+    assert_eq!(
+        c.role("r2").unwrap().out_of_rotation.as_deref(),
+        Some("not replicating")
+    );
+    *r1.lag.lock() = (
+        Some(53_000_000),
+        Some(Duration::from_millis(800)),
+        Some(true),
+    );
+    ticks(1).await;
+    assert_eq!(c.read().await.unwrap().pool_name(), "r1");
+    let before = c.read_stats();
+    let conn = c
+        .read_within(Some(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.pool_name(),
+        "p",
+        "no replica within 500 ms: the primary"
+    );
+    drop(conn);
+    let after = c.read_stats();
+    assert_eq!(after.fallbacks, before.fallbacks + 1);
+    assert_eq!(after.replica_reads, before.replica_reads);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_fallback_error_a_read_no_replica_can_serve_says_why() {
+    let p = Server::new(Role::Primary, None);
+    let r = Server::new(Role::Standby, None);
+    *r.lag.lock() = (None, None, Some(false));
+    let c = set_of(
+        &[("p", &p), ("r", &r)],
+        Roles::default().fallback(Fallback::Error),
+    );
+    until_primary(&c, Some("p")).await;
+    ticks(1).await;
+    let err = c.read().await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ClusterError::NoReplica { .. }), "{text}");
+    assert!(text.contains("p is primary"), "{text}");
+    assert!(
+        text.contains("r is out of the rotation: not replicating"),
+        "{text}"
+    );
+    *r.lag.lock() = (None, Some(Duration::ZERO), Some(true));
+    ticks(1).await;
+    assert_eq!(c.read().await.unwrap().pool_name(), "r");
 }

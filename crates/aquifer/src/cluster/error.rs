@@ -73,6 +73,12 @@ pub enum ClusterError<E: std::error::Error + 'static> {
         /// Each member's role and what it rests on.
         why: String,
     },
+    /// No replica could serve a read, and the set's fallback is an error.
+    #[error("no replica can serve this read: {why}; wait, raise max_lag, or let reads fall back to the primary")]
+    NoReplica {
+        /// Each member and why it could not serve.
+        why: String,
+    },
     /// `write()` on a cluster that does not watch roles.
     #[error("this cluster does not know its members' roles: build it with ClusterBuilder::roles to write to its primary")]
     NoRoles,

@@ -366,7 +366,7 @@ impl<M: Manager> Cluster<M> {
     }
 
     /// One pool's get; a connection error bans the pool.
-    async fn try_one(
+    pub(super) async fn try_one(
         &self,
         m: Arc<Member<M>>,
         timeout: Duration,

@@ -25,6 +25,7 @@ mod get;
 mod info;
 mod members;
 mod primary;
+mod reads;
 mod watcher;
 
 pub use balance::Mode;
@@ -34,6 +35,7 @@ pub use get::ClusterConn;
 pub use info::{ClusterInfo, ClusterPending, PoolInfo};
 pub use members::ClusterPool;
 pub use primary::RoleInfo;
+pub use reads::ReadStats;
 
 use balance::{mode_code, mode_of, Seed};
 use members::{Member, Members, Retired};

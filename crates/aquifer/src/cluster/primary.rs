@@ -54,12 +54,25 @@ pub struct RoleInfo {
     /// Connections evicted because a statement on them failed with a
     /// read-only or shutdown error.
     pub read_only_evictions: u64,
+    /// For a standby: how many bytes of write-ahead log it is behind the
+    /// primary's last known position (PostgreSQL).
+    pub lag_bytes: Option<u64>,
+    /// For a standby: how far behind it is in time (zero when it applied
+    /// all it received).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::opt_secs"))]
+    pub lag: Option<Duration>,
+    /// For a standby: whether it is replicating now.
+    pub replicating: Option<bool>,
+    /// Whether reads go to it.
+    pub in_rotation: bool,
+    /// Why reads do not go to it, when they do not.
+    pub out_of_rotation: Option<String>,
 }
 
 /// A member's role state, kept with the member.
 #[derive(Debug)]
 pub(super) struct MemberRole {
-    role: Role,
+    pub(super) role: Role,
     evidence: String,
     cause: Option<String>,
     timeline: Option<u64>,
@@ -68,12 +81,14 @@ pub(super) struct MemberRole {
     changes: u64,
     /// Evidence says the role may have changed; not believed as primary
     /// until checked again.
-    suspect: bool,
+    pub(super) suspect: bool,
     /// Consecutive checks that found it primary.
     streak: u32,
     signals: u64,
     /// The driver's count of connections refused, as last seen.
     refusals: u64,
+    /// How far behind, and whether reads may go there.
+    pub(super) lag: super::reads::MemberLag,
 }
 
 impl Default for MemberRole {
@@ -90,13 +105,14 @@ impl Default for MemberRole {
             streak: 0,
             signals: 0,
             refusals: 0,
+            lag: super::reads::MemberLag::default(),
         }
     }
 }
 
 /// The cluster's part of role watching.
 pub(super) struct Board<M: Manager> {
-    settings: Roles,
+    pub(super) settings: Roles,
     primary: Mutex<Primary>,
     /// Bumped whenever the primary changes (to none included).
     epoch: watch::Sender<u64>,
@@ -104,6 +120,8 @@ pub(super) struct Board<M: Manager> {
     check_now: Arc<Notify>,
     /// Bumped after every check, for callers waiting for roles to be known.
     checks: watch::Sender<u64>,
+    /// The primary's position, for replicas' lag; reads' counters.
+    pub(super) lag: super::reads::Board,
     /// Starts a member's checker; made where `M: RoleManager` is known.
     start: fn(Weak<Inner<M>>, Arc<Member<M>>) -> AbortHandle,
 }
@@ -128,6 +146,7 @@ impl<M: RoleManager> Board<M> {
             epoch: watch::Sender::new(0),
             check_now: Arc::new(Notify::new()),
             checks: watch::Sender::new(0),
+            lag: super::reads::Board::default(),
             start: start_checker::<M>,
         }
     }
@@ -145,13 +164,6 @@ impl<M: Manager> Board<M> {
 
 fn start_checker<M: RoleManager>(inner: Weak<Inner<M>>, m: Arc<Member<M>>) -> AbortHandle {
     tokio::spawn(watch_member(inner, m)).abort_handle()
-}
-
-/// What one look at a member found.
-struct Found {
-    role: Role,
-    timeline: Option<u64>,
-    evidence: String,
 }
 
 /// Checks one member for as long as it is in the cluster: on its own
@@ -244,12 +256,8 @@ async fn check_once<M: RoleManager>(
     manager: &M,
     conn: &mut Option<M::Type>,
     timeout: Duration,
-) -> Found {
-    let unreachable = |evidence: String| Found {
-        role: Role::Unknown,
-        timeline: None,
-        evidence,
-    };
+) -> RoleCheck {
+    let unreachable = |evidence: String| RoleCheck::new(Role::Unknown, evidence);
     if conn.as_ref().is_some_and(|c| manager.is_broken(c)) {
         *conn = None;
     }
@@ -267,15 +275,7 @@ async fn check_once<M: RoleManager>(
         },
     };
     match tokio::time::timeout(timeout, manager.check_role(c)).await {
-        Ok(Ok(RoleCheck {
-            role,
-            timeline,
-            detail,
-        })) => Found {
-            role,
-            timeline,
-            evidence: detail,
-        },
+        Ok(Ok(check)) => check,
         Ok(Err(e)) => {
             *conn = None;
             unreachable(format!("role check failed: {}", error_chain(&e)))
@@ -292,7 +292,7 @@ async fn check_once<M: RoleManager>(
 
 impl<M: Manager> Inner<M> {
     /// Records a check's result and decides the primary again.
-    fn record_role(&self, m: &Member<M>, found: Found) {
+    fn record_role(&self, m: &Member<M>, found: RoleCheck) {
         let changed = {
             let mut r = m.role.lock();
             let now = SystemTime::now();
@@ -309,8 +309,16 @@ impl<M: Manager> Inner<M> {
             };
             r.role = found.role;
             r.timeline = found.timeline.or(r.timeline.filter(|_| !changed));
-            r.evidence = found.evidence;
+            r.evidence = found.detail.clone();
             r.checked_at = Some(now);
+            if let Some(board) = &self.roles {
+                board.lag.record(&board.settings, &mut r.lag, &found);
+            }
+            drop(r);
+            if found.role == Role::Primary && found.wal_position.is_some() {
+                self.measure_standbys(m);
+            }
+            let mut r = m.role.lock();
             if !r.suspect {
                 r.cause = None;
             }
@@ -328,6 +336,22 @@ impl<M: Manager> Inner<M> {
         self.decide_primary();
         if let Some(board) = &self.roles {
             board.checks.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The primary's position moved: every standby's lag against it.
+    fn measure_standbys(&self, primary: &Member<M>) {
+        let Some(board) = &self.roles else {
+            return;
+        };
+        for m in self.members.read().iter() {
+            if std::ptr::eq(&**m, primary) {
+                continue;
+            }
+            let mut r = m.role.lock();
+            if r.role == Role::Standby {
+                board.lag.measure(&board.settings, &mut r.lag);
+            }
         }
     }
 
@@ -536,6 +560,15 @@ impl<M: Manager> Member<M> {
             changes: r.changes,
             signals: r.signals,
             read_only_evictions: r.refusals,
+            lag_bytes: r.lag.bytes,
+            lag: r.lag.time,
+            replicating: r.lag.replicating,
+            in_rotation: r.role == Role::Standby && r.lag.out.is_none(),
+            out_of_rotation: if r.role == Role::Standby {
+                r.lag.out.clone()
+            } else {
+                Some(format!("{}: not a standby", r.role))
+            },
         }
     }
 }
@@ -557,13 +590,7 @@ impl<M: Manager> Cluster<M> {
     pub async fn write(&self) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
         let board = self.inner.roles.as_ref().ok_or(ClusterError::NoRoles)?;
         let started = Instant::now();
-        let budget = self.inner.acquire_timeout.unwrap_or_else(|| {
-            self.inner
-                .members
-                .read()
-                .first()
-                .map_or(Duration::from_secs(30), |m| m.pool.config().acquire_timeout)
-        });
+        let budget = self.budget_of(&self.inner.members.read());
         let deadline = started + budget;
         let mut epochs = board.epoch.subscribe();
         loop {
@@ -619,6 +646,16 @@ impl<M: Manager> Cluster<M> {
                 });
             }
         }
+    }
+
+    /// How long a write or read may take: the cluster's acquire timeout,
+    /// else its first pool's.
+    pub(super) fn budget_of(&self, members: &[Arc<Member<M>>]) -> Duration {
+        self.inner.acquire_timeout.unwrap_or_else(|| {
+            members
+                .first()
+                .map_or(Duration::from_secs(30), |m| m.pool.config().acquire_timeout)
+        })
     }
 
     /// Why no member takes writes: each one's role and its evidence.

@@ -360,3 +360,102 @@ async fn split_brain_warns_and_writes_go_to_one_member_only() {
     assert_eq!(two.psql("SELECT count(*) FROM t").unwrap(), "0");
     assert_eq!(cluster.primary().as_deref(), Some("one"));
 }
+
+/// Where a read ran, asked in the read's own statement.
+async fn ran_on_standby(c: &aquifer::ClusterConn<PgManager>) -> bool {
+    c.query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_falls_behind_leaves_the_read_rotation_and_comes_back() {
+    let _serial = SERIAL.lock().await;
+    let primary = server();
+    primary.psql("CREATE TABLE big (v text)").unwrap();
+    let replica = primary.start_replica().unwrap();
+    let set = |fallback| {
+        let c = Cluster::builder()
+            .roles(Roles::default().max_lag_bytes(1 << 20).fallback(fallback))
+            .acquire_timeout(Duration::from_secs(5))
+            .build();
+        for (name, pg) in [("primary", &primary), ("replica", &replica)] {
+            let pool = PgPool::builder(PgManager::new(&pg.url()).unwrap())
+                .max(4)
+                .build()
+                .unwrap();
+            c.add(ClusterPool::new(name, pool)).unwrap();
+        }
+        c
+    };
+    let cluster = set(aquifer::Fallback::Primary);
+    let strict = set(aquifer::Fallback::Error);
+    for c in [&cluster, &strict] {
+        until_primary(c, Some("primary")).await;
+        until_role(c, "replica", Role::Standby).await;
+    }
+    let read = cluster.read().await.unwrap();
+    assert_eq!(read.pool_name(), "replica");
+    assert!(ran_on_standby(&read).await);
+    drop(read);
+
+    // Replay paused and 10 MB written: out within two ticks.
+    replica.pause_replay().unwrap();
+    primary
+        .psql("INSERT INTO big SELECT repeat('x', 1000) FROM generate_series(1, 10000)")
+        .unwrap();
+    let written = Instant::now();
+    let give_up = written + Duration::from_secs(10);
+    while cluster.role("replica").unwrap().in_rotation {
+        assert!(Instant::now() < give_up, "{:?}", cluster.role("replica"));
+        tokio::time::sleep(ms(10)).await;
+    }
+    let left_after = written.elapsed();
+    let info = cluster.role("replica").unwrap();
+    eprintln!("out of the rotation {left_after:?} after 10 MB: {info:?}");
+    assert!(left_after < Duration::from_secs(3), "{left_after:?}");
+    assert!(info.lag_bytes.unwrap() > 10_000_000, "{info:?}");
+    assert!(info.lag.unwrap() > Duration::ZERO, "{info:?}");
+
+    // Reads go to the primary, counted; the strict set refuses them.
+    let before = cluster.read_stats();
+    let read = cluster.read().await.unwrap();
+    assert_eq!(read.pool_name(), "primary");
+    assert!(!ran_on_standby(&read).await);
+    drop(read);
+    assert_eq!(cluster.read_stats().fallbacks, before.fallbacks + 1);
+    let until_out = Instant::now() + Duration::from_secs(10);
+    while strict.role("replica").unwrap().in_rotation {
+        assert!(Instant::now() < until_out);
+        tokio::time::sleep(ms(10)).await;
+    }
+    let err = strict.read().await.unwrap_err();
+    assert!(matches!(err, ClusterError::NoReplica { .. }), "{err}");
+    assert!(err.to_string().contains("bytes behind"), "{err}");
+
+    // Resumed, it catches up and comes back.
+    replica.resume_replay().unwrap();
+    let resumed = Instant::now();
+    while !cluster.role("replica").unwrap().in_rotation {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            cluster.role("replica")
+        );
+        tokio::time::sleep(ms(10)).await;
+    }
+    eprintln!(
+        "back in the rotation {:?} after resuming",
+        resumed.elapsed()
+    );
+    let read = cluster.read().await.unwrap();
+    assert_eq!(read.pool_name(), "replica");
+    assert!(ran_on_standby(&read).await);
+    let rows: i64 = read
+        .query_one("SELECT count(*) FROM big", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 10_000);
+}

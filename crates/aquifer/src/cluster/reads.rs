@@ -33,6 +33,10 @@ pub(super) struct Board {
 pub(super) struct MemberLag {
     /// Its own position at its last check.
     position: Option<u64>,
+    /// How far behind its server said it is.
+    reported: Option<Duration>,
+    /// When it was last seen with nothing to replay.
+    caught_up_at: Option<Instant>,
     pub(super) bytes: Option<u64>,
     pub(super) time: Option<Duration>,
     pub(super) replicating: Option<bool>,
@@ -57,7 +61,7 @@ impl Board {
             }
             Role::Standby => {
                 lag.position = check.wal_position;
-                lag.time = check.behind;
+                lag.reported = check.behind;
                 lag.replicating = check.replicating;
                 self.measure(settings, lag);
             }
@@ -83,6 +87,19 @@ impl Board {
             .position
             .filter(|_| primary > 0)
             .map(|me| primary.saturating_sub(me));
+        let now = Instant::now();
+        if lag.bytes == Some(0) || lag.reported == Some(Duration::ZERO) {
+            lag.caught_up_at = Some(now);
+        }
+        // Without a time from the server (PostgreSQL has none before its
+        // first replayed transaction), the time since it was last caught
+        // up: no less than how stale its data is.
+        lag.time = lag.reported.or_else(|| {
+            lag.bytes
+                .filter(|&b| b > 0)
+                .and(lag.caught_up_at)
+                .map(|t| now.saturating_duration_since(t))
+        });
         lag.out = judge(settings, lag, lag.out.is_none());
     }
 }

@@ -26,7 +26,7 @@ mod warning;
 
 pub use cluster::{
     Cluster, ClusterBuildError, ClusterBuilder, ClusterConn, ClusterError, ClusterInfo,
-    ClusterPending, ClusterPool, Mode, PoolInfo, ReadStats, RoleInfo,
+    ClusterPending, ClusterPool, Mode, PoolInfo, ReadStats, RoleInfo, WriteConn,
 };
 pub use config::{parse_duration, Backoff, Clock, DurationError, Order, PoolConfig};
 pub use error::{

@@ -378,7 +378,7 @@ async fn writes_dropped_while_they_wait_leak_nothing() {
     assert_eq!(c.write().await.unwrap().pool_name(), "b");
 }
 
-async fn write_all(c: &Cluster<Fake>, n: usize) -> Vec<aquifer::ClusterConn<Fake>> {
+async fn write_all(c: &Cluster<Fake>, n: usize) -> Vec<aquifer::WriteConn<Fake>> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(c.write().await.unwrap());

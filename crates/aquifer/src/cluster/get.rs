@@ -24,42 +24,24 @@ use super::{Cluster, ClusterError};
 
 /// A connection from a cluster: the pooled object and the pool it came from.
 pub struct ClusterConn<M: Manager> {
-    /// Taken only by `into_pooled` and on drop.
-    conn: Option<Pooled<M>>,
+    conn: Pooled<M>,
     /// The member that served it, unless its pool knows it by that name
     /// already (the usual case: a pool in one cluster), which spares the
     /// hot path a reference count.
     from: Option<Arc<Member<M>>>,
-    /// From `write()`: the member's retirements when it was handed out.
-    /// Its server stopped being the primary since if they moved, and the
-    /// connection is closed rather than returned.
-    write: Option<(Arc<Member<M>>, u64)>,
 }
 
 impl<M: Manager> ClusterConn<M> {
-    fn new(conn: Pooled<M>, m: &Arc<Member<M>>) -> Self {
+    pub(super) fn new(conn: Pooled<M>, m: &Arc<Member<M>>) -> Self {
         let known = conn
             .pool()
             .cluster_name
             .get()
             .is_some_and(|n| Arc::ptr_eq(n, &m.name));
         ClusterConn {
-            conn: Some(conn),
+            conn,
             from: (!known).then(|| Arc::clone(m)),
-            write: None,
         }
-    }
-
-    pub(super) fn for_write(conn: Pooled<M>, m: Arc<Member<M>>, retired: u64) -> Self {
-        ClusterConn {
-            conn: Some(conn),
-            from: Some(Arc::clone(&m)),
-            write: Some((m, retired)),
-        }
-    }
-
-    fn pooled(&self) -> &Pooled<M> {
-        self.conn.as_ref().expect("held until drop")
     }
 
     /// The name of the pool that served it.
@@ -67,7 +49,7 @@ impl<M: Manager> ClusterConn<M> {
         match &self.from {
             Some(m) => &m.name,
             None => self
-                .pooled()
+                .conn
                 .pool()
                 .cluster_name
                 .get()
@@ -76,18 +58,8 @@ impl<M: Manager> ClusterConn<M> {
     }
 
     /// The pooled object itself.
-    pub fn into_pooled(mut self) -> Pooled<M> {
-        self.conn.take().expect("held until drop")
-    }
-}
-
-impl<M: Manager> Drop for ClusterConn<M> {
-    fn drop(&mut self) {
-        if let (Some((m, at)), Some(conn)) = (&self.write, self.conn.take()) {
-            if m.retired.load(Ordering::Acquire) != *at {
-                conn.destroy();
-            }
-        }
+    pub fn into_pooled(self) -> Pooled<M> {
+        self.conn
     }
 }
 
@@ -98,7 +70,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterConn")
             .field("pool", &self.pool_name())
-            .field("conn", self.pooled())
+            .field("conn", &self.conn)
             .finish()
     }
 }
@@ -107,13 +79,13 @@ impl<M: Manager> Deref for ClusterConn<M> {
     type Target = M::Type;
 
     fn deref(&self) -> &M::Type {
-        self.pooled()
+        &self.conn
     }
 }
 
 impl<M: Manager> DerefMut for ClusterConn<M> {
     fn deref_mut(&mut self) -> &mut M::Type {
-        self.conn.as_mut().expect("held until drop")
+        &mut self.conn
     }
 }
 

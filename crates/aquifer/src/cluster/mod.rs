@@ -34,7 +34,7 @@ pub use error::{ClusterBuildError, ClusterError};
 pub use get::ClusterConn;
 pub use info::{ClusterInfo, ClusterPending, PoolInfo};
 pub use members::ClusterPool;
-pub use primary::RoleInfo;
+pub use primary::{RoleInfo, WriteConn};
 pub use reads::ReadStats;
 
 use balance::{mode_code, mode_of, Seed};

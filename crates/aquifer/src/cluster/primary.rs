@@ -587,7 +587,7 @@ impl<M: Manager> Cluster<M> {
     /// [`ClusterError::ShutDown`].
     ///
     /// [`ClusterBuilder::roles`]: super::ClusterBuilder::roles
-    pub async fn write(&self) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
+    pub async fn write(&self) -> Result<WriteConn<M>, ClusterError<M::Error>> {
         let board = self.inner.roles.as_ref().ok_or(ClusterError::NoRoles)?;
         let started = Instant::now();
         let budget = self.budget_of(&self.inner.members.read());
@@ -624,7 +624,11 @@ impl<M: Manager> Cluster<M> {
                 };
                 match got {
                     Some(Ok(conn)) if *board.epoch.borrow() == epoch => {
-                        return Ok(ClusterConn::for_write(conn, m, retired));
+                        return Ok(WriteConn {
+                            conn: Some(ClusterConn::new(conn, &m)),
+                            member: m,
+                            retired,
+                        });
                     }
                     Some(Err(e)) if *board.epoch.borrow() == epoch => {
                         return Err(ClusterError::Unavailable {
@@ -731,3 +735,68 @@ impl<M: Manager> Cluster<M> {
 /// handed out by `write()` remembers it, and is closed on return when it
 /// moved.
 pub(super) type Retirements = AtomicU64;
+
+/// A connection to the primary, from [`Cluster::write`]. It derefs to the
+/// pooled object as a [`ClusterConn`] does; if its server stops being the
+/// primary while it is out, it is closed when it comes back rather than
+/// returned to the pool.
+pub struct WriteConn<M: Manager> {
+    /// Taken only by `into_cluster_conn` and on drop.
+    conn: Option<ClusterConn<M>>,
+    member: Arc<Member<M>>,
+    /// The member's retirements when it was handed out.
+    retired: u64,
+}
+
+impl<M: Manager> WriteConn<M> {
+    fn inner(&self) -> &ClusterConn<M> {
+        self.conn.as_ref().expect("held until drop")
+    }
+
+    /// The name of the primary's pool.
+    pub fn pool_name(&self) -> &str {
+        &self.member.name
+    }
+
+    /// As a plain cluster connection: returned to its pool when dropped,
+    /// whatever its server became meanwhile.
+    pub fn into_cluster_conn(mut self) -> ClusterConn<M> {
+        self.conn.take().expect("held until drop")
+    }
+}
+
+impl<M: Manager> Drop for WriteConn<M> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.member.retired.load(Ordering::Acquire) != self.retired {
+                conn.into_pooled().destroy();
+            }
+        }
+    }
+}
+
+impl<M: Manager> std::ops::Deref for WriteConn<M> {
+    type Target = M::Type;
+
+    fn deref(&self) -> &M::Type {
+        self.inner()
+    }
+}
+
+impl<M: Manager> std::ops::DerefMut for WriteConn<M> {
+    fn deref_mut(&mut self) -> &mut M::Type {
+        self.conn.as_mut().expect("held until drop")
+    }
+}
+
+impl<M: Manager> std::fmt::Debug for WriteConn<M>
+where
+    M::Type: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteConn")
+            .field("pool", &self.pool_name())
+            .field("conn", &**self)
+            .finish()
+    }
+}

@@ -14,6 +14,7 @@ use crate::roles::{Fallback, Role, RoleCheck, Roles};
 use super::balance::Bits;
 use super::get::ClusterConn;
 use super::members::Member;
+use super::primary::WriteConn;
 use super::{Cluster, ClusterError};
 
 /// The set's side of reads: the primary's newest position, and counts.
@@ -204,7 +205,7 @@ impl<M: Manager> Cluster<M> {
         match board.settings.fallback {
             Fallback::Primary => {
                 board.lag.fallbacks.fetch_add(1, Ordering::Relaxed);
-                self.write().await
+                self.write().await.map(WriteConn::into_cluster_conn)
             }
             Fallback::Error => Err(ClusterError::NoReplica {
                 why: if why_not.is_empty() {

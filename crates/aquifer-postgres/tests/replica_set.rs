@@ -459,3 +459,118 @@ async fn a_replica_that_falls_behind_leaves_the_read_rotation_and_comes_back() {
         .get(0);
     assert_eq!(rows, 10_000);
 }
+
+/// Where a read ran and whether it sees note 1, in one statement.
+async fn sees(c: &aquifer::ClusterConn<PgManager>) -> (bool, i64) {
+    let row = c
+        .query_one(
+            "SELECT pg_is_in_recovery(), (SELECT count(*) FROM notes WHERE id = 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// A replica set over `members` as another process would build it: its
+/// own pools, nothing shared with the one that wrote.
+async fn fresh_set(members: &[(&str, &PgServer)]) -> Cluster<PgManager> {
+    let c = replica_set(members);
+    assert!(c.roles_checked(Duration::from_secs(10)).await);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_token_reads_your_write_from_another_process() {
+    let _serial = SERIAL.lock().await;
+    let primary = server();
+    primary
+        .psql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        .unwrap();
+    let replica = primary.start_replica().unwrap();
+    let members = [("primary", &primary), ("replica", &replica)];
+    let writer = fresh_set(&members).await;
+    until_primary(&writer, Some("primary")).await;
+
+    // Replay paused on the only replica: the write and its token.
+    replica.pause_replay().unwrap();
+    let mut w = writer.write().await.unwrap();
+    w.execute("INSERT INTO notes VALUES (1, 'hello')", &[])
+        .await
+        .unwrap();
+    let token = w.token().await.unwrap().expect("PostgreSQL has tokens");
+    drop(w);
+    let header = token.to_string();
+    assert!(header.starts_with("pg.") && header.len() < 48, "{header}");
+
+    // Another process: a set of its own, the token from its string.
+    let reader = fresh_set(&members).await;
+    let token: aquifer::WriteToken = header.parse().unwrap();
+    // The replica has not got it: a short wait there, then the primary.
+    let before = reader.read_stats();
+    let read = reader
+        .read_at_least(&token, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(
+        sees(&read).await,
+        (false, 1),
+        "read on the primary, row seen"
+    );
+    drop(read);
+    let after = reader.read_stats();
+    assert_eq!(after.token_waits, before.token_waits + 1);
+    assert_eq!(after.fallbacks, before.fallbacks + 1);
+    assert!(after.token_wait_time >= Duration::from_millis(200));
+
+    // A read that waits long enough gets it from the replica once replay
+    // resumes.
+    let waiting = {
+        let reader = reader.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let c = reader
+                .read_at_least(&token, Duration::from_secs(10))
+                .await
+                .unwrap();
+            let name = c.pool_name().to_owned();
+            (name, c)
+        })
+    };
+    tokio::time::sleep(ms(300)).await;
+    replica.resume_replay().unwrap();
+    let (name, read) = waiting.await.unwrap();
+    assert_eq!(name, "replica");
+    assert_eq!(
+        sees(&read).await,
+        (true, 1),
+        "read on the replica, row seen"
+    );
+    drop(read);
+
+    // Once the replica's check shows it past the token: no wait at all.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = reader.read_stats();
+        let read = reader
+            .read_at_least(&token, Duration::from_secs(5))
+            .await
+            .unwrap();
+        if reader.read_stats().token_known == s.token_known + 1 {
+            assert_eq!(sees(&read).await, (true, 1));
+            assert_eq!(reader.read_stats().token_waits, s.token_waits);
+            break;
+        }
+        assert!(Instant::now() < give_up, "never known to have it");
+        drop(read);
+        tokio::time::sleep(ms(100)).await;
+    }
+
+    // A token of another database system is never trusted to a replica.
+    let stranger = aquifer::WriteToken::wal(token.system() ^ 1, token.timeline(), 0);
+    let read = reader
+        .read_at_least(&stranger, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(read.pool_name(), "primary");
+}

@@ -21,6 +21,7 @@ mod shards;
 mod status;
 mod sync;
 mod thread;
+mod token;
 mod waiters;
 mod warning;
 
@@ -44,4 +45,5 @@ pub use pool::{Builder, PendingInfo, Pool, Pooled, TransactionWatch};
 pub use roles::{Fallback, Role, RoleCheck, RoleManager, RoleSignal, Roles, SplitBrain};
 pub use selector::{RegexError, Selector};
 pub use status::{Health, Status};
+pub use token::{TokenError, WriteToken};
 pub use warning::Warning;

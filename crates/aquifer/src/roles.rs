@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::manager::Manager;
+use crate::token::WriteToken;
 
 /// A member's role, as its server tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,6 +73,9 @@ pub struct RoleCheck {
     /// For a standby, whether it is replicating now (`false`: a stopped
     /// receiver or applier, which no lag figure makes good).
     pub replicating: Option<bool>,
+    /// Which database system the server belongs to (PostgreSQL's
+    /// `system_identifier`), for trusting a [`WriteToken`] to it.
+    pub system: Option<u64>,
 }
 
 impl RoleCheck {
@@ -84,7 +88,15 @@ impl RoleCheck {
             wal_position: None,
             behind: None,
             replicating: None,
+            system: None,
         }
+    }
+
+    /// With the database system's identifier.
+    #[must_use]
+    pub fn system(mut self, id: u64) -> Self {
+        self.system = Some(id);
+        self
     }
 
     /// With the server's position in the write-ahead log, in bytes.
@@ -140,6 +152,28 @@ pub trait RoleManager: Manager {
     /// interval only.
     fn role_signal(&self) -> Option<&RoleSignal> {
         None
+    }
+
+    /// A token for what `obj`'s session has committed, read after the
+    /// commit; `None` when the driver has no tokens (the default).
+    fn write_token(
+        &self,
+        obj: &mut Self::Type,
+    ) -> impl Future<Output = Result<Option<WriteToken>, Self::Error>> + Send {
+        let _ = obj;
+        async { Ok(None) }
+    }
+
+    /// Whether the server behind `obj` has applied everything up to
+    /// `token`, waiting for it up to `wait`. Default `false`.
+    fn wait_for_token(
+        &self,
+        obj: &mut Self::Type,
+        token: &WriteToken,
+        wait: Duration,
+    ) -> impl Future<Output = Result<bool, Self::Error>> + Send {
+        let _ = (obj, token, wait);
+        async { Ok(false) }
     }
 }
 

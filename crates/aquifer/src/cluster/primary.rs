@@ -75,7 +75,7 @@ pub(super) struct MemberRole {
     pub(super) role: Role,
     evidence: String,
     cause: Option<String>,
-    timeline: Option<u64>,
+    pub(super) timeline: Option<u64>,
     changed_at: Option<SystemTime>,
     checked_at: Option<SystemTime>,
     changes: u64,
@@ -89,6 +89,8 @@ pub(super) struct MemberRole {
     refusals: u64,
     /// How far behind, and whether reads may go there.
     pub(super) lag: super::reads::MemberLag,
+    /// The database system it belongs to, when its server says.
+    pub(super) system: Option<u64>,
 }
 
 impl Default for MemberRole {
@@ -106,6 +108,7 @@ impl Default for MemberRole {
             signals: 0,
             refusals: 0,
             lag: super::reads::MemberLag::default(),
+            system: None,
         }
     }
 }
@@ -159,6 +162,11 @@ impl<M: Manager> Board<M> {
 
     fn current_id(&self) -> Option<u64> {
         self.primary.lock().current.as_ref().map(|c| c.1)
+    }
+
+    /// The current primary's timeline, when one is known and has one.
+    pub(super) fn primary_timeline(&self) -> Option<u64> {
+        self.primary.lock().current.as_ref().and_then(|c| c.2)
     }
 }
 
@@ -311,6 +319,7 @@ impl<M: Manager> Inner<M> {
             r.timeline = found.timeline.or(r.timeline.filter(|_| !changed));
             r.evidence = found.detail.clone();
             r.checked_at = Some(now);
+            r.system = found.system.or(r.system);
             if let Some(board) = &self.roles {
                 board.lag.record(&board.settings, &mut r.lag, &found);
             }
@@ -772,6 +781,20 @@ impl<M: Manager> Drop for WriteConn<M> {
                 conn.into_pooled().destroy();
             }
         }
+    }
+}
+
+impl<M: crate::roles::RoleManager> WriteConn<M> {
+    /// A token for what this connection has committed, to read it back
+    /// from a replica with [`Cluster::read_at_least`] (here or in another
+    /// process: it is a string too). Take it after the commit. `None` when
+    /// the driver has no tokens.
+    ///
+    /// # Errors
+    /// The driver's, when the server cannot be asked.
+    pub async fn token(&mut self) -> Result<Option<crate::WriteToken>, M::Error> {
+        let member = Arc::clone(&self.member);
+        member.pool.manager().write_token(&mut **self).await
     }
 }
 

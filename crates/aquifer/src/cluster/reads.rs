@@ -9,7 +9,8 @@ use tokio::time::Instant;
 
 use crate::error::human_duration;
 use crate::manager::Manager;
-use crate::roles::{Fallback, Role, RoleCheck, Roles};
+use crate::roles::{Fallback, Role, RoleCheck, RoleManager, Roles};
+use crate::token::WriteToken;
 
 use super::balance::Bits;
 use super::get::ClusterConn;
@@ -27,13 +28,18 @@ pub(super) struct Board {
     replica_reads: AtomicU64,
     /// Reads that went to the primary because no replica could serve.
     fallbacks: AtomicU64,
+    /// Token reads served by a replica already known to have the write.
+    token_known: AtomicU64,
+    /// Token reads that waited on a replica, and for how long in all.
+    token_waits: AtomicU64,
+    token_wait_micros: AtomicU64,
 }
 
 /// How far behind one member is, as its last check found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct MemberLag {
     /// Its own position at its last check.
-    position: Option<u64>,
+    pub(super) position: Option<u64>,
     /// How far behind its server said it is.
     reported: Option<Duration>,
     /// When it was last seen with nothing to replay.
@@ -144,6 +150,14 @@ pub struct ReadStats {
     pub replica_reads: u64,
     /// Reads that went to the primary because no replica could serve.
     pub fallbacks: u64,
+    /// Token reads served by a replica already known to have the write,
+    /// with no round trip to ask.
+    pub token_known: u64,
+    /// Token reads that waited on a replica for the write.
+    pub token_waits: u64,
+    /// The time those waits took, in all.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
+    pub token_wait_time: Duration,
 }
 
 impl<M: Manager> Cluster<M> {
@@ -259,6 +273,84 @@ impl<M: Manager> Cluster<M> {
             .map_or_else(ReadStats::default, |b| ReadStats {
                 replica_reads: b.lag.replica_reads.load(Ordering::Relaxed),
                 fallbacks: b.lag.fallbacks.load(Ordering::Relaxed),
+                token_known: b.lag.token_known.load(Ordering::Relaxed),
+                token_waits: b.lag.token_waits.load(Ordering::Relaxed),
+                token_wait_time: Duration::from_micros(
+                    b.lag.token_wait_micros.load(Ordering::Relaxed),
+                ),
             })
+    }
+}
+
+impl<M: RoleManager> Cluster<M> {
+    /// A connection for reading that sees the write `token` stands for:
+    /// from a standby already known (from its last check) to have replayed
+    /// past it, with no round trip to ask; else from one standby that is
+    /// asked to wait for it up to `wait`; else from the primary. A token is
+    /// trusted only to a standby of the same database system on the same
+    /// timeline, or, after a failover, on the current primary's newer one:
+    /// until replicas show the new timeline such reads go to the primary.
+    ///
+    /// # Errors
+    /// As [`write`](Cluster::write), when the read falls to the primary.
+    pub async fn read_at_least(
+        &self,
+        token: &WriteToken,
+        wait: Duration,
+    ) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
+        let board = self.inner.roles.as_ref().ok_or(ClusterError::NoRoles)?;
+        let primary_timeline = board.primary_timeline();
+        let list = self.inner.members.read_full();
+        let mut known = Bits::new(list.len());
+        let mut trusted = Bits::new(list.len());
+        for (i, m) in list.iter().enumerate() {
+            if self.readable(m, None).is_err() {
+                continue;
+            }
+            let r = m.role.lock();
+            let same_history = r.system == Some(token.system)
+                && r.timeline.is_some_and(|t| {
+                    t == token.timeline || (t > token.timeline && Some(t) == primary_timeline)
+                });
+            if same_history {
+                trusted.set(i);
+                if r.lag.position.is_some_and(|p| p >= token.lsn) {
+                    known.set(i);
+                }
+            }
+        }
+        let budget = self.budget_of(&list);
+        let mode = self.mode();
+        if known.count() > 0 {
+            let i = self.inner.pick(mode, &list, &known, true);
+            if let Ok(conn) = self.try_one(Arc::clone(&list[i]), budget).await {
+                board.lag.token_known.fetch_add(1, Ordering::Relaxed);
+                board.lag.replica_reads.fetch_add(1, Ordering::Relaxed);
+                return Ok(conn);
+            }
+        } else if trusted.count() > 0 {
+            let i = self.inner.pick(mode, &list, &trusted, true);
+            let m = Arc::clone(&list[i]);
+            if let Ok(mut conn) = self.try_one(Arc::clone(&m), budget).await {
+                let started = Instant::now();
+                let applied = m
+                    .pool
+                    .manager()
+                    .wait_for_token(&mut conn, token, wait)
+                    .await;
+                let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                board.lag.token_waits.fetch_add(1, Ordering::Relaxed);
+                board
+                    .lag
+                    .token_wait_micros
+                    .fetch_add(took, Ordering::Relaxed);
+                if matches!(applied, Ok(true)) {
+                    board.lag.replica_reads.fetch_add(1, Ordering::Relaxed);
+                    return Ok(conn);
+                }
+            }
+        }
+        board.lag.fallbacks.fetch_add(1, Ordering::Relaxed);
+        self.write().await.map(WriteConn::into_cluster_conn)
     }
 }

@@ -574,3 +574,66 @@ async fn a_write_token_reads_your_write_from_another_process() {
         .unwrap();
     assert_eq!(read.pool_name(), "primary");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_session_never_reads_from_the_paused_replica_after_the_caught_up_one() {
+    let _serial = SERIAL.lock().await;
+    let primary = server();
+    primary
+        .psql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        .unwrap();
+    let fresh = primary.start_replica().unwrap();
+    let paused = primary.start_replica().unwrap();
+    paused.pause_replay().unwrap();
+    primary
+        .psql("INSERT INTO notes SELECT g, 'x' FROM generate_series(1, 100) g")
+        .unwrap();
+    fresh.wait_replayed(&primary).unwrap();
+    let cluster = fresh_set(&[
+        ("primary", &primary),
+        ("fresh", &fresh),
+        ("paused", &paused),
+    ])
+    .await;
+    // Both replicas checked since the insert: their positions differ.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (f, p) = (
+            cluster.role("fresh").unwrap(),
+            cluster.role("paused").unwrap(),
+        );
+        if f.lag_bytes == Some(0) && p.lag_bytes.is_some_and(|b| b > 0) {
+            break;
+        }
+        assert!(Instant::now() < give_up, "{f:?} {p:?}");
+        tokio::time::sleep(ms(20)).await;
+    }
+    let session = cluster.read_session();
+    loop {
+        let conn = session.read().await.unwrap();
+        if conn.pool_name() == "fresh" {
+            break;
+        }
+    }
+    for _ in 0..20 {
+        let conn = session.read().await.unwrap();
+        assert_ne!(conn.pool_name(), "paused");
+        let rows: i64 = conn
+            .query_one("SELECT count(*) FROM notes", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            rows,
+            100,
+            "on {}: the session never goes back",
+            conn.pool_name()
+        );
+    }
+    // A read outside the session may still land on the paused one.
+    let mut outside = std::collections::HashSet::new();
+    for _ in 0..4 {
+        outside.insert(cluster.read().await.unwrap().pool_name().to_owned());
+    }
+    assert!(outside.contains("paused"), "{outside:?}");
+}

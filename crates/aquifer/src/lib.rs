@@ -27,7 +27,7 @@ mod warning;
 
 pub use cluster::{
     Cluster, ClusterBuildError, ClusterBuilder, ClusterConn, ClusterError, ClusterInfo,
-    ClusterPending, ClusterPool, Mode, PoolInfo, ReadStats, RoleInfo, WriteConn,
+    ClusterPending, ClusterPool, Mode, PoolInfo, ReadSession, ReadStats, RoleInfo, WriteConn,
 };
 pub use config::{parse_duration, Backoff, Clock, DurationError, Order, PoolConfig};
 pub use error::{

@@ -30,6 +30,7 @@ struct Server {
     role: Mutex<(Role, Option<u64>)>,
     /// WAL position, time behind, replicating.
     lag: Mutex<(Option<u64>, Option<Duration>, Option<bool>)>,
+    system: Mutex<Option<u64>>,
     down: AtomicBool,
     checks: AtomicUsize,
     destroyed: AtomicUsize,
@@ -41,6 +42,7 @@ impl Server {
         Arc::new(Server {
             role: Mutex::new((role, timeline)),
             lag: Mutex::new((None, None, None)),
+            system: Mutex::new(None),
             down: AtomicBool::new(false),
             checks: AtomicUsize::new(0),
             destroyed: AtomicUsize::new(0),
@@ -93,6 +95,9 @@ impl RoleManager for Fake {
         }
         if let Some(r) = replicating {
             check = check.replicating(r);
+        }
+        if let Some(id) = *self.0.system.lock() {
+            check = check.system(id);
         }
         Ok(check)
     }
@@ -498,4 +503,52 @@ async fn with_fallback_error_a_read_no_replica_can_serve_says_why() {
     *r.lag.lock() = (None, Some(Duration::ZERO), Some(true));
     ticks(1).await;
     assert_eq!(c.read().await.unwrap().pool_name(), "r");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_session_never_goes_back_to_a_replica_behind_what_it_read() {
+    let p = Server::new(Role::Primary, Some(1));
+    let ahead = Server::new(Role::Standby, Some(1));
+    let behind = Server::new(Role::Standby, Some(1));
+    *p.lag.lock() = (Some(900), None, None);
+    *ahead.lag.lock() = (Some(900), Some(Duration::ZERO), Some(true));
+    *behind.lag.lock() = (Some(400), Some(Duration::from_secs(2)), Some(true));
+    // One database system, so that positions compare.
+    for s in [&p, &ahead, &behind] {
+        *s.system.lock() = Some(7);
+    }
+    let c = set_of(
+        &[("p", &p), ("ahead", &ahead), ("behind", &behind)],
+        Roles::default(),
+    );
+    until_primary(&c, Some("p")).await;
+    ticks(1).await;
+    let session = c.read_session();
+    // Until it has read from "ahead", reads may go anywhere in rotation.
+    loop {
+        let conn = session.read().await.unwrap();
+        if conn.pool_name() == "ahead" {
+            break;
+        }
+    }
+    assert_eq!(session.floor().unwrap().lsn(), 900);
+    for _ in 0..20 {
+        let conn = session.read().await.unwrap();
+        assert_ne!(conn.pool_name(), "behind");
+    }
+    // Another session, not bound by this one's reads, still uses both.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let fresh = c.read_session();
+        seen.insert(fresh.read().await.unwrap().pool_name().to_owned());
+    }
+    assert!(seen.contains("behind"), "{seen:?}");
+    // Once "behind" catches up past the floor, the session uses it again.
+    *behind.lag.lock() = (Some(900), Some(Duration::ZERO), Some(true));
+    ticks(1).await;
+    let mut names = std::collections::HashSet::new();
+    for _ in 0..6 {
+        names.insert(session.read().await.unwrap().pool_name().to_owned());
+    }
+    assert!(names.contains("behind"), "{names:?}");
 }

@@ -26,6 +26,7 @@ mod info;
 mod members;
 mod primary;
 mod reads;
+mod session;
 mod watcher;
 
 pub use balance::Mode;
@@ -36,6 +37,7 @@ pub use info::{ClusterInfo, ClusterPending, PoolInfo};
 pub use members::ClusterPool;
 pub use primary::{RoleInfo, WriteConn};
 pub use reads::ReadStats;
+pub use session::ReadSession;
 
 use balance::{mode_code, mode_of, Seed};
 use members::{Member, Members, Retired};

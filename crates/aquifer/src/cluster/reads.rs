@@ -23,7 +23,7 @@ use super::{Cluster, ClusterError};
 pub(super) struct Board {
     /// The primary's write-ahead log position at its last check (0: not
     /// known).
-    primary_wal: AtomicU64,
+    pub(super) primary_wal: AtomicU64,
     /// Reads served by a replica.
     replica_reads: AtomicU64,
     /// Reads that went to the primary because no replica could serve.
@@ -298,6 +298,16 @@ impl<M: RoleManager> Cluster<M> {
         token: &WriteToken,
         wait: Duration,
     ) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
+        self.read_past(token, Some(wait)).await
+    }
+
+    /// `read_at_least`; with `wait` `None`, a standby not known to have
+    /// the token is not asked: the read goes to the primary.
+    pub(super) async fn read_past(
+        &self,
+        token: &WriteToken,
+        wait: Option<Duration>,
+    ) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
         let board = self.inner.roles.as_ref().ok_or(ClusterError::NoRoles)?;
         let primary_timeline = board.primary_timeline();
         let list = self.inner.members.read_full();
@@ -328,7 +338,7 @@ impl<M: RoleManager> Cluster<M> {
                 board.lag.replica_reads.fetch_add(1, Ordering::Relaxed);
                 return Ok(conn);
             }
-        } else if trusted.count() > 0 {
+        } else if let (true, Some(wait)) = (trusted.count() > 0, wait) {
             let i = self.inner.pick(mode, &list, &trusted, true);
             let m = Arc::clone(&list[i]);
             if let Ok(mut conn) = self.try_one(Arc::clone(&m), budget).await {

@@ -637,3 +637,60 @@ async fn a_read_session_never_reads_from_the_paused_replica_after_the_caught_up_
     }
     assert!(outside.contains("paused"), "{outside:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_before_a_failover_waits_for_replicas_on_the_new_timeline() {
+    let _serial = SERIAL.lock().await;
+    let mut old = server();
+    old.psql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        .unwrap();
+    let new = old.start_replica().unwrap();
+    let mut other = old.start_replica().unwrap();
+    let members = [("old", &old), ("new", &new), ("other", &other)];
+    let cluster = fresh_set(&members).await;
+    until_primary(&cluster, Some("old")).await;
+    let mut w = cluster.write().await.unwrap();
+    w.execute("INSERT INTO notes VALUES (1, 'before')", &[])
+        .await
+        .unwrap();
+    let token = w.token().await.unwrap().unwrap();
+    drop(w);
+    assert_eq!(token.timeline(), 1);
+    for r in [&new, &other] {
+        r.wait_replayed(&old).unwrap();
+    }
+
+    // The primary stops and `new` is promoted onto timeline 2; `other`
+    // still follows the old timeline: it has the write, but is not
+    // trusted with the token, and the read goes to the new primary.
+    old.stop().unwrap();
+    new.promote().unwrap();
+    until_primary(&cluster, Some("new")).await;
+    assert_eq!(cluster.role("new").unwrap().timeline, Some(2));
+    let read = cluster
+        .read_at_least(&token, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(read.pool_name(), "new");
+    assert_eq!(sees(&read).await, (false, 1));
+    drop(read);
+
+    // Re-pointed at the new primary, `other` shows timeline 2 and serves
+    // the old token again, without a wait.
+    other.follow(&new).unwrap();
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while cluster.role("other").unwrap().timeline != Some(2)
+        || !cluster.role("other").unwrap().in_rotation
+    {
+        assert!(Instant::now() < give_up, "{:?}", cluster.role("other"));
+        tokio::time::sleep(ms(20)).await;
+    }
+    let waits = cluster.read_stats().token_waits;
+    let read = cluster
+        .read_at_least(&token, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(read.pool_name(), "other");
+    assert_eq!(sees(&read).await, (true, 1));
+    assert_eq!(cluster.read_stats().token_waits, waits);
+}

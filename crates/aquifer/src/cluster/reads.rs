@@ -287,8 +287,8 @@ impl<M: RoleManager> Cluster<M> {
     /// from a standby already known (from its last check) to have replayed
     /// past it, with no round trip to ask; else from one standby that is
     /// asked to wait for it up to `wait`; else from the primary. A token is
-    /// trusted only to a standby of the same database system on the same
-    /// timeline, or, after a failover, on the current primary's newer one:
+    /// trusted only to a standby of the same database system on the current
+    /// primary's timeline (the token's, or a newer one after a failover):
     /// until replicas show the new timeline such reads go to the primary.
     ///
     /// # Errors
@@ -318,9 +318,14 @@ impl<M: RoleManager> Cluster<M> {
                 continue;
             }
             let r = m.role.lock();
+            // The standby follows the current primary's timeline (once a
+            // failover made a new one, a standby still on the old one may
+            // hold writes the new primary lost), and the token is from it
+            // or from before it.
             let same_history = r.system == Some(token.system)
-                && r.timeline.is_some_and(|t| {
-                    t == token.timeline || (t > token.timeline && Some(t) == primary_timeline)
+                && r.timeline.is_some_and(|t| match primary_timeline {
+                    Some(now) => t == now && token.timeline <= t,
+                    None => t == token.timeline,
                 });
             if same_history {
                 trusted.set(i);

@@ -552,3 +552,54 @@ async fn a_read_session_never_goes_back_to_a_replica_behind_what_it_read() {
     }
     assert!(names.contains("behind"), "{names:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_token_is_trusted_only_to_standbys_on_the_primarys_timeline() {
+    let p = Server::new(Role::Primary, Some(2));
+    let left_behind = Server::new(Role::Standby, Some(1));
+    let following = Server::new(Role::Standby, Some(2));
+    *p.lag.lock() = (Some(5_000), None, None);
+    *left_behind.lag.lock() = (Some(5_000), Some(Duration::ZERO), Some(true));
+    *following.lag.lock() = (Some(4_000), Some(Duration::ZERO), Some(true));
+    for s in [&p, &left_behind, &following] {
+        *s.system.lock() = Some(7);
+    }
+    let c = set_of(
+        &[
+            ("p", &p),
+            ("left_behind", &left_behind),
+            ("following", &following),
+        ],
+        Roles::default(),
+    );
+    until_primary(&c, Some("p")).await;
+    ticks(1).await;
+    // A write on timeline 1 at 3,000: "left_behind" (timeline 1) has it,
+    // but the primary moved on to timeline 2; "following" is on it.
+    let token = aquifer::WriteToken::wal(7, 1, 3_000);
+    for _ in 0..4 {
+        let c = c.read_at_least(&token, Duration::ZERO).await.unwrap();
+        assert_eq!(c.pool_name(), "following");
+    }
+    // A token past where "following" is: asked to wait (the fake never
+    // has it), then the primary.
+    let ahead = aquifer::WriteToken::wal(7, 2, 4_500);
+    assert_eq!(
+        c.read_at_least(&ahead, Duration::ZERO)
+            .await
+            .unwrap()
+            .pool_name(),
+        "p"
+    );
+    // Another system's token: the primary, and no standby is even asked.
+    let waits = c.read_stats().token_waits;
+    let stranger = aquifer::WriteToken::wal(8, 2, 10);
+    assert_eq!(
+        c.read_at_least(&stranger, Duration::ZERO)
+            .await
+            .unwrap()
+            .pool_name(),
+        "p"
+    );
+    assert_eq!(c.read_stats().token_waits, waits);
+}

@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use aquifer::{Role, RoleCheck, RoleManager, RoleSignal};
+use std::time::Duration;
+
+use aquifer::{Role, RoleCheck, RoleManager, RoleSignal, WriteToken};
 use mysql_async::prelude::Queryable;
 use mysql_async::Row;
 
@@ -80,7 +82,13 @@ impl RoleManager for MySqlManager {
             Err(e) => return Err(MySqlError::Db(e)),
         };
         let ro = if read_only { 1 } else { 0 };
-        Ok(match replica {
+        // MariaDB's applied GTIDs, for tokens; MySQL has no such variable.
+        let gtid: Option<String> = conn
+            .query_first("SELECT @@global.gtid_current_pos")
+            .await
+            .ok()
+            .flatten();
+        let check = match replica {
             Some(row) => {
                 let field = |names: [&str; 2]| {
                     names
@@ -111,7 +119,50 @@ impl RoleManager for MySqlManager {
             }
             None if read_only => RoleCheck::new(Role::ReadOnly, "read_only = 1, not replicating"),
             None => RoleCheck::new(Role::Primary, "read_only = 0, not replicating"),
+        };
+        Ok(match gtid {
+            Some(g) => check.gtid(g),
+            None => check,
         })
+    }
+
+    /// MariaDB: the session's `@@last_gtid`, or the server's whole
+    /// `@@gtid_binlog_pos` when the session wrote nothing. `None` on MySQL.
+    async fn write_token(
+        &self,
+        pooled: &mut MySqlConnection,
+    ) -> Result<Option<WriteToken>, MySqlError> {
+        let conn = pooled.raw_mut();
+        let pos: Option<(String, String)> = match conn
+            .query_first("SELECT @@last_gtid, @@gtid_binlog_pos")
+            .await
+        {
+            Ok(row) => row,
+            Err(mysql_async::Error::Server(_)) => return Ok(None),
+            Err(e) => return Err(MySqlError::Db(e)),
+        };
+        Ok(pos.and_then(|(last, all)| {
+            let pos = if last.is_empty() { all } else { last };
+            WriteToken::gtid(&pos).ok()
+        }))
+    }
+
+    /// `MASTER_GTID_WAIT` on the replica, up to `wait`.
+    async fn wait_for_token(
+        &self,
+        pooled: &mut MySqlConnection,
+        token: &WriteToken,
+        wait: Duration,
+    ) -> Result<bool, MySqlError> {
+        let Some(pos) = token.gtid_position() else {
+            return Ok(false);
+        };
+        let done: Option<i64> = pooled
+            .raw_mut()
+            .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (pos, wait.as_secs_f64()))
+            .await
+            .map_err(MySqlError::Db)?;
+        Ok(done == Some(0))
     }
 
     fn role_signal(&self) -> Option<&RoleSignal> {

@@ -282,3 +282,97 @@ async fn demotion_with_read_only_evicts_refused_connections_and_writes_move_on()
     );
     assert!(cluster.role("one").unwrap().changes >= 1);
 }
+
+/// Where a read ran (`@@read_only`) and whether it sees note 1, in one
+/// statement.
+async fn sees(c: &mut aquifer::ClusterConn<MySqlManager>) -> (bool, i64) {
+    let row: Option<(i64, i64)> = c
+        .query_first("SELECT @@read_only, (SELECT count(*) FROM notes WHERE id = 1)")
+        .await
+        .unwrap();
+    let (ro, n) = row.unwrap();
+    (ro == 1, n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gtid_token_reads_your_write_from_another_process() {
+    let _serial = SERIAL.lock().await;
+    let primary = MariaDbServer::builder().binlog().start().unwrap();
+    primary
+        .sql("CREATE TABLE aquifer.notes (id int PRIMARY KEY, body text)")
+        .unwrap();
+    primary.create_app_user().unwrap();
+    let replica = primary.start_replica().unwrap();
+    replica.wait_replayed(&primary).unwrap();
+    let members = [("primary", &primary), ("replica", &replica)];
+    let writer = replica_set(&members);
+    until(&writer, "roles", |c| {
+        c.primary().as_deref() == Some("primary")
+    })
+    .await;
+
+    // The replica applies each change two seconds late (a stopped applier
+    // would be out of the rotation): the write and its token.
+    replica.delay_replica(Duration::from_secs(2)).unwrap();
+    let reader = replica_set(&members);
+    assert!(reader.roles_checked(Duration::from_secs(10)).await);
+    let mut w = writer.write().await.unwrap();
+    w.query_drop("INSERT INTO notes VALUES (1, 'hello')")
+        .await
+        .unwrap();
+    let token = w.token().await.unwrap().expect("MariaDB has tokens");
+    drop(w);
+    let header = token.to_string();
+    assert!(header.starts_with("gtid.0-"), "{header}");
+
+    // Another process (a set of its own, `reader`), the token from its
+    // string.
+    let token: aquifer::WriteToken = header.parse().unwrap();
+    let before = reader.read_stats();
+    let mut read = reader
+        .read_at_least(&token, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(
+        sees(&mut read).await,
+        (false, 1),
+        "on the primary, row seen"
+    );
+    drop(read);
+    let after = reader.read_stats();
+    assert_eq!(after.token_waits, before.token_waits + 1);
+    assert_eq!(after.fallbacks, before.fallbacks + 1);
+
+    // A read that waits long enough gets it from the replica once it has
+    // applied it.
+    let waiting = {
+        let (reader, token) = (reader.clone(), token.clone());
+        tokio::spawn(async move {
+            reader
+                .read_at_least(&token, Duration::from_secs(10))
+                .await
+                .unwrap()
+        })
+    };
+    let mut read = waiting.await.unwrap();
+    assert_eq!(read.pool_name(), "replica");
+    assert_eq!(sees(&mut read).await, (true, 1), "on the replica, row seen");
+    drop(read);
+
+    // Once the replica's check shows the GTID: no wait.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = reader.read_stats();
+        let mut read = reader
+            .read_at_least(&token, Duration::from_secs(5))
+            .await
+            .unwrap();
+        if reader.read_stats().token_known == s.token_known + 1 {
+            assert_eq!(sees(&mut read).await, (true, 1));
+            break;
+        }
+        assert!(Instant::now() < give_up, "never known to have it");
+        drop(read);
+        tokio::time::sleep(ms(100)).await;
+    }
+}

@@ -131,10 +131,13 @@ impl RoleManager for PgManager {
         token: &WriteToken,
         wait: Duration,
     ) -> Result<bool, PgError> {
+        let Some(lsn) = token.lsn() else {
+            // Not a PostgreSQL token: nothing here can have it.
+            return Ok(false);
+        };
         let give_up = tokio::time::Instant::now() + wait;
         let sql = format!(
-            "SELECT coalesce(pg_last_wal_replay_lsn() - '0/0'::pg_lsn >= {}, false)::text",
-            token.lsn()
+            "SELECT coalesce(pg_last_wal_replay_lsn() - '0/0'::pg_lsn >= {lsn}, false)::text"
         );
         loop {
             let rows = conn.client().simple_query(&sql).await?;

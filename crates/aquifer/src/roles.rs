@@ -76,6 +76,9 @@ pub struct RoleCheck {
     /// Which database system the server belongs to (PostgreSQL's
     /// `system_identifier`), for trusting a [`WriteToken`] to it.
     pub system: Option<u64>,
+    /// The GTIDs the server has applied (MariaDB's `gtid_current_pos`),
+    /// for GTID tokens.
+    pub gtid: Option<String>,
 }
 
 impl RoleCheck {
@@ -89,7 +92,15 @@ impl RoleCheck {
             behind: None,
             replicating: None,
             system: None,
+            gtid: None,
         }
+    }
+
+    /// With the GTID position the server has applied.
+    #[must_use]
+    pub fn gtid(mut self, position: impl Into<String>) -> Self {
+        self.gtid = Some(position.into());
+        self
     }
 
     /// With the database system's identifier.

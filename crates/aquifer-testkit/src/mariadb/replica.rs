@@ -171,6 +171,20 @@ impl MariaDbServer {
         self.sql("STOP SLAVE SQL_THREAD").map(drop)
     }
 
+    /// Applies each replicated change `delay` after its primary made it
+    /// (`MASTER_DELAY`, whole seconds): the replica keeps replicating,
+    /// behind.
+    ///
+    /// # Errors
+    /// As [`sql`](Self::sql).
+    pub fn delay_replica(&self, delay: std::time::Duration) -> Result<(), TestkitError> {
+        self.sql(&format!(
+            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = {}; START SLAVE",
+            delay.as_secs()
+        ))
+        .map(drop)
+    }
+
     /// Applies replicated changes again (`START SLAVE SQL_THREAD`).
     ///
     /// # Errors

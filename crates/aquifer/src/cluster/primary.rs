@@ -91,6 +91,8 @@ pub(super) struct MemberRole {
     pub(super) lag: super::reads::MemberLag,
     /// The database system it belongs to, when its server says.
     pub(super) system: Option<u64>,
+    /// The GTIDs it has applied, when its server says.
+    pub(super) gtid: Option<crate::token::Gtids>,
 }
 
 impl Default for MemberRole {
@@ -109,6 +111,7 @@ impl Default for MemberRole {
             refusals: 0,
             lag: super::reads::MemberLag::default(),
             system: None,
+            gtid: None,
         }
     }
 }
@@ -320,6 +323,10 @@ impl<M: Manager> Inner<M> {
             r.evidence = found.detail.clone();
             r.checked_at = Some(now);
             r.system = found.system.or(r.system);
+            r.gtid = found
+                .gtid
+                .as_deref()
+                .and_then(|g| crate::token::parse_gtids(g, ','));
             if let Some(board) = &self.roles {
                 board.lag.record(&board.settings, &mut r.lag, &found);
             }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::error::human_duration;
 use crate::manager::Manager;
 use crate::roles::{Fallback, Role, RoleCheck, RoleManager, Roles};
-use crate::token::WriteToken;
+use crate::token::{gtids_cover, Repr, WriteToken};
 
 use super::balance::Bits;
 use super::get::ClusterConn;
@@ -318,18 +318,29 @@ impl<M: RoleManager> Cluster<M> {
                 continue;
             }
             let r = m.role.lock();
-            // The standby follows the current primary's timeline (once a
-            // failover made a new one, a standby still on the old one may
-            // hold writes the new primary lost), and the token is from it
-            // or from before it.
-            let same_history = r.system == Some(token.system)
-                && r.timeline.is_some_and(|t| match primary_timeline {
-                    Some(now) => t == now && token.timeline <= t,
-                    None => t == token.timeline,
-                });
-            if same_history {
+            let (trust, has) = match &token.0 {
+                Repr::Wal {
+                    system,
+                    timeline,
+                    lsn,
+                } => {
+                    // The standby follows the current primary's timeline
+                    // (once a failover made a new one, a standby still on
+                    // the old one may hold writes the new primary lost),
+                    // and the token is from it or from before it.
+                    let trust = r.system == Some(*system)
+                        && r.timeline.is_some_and(|t| match primary_timeline {
+                            Some(now) => t == now && *timeline <= t,
+                            None => t == *timeline,
+                        });
+                    (trust, r.lag.position.is_some_and(|p| p >= *lsn))
+                }
+                // GTIDs name no system: any standby may be asked.
+                Repr::Gtid(want) => (true, r.gtid.as_ref().is_some_and(|h| gtids_cover(h, want))),
+            };
+            if trust {
                 trusted.set(i);
-                if r.lag.position.is_some_and(|p| p >= token.lsn) {
+                if has {
                     known.set(i);
                 }
             }

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 
 use crate::manager::Manager;
 use crate::roles::{Role, RoleManager};
-use crate::token::WriteToken;
+use crate::token::{Repr, WriteToken};
 
 use super::get::ClusterConn;
 use super::{Cluster, ClusterError};
@@ -63,9 +63,10 @@ impl<M: RoleManager> ReadSession<M> {
     /// Makes later reads see at least `token` (a write of this session's).
     pub fn observe(&self, token: &WriteToken) {
         let mut floor = self.floor.lock();
-        if floor.as_ref().is_none_or(|f| newer(token, f)) {
-            *floor = Some(token.clone());
-        }
+        *floor = Some(match floor.take() {
+            Some(f) => later(f, token),
+            None => token.clone(),
+        });
     }
 
     /// The newest position this session has read or written at.
@@ -88,6 +89,9 @@ impl<M: RoleManager> ReadSession<M> {
             .find(|m| &*m.name == pool)
             .and_then(|m| {
                 let r = m.role.lock();
+                if let Some(g) = &r.gtid {
+                    return Some(WriteToken(Repr::Gtid(g.clone())));
+                }
                 let position = match r.role {
                     Role::Primary => {
                         Some(board.lag.primary_wal.load(Ordering::Acquire)).filter(|&p| p > 0)
@@ -102,7 +106,40 @@ impl<M: RoleManager> ReadSession<M> {
     }
 }
 
-/// Whether `a` is past `b`: a later timeline, or further on the same.
-fn newer(a: &WriteToken, b: &WriteToken) -> bool {
-    (a.timeline, a.lsn) > (b.timeline, b.lsn)
+/// The later of two positions: on PostgreSQL the later timeline, or the
+/// further position on the same; on MariaDB the newer GTID of each domain.
+/// A position of another kind, or another system's, replaces the floor.
+fn later(floor: WriteToken, seen: &WriteToken) -> WriteToken {
+    match (floor.0, &seen.0) {
+        (
+            Repr::Wal {
+                system,
+                timeline,
+                lsn,
+            },
+            Repr::Wal {
+                system: s,
+                timeline: t,
+                lsn: l,
+            },
+        ) if system == *s => {
+            if (*t, *l) > (timeline, lsn) {
+                seen.clone()
+            } else {
+                WriteToken::wal(system, timeline, lsn)
+            }
+        }
+        (Repr::Gtid(mut have), Repr::Gtid(more)) => {
+            for &(d, s, n) in more {
+                match have.iter_mut().find(|g| g.0 == d) {
+                    Some(g) if g.2 < n => *g = (d, s, n),
+                    Some(_) => {}
+                    None => have.push((d, s, n)),
+                }
+            }
+            have.sort_unstable();
+            WriteToken(Repr::Gtid(have))
+        }
+        _ => seen.clone(),
+    }
 }

@@ -459,7 +459,7 @@ async fn reads_go_to_replicas_in_the_rotation_and_fall_back_when_none_is() {
         Some("not replicating")
     );
     *r1.lag.lock() = (
-        Some(53_000_000),
+        Some(52_900_000),
         Some(Duration::from_millis(800)),
         Some(true),
     );
@@ -602,4 +602,29 @@ async fn a_token_is_trusted_only_to_standbys_on_the_primarys_timeline() {
         "p"
     );
     assert_eq!(c.read_stats().token_waits, waits);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_standby_behind_in_bytes_is_behind_in_time_since_it_was_last_caught_up() {
+    let p = Server::new(Role::Primary, None);
+    let r = Server::new(Role::Standby, None);
+    *p.lag.lock() = (Some(1_000), None, None);
+    *r.lag.lock() = (Some(1_000), Some(Duration::ZERO), Some(true));
+    let c = set_of(&[("p", &p), ("r", &r)], Roles::default());
+    until_primary(&c, Some("p")).await;
+    ticks(1).await;
+    assert_eq!(c.role("r").unwrap().lag, Some(Duration::ZERO));
+    // The primary moves on; the standby has replayed all it received, so
+    // it says zero, but it is 4,000 bytes behind: the time since it was
+    // last caught up.
+    *p.lag.lock() = (Some(5_000), None, None);
+    *r.lag.lock() = (Some(1_000), Some(Duration::ZERO), Some(true));
+    ticks(3).await;
+    let info = c.role("r").unwrap();
+    assert_eq!(info.lag_bytes, Some(4_000));
+    let lag = info.lag.unwrap();
+    assert!(
+        lag >= INTERVAL * 2 && lag <= INTERVAL * 4,
+        "{lag:?}: about three intervals"
+    );
 }

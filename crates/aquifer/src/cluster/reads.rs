@@ -95,18 +95,26 @@ impl Board {
             .filter(|_| primary > 0)
             .map(|me| primary.saturating_sub(me));
         let now = Instant::now();
-        if lag.bytes == Some(0) || lag.reported == Some(Duration::ZERO) {
+        let caught_up = match lag.bytes {
+            Some(b) => b == 0,
+            None => lag.reported == Some(Duration::ZERO),
+        };
+        if caught_up {
             lag.caught_up_at = Some(now);
         }
-        // Without a time from the server (PostgreSQL has none before its
-        // first replayed transaction), the time since it was last caught
-        // up: no less than how stale its data is.
-        lag.time = lag.reported.or_else(|| {
-            lag.bytes
-                .filter(|&b| b > 0)
-                .and(lag.caught_up_at)
-                .map(|t| now.saturating_duration_since(t))
-        });
+        lag.time = match lag.bytes {
+            Some(0) => Some(Duration::ZERO),
+            // Behind the primary, and the server gives no time (PostgreSQL
+            // has none before a standby's first replayed transaction) or
+            // says zero (it replayed all it received, but has not received
+            // all): the time since it was last caught up, no less than how
+            // stale its data is.
+            Some(_) => lag
+                .reported
+                .filter(|t| !t.is_zero())
+                .or_else(|| lag.caught_up_at.map(|t| now.saturating_duration_since(t))),
+            None => lag.reported,
+        };
         lag.out = judge(settings, lag, lag.out.is_none());
     }
 }

@@ -21,7 +21,12 @@ pub(crate) async fn scrape(
     headers: axum::http::HeaderMap,
 ) -> impl IntoResponse {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape(state.reports())));
+    let reads = state
+        .sources
+        .iter()
+        .filter_map(|(name, s)| Some((name.clone(), s.cluster_info()?.reads?)))
+        .collect();
+    registry.register_collector(Box::new(Scrape(state.reports(), reads)));
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
@@ -75,8 +80,9 @@ fn plain_text(open_metrics: &str) -> String {
     out
 }
 
+/// Every pool's report, and each replica set's read counts by cluster.
 #[derive(Debug)]
-struct Scrape(Vec<PoolReport>);
+struct Scrape(Vec<PoolReport>, Vec<(String, aquifer::ReadStats)>);
 
 fn labels(p: &PoolReport) -> Vec<(&'static str, String)> {
     vec![
@@ -303,7 +309,8 @@ impl prometheus_client::collector::Collector for Scrape {
                 ("broken", ev.broken),
             ]
         })?;
-        roles(e, p)
+        roles(e, p)?;
+        reads(e, &self.1)
     }
 }
 
@@ -356,5 +363,83 @@ fn roles(e: &mut DescriptorEncoder, pools: &[PoolReport]) -> Fmt {
         "aquifer_read_only_evictions",
         "Connections evicted because a statement failed with a read-only or shutdown error.",
         |p| info(p).read_only_evictions,
+    )?;
+    let standbys: Vec<PoolReport> = members
+        .iter()
+        .filter(|p| info(p).role == Role::Standby)
+        .cloned()
+        .collect();
+    let s = &standbys[..];
+    gauges(
+        e,
+        s,
+        "aquifer_replica_lag_bytes",
+        "How many bytes of write-ahead log the standby is behind its primary (-1: not known).",
+        |p| {
+            info(p)
+                .lag_bytes
+                .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX))
+        },
+    )?;
+    let mut m = e.encode_descriptor(
+        "aquifer_replica_lag",
+        "How far behind its primary the standby is in time (NaN: not known).",
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+    )?;
+    for p in s {
+        let secs = info(p).lag.map_or(f64::NAN, |d| d.as_secs_f64());
+        m.encode_family(&labels(p))?.encode_gauge(&secs)?;
+    }
+    gauges(
+        e,
+        s,
+        "aquifer_read_rotation",
+        "1 while reads may go to the standby (replicating, within the set's max lag).",
+        |p| i64::from(info(p).in_rotation),
     )
+}
+
+/// Each replica set's reads: by replicas, fallbacks to the primary, and
+/// the waits for read-your-writes tokens.
+fn reads(e: &mut DescriptorEncoder, sets: &[(String, aquifer::ReadStats)]) -> Fmt {
+    type Count = fn(&aquifer::ReadStats) -> u64;
+    let counts: [(&str, &str, Count); 4] = [
+        ("aquifer_replica_reads", "Reads served by a replica.", |r| {
+            r.replica_reads
+        }),
+        (
+            "aquifer_read_fallbacks",
+            "Reads that went to the primary because no replica could serve.",
+            |r| r.fallbacks,
+        ),
+        (
+            "aquifer_token_reads_known",
+            "Token reads served by a replica known to have the write, without asking.",
+            |r| r.token_known,
+        ),
+        (
+            "aquifer_token_waits",
+            "Token reads that waited on a replica for the write.",
+            |r| r.token_waits,
+        ),
+    ];
+    for (name, help, value) in counts {
+        let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (cluster, r) in sets {
+            m.encode_family(&[("cluster", cluster.as_str())])?
+                .encode_counter::<NoLabelSet, _, u64>(&value(r), None)?;
+        }
+    }
+    let mut m = e.encode_descriptor(
+        "aquifer_token_wait",
+        "Time token reads spent waiting on replicas, in all.",
+        Some(&Unit::Seconds),
+        MetricType::Counter,
+    )?;
+    for (cluster, r) in sets {
+        m.encode_family(&[("cluster", cluster.as_str())])?
+            .encode_counter::<NoLabelSet, _, f64>(&r.token_wait_time.as_secs_f64(), None)?;
+    }
+    Ok(())
 }

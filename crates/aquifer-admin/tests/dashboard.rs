@@ -177,9 +177,15 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
         .build()
         .unwrap();
     // A replica set: each member's role, from its (fake) server.
-    let set = Cluster::builder().roles(aquifer::Roles::default()).build();
-    for (name, role) in [("p", aquifer::Role::Primary), ("s", aquifer::Role::Standby)] {
-        let pool = Pool::builder(FakeRole(role)).max(2).build().unwrap();
+    let set = Cluster::builder()
+        .roles(aquifer::Roles::default().max_lag_bytes(1 << 20))
+        .build();
+    for (name, role, wal) in [
+        ("p", aquifer::Role::Primary, Some(20_000_000)),
+        ("s", aquifer::Role::Standby, None),
+        ("late", aquifer::Role::Standby, Some(7_700_000)),
+    ] {
+        let pool = Pool::builder(FakeRole(role, wal)).max(2).build().unwrap();
         set.add(ClusterPool::new(name, pool)).unwrap();
     }
     let app = || {
@@ -236,7 +242,7 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
     )
     .await;
     let rows = c.find_all(Locator::Css("#pools tbody tr")).await.unwrap();
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 7);
     // Each member of a replica set shows its role, which one takes the
     // writes, and on hover what that rests on; other pools show none.
     let role =
@@ -253,6 +259,15 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
         &format!(
             "{0}?.textContent === 'standby' && {0}.title.startsWith('fake says standby; changed at ')",
             role("s")
+        ),
+    )
+    .await;
+    until(
+        &c,
+        "the late standby's lag",
+        &format!(
+            "{0}?.textContent === 'standby · 12.3 MB behind · no reads' && {0}.title.includes('; no reads: 12300000 bytes behind (max_lag_bytes 1048576')",
+            role("late")
         ),
     )
     .await;

@@ -104,6 +104,20 @@ fn table(results: &[Readiness]) -> String {
             if roles {
                 row.push(match &r.role {
                     Some(i) if i.writes_here => format!("{} (writes)", i.role),
+                    Some(i) if i.role == aquifer::Role::Standby => {
+                        let mut s = i.role.to_string();
+                        match (i.lag_bytes, i.lag) {
+                            (Some(b), _) => s += &format!(" ({b} bytes behind"),
+                            (None, Some(t)) => {
+                                s += &format!(" ({} behind", aquifer::human_duration(t));
+                            }
+                            (None, None) => s += " (lag not known",
+                        }
+                        if !i.in_rotation {
+                            s += "; no reads";
+                        }
+                        s + ")"
+                    }
                     Some(i) => i.role.to_string(),
                     None => "-".to_owned(),
                 });

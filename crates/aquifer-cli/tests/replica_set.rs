@@ -37,7 +37,8 @@ fn a_replica_set_by_urls_alone_shows_its_roles_in_check_the_api_and_metrics() {
     };
     assert!(out.starts_with("CLUSTER  POOL  STATE"), "{out}");
     assert!(out.lines().next().unwrap().contains("ROLE"), "{out}");
-    assert!(line("one").contains("standby"), "{out}");
+    assert!(line("one").contains("standby ("), "{out}");
+    assert!(line("one").contains(" bytes behind)"), "{out}");
     assert!(line("two").contains("primary (writes)"), "{out}");
     let (code, out, _) = run(aquifer().args(["check", "--config", &config, "--json"]));
     assert_eq!(code, 0);
@@ -66,6 +67,10 @@ fn a_replica_set_by_urls_alone_shows_its_roles_in_check_the_api_and_metrics() {
         clusters.to_string().contains("\"primary\":\"two\""),
         "{clusters}"
     );
+    assert!(
+        clusters.to_string().contains("\"replica_reads\":0"),
+        "{clusters}"
+    );
     let (_, metrics) = http(&s.addr, "GET", "/metrics", None);
     for series in [
         "aquifer_role{cluster=\"main\",pool=\"two\",tags=\"\",role=\"primary\"} 1",
@@ -75,6 +80,13 @@ fn a_replica_set_by_urls_alone_shows_its_roles_in_check_the_api_and_metrics() {
         "aquifer_role_changes_total{cluster=\"main\",pool=\"one\",tags=\"\"} 0",
         "aquifer_role_signals_total{cluster=\"main\",pool=\"one\",tags=\"\"} 0",
         "aquifer_read_only_evictions_total{cluster=\"main\",pool=\"one\",tags=\"\"} 0",
+        "aquifer_read_rotation{cluster=\"main\",pool=\"one\",tags=\"\"} 1",
+        "aquifer_replica_lag_bytes{cluster=\"main\",pool=\"one\",tags=\"\"} ",
+        "aquifer_replica_lag_seconds{cluster=\"main\",pool=\"one\",tags=\"\"} ",
+        "aquifer_replica_reads_total{cluster=\"main\"} 0",
+        "aquifer_read_fallbacks_total{cluster=\"main\"} 0",
+        "aquifer_token_waits_total{cluster=\"main\"} 0",
+        "aquifer_token_wait_seconds_total{cluster=\"main\"} 0",
     ] {
         assert!(metrics.contains(series), "{series} not in\n{metrics}");
     }

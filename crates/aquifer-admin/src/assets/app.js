@@ -29,6 +29,12 @@ function duration(seconds) {
   return text.replace(/\.0$/, "") + " " + unit;
 }
 
+// A size in bytes, as a person reads it: "850 B", "12.3 kB", "10.7 MB".
+function bytes(n) {
+  const [v, unit] = n >= 1e9 ? [n / 1e9, "GB"] : n >= 1e6 ? [n / 1e6, "MB"] : n >= 1e3 ? [n / 1e3, "kB"] : [n, "B"];
+  return (unit === "B" ? String(v) : v.toFixed(1).replace(/\.0$/, "")) + " " + unit;
+}
+
 // The event fields that are durations (in seconds); every other number is
 // a count or an id.
 const SECONDS = new Set(["took", "retry_in", "waited", "held"]);
@@ -117,11 +123,23 @@ function row(p) {
   // In a cluster that watches roles: what the server says it is, whether
   // writes go there, and on hover what that rests on and since when.
   const role = p.role;
-  c.role.textContent = role ? role.role.replace("_", "-") + (role.writes_here ? " · writes" : "") : "–";
+  let label = "–";
+  if (role) {
+    label = role.role.replace("_", "-");
+    if (role.writes_here) label += " · writes";
+    else if (role.role === "standby") {
+      // How far behind, and out of the read rotation when it is.
+      if (role.lag_bytes) label += " · " + bytes(role.lag_bytes) + " behind";
+      else if (role.lag) label += " · " + duration(role.lag) + " behind";
+      if (!role.in_rotation) label += " · no reads";
+    }
+  }
+  c.role.textContent = label;
   c.role.className = "col-role" + (role ? " role " + role.role : "");
   c.role.title = role
     ? role.evidence +
       (role.cause ? "; checked at once after: " + role.cause : "") +
+      (role.out_of_rotation && role.role === "standby" ? "; no reads: " + role.out_of_rotation : "") +
       (role.changed_at ? "; changed at " + clock(role.changed_at) : "")
     : "";
   c.size.textContent = s.size + "/" + s.max;

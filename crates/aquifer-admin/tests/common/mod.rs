@@ -125,9 +125,10 @@ impl aquifer::Manager for StuckClose {
     }
 }
 
-/// A server whose role is fixed, for a cluster that watches roles.
+/// A server whose role (and WAL position, when given) is fixed, for a
+/// cluster that watches roles.
 #[derive(Debug)]
-pub struct FakeRole(pub aquifer::Role);
+pub struct FakeRole(pub aquifer::Role, pub Option<u64>);
 
 impl aquifer::Manager for FakeRole {
     type Type = u32;
@@ -140,9 +141,10 @@ impl aquifer::Manager for FakeRole {
 
 impl aquifer::RoleManager for FakeRole {
     async fn check_role(&self, _: &mut u32) -> Result<aquifer::RoleCheck, std::io::Error> {
-        Ok(aquifer::RoleCheck::new(
-            self.0,
-            format!("fake says {}", self.0),
-        ))
+        let check = aquifer::RoleCheck::new(self.0, format!("fake says {}", self.0));
+        Ok(match self.1 {
+            Some(p) => check.wal_position(p).replicating(true),
+            None => check,
+        })
     }
 }

@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::pool::PendingInfo;
 use crate::status::Status;
 
-use super::{Cluster, Mode, RoleInfo};
+use super::{Cluster, Mode, ReadStats, RoleInfo};
 
 /// A connection that failed to close, in a pool of the cluster or in one
 /// removed from it.
@@ -56,6 +56,9 @@ pub struct ClusterInfo {
     /// The pool writes go to, in a cluster that watches roles and knows
     /// its primary.
     pub primary: Option<String>,
+    /// Reads served by replicas, fallbacks and token waits, in a cluster
+    /// that watches roles.
+    pub reads: Option<ReadStats>,
 }
 
 /// One pool of a cluster, from [`Cluster::info_about`].
@@ -117,6 +120,7 @@ impl<M: Manager> Cluster<M> {
             borrowed: 0,
             waiting: 0,
             primary: self.primary(),
+            reads: self.watches_roles().then(|| self.read_stats()),
         };
         for m in &members {
             if m.frozen.load(Ordering::Acquire) {

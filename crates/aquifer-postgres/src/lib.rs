@@ -5,6 +5,7 @@ mod database;
 mod manager;
 mod mux;
 mod query;
+mod replica_set;
 mod roles;
 mod session;
 mod statements;
@@ -17,6 +18,7 @@ pub use database::{ConnectionError, HealthReport, PgDatabase, PgStats, Preset};
 pub use manager::{AfterConnect, BoxFuture, PgConnection, PgError, PgManager, ResetMode};
 pub use mux::{MuxConnection, PgMultiplexer, PgMuxError, PgMuxExt, PgMuxManager};
 pub use query::{PgPoolExt, QueryError};
+pub use replica_set::PgReplicaSetExt;
 #[cfg(feature = "tls")]
 pub use tls::TlsError;
 /// The driver, re-exported so that one dependency is enough.

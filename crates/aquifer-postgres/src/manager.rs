@@ -502,6 +502,8 @@ impl Manager for PgManager {
     /// answered, then rolls back if the server says a transaction is open
     /// (or the mode asks for it).
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), PgError> {
+        // A read-only transaction dropped mid-way leaves its mark.
+        conn.status.intend_read_only(false);
         conn.status.settle().await;
         if self.reset == ResetMode::IfDirty && !conn.dirty && conn.status.at_rest() {
             return Ok(());

@@ -22,6 +22,9 @@ pub enum QueryError {
     /// it returns none as `source()`.
     #[error("{}", describe(.0))]
     Db(tokio_postgres::Error),
+    /// No connection could be had from a replica set.
+    #[error("no connection from the replica set")]
+    Cluster(#[from] aquifer::ClusterError<PgError>),
 }
 
 impl From<tokio_postgres::Error> for QueryError {
@@ -35,7 +38,7 @@ impl QueryError {
     pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
         match self {
             QueryError::Db(e) => e.as_db_error(),
-            QueryError::Pool(_) => None,
+            QueryError::Pool(_) | QueryError::Cluster(_) => None,
         }
     }
 }

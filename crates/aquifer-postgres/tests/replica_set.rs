@@ -692,3 +692,61 @@ async fn a_token_from_before_a_failover_waits_for_replicas_on_the_new_timeline()
     assert_eq!(sees(&read).await, (true, 1));
     assert_eq!(cluster.read_stats().token_waits, waits);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_transactions_go_to_replicas_and_their_refusals_raise_no_doubt() {
+    use aquifer_postgres::{PgReplicaSetExt, QueryError};
+    let _serial = SERIAL.lock().await;
+    let primary = server();
+    primary
+        .psql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        .unwrap();
+    let replica = primary.start_replica().unwrap();
+    let cluster = fresh_set(&[("primary", &primary), ("replica", &replica)]).await;
+    until_primary(&cluster, Some("primary")).await;
+    until_role(&cluster, "replica", Role::Standby).await;
+    let (standby, read_only): (bool, String) = cluster
+        .read_transaction(|tx| {
+            Box::pin(async move {
+                let row = tx
+                    .query_one(
+                        "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')",
+                        &[],
+                    )
+                    .await?;
+                Ok::<_, QueryError>((row.get(0), row.get(1)))
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!((standby, read_only.as_str()), (true, "on"));
+
+    // With the replica frozen, the transaction runs on the primary, still
+    // read-only: its write is refused, and the primary is not doubted.
+    cluster.freeze("replica").unwrap();
+    let signals = cluster.role("primary").unwrap().signals;
+    let err = cluster
+        .read_transaction(|tx| {
+            Box::pin(async move {
+                tx.execute("INSERT INTO notes VALUES (1, 'no')", &[])
+                    .await?;
+                Ok::<_, QueryError>(())
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_db_error().map(|e| e.code().code()),
+        Some("25006"),
+        "{err}"
+    );
+    tokio::time::sleep(ms(50)).await;
+    let info = cluster.role("primary").unwrap();
+    assert_eq!(info.signals, signals, "{info:?}");
+    assert!(info.writes_here);
+    // The connection is fine for writes afterwards.
+    let w = cluster.write().await.unwrap();
+    w.execute("INSERT INTO notes VALUES (1, 'yes')", &[])
+        .await
+        .unwrap();
+}

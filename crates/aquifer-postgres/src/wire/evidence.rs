@@ -25,6 +25,9 @@ pub(crate) struct RoleWire {
     pub(super) signal: Option<RoleSignal>,
     /// A read-only or shutdown error was read.
     refused: AtomicBool,
+    /// The caller asked for a read-only transaction: a `25006` now is its
+    /// own doing, not news about the server.
+    read_only_intent: AtomicBool,
     /// `in_hot_standby`: 0 not reported, 1 off, 2 on.
     hot_standby: AtomicU8,
 }
@@ -41,6 +44,12 @@ impl Status {
     /// shutting down: it must not be used again.
     pub(crate) fn refused(&self) -> bool {
         self.0.role.refused.load(Ordering::Acquire)
+    }
+
+    /// While set, a `25006` is the caller's read-only transaction refusing
+    /// a write, not a sign that the server stopped taking writes.
+    pub(crate) fn intend_read_only(&self, on: bool) {
+        self.0.role.read_only_intent.store(on, Ordering::Release);
     }
 
     /// `in_hot_standby` as the server last reported it (PostgreSQL 14+).
@@ -116,6 +125,9 @@ impl Collector {
         let Some(code) = code.filter(|c| EVIDENCE.contains(c)) else {
             return;
         };
+        if code == b"25006" && status.0.role.read_only_intent.load(Ordering::Acquire) {
+            return;
+        }
         // Counted once per connection: it is evicted after this.
         if status.0.role.refused.swap(true, Ordering::AcqRel) {
             return;

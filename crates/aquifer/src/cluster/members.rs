@@ -15,8 +15,10 @@ use crate::pool::Pool;
 use crate::sync::{SpinGuard, SpinLock};
 use crate::thread;
 
-use super::primary::{MemberRole, Retirements};
+use super::primary::MemberRole;
 use super::watcher::Watcher;
+use super::write::Retirements;
+use super::ClusterError;
 
 /// A pool and how the cluster knows it, for [`Cluster::add`](super::Cluster::add).
 pub struct ClusterPool<M: Manager> {
@@ -338,4 +340,22 @@ impl<M: Manager> Drop for MembersWriter<'_, M> {
             drop(old);
         }
     }
+}
+
+/// Whether `name` can name a pool: not empty, no pattern characters, no
+/// spaces or control characters.
+pub(super) fn check_name<E: std::error::Error>(name: &str) -> Result<(), ClusterError<E>> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.contains(['*', '?', '[', ']', '{', '}']) {
+        "it must not contain pattern characters (* ? [ ] { })"
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "it must not contain spaces or control characters"
+    } else {
+        return Ok(());
+    };
+    Err(ClusterError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
 }

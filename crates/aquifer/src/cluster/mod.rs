@@ -2,7 +2,9 @@
 //!
 //! The handle and the operator's controls are here; how pools are kept in
 //! `members`, how one is picked in `balance`, a get's path in `get`, the
-//! warnings a pool's events become in `watcher`, reports in `info`.
+//! warnings a pool's events become in `watcher`, reports in `info`. As a
+//! replica set: roles and the primary in `primary`, their checks in
+//! `checker`, writes in `write`, reads in `reads` and `session`.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -20,6 +22,7 @@ use crate::warning::Warning;
 
 mod balance;
 mod builder;
+mod checker;
 mod error;
 mod get;
 mod info;
@@ -28,6 +31,7 @@ mod primary;
 mod reads;
 mod session;
 mod watcher;
+mod write;
 
 pub use balance::Mode;
 pub use builder::ClusterBuilder;
@@ -35,12 +39,13 @@ pub use error::{ClusterBuildError, ClusterError};
 pub use get::ClusterConn;
 pub use info::{ClusterInfo, ClusterPending, PoolInfo};
 pub use members::ClusterPool;
-pub use primary::{RoleInfo, WriteConn};
+pub use primary::RoleInfo;
 pub use reads::ReadStats;
 pub use session::ReadSession;
+pub use write::WriteConn;
 
 use balance::{mode_code, mode_of, Seed};
-use members::{Member, Members, Retired};
+use members::{check_name, Member, Members, Retired};
 use watcher::Watcher;
 
 /// Named pools over several servers, with operator controls.
@@ -243,22 +248,6 @@ impl Repeat {
             )
         })
     }
-}
-
-fn check_name<E: std::error::Error>(name: &str) -> Result<(), ClusterError<E>> {
-    let reason = if name.is_empty() {
-        "it is empty"
-    } else if name.contains(['*', '?', '[', ']', '{', '}']) {
-        "it must not contain pattern characters (* ? [ ] { })"
-    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        "it must not contain spaces or control characters"
-    } else {
-        return Ok(());
-    };
-    Err(ClusterError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    })
 }
 
 impl<M: Manager> Cluster<M> {

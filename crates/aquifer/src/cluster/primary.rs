@@ -1,12 +1,10 @@
-//! A cluster as a replica set: each member's role found from its server,
-//! checked on an interval and on evidence; the primary believed on stable
-//! evidence; `write()` to it, waiting through a failover.
+//! A cluster as a replica set: each member's role as its checks found it,
+//! and the primary believed on stable evidence. The checks run in
+//! `checker`; `write()` and its connection are in `write`, reads in
+//! `reads` and `session`.
 
-use std::future::Future;
-use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -14,13 +12,12 @@ use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::error::{error_chain, human_duration};
+use crate::error::human_duration;
 use crate::manager::Manager;
 use crate::roles::{Role, RoleCheck, RoleManager, Roles, SplitBrain};
 
-use super::get::ClusterConn;
 use super::members::Member;
-use super::{Cluster, ClusterError, Inner};
+use super::{Cluster, Inner};
 
 /// One member's role as the cluster knows it, from
 /// [`Cluster::role`] and in [`PoolInfo`](super::PoolInfo).
@@ -73,7 +70,7 @@ pub struct RoleInfo {
 #[derive(Debug)]
 pub(super) struct MemberRole {
     pub(super) role: Role,
-    evidence: String,
+    pub(super) evidence: String,
     cause: Option<String>,
     pub(super) timeline: Option<u64>,
     changed_at: Option<SystemTime>,
@@ -86,7 +83,7 @@ pub(super) struct MemberRole {
     streak: u32,
     signals: u64,
     /// The driver's count of connections refused, as last seen.
-    refusals: u64,
+    pub(super) refusals: u64,
     /// How far behind, and whether reads may go there.
     pub(super) lag: super::reads::MemberLag,
     /// The database system it belongs to, when its server says.
@@ -119,11 +116,11 @@ impl Default for MemberRole {
 /// The cluster's part of role watching.
 pub(super) struct Board<M: Manager> {
     pub(super) settings: Roles,
-    primary: Mutex<Primary>,
+    pub(super) primary: Mutex<Primary>,
     /// Bumped whenever the primary changes (to none included).
-    epoch: watch::Sender<u64>,
+    pub(super) epoch: watch::Sender<u64>,
     /// Every checker checks at once (the primary was lost).
-    check_now: Arc<Notify>,
+    pub(super) check_now: Arc<Notify>,
     /// Bumped after every check, for callers waiting for roles to be known.
     checks: watch::Sender<u64>,
     /// The primary's position, for replicas' lag; reads' counters.
@@ -133,9 +130,9 @@ pub(super) struct Board<M: Manager> {
 }
 
 #[derive(Default)]
-struct Primary {
+pub(super) struct Primary {
     /// The member writes go to, and its timeline.
-    current: Option<(Arc<str>, u64, Option<u64>)>,
+    pub(super) current: Option<(Arc<str>, u64, Option<u64>)>,
     /// The last member that was primary, and its timeline.
     last: Option<(u64, Option<u64>)>,
     /// Two claimants warned about, by id.
@@ -153,7 +150,7 @@ impl<M: RoleManager> Board<M> {
             check_now: Arc::new(Notify::new()),
             checks: watch::Sender::new(0),
             lag: super::reads::Board::default(),
-            start: start_checker::<M>,
+            start: super::checker::start_checker::<M>,
         }
     }
 }
@@ -163,7 +160,7 @@ impl<M: Manager> Board<M> {
         (self.start)(inner, m)
     }
 
-    fn current_id(&self) -> Option<u64> {
+    pub(super) fn current_id(&self) -> Option<u64> {
         self.primary.lock().current.as_ref().map(|c| c.1)
     }
 
@@ -173,137 +170,9 @@ impl<M: Manager> Board<M> {
     }
 }
 
-fn start_checker<M: RoleManager>(inner: Weak<Inner<M>>, m: Arc<Member<M>>) -> AbortHandle {
-    tokio::spawn(watch_member(inner, m)).abort_handle()
-}
-
-/// Checks one member for as long as it is in the cluster: on its own
-/// connection (so that a busy pool cannot hold a check up), every interval,
-/// and at once when the driver's signal says its role may have changed or
-/// the cluster lost its primary.
-async fn watch_member<M: RoleManager>(cluster: Weak<Inner<M>>, m: Arc<Member<M>>) {
-    let manager = m.pool.manager();
-    let signal = manager.role_signal().cloned();
-    let mut seen = signal.as_ref().map_or(0, |s| s.raised());
-    let mut conn: Option<M::Type> = None;
-    loop {
-        let Some(inner) = cluster.upgrade() else {
-            break;
-        };
-        let Some(board) = inner.roles.as_ref() else {
-            break;
-        };
-        let settings = board.settings.clone();
-        drop(inner);
-        let found = check_once(manager, &mut conn, settings.check_timeout).await;
-        let Some(inner) = cluster.upgrade() else {
-            break;
-        };
-        inner.record_role(&m, found);
-        let board = inner.roles.as_ref().expect("checked above");
-        let period = if board.current_id().is_none() {
-            settings.interval / 4
-        } else {
-            settings.interval
-        };
-        let check_now = Arc::clone(&board.check_now);
-        let now = pin!(check_now.notified());
-        drop(inner);
-        let raised = async {
-            match &signal {
-                Some(s) => s.raised_after(seen).await,
-                None => std::future::pending().await,
-            }
-        };
-        let woke_by_signal = first(
-            pin!(raised),
-            pin!(async {
-                let sleep = pin!(tokio::time::sleep(period));
-                first(sleep, now).await;
-            }),
-        )
-        .await;
-        if woke_by_signal {
-            // A new session for the check: an old one may not have applied
-            // a configuration reload yet, and may be the one dying.
-            if let Some(mut c) = conn.take() {
-                let _ = tokio::time::timeout(settings.check_timeout, manager.destroy(&mut c)).await;
-            }
-            let s = signal.as_ref().expect("raised");
-            seen = s.raised();
-            m.role.lock().refusals = s.refusals();
-            let why = s.last_reason().unwrap_or_default();
-            if let Some(inner) = cluster.upgrade() {
-                inner.suspect(&m, why);
-            }
-        }
-    }
-    if let Some(mut c) = conn {
-        let _ = tokio::time::timeout(Duration::from_secs(1), manager.destroy(&mut c)).await;
-    }
-}
-
-/// Waits for whichever of two futures finishes first: `true` for the first.
-async fn first<A: Future, B: Future>(
-    mut a: std::pin::Pin<&mut A>,
-    mut b: std::pin::Pin<&mut B>,
-) -> bool {
-    std::future::poll_fn(|cx| {
-        if a.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(true);
-        }
-        if b.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(false);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// One role check on the checker's own connection, connecting first when
-/// it has none; a failure drops the connection, so the next check
-/// connects again.
-async fn check_once<M: RoleManager>(
-    manager: &M,
-    conn: &mut Option<M::Type>,
-    timeout: Duration,
-) -> RoleCheck {
-    let unreachable = |evidence: String| RoleCheck::new(Role::Unknown, evidence);
-    if conn.as_ref().is_some_and(|c| manager.is_broken(c)) {
-        *conn = None;
-    }
-    let c = match conn {
-        Some(c) => c,
-        None => match tokio::time::timeout(timeout, manager.create()).await {
-            Ok(Ok(c)) => conn.insert(c),
-            Ok(Err(e)) => return unreachable(format!("cannot connect: {}", error_chain(&e))),
-            Err(_) => {
-                return unreachable(format!(
-                    "cannot connect: no answer within {}",
-                    human_duration(timeout)
-                ))
-            }
-        },
-    };
-    match tokio::time::timeout(timeout, manager.check_role(c)).await {
-        Ok(Ok(check)) => check,
-        Ok(Err(e)) => {
-            *conn = None;
-            unreachable(format!("role check failed: {}", error_chain(&e)))
-        }
-        Err(_) => {
-            *conn = None;
-            unreachable(format!(
-                "role check got no answer within {}",
-                human_duration(timeout)
-            ))
-        }
-    }
-}
-
 impl<M: Manager> Inner<M> {
     /// Records a check's result and decides the primary again.
-    fn record_role(&self, m: &Member<M>, found: RoleCheck) {
+    pub(super) fn record_role(&self, m: &Member<M>, found: RoleCheck) {
         let changed = {
             let mut r = m.role.lock();
             let now = SystemTime::now();
@@ -373,7 +242,7 @@ impl<M: Manager> Inner<M> {
 
     /// Evidence says `m`'s role may have changed: it is not written to
     /// until its next check, which its checker runs now.
-    fn suspect(&self, m: &Member<M>, why: String) {
+    pub(super) fn suspect(&self, m: &Member<M>, why: String) {
         {
             let mut r = m.role.lock();
             r.suspect = true;
@@ -553,7 +422,7 @@ struct Claim<M: Manager> {
 impl<M: Manager> Member<M> {
     /// Its server stopped being the primary: the connections `write()`
     /// handed out close when they come back, and its idle ones close now.
-    fn retire(&self) {
+    pub(super) fn retire(&self) {
         self.retired.fetch_add(1, Ordering::AcqRel);
         let pool = self.pool.clone();
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -590,110 +459,6 @@ impl<M: Manager> Member<M> {
 }
 
 impl<M: Manager> Cluster<M> {
-    /// A connection to the primary: the member whose server says it takes
-    /// writes, on stable evidence (see [`ClusterBuilder::roles`]). While
-    /// no primary is known (a failover under way) it waits for one, within
-    /// the acquire timeout. A connection it hands out is closed on return
-    /// if its server stopped being the primary meanwhile.
-    ///
-    /// # Errors
-    /// [`ClusterError::NoRoles`] on a cluster that does not watch roles,
-    /// [`ClusterError::NoPrimary`] when none was known in time,
-    /// [`ClusterError::Unavailable`] when the primary's pool failed,
-    /// [`ClusterError::ShutDown`].
-    ///
-    /// [`ClusterBuilder::roles`]: super::ClusterBuilder::roles
-    pub async fn write(&self) -> Result<WriteConn<M>, ClusterError<M::Error>> {
-        let board = self.inner.roles.as_ref().ok_or(ClusterError::NoRoles)?;
-        let started = Instant::now();
-        let budget = self.budget_of(&self.inner.members.read());
-        let deadline = started + budget;
-        let mut epochs = board.epoch.subscribe();
-        loop {
-            if self.inner.shut.load(Ordering::Acquire) {
-                return Err(ClusterError::ShutDown);
-            }
-            let epoch = *epochs.borrow_and_update();
-            let current = board.primary.lock().current.clone();
-            let member = current.and_then(|(_, id, _)| {
-                self.inner
-                    .members
-                    .read()
-                    .iter()
-                    .find(|m| m.id == id)
-                    .cloned()
-            });
-            if let Some(m) = member {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let retired = m.retired.load(Ordering::Acquire);
-                let got = {
-                    let get = pin!(m.pool.get_timeout(left));
-                    let mut got = None;
-                    first(
-                        pin!(epochs.changed()),
-                        pin!(async {
-                            got = Some(get.await);
-                        }),
-                    )
-                    .await;
-                    got
-                };
-                match got {
-                    Some(Ok(conn)) if *board.epoch.borrow() == epoch => {
-                        return Ok(WriteConn {
-                            conn: Some(ClusterConn::new(conn, &m)),
-                            member: m,
-                            retired,
-                        });
-                    }
-                    Some(Err(e)) if *board.epoch.borrow() == epoch => {
-                        return Err(ClusterError::Unavailable {
-                            selector: "the primary".into(),
-                            pool: m.name.to_string(),
-                            source: e,
-                        });
-                    }
-                    // The primary changed while the get ran: a connection
-                    // got goes back, and the new primary is tried.
-                    _ => continue,
-                }
-            }
-            let waited = tokio::time::timeout_at(deadline, epochs.changed()).await;
-            if waited.is_err() {
-                return Err(ClusterError::NoPrimary {
-                    waited: started.elapsed(),
-                    why: self.no_primary_reason(),
-                });
-            }
-        }
-    }
-
-    /// How long a write or read may take: the cluster's acquire timeout,
-    /// else its first pool's.
-    pub(super) fn budget_of(&self, members: &[Arc<Member<M>>]) -> Duration {
-        self.inner.acquire_timeout.unwrap_or_else(|| {
-            members
-                .first()
-                .map_or(Duration::from_secs(30), |m| m.pool.config().acquire_timeout)
-        })
-    }
-
-    /// Why no member takes writes: each one's role and its evidence.
-    fn no_primary_reason(&self) -> String {
-        let members = self.inner.members.read();
-        if members.is_empty() {
-            return "the cluster has no pools".into();
-        }
-        let each: Vec<String> = members
-            .iter()
-            .map(|m| {
-                let r = m.role.lock();
-                format!("{} is {} ({})", m.name, r.role, r.evidence)
-            })
-            .collect();
-        each.join("; ")
-    }
-
     /// The member writes go to now, if one is known.
     pub fn primary(&self) -> Option<String> {
         let board = self.inner.roles.as_ref()?;
@@ -744,89 +509,5 @@ impl<M: Manager> Cluster<M> {
         })
         .await;
         waited.is_ok() && all()
-    }
-}
-
-/// How many times the member stopped being the primary: a connection
-/// handed out by `write()` remembers it, and is closed on return when it
-/// moved.
-pub(super) type Retirements = AtomicU64;
-
-/// A connection to the primary, from [`Cluster::write`]. It derefs to the
-/// pooled object as a [`ClusterConn`] does; if its server stops being the
-/// primary while it is out, it is closed when it comes back rather than
-/// returned to the pool.
-pub struct WriteConn<M: Manager> {
-    /// Taken only by `into_cluster_conn` and on drop.
-    conn: Option<ClusterConn<M>>,
-    member: Arc<Member<M>>,
-    /// The member's retirements when it was handed out.
-    retired: u64,
-}
-
-impl<M: Manager> WriteConn<M> {
-    fn inner(&self) -> &ClusterConn<M> {
-        self.conn.as_ref().expect("held until drop")
-    }
-
-    /// The name of the primary's pool.
-    pub fn pool_name(&self) -> &str {
-        &self.member.name
-    }
-
-    /// As a plain cluster connection: returned to its pool when dropped,
-    /// whatever its server became meanwhile.
-    pub fn into_cluster_conn(mut self) -> ClusterConn<M> {
-        self.conn.take().expect("held until drop")
-    }
-}
-
-impl<M: Manager> Drop for WriteConn<M> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if self.member.retired.load(Ordering::Acquire) != self.retired {
-                conn.into_pooled().destroy();
-            }
-        }
-    }
-}
-
-impl<M: crate::roles::RoleManager> WriteConn<M> {
-    /// A token for what this connection has committed, to read it back
-    /// from a replica with [`Cluster::read_at_least`] (here or in another
-    /// process: it is a string too). Take it after the commit. `None` when
-    /// the driver has no tokens.
-    ///
-    /// # Errors
-    /// The driver's, when the server cannot be asked.
-    pub async fn token(&mut self) -> Result<Option<crate::WriteToken>, M::Error> {
-        let member = Arc::clone(&self.member);
-        member.pool.manager().write_token(&mut **self).await
-    }
-}
-
-impl<M: Manager> std::ops::Deref for WriteConn<M> {
-    type Target = M::Type;
-
-    fn deref(&self) -> &M::Type {
-        self.inner()
-    }
-}
-
-impl<M: Manager> std::ops::DerefMut for WriteConn<M> {
-    fn deref_mut(&mut self) -> &mut M::Type {
-        self.conn.as_mut().expect("held until drop")
-    }
-}
-
-impl<M: Manager> std::fmt::Debug for WriteConn<M>
-where
-    M::Type: std::fmt::Debug,
-{
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteConn")
-            .field("pool", &self.pool_name())
-            .field("conn", &**self)
-            .finish()
     }
 }

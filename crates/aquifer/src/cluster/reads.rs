@@ -15,7 +15,7 @@ use crate::token::{gtids_cover, Repr, WriteToken};
 use super::balance::Bits;
 use super::get::ClusterConn;
 use super::members::Member;
-use super::primary::WriteConn;
+use super::write::WriteConn;
 use super::{Cluster, ClusterError};
 
 /// The set's side of reads: the primary's newest position, and counts.

@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aquifer::{Backoff, Cluster, ClusterError, ClusterPool, Role, Roles};
 use aquifer_mysql::mysql_async::prelude::Queryable;
 use aquifer_mysql::{MySqlManager, MySqlPool};
-use aquifer_testkit::MariaDbServer;
+use aquifer_testkit::{MariaDbServer, Outcome, Writers};
 use common::*;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -55,103 +53,32 @@ async fn until(
     }
 }
 
-struct Outcome {
-    key: i64,
-    pool: Option<String>,
-    at: Instant,
-    result: Result<(), String>,
-}
-
-struct Writers {
-    stop: Arc<AtomicBool>,
-    outcomes: Arc<Mutex<Vec<Outcome>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Writers {
-    fn start(cluster: &Cluster<MySqlManager>, n: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
-        let next = Arc::new(AtomicI64::new(1));
-        let tasks = (0..n)
-            .map(|_| {
-                let (c, stop, outcomes, next) = (
-                    cluster.clone(),
-                    stop.clone(),
-                    outcomes.clone(),
-                    next.clone(),
-                );
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let key = next.fetch_add(1, Ordering::Relaxed);
-                        let (pool, result) = match c.write().await {
-                            Ok(mut conn) => {
-                                let pool = conn.pool_name().to_owned();
-                                let r = conn.exec_drop("INSERT INTO kv VALUES (?)", (key,)).await;
-                                (Some(pool), r.map_err(|e| chain(&e)))
-                            }
-                            Err(e) => {
-                                assert!(
-                                    matches!(
-                                        e,
-                                        ClusterError::NoPrimary { .. }
-                                            | ClusterError::Unavailable { .. }
-                                    ),
-                                    "{e}"
-                                );
-                                (None, Err(chain(&e)))
-                            }
-                        };
-                        let failed = result.is_err();
-                        outcomes.lock().unwrap().push(Outcome {
-                            key,
-                            pool,
-                            at: Instant::now(),
-                            result,
-                        });
-                        if failed {
-                            tokio::time::sleep(ms(5)).await;
-                        }
-                    }
-                })
-            })
-            .collect();
-        Writers {
-            stop,
-            outcomes,
-            tasks,
-        }
-    }
-
-    async fn first_ok_on(&self, pool: &str, since: Instant) -> Duration {
-        let give_up = Instant::now() + Duration::from_secs(20);
-        loop {
-            let found = self
-                .outcomes
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|o| o.at > since && o.result.is_ok() && o.pool.as_deref() == Some(pool))
-                .map(|o| o.at)
-                .min();
-            if let Some(at) = found {
-                return at - since;
+/// `n` tasks inserting keys through `write()`; a write that could not get
+/// a connection fails with a typed error that says why.
+fn writers(cluster: &Cluster<MySqlManager>, n: usize) -> Writers {
+    let c = cluster.clone();
+    Writers::start(n, move |key| {
+        let c = c.clone();
+        async move {
+            match c.write().await {
+                Ok(mut conn) => {
+                    let pool = conn.pool_name().to_owned();
+                    let r = conn.exec_drop("INSERT INTO kv VALUES (?)", (key,)).await;
+                    (Some(pool), r.map_err(|e| chain(&e)))
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(
+                            e,
+                            ClusterError::NoPrimary { .. } | ClusterError::Unavailable { .. }
+                        ),
+                        "{e}"
+                    );
+                    (None, Err(chain(&e)))
+                }
             }
-            assert!(Instant::now() < give_up, "no write reached {pool}");
-            tokio::time::sleep(ms(2)).await;
         }
-    }
-
-    async fn finish(self) -> Vec<Outcome> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        Arc::try_unwrap(self.outcomes)
-            .unwrap_or_else(|_| panic!("writers stopped"))
-            .into_inner()
-            .unwrap()
-    }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +104,7 @@ async fn failover_under_sixteen_writers_keeps_every_acknowledged_write() {
         a.evidence
     );
 
-    let writers = Writers::start(&cluster, 16);
+    let writers = writers(&cluster, 16);
     let (mut primary, mut standby) = (("b", &mut first), ("a", &mut second));
     let mut took = Vec::new();
     for round in 0..5 {
@@ -258,7 +185,7 @@ async fn demotion_with_read_only_evicts_refused_connections_and_writes_move_on()
         c.primary().as_deref() == Some("one") && c.role("two").unwrap().role == Role::ReadOnly
     })
     .await;
-    let writers = Writers::start(&cluster, 16);
+    let writers = writers(&cluster, 16);
     tokio::time::sleep(ms(300)).await;
     one.sql("SET GLOBAL read_only = 1").unwrap();
     until(&cluster, "demoted", |c| {
@@ -315,7 +242,12 @@ async fn a_gtid_token_reads_your_write_from_another_process() {
     // would be out of the rotation): the write and its token.
     replica.delay_replica(Duration::from_secs(2)).unwrap();
     let reader = replica_set(&members);
-    assert!(reader.roles_checked(Duration::from_secs(10)).await);
+    // Restarting its threads took the replica out of the rotation for a
+    // moment: wait until the reader sees it replicating.
+    until(&reader, "the replica in the rotation", |c| {
+        c.role("replica").unwrap().in_rotation
+    })
+    .await;
     let mut w = writer.write().await.unwrap();
     w.query_drop("INSERT INTO notes VALUES (1, 'hello')")
         .await

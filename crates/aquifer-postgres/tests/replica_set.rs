@@ -6,13 +6,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aquifer::{Backoff, Cluster, ClusterError, ClusterPool, Role, Roles};
 use aquifer_postgres::{PgManager, PgPool};
-use aquifer_testkit::PgServer;
+use aquifer_testkit::{Outcome, PgServer, Writers};
 use common::*;
 
 /// Servers and replication on two cores: one test at a time.
@@ -59,114 +57,33 @@ async fn until_role(c: &Cluster<PgManager>, name: &str, role: Role) {
     }
 }
 
-/// One write's outcome: the key, the pool it ran on, when it was answered,
-/// and its error's SQLSTATE or text.
-#[derive(Debug)]
-struct Outcome {
-    key: i64,
-    pool: Option<String>,
-    at: Instant,
-    result: Result<(), String>,
-    read_only: bool,
-}
-
-/// Writers that insert keys through `write()` until stopped.
-struct Writers {
-    stop: Arc<AtomicBool>,
-    outcomes: Arc<Mutex<Vec<Outcome>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Writers {
-    fn start(cluster: &Cluster<PgManager>, n: usize, table: &'static str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
-        let next = Arc::new(AtomicI64::new(1));
-        let tasks = (0..n)
-            .map(|_| {
-                let (c, stop, outcomes, next) = (
-                    cluster.clone(),
-                    stop.clone(),
-                    outcomes.clone(),
-                    next.clone(),
-                );
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let key = next.fetch_add(1, Ordering::Relaxed);
-                        let (pool, result) = match c.write().await {
-                            Ok(conn) => {
-                                let pool = conn.pool_name().to_owned();
-                                let sql = format!("INSERT INTO {table} VALUES ($1)");
-                                let r = conn.execute(&sql, &[&key]).await;
-                                (Some(pool), r.map(drop).map_err(|e| chain(&e)))
-                            }
-                            Err(e) => {
-                                assert!(
-                                    matches!(
-                                        e,
-                                        ClusterError::NoPrimary { .. }
-                                            | ClusterError::Unavailable { .. }
-                                    ),
-                                    "{e}"
-                                );
-                                (None, Err(chain(&e)))
-                            }
-                        };
-                        let read_only = result
-                            .as_ref()
-                            .is_err_and(|e| e.contains("read-only transaction"));
-                        let failed = result.is_err();
-                        outcomes.lock().unwrap().push(Outcome {
-                            key,
-                            pool,
-                            at: Instant::now(),
-                            result,
-                            read_only,
-                        });
-                        if failed {
-                            tokio::time::sleep(ms(5)).await;
-                        }
-                    }
-                })
-            })
-            .collect();
-        Writers {
-            stop,
-            outcomes,
-            tasks,
-        }
-    }
-
-    /// The first write answered Ok on `pool` after `since`.
-    async fn first_ok_on(&self, pool: &str, since: Instant) -> Duration {
-        let give_up = Instant::now() + Duration::from_secs(20);
-        loop {
-            let found = self
-                .outcomes
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|o| o.at > since && o.result.is_ok() && o.pool.as_deref() == Some(pool))
-                .map(|o| o.at)
-                .min();
-            if let Some(at) = found {
-                return at - since;
+/// `n` tasks inserting keys into `table` through `write()`; a write
+/// that could not get a connection fails with a typed error that says why.
+fn writers(cluster: &Cluster<PgManager>, n: usize, table: &'static str) -> Writers {
+    let c = cluster.clone();
+    Writers::start(n, move |key| {
+        let c = c.clone();
+        async move {
+            match c.write().await {
+                Ok(conn) => {
+                    let pool = conn.pool_name().to_owned();
+                    let sql = format!("INSERT INTO {table} VALUES ($1)");
+                    let r = conn.execute(&sql, &[&key]).await;
+                    (Some(pool), r.map(drop).map_err(|e| chain(&e)))
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(
+                            e,
+                            ClusterError::NoPrimary { .. } | ClusterError::Unavailable { .. }
+                        ),
+                        "{e}"
+                    );
+                    (None, Err(chain(&e)))
+                }
             }
-            assert!(Instant::now() < give_up, "no write reached {pool}");
-            tokio::time::sleep(ms(2)).await;
         }
-    }
-
-    async fn finish(self) -> Vec<Outcome> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        Arc::try_unwrap(self.outcomes)
-            .unwrap()
-            .into_inner()
-            .unwrap()
-    }
+    })
 }
 
 fn median_and_worst(mut v: Vec<Duration>) -> (Duration, Duration) {
@@ -198,7 +115,7 @@ async fn failover_under_sixteen_writers_keeps_every_acknowledged_write() {
     let b = cluster.role("b").unwrap();
     assert_eq!((b.role, b.timeline), (Role::Primary, Some(1)));
 
-    let writers = Writers::start(&cluster, 16, "kv");
+    let writers = writers(&cluster, 16, "kv");
     // Each round: the primary stops, its replica is promoted, writes move
     // there; the old primary is rewound and re-attached as a standby.
     let (mut primary, mut standby) = (("b", &mut first), ("a", &mut second));
@@ -219,7 +136,7 @@ async fn failover_under_sixteen_writers_keeps_every_acknowledged_write() {
         std::mem::swap(&mut primary, &mut standby);
     }
     // The re-attached old primary is a standby and takes no writes.
-    let writes_before = writers.outcomes.lock().unwrap().len();
+    let writes_before = writers.count();
     let since = Instant::now();
     until_role(&cluster, standby.0, Role::Standby).await;
     tokio::time::sleep(ms(500)).await;
@@ -241,7 +158,10 @@ async fn failover_under_sixteen_writers_keeps_every_acknowledged_write() {
         .map(|o| o.key)
         .collect();
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
-    let on_standby: Vec<&&Outcome> = failed.iter().filter(|o| o.read_only).collect();
+    let on_standby: Vec<&&Outcome> = failed
+        .iter()
+        .filter(|o| o.failed_with("read-only transaction"))
+        .collect();
     assert!(
         on_standby.is_empty(),
         "writes ran on a standby: {on_standby:?}"
@@ -292,7 +212,7 @@ async fn demotion_evicts_each_refused_connection_once_and_writes_move_on() {
     until_primary(&cluster, Some("one")).await;
     until_role(&cluster, "two", Role::ReadOnly).await;
 
-    let writers = Writers::start(&cluster, 16, "t");
+    let writers = writers(&cluster, 16, "t");
     tokio::time::sleep(ms(300)).await;
     read_only(&one, true);
     until_primary(&cluster, None).await;
@@ -306,7 +226,10 @@ async fn demotion_evicts_each_refused_connection_once_and_writes_move_on() {
     let outcomes = writers.finish().await;
     // Each connection to the demoted server was refused at most once: the
     // driver saw 25006 and the pool evicted it.
-    let refused = outcomes.iter().filter(|o| o.read_only).count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| o.failed_with("read-only transaction"))
+        .count();
     let pool = cluster.pool_named("one").unwrap();
     let created = usize::try_from(pool.metrics().creates).unwrap();
     assert!(refused >= 1, "the demotion was seen by a write");
@@ -338,7 +261,7 @@ async fn split_brain_warns_and_writes_go_to_one_member_only() {
     two.psql("SELECT pg_reload_conf()").unwrap();
     let cluster = replica_set(&[("one", &one), ("two", &two)]);
     until_primary(&cluster, Some("one")).await;
-    let writers = Writers::start(&cluster, 8, "t");
+    let writers = writers(&cluster, 8, "t");
     two.psql("ALTER SYSTEM RESET default_transaction_read_only")
         .unwrap();
     two.psql("SELECT pg_reload_conf()").unwrap();

@@ -10,7 +10,11 @@
 //!   front of a `PgServer`.
 //! - [`TestPki`]: a throwaway CA and server certificate for TLS tests;
 //!   [`CapturedLogs`]: what `tracing` wrote, for redaction tests; [`Load`]
-//!   and [`MaxWatcher`]: tasks that keep a pool busy through a fault.
+//!   and [`MaxWatcher`]: tasks that keep a pool busy through a fault;
+//!   [`Writers`]: tasks that write numbered keys through a failover.
+//! - Replication: [`PgServer::start_replica`] (streaming; pause and resume
+//!   replay, promote, follow a new primary) and
+//!   [`MariaDbServer::start_replica`] (GTID, semi-synchronous).
 //! - [`FaultProxy`]: a TCP proxy between a pool and a server that passes,
 //!   delays, blackholes, refuses or resets traffic on demand.
 //!
@@ -34,6 +38,7 @@ mod pg;
 mod pki;
 mod process;
 mod proxy;
+mod writers;
 
 pub use bouncer::{PgBouncer, PoolMode};
 pub use load::{pg_sessions, Load, LoadReport, MaxWatcher, Restartable, Step};
@@ -43,6 +48,7 @@ pub use mariadb::{
 pub use pg::{PgServer, PgServerBuilder, PG_PASSWORD};
 pub use pki::{CapturedLogs, TestPki};
 pub use proxy::{Fault, FaultProxy};
+pub use writers::{Outcome, Writers};
 
 /// Why a test server or proxy could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! `GET /api/events`: server-sent events. Every tick a `snapshot` of every
-//! pool (what the dashboard draws), each pool's lifecycle events as
+//! pool (what the dashboard draws) and of each replica set's reads, each pool's lifecycle events as
 //! `pool`, new cluster warnings as `warning`, and changes made through the
 //! API as `action`.
 
@@ -68,7 +68,17 @@ async fn feed(state: Arc<State>, tx: mpsc::Sender<Event>) {
             continue;
         }
         let pools = state.reports();
-        let snapshot = json!({ "at": aquifer::report::rfc3339(SystemTime::now()), "pools": pools });
+        // Each replica set's reads: by replicas, fallbacks, token waits.
+        let reads: Vec<_> = state
+            .sources
+            .iter()
+            .filter_map(|(n, s)| Some(json!({ "cluster": n, "reads": s.cluster_info()?.reads? })))
+            .collect();
+        let snapshot = json!({
+            "at": aquifer::report::rfc3339(SystemTime::now()),
+            "pools": pools,
+            "reads": reads,
+        });
         let mut out: Vec<Event> = event("snapshot", &snapshot).into_iter().collect();
 
         // Follow pools added since the last tick; forget removed ones, so

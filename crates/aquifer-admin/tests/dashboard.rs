@@ -262,6 +262,14 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
         ),
     )
     .await;
+    // The set's reads, live: one served by the standby in the rotation.
+    drop(set.read().await.unwrap());
+    until(
+        &c,
+        "the set's reads",
+        "document.querySelector('#clusters .reads[data-cluster=\"set\"]')?.textContent === ' · reads: 1 on replicas, 0 on the primary, 0 token waits (0 µs)'",
+    )
+    .await;
     until(
         &c,
         "the late standby's lag",

@@ -297,6 +297,18 @@ async function backfill() {
   drawCharts();
 }
 
+// Each replica set's reads: served by replicas, fallen back to the
+// primary, and the waits for read-your-writes tokens.
+function reads(sets) {
+  for (const { cluster, reads: r } of sets) {
+    const span = document.querySelector('#clusters .reads[data-cluster="' + CSS.escape(cluster) + '"]');
+    if (!span) continue;
+    span.textContent =
+      " · reads: " + r.replica_reads + " on replicas, " + r.fallbacks + " on the primary, " +
+      r.token_waits + " token waits (" + duration(r.token_wait_time) + ")";
+  }
+}
+
 async function start() {
   try {
     await backfill();
@@ -306,6 +318,10 @@ async function start() {
     for (const c of clusters) {
       const d = el("div", undefined, "cluster");
       d.append(el("b", c.name), document.createTextNode(c.kind === "cluster" ? "cluster, mode " + c.mode : "single pool"));
+      // A replica set's reads, filled in by each snapshot.
+      const r = el("span", undefined, "reads");
+      r.dataset.cluster = c.name;
+      d.append(r);
       box.append(d);
     }
     const warnings = await (await fetch(url("api/warnings"))).json();
@@ -332,6 +348,7 @@ function connect() {
     const s = JSON.parse(e.data);
     table(s.pools);
     charts(s.pools);
+    reads(s.reads || []);
   });
   events.addEventListener("warning", (e) => {
     const w = JSON.parse(e.data);

@@ -8,11 +8,8 @@ use std::time::Duration;
 ///
 /// `E` is the manager's error type. Create errors are shared between all the
 /// callers they fail, so they are held in an [`Arc`].
-///
-/// Every variant holds at most one word (the two with details box them), so
-/// that a get's `Result<Pooled, PoolError>` is two words, returned in
-/// registers: a larger error would make every successful get write its
-/// result to memory and read it back.
+// Every variant holds at most one word (the two with details are boxed):
+// docs/performance-notes.md says why a get's result stays two words.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError<E: std::error::Error + 'static> {

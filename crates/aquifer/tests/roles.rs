@@ -628,3 +628,21 @@ async fn a_standby_behind_in_bytes_is_behind_in_time_since_it_was_last_caught_up
         "{lag:?}: about three intervals"
     );
 }
+
+#[test]
+fn a_pool_added_outside_a_runtime_says_why_its_role_is_unknown() {
+    let a = Server::new(Role::Primary, None);
+    let c = set_of(&[("a", &a)], Roles::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let err = rt.block_on(c.write()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a is unknown (never checked: added outside a Tokio runtime"),
+        "{err}"
+    );
+    assert_eq!(a.checks.load(Ordering::SeqCst), 0);
+}

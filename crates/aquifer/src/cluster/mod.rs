@@ -296,10 +296,7 @@ impl<M: Manager> Cluster<M> {
             checker: Mutex::new(None),
         });
         if let Some(board) = &self.inner.roles {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let task = board.start(Arc::downgrade(&self.inner), Arc::clone(&member));
-                *member.checker.lock() = Some(task);
-            }
+            board.watch(Arc::downgrade(&self.inner), &member);
         }
         members.push(member);
         Ok(())

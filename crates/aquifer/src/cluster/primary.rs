@@ -156,8 +156,16 @@ impl<M: RoleManager> Board<M> {
 }
 
 impl<M: Manager> Board<M> {
-    pub(super) fn start(&self, inner: Weak<Inner<M>>, m: Arc<Member<M>>) -> AbortHandle {
-        (self.start)(inner, m)
+    /// Starts checking a member just added; outside a Tokio runtime no
+    /// check can run, and its evidence says so.
+    pub(super) fn watch(&self, inner: Weak<Inner<M>>, m: &Arc<Member<M>>) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            *m.checker.lock() = Some((self.start)(inner, Arc::clone(m)));
+        } else {
+            m.role.lock().evidence = "never checked: added outside a Tokio runtime, \
+                where its checks cannot run; add pools inside one"
+                .into();
+        }
     }
 
     pub(super) fn current_id(&self) -> Option<u64> {

@@ -646,3 +646,41 @@ fn a_pool_added_outside_a_runtime_says_why_its_role_is_unknown() {
     );
     assert_eq!(a.checks.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn zero_role_intervals_are_refused_and_build_says_what_it_does_instead() {
+    let roles = Roles::default()
+        .interval(Duration::ZERO)
+        .check_timeout(Duration::ZERO);
+    let err = Cluster::<Fake>::builder()
+        .roles(roles.clone())
+        .try_build()
+        .unwrap_err();
+    let text = aquifer::error_chain(&err);
+    assert!(
+        text.contains("`roles.interval` must be greater than zero"),
+        "{text}"
+    );
+    let a = Server::new(Role::Primary, None);
+    let c: Cluster<Fake> = Cluster::builder().roles(roles).build();
+    let warnings: Vec<String> = c.warnings().into_iter().map(|w| w.message).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].ends_with("; roles are checked every second"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with("`roles.check_timeout` must be"),
+        "{warnings:?}"
+    );
+    let pool = Pool::builder(Fake(Arc::clone(&a))).build().unwrap();
+    c.add(ClusterPool::new("a", pool)).unwrap();
+    until_primary(&c, Some("a")).await;
+    let checks = a.checks.load(Ordering::SeqCst);
+    ticks(3).await;
+    let n = a.checks.load(Ordering::SeqCst) - checks;
+    assert!(
+        (2..=4).contains(&n),
+        "{n} checks in three seconds: the default interval"
+    );
+}

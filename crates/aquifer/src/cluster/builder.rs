@@ -119,10 +119,8 @@ impl<M: Manager> ClusterBuilder<M> {
     /// default; each says so in a warning. Use
     /// [`try_build`](ClusterBuilder::try_build) to get the error instead.
     pub fn build(mut self) -> Cluster<M> {
-        let refused = self.refused_setting();
-        if refused.is_some() {
-            self.acquire_timeout = None;
-        }
+        let refused = self.refused_settings();
+        self.use_defaults_for_refused();
         let (log, failure) = match self.log.take() {
             None => (None, None),
             Some((path, max)) => match EventLog::open(&path, max) {
@@ -137,10 +135,8 @@ impl<M: Manager> ClusterBuilder<M> {
             },
         };
         let cluster = self.assemble(log);
-        if let Some(e) = refused {
-            cluster
-                .inner
-                .warn(None, format!("{e}; the pools' own timeouts apply"));
+        for (e, instead) in refused {
+            cluster.inner.warn(None, format!("{e}; {instead}"));
         }
         if let Some(message) = failure {
             cluster.inner.warn(None, message);
@@ -155,7 +151,7 @@ impl<M: Manager> ClusterBuilder<M> {
     /// zero `acquire_timeout`), [`ClusterBuildError::EventLog`] when the
     /// event log file cannot be opened.
     pub fn try_build(mut self) -> Result<Cluster<M>, ClusterBuildError> {
-        if let Some(e) = self.refused_setting() {
+        if let Some((e, _)) = self.refused_settings().into_iter().next() {
             return Err(ClusterBuildError::Settings(e));
         }
         let log = match self.log.take() {
@@ -168,11 +164,53 @@ impl<M: Manager> ClusterBuilder<M> {
         Ok(self.assemble(log))
     }
 
-    fn refused_setting(&self) -> Option<BuildError> {
-        (self.acquire_timeout == Some(Duration::ZERO)).then_some(BuildError::ZeroDuration {
-            setting: "acquire_timeout",
-            hint: ": a zero budget would fail every get; leave it unset to use the pools' own",
-        })
+    /// The settings that cannot work, and what `build` does instead of
+    /// each.
+    fn refused_settings(&self) -> Vec<(BuildError, &'static str)> {
+        let mut out = Vec::new();
+        let mut zero = |setting, hint, instead| {
+            out.push((BuildError::ZeroDuration { setting, hint }, instead));
+        };
+        if self.acquire_timeout == Some(Duration::ZERO) {
+            zero(
+                "acquire_timeout",
+                ": a zero budget would fail every get; leave it unset to use the pools' own",
+                "the pools' own timeouts apply",
+            );
+        }
+        if let Some(roles) = self.roles.as_ref().map(|b| &b.settings) {
+            if roles.interval.is_zero() {
+                zero(
+                    "roles.interval",
+                    ": a zero interval would check without pause; leave it at 1 s or set more",
+                    "roles are checked every second",
+                );
+            }
+            if roles.check_timeout.is_zero() {
+                zero(
+                    "roles.check_timeout",
+                    ": a zero timeout would fail every check; leave it at 1 s or set more",
+                    "role checks may take a second",
+                );
+            }
+        }
+        out
+    }
+
+    /// Puts every refused setting back to its default.
+    fn use_defaults_for_refused(&mut self) {
+        if self.acquire_timeout == Some(Duration::ZERO) {
+            self.acquire_timeout = None;
+        }
+        if let Some(b) = &mut self.roles {
+            let defaults = Roles::default();
+            if b.settings.interval.is_zero() {
+                b.settings.interval = defaults.interval;
+            }
+            if b.settings.check_timeout.is_zero() {
+                b.settings.check_timeout = defaults.check_timeout;
+            }
+        }
     }
 
     fn assemble(self, log: Option<EventLog>) -> Cluster<M> {

@@ -320,6 +320,18 @@ async fn a_replica_that_falls_behind_leaves_the_read_rotation_and_comes_back() {
     assert!(ran_on_standby(&read).await);
     drop(read);
 
+    // An idle primary is no lag: caught up, the replica's lag does not
+    // grow with the time since the last write (a background WAL record may
+    // move it by a few bytes for a tick, never by seconds).
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while cluster.role("replica").unwrap().lag != Some(Duration::ZERO) {
+        assert!(Instant::now() < give_up, "{:?}", cluster.role("replica"));
+        tokio::time::sleep(ms(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let idle = cluster.role("replica").unwrap();
+    assert!(idle.lag.unwrap() < Duration::from_secs(1), "{idle:?}");
+
     // Replay paused and 10 MB written: out within two ticks.
     replica.pause_replay().unwrap();
     primary
@@ -380,6 +392,14 @@ async fn a_replica_that_falls_behind_leaves_the_read_rotation_and_comes_back() {
     assert_eq!(rows, 10_000);
 }
 
+/// A primary with an empty `notes` table, for its replicas to copy.
+fn server_with_notes() -> PgServer {
+    let pg = server();
+    pg.psql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        .unwrap();
+    pg
+}
+
 /// Where a read ran and whether it sees note 1, in one statement.
 async fn sees(c: &aquifer::ClusterConn<PgManager>) -> (bool, i64) {
     let row = c
@@ -403,10 +423,7 @@ async fn fresh_set(members: &[(&str, &PgServer)]) -> Cluster<PgManager> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_token_reads_your_write_from_another_process() {
     let _serial = SERIAL.lock().await;
-    let primary = server();
-    primary
-        .psql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
-        .unwrap();
+    let primary = server_with_notes();
     let replica = primary.start_replica().unwrap();
     let members = [("primary", &primary), ("replica", &replica)];
     let writer = fresh_set(&members).await;
@@ -499,10 +516,7 @@ async fn a_write_token_reads_your_write_from_another_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_session_never_reads_from_the_paused_replica_after_the_caught_up_one() {
     let _serial = SERIAL.lock().await;
-    let primary = server();
-    primary
-        .psql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
-        .unwrap();
+    let primary = server_with_notes();
     let fresh = primary.start_replica().unwrap();
     let paused = primary.start_replica().unwrap();
     paused.pause_replay().unwrap();
@@ -562,9 +576,7 @@ async fn a_read_session_never_reads_from_the_paused_replica_after_the_caught_up_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_from_before_a_failover_waits_for_replicas_on_the_new_timeline() {
     let _serial = SERIAL.lock().await;
-    let mut old = server();
-    old.psql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
-        .unwrap();
+    let mut old = server_with_notes();
     let new = old.start_replica().unwrap();
     let mut other = old.start_replica().unwrap();
     let members = [("old", &old), ("new", &new), ("other", &other)];
@@ -620,10 +632,7 @@ async fn a_token_from_before_a_failover_waits_for_replicas_on_the_new_timeline()
 async fn read_only_transactions_go_to_replicas_and_their_refusals_raise_no_doubt() {
     use aquifer_postgres::{PgReplicaSetExt, QueryError};
     let _serial = SERIAL.lock().await;
-    let primary = server();
-    primary
-        .psql("CREATE TABLE notes (id int PRIMARY KEY, body text)")
-        .unwrap();
+    let primary = server_with_notes();
     let replica = primary.start_replica().unwrap();
     let cluster = fresh_set(&[("primary", &primary), ("replica", &replica)]).await;
     until_primary(&cluster, Some("primary")).await;

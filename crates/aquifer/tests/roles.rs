@@ -609,11 +609,14 @@ async fn a_standby_behind_in_bytes_is_behind_in_time_since_it_was_last_caught_up
     let p = Server::new(Role::Primary, None);
     let r = Server::new(Role::Standby, None);
     *p.lag.lock() = (Some(1_000), None, None);
-    *r.lag.lock() = (Some(1_000), Some(Duration::ZERO), Some(true));
+    // Caught up in bytes: no lag, whatever time since its last replayed
+    // transaction the server gives (an idle primary is no lag).
+    *r.lag.lock() = (Some(1_000), Some(Duration::from_secs(5)), Some(true));
     let c = set_of(&[("p", &p), ("r", &r)], Roles::default());
     until_primary(&c, Some("p")).await;
     ticks(1).await;
     assert_eq!(c.role("r").unwrap().lag, Some(Duration::ZERO));
+    *r.lag.lock() = (Some(1_000), Some(Duration::ZERO), Some(true));
     // The primary moves on; the standby has replayed all it received, so
     // it says zero, but it is 4,000 bytes behind: the time since it was
     // last caught up.

@@ -207,17 +207,15 @@ impl<M: Manager> Inner<M> {
             if let Some(board) = &self.roles {
                 board.lag.record(&board.settings, &mut r.lag, &found);
             }
-            drop(r);
-            if found.role == Role::Primary && found.wal_position.is_some() {
-                self.measure_standbys(m);
-            }
-            let mut r = m.role.lock();
             if !r.suspect {
                 r.cause = None;
             }
             r.suspect = false;
             changed.then(|| (was, r.role, r.evidence.clone()))
         };
+        if found.role == Role::Primary && found.wal_position.is_some() {
+            self.measure_standbys(m);
+        }
         if let Some((was, role, evidence)) = changed {
             tracing::info!(target: "aquifer::cluster", pool = %m.name, %role, %evidence, "role changed");
             if was == Role::Primary {

@@ -295,12 +295,6 @@ impl WakeList {
         }
     }
 
-    /// The wakers, in the order they were gathered.
-    #[cfg(all(test, aquifer_loom))]
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Waker> {
-        self.first.iter().chain(&self.rest)
-    }
-
     pub(crate) fn wake_all(self) {
         if let Some(w) = self.first {
             w.wake();

@@ -1,6 +1,7 @@
 //! Checkouts and returns under the lock: who gets an idle or returned
 //! object, who waits, and how waiters leave the queue.
 
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::clock::Tick;
@@ -10,7 +11,7 @@ use crate::object::Item;
 use crate::sync::Arc;
 use crate::waiters::{Slot, WakeList};
 
-use super::{Acquire, After, Handoff, Phase, Placed, Refusal, State, WaitError};
+use super::{Acquire, After, Door, Handoff, Phase, Placed, Refusal, State, WaitError};
 
 /// How often a pool that keeps callers queuing at `max` reports it.
 pub(crate) const MAX_REACHED_EVERY: Duration = Duration::from_secs(1);
@@ -116,7 +117,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.m.gets_waited += 1;
         }
         if self.reserve_create() {
-            after.creates += 1;
+            after.work.creates += 1;
         }
         Acquire::Wait {
             slot,
@@ -233,7 +234,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             } else {
                 Reason::Resized
             };
-            after.destroy.push((entry, reason));
+            after.work.destroy.push((entry, reason));
             return Placed::Destroyed;
         }
         if self.waiters.len() == 0 {
@@ -324,6 +325,82 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.last_error.clone()
         } else {
             None
+        }
+    }
+}
+
+/// A queued caller's claim on its slot, as a get's future holds it.
+/// Polling it waits for a handoff, and answers a nudge by looking for
+/// an idle object through the door; dropping it leaves the queue and
+/// puts back anything handed over in the meantime. The pool and the loom
+/// models both wait through it.
+pub(crate) struct Queued<'a, D: Door<T, E>, T, E: std::error::Error + 'static> {
+    door: &'a D,
+    slot: Option<Arc<Slot<Handoff<T, E>>>>,
+    home: usize,
+}
+
+impl<'a, D: Door<T, E>, T, E: std::error::Error + 'static> Queued<'a, D, T, E> {
+    pub(crate) fn new(door: &'a D, slot: Arc<Slot<Handoff<T, E>>>, home: usize) -> Self {
+        Self {
+            door,
+            slot: Some(slot),
+            home,
+        }
+    }
+
+    fn slot(&self) -> &Arc<Slot<Handoff<T, E>>> {
+        self.slot.as_ref().expect("polled after its handoff")
+    }
+
+    /// Waits for an object or a failure handed over, or for a nudge that
+    /// finds an idle object. Ready at most once.
+    pub(crate) fn poll_handoff(&mut self, cx: &mut Context<'_>) -> Poll<Handoff<T, E>> {
+        loop {
+            let slot = self.slot();
+            let handed = match slot.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(handed)) => handed,
+                // Nudged: take an idle object if one is still there; else
+                // wait on, at the same place (the next poll re-registers).
+                Poll::Ready(None) => {
+                    let (now, home) = (self.door.now(), self.home);
+                    match self
+                        .door
+                        .locked(|st, after| st.retry(slot, now, home, &mut after.wake))
+                    {
+                        Some(handed) => handed,
+                        None => continue,
+                    }
+                }
+            };
+            self.slot = None;
+            return Poll::Ready(handed);
+        }
+    }
+
+    /// The caller's deadline passed: it leaves the queue, unless an
+    /// object or failure was handed over just now (`Ok`). `Err` carries
+    /// the create failure it saw while waiting, if any.
+    pub(crate) fn time_out(mut self) -> Result<Handoff<T, E>, Option<CreateError<E>>> {
+        let slot = self.slot.take().expect("polled after its handoff");
+        let (late, seen) = self.door.locked(|st, after| {
+            let late = st.cancel(&slot, true, &mut after.wake);
+            (late, st.error_seen_by(&slot))
+        });
+        late.ok_or(seen)
+    }
+}
+
+impl<D: Door<T, E>, T, E: std::error::Error + 'static> Drop for Queued<'_, D, T, E> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let (now, home) = (self.door.now(), self.home);
+            self.door.locked(|st, after| {
+                if let Some(Ok((entry, _))) = st.cancel(&slot, false, &mut after.wake) {
+                    st.place(entry, now, home, after);
+                }
+            });
         }
     }
 }

@@ -9,7 +9,9 @@ use crate::clock::Tick;
 use crate::error::CreateError;
 use crate::object::Item;
 
-use super::{After, Phase, Placed, State, WaitError};
+use crate::events::Reason;
+
+use super::{After, Phase, Placed, State, Tally, WaitError};
 
 impl<T, E: std::error::Error + 'static> State<T, E> {
     /// How many creates would be useful now: one per waiter, and enough to
@@ -120,17 +122,32 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// An object leaves for good (destroyed or detached): free its slot,
     /// and reserve a replacement if one is wanted.
-    pub(crate) fn discard(&mut self, after: &mut After<T>) {
+    pub(crate) fn free_slot(&mut self, after: &mut After<T>) {
         self.size -= 1;
         if self.reserve_create() {
-            after.creates += 1;
+            after.work.creates += 1;
         }
+    }
+
+    /// A counted object is to be closed for `reason`: its slot is freed
+    /// and the pool destroys it after the unlock.
+    pub(crate) fn destroy(&mut self, entry: Item<T>, reason: Reason, after: &mut After<T>) {
+        self.free_slot(after);
+        after.work.destroy.push((entry, reason));
+    }
+
+    /// A counted object found expired or broken: counted, its slot freed,
+    /// and the pool reports and destroys it after the unlock.
+    pub(crate) fn evict(&mut self, entry: Item<T>, reason: Reason, after: &mut After<T>) {
+        self.count(Tally::Evicted(reason));
+        self.free_slot(after);
+        after.work.evicted.push((entry, reason));
     }
 
     /// Reserves every create that is useful and allowed now.
     pub(crate) fn refill(&mut self, after: &mut After<T>) {
         while self.reserve_create() {
-            after.creates += 1;
+            after.work.creates += 1;
         }
     }
 }

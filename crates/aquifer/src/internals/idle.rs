@@ -60,12 +60,13 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// Maintenance: evicts idle objects that expired, idled too long or
     /// are broken, examining at most `budget`, oldest first.
-    pub(crate) fn evict(
+    pub(crate) fn evict_idle(
         &mut self,
         now: Tick,
         cfg: &PoolConfig,
         mut is_broken: impl FnMut(&T) -> bool,
-    ) -> Vec<(Item<T>, Reason)> {
+        after: &mut After<T>,
+    ) {
         let mut budget = cfg.tests_per_eviction_run.unwrap_or(usize::MAX);
         let mut out = Vec::new();
         let mut idle = self.idle.drain();
@@ -103,7 +104,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         for (_, r) in &out {
             self.count(Tally::Evicted(*r));
         }
-        out
+        after.work.evicted.extend(out);
     }
 
     /// Keepalive: takes idle objects whose last check is older than `every`.
@@ -148,6 +149,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         self.publish();
         let excess = self.take_excess();
         after
+            .work
             .destroy
             .extend(excess.into_iter().map(|e| (e, Reason::Resized)));
         self.refill(after);

@@ -1,8 +1,11 @@
 //! Model tests of the handoff protocol, run with
 //! `RUSTFLAGS="--cfg aquifer_loom" cargo test -p aquifer --lib loom`.
+//!
+//! They drive the pool's real code: the door ([`StateLock::locked`]), the
+//! state's methods, a waiter's [`Queued`] claim, the shards' lock-free
+//! [`Shards::put`] and [`Door::put_back`]. Only what needs a runtime (the
+//! destroys and creates an unlock leaves) is replaced: the model counts it.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use loom::thread;
@@ -15,114 +18,86 @@ use crate::clock::Tick;
 use crate::error::CreateError;
 use crate::object::Item;
 use crate::shards::Shards;
-use crate::sync::{Arc, Mutex, MutexGuard};
+use crate::sync::{Arc, Mutex};
 use crate::waiters::Slot;
 
+use super::checkout::Queued;
 use super::testing::{entry, state, NoError, S};
-use super::{Acquire, After, Handoff, Placed};
+use super::{Acquire, After, Door, Handoff, Placed, StateLock};
 
-fn pool(max: usize) -> Arc<Mutex<S>> {
-    Arc::new(Mutex::new(state(max)))
+/// A pool without a runtime: the real lock and door; what an unlock
+/// leaves for the pool to do is counted, not done.
+struct Model {
+    lock: StateLock<u32, NoError>,
+    /// Creates reserved, objects to destroy.
+    left: Mutex<(usize, usize)>,
 }
 
-/// Unlocks as the pool does: releases the lock, then wakes what `after`
-/// holds. Returns the rest for the test to look at.
-fn unlock(st: MutexGuard<'_, S>, after: After<u32>) -> After<u32> {
-    drop(st);
-    for w in after.wake.iter() {
-        w.wake_by_ref();
+impl Door<u32, NoError> for Model {
+    fn locked<R>(&self, f: impl FnOnce(&mut S, &mut After<u32>) -> R) -> R {
+        let (r, work) = self.lock.locked(f);
+        let mut left = self.left.lock();
+        left.0 += work.creates;
+        left.1 += work.destroy.len() + work.evicted.len();
+        r
     }
-    after
+
+    fn now(&self) -> Tick {
+        Tick::default()
+    }
 }
+
+impl Model {
+    fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        self.lock.read(f)
+    }
+}
+
+fn pool(max: usize) -> Arc<Model> {
+    Arc::new(Model {
+        lock: StateLock::new(state(max)),
+        left: Mutex::new((0, 0)),
+    })
+}
+
+type WaitSlot = Arc<Slot<Handoff<u32, NoError>>>;
 
 /// A caller that must wait (a second to its deadline): its slot, and how
 /// many creates it reserved.
-fn enqueue(pool: &Mutex<S>) -> (Arc<Slot<Handoff<u32, NoError>>>, usize) {
-    let mut st = pool.lock();
-    let mut after = After::default();
+fn enqueue(pool: &Model) -> (WaitSlot, usize) {
+    let before = pool.left.lock().0;
     let deadline = Tick::default().after(Duration::from_secs(1));
-    let step = st.acquire(0, Tick::default(), deadline, true, 0, &mut after);
-    let after = unlock(st, after);
+    let step = pool.locked(|st, after| st.acquire(0, Tick::default(), deadline, true, 0, after));
     let Acquire::Wait { slot, .. } = step else {
         panic!("must wait")
     };
-    (slot, after.creates)
+    (slot, pool.left.lock().0 - before)
 }
 
-fn release(pool: &Mutex<S>, e: Item<u32>) {
-    release_at(pool, e, Tick::default());
+fn release(pool: &Model, e: Item<u32>) {
+    pool.put_back(e, 0);
 }
 
-fn release_at(pool: &Mutex<S>, e: Item<u32>, now: Tick) {
-    let mut st = pool.lock();
-    let mut after = After::default();
-    st.place(e, now, 0, &mut after);
-    let _ = unlock(st, after);
+fn release_at(pool: &Model, e: Item<u32>, now: Tick) -> Placed {
+    pool.locked(|st, after| st.place(e, now, 0, after))
 }
 
-/// A waiter's future: polls its slot, and gives up (like a dropped
-/// `get`) after `polls` polls.
-struct Wait {
-    pool: Arc<Mutex<S>>,
-    slot: Option<Arc<Slot<Handoff<u32, NoError>>>>,
-}
-
-impl Future for Wait {
-    type Output = Option<Item<u32>>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            let slot = self.slot.as_ref().unwrap();
-            let handed = match slot.poll(cx) {
-                Poll::Ready(Some(v)) => v,
-                // Nudged: take an idle object if one is left, else
-                // poll again (which waits).
-                Poll::Ready(None) => {
-                    let mut wake = crate::waiters::WakeList::default();
-                    let retried = self.pool.lock().retry(slot, Tick::default(), 0, &mut wake);
-                    wake.wake_all();
-                    match retried {
-                        Some(v) => v,
-                        None => continue,
-                    }
-                }
-                Poll::Pending => return Poll::Pending,
-            };
-            self.slot = None;
-            return Poll::Ready(handed.ok().map(|(e, _)| e));
-        }
-    }
-}
-
-impl Drop for Wait {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            let mut st = self.pool.lock();
-            let mut after = After::default();
-            if let Some(Ok((e, _))) = st.cancel(&slot, false, &mut after.wake) {
-                st.place(e, Tick::default(), 0, &mut after);
-            }
-            let _ = unlock(st, after);
-        }
-    }
+/// A waiter's wait to the end, as a get's: the object it was served.
+fn wait(pool: &Model, slot: WaitSlot) -> Option<Item<u32>> {
+    let mut queued = Queued::new(pool, slot, 0);
+    let handed = loom::future::block_on(std::future::poll_fn(|cx| queued.poll_handoff(cx)));
+    handed.ok().map(|(e, _)| e)
 }
 
 type Waiting = thread::JoinHandle<Option<Item<u32>>>;
 
 /// Each slot's caller waiting on a thread of its own until it is served.
-fn wait_on_threads(
-    p: &Arc<Mutex<S>>,
-    slots: Vec<Arc<Slot<Handoff<u32, NoError>>>>,
-) -> Vec<Waiting> {
+fn wait_on_threads(p: &Arc<Model>, slots: Vec<WaitSlot>) -> Vec<Waiting> {
     slots
         .into_iter()
         .map(|slot| {
             let p = Arc::clone(p);
-            thread::spawn(move || {
-                loom::future::block_on(Wait {
-                    pool: p,
-                    slot: Some(slot),
-                })
-            })
+            thread::spawn(move || wait(&p, slot))
         })
         .collect()
 }
@@ -149,39 +124,31 @@ fn check(st: &S) {
 fn release_races_cancel() {
     loom::model(|| {
         let p = pool(1);
-        let e = {
-            let mut st = p.lock();
-            st.size = 1;
-            entry(1)
-        };
+        p.locked(|st, _| st.size = 1);
         let (slot, creates) = enqueue(&p);
         assert_eq!(creates, 0, "the pool is at max");
         let p2 = Arc::clone(&p);
-        let releaser = thread::spawn(move || release(&p2, e));
-        let w = Wait {
-            pool: Arc::clone(&p),
-            slot: Some(slot),
-        };
-        // Either polls once and gives up, or is dropped at once.
+        let releaser = thread::spawn(move || release(&p2, entry(1)));
+        // Polls once and gives up (dropped), like a cancelled get.
         let got = {
-            let mut w = Box::pin(w);
-            let waker = futures_noop();
-            let mut cx = Context::from_waker(&waker);
-            match w.as_mut().poll(&mut cx) {
-                Poll::Ready(got) => got,
+            let mut queued = Queued::new(&*p, slot, 0);
+            let waker = std::task::Waker::noop();
+            match queued.poll_handoff(&mut Context::from_waker(waker)) {
+                Poll::Ready(handed) => handed.ok(),
                 Poll::Pending => None,
             }
         };
         releaser.join().unwrap();
-        let st = p.lock();
-        check(&st);
-        let held = usize::from(got.is_some());
-        assert_eq!(
-            st.idle.len_locked() + held,
-            1,
-            "the object is in exactly one place"
-        );
-        assert_eq!(st.waiters.len(), 0);
+        p.read(|st| {
+            check(st);
+            let held = usize::from(got.is_some());
+            assert_eq!(
+                st.idle.len_locked() + held,
+                1,
+                "the object is in exactly one place"
+            );
+            assert_eq!(st.waiters.len(), 0);
+        });
     });
 }
 
@@ -191,7 +158,7 @@ fn release_races_cancel() {
 fn two_waiters_two_releases() {
     loom::model(|| {
         let p = pool(2);
-        p.lock().size = 2;
+        p.locked(|st, _| st.size = 2);
         let mut slots = Vec::new();
         for _ in 0..2 {
             slots.push(enqueue(&p).0);
@@ -207,9 +174,10 @@ fn two_waiters_two_releases() {
             h.join().unwrap();
         }
         assert_eq!(served(waiters), vec![1, 2]);
-        let st = p.lock();
-        assert_eq!(st.idle.len_locked(), 0);
-        assert_eq!(st.waiters.len(), 0);
+        p.read(|st| {
+            assert_eq!(st.idle.len_locked(), 0);
+            assert_eq!(st.waiters.len(), 0);
+        });
     });
 }
 
@@ -222,7 +190,7 @@ fn two_waiters_two_releases() {
 fn a_fair_return_while_one_is_in_transit_still_serves_the_next_waiter() {
     loom::model(|| {
         let p = pool(2);
-        p.lock().size = 2;
+        p.locked(|st, _| st.size = 2);
         let slots: Vec<_> = (0..2).map(|_| enqueue(&p).0).collect();
         let releaser = {
             let p = Arc::clone(&p);
@@ -234,10 +202,11 @@ fn a_fair_return_while_one_is_in_transit_still_serves_the_next_waiter() {
         let waiters = wait_on_threads(&p, slots);
         releaser.join().unwrap();
         assert_eq!(served(waiters), vec![1, 2]);
-        let st = p.lock();
-        check(&st);
-        assert_eq!(st.idle.len_locked(), 0);
-        assert_eq!(st.waiters.len(), 0);
+        p.read(|st| {
+            check(st);
+            assert_eq!(st.idle.len_locked(), 0);
+            assert_eq!(st.waiters.len(), 0);
+        });
     });
 }
 
@@ -251,33 +220,28 @@ fn create_failure_races_cancel() {
         assert_eq!(creates, 1, "the caller reserves a create");
         let p2 = Arc::clone(&p);
         let creator = thread::spawn(move || {
-            let mut st = p2.lock();
-            let mut after = After::default();
-            let keep = st.create_failed(
-                CreateError::Timeout(Duration::from_secs(1)),
-                Instant::now(),
-                true,
-                &mut after,
-            );
-            let _ = unlock(st, after);
+            let keep = p2.locked(|st, after| {
+                st.create_failed(
+                    CreateError::Timeout(Duration::from_secs(1)),
+                    Instant::now(),
+                    true,
+                    after,
+                )
+            });
             if keep {
                 // Nobody waits any more once the caller gave up, so a
                 // job that kept going must still find work.
-                let st = p2.lock();
-                assert!(st.waiters.len() > 0 || !st.keep_creating());
-                drop(st);
-                p2.lock().unreserve();
+                p2.read(|st| assert!(st.waiters.len() > 0 || !st.keep_creating()));
+                p2.locked(|st, _| st.unreserve());
             }
         });
-        drop(Wait {
-            pool: Arc::clone(&p),
-            slot: Some(slot),
-        });
+        drop(Queued::new(&*p, slot, 0));
         creator.join().unwrap();
-        let st = p.lock();
-        check(&st);
-        assert_eq!(st.size, 0);
-        assert_eq!(st.waiters.len(), 0);
+        p.read(|st| {
+            check(st);
+            assert_eq!(st.size, 0);
+            assert_eq!(st.waiters.len(), 0);
+        });
     });
 }
 
@@ -287,12 +251,10 @@ fn create_failure_races_cancel() {
 fn deadline_races_release() {
     loom::model(|| {
         let p = pool(1);
-        p.lock().size = 1;
+        p.locked(|st, _| st.size = 1);
         let start = Tick::default();
-        let slot = match p
-            .lock()
-            .acquire(0, start, start, true, 0, &mut After::default())
-        {
+        let step = p.locked(|st, after| st.acquire(0, start, start, true, 0, after));
+        let slot = match step {
             Acquire::Wait { slot, rearm, .. } => {
                 assert!(rearm, "the first waiter arms the deadline task");
                 slot
@@ -302,37 +264,28 @@ fn deadline_races_release() {
         let p2 = Arc::clone(&p);
         let releaser = thread::spawn(move || release(&p2, entry(1)));
         let p3 = Arc::clone(&p);
-        let reaper = thread::spawn(move || {
-            let mut st = p3.lock();
-            let mut after = After::default();
-            st.expire(start, &mut after);
-            let _ = unlock(st, after);
-        });
-        let got = loom::future::block_on(Wait {
-            pool: Arc::clone(&p),
-            slot: Some(slot),
-        });
+        let reaper = thread::spawn(move || p3.locked(|st, after| st.expire(start, after)));
+        let got = wait(&p, slot);
         releaser.join().unwrap();
         reaper.join().unwrap();
-        let st = p.lock();
-        check(&st);
-        assert_eq!(st.idle.len_locked() + usize::from(got.is_some()), 1);
-        assert_eq!(st.waiters.len(), 0);
-        assert_eq!(st.next_deadline, None);
+        p.read(|st| {
+            check(st);
+            assert_eq!(st.idle.len_locked() + usize::from(got.is_some()), 1);
+            assert_eq!(st.waiters.len(), 0);
+            assert_eq!(st.next_deadline, None);
+        });
     });
 }
 
 /// With the pool's `size` objects out, a thread that returns one (id 1)
 /// the way a checked-out object does: into its shard (home 1) without
-/// the pool lock, or through the lock when the pool says so. Yields
-/// where the object went through the lock (`None`: into the shard).
-fn lock_free_return(p: &Arc<Mutex<S>>, size: usize) -> thread::JoinHandle<Option<Placed>> {
-    let idle = {
-        let mut st = p.lock();
+/// the pool lock, or through the door when the shards refuse it. Yields
+/// where the object went through the door (`None`: into the shard).
+fn lock_free_return(p: &Arc<Model>, size: usize) -> thread::JoinHandle<Option<Placed>> {
+    let idle = p.locked(|st, _| {
         st.size = size;
-        st.publish();
         Arc::clone(&st.idle)
-    };
+    });
     let p = Arc::clone(p);
     thread::spawn(move || {
         #[allow(unsafe_code)]
@@ -340,16 +293,15 @@ fn lock_free_return(p: &Arc<Mutex<S>>, size: usize) -> thread::JoinHandle<Option
         let put = unsafe { Shards::put(&*idle, 1, entry(1), 0) };
         match put {
             Ok(()) => None,
-            Err(e) => {
-                let mut st = p.lock();
-                let mut after = After::default();
-                let placed = st.place(e, Tick::default(), 1, &mut after);
-                st.publish();
-                let _ = unlock(st, after);
-                Some(placed)
-            }
+            Err(e) => Some(p.put_back(e, 1)),
         }
     })
+}
+
+/// A caller that starts to wait at once (a second to its deadline).
+fn acquire(p: &Model) -> Acquire<u32, NoError> {
+    let deadline = Tick::default().after(Duration::from_secs(1));
+    p.locked(|st, after| st.acquire(0, Tick::default(), deadline, true, 0, after))
 }
 
 /// A return that skips the pool lock (into its shard) races a caller
@@ -360,34 +312,23 @@ fn lock_free_return_races_a_new_waiter() {
     loom::model(|| {
         let p = pool(1);
         let returner = lock_free_return(&p, 1);
-        let step = {
-            let mut st = p.lock();
-            let step = st.acquire(
-                0,
-                Tick::default(),
-                Tick::default().after(Duration::from_secs(1)),
-                true,
-                0,
-                &mut After::default(),
-            );
-            st.publish();
-            step
-        };
+        let step = acquire(&p);
         returner.join().unwrap();
-        let st = p.lock();
-        check(&st);
-        match step {
-            // The object was already idle when the caller looked.
-            Acquire::Got(_) => assert_eq!(st.idle.len_locked(), 0),
-            Acquire::Wait { slot, .. } => {
-                assert!(
-                    slot.take_ready().is_some(),
-                    "the waiter must get the object, not a shard"
-                );
-                assert_eq!(st.idle.len_locked(), 0);
+        p.read(|st| {
+            check(st);
+            match step {
+                // The object was already idle when the caller looked.
+                Acquire::Got(_) => assert_eq!(st.idle.len_locked(), 0),
+                Acquire::Wait { slot, .. } => {
+                    assert!(
+                        slot.take_ready().is_some(),
+                        "the waiter must get the object, not a shard"
+                    );
+                    assert_eq!(st.idle.len_locked(), 0);
+                }
+                Acquire::Refused(r) => panic!("refused: {r:?}"),
             }
-            Acquire::Refused(r) => panic!("refused: {r:?}"),
-        }
+        });
     });
 }
 
@@ -400,54 +341,38 @@ fn lock_free_return_races_a_new_waiter() {
 fn lock_free_return_races_a_second_waiter() {
     loom::model(|| {
         let p = pool(2);
-        let first = {
-            let mut st = p.lock();
-            st.size = 2;
-            let deadline = Tick::default().after(Duration::from_secs(1));
-            let first =
-                match st.acquire(0, Tick::default(), deadline, true, 0, &mut After::default()) {
-                    Acquire::Wait { slot, .. } => slot,
-                    _ => panic!("both objects are out: must wait"),
-                };
-            st.publish();
-            first
+        p.locked(|st, _| st.size = 2);
+        let first = match acquire(&p) {
+            Acquire::Wait { slot, .. } => slot,
+            _ => panic!("both objects are out: must wait"),
         };
         let returner = lock_free_return(&p, 2);
         let p2 = Arc::clone(&p);
         let server = thread::spawn(move || {
-            let mut st = p2.lock();
-            let mut after = After::default();
-            let placed = st.place(entry(2), Tick::default(), 0, &mut after);
-            st.publish();
-            let _ = unlock(st, after);
+            let placed = release_at(&p2, entry(2), Tick::default());
             assert_ne!(placed, Placed::Destroyed, "the pool is open");
         });
-        let step = {
-            let mut st = p.lock();
-            let deadline = Tick::default().after(Duration::from_secs(1));
-            let step = st.acquire(0, Tick::default(), deadline, true, 0, &mut After::default());
-            st.publish();
-            step
-        };
+        let step = acquire(&p);
         server.join().unwrap();
         let placed = returner.join().unwrap();
         assert!(placed != Some(Placed::Destroyed), "the pool is open");
-        let st = p.lock();
-        check(&st);
-        let first_nudged = first.is_nudged();
-        let mut held = usize::from(first.take_ready().is_some());
-        match step {
-            Acquire::Got(_) => held += 1,
-            Acquire::Wait { slot, .. } => match slot.take_ready() {
-                Some(_) => held += 1,
-                None => assert!(
-                    st.idle.len_locked() == 0 || first_nudged || slot.is_nudged(),
-                    "an object sits in a shard while callers wait, and none was woken to take it"
-                ),
-            },
-            Acquire::Refused(r) => panic!("refused: {r:?}"),
-        }
-        assert_eq!(held + st.idle.len_locked(), 2, "no object is lost");
+        p.read(|st| {
+            check(st);
+            let first_nudged = first.is_nudged();
+            let mut held = usize::from(first.take_ready().is_some());
+            match step {
+                Acquire::Got(_) => held += 1,
+                Acquire::Wait { slot, .. } => match slot.take_ready() {
+                    Some(_) => held += 1,
+                    None => assert!(
+                        st.idle.len_locked() == 0 || first_nudged || slot.is_nudged(),
+                        "an object sits in a shard while callers wait, and none was woken to take it"
+                    ),
+                },
+                Acquire::Refused(r) => panic!("refused: {r:?}"),
+            }
+            assert_eq!(held + st.idle.len_locked(), 2, "no object is lost");
+        });
     });
 }
 
@@ -459,23 +384,14 @@ fn lock_free_return_races_close() {
     loom::model(|| {
         let p = pool(1);
         let returner = lock_free_return(&p, 1);
-        let taken = {
-            let mut st = p.lock();
-            let mut after = After::default();
-            let taken = st.close(&mut after);
-            st.publish();
-            let _ = unlock(st, after);
-            taken.len()
-        };
+        let taken = p.locked(|st, after| st.close(after)).len();
         let placed = returner.join().unwrap();
         let destroyed = usize::from(placed == Some(Placed::Destroyed));
-        let st = p.lock();
-        assert_eq!(st.idle.len_locked(), 0, "nothing idle after close");
-        assert_eq!(taken + destroyed, 1, "the object is closed exactly once");
-        assert_eq!(st.size, 0);
+        assert_eq!(destroyed, p.left.lock().1, "the door leaves it to destroy");
+        p.read(|st| {
+            assert_eq!(st.idle.len_locked(), 0, "nothing idle after close");
+            assert_eq!(taken + destroyed, 1, "the object is closed exactly once");
+            assert_eq!(st.size, 0);
+        });
     });
-}
-
-fn futures_noop() -> std::task::Waker {
-    std::task::Waker::noop().clone()
 }

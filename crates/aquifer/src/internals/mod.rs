@@ -1,11 +1,13 @@
 //! The pool's state behind its lock. Every method is synchronous and takes
-//! `&self` or `&mut self`; the fields are private. A method that decides
-//! something must happen outside the lock (a waiter to wake, an object to
-//! destroy, a create to start) records it in the caller's [`After`], which
+//! `&self` or `&mut self`; the fields are private. There is one door in:
+//! [`StateLock::locked`] runs a change under the lock, publishes to the
+//! shards what a lock-free return must respect, unlocks, wakes the waiters
+//! the change chose, and returns the rest of what it decided ([`Work`]:
+//! objects to destroy or report, creates to start) for the pool to act on;
+//! [`StateLock::read`] only looks. A method that decides something must
+//! happen outside the lock records it in the caller's [`After`], which
 //! lives on the caller's stack (not in the shared state, whose cache lines
-//! the other core would then fetch back), and is acted on once the lock is
-//! released: only then are waiters woken, work spawned, or anything
-//! awaited.
+//! the other core would then fetch back).
 
 use tokio::time::Instant;
 
@@ -18,7 +20,7 @@ use crate::metrics::Counters;
 use crate::object::Item;
 use crate::shards::Shards;
 use crate::status::Status;
-use crate::sync::{Arc, Mutex, MutexGuard};
+use crate::sync::{Arc, Mutex};
 use crate::waiters::{Slot, Waiters, WakeList};
 
 /// What a waiter receives: an object and the instant it was handed over
@@ -82,24 +84,43 @@ pub(crate) enum Placed {
 }
 
 /// What must happen once the pool lock is released, gathered while it was
-/// held.
+/// held: the door ([`StateLock::locked`]) wakes the waiters itself, after
+/// the unlock, and hands the rest to the pool as [`Work`].
 #[must_use = "what an unlock leaves to do must be done"]
 pub(crate) struct After<T> {
     /// Waiters to wake.
     pub(crate) wake: WakeList,
-    /// Objects whose slots are freed, to destroy.
-    pub(crate) destroy: Vec<(Item<T>, Reason)>,
-    /// Create reservations made, one job to start for each.
-    pub(crate) creates: usize,
-    /// The pool is draining or closed and nothing is out any more.
-    pub(crate) settled: bool,
+    /// The rest, for the pool.
+    pub(crate) work: Work<T>,
 }
 
 impl<T> Default for After<T> {
     fn default() -> Self {
         Self {
             wake: WakeList::default(),
+            work: Work::default(),
+        }
+    }
+}
+
+/// What an unlock leaves for the pool to do, once the waiters are woken.
+#[must_use = "what an unlock leaves to do must be done"]
+pub(crate) struct Work<T> {
+    /// Objects whose slots are freed, to destroy.
+    pub(crate) destroy: Vec<(Item<T>, Reason)>,
+    /// Objects evicted (their slots freed): to report, then destroy.
+    pub(crate) evicted: Vec<(Item<T>, Reason)>,
+    /// Create reservations made, one job to start for each.
+    pub(crate) creates: usize,
+    /// The pool is draining or closed and nothing is out any more.
+    pub(crate) settled: bool,
+}
+
+impl<T> Default for Work<T> {
+    fn default() -> Self {
+        Self {
             destroy: Vec::new(),
+            evicted: Vec::new(),
             creates: 0,
             settled: false,
         }
@@ -309,9 +330,8 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     }
 }
 
-/// The lock around [`State`]. Every unlock publishes what the shards'
-/// lock-free returns must respect, and the counts a cluster compares pools
-/// by without taking any of their locks.
+/// The lock around [`State`], with its one door: [`locked`](Self::locked)
+/// for every change, [`read`](Self::read) for a look.
 pub(crate) struct StateLock<T, E: std::error::Error + 'static> {
     state: Mutex<State<T, E>>,
 }
@@ -323,44 +343,49 @@ impl<T, E: std::error::Error + 'static> StateLock<T, E> {
         }
     }
 
-    /// Locks; the guard publishes when it unlocks.
+    /// The door: runs `f` on the locked state, publishes to the shards
+    /// what a lock-free return must respect, unlocks, wakes the waiters
+    /// `f` chose, and returns what else it left to do.
     #[inline]
-    pub(crate) fn lock(&self) -> StateGuard<'_, T, E> {
-        StateGuard {
-            guard: self.state.lock(),
-        }
+    pub(crate) fn locked<R>(
+        &self,
+        f: impl FnOnce(&mut State<T, E>, &mut After<T>) -> R,
+    ) -> (R, Work<T>) {
+        let mut after = After::default();
+        let mut guard = self.state.lock();
+        let r = f(&mut guard, &mut after);
+        after.work.settled = guard.quiesced();
+        guard.publish();
+        drop(guard);
+        after.wake.wake_all();
+        (r, after.work)
+    }
+
+    /// Runs `f` on the locked state, which it only reads.
+    #[inline]
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&State<T, E>) -> R) -> R {
+        f(&self.state.lock())
     }
 }
 
-/// A locked [`State`]; publishes when it unlocks.
-pub(crate) struct StateGuard<'a, T, E: std::error::Error + 'static> {
-    guard: MutexGuard<'a, State<T, E>>,
-}
+/// Whatever owns a [`StateLock`] and acts on the [`Work`] its unlocks
+/// leave: the pool, or a loom model. What waits, returns and gives up
+/// goes through it, so that both run the same code.
+pub(crate) trait Door<T, E: std::error::Error + 'static> {
+    /// [`StateLock::locked`], then the work it left.
+    fn locked<R>(&self, f: impl FnOnce(&mut State<T, E>, &mut After<T>) -> R) -> R;
 
-impl<T, E: std::error::Error + 'static> std::ops::Deref for StateGuard<'_, T, E> {
-    type Target = State<T, E>;
+    /// The pool's clock, now.
+    fn now(&self) -> Tick;
 
-    #[inline]
-    fn deref(&self) -> &State<T, E> {
-        &self.guard
+    /// Puts a counted object back through the lock: to a waiter, or idle.
+    fn put_back(&self, entry: Item<T>, home: usize) -> Placed {
+        let now = self.now();
+        self.locked(|st, after| st.place(entry, now, home, after))
     }
 }
 
-impl<T, E: std::error::Error + 'static> std::ops::DerefMut for StateGuard<'_, T, E> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut State<T, E> {
-        &mut self.guard
-    }
-}
-
-impl<T, E: std::error::Error + 'static> Drop for StateGuard<'_, T, E> {
-    #[inline]
-    fn drop(&mut self) {
-        self.guard.publish();
-    }
-}
-
-mod checkout;
+pub(crate) mod checkout;
 mod creates;
 mod idle;
 

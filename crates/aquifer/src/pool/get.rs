@@ -12,14 +12,15 @@ use std::time::Duration;
 use crate::clock::Tick;
 use crate::error::{CreateError, PoolError};
 use crate::events::{PoolEvent, Reason};
-use crate::internals::{Acquire, Handoff, Tally, WaitError};
+use crate::internals::checkout::Queued;
+use crate::internals::{Acquire, Door, Handoff, Tally, WaitError};
 use crate::manager::Manager;
 use crate::object::{Entry, Item};
 use crate::thread;
-use crate::waiters::{Slot, WakeList};
+use crate::waiters::Slot;
 
-use super::pooled::{Owned, Pooled};
-use super::shared::{catch_unwind, Lease, Shared};
+use super::pooled::Pooled;
+use super::shared::{catch_unwind, Checking, Lease, Owned, Shared};
 
 pin_project_lite::pin_project! {
     /// The future of [`Pool::get`] and its variants.
@@ -102,41 +103,6 @@ impl<M: Manager> Shared<M> {
 /// The slot a queued caller waits on.
 type WaitSlot<M> = crate::sync::Arc<Slot<Handoff<Owned<M>, <M as Manager>::Error>>>;
 
-/// A queued caller's claim; dropping it leaves the queue and puts back
-/// anything handed over in the meantime.
-struct WaitGuard<'a, M: Manager> {
-    shared: &'a Arc<Shared<M>>,
-    slot: Option<WaitSlot<M>>,
-}
-
-impl<M: Manager> Drop for WaitGuard<'_, M> {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            let now = self.shared.clock.now();
-            self.shared.locked(|st, after| {
-                if let Some(Ok((entry, _))) = st.cancel(&slot, false, &mut after.wake) {
-                    st.place(entry, now, thread::home(), after);
-                }
-            });
-        }
-    }
-}
-
-/// An object being validated or reset; if that is cancelled mid-way the
-/// object is destroyed (its state is unknown) and its slot freed.
-pub(super) struct Checkout<'a, M: Manager> {
-    pub(super) shared: &'a Arc<Shared<M>>,
-    pub(super) entry: Option<Item<Owned<M>>>,
-}
-
-impl<M: Manager> Drop for Checkout<'_, M> {
-    fn drop(&mut self) {
-        if let Some(entry) = self.entry.take() {
-            self.shared.discard(entry, Reason::ValidationFailed);
-        }
-    }
-}
-
 impl<M: Manager> Shared<M> {
     /// A full checkout.
     async fn acquire(
@@ -194,11 +160,10 @@ impl<M: Manager> Shared<M> {
             }
             now = this.clock.now();
             if now >= deadline {
-                let last_create_error = {
-                    let mut st = this.state.lock();
+                let last_create_error = this.locked(|st, _| {
                     st.count(Tally::Timeout);
                     st.last_error()
-                };
+                });
                 this.emit(PoolEvent::QueueTimeout {
                     waited: now.since(start),
                 });
@@ -218,7 +183,7 @@ impl<M: Manager> Shared<M> {
         let start = self.clock.now();
         let mut now = start;
         loop {
-            let got = self.state.lock().try_acquire(true, |_| true, home);
+            let got = self.locked(|st, _| st.try_acquire(true, |_| true, home));
             match got {
                 Ok(Some(entry)) => {
                     let deadline = now.after(self.cfg.validate_timeout);
@@ -294,7 +259,7 @@ impl<M: Manager> Shared<M> {
         entry: Item<Owned<M>>,
         deadline: Tick,
     ) -> Option<Item<Owned<M>>> {
-        let mut guard = Checkout {
+        let mut guard = Checking {
             shared: self,
             entry: Some(entry),
         };
@@ -330,7 +295,7 @@ impl<M: Manager> Shared<M> {
         error: String,
         cause: Option<std::sync::Arc<M::Error>>,
     ) {
-        self.state.lock().count(Tally::ValidationFailure);
+        self.count(Tally::ValidationFailure);
         if entry.meta.use_count == 0 {
             self.fresh_failed("first check", cause);
         }
@@ -338,7 +303,7 @@ impl<M: Manager> Shared<M> {
             id: entry.meta.id,
             error,
         });
-        self.discard(entry, Reason::ValidationFailed);
+        self.destroy(entry, Reason::ValidationFailed);
     }
 
     /// A new object failed before its first use: that is a failed create,
@@ -346,18 +311,17 @@ impl<M: Manager> Shared<M> {
     /// a server handing out broken connections is not hammered.
     #[cold]
     pub(super) fn fresh_failed(
-        &self,
+        self: &Arc<Self>,
         what: &'static str,
         source: Option<std::sync::Arc<M::Error>>,
     ) {
         let err = CreateError::Unusable { what, source };
-        let (failures, delay) = {
-            let mut st = self.state.lock();
+        let (failures, delay) = self.locked(|st, _| {
             let failures = st.failures().saturating_add(1);
             let delay = self.cfg.backoff.delay(failures);
             st.failed(err.clone(), crate::clock::later(delay));
             (failures, delay)
-        };
+        });
         self.emit(PoolEvent::CreateFailed {
             error: crate::error::error_chain(&err),
             failures,
@@ -404,82 +368,48 @@ impl<M: Manager> Shared<M> {
         deadline: Tick,
         start: Tick,
     ) -> Result<(Item<Owned<M>>, Tick), PoolError<M::Error>> {
-        let mut guard = WaitGuard {
-            shared: self,
-            slot: Some(slot),
-        };
+        let since = slot.since;
+        let mut queued = Queued::new(self, slot, thread::home());
         // The background task fails this caller at its deadline, so no timer
         // is armed per wait. Only when that task is gone (its runtime shut
         // down) does the caller fall back to a timer of its own; the task
         // nudges every waiter when it goes, so none misses the switch.
         let mut own_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        let handed = loop {
-            let polled = std::future::poll_fn(|cx| {
-                let slot = guard.slot.as_ref().expect("held until the wait ends");
-                if let Poll::Ready(v) = slot.poll(cx) {
-                    return Poll::Ready(Some(v));
-                }
-                if own_timer.is_none() && !self.running.load(Ordering::Acquire) {
-                    own_timer = Some(Box::pin(tokio::time::sleep_until(
-                        self.clock.instant(deadline),
-                    )));
-                }
-                if let Some(timer) = own_timer.as_mut() {
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(None);
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            match polled {
-                Some(Some(handed)) => break Some(handed),
-                // Nudged: a return put an object in the idle shards. Take
-                // one if it is still there; else wait on, at the same place.
-                Some(None) => {
-                    let slot = guard.slot.as_ref().expect("held until the wait ends");
-                    let now = self.clock.now();
-                    let mut wake = WakeList::default();
-                    let got = self
-                        .state
-                        .lock()
-                        .retry(slot, now, thread::home(), &mut wake);
-                    wake.wake_all();
-                    if got.is_some() {
-                        break got;
-                    }
-                }
-                None => break None,
+        let polled = std::future::poll_fn(|cx| {
+            if let Poll::Ready(handed) = queued.poll_handoff(cx) {
+                return Poll::Ready(Some(handed));
             }
-        };
-        let slot = guard.slot.take().expect("held until the wait ends");
-        let handed = match handed {
-            Some(v) => v,
-            None => {
-                let mut wake = WakeList::default();
-                let (late, seen) = {
-                    let mut st = self.state.lock();
-                    let late = st.cancel(&slot, true, &mut wake);
-                    (late, st.error_seen_by(&slot))
-                };
-                wake.wake_all();
-                match late {
-                    // Handed over just as the time ran out: take it.
-                    Some(v) => v,
-                    None => {
-                        let waited = self.clock.now().since(start);
-                        self.emit(PoolEvent::QueueTimeout { waited });
-                        return Err(PoolError::timeout(waited, seen));
-                    }
+            if own_timer.is_none() && !self.running.load(Ordering::Acquire) {
+                own_timer = Some(Box::pin(tokio::time::sleep_until(
+                    self.clock.instant(deadline),
+                )));
+            }
+            if let Some(timer) = own_timer.as_mut() {
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
                 }
             }
+            Poll::Pending
+        })
+        .await;
+        let handed = match polled {
+            Some(handed) => handed,
+            None => match queued.time_out() {
+                // Handed over just as the time ran out: take it.
+                Ok(handed) => handed,
+                Err(seen) => {
+                    let waited = self.clock.now().since(start);
+                    self.emit(PoolEvent::QueueTimeout { waited });
+                    return Err(PoolError::timeout(waited, seen));
+                }
+            },
         };
         match handed {
             Ok(got) => {
                 // Recorded here, in this thread's shard, rather than by
                 // whoever handed the object over under the pool lock.
                 self.idle
-                    .record_wait(thread::home(), got.1.nanos_since(slot.since));
+                    .record_wait(thread::home(), got.1.nanos_since(since));
                 Ok(got)
             }
             Err(WaitError::Create(e)) => Err(PoolError::Create(Box::new(e))),

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::config::PoolConfig;
 use crate::error::{BuildError, CreateError, PoolError};
 use crate::events::{EventStream, Operation, PoolEvent, Reason};
-use crate::internals::{Phase, Tally};
+use crate::internals::{Door, Phase, Tally};
 use crate::manager::Manager;
 use crate::metrics::Metrics;
 use crate::object::Metadata;
@@ -218,23 +218,23 @@ impl<M: Manager> Pool<M> {
         shared.ensure_started();
         let started = Instant::now();
         let deadline = crate::clock::later(shared.cfg.acquire_timeout);
-        let failures_before = shared.state.lock().failure_seq();
+        let failures_before = shared.read(|st| st.failure_seq());
         loop {
             let created = shared.created.notified();
             let mut created = pin!(created);
             created.as_mut().enable();
-            let failed = {
-                let st = shared.state.lock();
-                if st.phase() == Phase::Closed {
-                    return Err(PoolError::Closed);
-                }
-                if st.has_min() {
-                    return Ok(());
-                }
-                (st.failure_seq() > failures_before)
+            let (phase, has_min, failed) = shared.read(|st| {
+                let failed = (st.failure_seq() > failures_before)
                     .then(|| st.last_error())
-                    .flatten()
-            };
+                    .flatten();
+                (st.phase(), st.has_min(), failed)
+            });
+            if phase == Phase::Closed {
+                return Err(PoolError::Closed);
+            }
+            if has_min {
+                return Ok(());
+            }
             if let Some(CreateError::Backend(e)) = &failed {
                 if shared.manager.is_permanent(e) {
                     return Err(PoolError::Create(Box::new(CreateError::Backend(
@@ -244,7 +244,7 @@ impl<M: Manager> Pool<M> {
             }
             shared.refill();
             if tokio::time::timeout_at(deadline, created).await.is_err() {
-                let last = shared.state.lock().last_error();
+                let last = shared.read(|st| st.last_error());
                 return Err(PoolError::timeout(started.elapsed(), last));
             }
         }
@@ -254,7 +254,7 @@ impl<M: Manager> Pool<M> {
     /// the callers already waiting, and returns once every object is back.
     /// Follow it with [`close`](Pool::close) or [`clear`](Pool::clear).
     pub async fn drain(&self) {
-        self.shared.state.lock().drain();
+        self.shared.locked(|st, _| st.drain());
         // Wakes create jobs waiting out a backoff, so that they stop.
         self.shared.settled.notify_waiters();
         self.shared.wait_settled().await;
@@ -263,7 +263,7 @@ impl<M: Manager> Pool<M> {
     /// Destroys every idle object (waiting for the destroys), then lets the
     /// pool refill to `min`. Returns how many were destroyed.
     pub async fn clear(&self) -> usize {
-        let taken = self.shared.state.lock().take_idle(|_| true);
+        let taken = self.shared.locked(|st, _| st.take_idle(|_| true));
         let n = taken.len();
         self.shared.destroy_all(taken, Reason::Cleared).await;
         self.shared.refill();
@@ -280,7 +280,7 @@ impl<M: Manager> Pool<M> {
 
     /// Whether the pool was closed.
     pub fn is_closed(&self) -> bool {
-        self.shared.state.lock().phase() == Phase::Closed
+        self.shared.read(|st| st.phase()) == Phase::Closed
     }
 
     /// Changes `max`. When it shrinks, idle objects above it are destroyed at
@@ -297,9 +297,7 @@ impl<M: Manager> Pool<M> {
     pub async fn retain(&self, mut keep: impl FnMut(&M::Type, &Metadata) -> bool) -> usize {
         let taken = self
             .shared
-            .state
-            .lock()
-            .take_idle(|e| !keep(&e.obj.value, &e.meta));
+            .locked(|st, _| st.take_idle(|e| !keep(&e.obj.value, &e.meta)));
         let n = taken.len();
         self.shared.destroy_all(taken, Reason::Cleared).await;
         self.shared.refill();
@@ -310,8 +308,7 @@ impl<M: Manager> Pool<M> {
     /// surplus (those idle longest) are destroyed. Returns how many.
     pub async fn free(&self, keep: usize) -> usize {
         let shared = &self.shared;
-        let taken = {
-            let mut st = shared.state.lock();
+        let taken = shared.locked(|st, _| {
             let healthy = st
                 .inspect_idle(|idle| idle.iter().filter(|e| !shared.broken(&e.obj.value)).count());
             let mut surplus = healthy.saturating_sub(keep);
@@ -325,7 +322,7 @@ impl<M: Manager> Pool<M> {
                     false
                 }
             })
-        };
+        });
         let n = taken.len();
         shared.destroy_all(taken, Reason::Cleared).await;
         n
@@ -370,7 +367,7 @@ impl<M: Manager> Pool<M> {
     /// How many objects are where, right now.
     pub fn status(&self) -> Status {
         let pending = self.shared.pending.lock().len();
-        self.shared.state.lock().status(pending)
+        self.shared.read(|st| st.status(pending))
     }
 
     /// How busy the pool is and its `max`, as of the last change, read
@@ -416,8 +413,7 @@ impl<M: Manager> Pool<M> {
 
     /// Counters and latency summaries since the pool was built.
     pub fn metrics(&self) -> Metrics {
-        let m = self.shared.state.lock().counters();
-        m.snapshot()
+        self.shared.read(|st| st.counters()).snapshot()
     }
 
     /// A new listener for this pool's events. Listeners that fall behind
@@ -440,7 +436,7 @@ impl<M: Manager> Pool<M> {
     /// a warning, and [`Metrics::operation_failures`] counts it. The message
     /// must not hold secrets.
     pub fn report(&self, op: Operation, error: impl std::fmt::Display) {
-        self.shared.state.lock().count(Tally::OperationFailed);
+        self.shared.count(Tally::OperationFailed);
         self.shared.emit(PoolEvent::OperationFailed {
             op,
             error: error.to_string(),
@@ -473,7 +469,7 @@ impl<M: Manager> Pool<M> {
     /// The newest create failure since the last success, if creates are
     /// failing now: what a caller that gave up waiting can report.
     pub fn last_create_error(&self) -> Option<CreateError<M::Error>> {
-        self.shared.state.lock().last_error()
+        self.shared.read(|st| st.last_error())
     }
 
     /// The manager.

@@ -1,41 +1,16 @@
-//! A checked-out object, and how the pool stores an object with its pool.
+//! A checked-out object.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::events::Reason;
 use crate::manager::Manager;
 use crate::object::{Entry, Item, Metadata};
 
-use super::shared::Shared;
+use crate::internals::Door;
 
-/// What a pool stores for each of its objects: the manager's object and a
-/// strong reference to the pool. The reference travels with the object,
-/// idle in a shard, handed to a waiter or checked out, so that a checkout
-/// moves it into the [`Pooled`] and a return moves it back, and neither
-/// touches a reference count.
-///
-/// Idle objects thus keep their own pool alive. The cycle ends when the last
-/// [`Pool`](crate::Pool) handle is dropped: the pool closes and takes every
-/// idle object out, and objects still out are destroyed when they come back.
-pub(crate) struct Owned<M: Manager> {
-    pub(crate) value: M::Type,
-    /// `None` only once the object is on its way out of the pool for good
-    /// (being destroyed, or kept as pending), never while it can be handed
-    /// out.
-    pub(crate) pool: Option<Arc<Shared<M>>>,
-}
-
-impl<M: Manager> Owned<M> {
-    pub(crate) fn new(value: M::Type, pool: &Arc<Shared<M>>) -> Self {
-        Owned {
-            value,
-            pool: Some(Arc::clone(pool)),
-        }
-    }
-}
+use super::shared::{Owned, Shared};
 
 /// An object checked out of a [`Pool`](crate::Pool). It derefs to the object
 /// and goes back to the pool when dropped.
@@ -45,7 +20,7 @@ impl<M: Manager> Owned<M> {
 /// started in, which the pool keeps a handle to.
 #[must_use = "dropping a Pooled returns the object at once"]
 pub struct Pooled<M: Manager> {
-    /// One pointer: the entry carries the pool (see [`Owned`]).
+    /// One pointer: the entry carries the pool (see `Owned`).
     pub(crate) entry: Option<Item<Owned<M>>>,
 }
 
@@ -88,8 +63,8 @@ impl<M: Manager> Pooled<M> {
     pub fn detach(mut self) -> M::Type {
         let mut entry = self.entry.take().expect(HELD);
         let pool = entry.obj.pool.take().expect(OWNED);
-        pool.forget(&entry);
-        pool.detached();
+        pool.end_checkout(&entry);
+        pool.locked(|st, after| st.free_slot(after));
         entry.obj.value
     }
 
@@ -103,8 +78,8 @@ impl<M: Manager> Pooled<M> {
     pub(crate) fn destroy_for(mut self, reason: Reason) {
         let mut entry = self.entry.take().expect(HELD);
         let pool = entry.obj.pool.take().expect(OWNED);
-        pool.forget(&entry);
-        pool.discard(entry, reason);
+        pool.end_checkout(&entry);
+        pool.destroy(entry, reason);
     }
 }
 

@@ -10,15 +10,13 @@ use tokio::time::Instant;
 use crate::clock::Tick;
 use crate::error::DestroyError;
 use crate::events::{PoolEvent, Reason};
-use crate::internals::Tally;
+use crate::internals::{Door, Tally};
 use crate::manager::Manager;
 use crate::object::{Entry, Item};
 use crate::shards::Shards;
 use crate::thread;
 
-use super::get::Checkout;
-use super::pooled::Owned;
-use super::shared::{catch_unwind, PendingObject, Shared};
+use super::shared::{catch_unwind, Checking, Owned, PendingObject, Shared};
 
 impl<M: Manager> Shared<M> {
     /// A checked-out object comes back to the pool it holds. The entry's
@@ -45,10 +43,10 @@ impl<M: Manager> Shared<M> {
         }
         if this.broken(&entry.obj.value) {
             this.idle.record_usage(thread::home(), held);
-            this.evict(entry, Reason::Broken);
+            this.locked(|st, after| st.evict(entry, Reason::Broken, after));
         } else if entry.expired(now) {
             this.idle.record_usage(thread::home(), held);
-            this.evict(entry, Reason::Lifetime);
+            this.locked(|st, after| st.evict(entry, Reason::Lifetime, after));
         } else if std::panic::catch_unwind(AssertUnwindSafe(|| {
             this.manager.needs_reset(&mut entry.obj.value)
         }))
@@ -80,8 +78,9 @@ impl<M: Manager> Shared<M> {
     }
 
     /// A return the pool must see (someone waits, or the pool is draining,
-    /// closed or above `max`): through the pool lock. Out of line, so that
-    /// the lock-free return stays small.
+    /// closed or above `max`): through the door, which hands it to a waiter
+    /// or nudges one (see `internals::checkout`). Out of line, so that the
+    /// lock-free return stays small.
     #[cold]
     #[inline(never)]
     fn release_through_lock(entry: Item<Owned<M>>, now: Tick, home: usize) {
@@ -92,7 +91,7 @@ impl<M: Manager> Shared<M> {
     /// A returned object is reset before it is reused.
     pub(super) async fn reset(self: &Arc<Self>, entry: Item<Owned<M>>) {
         // If this task is dropped mid-reset the guard destroys the object.
-        let mut guard = Checkout {
+        let mut guard = Checking {
             shared: self,
             entry: Some(entry),
         };
@@ -102,21 +101,22 @@ impl<M: Manager> Shared<M> {
         let entry = guard.entry.take().expect("held until taken");
         let cause = match outcome {
             Ok(Ok(Ok(()))) => {
-                self.put_back(entry);
+                self.put_back(entry, thread::home());
                 return;
             }
             Ok(Ok(Err(e))) => Some(std::sync::Arc::new(e)),
             _ => None,
         };
-        self.state.lock().count(Tally::ResetFailure);
+        self.count(Tally::ResetFailure);
         if entry.meta.use_count == 1 {
             self.fresh_failed("first reset", cause);
         }
-        self.discard(entry, Reason::ResetFailed);
+        self.destroy(entry, Reason::ResetFailed);
     }
 
-    /// Removes a checked-out object's lease and records how long it was held.
-    pub(crate) fn forget(&self, entry: &Entry<Owned<M>>) {
+    /// A checkout ends without a return: removes its lease and records
+    /// how long the object was held.
+    pub(crate) fn end_checkout(&self, entry: &Entry<Owned<M>>) {
         if let Some(leases) = &self.leases {
             leases.lock().remove(&entry.meta.id);
         }
@@ -124,26 +124,17 @@ impl<M: Manager> Shared<M> {
         self.idle.record_usage(thread::home(), held);
     }
 
-    /// A detached object frees its slot.
-    pub(crate) fn detached(self: &Arc<Self>) {
-        self.locked(|st, after| st.discard(after));
-    }
-
-    /// Evicts a counted object (checkout or return found it expired or broken).
+    /// A counted object found expired or broken at checkout: reported,
+    /// its slot freed (a replacement starts if one is wanted), closed in
+    /// the background.
     pub(super) fn evict(self: &Arc<Self>, entry: Item<Owned<M>>, reason: Reason) {
-        self.state.lock().count(Tally::Evicted(reason));
-        self.emit(PoolEvent::Evicted {
-            id: entry.meta.id,
-            reason,
-        });
-        self.discard(entry, reason);
+        self.locked(|st, after| st.evict(entry, reason, after));
     }
 
-    /// Destroys a counted object: frees its slot (starting a replacement if
-    /// one is needed) and closes it in the background.
-    pub(crate) fn discard(self: &Arc<Self>, entry: Item<Owned<M>>, reason: Reason) {
-        self.detached();
-        self.spawn_destroy(entry, reason);
+    /// Closes a counted object: frees its slot (a replacement starts if
+    /// one is wanted) and closes it in the background.
+    pub(crate) fn destroy(self: &Arc<Self>, entry: Item<Owned<M>>, reason: Reason) {
+        self.locked(|st, after| st.destroy(entry, reason, after));
     }
 
     /// Closes an object whose slot is already freed, in the background.
@@ -198,7 +189,7 @@ impl<M: Manager> Shared<M> {
         let error = match outcome {
             Ok(Ok(Ok(()))) => {
                 drop(entry);
-                self.state.lock().count(Tally::Destroyed);
+                self.count(Tally::Destroyed);
                 self.emit(PoolEvent::Destroyed { id, reason });
                 return;
             }
@@ -206,7 +197,7 @@ impl<M: Manager> Shared<M> {
             Ok(Err(_)) => {
                 // A panicking destroy leaves nothing to retry with.
                 drop(entry);
-                self.state.lock().count(Tally::DestroyFailed);
+                self.count(Tally::DestroyFailed);
                 self.emit(PoolEvent::DestroyFailed {
                     id,
                     error: "destroy panicked; object dropped".into(),
@@ -215,7 +206,7 @@ impl<M: Manager> Shared<M> {
             }
             Err(_) => DestroyError::Timeout(limit),
         };
-        self.state.lock().count(Tally::DestroyFailed);
+        self.count(Tally::DestroyFailed);
         self.emit(PoolEvent::DestroyFailed {
             id,
             error: crate::error::error_chain(&error),

@@ -1,11 +1,13 @@
-//! What every handle, checked-out object and task of one pool shares,
-//! and the helpers the get, return and background paths have in common.
+//! What every handle, checked-out object and task of one pool shares:
+//! [`Shared`], its door into the state (every change goes through
+//! [`Door::locked`], which acts on the [`Work`] the unlock leaves), and the
+//! helpers the get, return and background paths have in common.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 
@@ -16,16 +18,14 @@ use tokio::time::Instant;
 use crate::clock::{PoolClock, Tick};
 use crate::config::PoolConfig;
 use crate::error::{DestroyError, PoolError};
+use crate::events::Reason;
 use crate::events::{EventBus, PoolEvent};
-use crate::internals::{After, Phase, Refusal, State, StateLock};
+use crate::internals::{After, Door, Refusal, State, StateLock, Tally, Work};
 use crate::manager::Manager;
 use crate::object::Item;
 use crate::shards::Shards;
 use crate::sync::Mutex;
 use crate::thread;
-
-use super::pooled::Owned;
-use super::tasks::{background, Alive};
 
 pub(crate) struct Shared<M: Manager> {
     pub(crate) manager: M,
@@ -73,6 +73,47 @@ pub(super) struct Lease {
     pub(super) reported: bool,
 }
 
+/// What a pool stores for each of its objects: the manager's object and a
+/// strong reference to the pool. The reference travels with the object,
+/// idle in a shard, handed to a waiter or checked out, so that a checkout
+/// moves it into the [`Pooled`](crate::Pooled) and a return moves it back,
+/// and neither touches a reference count.
+///
+/// Idle objects thus keep their own pool alive. The cycle ends when the last
+/// [`Pool`](crate::Pool) handle is dropped: the pool closes and takes every
+/// idle object out, and objects still out are destroyed when they come back.
+pub(crate) struct Owned<M: Manager> {
+    pub(crate) value: M::Type,
+    /// `None` only once the object is on its way out of the pool for good
+    /// (being destroyed, or kept as pending), never while it can be handed
+    /// out.
+    pub(crate) pool: Option<Arc<Shared<M>>>,
+}
+
+impl<M: Manager> Owned<M> {
+    pub(crate) fn new(value: M::Type, pool: &Arc<Shared<M>>) -> Self {
+        Owned {
+            value,
+            pool: Some(Arc::clone(pool)),
+        }
+    }
+}
+
+/// An object being validated or reset; if that is cancelled mid-way the
+/// object is destroyed (its state is unknown) and its slot freed.
+pub(super) struct Checking<'a, M: Manager> {
+    pub(super) shared: &'a Arc<Shared<M>>,
+    pub(super) entry: Option<Item<Owned<M>>>,
+}
+
+impl<M: Manager> Drop for Checking<'_, M> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            self.shared.destroy(entry, Reason::ValidationFailed);
+        }
+    }
+}
+
 /// Polls a future, turning a panic into an `Err`.
 pub(super) async fn catch_unwind<F: Future>(f: F) -> std::thread::Result<F::Output> {
     let mut f = pin!(f);
@@ -109,27 +150,6 @@ impl<M: Manager> Shared<M> {
             manager,
             cfg,
         })
-    }
-
-    #[inline]
-    pub(super) fn ensure_started(self: &Arc<Self>) {
-        if !self.running.load(Ordering::Acquire) {
-            self.start_background();
-        }
-    }
-
-    #[cold]
-    fn start_background(self: &Arc<Self>) {
-        let Ok(handle) = Handle::try_current() else {
-            return;
-        };
-        if self.state.lock().phase() == Phase::Closed || self.running.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let _ = self.runtime.set(handle.clone());
-        let alive = Alive(Arc::downgrade(self));
-        handle.spawn(background(alive, Arc::clone(&self.rearm), self.cfg.tick()));
-        self.refill();
     }
 
     /// Runs `fut` on the caller's runtime, or else on the one the pool
@@ -174,7 +194,7 @@ impl<M: Manager> Shared<M> {
         loop {
             let mut notified = pin!(self.settled.notified());
             notified.as_mut().enable();
-            if self.state.lock().settled() {
+            if self.read(|st| st.settled()) {
                 return;
             }
             notified.await;
@@ -189,43 +209,40 @@ impl<M: Manager> Shared<M> {
         taken
     }
 
-    /// Puts a counted object back through the pool lock: to a waiter, or
-    /// idle.
-    pub(super) fn put_back(self: &Arc<Self>, entry: Item<Owned<M>>) {
-        let now = self.clock.now();
-        self.locked(|st, after| st.place(entry, now, thread::home(), after));
-    }
-
-    /// Runs `f` under the pool lock, then does what it left for after the
-    /// lock (see [`After`]). Every change to the state goes through here.
+    /// Looks at the state under its lock without changing it.
     #[inline]
-    pub(super) fn locked<R>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&mut State<Owned<M>, M::Error>, &mut After<Owned<M>>) -> R,
-    ) -> R {
-        let mut after = After::default();
-        let r = {
-            let mut st = self.state.lock();
-            let r = f(&mut st, &mut after);
-            after.settled = st.quiesced();
-            r
-        };
-        self.finish(after);
-        r
+    pub(super) fn read<R>(&self, f: impl FnOnce(&State<Owned<M>, M::Error>) -> R) -> R {
+        self.state.read(f)
     }
 
-    /// Does what an unlock left to do: wakes waiters, destroys objects
-    /// whose slots were freed, starts the creates reserved, and tells
-    /// whoever waits for a draining or closed pool that it settled.
-    pub(super) fn finish(self: &Arc<Self>, after: After<Owned<M>>) {
-        after.wake.wake_all();
-        for (e, reason) in after.destroy {
+    /// Counts one event, through the door.
+    pub(super) fn count(&self, t: Tally) {
+        let ((), work) = self.state.locked(|st, _| st.count(t));
+        debug_assert!(work.destroy.is_empty() && work.evicted.is_empty() && work.creates == 0);
+        if work.settled {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Does what an unlock left to do once its waiters are woken: reports
+    /// and destroys evicted objects, destroys objects whose slots were
+    /// freed, starts the creates reserved, and tells whoever waits for a
+    /// draining or closed pool that it settled.
+    fn finish(self: &Arc<Self>, work: Work<Owned<M>>) {
+        for (e, reason) in work.evicted {
+            self.emit(PoolEvent::Evicted {
+                id: e.meta.id,
+                reason,
+            });
             self.spawn_destroy(e, reason);
         }
-        for _ in 0..after.creates {
+        for (e, reason) in work.destroy {
+            self.spawn_destroy(e, reason);
+        }
+        for _ in 0..work.creates {
             self.spawn_create();
         }
-        if after.settled {
+        if work.settled {
             self.settled.notify_waiters();
         }
     }
@@ -239,7 +256,7 @@ impl<M: Manager> Shared<M> {
             Refusal::Draining => PoolError::Draining,
             Refusal::Closed => PoolError::Closed,
             Refusal::FailingForGood => {
-                let last = self.state.lock().last_error();
+                let last = self.read(|st| st.last_error());
                 // Set with the failure that made it so; never cleared apart.
                 PoolError::Create(Box::new(last.unwrap_or(crate::CreateError::Unusable {
                     what: "a create",
@@ -247,5 +264,22 @@ impl<M: Manager> Shared<M> {
                 })))
             }
         }
+    }
+}
+
+impl<M: Manager> Door<Owned<M>, M::Error> for Arc<Shared<M>> {
+    #[inline]
+    fn locked<R>(
+        &self,
+        f: impl FnOnce(&mut State<Owned<M>, M::Error>, &mut After<Owned<M>>) -> R,
+    ) -> R {
+        let (r, work) = self.state.locked(f);
+        self.finish(work);
+        r
+    }
+
+    #[inline]
+    fn now(&self) -> Tick {
+        self.clock.now()
     }
 }

@@ -9,18 +9,18 @@ use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::error::CreateError;
 use crate::events::PoolEvent;
-use crate::internals::{Phase, Tally};
+use crate::internals::{Door, Phase, Tally};
 use crate::manager::Manager;
 use crate::object::Entry;
 use crate::thread;
 
-use super::pooled::Owned;
-use super::shared::{catch_unwind, Shared};
+use super::shared::{catch_unwind, Owned, Shared};
 
 /// A reserved create slot. Given back on drop unless the create finished,
 /// so a create job that is cancelled or panics leaks nothing.
@@ -38,6 +38,29 @@ impl<M: Manager> Drop for Reservation<M> {
 }
 
 impl<M: Manager> Shared<M> {
+    /// Starts the background task unless it runs.
+    #[inline]
+    pub(super) fn ensure_started(self: &Arc<Self>) {
+        if !self.running.load(Ordering::Acquire) {
+            self.start_background();
+        }
+    }
+
+    #[cold]
+    fn start_background(self: &Arc<Self>) {
+        let Ok(handle) = Handle::try_current() else {
+            return;
+        };
+        if self.read(|st| st.phase()) == Phase::Closed || self.running.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let _ = self.runtime.set(handle.clone());
+        let alive = Alive(Arc::downgrade(self));
+        handle.spawn(background(alive, Arc::clone(&self.rearm), self.cfg.tick()));
+        self.refill();
+    }
+
     /// Starts creates while they are useful: for waiters and up to `min`.
     pub(super) fn refill(self: &Arc<Self>) {
         self.locked(|st, after| st.refill(after));
@@ -55,26 +78,18 @@ impl<M: Manager> Shared<M> {
     /// One maintenance pass: eviction, refill, keepalive, leak checks.
     async fn maintain_once(self: &Arc<Self>) {
         let now = self.clock.precise();
-        let evicted = self
-            .state
-            .lock()
-            .evict(now, &self.cfg, |obj| self.broken(&obj.value));
-        for (e, reason) in evicted {
-            self.emit(PoolEvent::Evicted {
-                id: e.meta.id,
-                reason,
-            });
-            self.spawn_destroy(e, reason);
-        }
-        self.refill();
+        self.locked(|st, after| {
+            st.evict_idle(now, &self.cfg, |obj| self.broken(&obj.value), after);
+            st.refill(after);
+        });
         if let Some(every) = self.cfg.keepalive_interval {
-            let due = self.state.lock().due_for_keepalive(now, every);
+            let due = self.locked(|st, _| st.due_for_keepalive(now, every));
             for entry in due {
                 let this = Arc::clone(self);
                 self.spawn(async move {
                     let deadline = this.clock.now().after(this.cfg.validate_timeout);
                     if let Some(entry) = this.validate(entry, deadline).await {
-                        this.put_back(entry);
+                        this.put_back(entry, thread::home());
                     }
                 });
             }
@@ -89,7 +104,7 @@ impl<M: Manager> Shared<M> {
                 }
             }
             if !found.is_empty() {
-                self.state.lock().count(Tally::Leaks(found.len()));
+                self.count(Tally::Leaks(found.len()));
             }
             for (id, held, location) in found {
                 self.emit(PoolEvent::LeakSuspected {
@@ -112,7 +127,7 @@ pub(super) async fn create_job<M: Manager>(mut res: Reservation<M>) {
         let woken = shared.settled.notified();
         let mut woken = std::pin::pin!(woken);
         woken.as_mut().enable();
-        let retry_at = shared.state.lock().retry_at();
+        let retry_at = shared.read(|st| st.retry_at());
         if let Some(at) = retry_at {
             if at > Instant::now() {
                 // Ends at `at`, or earlier when woken.

@@ -41,7 +41,8 @@ pub use mux::{
     MuxStatus, Spread,
 };
 pub use object::Metadata;
-pub use pool::{Builder, PendingInfo, Pool, Pooled, TransactionWatch};
+pub use pool::builder::Builder;
+pub use pool::{PendingInfo, Pool, Pooled, TransactionWatch};
 pub use roles::{Fallback, Role, RoleCheck, RoleManager, RoleSignal, Roles, SplitBrain};
 pub use selector::{RegexError, Selector};
 pub use status::{Health, Status};

@@ -24,14 +24,17 @@ impl<M: Manager> std::fmt::Debug for Builder<M> {
     }
 }
 
-impl<M: Manager> Builder<M> {
-    pub(crate) fn new(manager: M) -> Self {
-        Self {
+impl<M: Manager> Pool<M> {
+    /// A builder with every setting at its default.
+    pub fn builder(manager: M) -> Builder<M> {
+        Builder {
             manager,
             config: PoolConfig::default(),
         }
     }
+}
 
+impl<M: Manager> Builder<M> {
     /// Replaces every setting with `config`.
     pub fn config(mut self, config: PoolConfig) -> Self {
         self.config = config;

@@ -21,14 +21,13 @@ use crate::metrics::Metrics;
 use crate::object::Metadata;
 use crate::status::Status;
 
-mod builder;
+pub(crate) mod builder;
 mod get;
 mod pooled;
 mod release;
 mod shared;
 mod tasks;
 
-pub use builder::Builder;
 pub use pooled::Pooled;
 pub(crate) use shared::Shared;
 
@@ -87,11 +86,6 @@ pub struct PendingInfo {
 }
 
 impl<M: Manager> Pool<M> {
-    /// A builder with every setting at its default.
-    pub fn builder(manager: M) -> Builder<M> {
-        Builder::new(manager)
-    }
-
     /// Builds a pool from a complete configuration.
     ///
     /// Inside a Tokio runtime with `eager` set (the default), filling to

@@ -6,7 +6,6 @@ use std::fmt;
 use std::future::Future;
 use std::panic::Location;
 use std::pin::pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +60,22 @@ pub(crate) use shared::Shared;
 /// # }
 /// ```
 pub struct Pool<M: Manager> {
+    handle: Arc<Handle<M>>,
+}
+
+/// What every [`Pool`] handle shares: the pool, closed when the last
+/// handle goes. Idle objects hold the pool itself (see `Owned`), never
+/// this, so that they do not keep it open.
+struct Handle<M: Manager> {
     shared: Arc<Shared<M>>,
+}
+
+impl<M: Manager> Drop for Handle<M> {
+    fn drop(&mut self) {
+        for e in self.shared.close_state() {
+            self.shared.spawn_destroy(e, Reason::Closed);
+        }
+    }
 }
 
 /// An object whose `destroy` failed or timed out, as
@@ -100,7 +114,9 @@ impl<M: Manager> Pool<M> {
         if shared.cfg.eager {
             shared.ensure_started();
         }
-        Ok(Pool { shared })
+        Ok(Pool {
+            handle: Arc::new(Handle { shared }),
+        })
     }
 
     /// Checks an object out, waiting up to `acquire_timeout`, at priority 0.
@@ -119,7 +135,9 @@ impl<M: Manager> Pool<M> {
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared.get(0, self.shared.cfg.acquire_timeout, caller)
+        self.handle
+            .shared
+            .get(0, self.handle.shared.cfg.acquire_timeout, caller)
     }
 
     /// Like [`get`](Pool::get) with another timeout for this call.
@@ -132,7 +150,7 @@ impl<M: Manager> Pool<M> {
         timeout: Duration,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared.get(0, timeout, caller)
+        self.handle.shared.get(0, timeout, caller)
     }
 
     /// Like [`get`](Pool::get) at a priority: 0 is served first, and a value
@@ -147,8 +165,9 @@ impl<M: Manager> Pool<M> {
         priority: usize,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared
-            .get(priority, self.shared.cfg.acquire_timeout, caller)
+        self.handle
+            .shared
+            .get(priority, self.handle.shared.cfg.acquire_timeout, caller)
     }
 
     /// Checks out an idle object without queueing. The object is still
@@ -162,7 +181,7 @@ impl<M: Manager> Pool<M> {
         &self,
     ) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
-        self.shared.try_acquire(caller)
+        self.handle.shared.try_acquire(caller)
     }
 
     /// The first step of a get that goes on to a full [`get`](Pool::get)
@@ -174,7 +193,7 @@ impl<M: Manager> Pool<M> {
     #[track_caller]
     #[inline]
     pub(crate) fn take_ready(&self) -> Option<Pooled<M>> {
-        self.shared.take_ready(Location::caller())
+        self.handle.shared.take_ready(Location::caller())
     }
 
     /// Runs `f` with a checked-out object and returns what it returns. When
@@ -208,7 +227,7 @@ impl<M: Manager> Pool<M> {
     /// [`PoolError::Create`] at once when a create failed with an error
     /// the manager calls permanent; [`PoolError::Closed`].
     pub async fn start(&self) -> Result<(), PoolError<M::Error>> {
-        let shared = &self.shared;
+        let shared = &self.handle.shared;
         shared.ensure_started();
         let started = Instant::now();
         let deadline = crate::clock::later(shared.cfg.acquire_timeout);
@@ -248,19 +267,19 @@ impl<M: Manager> Pool<M> {
     /// the callers already waiting, and returns once every object is back.
     /// Follow it with [`close`](Pool::close) or [`clear`](Pool::clear).
     pub async fn drain(&self) {
-        self.shared.locked(|st, _| st.drain());
+        self.handle.shared.locked(|st, _| st.drain());
         // Wakes create jobs waiting out a backoff, so that they stop.
-        self.shared.settled.notify_waiters();
-        self.shared.wait_settled().await;
+        self.handle.shared.settled.notify_waiters();
+        self.handle.shared.wait_settled().await;
     }
 
     /// Destroys every idle object (waiting for the destroys), then lets the
     /// pool refill to `min`. Returns how many were destroyed.
     pub async fn clear(&self) -> usize {
-        let taken = self.shared.locked(|st, _| st.take_idle(|_| true));
+        let taken = self.handle.shared.locked(|st, _| st.take_idle(|_| true));
         let n = taken.len();
-        self.shared.destroy_all(taken, Reason::Cleared).await;
-        self.shared.refill();
+        self.handle.shared.destroy_all(taken, Reason::Cleared).await;
+        self.handle.shared.refill();
         n
     }
 
@@ -268,13 +287,13 @@ impl<M: Manager> Pool<M> {
     /// [`PoolError::Closed`], idle objects are destroyed (this waits for
     /// that), and objects still out are destroyed when they come back.
     pub async fn close(&self) {
-        let taken = self.shared.close_state();
-        self.shared.destroy_all(taken, Reason::Closed).await;
+        let taken = self.handle.shared.close_state();
+        self.handle.shared.destroy_all(taken, Reason::Closed).await;
     }
 
     /// Whether the pool was closed.
     pub fn is_closed(&self) -> bool {
-        self.shared.read(|st| st.phase()) == Phase::Closed
+        self.handle.shared.read(|st| st.phase()) == Phase::Closed
     }
 
     /// Changes `max`. When it shrinks, idle objects above it are destroyed at
@@ -284,24 +303,27 @@ impl<M: Manager> Pool<M> {
     /// # Errors
     /// [`BuildError`] when `max` is 0 or below `min`.
     pub fn resize(&self, max: usize) -> Result<(), BuildError> {
-        self.shared.locked(|st, after| st.set_max(max, after))
+        self.handle
+            .shared
+            .locked(|st, after| st.set_max(max, after))
     }
 
     /// Destroys the idle objects for which `keep` returns `false`; returns how many.
     pub async fn retain(&self, mut keep: impl FnMut(&M::Type, &Metadata) -> bool) -> usize {
         let taken = self
+            .handle
             .shared
             .locked(|st, _| st.take_idle(|e| !keep(&e.obj.value, &e.meta)));
         let n = taken.len();
-        self.shared.destroy_all(taken, Reason::Cleared).await;
-        self.shared.refill();
+        self.handle.shared.destroy_all(taken, Reason::Cleared).await;
+        self.handle.shared.refill();
         n
     }
 
     /// Keeps at most `keep` healthy idle objects: broken ones and the
     /// surplus (those idle longest) are destroyed. Returns how many.
     pub async fn free(&self, keep: usize) -> usize {
-        let shared = &self.shared;
+        let shared = &self.handle.shared;
         let taken = shared.locked(|st, _| {
             let healthy = st
                 .inspect_idle(|idle| idle.iter().filter(|e| !shared.broken(&e.obj.value)).count());
@@ -324,7 +346,8 @@ impl<M: Manager> Pool<M> {
 
     /// Objects whose `destroy` failed or timed out, with their errors.
     pub fn pending(&self) -> Vec<PendingInfo> {
-        self.shared
+        self.handle
+            .shared
             .pending
             .lock()
             .iter()
@@ -340,7 +363,7 @@ impl<M: Manager> Pool<M> {
     /// Tries to close the pending objects again. With `force`, drops them
     /// without calling `destroy`. Returns how many are still pending.
     pub async fn close_pending(&self, force: bool) -> usize {
-        let all = std::mem::take(&mut *self.shared.pending.lock());
+        let all = std::mem::take(&mut *self.handle.shared.pending.lock());
         if force {
             let n = all.len();
             for p in &all {
@@ -351,24 +374,28 @@ impl<M: Manager> Pool<M> {
             return 0;
         }
         for p in all {
-            self.shared
+            self.handle
+                .shared
                 .destroy_now(p.entry, Reason::Closed, p.attempts)
                 .await;
         }
-        self.shared.pending.lock().len()
+        self.handle.shared.pending.lock().len()
     }
 
     /// How many objects are where, right now.
     pub fn status(&self) -> Status {
-        let pending = self.shared.pending.lock().len();
-        self.shared.read(|st| st.status(pending))
+        let pending = self.handle.shared.pending.lock().len();
+        self.handle.shared.read(|st| st.status(pending))
     }
 
     /// How busy the pool is and its `max`, as of the last change, read
     /// without the lock: its load is the first over the second.
     #[inline]
     pub(crate) fn load(&self) -> (usize, usize) {
-        (self.shared.idle.busy(), self.shared.idle.max().max(1))
+        (
+            self.handle.shared.idle.busy(),
+            self.handle.shared.idle.max().max(1),
+        )
     }
 
     /// A health check: one checkout and one round trip on it
@@ -381,7 +408,8 @@ impl<M: Manager> Pool<M> {
             Err(e) => Some(crate::error::error_chain(&e)),
             Ok(mut obj) => {
                 let left = timeout.saturating_sub(start.elapsed());
-                let answer = tokio::time::timeout(left, self.shared.manager.validate(&mut obj));
+                let answer =
+                    tokio::time::timeout(left, self.handle.shared.manager.validate(&mut obj));
                 match answer.await {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => {
@@ -407,13 +435,13 @@ impl<M: Manager> Pool<M> {
 
     /// Counters and latency summaries since the pool was built.
     pub fn metrics(&self) -> Metrics {
-        self.shared.read(|st| st.counters()).snapshot()
+        self.handle.shared.read(|st| st.counters()).snapshot()
     }
 
     /// A new listener for this pool's events. Listeners that fall behind
     /// lose the oldest events; the pool never waits for them.
     pub fn events(&self) -> EventStream {
-        self.shared.events.subscribe()
+        self.handle.shared.events.subscribe()
     }
 
     /// Like [`events`](Pool::events) but without asking for the
@@ -422,7 +450,7 @@ impl<M: Manager> Pool<M> {
     /// checkout path pays nothing for them. (They still arrive while
     /// another listener asks for every event.)
     pub fn lifecycle_events(&self) -> EventStream {
-        self.shared.events.subscribe_lifecycle()
+        self.handle.shared.events.subscribe_lifecycle()
     }
 
     /// Records that work on one of this pool's objects failed, for drivers'
@@ -430,8 +458,8 @@ impl<M: Manager> Pool<M> {
     /// a warning, and [`Metrics::operation_failures`] counts it. The message
     /// must not hold secrets.
     pub fn report(&self, op: Operation, error: impl std::fmt::Display) {
-        self.shared.count(Tally::OperationFailed);
-        self.shared.emit(PoolEvent::OperationFailed {
+        self.handle.shared.count(Tally::OperationFailed);
+        self.handle.shared.emit(PoolEvent::OperationFailed {
             op,
             error: error.to_string(),
         });
@@ -453,41 +481,29 @@ impl<M: Manager> Pool<M> {
     /// The pool's configuration (`max` as built; see [`status`](Pool::status)
     /// for the current one).
     pub fn config(&self) -> &PoolConfig {
-        &self.shared.cfg
+        &self.handle.shared.cfg
     }
 
     pub(crate) fn shared(&self) -> &Shared<M> {
-        &self.shared
+        &self.handle.shared
     }
 
     /// The newest create failure since the last success, if creates are
     /// failing now: what a caller that gave up waiting can report.
     pub fn last_create_error(&self) -> Option<CreateError<M::Error>> {
-        self.shared.read(|st| st.last_error())
+        self.handle.shared.read(|st| st.last_error())
     }
 
     /// The manager.
     pub fn manager(&self) -> &M {
-        &self.shared.manager
+        &self.handle.shared.manager
     }
 }
 
 impl<M: Manager> Clone for Pool<M> {
     fn clone(&self) -> Self {
-        self.shared.handles.fetch_add(1, Ordering::Relaxed);
         Pool {
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-impl<M: Manager> Drop for Pool<M> {
-    fn drop(&mut self) {
-        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let taken = self.shared.close_state();
-            for e in taken {
-                self.shared.spawn_destroy(e, Reason::Closed);
-            }
+            handle: Arc::clone(&self.handle),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 
@@ -38,7 +38,6 @@ pub(crate) struct Shared<M: Manager> {
     /// Woken whenever a create job ends an attempt (made or failed), for
     /// [`Pool::start`].
     pub(super) created: Notify,
-    pub(super) handles: AtomicUsize,
     /// The background task (maintenance and waiter deadlines) is running.
     /// It is restarted on the caller's runtime if its own runtime went away.
     pub(super) running: AtomicBool,
@@ -138,7 +137,6 @@ impl<M: Manager> Shared<M> {
             events: EventBus::new(cfg.event_capacity),
             settled: Notify::new(),
             created: Notify::new(),
-            handles: AtomicUsize::new(1),
             running: AtomicBool::new(false),
             rearm: Arc::new(Notify::new()),
             runtime: OnceLock::new(),

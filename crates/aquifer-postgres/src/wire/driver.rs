@@ -9,10 +9,6 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use super::Status;
 
-/// How long a returning borrower waits for the driver task's poll to end
-/// before it leaves the connection to a reset task instead.
-const HELP_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// How many times a returning borrower polls the connection at most.
 const HELP_POLLS: usize = 3;
 
@@ -53,18 +49,16 @@ impl Status {
     /// nobody is driving the connection right now, writes them from this
     /// thread instead of waiting for the driver task, so that a connection
     /// whose last requests run nothing (a dropped statement's Close) goes
-    /// back at once.
+    /// back at once. Never waits: while the driver task is in a poll, the
+    /// connection is left to a reset task, which waits for it.
     pub(crate) fn help_write(&self) {
-        let give_up = std::time::Instant::now() + HELP_WAIT;
         // A wake-up for the socket (an answer arriving) looks like one for
         // a queued request: poll again while that is all it is.
         for _ in 0..HELP_POLLS {
             if self.written() {
                 return;
             }
-            // The driver task may be in a poll (one that just handed this
-            // borrower its last answer, often): polls are short.
-            let Some(mut drive) = self.0.drive.try_lock_until(give_up) else {
+            let Some(mut drive) = self.0.drive.try_lock() else {
                 return;
             };
             if self.written() {

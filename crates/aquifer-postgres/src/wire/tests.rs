@@ -171,6 +171,31 @@ async fn a_new_connection_is_written_only_after_its_drivers_first_poll() {
     assert!(st.written());
 }
 
+/// A returning borrower never waits for the driver task: while the task
+/// is in a poll (here: holds the connection's I/O), helping gives up at
+/// once and the connection stays unwritten, for a reset task to settle.
+/// (Two hundred helps that each waited for the poll to end would take a
+/// millisecond each at least.)
+#[tokio::test]
+async fn a_returning_borrower_never_waits_for_the_driver_task() {
+    let st = Status::default();
+    let mut driver = Driver::new(Box::pin(std::future::pending()), st.clone());
+    assert!(futures_poll_once(&mut driver).await.is_pending());
+    st.woken();
+    let in_poll = st.0.drive.lock();
+    let start = std::time::Instant::now();
+    for _ in 0..200 {
+        st.help_write();
+    }
+    let took = start.elapsed();
+    drop(in_poll);
+    assert!(!st.written(), "nothing polled the connection");
+    assert!(
+        took < std::time::Duration::from_millis(100),
+        "200 helps took {took:?}: a help waited for the driver's poll"
+    );
+}
+
 async fn futures_poll_once(f: &mut Driver) -> Poll<Result<(), tokio_postgres::Error>> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx))).await
 }

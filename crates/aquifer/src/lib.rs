@@ -36,9 +36,9 @@ pub use error::{
 pub use events::{EventStream, Operation, PoolEvent, Reason};
 pub use manager::Manager;
 pub use metrics::{Evictions, Metrics, Summary};
+pub use mux::builder::MuxBuilder;
 pub use mux::{
-    Closes, Lease, Multiplexed, Multiplexer, MuxBuilder, MuxConfig, MuxError, MuxMetrics,
-    MuxStatus, Spread,
+    Closes, Lease, Multiplexed, Multiplexer, MuxConfig, MuxError, MuxMetrics, MuxStatus, Spread,
 };
 pub use object::Metadata;
 pub use pool::builder::Builder;

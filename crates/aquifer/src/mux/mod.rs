@@ -5,8 +5,10 @@
 //! create timeout, backoff, permanent-error check and events); the
 //! multiplexer keeps them checked out and hands each to many requests.
 
-mod builder;
+pub(crate) mod builder;
+mod config;
 mod error;
+mod multiplexed;
 mod state;
 mod status;
 
@@ -16,38 +18,20 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::error::{CreateError, PoolError};
 use crate::events::{EventStream, Reason};
-use crate::manager::Manager;
 use crate::metrics::Metrics;
 use crate::pool::{Pool, Pooled};
 
-pub use builder::{MuxBuilder, MuxConfig, Spread};
+pub use config::{MuxConfig, Spread};
 pub use error::MuxError;
+pub use multiplexed::Multiplexed;
 pub use status::{Closes, MuxMetrics, MuxStatus};
 
-use state::{Asked, Closed, Handoffs, State, Taken};
-
-/// A [`Manager`] whose objects serve many requests at once through a
-/// shared reference: a tokio-postgres `Client` pipelines the requests of
-/// every task that holds `&Client`. Implement it only when concurrent use
-/// is correct and a request leaves nothing on the connection that the next
-/// one could see (no open transaction, no session setting).
-pub trait Multiplexed: Manager<Type: Sync> {
-    /// Whether the session that every request on `conn` shares has
-    /// changed since it opened (a setting, a role, a lock or a temporary
-    /// table that a statement left behind). Run on each connection at every
-    /// maintenance tick, alongside its requests; `true` retires the
-    /// connection: it takes no new request, closes once its requests end,
-    /// and is replaced. Default: never.
-    fn session_changed(&self, conn: &Self::Type) -> impl std::future::Future<Output = bool> + Send {
-        let _ = conn;
-        std::future::ready(false)
-    }
-}
+use state::{Asked, Closed, Handed, Handoffs, State, Taken};
 
 /// Many requests over a set of shared connections. See the
 /// [crate docs](crate) for when to use it rather than a [`Pool`].
@@ -106,7 +90,7 @@ impl<M: Multiplexed> State<M> {
         Counts {
             usable: self.usable(),
             open: self.open(),
-            closed: self.closed,
+            closed: self.is_closed(),
             open_failures: self.open_failures(),
         }
     }
@@ -132,11 +116,6 @@ impl<M: Multiplexed> Default for After<M> {
 }
 
 impl<M: Multiplexed> Multiplexer<M> {
-    /// A builder with every setting at its default.
-    pub fn builder(manager: M) -> MuxBuilder<M> {
-        MuxBuilder::new(manager)
-    }
-
     fn start(pool: Pool<M>, cfg: MuxConfig) -> Self {
         let state = State::new(cfg.limits());
         let inner = Arc::new(Inner {
@@ -145,8 +124,7 @@ impl<M: Multiplexed> Multiplexer<M> {
             counts: watch::Sender::new(Counts::default()),
             cfg,
         });
-        let opens = inner.state.lock().reserve_opens();
-        inner.spawn_opens(opens);
+        inner.locked(|st, after| after.opens = st.reserve_opens());
         tokio::spawn(maintain(
             Arc::downgrade(&inner),
             inner.cfg.maintenance_interval,
@@ -211,7 +189,7 @@ impl<M: Multiplexed> Multiplexer<M> {
                 // Only a failure seen during this wait: one from before
                 // may have been fixed since.
                 if c.open_failures > failures_before {
-                    if let Some(e) = self.inner.state.lock().permanent_error() {
+                    if let Some(e) = self.inner.read(|st| st.permanent_error()) {
                         return Err(MuxError::Connect(e));
                     }
                 }
@@ -232,7 +210,7 @@ impl<M: Multiplexed> Multiplexer<M> {
     /// The newest failure to open a connection since the last success, if
     /// opening is failing now.
     pub fn last_open_error(&self) -> Option<CreateError<M::Error>> {
-        let last = self.inner.state.lock().last_error.clone();
+        let last = self.inner.read(|st| st.last_error());
         self.inner.pool.last_create_error().or(last)
     }
 
@@ -240,13 +218,10 @@ impl<M: Multiplexed> Multiplexer<M> {
     /// [`MuxError::Closed`]), waits for the requests in flight to end,
     /// closes every connection and the inner pool.
     pub async fn close(&self) {
-        let mut after = After::default();
-        {
-            let mut st = self.inner.state.lock();
+        self.inner.locked(|st, after| {
             after.closes = st.shut(&mut after.handoffs);
             after.counts = Some(st.counts());
-        }
-        self.inner.finish(after);
+        });
         let mut rx = self.inner.counts.subscribe();
         // `Err` only once the sender is gone, which `self` prevents.
         let _ = rx.wait_for(|c| c.open == 0).await;
@@ -255,7 +230,7 @@ impl<M: Multiplexed> Multiplexer<M> {
 
     /// Whether [`close`](Multiplexer::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.inner.state.lock().closed
+        self.inner.read(|st| st.is_closed())
     }
 
     /// Takes no new requests (they fail with [`MuxError::Frozen`]) until
@@ -263,12 +238,12 @@ impl<M: Multiplexed> Multiplexer<M> {
     /// on, and the connections stay open. An operator's pause, as a
     /// cluster's `freeze` is for a pool.
     pub fn freeze(&self) {
-        self.inner.state.lock().set_frozen(true);
+        self.inner.locked(|st, _| st.set_frozen(true));
     }
 
     /// Takes requests again.
     pub fn unfreeze(&self) {
-        self.inner.state.lock().set_frozen(false);
+        self.inner.locked(|st, _| st.set_frozen(false));
     }
 
     /// A health check: a slot on an open connection within `timeout`
@@ -293,17 +268,17 @@ impl<M: Multiplexed> Multiplexer<M> {
 
     /// Whether [`freeze`](Multiplexer::freeze) holds.
     pub fn is_frozen(&self) -> bool {
-        self.inner.state.lock().is_frozen()
+        self.inner.read(|st| st.is_frozen())
     }
 
     /// Where the connections and requests are now.
     pub fn status(&self) -> MuxStatus {
-        self.inner.state.lock().status()
+        self.inner.read(|st| st.status())
     }
 
     /// The multiplexer's counters.
     pub fn metrics(&self) -> MuxMetrics {
-        self.inner.state.lock().metrics()
+        self.inner.read(|st| st.metrics())
     }
 
     /// The inner pool's counters: creates, create failures and times,
@@ -334,11 +309,23 @@ impl<M: Multiplexed> Inner<M> {
         |obj| self.pool.manager().is_broken(obj)
     }
 
+    /// The door into the state: runs `f` under the lock, then does what
+    /// it left in `after` (see [`finish`](Self::finish)).
+    fn locked<R>(self: &Arc<Self>, f: impl FnOnce(&mut State<M>, &mut After<M>) -> R) -> R {
+        let mut after = After::default();
+        let r = f(&mut self.state.lock(), &mut after);
+        self.finish(after);
+        r
+    }
+
+    /// Runs `f` on the locked state, which it only reads.
+    fn read<R>(&self, f: impl FnOnce(&State<M>) -> R) -> R {
+        f(&self.state.lock())
+    }
+
     async fn lease(self: &Arc<Self>, timeout: Duration) -> Result<Lease<M>, MuxError<M::Error>> {
         let now = Instant::now();
-        let mut after = After::default();
-        let asked = {
-            let mut st = self.state.lock();
+        let asked = self.locked(|st, after| {
             let asked = st.ask(now, &self.broken());
             if let Ok(Asked::Queued(..)) = asked {
                 // The demand just rose: a connection may take more now.
@@ -346,33 +333,36 @@ impl<M: Multiplexed> Inner<M> {
                 after.opens = st.reserve_opens();
             }
             asked
-        };
-        let (id, rx) = match asked? {
+        });
+        let mut queued = match asked? {
             Asked::Slot(taken) => return Ok(Lease::new(taken, self, now)),
-            Asked::Queued(id, rx) => (id, rx),
+            Asked::Queued(id, rx) => Queued {
+                mux: self,
+                id,
+                rx,
+                armed: true,
+            },
         };
-        self.finish(after);
-        let mut rx = rx;
-        let mut queued = Queued {
-            mux: self,
-            id,
-            armed: true,
-        };
-        let got = tokio::time::timeout(timeout, &mut rx).await;
-        queued.armed = false;
+        let got = tokio::time::timeout(timeout, &mut queued.rx).await;
         match got {
-            Ok(Ok(got)) => got,
+            Ok(Ok(got)) => {
+                queued.armed = false;
+                got.map(|(taken, since)| Lease::new(taken, self, since))
+            }
             // The sender went without a word: the multiplexer is gone.
-            Ok(Err(_)) => Err(MuxError::Closed),
+            Ok(Err(_)) => {
+                queued.armed = false;
+                Err(MuxError::Closed)
+            }
             Err(_) => {
-                let last = {
-                    let mut st = self.state.lock();
-                    st.leave(id, true);
-                    st.last_error.clone()
-                };
+                let last = self.locked(|st, _| {
+                    st.leave(queued.id, true);
+                    st.last_error()
+                });
+                queued.armed = false;
                 // A slot handed over just as the time ran out: take it.
-                if let Ok(got) = rx.try_recv() {
-                    return got;
+                if let Some(got) = queued.take_late() {
+                    return got.map(|(taken, since)| Lease::new(taken, self, since));
                 }
                 // An open still under way knows its newest failure.
                 let last_open_error = self.pool.last_create_error().or(last);
@@ -388,9 +378,7 @@ impl<M: Multiplexed> Inner<M> {
     fn release(self: &Arc<Self>, conn: Arc<Pooled<M>>, since: Instant, depth: usize) {
         let now = Instant::now();
         let broken = self.pool.manager().is_broken(&conn);
-        let mut after = After::default();
-        {
-            let mut st = self.state.lock();
+        self.locked(|st, after| {
             if let Some(close) = st.release(&conn, (now - since, depth), broken, now) {
                 after.closes.push(close);
             }
@@ -399,27 +387,25 @@ impl<M: Multiplexed> Inner<M> {
                 after.opens = st.reserve_opens();
                 after.counts = Some(st.counts());
             }
-        }
-        drop(conn);
-        self.finish(after);
+            // This request's reference goes before the closes look at the
+            // connection's count: the one that closes it must hold the last.
+            drop(conn);
+        });
     }
 
     /// An open ended.
     fn opened(self: &Arc<Self>, got: Result<Pooled<M>, PoolError<M::Error>>, took: Duration) {
         let now = Instant::now();
-        let mut after = After::default();
-        {
-            let mut st = self.state.lock();
+        self.locked(|st, after| {
             match got {
-                Ok(conn) if st.closed => {
-                    st.opening -= 1;
-                    after.closes.push((Arc::new(conn), Closed::Shutdown));
-                }
                 Ok(conn) => {
                     tracing::debug!(target: "aquifer::mux", id = conn.id(), "connection opened");
-                    st.opened(conn, took, now);
-                    st.dispatch(now, &self.broken(), &mut after.handoffs);
-                    after.opens = st.reserve_opens();
+                    if let Some(refused) = st.opened(conn, took, now) {
+                        after.closes.push((refused, Closed::Shutdown));
+                    } else {
+                        st.dispatch(now, &self.broken(), &mut after.handoffs);
+                        after.opens = st.reserve_opens();
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(target: "aquifer::mux", error = %crate::error::error_chain(&e), "open failed");
@@ -430,25 +416,20 @@ impl<M: Multiplexed> Inner<M> {
                 }
             }
             after.counts = Some(st.counts());
-        }
-        self.finish(after);
+        });
     }
 
     /// The maintenance tick: closes surplus and broken connections, opens
     /// up to `min`. Returns `false` once the multiplexer is closed and empty.
     fn maintain(self: &Arc<Self>) -> bool {
         let now = Instant::now();
-        let mut after = After::default();
-        let go_on = {
-            let mut st = self.state.lock();
+        self.locked(|st, after| {
             after.closes = st.surplus(now, self.cfg.scale_down_after, &self.broken());
             st.dispatch(now, &self.broken(), &mut after.handoffs);
             after.opens = st.reserve_opens();
             after.counts = Some(st.counts());
-            !(st.closed && st.open() == 0)
-        };
-        self.finish(after);
-        go_on
+            !(st.is_closed() && st.open() == 0)
+        })
     }
 
     /// Does what a locked step decided: hands slots to waiters, closes
@@ -471,9 +452,10 @@ impl<M: Multiplexed> Inner<M> {
     fn hand_over(self: &Arc<Self>, handoffs: Handoffs<M>) {
         let now = Instant::now();
         for (tx, got) in handoffs {
-            let got = got.map(|taken| Lease::new(taken, self, now));
-            // A waiter that left: its lease comes straight back.
-            drop(tx.send(got));
+            // A waiter that left: its slot comes straight back.
+            if let Err(Ok((taken, since))) = tx.send(got.map(|taken| (taken, now))) {
+                drop(Lease::new(taken, self, since));
+            }
         }
     }
 
@@ -509,17 +491,31 @@ impl<M: Multiplexed> Inner<M> {
     }
 }
 
-/// Takes a queued request out of the queue if its future is dropped.
+/// A queued request's place; if its future is dropped, it leaves the
+/// queue and gives back a slot handed to it in the meantime.
 struct Queued<'a, M: Multiplexed> {
     mux: &'a Arc<Inner<M>>,
     id: u64,
+    rx: oneshot::Receiver<Handed<M>>,
     armed: bool,
+}
+
+impl<M: Multiplexed> Queued<'_, M> {
+    /// Closes the channel and takes what was sent before: a send after
+    /// this fails, and the sender gives the slot back itself.
+    fn take_late(&mut self) -> Option<Handed<M>> {
+        self.rx.close();
+        self.rx.try_recv().ok()
+    }
 }
 
 impl<M: Multiplexed> Drop for Queued<'_, M> {
     fn drop(&mut self) {
         if self.armed {
-            self.mux.state.lock().leave(self.id, false);
+            self.mux.locked(|st, _| st.leave(self.id, false));
+            if let Some(Ok((taken, since))) = self.take_late() {
+                drop(Lease::new(taken, self.mux, since));
+            }
         }
     }
 }
@@ -533,7 +529,7 @@ async fn maintain<M: Multiplexed>(mux: Weak<Inner<M>>, every: Duration) {
         if !mux.maintain() {
             return;
         }
-        for conn in mux.state.lock().start_checks() {
+        for conn in mux.locked(|st, _| st.start_checks()) {
             tokio::spawn(check_session(Arc::clone(&mux), conn, every));
         }
     }
@@ -552,9 +548,7 @@ async fn check_session<M: Multiplexed>(mux: Arc<Inner<M>>, conn: Arc<Pooled<M>>,
             "a statement changed the shared session; the connection is retired and replaced"
         );
     }
-    let mut after = After::default();
-    {
-        let mut st = mux.state.lock();
+    mux.locked(|st, after| {
         if let Some(close) = st.checked(&conn, changed) {
             after.closes.push(close);
         }
@@ -563,9 +557,9 @@ async fn check_session<M: Multiplexed>(mux: Arc<Inner<M>>, conn: Arc<Pooled<M>>,
             after.opens = st.reserve_opens();
             after.counts = Some(st.counts());
         }
-    }
-    drop(conn);
-    mux.finish(after);
+        // As on a release: the close must hold the last reference.
+        drop(conn);
+    });
 }
 
 /// A slot on a shared connection: it derefs to the connection, and the

@@ -1,7 +1,8 @@
 //! What the multiplexer's lock protects: its connections with the
-//! requests each carries, the queue, and the counters. Only synchronous
-//! `&mut self` methods; the handle in `mod.rs` acts on what they return
-//! once the lock is gone.
+//! requests each carries, the queue, and the counters. Private fields and
+//! synchronous methods only; the handle in `mod.rs` reaches them through
+//! its door (`Inner::locked`) and acts on what they return once the lock
+//! is gone.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,9 +15,10 @@ use crate::error::CreateError;
 use crate::metrics::Histogram;
 use crate::pool::Pooled;
 
+use super::config::{Limits, Spread};
 use super::error::MuxError;
+use super::multiplexed::Multiplexed;
 use super::status::{Closes, MuxMetrics, MuxStatus};
-use super::{Lease, Multiplexed, Spread};
 
 /// One open connection and what it carries.
 pub(super) struct Slot<M: Multiplexed> {
@@ -50,7 +52,7 @@ pub(super) enum Closed {
 pub(super) struct Waiter<M: Multiplexed> {
     id: u64,
     since: Instant,
-    tx: oneshot::Sender<Result<Lease<M>, MuxError<M::Error>>>,
+    tx: oneshot::Sender<Handed<M>>,
 }
 
 /// A slot given to a request: its connection, and how many requests
@@ -65,44 +67,38 @@ pub(super) enum Asked<M: Multiplexed> {
     /// A slot at once.
     Slot(Taken<M>),
     /// A place in the queue, under this id.
-    Queued(u64, oneshot::Receiver<Result<Lease<M>, MuxError<M::Error>>>),
+    Queued(u64, oneshot::Receiver<Handed<M>>),
 }
 
-/// Leases for waiters (and errors for others), sent once the lock is gone.
+/// What a queued request is sent: a slot and when it was handed over,
+/// or why it gets none.
+pub(super) type Handed<M> =
+    Result<(Taken<M>, Instant), MuxError<<M as crate::manager::Manager>::Error>>;
+
+/// Slots for waiters (and errors for others), sent once the lock is gone.
 pub(super) type Handoffs<M> = Vec<(
-    oneshot::Sender<Result<Lease<M>, MuxError<<M as crate::manager::Manager>::Error>>>,
+    oneshot::Sender<Handed<M>>,
     Result<Taken<M>, MuxError<<M as crate::manager::Manager>::Error>>,
 )>;
 
-/// Settings the state reads, copied from the configuration.
-pub(super) struct Limits {
-    pub(super) min: usize,
-    pub(super) max: usize,
-    pub(super) max_in_flight: usize,
-    pub(super) max_queued: Option<usize>,
-    pub(super) open_concurrency: usize,
-    pub(super) spread: Spread,
-    pub(super) horizon_ns: u64,
-}
-
 pub(super) struct State<M: Multiplexed> {
-    pub(super) limits: Limits,
+    limits: Limits,
     /// Oldest first: ties in load go to the oldest connection, so that
     /// the newest ones fall idle when load drops and can be closed.
     slots: Vec<Slot<M>>,
     /// Opens in flight.
-    pub(super) opening: usize,
+    opening: usize,
     queue: VecDeque<Waiter<M>>,
     next_waiter: u64,
     in_flight: usize,
     /// Round-robin position, for [`Spread::RoundRobin`].
     cursor: usize,
-    pub(super) closed: bool,
+    closed: bool,
     /// Frozen by an operator: new requests are refused, queued ones wait on.
     frozen: bool,
     /// The last open failed: do not count on connections still to come.
     opens_failing: bool,
-    pub(super) last_error: Option<CreateError<M::Error>>,
+    last_error: Option<CreateError<M::Error>>,
     /// The last open failed with an error waiting cannot fix.
     failed_for_good: bool,
     /// How long one request keeps a connection busy (its run time over
@@ -407,9 +403,18 @@ impl<M: Multiplexed> State<M> {
         n
     }
 
-    /// An open finished with a connection after `took`.
-    pub(super) fn opened(&mut self, conn: Pooled<M>, took: Duration, now: Instant) {
+    /// An open finished with a connection after `took`. A closed
+    /// multiplexer gives it back, to be closed.
+    pub(super) fn opened(
+        &mut self,
+        conn: Pooled<M>,
+        took: Duration,
+        now: Instant,
+    ) -> Option<Arc<Pooled<M>>> {
         self.opening -= 1;
+        if self.closed {
+            return Some(Arc::new(conn));
+        }
         self.open_ns = average(self.open_ns, took);
         self.opens_failing = false;
         self.failed_for_good = false;
@@ -422,6 +427,7 @@ impl<M: Multiplexed> State<M> {
             draining: None,
             checking: false,
         });
+        None
     }
 
     /// An open failed. A permanent error fails every queued request now.
@@ -450,6 +456,16 @@ impl<M: Multiplexed> State<M> {
     /// Freezes (`true`) or unfreezes the multiplexer.
     pub(super) fn set_frozen(&mut self, frozen: bool) {
         self.frozen = frozen;
+    }
+
+    /// Whether [`shut`](Self::shut) ran.
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The newest failure to open a connection since the last success.
+    pub(super) fn last_error(&self) -> Option<CreateError<M::Error>> {
+        self.last_error.clone()
     }
 
     /// Whether new requests are refused by an operator.

@@ -1,7 +1,6 @@
 //! What the cluster reports: counts, one pool in detail, and the
 //! connections that failed to close.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -123,7 +122,7 @@ impl<M: Manager> Cluster<M> {
             reads: self.watches_roles().then(|| self.read_stats()),
         };
         for m in &members {
-            if m.frozen.load(Ordering::Acquire) {
+            if m.is_frozen() {
                 info.frozen += 1;
             } else {
                 info.active += 1;
@@ -148,11 +147,8 @@ impl<M: Manager> Cluster<M> {
             .iter()
             .find(|m| &*m.name == name)
             .cloned()?;
-        let banned_for = m
-            .banned_until
-            .lock()
-            .and_then(|until| until.checked_duration_since(now))
-            .filter(|d| !d.is_zero());
+        let banned_for = m.banned_for(now);
+        let (bans, ban_reason) = m.bans();
         Some(PoolInfo {
             id: m.id,
             name: m.name.to_string(),
@@ -161,11 +157,11 @@ impl<M: Manager> Cluster<M> {
             server: m.pool.manager().server(),
             tags: m.tags.clone(),
             weight: m.weight,
-            frozen: m.frozen.load(Ordering::Acquire),
+            frozen: m.is_frozen(),
             banned_for,
-            bans: m.bans.load(Ordering::Relaxed),
+            bans,
             banned_until: banned_for.map(|d| SystemTime::now() + d),
-            ban_reason: banned_for.and_then(|_| m.ban_reason.lock().clone()),
+            ban_reason: banned_for.and(ban_reason),
             role: self.role(name),
             status: m.pool.status(),
             metrics: m.pool.metrics(),

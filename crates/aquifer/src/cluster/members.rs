@@ -64,15 +64,15 @@ pub(super) struct Member<M: Manager> {
     pub(super) pool: Pool<M>,
     pub(super) tags: Vec<String>,
     pub(super) weight: u32,
-    pub(super) frozen: AtomicBool,
+    frozen: AtomicBool,
     /// Set with `banned_until`; lets the hot path skip the clock and the
     /// lock while no ban exists.
-    pub(super) banned: AtomicBool,
-    pub(super) banned_until: Mutex<Option<Instant>>,
+    banned: AtomicBool,
+    banned_until: Mutex<Option<Instant>>,
     /// Bans so far.
-    pub(super) bans: AtomicU64,
+    bans: AtomicU64,
     /// Why the current (or last) ban was laid.
-    pub(super) ban_reason: Mutex<Option<String>>,
+    ban_reason: Mutex<Option<String>>,
     pub(super) watcher: Mutex<Option<Watcher>>,
     /// Its role, in a cluster that watches roles.
     pub(super) role: Mutex<MemberRole>,
@@ -89,6 +89,64 @@ pub(super) struct Retired<M: Manager> {
 }
 
 impl<M: Manager> Member<M> {
+    /// A new member for `p`, active and not banned.
+    pub(super) fn new(
+        id: u64,
+        name: Arc<str>,
+        (pool, tags, weight): (Pool<M>, Vec<String>, u32),
+        watcher: Option<Watcher>,
+    ) -> Self {
+        Member {
+            id,
+            added_at: SystemTime::now(),
+            name,
+            pool,
+            tags,
+            weight,
+            frozen: AtomicBool::new(false),
+            banned: AtomicBool::new(false),
+            banned_until: Mutex::new(None),
+            bans: AtomicU64::new(0),
+            ban_reason: Mutex::new(None),
+            watcher: Mutex::new(watcher),
+            role: Mutex::default(),
+            retired: AtomicU64::new(0),
+            checker: Mutex::new(None),
+        }
+    }
+
+    /// Freezes (`true`: no new gets) or unfreezes it.
+    pub(super) fn set_frozen(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::Release);
+    }
+
+    pub(super) fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::Acquire)
+    }
+
+    /// Whether a ban was set, without clearing one that ran out (see
+    /// [`is_banned`](Self::is_banned)).
+    pub(super) fn ban_flag(&self) -> bool {
+        self.banned.load(Ordering::Acquire)
+    }
+
+    /// How long the ban still runs, if one does.
+    pub(super) fn banned_for(&self, now: Instant) -> Option<Duration> {
+        self.banned_until
+            .lock()
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Bans so far, and why the last one was set.
+    pub(super) fn bans(&self) -> (u64, Option<String>) {
+        (
+            self.bans.load(Ordering::Relaxed),
+            self.ban_reason.lock().clone(),
+        )
+    }
+
+    /// Whether it is banned now; a ban that ran out is cleared.
     pub(super) fn is_banned(&self) -> bool {
         if !self.banned.load(Ordering::Acquire) {
             return false;
@@ -116,8 +174,9 @@ impl<M: Manager> Member<M> {
         self.banned.store(false, Ordering::Release);
     }
 
+    /// Not frozen.
     pub(super) fn active(&self) -> bool {
-        !self.frozen.load(Ordering::Acquire)
+        !self.is_frozen()
     }
 }
 

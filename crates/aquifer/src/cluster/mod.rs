@@ -278,23 +278,7 @@ impl<M: Manager> Cluster<M> {
         // The first cluster name sticks; in another cluster the pool's
         // connections keep a reference to their member instead.
         let _ = p.pool.shared().cluster_name.set(Arc::clone(&name));
-        let member = Arc::new(Member {
-            id,
-            added_at: SystemTime::now(),
-            name,
-            pool: p.pool,
-            tags: p.tags,
-            weight: p.weight,
-            frozen: AtomicBool::new(false),
-            banned: AtomicBool::new(false),
-            banned_until: Mutex::new(None),
-            bans: AtomicU64::new(0),
-            ban_reason: Mutex::new(None),
-            watcher: Mutex::new(watcher),
-            role: Mutex::default(),
-            retired: AtomicU64::new(0),
-            checker: Mutex::new(None),
-        });
+        let member = Arc::new(Member::new(id, name, (p.pool, p.tags, p.weight), watcher));
         if let Some(board) = &self.inner.roles {
             board.watch(Arc::downgrade(&self.inner), &member);
         }
@@ -333,7 +317,7 @@ impl<M: Manager> Cluster<M> {
     /// Whether `m` is banned now. A ban that ran out is cleared, and the
     /// summary `get_any` reads follows.
     fn banned(&self, m: &Member<M>) -> bool {
-        let was = m.banned.load(Ordering::Acquire);
+        let was = m.ban_flag();
         let now = m.is_banned();
         if was && !now {
             self.inner.members.flags_changed();
@@ -361,7 +345,7 @@ impl<M: Manager> Cluster<M> {
     fn set_frozen(&self, sel: Selector, frozen: bool) -> Result<usize, ClusterError<M::Error>> {
         let found = self.matching(&sel)?;
         for m in &found {
-            m.frozen.store(frozen, Ordering::Release);
+            m.set_frozen(frozen);
         }
         self.inner.members.flags_changed();
         tracing::info!(target: "aquifer::cluster", selector = %sel, pools = found.len(), frozen, "freeze changed");
@@ -373,7 +357,7 @@ impl<M: Manager> Cluster<M> {
             .members
             .read()
             .iter()
-            .filter(|m| m.frozen.load(Ordering::Acquire) == frozen)
+            .filter(|m| m.is_frozen() == frozen)
             .map(|m| m.name.to_string())
             .collect()
     }
@@ -415,13 +399,13 @@ impl<M: Manager> Cluster<M> {
     /// Whether any pool matching `sel` is frozen.
     pub fn has_frozen(&self, sel: impl Into<Selector>) -> bool {
         self.matching(&sel.into())
-            .is_ok_and(|v| v.iter().any(|m| m.frozen.load(Ordering::Acquire)))
+            .is_ok_and(|v| v.iter().any(|m| m.is_frozen()))
     }
 
     /// Whether any pool matching `sel` is active.
     pub fn has_active(&self, sel: impl Into<Selector>) -> bool {
         self.matching(&sel.into())
-            .is_ok_and(|v| v.iter().any(|m| !m.frozen.load(Ordering::Acquire)))
+            .is_ok_and(|v| v.iter().any(|m| m.active()))
     }
 
     /// Whether the pool is banned now (its gets failed with connection errors).

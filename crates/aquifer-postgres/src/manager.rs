@@ -13,7 +13,7 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use crate::config::{self, PgConfigError};
 use crate::statements::StatementCache;
-use crate::wire::{self, Status, TxStatus};
+use crate::wire::{self, TxStatus, WireWatch};
 
 /// A boxed, `Send` future borrowing for `'a`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -133,7 +133,7 @@ enum Connector {
 }
 
 /// Drives a connection's I/O until it ends, telling `status` what it does.
-fn spawn_driver<F>(connection: F, status: Status)
+fn spawn_driver<F>(connection: F, status: WireWatch)
 where
     F: Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
 {
@@ -363,7 +363,7 @@ impl PgManager {
                     target: self.target(),
                     source,
                 })?;
-        let status = Status::with_signal(self.signal.clone());
+        let status = WireWatch::with_signal(self.signal.clone());
         let client = match &self.connector {
             Connector::Plain => {
                 let watched = wire::Watched::new(socket, status.clone());
@@ -530,7 +530,7 @@ pub struct PgConnection {
     client: Client,
     statements: StatementCache,
     dirty: bool,
-    pub(crate) status: Status,
+    pub(crate) status: WireWatch,
 }
 
 impl PgConnection {

@@ -27,8 +27,8 @@ mod driver;
 mod evidence;
 mod socket;
 
-use driver::Drive;
 pub(crate) use driver::Driver;
+use driver::IoState;
 #[cfg(feature = "tls")]
 pub(crate) use socket::Socket;
 pub(crate) use socket::{host_count, open_host};
@@ -83,18 +83,18 @@ struct Wire {
     /// Signalled when a poll of the driver ends and a reset waits for it.
     polled: Notify,
     /// The connection's I/O, for the driver task and for helpers.
-    drive: parking_lot::Mutex<Drive>,
+    drive: parking_lot::Mutex<IoState>,
     /// Signs that the server's role changed.
     role: evidence::RoleWire,
 }
 
 /// A connection's view of its wire, shared with its socket and driver.
 #[derive(Clone, Default)]
-pub(crate) struct Status(Arc<Wire>);
+pub(crate) struct WireWatch(Arc<Wire>);
 
-impl std::fmt::Debug for Status {
+impl std::fmt::Debug for WireWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Status")
+        f.debug_struct("WireWatch")
             .field("tx", &self.get())
             .field("written", &self.written())
             .field("driver", &self.0.driver.load(Ordering::Relaxed))
@@ -105,7 +105,7 @@ impl std::fmt::Debug for Status {
     }
 }
 
-impl Status {
+impl WireWatch {
     pub(crate) fn get(&self) -> TxStatus {
         if !self.ran() {
             return TxStatus::Unknown;
@@ -262,7 +262,7 @@ struct Frame {
 }
 
 impl Frame {
-    fn feed(&mut self, mut data: &[u8], status: &Status) {
+    fn feed(&mut self, mut data: &[u8], status: &WireWatch) {
         while !data.is_empty() {
             let payload = self.framing.payload(&mut data);
             if let Some(&byte) = payload.first() {
@@ -367,11 +367,11 @@ pub(crate) struct Watched<S> {
     inner: S,
     frame: Frame,
     requests: Requests,
-    status: Status,
+    status: WireWatch,
 }
 
 impl<S> Watched<S> {
-    pub(crate) fn new(inner: S, status: Status) -> Self {
+    pub(crate) fn new(inner: S, status: WireWatch) -> Self {
         Self {
             inner,
             frame: Frame::default(),
@@ -461,7 +461,7 @@ impl<S: TlsStream + Unpin> TlsStream for Watched<S> {
 #[cfg(feature = "tls")]
 pub(crate) struct WatchedTls<T> {
     pub(crate) inner: T,
-    pub(crate) status: Status,
+    pub(crate) status: WireWatch,
 }
 
 #[cfg(feature = "tls")]

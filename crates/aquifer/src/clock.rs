@@ -51,30 +51,30 @@ pub enum Clock {
 /// operation, where `Instant` arithmetic normalises seconds and nanoseconds
 /// each time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub(crate) struct Tick(u64);
+pub(crate) struct Stamp(u64);
 
-impl Tick {
+impl Stamp {
     /// Time from `earlier` to `self`; zero if `earlier` is later.
     #[inline]
-    pub(crate) fn since(self, earlier: Tick) -> Duration {
+    pub(crate) fn since(self, earlier: Stamp) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
     /// Nanoseconds from `earlier` to `self`; zero if `earlier` is later.
     #[inline]
-    pub(crate) fn nanos_since(self, earlier: Tick) -> u64 {
+    pub(crate) fn nanos_since(self, earlier: Stamp) -> u64 {
         self.0.saturating_sub(earlier.0)
     }
 
     /// `self` plus `d`, saturating far in the future.
     #[inline]
-    pub(crate) fn after(self, d: Duration) -> Tick {
-        Tick(self.0.saturating_add(nanos(d)))
+    pub(crate) fn after(self, d: Duration) -> Stamp {
+        Stamp(self.0.saturating_add(nanos(d)))
     }
 
     /// Whether at least `d` passed from `earlier` to `self`.
     #[inline]
-    pub(crate) fn at_least(self, earlier: Tick, d: Duration) -> bool {
+    pub(crate) fn at_least(self, earlier: Stamp, d: Duration) -> bool {
         self.0.saturating_sub(earlier.0) >= nanos(d)
     }
 }
@@ -90,7 +90,7 @@ fn nanos(d: Duration) -> u64 {
 /// A pool's clock: readings on Tokio's timeline.
 #[derive(Debug)]
 pub(crate) struct PoolClock {
-    /// Tokio's clock at the pool's start: `Tick(0)`.
+    /// Tokio's clock at the pool's start: `Stamp(0)`.
     base: Instant,
     /// `None`: read Tokio's clock.
     coarse: Option<Coarse>,
@@ -125,20 +125,20 @@ impl PoolClock {
 
     /// Now.
     #[inline]
-    pub(crate) fn now(&self) -> Tick {
+    pub(crate) fn now(&self) -> Stamp {
         if let Some(coarse) = &self.coarse {
             if let Some(c) = coarse_now() {
                 let ahead = coarse.ahead.load(Ordering::Relaxed);
-                return Tick(c.saturating_sub(coarse.base) + ahead);
+                return Stamp(c.saturating_sub(coarse.base) + ahead);
             }
         }
-        self.tick(Instant::now())
+        self.stamp(Instant::now())
     }
 
     /// Tokio's clock, read precisely; the coarse timeline catches up with
     /// it if it fell behind.
-    pub(crate) fn precise(&self) -> Tick {
-        let now = self.tick(Instant::now());
+    pub(crate) fn precise(&self) -> Stamp {
+        let now = self.stamp(Instant::now());
         if let Some((coarse, c)) = self.coarse.as_ref().and_then(|k| Some((k, coarse_now()?))) {
             let coarse_since = c.saturating_sub(coarse.base);
             // Only when Tokio's clock is ahead by more than a tick or two,
@@ -155,19 +155,19 @@ impl PoolClock {
         now
     }
 
-    /// Where readings start: `Tick::default()`.
+    /// Where readings start: `Stamp::default()`.
     pub(crate) fn base(&self) -> Instant {
         self.base
     }
 
     /// A reading as an `Instant`.
-    pub(crate) fn instant(&self, t: Tick) -> Instant {
+    pub(crate) fn instant(&self, t: Stamp) -> Instant {
         self.base + Duration::from_nanos(t.0)
     }
 
     /// An `Instant` as a reading (the pool's start, if earlier).
-    pub(crate) fn tick(&self, i: Instant) -> Tick {
-        Tick(nanos(i.saturating_duration_since(self.base)))
+    pub(crate) fn stamp(&self, i: Instant) -> Stamp {
+        Stamp(nanos(i.saturating_duration_since(self.base)))
     }
 }
 

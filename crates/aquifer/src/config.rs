@@ -321,7 +321,7 @@ impl PoolConfig {
 
     /// How often the maintenance task wakes: the eviction interval, or more
     /// often when leak detection or keepalive need it.
-    pub(crate) fn tick(&self) -> Duration {
+    pub(crate) fn maintenance_interval(&self) -> Duration {
         let mut tick = self.eviction_interval;
         for d in [self.leak_detection_threshold, self.keepalive_interval]
             .into_iter()

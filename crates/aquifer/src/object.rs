@@ -5,16 +5,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::clock::Tick;
+use crate::clock::Stamp;
 
 /// Facts about one pooled object.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Metadata {
     pub(crate) id: u64,
-    pub(crate) created: Tick,
-    pub(crate) last_used: Tick,
+    pub(crate) created: Stamp,
+    pub(crate) last_used: Stamp,
     pub(crate) use_count: u64,
-    /// Where the pool's clock starts: `Tick`s are counted from it.
+    /// Where the pool's clock starts: `Stamp`s are counted from it.
     pub(crate) base: Instant,
 }
 
@@ -55,8 +55,8 @@ impl Metadata {
         self.at(self.created).elapsed()
     }
 
-    fn at(&self, t: Tick) -> Instant {
-        self.base + t.since(Tick::default())
+    fn at(&self, t: Stamp) -> Instant {
+        self.base + t.since(Stamp::default())
     }
 }
 
@@ -74,16 +74,22 @@ pub(crate) struct Entry<T> {
     pub(crate) obj: T,
     pub(crate) meta: Metadata,
     /// When `max_lifetime` (minus this object's jitter) runs out.
-    pub(crate) expires_at: Option<Tick>,
+    pub(crate) expires_at: Option<Stamp>,
     /// When it was last validated (or created).
-    pub(crate) checked_at: Tick,
+    pub(crate) checked_at: Stamp,
     /// When its current checkout began. Kept here rather than in
-    /// [`Pooled`], which is then one pointer and moves in a register.
-    pub(crate) taken_at: Tick,
+    /// [`Pooled`](crate::Pooled), which is then one pointer and moves in a register.
+    pub(crate) taken_at: Stamp,
 }
 
 impl<T> Entry<T> {
-    pub(crate) fn new(obj: T, id: u64, base: Instant, now: Tick, expires_at: Option<Tick>) -> Self {
+    pub(crate) fn new(
+        obj: T,
+        id: u64,
+        base: Instant,
+        now: Stamp,
+        expires_at: Option<Stamp>,
+    ) -> Self {
         Self {
             obj,
             meta: Metadata {
@@ -100,7 +106,7 @@ impl<T> Entry<T> {
     }
 
     #[inline]
-    pub(crate) fn expired(&self, now: Tick) -> bool {
+    pub(crate) fn expired(&self, now: Stamp) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
 }

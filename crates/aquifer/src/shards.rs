@@ -192,7 +192,7 @@ impl<T> Shards<T> {
         let p = &self.published;
         // A pool that drains or closes refuses checkouts: the full get
         // says so. Waiters do not stop it: an idle object goes to whoever
-        // asks (see `internals::FAIR_EVERY`).
+        // asks (see `internals::checkout::FAIR_EVERY`).
         if p.slow.load(Ordering::Relaxed) {
             return None;
         }

@@ -1,13 +1,13 @@
-//! The wait queue: one FIFO per priority, each waiter a slot that the pool
+//! The wait queue: one FIFO per priority, each waiter a cell that the pool
 //! fills while it holds its lock, or nudges (wakes to come and look for an
 //! idle object) when a return is not due to be fair (see
-//! `internals::FAIR_EVERY`).
+//! `internals::checkout::FAIR_EVERY`).
 //!
-//! Lock order: pool state, then slot. A slot is filled only by whoever pops
-//! it from the queue (under the pool lock), and a waiter that gives up
-//! removes its slot under the pool lock too, taking back anything handed to
+//! Lock order: pool state, then waiter. A waiter is filled only by whoever pops
+//! it from the queue (under the pool lock), and a caller that gives up
+//! removes its waiter under the pool lock too, taking back anything handed to
 //! it in the meantime. So a value is always in exactly one place: the idle
-//! list, a slot, or a caller's hands.
+//! list, a waiter, or a caller's hands.
 
 use std::collections::VecDeque;
 use std::mem;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::sync::{Arc, Mutex};
 
-enum SlotState<V> {
+enum WaiterState<V> {
     /// Queued; `nudged` when a return put an object in the idle shards and
     /// woke this caller to come and look (see [`Waiters::nudge_next`]).
     Waiting {
@@ -28,26 +28,26 @@ enum SlotState<V> {
 }
 
 /// One waiting caller.
-pub(crate) struct Slot<V> {
-    state: Mutex<SlotState<V>>,
+pub(crate) struct Waiter<V> {
+    state: Mutex<WaiterState<V>>,
     priority: usize,
     /// The pool's create-failure count when this caller started to wait.
     pub(crate) failures_base: u64,
     /// When it started to wait.
-    pub(crate) since: crate::clock::Tick,
+    pub(crate) since: crate::clock::Stamp,
     /// When the pool's deadline task fails it with a timeout.
-    pub(crate) deadline: crate::clock::Tick,
+    pub(crate) deadline: crate::clock::Stamp,
 }
 
-impl<V> Slot<V> {
+impl<V> Waiter<V> {
     pub(crate) fn new(
         priority: usize,
         failures_base: u64,
-        since: crate::clock::Tick,
-        deadline: crate::clock::Tick,
+        since: crate::clock::Stamp,
+        deadline: crate::clock::Stamp,
     ) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(SlotState::Waiting {
+            state: Mutex::new(WaiterState::Waiting {
                 waker: None,
                 nudged: false,
             }),
@@ -64,7 +64,7 @@ impl<V> Slot<V> {
     pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Option<V>> {
         let mut state = self.state.lock();
         match &mut *state {
-            SlotState::Waiting { waker, nudged } => {
+            WaiterState::Waiting { waker, nudged } => {
                 if mem::take(nudged) {
                     return Poll::Ready(None);
                 }
@@ -74,11 +74,11 @@ impl<V> Slot<V> {
                 }
                 Poll::Pending
             }
-            SlotState::Ready(_) => match mem::replace(&mut *state, SlotState::Taken) {
-                SlotState::Ready(v) => Poll::Ready(Some(v)),
+            WaiterState::Ready(_) => match mem::replace(&mut *state, WaiterState::Taken) {
+                WaiterState::Ready(v) => Poll::Ready(Some(v)),
                 _ => unreachable!(),
             },
-            SlotState::Taken => panic!("a pool wait slot was polled after it completed"),
+            WaiterState::Taken => panic!("a pool waiter was polled after it completed"),
         }
     }
 
@@ -86,8 +86,8 @@ impl<V> Slot<V> {
     /// pool lock held, so that nothing is handed over concurrently.
     pub(crate) fn take_ready(&self) -> Option<V> {
         let mut state = self.state.lock();
-        match mem::replace(&mut *state, SlotState::Taken) {
-            SlotState::Ready(v) => Some(v),
+        match mem::replace(&mut *state, WaiterState::Taken) {
+            WaiterState::Ready(v) => Some(v),
             other => {
                 *state = other;
                 None
@@ -98,26 +98,29 @@ impl<V> Slot<V> {
     /// The waker of a caller still waiting, to nudge it.
     fn waker(&self) -> Option<Waker> {
         match &*self.state.lock() {
-            SlotState::Waiting { waker, .. } => waker.clone(),
+            WaiterState::Waiting { waker, .. } => waker.clone(),
             _ => None,
         }
     }
 
     /// Whether a value was handed over and the caller has not taken it yet.
     fn is_ready(&self) -> bool {
-        matches!(&*self.state.lock(), SlotState::Ready(_))
+        matches!(&*self.state.lock(), WaiterState::Ready(_))
     }
 
     /// Whether the caller was nudged and has not looked yet.
     pub(crate) fn is_nudged(&self) -> bool {
-        matches!(&*self.state.lock(), SlotState::Waiting { nudged: true, .. })
+        matches!(
+            &*self.state.lock(),
+            WaiterState::Waiting { nudged: true, .. }
+        )
     }
 
     /// Marks the caller nudged unless it already is; returns whether it
     /// was newly marked, and its waker.
     fn nudge(&self) -> Option<Option<Waker>> {
         match &mut *self.state.lock() {
-            SlotState::Waiting { waker, nudged } if !*nudged => {
+            WaiterState::Waiting { waker, nudged } if !*nudged => {
                 *nudged = true;
                 Some(waker.clone())
             }
@@ -131,20 +134,20 @@ impl<V> Slot<V> {
     /// another caller.
     fn fill(&self, v: V) -> (Option<Waker>, bool) {
         let mut state = self.state.lock();
-        match mem::replace(&mut *state, SlotState::Ready(v)) {
-            SlotState::Waiting { waker, nudged } => (waker, nudged),
-            _ => unreachable!("a pool wait slot was filled twice"),
+        match mem::replace(&mut *state, WaiterState::Ready(v)) {
+            WaiterState::Waiting { waker, nudged } => (waker, nudged),
+            _ => unreachable!("a pool waiter was filled twice"),
         }
     }
 }
 
 /// Waiting callers, most urgent priority first, FIFO within a priority.
 pub(crate) struct Waiters<V> {
-    queues: Box<[VecDeque<Arc<Slot<V>>>]>,
+    queues: Box<[VecDeque<Arc<Waiter<V>>>]>,
     len: usize,
     /// The caller last handed a value with `track`, and when, until it
     /// takes it.
-    in_transit: Option<(Arc<Slot<V>>, crate::clock::Tick)>,
+    in_transit: Option<(Arc<Waiter<V>>, crate::clock::Stamp)>,
 }
 
 impl<V> Waiters<V> {
@@ -166,17 +169,17 @@ impl<V> Waiters<V> {
         priority.min(self.queues.len() - 1)
     }
 
-    pub(crate) fn push(&mut self, slot: Arc<Slot<V>>) {
-        self.queues[slot.priority].push_back(slot);
+    pub(crate) fn push(&mut self, waiter: Arc<Waiter<V>>) {
+        self.queues[waiter.priority].push_back(waiter);
         self.len += 1;
     }
 
     /// Removes a waiter that gave up. Returns whether it was queued.
-    pub(crate) fn remove(&mut self, slot: &Arc<Slot<V>>) -> bool {
-        let queue = &mut self.queues[slot.priority];
+    pub(crate) fn remove(&mut self, waiter: &Arc<Waiter<V>>) -> bool {
+        let queue = &mut self.queues[waiter.priority];
         // A waiter that gives up is usually near the front (it waited
         // longest), so search from there.
-        match queue.iter().position(|s| Arc::ptr_eq(s, slot)) {
+        match queue.iter().position(|s| Arc::ptr_eq(s, waiter)) {
             Some(i) => {
                 queue.remove(i);
                 self.len -= 1;
@@ -187,28 +190,28 @@ impl<V> Waiters<V> {
     }
 
     /// When the caller [`hand`](Self::hand) would serve next started to wait.
-    pub(crate) fn next_since(&self) -> Option<crate::clock::Tick> {
+    pub(crate) fn next_since(&self) -> Option<crate::clock::Stamp> {
         self.queues.iter().find_map(|q| q.front()).map(|s| s.since)
     }
 
     /// Hands `v` to the longest-waiting caller of the most urgent priority,
-    /// with its waker and whether it had been nudged (see `Slot::fill`).
+    /// with its waker and whether it had been nudged (see `Waiter::fill`).
     /// Gives `v` back when nobody waits. With `track` (the time now), that
     /// caller is [`in_transit`](Self::in_transit) until it takes `v`.
     pub(crate) fn hand(
         &mut self,
         v: V,
-        track: Option<crate::clock::Tick>,
+        track: Option<crate::clock::Stamp>,
     ) -> Result<(Option<Waker>, bool), V> {
         if self.len == 0 {
             return Err(v);
         }
         for queue in self.queues.iter_mut() {
-            if let Some(slot) = queue.pop_front() {
+            if let Some(waiter) = queue.pop_front() {
                 self.len -= 1;
-                let woken = slot.fill(v);
+                let woken = waiter.fill(v);
                 if let Some(now) = track {
-                    self.in_transit = Some((slot, now));
+                    self.in_transit = Some((waiter, now));
                 }
                 return Ok(woken);
             }
@@ -220,9 +223,9 @@ impl<V> Waiters<V> {
     /// it (it has not run since, or has not given up), less than `patience`
     /// ago: a caller whose future is not polled for a while is not waited
     /// on for longer.
-    pub(crate) fn in_transit(&mut self, now: crate::clock::Tick, patience: Duration) -> bool {
+    pub(crate) fn in_transit(&mut self, now: crate::clock::Stamp, patience: Duration) -> bool {
         match &self.in_transit {
-            Some((slot, at)) if slot.is_ready() && now.since(*at) < patience => true,
+            Some((waiter, at)) if waiter.is_ready() && now.since(*at) < patience => true,
             Some(_) => {
                 self.in_transit = None;
                 false
@@ -231,19 +234,19 @@ impl<V> Waiters<V> {
         }
     }
 
-    /// Fills every waiter for which `pred` holds with `make(slot)`, pushing
+    /// Fills every waiter for which `pred` holds with `make(waiter)`, pushing
     /// the wakers to `wake`. Returns how many were filled.
     pub(crate) fn fail_where(
         &mut self,
-        mut pred: impl FnMut(&Slot<V>) -> bool,
-        mut make: impl FnMut(&Slot<V>) -> V,
+        mut pred: impl FnMut(&Waiter<V>) -> bool,
+        mut make: impl FnMut(&Waiter<V>) -> V,
         wake: &mut WakeList,
     ) -> usize {
         let before = self.len;
         for queue in self.queues.iter_mut() {
-            queue.retain(|slot| {
-                if pred(slot) {
-                    wake.extend(slot.fill(make(slot)).0);
+            queue.retain(|waiter| {
+                if pred(waiter) {
+                    wake.extend(waiter.fill(make(waiter)).0);
                     false
                 } else {
                     true
@@ -262,7 +265,7 @@ impl<V> Waiters<V> {
         self.queues
             .iter()
             .flatten()
-            .find_map(|slot| slot.nudge())
+            .find_map(|waiter| waiter.nudge())
             .flatten()
     }
 
@@ -272,7 +275,7 @@ impl<V> Waiters<V> {
     }
 
     /// The earliest deadline of any waiter.
-    pub(crate) fn earliest_deadline(&self) -> Option<crate::clock::Tick> {
+    pub(crate) fn earliest_deadline(&self) -> Option<crate::clock::Stamp> {
         self.queues.iter().flatten().map(|s| s.deadline).min()
     }
 }

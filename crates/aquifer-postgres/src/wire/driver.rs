@@ -1,5 +1,5 @@
 //! The driver task of a connection, and the returning borrower's help:
-//! polling tokio-postgres's `Connection` while telling the [`Status`] when
+//! polling tokio-postgres's `Connection` while telling the [`WireWatch`] when
 //! a poll begins and ends and when the task is woken.
 
 use std::future::Future;
@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use super::Status;
+use super::WireWatch;
 
 /// How many times a returning borrower polls the connection at most.
 const HELP_POLLS: usize = 3;
@@ -18,7 +18,7 @@ pub(crate) type Io = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Erro
 /// The connection's I/O future and what polling it needs, shared by the
 /// driver task and a returning borrower that helps it along.
 #[derive(Default)]
-pub(super) struct Drive {
+pub(super) struct IoState {
     /// `None` before the driver starts and once the connection has ended.
     io: Option<Io>,
     /// The driver task's waker, and ours that notes each wake-up.
@@ -27,10 +27,10 @@ pub(super) struct Drive {
     ended: Option<Result<(), tokio_postgres::Error>>,
 }
 
-impl Status {
+impl WireWatch {
     /// Polls the connection once: writes what the client queued, reads
     /// what arrived. Returns the outcome if the connection ended.
-    fn poll_io(&self, drive: &mut Drive) -> Poll<Result<(), tokio_postgres::Error>> {
+    fn poll_io(&self, drive: &mut IoState) -> Poll<Result<(), tokio_postgres::Error>> {
         let (Some(io), Some((_, noting))) = (drive.io.as_mut(), drive.waker.as_ref()) else {
             return Poll::Pending;
         };
@@ -76,16 +76,16 @@ impl Status {
 }
 
 /// The driver task: polls a tokio-postgres connection until it ends and
-/// tells its [`Status`] when a poll begins and ends and when the task is
+/// tells its [`WireWatch`] when a poll begins and ends and when the task is
 /// woken. A request queued by the client wakes the task, so a poll that
 /// began after the last wake-up and ended flushed has written every
 /// request queued before it.
 pub(crate) struct Driver {
-    status: Status,
+    status: WireWatch,
 }
 
 impl Driver {
-    pub(crate) fn new(io: Io, status: Status) -> Self {
+    pub(crate) fn new(io: Io, status: WireWatch) -> Self {
         status.0.drive.lock().io = Some(io);
         // The startup flushed the socket, but nothing has polled the
         // connection's queue yet: until the first poll, a request queued
@@ -105,7 +105,7 @@ impl Drop for Driver {
 
 /// The task's waker, noting each wake-up in the status first.
 struct NoteWake {
-    status: Status,
+    status: WireWatch,
     task: Waker,
 }
 

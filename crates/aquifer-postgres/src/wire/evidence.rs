@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use aquifer::RoleSignal;
 
-use super::Status;
+use super::WireWatch;
 
 /// The SQLSTATEs that say the server no longer takes this connection's
 /// writes.
@@ -32,12 +32,12 @@ pub(crate) struct RoleWire {
     hot_standby: AtomicU8,
 }
 
-impl Status {
+impl WireWatch {
     /// A status whose role evidence raises `signal`.
     pub(crate) fn with_signal(signal: RoleSignal) -> Self {
         let mut wire = super::Wire::default();
         wire.role.signal = Some(signal);
-        Status(std::sync::Arc::new(wire))
+        WireWatch(std::sync::Arc::new(wire))
     }
 
     /// The connection read an error saying its server refuses writes or is
@@ -104,7 +104,7 @@ impl Collector {
     }
 
     /// The message is complete.
-    pub(super) fn end(&mut self, status: &Status) {
+    pub(super) fn end(&mut self, status: &WireWatch) {
         match std::mem::take(&mut self.kind) {
             b'E' => self.error(status),
             b'S' => self.parameter(status),
@@ -112,7 +112,7 @@ impl Collector {
         }
     }
 
-    fn error(&self, status: &Status) {
+    fn error(&self, status: &WireWatch) {
         let mut code = None;
         let mut message: &[u8] = b"";
         for field in self.buf.split(|&b| b == 0) {
@@ -139,7 +139,7 @@ impl Collector {
         ));
     }
 
-    fn parameter(&self, status: &Status) {
+    fn parameter(&self, status: &WireWatch) {
         let mut parts = self.buf.split(|&b| b == 0);
         if parts.next() != Some(b"in_hot_standby") {
             return;
@@ -172,9 +172,9 @@ mod tests {
     }
 
     /// Feeds `back` one byte at a time: messages split anywhere.
-    fn feed(back: &[u8]) -> (Status, RoleSignal) {
+    fn feed(back: &[u8]) -> (WireWatch, RoleSignal) {
         let signal = RoleSignal::new();
-        let status = Status::with_signal(signal.clone());
+        let status = WireWatch::with_signal(signal.clone());
         let mut frame = Frame::default();
         for b in back {
             frame.feed(std::slice::from_ref(b), &status);

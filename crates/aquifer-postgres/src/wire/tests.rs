@@ -21,14 +21,14 @@ fn startup() -> Vec<u8> {
 
 /// Feeds `out` to the writer's framing and `back` to the reader's, in
 /// chunks of every size, and checks each ends in the same state.
-fn wire(out: &[u8], back: &[u8]) -> Status {
-    let whole = Status::default();
+fn wire(out: &[u8], back: &[u8]) -> WireWatch {
+    let whole = WireWatch::default();
     let mut requests = Requests::default();
     requests.feed(out);
     whole.wrote(&requests);
     Frame::default().feed(back, &whole);
     for chunk in 1..out.len().max(back.len()) {
-        let status = Status::default();
+        let status = WireWatch::default();
         let mut requests = Requests::default();
         for piece in out.chunks(chunk) {
             requests.feed(piece);
@@ -131,7 +131,7 @@ fn a_copy_in_swallows_one_sync() {
 /// after the last wake-up and ended flushed.
 #[test]
 fn written_needs_a_flushed_poll_after_the_last_wake_up() {
-    let st = Status::default();
+    let st = WireWatch::default();
     assert!(!st.written(), "never polled");
     st.begin_poll();
     st.flushed();
@@ -156,7 +156,7 @@ fn written_needs_a_flushed_poll_after_the_last_wake_up() {
 /// connection must not count as written until that poll.
 #[tokio::test]
 async fn a_new_connection_is_written_only_after_its_drivers_first_poll() {
-    let st = Status::default();
+    let st = WireWatch::default();
     st.flushed();
     let mut driver = Driver::new(Box::pin(std::future::pending()), st.clone());
     assert!(!st.written());
@@ -178,7 +178,7 @@ async fn a_new_connection_is_written_only_after_its_drivers_first_poll() {
 /// millisecond each at least.)
 #[tokio::test]
 async fn a_returning_borrower_never_waits_for_the_driver_task() {
-    let st = Status::default();
+    let st = WireWatch::default();
     let mut driver = Driver::new(Box::pin(std::future::pending()), st.clone());
     assert!(futures_poll_once(&mut driver).await.is_pending());
     st.woken();

@@ -8,7 +8,7 @@ use crate::manager::Manager;
 use crate::thread;
 
 use super::members::List;
-use super::Inner;
+use super::ClusterShared;
 
 /// How a [`Cluster`](super::Cluster) picks among the pools a selector matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -136,7 +136,7 @@ pub(super) fn mode_of(code: u8) -> Mode {
     }
 }
 
-impl<M: Manager> Inner<M> {
+impl<M: Manager> ClusterShared<M> {
     /// The next round-robin turn. A plain load and store, not an atomic
     /// increment: gets on several cores may now and then take the same
     /// turn (and so the same pool), which costs balance nothing that
@@ -159,7 +159,7 @@ impl<M: Manager> Inner<M> {
     /// A random number below `n` (which is at least 1), for random and
     /// weighted picks: a wyrand step on this thread's slot of the
     /// cluster's states, with the same plain load and store as
-    /// [`turn`](Inner::turn) (two racing gets on threads that share a slot
+    /// [`turn`](ClusterShared::turn) (two racing gets on threads that share a slot
     /// may draw the same number). Cheaper than a thread-local generator on
     /// this path, and its bias (below 2^-50 for any `n` a cluster has) is
     /// nothing next to load-balancing noise.

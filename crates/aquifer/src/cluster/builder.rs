@@ -17,7 +17,7 @@ use crate::thread;
 
 use super::balance::{mode_code, Mode, Seed};
 use super::members::Members;
-use super::{Cluster, ClusterBuildError, Inner};
+use super::{Cluster, ClusterBuildError, ClusterShared};
 
 /// Settings for a [`Cluster`] of pools of `M`.
 #[must_use]
@@ -215,7 +215,7 @@ impl<M: Manager> ClusterBuilder<M> {
 
     fn assemble(self, log: Option<EventLog>) -> Cluster<M> {
         Cluster {
-            inner: Arc::new(Inner {
+            inner: Arc::new(ClusterShared {
                 members: Members::default(),
                 mode: AtomicU8::new(mode_code(self.mode)),
                 cursor: AtomicUsize::new(0),

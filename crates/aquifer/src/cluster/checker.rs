@@ -14,10 +14,10 @@ use crate::error::{error_chain, human_duration};
 use crate::roles::{Role, RoleCheck, RoleManager};
 
 use super::members::Member;
-use super::Inner;
+use super::ClusterShared;
 
 pub(super) fn start_checker<M: RoleManager>(
-    inner: Weak<Inner<M>>,
+    inner: Weak<ClusterShared<M>>,
     m: Arc<Member<M>>,
 ) -> AbortHandle {
     tokio::spawn(watch_member(inner, m)).abort_handle()
@@ -27,7 +27,7 @@ pub(super) fn start_checker<M: RoleManager>(
 /// connection (so that a busy pool cannot hold a check up), every interval,
 /// and at once when the driver's signal says its role may have changed or
 /// the cluster lost its primary.
-async fn watch_member<M: RoleManager>(cluster: Weak<Inner<M>>, m: Arc<Member<M>>) {
+async fn watch_member<M: RoleManager>(cluster: Weak<ClusterShared<M>>, m: Arc<Member<M>>) {
     let manager = m.pool.manager();
     let signal = manager.role_signal().cloned();
     let mut seen = signal.as_ref().map_or(0, |s| s.raised());

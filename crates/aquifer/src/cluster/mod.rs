@@ -74,7 +74,7 @@ use watcher::Watcher;
 /// # }
 /// ```
 pub struct Cluster<M: Manager> {
-    inner: Arc<Inner<M>>,
+    inner: Arc<ClusterShared<M>>,
 }
 
 impl<M: Manager> Clone for Cluster<M> {
@@ -96,7 +96,7 @@ impl<M: Manager> fmt::Debug for Cluster<M> {
 }
 
 /// What every handle of one cluster shares.
-struct Inner<M: Manager> {
+struct ClusterShared<M: Manager> {
     pub(super) members: Members<M>,
     pub(super) mode: AtomicU8,
     pub(super) cursor: AtomicUsize,
@@ -123,7 +123,7 @@ struct Inner<M: Manager> {
     pub(super) roles: Option<primary::Board<M>>,
 }
 
-impl<M: Manager> Inner<M> {
+impl<M: Manager> ClusterShared<M> {
     /// Bans `m` for `ban_time` (with a warning saying why) unless it is
     /// banned already: a failed get and the pool's own report of the same
     /// failed create warn once.

@@ -17,7 +17,7 @@ use crate::manager::Manager;
 use crate::roles::{Role, RoleCheck, RoleManager, Roles, SplitBrain};
 
 use super::members::Member;
-use super::{Cluster, Inner};
+use super::{Cluster, ClusterShared};
 
 /// One member's role as the cluster knows it, from
 /// [`Cluster::role`] and in [`PoolInfo`](super::PoolInfo).
@@ -126,7 +126,7 @@ pub(super) struct Board<M: Manager> {
     /// The primary's position, for replicas' lag; reads' counters.
     pub(super) lag: super::reads::Board,
     /// Starts a member's checker; made where `M: RoleManager` is known.
-    start: fn(Weak<Inner<M>>, Arc<Member<M>>) -> AbortHandle,
+    start: fn(Weak<ClusterShared<M>>, Arc<Member<M>>) -> AbortHandle,
 }
 
 #[derive(Default)]
@@ -158,7 +158,7 @@ impl<M: RoleManager> Board<M> {
 impl<M: Manager> Board<M> {
     /// Starts checking a member just added; outside a Tokio runtime no
     /// check can run, and its evidence says so.
-    pub(super) fn watch(&self, inner: Weak<Inner<M>>, m: &Arc<Member<M>>) {
+    pub(super) fn watch(&self, inner: Weak<ClusterShared<M>>, m: &Arc<Member<M>>) {
         if tokio::runtime::Handle::try_current().is_ok() {
             *m.checker.lock() = Some((self.start)(inner, Arc::clone(m)));
         } else {
@@ -178,7 +178,7 @@ impl<M: Manager> Board<M> {
     }
 }
 
-impl<M: Manager> Inner<M> {
+impl<M: Manager> ClusterShared<M> {
     /// Records a check's result and decides the primary again.
     pub(super) fn record_role(&self, m: &Member<M>, found: RoleCheck) {
         let changed = {

@@ -8,18 +8,18 @@ use crate::events::{EventStream, PoolEvent};
 use crate::manager::Manager;
 use crate::pool::Pool;
 
-use super::Inner;
+use super::ClusterShared;
 
 /// The task that turns a member pool's trouble events into the cluster's
 /// warnings, until it is stopped or the pool or the cluster is gone (or
 /// the watcher is dropped, which aborts it).
 pub(super) struct Watcher {
-    orders: tokio::sync::mpsc::UnboundedSender<Order>,
+    orders: tokio::sync::mpsc::UnboundedSender<Command>,
     task: tokio::task::JoinHandle<()>,
 }
 
 /// What a [`Watcher`] is asked to do besides watching.
-pub(super) enum Order {
+pub(super) enum Command {
     /// Record every event the pool has sent so far, then say so.
     Flush(tokio::sync::oneshot::Sender<()>),
     /// Record every event the pool has sent so far, then end.
@@ -30,7 +30,7 @@ impl Watcher {
     /// Starts watching `pool` (if there is a runtime to watch on).
     pub(super) fn start<M: Manager>(
         pool: &Pool<M>,
-        inner: Weak<Inner<M>>,
+        inner: Weak<ClusterShared<M>>,
         name: String,
     ) -> Option<Self> {
         let rt = tokio::runtime::Handle::try_current().ok()?;
@@ -89,7 +89,7 @@ impl Watcher {
                         }
                     }
                     Ok(None) => return,
-                    Err(Some(Order::Flush(done))) => {
+                    Err(Some(Command::Flush(done))) => {
                         let alive = catch_up(&mut events);
                         let _ = done.send(());
                         if !alive {
@@ -98,7 +98,7 @@ impl Watcher {
                     }
                     // Stopped, or every handle gone: what the pool sent
                     // before that still counts.
-                    Err(Some(Order::Stop) | None) => {
+                    Err(Some(Command::Stop) | None) => {
                         catch_up(&mut events);
                         return;
                     }
@@ -114,7 +114,7 @@ impl Watcher {
         let orders = self.orders.clone();
         async move {
             let (done, flushed) = tokio::sync::oneshot::channel();
-            if orders.send(Order::Flush(done)).is_ok() {
+            if orders.send(Command::Flush(done)).is_ok() {
                 // An error means the task ended: nothing left to wait for.
                 let _ = flushed.await;
             }
@@ -123,7 +123,7 @@ impl Watcher {
 
     /// Records what the pool sent so far, then ends.
     pub(super) async fn finish(mut self) {
-        let _ = self.orders.send(Order::Stop);
+        let _ = self.orders.send(Command::Stop);
         // An error means the runtime is shutting down: nothing to wait for.
         let _ = (&mut self.task).await;
     }

@@ -1,15 +1,39 @@
 //! Checkouts and returns under the lock: who gets an idle or returned
 //! object, who waits, and how waiters leave the queue.
+//!
+//! # A return while three callers wait
+//!
+//! Nobody waiting, a return goes straight into its thread's idle shard
+//! without the pool lock (`Shards::put`). With callers waiting the shards
+//! refuse it (the waiting count is published there), and it comes through
+//! the door to [`State::place`]:
+//!
+//! 1. A **fair** return (every [`FAIR_EVERY`] on average, or when the
+//!    longest waiter has waited [`STARVING_AFTER`]) hands the entry to the
+//!    longest waiter of the most urgent priority: it is filled, woken after
+//!    the unlock, and takes the entry when it next runs. Until it has, the
+//!    next returns are not handed to a sleeping caller again.
+//! 2. Any other return puts the entry in its idle shard and **nudges** the
+//!    longest waiter not yet nudged. The nudged caller runs, and through
+//!    [`Queued::poll_handoff`] takes an idle entry and leaves the queue
+//!    (`State::retry`), or finds the entry taken by a get that was running
+//!    anyway and waits on at its place. Objects stay with running tasks;
+//!    the two waiters behind keep their places.
+//! 3. A waiter that gives up (its deadline, or its future dropped) leaves
+//!    the queue through the door; an entry handed to it meanwhile is placed
+//!    again, and a nudge it did not answer passes to the next waiter.
+//!
+//! The closed pool, or one above `max`, destroys the entry instead.
 
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::clock::Tick;
+use crate::clock::Stamp;
 use crate::error::CreateError;
 use crate::events::Reason;
 use crate::object::Item;
 use crate::sync::Arc;
-use crate::waiters::{Slot, WakeList};
+use crate::waiters::{Waiter, WakeList};
 
 use super::{Acquire, After, Door, Handoff, Phase, Placed, Refusal, State, WaitError};
 
@@ -22,10 +46,10 @@ pub(crate) const MAX_REACHED_EVERY: Duration = Duration::from_secs(1);
 /// does). In between, a return puts the object in the idle shards and
 /// wakes one waiter to come and take it, and a new checkout may take it
 /// first: the objects stay with tasks that are running instead of waiting
-/// in the slots of tasks that are not, so a queue formed under a burst
+/// in the queued of tasks that are not, so a queue formed under a burst
 /// drains. A waiter is passed over for at most a few of these intervals
 /// per caller ahead of it.
-const FAIR_EVERY: Duration = Duration::from_micros(500);
+pub(crate) const FAIR_EVERY: Duration = Duration::from_micros(500);
 
 /// A return hands its object to the longest waiter, whatever `FAIR_EVERY`
 /// says, once that waiter has waited this long (one object at a time, see
@@ -36,10 +60,10 @@ const FAIR_EVERY: Duration = Duration::from_micros(500);
 /// which moves in steps of a scheduler tick (1–4 ms), stretches each
 /// interval to a tick. A queue formed under a burst and drained within
 /// this time never triggers it.
-const STARVING_AFTER: Duration = Duration::from_millis(20);
+pub(crate) const STARVING_AFTER: Duration = Duration::from_millis(20);
 
 /// The next time a return must be fair, from `now`.
-fn next_fair(now: Tick) -> Tick {
+fn next_fair(now: Stamp) -> Stamp {
     let half = FAIR_EVERY.as_nanos() as u64 / 2;
     now.after(Duration::from_nanos(half + fastrand::u64(..=2 * half)))
 }
@@ -52,8 +76,8 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     pub(crate) fn acquire(
         &mut self,
         priority: usize,
-        now: Tick,
-        deadline: Tick,
+        now: Stamp,
+        deadline: Stamp,
         first: bool,
         home: usize,
         after: &mut After<T>,
@@ -86,14 +110,14 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             self.m.queue_full += 1;
             return Acquire::Refused(Refusal::QueueFull(self.max_waiting));
         }
-        let slot = Slot::new(
+        let waiter = Waiter::new(
             self.waiters.clamp(priority),
             self.failure_seq,
             now,
             deadline,
         );
         let first_waiter = self.waiters.len() == 0;
-        self.waiters.push(Arc::clone(&slot));
+        self.waiters.push(Arc::clone(&waiter));
         // A return that read a count of zero may have put an object in a
         // shard since the look above: publish, then look again. Behind
         // other waiters there is nothing to look for: the count every
@@ -102,7 +126,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         if first_waiter {
             self.publish();
             if let Some(entry) = self.idle.pop_where(home, |_| true) {
-                self.waiters.remove(&slot);
+                self.waiters.remove(&waiter);
                 if first {
                     self.m.immediate += 1;
                 }
@@ -120,7 +144,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             after.work.creates += 1;
         }
         Acquire::Wait {
-            slot,
+            waiter,
             max_reached: self.max_reached(now),
             rearm,
         }
@@ -129,7 +153,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// Whether a caller that just queued should report that the pool is
     /// at `max`: at most once per [`MAX_REACHED_EVERY`], so that a pool
     /// that stays saturated does not report every caller that queues.
-    fn max_reached(&mut self, now: Tick) -> Option<(usize, usize)> {
+    fn max_reached(&mut self, now: Stamp) -> Option<(usize, usize)> {
         let at_max = self.size >= self.max && self.creating == 0;
         let due = self
             .max_reported
@@ -142,12 +166,12 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// The deadline task's step: fails the waiters whose deadline passed
     /// and re-arms for the earliest one left.
-    pub(crate) fn expire(&mut self, now: Tick, after: &mut After<T>) -> usize {
+    pub(crate) fn expire(&mut self, now: Stamp, after: &mut After<T>) -> usize {
         let (seq, last, failing) = (self.failure_seq, &self.last_error, self.failures > 0);
         let n = self.waiters.fail_where(
-            |slot| slot.deadline <= now,
-            |slot| {
-                let seen = (seq > slot.failures_base || failing)
+            |waiter| waiter.deadline <= now,
+            |waiter| {
+                let seen = (seq > waiter.failures_base || failing)
                     .then(|| last.clone())
                     .flatten();
                 Err(WaitError::Timeout(seen))
@@ -191,7 +215,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     pub(crate) fn place(
         &mut self,
         entry: Item<T>,
-        now: Tick,
+        now: Stamp,
         home: usize,
         after: &mut After<T>,
     ) -> Placed {
@@ -206,7 +230,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// caller: handing every return to sleeping callers would leave running
     /// ones none, and they would queue behind the sleepers (a convoy that a
     /// queue of starving callers never leaves).
-    fn fair_due(&mut self, now: Tick) -> bool {
+    fn fair_due(&mut self, now: Stamp) -> bool {
         let starving = || {
             self.waiters
                 .next_since()
@@ -222,7 +246,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     pub(crate) fn place_as(
         &mut self,
         entry: Item<T>,
-        now: Tick,
+        now: Stamp,
         home: usize,
         new: bool,
         after: &mut After<T>,
@@ -275,20 +299,20 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// stays queued, at its place).
     pub(crate) fn retry(
         &mut self,
-        slot: &Arc<Slot<Handoff<T, E>>>,
-        now: Tick,
+        waiter: &Arc<Waiter<Handoff<T, E>>>,
+        now: Stamp,
         home: usize,
         wake: &mut WakeList,
     ) -> Option<Handoff<T, E>> {
-        if let Some(v) = slot.take_ready() {
+        if let Some(v) = waiter.take_ready() {
             // Handed an object after taking its nudge: the idle one it was
             // nudged about is another caller's to take.
             wake.extend(self.waiters.nudge_next());
             return Some(v);
         }
         let entry = self.idle.pop_where(home, |_| true)?;
-        let removed = self.waiters.remove(slot);
-        debug_assert!(removed, "a waiting slot must be queued");
+        let removed = self.waiters.remove(waiter);
+        debug_assert!(removed, "a waiting waiter must be queued");
         Some(Ok((entry, now)))
     }
 
@@ -296,16 +320,16 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// it in the meantime, which the caller must take or put back.
     pub(crate) fn cancel(
         &mut self,
-        slot: &Arc<Slot<Handoff<T, E>>>,
+        waiter: &Arc<Waiter<Handoff<T, E>>>,
         timed_out: bool,
         wake: &mut WakeList,
     ) -> Option<Handoff<T, E>> {
-        if let Some(v) = slot.take_ready() {
+        if let Some(v) = waiter.take_ready() {
             return Some(v);
         }
-        let nudged = slot.is_nudged();
-        let removed = self.waiters.remove(slot);
-        debug_assert!(removed, "a waiting slot must be queued");
+        let nudged = waiter.is_nudged();
+        let removed = self.waiters.remove(waiter);
+        debug_assert!(removed, "a waiting waiter must be queued");
         // It leaves without taking the object it was nudged about.
         if nudged {
             wake.extend(self.waiters.nudge_next());
@@ -318,10 +342,10 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         None
     }
 
-    /// The newest create failure, if it happened while `slot` waited or
+    /// The newest create failure, if it happened while `waiter` waited or
     /// creates have been failing since (no create succeeded after it).
-    pub(crate) fn error_seen_by(&self, slot: &Slot<Handoff<T, E>>) -> Option<CreateError<E>> {
-        if self.failure_seq > slot.failures_base || self.failures > 0 {
+    pub(crate) fn error_seen_by(&self, waiter: &Waiter<Handoff<T, E>>) -> Option<CreateError<E>> {
+        if self.failure_seq > waiter.failures_base || self.failures > 0 {
             self.last_error.clone()
         } else {
             None
@@ -329,36 +353,36 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     }
 }
 
-/// A queued caller's claim on its slot, as a get's future holds it.
+/// A queued caller's claim on its waiter, as a get's future holds it.
 /// Polling it waits for a handoff, and answers a nudge by looking for
 /// an idle object through the door; dropping it leaves the queue and
 /// puts back anything handed over in the meantime. The pool and the loom
 /// models both wait through it.
 pub(crate) struct Queued<'a, D: Door<T, E>, T, E: std::error::Error + 'static> {
     door: &'a D,
-    slot: Option<Arc<Slot<Handoff<T, E>>>>,
+    waiter: Option<Arc<Waiter<Handoff<T, E>>>>,
     home: usize,
 }
 
 impl<'a, D: Door<T, E>, T, E: std::error::Error + 'static> Queued<'a, D, T, E> {
-    pub(crate) fn new(door: &'a D, slot: Arc<Slot<Handoff<T, E>>>, home: usize) -> Self {
+    pub(crate) fn new(door: &'a D, waiter: Arc<Waiter<Handoff<T, E>>>, home: usize) -> Self {
         Self {
             door,
-            slot: Some(slot),
+            waiter: Some(waiter),
             home,
         }
     }
 
-    fn slot(&self) -> &Arc<Slot<Handoff<T, E>>> {
-        self.slot.as_ref().expect("polled after its handoff")
+    fn waiter(&self) -> &Arc<Waiter<Handoff<T, E>>> {
+        self.waiter.as_ref().expect("polled after its handoff")
     }
 
     /// Waits for an object or a failure handed over, or for a nudge that
     /// finds an idle object. Ready at most once.
     pub(crate) fn poll_handoff(&mut self, cx: &mut Context<'_>) -> Poll<Handoff<T, E>> {
         loop {
-            let slot = self.slot();
-            let handed = match slot.poll(cx) {
+            let waiter = self.waiter();
+            let handed = match waiter.poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(handed)) => handed,
                 // Nudged: take an idle object if one is still there; else
@@ -367,14 +391,14 @@ impl<'a, D: Door<T, E>, T, E: std::error::Error + 'static> Queued<'a, D, T, E> {
                     let (now, home) = (self.door.now(), self.home);
                     match self
                         .door
-                        .locked(|st, after| st.retry(slot, now, home, &mut after.wake))
+                        .locked(|st, after| st.retry(waiter, now, home, &mut after.wake))
                     {
                         Some(handed) => handed,
                         None => continue,
                     }
                 }
             };
-            self.slot = None;
+            self.waiter = None;
             return Poll::Ready(handed);
         }
     }
@@ -383,10 +407,10 @@ impl<'a, D: Door<T, E>, T, E: std::error::Error + 'static> Queued<'a, D, T, E> {
     /// object or failure was handed over just now (`Ok`). `Err` carries
     /// the create failure it saw while waiting, if any.
     pub(crate) fn time_out(mut self) -> Result<Handoff<T, E>, Option<CreateError<E>>> {
-        let slot = self.slot.take().expect("polled after its handoff");
+        let waiter = self.waiter.take().expect("polled after its handoff");
         let (late, seen) = self.door.locked(|st, after| {
-            let late = st.cancel(&slot, true, &mut after.wake);
-            (late, st.error_seen_by(&slot))
+            let late = st.cancel(&waiter, true, &mut after.wake);
+            (late, st.error_seen_by(&waiter))
         });
         late.ok_or(seen)
     }
@@ -394,10 +418,10 @@ impl<'a, D: Door<T, E>, T, E: std::error::Error + 'static> Queued<'a, D, T, E> {
 
 impl<D: Door<T, E>, T, E: std::error::Error + 'static> Drop for Queued<'_, D, T, E> {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
+        if let Some(waiter) = self.waiter.take() {
             let (now, home) = (self.door.now(), self.home);
             self.door.locked(|st, after| {
-                if let Some(Ok((entry, _))) = st.cancel(&slot, false, &mut after.wake) {
+                if let Some(Ok((entry, _))) = st.cancel(&waiter, false, &mut after.wake) {
                     st.place(entry, now, home, after);
                 }
             });
@@ -409,12 +433,12 @@ impl<D: Door<T, E>, T, E: std::error::Error + 'static> Drop for Queued<'_, D, T,
 mod tests {
     use std::time::Duration;
 
-    use crate::clock::Tick;
+    use crate::clock::Stamp;
     use crate::internals::testing::{entry, state};
     use crate::internals::{Acquire, After, Placed};
 
-    fn at(ms: u64) -> Tick {
-        Tick::default().after(Duration::from_millis(ms))
+    fn at(ms: u64) -> Stamp {
+        Stamp::default().after(Duration::from_millis(ms))
     }
 
     /// Three waiters, each far past `STARVING_AFTER`, and three returns
@@ -427,16 +451,16 @@ mod tests {
         let mut st = state(3);
         st.size = 3;
         let mut after = After::default();
-        let mut slots = Vec::new();
+        let mut queued = Vec::new();
         for _ in 0..3 {
             match st.acquire(0, at(0), at(60_000), true, 0, &mut after) {
-                Acquire::Wait { slot, .. } => slots.push(slot),
+                Acquire::Wait { waiter, .. } => queued.push(waiter),
                 _ => panic!("must wait"),
             }
         }
         assert_eq!(st.place(entry(1), at(1000), 0, &mut after), Placed::Handed);
         assert_eq!(st.place(entry(2), at(1010), 0, &mut after), Placed::Nudged);
         assert_eq!(st.place(entry(3), at(1030), 0, &mut after), Placed::Handed);
-        assert!(slots[0].take_ready().is_some() && slots[1].take_ready().is_some());
+        assert!(queued[0].take_ready().is_some() && queued[1].take_ready().is_some());
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::clock::Tick;
+use crate::clock::Stamp;
 use crate::error::CreateError;
 use crate::object::Item;
 
@@ -63,7 +63,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     pub(crate) fn created(
         &mut self,
         entry: Item<T>,
-        now: Tick,
+        now: Stamp,
         took: Duration,
         home: usize,
         after: &mut After<T>,

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::clock::Tick;
+use crate::clock::Stamp;
 use crate::config::PoolConfig;
 use crate::error::BuildError;
 use crate::events::Reason;
@@ -62,7 +62,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     /// are broken, examining at most `budget`, oldest first.
     pub(crate) fn evict_idle(
         &mut self,
-        now: Tick,
+        now: Stamp,
         cfg: &PoolConfig,
         mut is_broken: impl FnMut(&T) -> bool,
         after: &mut After<T>,
@@ -109,7 +109,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
 
     /// Keepalive: takes idle objects whose last check is older than `every`.
     /// They count as borrowed until the check ends.
-    pub(crate) fn due_for_keepalive(&mut self, now: Tick, every: Duration) -> Vec<Item<T>> {
+    pub(crate) fn due_for_keepalive(&mut self, now: Stamp, every: Duration) -> Vec<Item<T>> {
         let mut due = Vec::new();
         let mut keep = VecDeque::new();
         for e in self.idle.drain() {

@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::clock::Tick;
+use crate::clock::Stamp;
 use crate::error::CreateError;
 use crate::object::Item;
 use crate::shards::Shards;
 use crate::sync::{Arc, Mutex};
-use crate::waiters::Slot;
+use crate::waiters::Waiter;
 
 use super::checkout::Queued;
 use super::testing::{entry, state, NoError, S};
@@ -42,8 +42,8 @@ impl Door<u32, NoError> for Model {
         r
     }
 
-    fn now(&self) -> Tick {
-        Tick::default()
+    fn now(&self) -> Stamp {
+        Stamp::default()
     }
 }
 
@@ -60,44 +60,44 @@ fn pool(max: usize) -> Arc<Model> {
     })
 }
 
-type WaitSlot = Arc<Slot<Handoff<u32, NoError>>>;
+type QueuedWaiter = Arc<Waiter<Handoff<u32, NoError>>>;
 
-/// A caller that must wait (a second to its deadline): its slot, and how
+/// A caller that must wait (a second to its deadline): its waiter, and how
 /// many creates it reserved.
-fn enqueue(pool: &Model) -> (WaitSlot, usize) {
+fn enqueue(pool: &Model) -> (QueuedWaiter, usize) {
     let before = pool.left.lock().0;
-    let deadline = Tick::default().after(Duration::from_secs(1));
-    let step = pool.locked(|st, after| st.acquire(0, Tick::default(), deadline, true, 0, after));
-    let Acquire::Wait { slot, .. } = step else {
+    let deadline = Stamp::default().after(Duration::from_secs(1));
+    let step = pool.locked(|st, after| st.acquire(0, Stamp::default(), deadline, true, 0, after));
+    let Acquire::Wait { waiter, .. } = step else {
         panic!("must wait")
     };
-    (slot, pool.left.lock().0 - before)
+    (waiter, pool.left.lock().0 - before)
 }
 
 fn release(pool: &Model, e: Item<u32>) {
     pool.put_back(e, 0);
 }
 
-fn release_at(pool: &Model, e: Item<u32>, now: Tick) -> Placed {
+fn release_at(pool: &Model, e: Item<u32>, now: Stamp) -> Placed {
     pool.locked(|st, after| st.place(e, now, 0, after))
 }
 
 /// A waiter's wait to the end, as a get's: the object it was served.
-fn wait(pool: &Model, slot: WaitSlot) -> Option<Item<u32>> {
-    let mut queued = Queued::new(pool, slot, 0);
+fn wait(pool: &Model, waiter: QueuedWaiter) -> Option<Item<u32>> {
+    let mut queued = Queued::new(pool, waiter, 0);
     let handed = loom::future::block_on(std::future::poll_fn(|cx| queued.poll_handoff(cx)));
     handed.ok().map(|(e, _)| e)
 }
 
 type Waiting = thread::JoinHandle<Option<Item<u32>>>;
 
-/// Each slot's caller waiting on a thread of its own until it is served.
-fn wait_on_threads(p: &Arc<Model>, slots: Vec<WaitSlot>) -> Vec<Waiting> {
-    slots
+/// Each waiter's caller waiting on a thread of its own until it is served.
+fn wait_on_threads(p: &Arc<Model>, queued: Vec<QueuedWaiter>) -> Vec<Waiting> {
+    queued
         .into_iter()
-        .map(|slot| {
+        .map(|waiter| {
             let p = Arc::clone(p);
-            thread::spawn(move || wait(&p, slot))
+            thread::spawn(move || wait(&p, waiter))
         })
         .collect()
 }
@@ -125,13 +125,13 @@ fn release_races_cancel() {
     loom::model(|| {
         let p = pool(1);
         p.locked(|st, _| st.size = 1);
-        let (slot, creates) = enqueue(&p);
+        let (waiter, creates) = enqueue(&p);
         assert_eq!(creates, 0, "the pool is at max");
         let p2 = Arc::clone(&p);
         let releaser = thread::spawn(move || release(&p2, entry(1)));
         // Polls once and gives up (dropped), like a cancelled get.
         let got = {
-            let mut queued = Queued::new(&*p, slot, 0);
+            let mut queued = Queued::new(&*p, waiter, 0);
             let waker = std::task::Waker::noop();
             match queued.poll_handoff(&mut Context::from_waker(waker)) {
                 Poll::Ready(handed) => handed.ok(),
@@ -159,9 +159,9 @@ fn two_waiters_two_releases() {
     loom::model(|| {
         let p = pool(2);
         p.locked(|st, _| st.size = 2);
-        let mut slots = Vec::new();
+        let mut queued = Vec::new();
         for _ in 0..2 {
-            slots.push(enqueue(&p).0);
+            queued.push(enqueue(&p).0);
         }
         let handles: Vec<_> = (1..=2)
             .map(|id| {
@@ -169,7 +169,7 @@ fn two_waiters_two_releases() {
                 thread::spawn(move || release(&p, entry(id)))
             })
             .collect();
-        let waiters = wait_on_threads(&p, slots);
+        let waiters = wait_on_threads(&p, queued);
         for h in handles {
             h.join().unwrap();
         }
@@ -184,22 +184,22 @@ fn two_waiters_two_releases() {
 /// Two returns both due to be fair (a second apart), racing the first
 /// waiter's poll: while the first object is still on its way to the first
 /// waiter, the second goes idle with a nudge instead of to the second
-/// waiter's slot; either way both waiters are served and nothing is left
+/// waiter's cell; either way both waiters are served and nothing is left
 /// idle.
 #[test]
 fn a_fair_return_while_one_is_in_transit_still_serves_the_next_waiter() {
     loom::model(|| {
         let p = pool(2);
         p.locked(|st, _| st.size = 2);
-        let slots: Vec<_> = (0..2).map(|_| enqueue(&p).0).collect();
+        let queued: Vec<_> = (0..2).map(|_| enqueue(&p).0).collect();
         let releaser = {
             let p = Arc::clone(&p);
             thread::spawn(move || {
-                release_at(&p, entry(1), Tick::default());
-                release_at(&p, entry(2), Tick::default().after(Duration::from_secs(1)));
+                release_at(&p, entry(1), Stamp::default());
+                release_at(&p, entry(2), Stamp::default().after(Duration::from_secs(1)));
             })
         };
-        let waiters = wait_on_threads(&p, slots);
+        let waiters = wait_on_threads(&p, queued);
         releaser.join().unwrap();
         assert_eq!(served(waiters), vec![1, 2]);
         p.read(|st| {
@@ -216,7 +216,7 @@ fn a_fair_return_while_one_is_in_transit_still_serves_the_next_waiter() {
 fn create_failure_races_cancel() {
     loom::model(|| {
         let p = pool(1);
-        let (slot, creates) = enqueue(&p);
+        let (waiter, creates) = enqueue(&p);
         assert_eq!(creates, 1, "the caller reserves a create");
         let p2 = Arc::clone(&p);
         let creator = thread::spawn(move || {
@@ -235,7 +235,7 @@ fn create_failure_races_cancel() {
                 p2.locked(|st, _| st.unreserve());
             }
         });
-        drop(Queued::new(&*p, slot, 0));
+        drop(Queued::new(&*p, waiter, 0));
         creator.join().unwrap();
         p.read(|st| {
             check(st);
@@ -252,12 +252,12 @@ fn deadline_races_release() {
     loom::model(|| {
         let p = pool(1);
         p.locked(|st, _| st.size = 1);
-        let start = Tick::default();
+        let start = Stamp::default();
         let step = p.locked(|st, after| st.acquire(0, start, start, true, 0, after));
-        let slot = match step {
-            Acquire::Wait { slot, rearm, .. } => {
+        let waiter = match step {
+            Acquire::Wait { waiter, rearm, .. } => {
                 assert!(rearm, "the first waiter arms the deadline task");
-                slot
+                waiter
             }
             _ => panic!("must wait"),
         };
@@ -265,7 +265,7 @@ fn deadline_races_release() {
         let releaser = thread::spawn(move || release(&p2, entry(1)));
         let p3 = Arc::clone(&p);
         let reaper = thread::spawn(move || p3.locked(|st, after| st.expire(start, after)));
-        let got = wait(&p, slot);
+        let got = wait(&p, waiter);
         releaser.join().unwrap();
         reaper.join().unwrap();
         p.read(|st| {
@@ -300,8 +300,8 @@ fn lock_free_return(p: &Arc<Model>, size: usize) -> thread::JoinHandle<Option<Pl
 
 /// A caller that starts to wait at once (a second to its deadline).
 fn acquire(p: &Model) -> Acquire<u32, NoError> {
-    let deadline = Tick::default().after(Duration::from_secs(1));
-    p.locked(|st, after| st.acquire(0, Tick::default(), deadline, true, 0, after))
+    let deadline = Stamp::default().after(Duration::from_secs(1));
+    p.locked(|st, after| st.acquire(0, Stamp::default(), deadline, true, 0, after))
 }
 
 /// A return that skips the pool lock (into its shard) races a caller
@@ -319,9 +319,9 @@ fn lock_free_return_races_a_new_waiter() {
             match step {
                 // The object was already idle when the caller looked.
                 Acquire::Got(_) => assert_eq!(st.idle.len_locked(), 0),
-                Acquire::Wait { slot, .. } => {
+                Acquire::Wait { waiter, .. } => {
                     assert!(
-                        slot.take_ready().is_some(),
+                        waiter.take_ready().is_some(),
                         "the waiter must get the object, not a shard"
                     );
                     assert_eq!(st.idle.len_locked(), 0);
@@ -343,13 +343,13 @@ fn lock_free_return_races_a_second_waiter() {
         let p = pool(2);
         p.locked(|st, _| st.size = 2);
         let first = match acquire(&p) {
-            Acquire::Wait { slot, .. } => slot,
+            Acquire::Wait { waiter, .. } => waiter,
             _ => panic!("both objects are out: must wait"),
         };
         let returner = lock_free_return(&p, 2);
         let p2 = Arc::clone(&p);
         let server = thread::spawn(move || {
-            let placed = release_at(&p2, entry(2), Tick::default());
+            let placed = release_at(&p2, entry(2), Stamp::default());
             assert_ne!(placed, Placed::Destroyed, "the pool is open");
         });
         let step = acquire(&p);
@@ -362,10 +362,10 @@ fn lock_free_return_races_a_second_waiter() {
             let mut held = usize::from(first.take_ready().is_some());
             match step {
                 Acquire::Got(_) => held += 1,
-                Acquire::Wait { slot, .. } => match slot.take_ready() {
+                Acquire::Wait { waiter, .. } => match waiter.take_ready() {
                     Some(_) => held += 1,
                     None => assert!(
-                        st.idle.len_locked() == 0 || first_nudged || slot.is_nudged(),
+                        st.idle.len_locked() == 0 || first_nudged || waiter.is_nudged(),
                         "an object sits in a shard while callers wait, and none was woken to take it"
                     ),
                 },

@@ -11,7 +11,7 @@
 
 use tokio::time::Instant;
 
-use crate::clock::Tick;
+use crate::clock::Stamp;
 
 use crate::config::{Order, PoolConfig};
 use crate::error::CreateError;
@@ -21,12 +21,12 @@ use crate::object::Item;
 use crate::shards::Shards;
 use crate::status::Status;
 use crate::sync::{Arc, Mutex};
-use crate::waiters::{Slot, Waiters, WakeList};
+use crate::waiters::{Waiter, Waiters, WakeList};
 
 /// What a waiter receives: an object and the instant it was handed over
 /// (which the waiter takes as its checkout time, saving a clock read), or
 /// why it gets none.
-pub(crate) type Handoff<T, E> = Result<(Item<T>, Tick), WaitError<E>>;
+pub(crate) type Handoff<T, E> = Result<(Item<T>, Stamp), WaitError<E>>;
 
 /// Why a waiter was woken without an object.
 pub(crate) enum WaitError<E: std::error::Error + 'static> {
@@ -47,9 +47,9 @@ pub(crate) enum Phase {
 pub(crate) enum Acquire<T, E: std::error::Error + 'static> {
     Got(Item<T>),
     Wait {
-        slot: Arc<Slot<Handoff<T, E>>>,
-        /// Every slot up to `max` is taken and no `MaxReached` was
-        /// reported in the last [`MAX_REACHED_EVERY`]: report one, with
+        waiter: Arc<Waiter<Handoff<T, E>>>,
+        /// Every waiter up to `max` is taken and no `MaxReached` was
+        /// reported in the last [`MAX_REACHED_EVERY`](checkout::MAX_REACHED_EVERY): report one, with
         /// the current `max` and this many callers waiting.
         max_reached: Option<(usize, usize)>,
         /// This caller's deadline is the earliest: the deadline task must
@@ -78,7 +78,7 @@ pub(crate) enum Placed {
     /// so that it comes and looks.
     Nudged,
     Idle,
-    /// Not wanted any more (closed, or above `max`): its slot is freed and
+    /// Not wanted any more (closed, or above `max`): its waiter is freed and
     /// it is to be destroyed once the lock is released.
     Destroyed,
 }
@@ -106,9 +106,9 @@ impl<T> Default for After<T> {
 /// What an unlock leaves for the pool to do, once the waiters are woken.
 #[must_use = "what an unlock leaves to do must be done"]
 pub(crate) struct Work<T> {
-    /// Objects whose slots are freed, to destroy.
+    /// Objects whose queued are freed, to destroy.
     pub(crate) destroy: Vec<(Item<T>, Reason)>,
-    /// Objects evicted (their slots freed): to report, then destroy.
+    /// Objects evicted (their queued freed): to report, then destroy.
     pub(crate) evicted: Vec<(Item<T>, Reason)>,
     /// Create reservations made, one job to start for each.
     pub(crate) creates: usize,
@@ -171,12 +171,12 @@ pub(crate) struct State<T, E: std::error::Error + 'static> {
     /// What the deadline task sleeps until: at or before every waiter's
     /// deadline (it may be stale-early, never late). `None` when no waiter
     /// needs it.
-    next_deadline: Option<Tick>,
+    next_deadline: Option<Stamp>,
     /// When a caller last reported that the pool is at `max`.
-    max_reported: Option<Tick>,
+    max_reported: Option<Stamp>,
     /// When the next return with waiters hands its object straight to the
-    /// longest waiter (see [`FAIR_EVERY`]).
-    fair_at: Tick,
+    /// longest waiter (see [`FAIR_EVERY`](checkout::FAIR_EVERY)).
+    fair_at: Stamp,
     next_id: u64,
     m: Counters,
 }
@@ -200,7 +200,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
             last_failure_permanent: false,
             next_deadline: None,
             max_reported: None,
-            fair_at: Tick::default(),
+            fair_at: Stamp::default(),
             next_id: 1,
             m: Counters::default(),
         }
@@ -263,7 +263,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
     }
 
     /// The earliest waiter's deadline, if any waiter needs the deadline task.
-    pub(crate) fn next_deadline(&self) -> Option<Tick> {
+    pub(crate) fn next_deadline(&self) -> Option<Stamp> {
         self.next_deadline
     }
 
@@ -291,7 +291,7 @@ impl<T, E: std::error::Error + 'static> State<T, E> {
         }
     }
 
-    /// Wakes every waiter, so that each looks at its slot again (the
+    /// Wakes every waiter, so that each looks at its cell again (the
     /// deadline task is gone and each must arm a timer of its own).
     pub(crate) fn nudge_all(&self, after: &mut After<T>) {
         self.waiters.nudge_all(&mut after.wake);
@@ -376,7 +376,7 @@ pub(crate) trait Door<T, E: std::error::Error + 'static> {
     fn locked<R>(&self, f: impl FnOnce(&mut State<T, E>, &mut After<T>) -> R) -> R;
 
     /// The pool's clock, now.
-    fn now(&self) -> Tick;
+    fn now(&self) -> Stamp;
 
     /// Puts a counted object back through the lock: to a waiter, or idle.
     fn put_back(&self, entry: Item<T>, home: usize) -> Placed {

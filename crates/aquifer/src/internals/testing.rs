@@ -3,7 +3,7 @@
 
 use tokio::time::Instant;
 
-use crate::clock::Tick;
+use crate::clock::Stamp;
 use crate::config::PoolConfig;
 use crate::object::{Entry, Item};
 
@@ -37,7 +37,7 @@ pub(crate) fn entry(id: u64) -> Item<u32> {
         id as u32,
         id,
         Instant::now(),
-        Tick::default(),
+        Stamp::default(),
         None,
     ))
 }

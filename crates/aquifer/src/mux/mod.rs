@@ -31,7 +31,7 @@ pub use error::MuxError;
 pub use multiplexed::Multiplexed;
 pub use status::{Closes, MuxMetrics, MuxStatus};
 
-use state::{Asked, Closed, Handed, Handoffs, State, Taken};
+use state::{Asked, Closed, Handed, Handoffs, MuxState, Taken};
 
 /// Many requests over a set of shared connections. See the
 /// [crate docs](crate) for when to use it rather than a [`Pool`].
@@ -64,13 +64,13 @@ use state::{Asked, Closed, Handed, Handoffs, State, Taken};
 /// # }
 /// ```
 pub struct Multiplexer<M: Multiplexed> {
-    inner: Arc<Inner<M>>,
+    inner: Arc<MuxShared<M>>,
 }
 
-struct Inner<M: Multiplexed> {
+struct MuxShared<M: Multiplexed> {
     pool: Pool<M>,
     cfg: MuxConfig,
-    state: Mutex<State<M>>,
+    state: Mutex<MuxState<M>>,
     /// Usable and open connections, and whether closed: what `ready` and
     /// `close` wait on.
     counts: watch::Sender<Counts>,
@@ -85,7 +85,7 @@ struct Counts {
     open_failures: u64,
 }
 
-impl<M: Multiplexed> State<M> {
+impl<M: Multiplexed> MuxState<M> {
     fn counts(&self) -> Counts {
         Counts {
             usable: self.usable(),
@@ -97,14 +97,14 @@ impl<M: Multiplexed> State<M> {
 }
 
 /// What to do once the lock is gone.
-struct After<M: Multiplexed> {
+struct MuxWork<M: Multiplexed> {
     handoffs: Handoffs<M>,
     closes: Vec<(Arc<Pooled<M>>, Closed)>,
     opens: usize,
     counts: Option<Counts>,
 }
 
-impl<M: Multiplexed> Default for After<M> {
+impl<M: Multiplexed> Default for MuxWork<M> {
     fn default() -> Self {
         Self {
             handoffs: Vec::new(),
@@ -117,8 +117,8 @@ impl<M: Multiplexed> Default for After<M> {
 
 impl<M: Multiplexed> Multiplexer<M> {
     fn start(pool: Pool<M>, cfg: MuxConfig) -> Self {
-        let state = State::new(cfg.limits());
-        let inner = Arc::new(Inner {
+        let state = MuxState::new(cfg.limits());
+        let inner = Arc::new(MuxShared {
             pool,
             state: Mutex::new(state),
             counts: watch::Sender::new(Counts::default()),
@@ -304,22 +304,22 @@ impl<M: Multiplexed> Multiplexer<M> {
     }
 }
 
-impl<M: Multiplexed> Inner<M> {
+impl<M: Multiplexed> MuxShared<M> {
     fn broken(&self) -> impl Fn(&M::Type) -> bool + '_ {
         |obj| self.pool.manager().is_broken(obj)
     }
 
     /// The door into the state: runs `f` under the lock, then does what
     /// it left in `after` (see [`finish`](Self::finish)).
-    fn locked<R>(self: &Arc<Self>, f: impl FnOnce(&mut State<M>, &mut After<M>) -> R) -> R {
-        let mut after = After::default();
+    fn locked<R>(self: &Arc<Self>, f: impl FnOnce(&mut MuxState<M>, &mut MuxWork<M>) -> R) -> R {
+        let mut after = MuxWork::default();
         let r = f(&mut self.state.lock(), &mut after);
         self.finish(after);
         r
     }
 
     /// Runs `f` on the locked state, which it only reads.
-    fn read<R>(&self, f: impl FnOnce(&State<M>) -> R) -> R {
+    fn read<R>(&self, f: impl FnOnce(&MuxState<M>) -> R) -> R {
         f(&self.state.lock())
     }
 
@@ -335,7 +335,7 @@ impl<M: Multiplexed> Inner<M> {
             asked
         });
         let mut queued = match asked? {
-            Asked::Slot(taken) => return Ok(Lease::new(taken, self, now)),
+            Asked::Taken(taken) => return Ok(Lease::new(taken, self, now)),
             Asked::Queued(id, rx) => Queued {
                 mux: self,
                 id,
@@ -434,7 +434,7 @@ impl<M: Multiplexed> Inner<M> {
 
     /// Does what a locked step decided: hands slots to waiters, closes
     /// connections, starts opens, publishes the counts.
-    fn finish(self: &Arc<Self>, after: After<M>) {
+    fn finish(self: &Arc<Self>, after: MuxWork<M>) {
         if !after.handoffs.is_empty() {
             self.hand_over(after.handoffs);
         }
@@ -494,7 +494,7 @@ impl<M: Multiplexed> Inner<M> {
 /// A queued request's place; if its future is dropped, it leaves the
 /// queue and gives back a slot handed to it in the meantime.
 struct Queued<'a, M: Multiplexed> {
-    mux: &'a Arc<Inner<M>>,
+    mux: &'a Arc<MuxShared<M>>,
     id: u64,
     rx: oneshot::Receiver<Handed<M>>,
     armed: bool,
@@ -520,7 +520,7 @@ impl<M: Multiplexed> Drop for Queued<'_, M> {
     }
 }
 
-async fn maintain<M: Multiplexed>(mux: Weak<Inner<M>>, every: Duration) {
+async fn maintain<M: Multiplexed>(mux: Weak<MuxShared<M>>, every: Duration) {
     let mut tick = tokio::time::interval_at(Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -538,7 +538,11 @@ async fn maintain<M: Multiplexed>(mux: Weak<Inner<M>>, every: Duration) {
 /// One connection's session check. One that has not answered within ten
 /// ticks (stuck behind long requests) counts as unchanged, so that the
 /// connection can close when it must.
-async fn check_session<M: Multiplexed>(mux: Arc<Inner<M>>, conn: Arc<Pooled<M>>, every: Duration) {
+async fn check_session<M: Multiplexed>(
+    mux: Arc<MuxShared<M>>,
+    conn: Arc<Pooled<M>>,
+    every: Duration,
+) {
     let changed = tokio::time::timeout(every * 10, mux.pool.manager().session_changed(&conn))
         .await
         .unwrap_or(false);
@@ -568,13 +572,13 @@ async fn check_session<M: Multiplexed>(mux: Arc<Inner<M>>, conn: Arc<Pooled<M>>,
 #[must_use = "dropping a Lease gives its slot back at once"]
 pub struct Lease<M: Multiplexed> {
     conn: Option<Arc<Pooled<M>>>,
-    mux: Arc<Inner<M>>,
+    mux: Arc<MuxShared<M>>,
     since: Instant,
     depth: usize,
 }
 
 impl<M: Multiplexed> Lease<M> {
-    fn new(taken: Taken<M>, mux: &Arc<Inner<M>>, since: Instant) -> Self {
+    fn new(taken: Taken<M>, mux: &Arc<MuxShared<M>>, since: Instant) -> Self {
         Lease {
             conn: Some(taken.conn),
             mux: Arc::clone(mux),

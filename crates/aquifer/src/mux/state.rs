@@ -1,7 +1,7 @@
 //! What the multiplexer's lock protects: its connections with the
 //! requests each carries, the queue, and the counters. Private fields and
 //! synchronous methods only; the handle in `mod.rs` reaches them through
-//! its door (`Inner::locked`) and acts on what they return once the lock
+//! its door (`MuxShared::locked`) and acts on what they return once the lock
 //! is gone.
 
 use std::collections::VecDeque;
@@ -21,7 +21,7 @@ use super::multiplexed::Multiplexed;
 use super::status::{Closes, MuxMetrics, MuxStatus};
 
 /// One open connection and what it carries.
-pub(super) struct Slot<M: Multiplexed> {
+pub(super) struct OpenConn<M: Multiplexed> {
     pub(super) conn: Arc<Pooled<M>>,
     pub(super) in_flight: usize,
     /// When `in_flight` last fell to 0 (or the connection opened).
@@ -48,7 +48,7 @@ pub(super) enum Closed {
     Session,
 }
 
-/// A request waiting for a slot.
+/// A request waiting for a open.
 pub(super) struct Waiter<M: Multiplexed> {
     id: u64,
     since: Instant,
@@ -65,7 +65,7 @@ pub(super) struct Taken<M: Multiplexed> {
 /// What a request got when it asked.
 pub(super) enum Asked<M: Multiplexed> {
     /// A slot at once.
-    Slot(Taken<M>),
+    Taken(Taken<M>),
     /// A place in the queue, under this id.
     Queued(u64, oneshot::Receiver<Handed<M>>),
 }
@@ -81,11 +81,11 @@ pub(super) type Handoffs<M> = Vec<(
     Result<Taken<M>, MuxError<<M as crate::manager::Manager>::Error>>,
 )>;
 
-pub(super) struct State<M: Multiplexed> {
+pub(super) struct MuxState<M: Multiplexed> {
     limits: Limits,
     /// Oldest first: ties in load go to the oldest connection, so that
     /// the newest ones fall idle when load drops and can be closed.
-    slots: Vec<Slot<M>>,
+    conns: Vec<OpenConn<M>>,
     /// Opens in flight.
     opening: usize,
     queue: VecDeque<Waiter<M>>,
@@ -106,7 +106,7 @@ pub(super) struct State<M: Multiplexed> {
     /// moving averages, 0 until measured.
     service_ns: u64,
     open_ns: u64,
-    m: Counters,
+    m: MuxCounters,
 }
 
 /// A moving average that weighs the newest sample by 1/8.
@@ -120,7 +120,7 @@ fn average(old: u64, sample: Duration) -> u64 {
 }
 
 #[derive(Default)]
-struct Counters {
+struct MuxCounters {
     requests: u64,
     immediate: u64,
     waited: u64,
@@ -134,11 +134,11 @@ struct Counters {
     run: Histogram,
 }
 
-impl<M: Multiplexed> State<M> {
+impl<M: Multiplexed> MuxState<M> {
     pub(super) fn new(limits: Limits) -> Self {
         Self {
             limits,
-            slots: Vec::new(),
+            conns: Vec::new(),
             opening: 0,
             queue: VecDeque::new(),
             next_waiter: 0,
@@ -151,18 +151,18 @@ impl<M: Multiplexed> State<M> {
             last_error: None,
             service_ns: 0,
             open_ns: 0,
-            m: Counters::default(),
+            m: MuxCounters::default(),
         }
     }
 
     /// Connections that take new requests.
     pub(super) fn usable(&self) -> usize {
-        self.slots.iter().filter(|s| s.draining.is_none()).count()
+        self.conns.iter().filter(|s| s.draining.is_none()).count()
     }
 
     /// Connections open on the server, draining ones included.
     pub(super) fn open(&self) -> usize {
-        self.slots.len()
+        self.conns.len()
     }
 
     /// How many requests a connection may carry now. Below `max`
@@ -212,38 +212,38 @@ impl<M: Multiplexed> State<M> {
     fn pick(&mut self, extra: usize, broken: &impl Fn(&M::Type) -> bool) -> Option<usize> {
         loop {
             let cap = self.depth(extra);
-            let open = |s: &Slot<M>| s.draining.is_none() && s.in_flight < cap;
+            let open = |s: &OpenConn<M>| s.draining.is_none() && s.in_flight < cap;
             let i = match self.limits.spread {
                 Spread::LeastLoaded => self
-                    .slots
+                    .conns
                     .iter()
                     .enumerate()
                     .filter(|(_, s)| open(s))
                     .min_by_key(|(_, s)| s.in_flight)
                     .map(|(i, _)| i)?,
                 Spread::RoundRobin => {
-                    let n = self.slots.len();
+                    let n = self.conns.len();
                     let i = (0..n)
                         .map(|k| (self.cursor + k) % n)
-                        .find(|&i| open(&self.slots[i]))?;
+                        .find(|&i| open(&self.conns[i]))?;
                     self.cursor = (i + 1) % n;
                     i
                 }
             };
-            if !broken(&self.slots[i].conn) {
+            if !broken(&self.conns[i].conn) {
                 return Some(i);
             }
-            self.slots[i].draining = Some(Closed::Broken);
+            self.conns[i].draining = Some(Closed::Broken);
         }
     }
 
     fn take(&mut self, i: usize) -> Taken<M> {
-        let slot = &mut self.slots[i];
-        slot.in_flight += 1;
+        let open = &mut self.conns[i];
+        open.in_flight += 1;
         self.in_flight += 1;
         Taken {
-            conn: Arc::clone(&slot.conn),
-            depth: slot.in_flight,
+            conn: Arc::clone(&open.conn),
+            depth: open.in_flight,
         }
     }
 
@@ -263,7 +263,7 @@ impl<M: Multiplexed> State<M> {
         if self.queue.is_empty() {
             if let Some(i) = self.pick(1, broken) {
                 self.m.immediate += 1;
-                return Ok(Asked::Slot(self.take(i)));
+                return Ok(Asked::Taken(self.take(i)));
             }
         }
         if let Some(bound) = self.limits.max_queued {
@@ -294,7 +294,7 @@ impl<M: Multiplexed> State<M> {
     }
 
     /// A request given its slot at `depth` ended on `conn` after running
-    /// for `ran`. Returns the connection's slot if it is to close now.
+    /// for `ran`. Returns the connection if it is to close now.
     pub(super) fn release(
         &mut self,
         conn: &Arc<Pooled<M>>,
@@ -305,37 +305,37 @@ impl<M: Multiplexed> State<M> {
         self.in_flight -= 1;
         self.m.run.record(ran);
         self.service_ns = average(self.service_ns, ran / depth.max(1) as u32);
-        let i = self.slots.iter().position(|s| Arc::ptr_eq(&s.conn, conn))?;
-        let slot = &mut self.slots[i];
-        slot.in_flight -= 1;
-        if broken && slot.draining.is_none() {
-            slot.draining = Some(Closed::Broken);
+        let i = self.conns.iter().position(|s| Arc::ptr_eq(&s.conn, conn))?;
+        let open = &mut self.conns[i];
+        open.in_flight -= 1;
+        if broken && open.draining.is_none() {
+            open.draining = Some(Closed::Broken);
         }
-        if slot.in_flight > 0 {
+        if open.in_flight > 0 {
             return None;
         }
-        slot.idle_since = now;
+        open.idle_since = now;
         self.close_if_done(i)
     }
 
-    /// Removes slot `i` if it drains and nothing runs on it any more.
+    /// Removes connection `i` if it drains and nothing runs on it any more.
     fn close_if_done(&mut self, i: usize) -> Option<(Arc<Pooled<M>>, Closed)> {
-        let slot = &self.slots[i];
-        if slot.in_flight > 0 || slot.checking {
+        let open = &self.conns[i];
+        if open.in_flight > 0 || open.checking {
             return None;
         }
-        let why = slot.draining?;
-        let slot = self.slots.remove(i);
+        let why = open.draining?;
+        let open = self.conns.remove(i);
         self.count_close(why);
-        Some((slot.conn, why))
+        Some((open.conn, why))
     }
 
     /// The connections to check now: each one that takes requests and is
     /// not being checked already. They stay open until [`checked`].
     ///
-    /// [`checked`]: State::checked
+    /// [`checked`]: MuxState::checked
     pub(super) fn start_checks(&mut self) -> Vec<Arc<Pooled<M>>> {
-        self.slots
+        self.conns
             .iter_mut()
             .filter(|s| s.draining.is_none() && !s.checking)
             .map(|s| {
@@ -346,23 +346,23 @@ impl<M: Multiplexed> State<M> {
     }
 
     /// A session check on `conn` ended; a changed session retires the
-    /// connection. Returns its slot if it is to close now. Its idle time
+    /// connection. Returns it if it is to close now. Its idle time
     /// is left alone: a check is not use.
     pub(super) fn checked(
         &mut self,
         conn: &Arc<Pooled<M>>,
         changed: bool,
     ) -> Option<(Arc<Pooled<M>>, Closed)> {
-        let i = self.slots.iter().position(|s| Arc::ptr_eq(&s.conn, conn))?;
-        let slot = &mut self.slots[i];
-        slot.checking = false;
-        if changed && slot.draining.is_none() {
-            slot.draining = Some(Closed::Session);
+        let i = self.conns.iter().position(|s| Arc::ptr_eq(&s.conn, conn))?;
+        let open = &mut self.conns[i];
+        open.checking = false;
+        if changed && open.draining.is_none() {
+            open.draining = Some(Closed::Session);
         }
         self.close_if_done(i)
     }
 
-    /// Hands free slots to queued requests, oldest first.
+    /// Hands free conns to queued requests, oldest first.
     pub(super) fn dispatch(
         &mut self,
         now: Instant,
@@ -420,7 +420,7 @@ impl<M: Multiplexed> State<M> {
         self.failed_for_good = false;
         self.last_error = None;
         self.m.opened += 1;
-        self.slots.push(Slot {
+        self.conns.push(OpenConn {
             conn: Arc::new(conn),
             in_flight: 0,
             idle_since: now,
@@ -491,21 +491,21 @@ impl<M: Multiplexed> State<M> {
         after: Duration,
         broken: &impl Fn(&M::Type) -> bool,
     ) -> Vec<(Arc<Pooled<M>>, Closed)> {
-        for s in &mut self.slots {
+        for s in &mut self.conns {
             if s.draining.is_none() && broken(&s.conn) {
                 s.draining = Some(Closed::Broken);
             }
         }
         // Past its lifetime, one connection at a time retires: connections
         // opened together would otherwise all go at once, and with them
-        // every slot. A replacement opens if `min` or the load needs it.
+        // every open. A replacement opens if `min` or the load needs it.
         let retiring = self
-            .slots
+            .conns
             .iter()
             .any(|s| s.draining == Some(Closed::Lifetime));
         if !retiring {
             if let Some(s) = self
-                .slots
+                .conns
                 .iter_mut()
                 .find(|s| s.draining.is_none() && s.conn.expired())
             {
@@ -513,7 +513,7 @@ impl<M: Multiplexed> State<M> {
             }
         }
         let mut usable = self.usable();
-        for s in self.slots.iter_mut().rev() {
+        for s in self.conns.iter_mut().rev() {
             if usable <= self.limits.min {
                 break;
             }
@@ -534,7 +534,7 @@ impl<M: Multiplexed> State<M> {
         for w in self.queue.drain(..) {
             out.push((w.tx, Err(MuxError::Closed)));
         }
-        for s in &mut self.slots {
+        for s in &mut self.conns {
             s.draining.get_or_insert(Closed::Shutdown);
         }
         self.take_idle_draining()
@@ -543,11 +543,11 @@ impl<M: Multiplexed> State<M> {
     fn take_idle_draining(&mut self) -> Vec<(Arc<Pooled<M>>, Closed)> {
         let mut out = Vec::new();
         let mut i = 0;
-        while i < self.slots.len() {
-            match self.slots[i].draining {
-                Some(why) if self.slots[i].in_flight == 0 && !self.slots[i].checking => {
+        while i < self.conns.len() {
+            match self.conns[i].draining {
+                Some(why) if self.conns[i].in_flight == 0 && !self.conns[i].checking => {
                     self.count_close(why);
-                    out.push((self.slots.remove(i).conn, why));
+                    out.push((self.conns.remove(i).conn, why));
                 }
                 _ => i += 1,
             }
@@ -572,7 +572,7 @@ impl<M: Multiplexed> State<M> {
             draining: self.open() - self.usable(),
             opening: self.opening,
             in_flight: self.in_flight,
-            per_connection: self.slots.iter().map(|s| s.in_flight).collect(),
+            per_connection: self.conns.iter().map(|s| s.in_flight).collect(),
             queued: self.queue.len(),
             min: self.limits.min,
             max: self.limits.max,

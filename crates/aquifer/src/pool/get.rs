@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::clock::Tick;
+use crate::clock::Stamp;
 use crate::error::{CreateError, PoolError};
 use crate::events::{PoolEvent, Reason};
 use crate::internals::checkout::Queued;
@@ -17,10 +17,10 @@ use crate::internals::{Acquire, Door, Handoff, Tally, WaitError};
 use crate::manager::Manager;
 use crate::object::{Entry, Item};
 use crate::thread;
-use crate::waiters::Slot;
+use crate::waiters::Waiter;
 
 use super::pooled::Pooled;
-use super::shared::{catch_unwind, Checking, Lease, Owned, Shared};
+use super::shared::{catch_unwind, Checking, CheckoutSite, Owned, Shared};
 
 pin_project_lite::pin_project! {
     /// The future of [`Pool::get`] and its variants.
@@ -100,8 +100,8 @@ impl<M: Manager> Shared<M> {
     }
 }
 
-/// The slot a queued caller waits on.
-type WaitSlot<M> = crate::sync::Arc<Slot<Handoff<Owned<M>, <M as Manager>::Error>>>;
+/// The waiter a queued caller waits on.
+type QueuedWaiter<M> = crate::sync::Arc<Waiter<Handoff<Owned<M>, <M as Manager>::Error>>>;
 
 impl<M: Manager> Shared<M> {
     /// A full checkout.
@@ -139,7 +139,7 @@ impl<M: Manager> Shared<M> {
             let entry = match step {
                 Acquire::Got(e) => e,
                 Acquire::Wait {
-                    slot,
+                    waiter,
                     max_reached,
                     rearm,
                 } => {
@@ -149,7 +149,7 @@ impl<M: Manager> Shared<M> {
                     if let Some((max, waiting)) = max_reached {
                         this.emit(PoolEvent::MaxReached { max, waiting });
                     }
-                    let (e, handed_at) = this.wait(slot, deadline, start).await?;
+                    let (e, handed_at) = this.wait(waiter, deadline, start).await?;
                     now = handed_at;
                     e
                 }
@@ -220,7 +220,7 @@ impl<M: Manager> Shared<M> {
 
     /// Whether the borrow check is due for an object about to go out.
     #[inline]
-    fn check_due(&self, entry: &Entry<Owned<M>>, now: Tick) -> bool {
+    fn check_due(&self, entry: &Entry<Owned<M>>, now: Stamp) -> bool {
         let cfg = &self.cfg;
         cfg.validate_on_borrow
             && now.at_least(entry.meta.last_used, cfg.validate_if_idle_for)
@@ -233,8 +233,8 @@ impl<M: Manager> Shared<M> {
     async fn check_out(
         self: &Arc<Self>,
         entry: Item<Owned<M>>,
-        now: Tick,
-        deadline: Tick,
+        now: Stamp,
+        deadline: Stamp,
     ) -> Option<Item<Owned<M>>> {
         if entry.expired(now) {
             self.evict(entry, Reason::Lifetime);
@@ -257,7 +257,7 @@ impl<M: Manager> Shared<M> {
     pub(super) async fn validate(
         self: &Arc<Self>,
         entry: Item<Owned<M>>,
-        deadline: Tick,
+        deadline: Stamp,
     ) -> Option<Item<Owned<M>>> {
         let mut guard = Checking {
             shared: self,
@@ -333,16 +333,16 @@ impl<M: Manager> Shared<M> {
     fn hand_out(
         self: &Arc<Self>,
         mut entry: Item<Owned<M>>,
-        start: Tick,
-        now: Tick,
+        start: Stamp,
+        now: Stamp,
         caller: &'static Location<'static>,
     ) -> Pooled<M> {
         entry.meta.use_count += 1;
         entry.taken_at = now;
-        if let Some(leases) = &self.leases {
-            leases.lock().insert(
+        if let Some(sites) = &self.sites {
+            sites.lock().insert(
                 entry.meta.id,
-                Lease {
+                CheckoutSite {
                     since: now,
                     location: caller,
                     reported: false,
@@ -364,12 +364,12 @@ impl<M: Manager> Shared<M> {
 
     async fn wait(
         self: &Arc<Self>,
-        slot: WaitSlot<M>,
-        deadline: Tick,
-        start: Tick,
-    ) -> Result<(Item<Owned<M>>, Tick), PoolError<M::Error>> {
-        let since = slot.since;
-        let mut queued = Queued::new(self, slot, thread::home());
+        waiter: QueuedWaiter<M>,
+        deadline: Stamp,
+        start: Stamp,
+    ) -> Result<(Item<Owned<M>>, Stamp), PoolError<M::Error>> {
+        let since = waiter.since;
+        let mut queued = Queued::new(self, waiter, thread::home());
         // The background task fails this caller at its deadline, so no timer
         // is armed per wait. Only when that task is gone (its runtime shut
         // down) does the caller fall back to a timer of its own; the task

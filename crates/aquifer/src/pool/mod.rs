@@ -1,6 +1,36 @@
-//! The pool: its public handle here; the shared state and helpers in
+//! The pool: its public handle here; what every handle shares in
 //! `shared`, the way out in `get`, the way back in `release`, background
-//! work in `tasks`, and the checked-out object in `pooled`.
+//! work in `tasks`, the checked-out object in `pooled`. The state behind
+//! the lock, and the decisions made under it, are in `crate::internals`.
+//!
+//! # Words
+//!
+//! One meaning each, here and in `internals`, `shards` and `waiters`:
+//!
+//! - **object**: what the manager makes (a connection).
+//! - **entry**: an object with its metadata, as the pool stores and moves
+//!   it (`Entry`, boxed as `Item`); it carries its pool (`Owned`).
+//! - **slot**: room for one object under `max`. A create reserves one; an
+//!   object that leaves for good frees its own. `size` counts slots taken.
+//!   (The multiplexer's slot is the same idea one level down: room for one
+//!   request on a connection.)
+//! - **checkout** and **return**: an entry goes out in a [`Pooled`] and
+//!   comes back when it is dropped. **Detach**: it leaves without coming
+//!   back; **destroy**: it is closed, its slot freed; **evict**: destroyed
+//!   because it expired, idled too long or is broken.
+//! - **idle shard**: one of the per-thread lists of idle entries
+//!   (`Shards`), reached without the pool lock while nobody waits.
+//! - **waiter**: a caller queued for an object (`Waiter`, in `Waiters`);
+//!   the get's claim on it is `Queued`.
+//! - **handoff**: an entry (or a failure) put straight into a waiter by a
+//!   return or a create, under the lock.
+//! - **nudge**: a return that puts its entry in an idle shard wakes one
+//!   waiter to come and take it (the next running get may take it first).
+//! - **door**: `StateLock::locked`, the one way to change the state; it
+//!   leaves **work** (`Work`: entries to destroy or report, creates to
+//!   start) for the pool to do after the unlock.
+//! - **stamp**: an instant on the pool's coarse clock (`Stamp`);
+//!   **maintenance interval**: how often the background task runs.
 
 use std::fmt;
 use std::future::Future;
@@ -467,7 +497,7 @@ impl<M: Manager> Pool<M> {
 
     /// A guard for a driver's transaction helper: unless
     /// [`finished`](TransactionWatch::finished) is called, dropping it
-    /// reports an [`Operation::Transaction`](Operation::Transaction)
+    /// reports an [`Operation::Transaction`]
     /// failure, saying whether the transaction's code panicked or its
     /// future was dropped mid-way. Rolling back stays the driver's job;
     /// this makes the abandoned transaction visible.

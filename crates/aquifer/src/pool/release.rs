@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::clock::Tick;
+use crate::clock::Stamp;
 use crate::error::DestroyError;
 use crate::events::{PoolEvent, Reason};
 use crate::internals::{Door, Tally};
@@ -32,8 +32,8 @@ impl<M: Manager> Shared<M> {
         let now = this.clock.now();
         let held = now.nanos_since(entry.taken_at);
         entry.meta.last_used = now;
-        if let Some(leases) = &this.leases {
-            leases.lock().remove(&entry.meta.id);
+        if let Some(sites) = &this.sites {
+            sites.lock().remove(&entry.meta.id);
         }
         if this.hot_events() {
             this.emit(PoolEvent::Released {
@@ -83,7 +83,7 @@ impl<M: Manager> Shared<M> {
     /// lock-free return stays small.
     #[cold]
     #[inline(never)]
-    fn release_through_lock(entry: Item<Owned<M>>, now: Tick, home: usize) {
+    fn release_through_lock(entry: Item<Owned<M>>, now: Stamp, home: usize) {
         let this = Arc::clone(entry.obj.pool.as_ref().expect("just put back"));
         this.locked(|st, after| st.place(entry, now, home, after));
     }
@@ -117,8 +117,8 @@ impl<M: Manager> Shared<M> {
     /// A checkout ends without a return: removes its lease and records
     /// how long the object was held.
     pub(crate) fn end_checkout(&self, entry: &Entry<Owned<M>>) {
-        if let Some(leases) = &self.leases {
-            leases.lock().remove(&entry.meta.id);
+        if let Some(sites) = &self.sites {
+            sites.lock().remove(&entry.meta.id);
         }
         let held = self.clock.now().nanos_since(entry.taken_at);
         self.idle.record_usage(thread::home(), held);

@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::clock::{PoolClock, Tick};
+use crate::clock::{PoolClock, Stamp};
 use crate::config::PoolConfig;
 use crate::error::{DestroyError, PoolError};
 use crate::events::Reason;
@@ -36,7 +36,7 @@ pub(crate) struct Shared<M: Manager> {
     /// a drain or close begins (create jobs in a backoff then stop).
     pub(super) settled: Notify,
     /// Woken whenever a create job ends an attempt (made or failed), for
-    /// [`Pool::start`].
+    /// [`Pool::start`](crate::Pool::start).
     pub(super) created: Notify,
     /// The background task (maintenance and waiter deadlines) is running.
     /// It is restarted on the caller's runtime if its own runtime went away.
@@ -44,7 +44,7 @@ pub(crate) struct Shared<M: Manager> {
     /// Wakes the background task when a waiter's deadline is the new earliest.
     pub(super) rearm: Arc<Notify>,
     pub(super) runtime: OnceLock<Handle>,
-    pub(super) leases: Option<Mutex<HashMap<u64, Lease>>>,
+    pub(super) sites: Option<Mutex<HashMap<u64, CheckoutSite>>>,
     pub(super) pending: Mutex<Vec<PendingObject<Owned<M>, M::Error>>>,
     /// The name of the first cluster member this pool became, so that a
     /// connection can tell where it came from without a reference of its
@@ -66,8 +66,8 @@ pub(super) struct PendingObject<T, E> {
 }
 
 /// Where a checked-out object was taken, for leak reports.
-pub(super) struct Lease {
-    pub(super) since: Tick,
+pub(super) struct CheckoutSite {
+    pub(super) since: Stamp,
     pub(super) location: &'static Location<'static>,
     pub(super) reported: bool,
 }
@@ -140,7 +140,7 @@ impl<M: Manager> Shared<M> {
             running: AtomicBool::new(false),
             rearm: Arc::new(Notify::new()),
             runtime: OnceLock::new(),
-            leases: cfg
+            sites: cfg
                 .leak_detection_threshold
                 .map(|_| Mutex::new(HashMap::new())),
             pending: Mutex::new(Vec::new()),
@@ -181,7 +181,7 @@ impl<M: Manager> Shared<M> {
         self.events.wanted() || tracing::enabled!(target: "aquifer::pool", tracing::Level::TRACE)
     }
 
-    pub(super) fn expiry(&self, now: Tick) -> Option<Tick> {
+    pub(super) fn expiry(&self, now: Stamp) -> Option<Stamp> {
         self.cfg.max_lifetime.map(|life| {
             let cut = self.cfg.lifetime_jitter * fastrand::f64();
             now.after(life.mul_f64(1.0 - cut))
@@ -277,7 +277,7 @@ impl<M: Manager> Door<Owned<M>, M::Error> for Arc<Shared<M>> {
     }
 
     #[inline]
-    fn now(&self) -> Tick {
+    fn now(&self) -> Stamp {
         self.clock.now()
     }
 }

@@ -57,7 +57,11 @@ impl<M: Manager> Shared<M> {
         }
         let _ = self.runtime.set(handle.clone());
         let alive = Alive(Arc::downgrade(self));
-        handle.spawn(background(alive, Arc::clone(&self.rearm), self.cfg.tick()));
+        handle.spawn(background(
+            alive,
+            Arc::clone(&self.rearm),
+            self.cfg.maintenance_interval(),
+        ));
         self.refill();
     }
 
@@ -94,9 +98,9 @@ impl<M: Manager> Shared<M> {
                 });
             }
         }
-        if let (Some(limit), Some(leases)) = (self.cfg.leak_detection_threshold, &self.leases) {
+        if let (Some(limit), Some(sites)) = (self.cfg.leak_detection_threshold, &self.sites) {
             let mut found = Vec::new();
-            for (id, lease) in leases.lock().iter_mut() {
+            for (id, lease) in sites.lock().iter_mut() {
                 let held = now.since(lease.since);
                 if !lease.reported && held >= limit {
                     lease.reported = true;
@@ -268,13 +272,13 @@ pub(super) async fn background<M: Manager>(alive: Alive<M>, rearm: Arc<Notify>, 
         }
         let mut notified = pin!(rearm.notified());
         enum Woke {
-            Tick,
+            Maintenance,
             Deadline,
             Rearm,
         }
         let woke = std::future::poll_fn(|cx| {
             if interval.poll_tick(cx).is_ready() {
-                return Poll::Ready(Woke::Tick);
+                return Poll::Ready(Woke::Maintenance);
             }
             if armed_for.is_some() && timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Woke::Deadline);
@@ -285,7 +289,7 @@ pub(super) async fn background<M: Manager>(alive: Alive<M>, rearm: Arc<Notify>, 
             Poll::Pending
         })
         .await;
-        if let Woke::Tick = woke {
+        if let Woke::Maintenance = woke {
             let Some(shared) = alive.0.upgrade() else {
                 return;
             };

@@ -4,6 +4,8 @@
 mod clock;
 mod cluster;
 mod config;
+#[doc(hidden)]
+pub mod doc_support;
 mod error;
 mod eventlog;
 mod events;

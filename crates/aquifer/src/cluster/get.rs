@@ -45,6 +45,16 @@ impl<M: Manager> ClusterConn<M> {
     }
 
     /// The name of the pool that served it.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// let conn = cluster.get("eu_2").await?;
+    /// assert_eq!(conn.pool_name(), "eu_2");
+    /// # Ok(()) }
+    /// ```
     pub fn pool_name(&self) -> &str {
         match &self.from {
             Some(m) => &m.name,
@@ -58,6 +68,16 @@ impl<M: Manager> ClusterConn<M> {
     }
 
     /// The pooled object itself.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// let conn: aquifer::Pooled<Server> = cluster.get("eu_1").await?.into_pooled();
+    /// # drop(conn);
+    /// # Ok(()) }
+    /// ```
     pub fn into_pooled(self) -> Pooled<M> {
         self.conn
     }
@@ -209,6 +229,19 @@ impl<M: Manager> Cluster<M> {
     /// [`ClusterError::NoMatch`], [`ClusterError::Frozen`] (every match is
     /// frozen), [`ClusterError::Unavailable`] (with the last pool's error),
     /// [`ClusterError::EmptySelector`], [`ClusterError::ShutDown`].
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// let conn = cluster.get("us_1").await?;
+    /// assert_eq!(conn.pool_name(), "us_1");
+    /// assert_eq!(*conn, "us_1"); // derefs to the connection
+    /// let conn = cluster.get("eu_*").await?; // round-robin over eu_1, eu_2
+    /// assert!(conn.pool_name().starts_with("eu_"));
+    /// # Ok(()) }
+    /// ```
     pub async fn get(
         &self,
         sel: impl Into<Selector>,
@@ -363,6 +396,16 @@ impl<M: Manager> Cluster<M> {
     ///
     /// # Errors
     /// As [`get`](Cluster::get).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// let conn = cluster.get_any().await?;
+    /// assert!(cluster.names().contains(&conn.pool_name().to_owned()));
+    /// # Ok(()) }
+    /// ```
     pub fn get_any(
         &self,
     ) -> impl Future<Output = Result<ClusterConn<M>, ClusterError<M::Error>>> + Send + '_ {
@@ -377,6 +420,17 @@ impl<M: Manager> Cluster<M> {
     ///
     /// # Errors
     /// As [`get`](Cluster::get), without `Unavailable`.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// let pool = cluster.pool("us_*")?; // the pool a get would use first
+    /// let conn = pool.get().await?;
+    /// assert_eq!(*conn, "us_1");
+    /// # Ok(()) }
+    /// ```
     pub fn pool(&self, sel: impl Into<Selector>) -> Result<Pool<M>, ClusterError<M::Error>> {
         let (first, _) = self.first_choice(&sel.into())?;
         Ok(first.pool.clone())

@@ -104,6 +104,17 @@ pub struct PoolInfo {
 
 impl<M: Manager> Cluster<M> {
     /// Counts across the cluster.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.freeze("us_1")?;
+    /// let info = cluster.info();
+    /// assert_eq!((info.pools, info.active, info.frozen), (3, 2, 1));
+    /// # Ok(()) }
+    /// ```
     pub fn info(&self) -> ClusterInfo {
         let members = self.inner.members.read().to_vec();
         let mut info = ClusterInfo {
@@ -138,6 +149,16 @@ impl<M: Manager> Cluster<M> {
     }
 
     /// One pool in detail, or `None` when no pool has that name.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// let info = cluster.info_about("eu_1").expect("added above");
+    /// assert!(!info.frozen);
+    /// # Ok(()) }
+    /// ```
     pub fn info_about(&self, name: &str) -> Option<PoolInfo> {
         let now = Instant::now();
         let m = self
@@ -170,6 +191,15 @@ impl<M: Manager> Cluster<M> {
 
     /// Connections that failed to close, in the cluster's pools and in
     /// pools removed from it.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// assert!(cluster.pending().is_empty()); // no connection failed to close
+    /// # Ok(()) }
+    /// ```
     pub fn pending(&self) -> Vec<ClusterPending> {
         self.all_pools()
             .into_iter()
@@ -183,6 +213,15 @@ impl<M: Manager> Cluster<M> {
     }
 
     /// Whether any connection failed to close.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// assert!(!cluster.has_pending());
+    /// # Ok(()) }
+    /// ```
     pub fn has_pending(&self) -> bool {
         !self.pending().is_empty()
     }

@@ -252,6 +252,22 @@ impl Repeat {
 
 impl<M: Manager> Cluster<M> {
     /// Settings for a new cluster.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// use std::time::Duration;
+    /// use aquifer::Mode;
+    ///
+    /// let cluster: Cluster<Server> = Cluster::builder()
+    ///     .mode(Mode::LeastBusy)
+    ///     .ban_time(Duration::from_secs(10))
+    ///     .build();
+    /// assert_eq!(cluster.mode(), Mode::LeastBusy);
+    /// # Ok(()) }
+    /// ```
     pub fn builder() -> ClusterBuilder<M> {
         ClusterBuilder::default()
     }
@@ -263,6 +279,18 @@ impl<M: Manager> Cluster<M> {
     /// # Errors
     /// [`ClusterError::Duplicate`], [`ClusterError::InvalidName`],
     /// [`ClusterError::ShutDown`].
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.add(ClusterPool::new("ap_1", Pool::builder(Server("ap_1")).build()?).tag("asia"))?;
+    /// assert_eq!(cluster.select(aquifer::Selector::tag("asia"))?, ["ap_1"]);
+    /// // A second pool by one name is refused.
+    /// assert!(cluster.add(ClusterPool::new("ap_1", Pool::builder(Server("ap_1")).build()?)).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn add(&self, p: ClusterPool<M>) -> Result<(), ClusterError<M::Error>> {
         check_name(&p.name)?;
         if self.inner.shut.load(Ordering::Acquire) {
@@ -287,6 +315,15 @@ impl<M: Manager> Cluster<M> {
     }
 
     /// The pools' names, in the order they were added.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// assert_eq!(cluster.names(), ["eu_1", "eu_2", "us_1"]);
+    /// # Ok(()) }
+    /// ```
     pub fn names(&self) -> Vec<String> {
         self.inner
             .members
@@ -330,6 +367,17 @@ impl<M: Manager> Cluster<M> {
     ///
     /// # Errors
     /// [`ClusterError::NoMatch`], [`ClusterError::EmptySelector`].
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// assert_eq!(cluster.freeze("eu_*")?, 2); // no new gets from either
+    /// assert!(cluster.get("eu_*").await.is_err());
+    /// assert_eq!(cluster.get_any().await?.pool_name(), "us_1");
+    /// # Ok(()) }
+    /// ```
     pub fn freeze(&self, sel: impl Into<Selector>) -> Result<usize, ClusterError<M::Error>> {
         self.set_frozen(sel.into(), true)
     }
@@ -338,6 +386,17 @@ impl<M: Manager> Cluster<M> {
     ///
     /// # Errors
     /// As [`freeze`](Cluster::freeze).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.freeze("eu_1")?;
+    /// assert_eq!(cluster.unfreeze("eu_1")?, 1);
+    /// assert!(!cluster.has_frozen("eu_1"));
+    /// # Ok(()) }
+    /// ```
     pub fn unfreeze(&self, sel: impl Into<Selector>) -> Result<usize, ClusterError<M::Error>> {
         self.set_frozen(sel.into(), false)
     }
@@ -367,6 +426,16 @@ impl<M: Manager> Cluster<M> {
     ///
     /// # Errors
     /// [`ClusterError::NoMatch`], [`ClusterError::EmptySelector`].
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// assert_eq!(cluster.select("eu_*")?, ["eu_1", "eu_2"]);
+    /// assert!(cluster.select("asia_*").is_err()); // matches nothing
+    /// # Ok(()) }
+    /// ```
     pub fn select(&self, sel: impl Into<Selector>) -> Result<Vec<String>, ClusterError<M::Error>> {
         Ok(self
             .matching(&sel.into())?
@@ -377,6 +446,17 @@ impl<M: Manager> Cluster<M> {
 
     /// The pool with this exact name, whatever its state (frozen, banned);
     /// `None` when no pool has that name.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// let pool = cluster.pool_named("eu_2").expect("added above");
+    /// assert_eq!(pool.status().borrowed, 0);
+    /// assert!(cluster.pool_named("eu").is_none()); // exact names only
+    /// # Ok(()) }
+    /// ```
     pub fn pool_named(&self, name: &str) -> Option<Pool<M>> {
         self.inner
             .members
@@ -387,28 +467,83 @@ impl<M: Manager> Cluster<M> {
     }
 
     /// The frozen pools' names.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.freeze("us_1")?;
+    /// assert_eq!(cluster.frozen(), ["us_1"]);
+    /// # Ok(()) }
+    /// ```
     pub fn frozen(&self) -> Vec<String> {
         self.list(true)
     }
 
     /// The active (not frozen) pools' names.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.freeze("us_1")?;
+    /// assert_eq!(cluster.active(), ["eu_1", "eu_2"]);
+    /// # Ok(()) }
+    /// ```
     pub fn active(&self) -> Vec<String> {
         self.list(false)
     }
 
     /// Whether any pool matching `sel` is frozen.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.freeze("eu_2")?;
+    /// assert!(cluster.has_frozen("eu_*"));
+    /// assert!(!cluster.has_frozen("us_1"));
+    /// # Ok(()) }
+    /// ```
     pub fn has_frozen(&self, sel: impl Into<Selector>) -> bool {
         self.matching(&sel.into())
             .is_ok_and(|v| v.iter().any(|m| m.is_frozen()))
     }
 
     /// Whether any pool matching `sel` is active.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.freeze("eu_*")?;
+    /// assert!(!cluster.has_active("eu_*"));
+    /// assert!(cluster.has_active("*"));
+    /// # Ok(()) }
+    /// ```
     pub fn has_active(&self, sel: impl Into<Selector>) -> bool {
         self.matching(&sel.into())
             .is_ok_and(|v| v.iter().any(|m| m.active()))
     }
 
     /// Whether the pool is banned now (its gets failed with connection errors).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// use std::time::Duration;
+    ///
+    /// cluster.ban("eu_1", Some(Duration::from_secs(30)))?;
+    /// assert!(cluster.is_banned("eu_1"));
+    /// assert!(!cluster.is_banned("eu_2"));
+    /// # Ok(()) }
+    /// ```
     pub fn is_banned(&self, name: &str) -> bool {
         self.inner
             .members
@@ -423,6 +558,18 @@ impl<M: Manager> Cluster<M> {
     ///
     /// # Errors
     /// As [`freeze`](Cluster::freeze).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(cluster.ban("eu_*", Some(Duration::from_secs(30)))?, 2);
+    /// assert_eq!(cluster.get_any().await?.pool_name(), "us_1"); // the others are banned
+    /// # Ok(()) }
+    /// ```
     pub fn ban(
         &self,
         sel: impl Into<Selector>,
@@ -449,6 +596,17 @@ impl<M: Manager> Cluster<M> {
     ///
     /// # Errors
     /// As [`freeze`](Cluster::freeze).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.ban("us_1", None)?;
+    /// assert_eq!(cluster.unban("us_1")?, 1);
+    /// assert!(!cluster.is_banned("us_1"));
+    /// # Ok(()) }
+    /// ```
     pub fn unban(&self, sel: impl Into<Selector>) -> Result<usize, ClusterError<M::Error>> {
         let found = self.matching(&sel.into())?;
         for m in &found {
@@ -466,6 +624,18 @@ impl<M: Manager> Cluster<M> {
     /// # Errors
     /// [`ClusterError::NoMatch`] (nothing to remove),
     /// [`ClusterError::EmptySelector`].
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// use std::time::Duration;
+    ///
+    /// assert_eq!(cluster.remove("us_1", Duration::from_secs(1)).await?, 1);
+    /// assert_eq!(cluster.names(), ["eu_1", "eu_2"]);
+    /// # Ok(()) }
+    /// ```
     pub async fn remove(
         &self,
         sel: impl Into<Selector>,
@@ -516,27 +686,80 @@ impl<M: Manager> Cluster<M> {
     }
 
     /// The current mode.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// assert_eq!(cluster.mode(), aquifer::Mode::RoundRobin);
+    /// # Ok(()) }
+    /// ```
     pub fn mode(&self) -> Mode {
         mode_of(self.inner.mode.load(Ordering::Relaxed))
     }
 
     /// Changes the mode for the gets that follow.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// use aquifer::Mode;
+    ///
+    /// cluster.set_mode(Mode::Failover); // the first pool that works, in order
+    /// assert_eq!(cluster.get_any().await?.pool_name(), "eu_1");
+    /// # Ok(()) }
+    /// ```
     pub fn set_mode(&self, mode: Mode) {
         self.inner.mode.store(mode_code(mode), Ordering::Relaxed);
     }
 
     /// Warnings, oldest first.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.add_warning(Some("eu_1"), "disk almost full");
+    /// let w = cluster.warnings();
+    /// assert_eq!(w[0].message, "disk almost full");
+    /// # Ok(()) }
+    /// ```
     pub fn warnings(&self) -> Vec<Warning> {
         self.inner.flush_repeats();
         self.inner.warnings.lock().iter().cloned().collect()
     }
 
     /// Forgets every warning.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.add_warning(None, "maintenance at 02:00");
+    /// cluster.clear_warnings();
+    /// assert!(cluster.warnings().is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn clear_warnings(&self) {
         self.inner.warnings.lock().clear();
     }
 
     /// Records a warning of your own.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.add_warning(Some("us_1"), "failing over to us_2 tonight");
+    /// assert_eq!(cluster.warnings()[0].pool.as_deref(), Some("us_1"));
+    /// # Ok(()) }
+    /// ```
     pub fn add_warning(&self, pool: Option<&str>, message: impl Into<String>) {
         self.inner.warn(pool, message.into());
     }
@@ -546,6 +769,16 @@ impl<M: Manager> Cluster<M> {
     ///
     /// # Errors
     /// The I/O error when the file cannot be read.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// // Without `ClusterBuilder::log_file` there is no log to read.
+    /// assert!(cluster.log_messages()?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn log_messages(&self) -> std::io::Result<Vec<Warning>> {
         match &self.inner.log {
             Some(log) => log.read_back(),
@@ -554,6 +787,15 @@ impl<M: Manager> Cluster<M> {
     }
 
     /// Warnings the event log dropped because its writer fell behind.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// assert_eq!(cluster.log_dropped(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn log_dropped(&self) -> u64 {
         self.inner.log.as_ref().map_or(0, EventLog::dropped)
     }
@@ -578,6 +820,15 @@ impl<M: Manager> Cluster<M> {
 
     /// Tries to close the pending connections again; with `force`, drops
     /// them ignoring errors. Returns how many are still pending.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// assert_eq!(cluster.close_pending(false).await, 0); // nothing failed to close
+    /// # Ok(()) }
+    /// ```
     pub async fn close_pending(&self, force: bool) -> usize {
         let mut left = 0;
         for (_, pool) in self.all_pools() {
@@ -622,6 +873,19 @@ impl<M: Manager> Cluster<M> {
     /// out), then closes pending connections (`force` drops those that
     /// still fail). Later gets fail with [`ClusterError::ShutDown`].
     /// Returns how many connections are still pending.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// use std::time::Duration;
+    ///
+    /// let left = cluster.shutdown(Duration::from_secs(1), false).await;
+    /// assert_eq!(left, 0);
+    /// assert!(cluster.get_any().await.is_err());
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(&self, wait: Duration, force: bool) -> usize {
         self.inner.shut.store(true, Ordering::Release);
         let _ = self.remove(Selector::Any, wait).await;

@@ -466,6 +466,15 @@ impl<M: Manager> Member<M> {
 
 impl<M: Manager> Cluster<M> {
     /// The member writes go to now, if one is known.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// assert_eq!(set.primary().as_deref(), Some("main"));
+    /// # Ok(()) }
+    /// ```
     pub fn primary(&self) -> Option<String> {
         let board = self.inner.roles.as_ref()?;
         let p = board.primary.lock();
@@ -474,6 +483,16 @@ impl<M: Manager> Cluster<M> {
 
     /// A member's role as the cluster knows it; `None` when no pool has
     /// that name or the cluster does not watch roles.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// let info = set.role("copy").expect("watched");
+    /// assert_eq!(info.role, Role::Standby);
+    /// # Ok(()) }
+    /// ```
     pub fn role(&self, name: &str) -> Option<RoleInfo> {
         let board = self.inner.roles.as_ref()?;
         let current = board.current_id();
@@ -486,6 +505,16 @@ impl<M: Manager> Cluster<M> {
     }
 
     /// Whether the cluster watches its members' roles.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// assert!(set.watches_roles());
+    /// assert!(!Cluster::<Server>::builder().build().watches_roles());
+    /// # Ok(()) }
+    /// ```
     pub fn watches_roles(&self) -> bool {
         self.inner.roles.is_some()
     }
@@ -494,6 +523,17 @@ impl<M: Manager> Cluster<M> {
     /// cluster just built checks at once), at most `timeout`. Returns
     /// whether they all were; `true` at once when the cluster does not
     /// watch roles.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// use std::time::Duration;
+    ///
+    /// assert!(set.roles_checked(Duration::from_secs(1)).await);
+    /// # Ok(()) }
+    /// ```
     pub async fn roles_checked(&self, timeout: Duration) -> bool {
         let Some(board) = self.inner.roles.as_ref() else {
             return true;

@@ -177,6 +177,16 @@ impl<M: Manager> Cluster<M> {
     /// # Errors
     /// [`ClusterError::NoReplica`] (with `Fallback::Error`), else as
     /// [`write`](Cluster::write).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// let conn = set.read().await?;
+    /// assert_eq!(conn.pool_name(), "copy"); // the standby
+    /// # Ok(()) }
+    /// ```
     pub async fn read(&self) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
         self.read_within(None).await
     }
@@ -186,6 +196,20 @@ impl<M: Manager> Cluster<M> {
     ///
     /// # Errors
     /// As [`read`](Cluster::read).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// use std::time::Duration;
+    ///
+    /// // A standby whose lag in time is unknown cannot promise a bound: the
+    /// // read falls back to the primary.
+    /// let conn = set.read_within(Some(Duration::from_millis(1))).await?;
+    /// assert_eq!(conn.pool_name(), "main");
+    /// # Ok(()) }
+    /// ```
     pub async fn read_within(
         &self,
         max_lag: Option<Duration>,
@@ -274,6 +298,16 @@ impl<M: Manager> Cluster<M> {
     }
 
     /// Reads served by replicas and fallbacks to the primary so far.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// drop(set.read().await?);
+    /// assert_eq!(set.read_stats().replica_reads, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn read_stats(&self) -> ReadStats {
         self.inner
             .roles
@@ -301,6 +335,22 @@ impl<M: RoleManager> Cluster<M> {
     ///
     /// # Errors
     /// As [`write`](Cluster::write), when the read falls to the primary.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// use std::time::Duration;
+    /// use aquifer::WriteToken;
+    ///
+    /// // A token the standby's checks do not show it past, and a driver that
+    /// // cannot wait for one: the read goes to the primary.
+    /// let token = WriteToken::wal(1, 1, 0x16b3a28);
+    /// let conn = set.read_at_least(&token, Duration::from_millis(10)).await?;
+    /// assert_eq!(conn.pool_name(), "main");
+    /// # Ok(()) }
+    /// ```
     pub async fn read_at_least(
         &self,
         token: &WriteToken,

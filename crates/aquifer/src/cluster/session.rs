@@ -36,6 +36,17 @@ impl<M: Manager> std::fmt::Debug for ReadSession<M> {
 
 impl<M: RoleManager> Cluster<M> {
     /// A session of monotonic reads over this replica set.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// let session = set.read_session();
+    /// let conn = session.read().await?;
+    /// assert_eq!(conn.pool_name(), "copy");
+    /// # Ok(()) }
+    /// ```
     pub fn read_session(&self) -> ReadSession<M> {
         ReadSession {
             cluster: self.clone(),
@@ -50,6 +61,17 @@ impl<M: RoleManager> ReadSession<M> {
     ///
     /// # Errors
     /// As [`Cluster::read`].
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// let session = set.read_session();
+    /// drop(session.read().await?);
+    /// assert!(session.floor().is_none()); // the standby's position is not known
+    /// # Ok(()) }
+    /// ```
     pub async fn read(&self) -> Result<ClusterConn<M>, ClusterError<M::Error>> {
         let floor = self.floor.lock().clone();
         let conn = match &floor {
@@ -61,6 +83,19 @@ impl<M: RoleManager> ReadSession<M> {
     }
 
     /// Makes later reads see at least `token` (a write of this session's).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// use aquifer::WriteToken;
+    ///
+    /// let session = set.read_session();
+    /// session.observe(&WriteToken::wal(1, 1, 0x100));
+    /// assert_eq!(session.floor(), Some(WriteToken::wal(1, 1, 0x100)));
+    /// # Ok(()) }
+    /// ```
     pub fn observe(&self, token: &WriteToken) {
         let mut floor = self.floor.lock();
         *floor = Some(match floor.take() {
@@ -70,6 +105,16 @@ impl<M: RoleManager> ReadSession<M> {
     }
 
     /// The newest position this session has read or written at.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// let session = set.read_session();
+    /// assert!(session.floor().is_none()); // nothing read or written yet
+    /// # Ok(()) }
+    /// ```
     pub fn floor(&self) -> Option<WriteToken> {
         self.floor.lock().clone()
     }

@@ -30,6 +30,16 @@ impl<M: Manager> Cluster<M> {
     /// [`ClusterError::ShutDown`].
     ///
     /// [`ClusterBuilder::roles`]: super::ClusterBuilder::roles
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// let conn = set.write().await?;
+    /// assert_eq!(conn.pool_name(), "main");
+    /// # Ok(()) }
+    /// ```
     pub async fn write(&self) -> Result<WriteConn<M>, ClusterError<M::Error>> {
         let board = self.inner.roles.as_ref().ok_or(ClusterError::NoRoles)?;
         let started = Instant::now();
@@ -145,12 +155,31 @@ impl<M: Manager> WriteConn<M> {
     }
 
     /// The name of the primary's pool.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// assert_eq!(set.write().await?.pool_name(), "main");
+    /// # Ok(()) }
+    /// ```
     pub fn pool_name(&self) -> &str {
         &self.member.name
     }
 
     /// As a plain cluster connection: returned to its pool when dropped,
     /// whatever its server became meanwhile.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// let conn: aquifer::ClusterConn<Server> = set.write().await?.into_cluster_conn();
+    /// assert_eq!(conn.pool_name(), "main");
+    /// # Ok(()) }
+    /// ```
     pub fn into_cluster_conn(mut self) -> ClusterConn<M> {
         self.conn.take().expect("held until drop")
     }
@@ -174,6 +203,18 @@ impl<M: crate::roles::RoleManager> WriteConn<M> {
     ///
     /// # Errors
     /// The driver's, when the server cannot be asked.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// let mut conn = set.write().await?;
+    /// // ... the write, committed ...
+    /// // `None`: this manager gives no tokens (PostgreSQL's and MariaDB's do).
+    /// assert!(conn.token().await?.is_none());
+    /// # Ok(()) }
+    /// ```
     pub async fn token(&mut self) -> Result<Option<crate::WriteToken>, M::Error> {
         let member = Arc::clone(&self.member);
         member.pool.manager().write_token(&mut **self).await

@@ -29,6 +29,22 @@ impl<M: Manager> std::fmt::Debug for MuxBuilder<M> {
 
 impl<M: Multiplexed> Multiplexer<M> {
     /// A builder with every setting at its default.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// use std::time::Duration;
+    ///
+    /// let mux = aquifer::Multiplexer::builder(Echo)
+    ///     .min(1)
+    ///     .max(8)
+    ///     .max_in_flight(32)
+    ///     .acquire_timeout(Duration::from_secs(2))
+    ///     .build()?;
+    /// mux.ready().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn builder(manager: M) -> MuxBuilder<M> {
         MuxBuilder {
             manager,

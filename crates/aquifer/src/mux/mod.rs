@@ -143,6 +143,17 @@ impl<M: Multiplexed> Multiplexer<M> {
     /// # Cancel safety
     /// Dropping the future leaks nothing: a queued request leaves the
     /// queue, and a slot handed to it in the meantime goes to the next one.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// let lease = mux.lease().await?;
+    /// assert_eq!(lease.len(), 5); // derefs to the shared connection
+    /// assert_eq!(mux.status().in_flight, 1);
+    /// drop(lease); // the slot is given back
+    /// # Ok(()) }
+    /// ```
     pub async fn lease(&self) -> Result<Lease<M>, MuxError<M::Error>> {
         self.inner.lease(self.inner.cfg.acquire_timeout).await
     }
@@ -152,6 +163,15 @@ impl<M: Multiplexed> Multiplexer<M> {
     ///
     /// # Errors
     /// As [`lease`](Multiplexer::lease); `f`'s own result is inside `Ok`.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// let upper = mux.run(async |conn: &String| conn.to_uppercase()).await?;
+    /// assert_eq!(upper, "HELLO");
+    /// # Ok(()) }
+    /// ```
     pub async fn run<R>(
         &self,
         f: impl AsyncFnOnce(&M::Type) -> R,
@@ -172,6 +192,15 @@ impl<M: Multiplexed> Multiplexer<M> {
     ///
     /// # Cancel safety
     /// Dropping the future changes nothing: the connections keep opening.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// mux.ready().await?; // `min` (here 1) connections are open
+    /// assert!(mux.status().connections >= 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn ready(&self) -> Result<(), MuxError<M::Error>> {
         let started = Instant::now();
         let mut rx = self.inner.counts.subscribe();
@@ -209,6 +238,15 @@ impl<M: Multiplexed> Multiplexer<M> {
 
     /// The newest failure to open a connection since the last success, if
     /// opening is failing now.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// mux.ready().await?;
+    /// assert!(mux.last_open_error().is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn last_open_error(&self) -> Option<CreateError<M::Error>> {
         let last = self.inner.read(|st| st.last_error());
         self.inner.pool.last_create_error().or(last)
@@ -217,6 +255,18 @@ impl<M: Multiplexed> Multiplexer<M> {
     /// Stops taking requests (queued ones fail with
     /// [`MuxError::Closed`]), waits for the requests in flight to end,
     /// closes every connection and the inner pool.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// use aquifer::MuxError;
+    ///
+    /// mux.close().await;
+    /// assert!(mux.is_closed());
+    /// assert!(matches!(mux.lease().await, Err(MuxError::Closed)));
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&self) {
         self.inner.locked(|st, after| {
             after.closes = st.shut(&mut after.handoffs);
@@ -229,6 +279,16 @@ impl<M: Multiplexed> Multiplexer<M> {
     }
 
     /// Whether [`close`](Multiplexer::close) was called.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// assert!(!mux.is_closed());
+    /// mux.close().await;
+    /// assert!(mux.is_closed());
+    /// # Ok(()) }
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.inner.read(|st| st.is_closed())
     }
@@ -237,11 +297,34 @@ impl<M: Multiplexed> Multiplexer<M> {
     /// [`unfreeze`](Multiplexer::unfreeze); queued and running requests go
     /// on, and the connections stay open. An operator's pause, as a
     /// cluster's `freeze` is for a pool.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// use aquifer::MuxError;
+    ///
+    /// mux.freeze();
+    /// assert!(matches!(mux.lease().await, Err(MuxError::Frozen)));
+    /// mux.unfreeze();
+    /// drop(mux.lease().await?);
+    /// # Ok(()) }
+    /// ```
     pub fn freeze(&self) {
         self.inner.locked(|st, _| st.set_frozen(true));
     }
 
     /// Takes requests again.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// mux.freeze();
+    /// mux.unfreeze();
+    /// assert!(!mux.is_frozen());
+    /// # Ok(()) }
+    /// ```
     pub fn unfreeze(&self) {
         self.inner.locked(|st, _| st.set_frozen(false));
     }
@@ -250,6 +333,17 @@ impl<M: Multiplexed> Multiplexer<M> {
     /// (opening one if need be). Unhealthy with the reason when none comes
     /// (the newest failure to open one, for a server that is down), or when
     /// the connection it got is broken.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// use std::time::Duration;
+    ///
+    /// let health = mux.check(Duration::from_secs(1)).await;
+    /// assert!(health.healthy, "{:?}", health.error);
+    /// # Ok(()) }
+    /// ```
     pub async fn check(&self, timeout: Duration) -> crate::status::Health {
         let started = Instant::now();
         let error = match self.inner.lease(timeout).await {
@@ -267,38 +361,105 @@ impl<M: Multiplexed> Multiplexer<M> {
     }
 
     /// Whether [`freeze`](Multiplexer::freeze) holds.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// mux.freeze();
+    /// assert!(mux.is_frozen());
+    /// # Ok(()) }
+    /// ```
     pub fn is_frozen(&self) -> bool {
         self.inner.read(|st| st.is_frozen())
     }
 
     /// Where the connections and requests are now.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// let lease = mux.lease().await?;
+    /// let s = mux.status();
+    /// assert_eq!((s.in_flight, s.queued), (1, 0));
+    /// # drop(lease);
+    /// # Ok(()) }
+    /// ```
     pub fn status(&self) -> MuxStatus {
         self.inner.read(|st| st.status())
     }
 
     /// The multiplexer's counters.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// drop(mux.lease().await?);
+    /// assert_eq!(mux.metrics().requests, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn metrics(&self) -> MuxMetrics {
         self.inner.read(|st| st.metrics())
     }
 
     /// The inner pool's counters: creates, create failures and times,
     /// destroys.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// mux.ready().await?;
+    /// assert!(mux.pool_metrics().creates >= 1); // connections opened
+    /// # Ok(()) }
+    /// ```
     pub fn pool_metrics(&self) -> Metrics {
         self.inner.pool.metrics()
     }
 
     /// Connection events (opened, failed to open, closed with a reason),
     /// from the inner pool.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// use aquifer::PoolEvent;
+    ///
+    /// let mux = aquifer::Multiplexer::builder(Echo).build()?; // min 0: opens on demand
+    /// let mut events = mux.events();
+    /// drop(mux.lease().await?);
+    /// assert!(matches!(events.recv().await, Some(PoolEvent::Created { .. })));
+    /// # Ok(()) }
+    /// ```
     pub fn events(&self) -> EventStream {
         self.inner.pool.events()
     }
 
     /// The configuration it was built with.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// assert_eq!(mux.config().max, 4);
+    /// # Ok(()) }
+    /// ```
     pub fn config(&self) -> &MuxConfig {
         &self.inner.cfg
     }
 
     /// The manager.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let mux = mux()?;
+    /// let _echo: &Echo = mux.manager();
+    /// # Ok(()) }
+    /// ```
     pub fn manager(&self) -> &M {
         self.inner.pool.manager()
     }

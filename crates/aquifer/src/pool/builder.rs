@@ -26,6 +26,21 @@ impl<M: Manager> std::fmt::Debug for Builder<M> {
 
 impl<M: Manager> Pool<M> {
     /// A builder with every setting at its default.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// use std::time::Duration;
+    ///
+    /// let pool = aquifer::Pool::builder(Connector)
+    ///     .min(1)
+    ///     .max(16)
+    ///     .acquire_timeout(Duration::from_secs(2))
+    ///     .build()?;
+    /// assert_eq!(pool.status().max, 16);
+    /// # Ok(()) }
+    /// ```
     pub fn builder(manager: M) -> Builder<M> {
         Builder {
             manager,

@@ -138,6 +138,18 @@ impl<M: Manager> Pool<M> {
     ///
     /// # Errors
     /// A [`BuildError`] when the configuration cannot work.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// use aquifer::{Pool, PoolConfig};
+    ///
+    /// let cfg = PoolConfig { max: 8, ..PoolConfig::default() };
+    /// let pool = Pool::new(Connector, cfg)?;
+    /// assert_eq!(pool.status().max, 8);
+    /// # Ok(()) }
+    /// ```
     pub fn new(manager: M, cfg: PoolConfig) -> Result<Self, BuildError> {
         cfg.validate()?;
         let shared = Shared::new(manager, cfg);
@@ -162,6 +174,17 @@ impl<M: Manager> Pool<M> {
     /// caller), a create it started finishes in the background and the object
     /// goes idle, and an object dropped mid-validation is destroyed and its
     /// slot freed.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// let conn = pool.get().await?;
+    /// assert_eq!(pool.status().borrowed, 1);
+    /// drop(conn); // back in the pool
+    /// assert_eq!(pool.status().idle, 1);
+    /// # Ok(()) }
+    /// ```
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, PoolError<M::Error>>> + Send + '_ {
         let caller = Location::caller();
@@ -174,6 +197,17 @@ impl<M: Manager> Pool<M> {
     ///
     /// # Errors
     /// As [`get`](Pool::get).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// use std::time::Duration;
+    ///
+    /// let conn = pool.get_timeout(Duration::from_millis(100)).await?;
+    /// # drop(conn);
+    /// # Ok(()) }
+    /// ```
     #[track_caller]
     pub fn get_timeout(
         &self,
@@ -189,6 +223,17 @@ impl<M: Manager> Pool<M> {
     ///
     /// # Errors
     /// As [`get`](Pool::get).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// // 0 is served first when callers queue.
+    /// let urgent = pool.get_with_priority(0).await?;
+    /// let batch = pool.get_with_priority(2).await?;
+    /// # drop((urgent, batch));
+    /// # Ok(()) }
+    /// ```
     #[track_caller]
     pub fn get_with_priority(
         &self,
@@ -206,6 +251,20 @@ impl<M: Manager> Pool<M> {
     /// # Errors
     /// [`PoolError::Exhausted`] when no idle object is ready (others wait, or
     /// all are in use), and the refusals of [`get`](Pool::get).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// use aquifer::PoolError;
+    ///
+    /// // Nothing idle yet: no object to hand out without waiting.
+    /// assert!(matches!(pool.try_get().await, Err(PoolError::Exhausted)));
+    /// drop(pool.get().await?);
+    /// let conn = pool.try_get().await?; // the idle one
+    /// # drop(conn);
+    /// # Ok(()) }
+    /// ```
     #[track_caller]
     pub fn try_get(
         &self,
@@ -232,6 +291,19 @@ impl<M: Manager> Pool<M> {
     ///
     /// # Errors
     /// `f`'s error, or the checkout's error converted into `E`.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// use aquifer::PoolError;
+    ///
+    /// let n = pool
+    ///     .with(async |_conn| Ok::<_, PoolError<std::convert::Infallible>>(42))
+    ///     .await?;
+    /// assert_eq!(n, 42);
+    /// # Ok(()) }
+    /// ```
     pub async fn with<R, E, F>(&self, f: F) -> Result<R, E>
     where
         F: AsyncFnOnce(&mut M::Type) -> Result<R, E>,
@@ -256,6 +328,16 @@ impl<M: Manager> Pool<M> {
     /// when `min` objects could not be made within `acquire_timeout`;
     /// [`PoolError::Create`] at once when a create failed with an error
     /// the manager calls permanent; [`PoolError::Closed`].
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// let pool = aquifer::Pool::builder(Connector).min(2).eager(false).build()?;
+    /// pool.start().await?; // two connections open before the first request
+    /// assert_eq!(pool.status().idle, 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn start(&self) -> Result<(), PoolError<M::Error>> {
         let shared = &self.handle.shared;
         shared.ensure_started();
@@ -296,6 +378,25 @@ impl<M: Manager> Pool<M> {
     /// Stops new checkouts (they fail with [`PoolError::Draining`]), serves
     /// the callers already waiting, and returns once every object is back.
     /// Follow it with [`close`](Pool::close) or [`clear`](Pool::clear).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// use aquifer::PoolError;
+    ///
+    /// let conn = pool.get().await?;
+    /// let drained = tokio::spawn({
+    ///     let pool = pool.clone();
+    ///     async move { pool.drain().await }
+    /// });
+    /// tokio::task::yield_now().await;
+    /// assert!(matches!(pool.get().await, Err(PoolError::Draining)));
+    /// drop(conn); // the last one back: the drain completes
+    /// drained.await?;
+    /// pool.close().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn drain(&self) {
         self.handle.shared.locked(|st, _| st.drain());
         // Wakes create jobs waiting out a backoff, so that they stop.
@@ -305,6 +406,16 @@ impl<M: Manager> Pool<M> {
 
     /// Destroys every idle object (waiting for the destroys), then lets the
     /// pool refill to `min`. Returns how many were destroyed.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// drop(pool.get().await?);
+    /// assert_eq!(pool.clear().await, 1); // the idle connection, closed
+    /// assert_eq!(pool.status().idle, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn clear(&self) -> usize {
         let taken = self.handle.shared.locked(|st, _| st.take_idle(|_| true));
         let n = taken.len();
@@ -316,12 +427,34 @@ impl<M: Manager> Pool<M> {
     /// Closes the pool: new and waiting checkouts fail with
     /// [`PoolError::Closed`], idle objects are destroyed (this waits for
     /// that), and objects still out are destroyed when they come back.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// use aquifer::PoolError;
+    ///
+    /// pool.close().await;
+    /// assert!(pool.is_closed());
+    /// assert!(matches!(pool.get().await, Err(PoolError::Closed)));
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&self) {
         let taken = self.handle.shared.close_state();
         self.handle.shared.destroy_all(taken, Reason::Closed).await;
     }
 
     /// Whether the pool was closed.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// assert!(!pool.is_closed());
+    /// pool.close().await;
+    /// assert!(pool.is_closed());
+    /// # Ok(()) }
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.handle.shared.read(|st| st.phase()) == Phase::Closed
     }
@@ -332,6 +465,16 @@ impl<M: Manager> Pool<M> {
     ///
     /// # Errors
     /// [`BuildError`] when `max` is 0 or below `min`.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// pool.resize(16)?;
+    /// assert_eq!(pool.status().max, 16);
+    /// assert!(pool.resize(0).is_err()); // a pool of nothing is refused
+    /// # Ok(()) }
+    /// ```
     pub fn resize(&self, max: usize) -> Result<(), BuildError> {
         self.handle
             .shared
@@ -339,6 +482,17 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Destroys the idle objects for which `keep` returns `false`; returns how many.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// let (a, b) = (pool.get().await?, pool.get().await?);
+    /// let keep = a.id();
+    /// drop((a, b));
+    /// assert_eq!(pool.retain(|_conn, meta| meta.id() == keep).await, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn retain(&self, mut keep: impl FnMut(&M::Type, &Metadata) -> bool) -> usize {
         let taken = self
             .handle
@@ -352,6 +506,17 @@ impl<M: Manager> Pool<M> {
 
     /// Keeps at most `keep` healthy idle objects: broken ones and the
     /// surplus (those idle longest) are destroyed. Returns how many.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// let (a, b, c) = (pool.get().await?, pool.get().await?, pool.get().await?);
+    /// drop((a, b, c));
+    /// assert_eq!(pool.free(1).await, 2); // one idle connection left
+    /// assert_eq!(pool.status().idle, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn free(&self, keep: usize) -> usize {
         let shared = &self.handle.shared;
         let taken = shared.locked(|st, _| {
@@ -375,6 +540,15 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Objects whose `destroy` failed or timed out, with their errors.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// // Nothing failed to close.
+    /// assert!(pool.pending().is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn pending(&self) -> Vec<PendingInfo> {
         self.handle
             .shared
@@ -392,6 +566,15 @@ impl<M: Manager> Pool<M> {
 
     /// Tries to close the pending objects again. With `force`, drops them
     /// without calling `destroy`. Returns how many are still pending.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// // Retries every failed close; with `true`, drops them instead.
+    /// assert_eq!(pool.close_pending(false).await, 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn close_pending(&self, force: bool) -> usize {
         let all = std::mem::take(&mut *self.handle.shared.pending.lock());
         if force {
@@ -413,6 +596,17 @@ impl<M: Manager> Pool<M> {
     }
 
     /// How many objects are where, right now.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// let conn = pool.get().await?;
+    /// let s = pool.status();
+    /// assert_eq!((s.size, s.borrowed, s.idle), (1, 1, 0));
+    /// # drop(conn);
+    /// # Ok(()) }
+    /// ```
     pub fn status(&self) -> Status {
         let pending = self.handle.shared.pending.lock().len();
         self.handle.shared.read(|st| st.status(pending))
@@ -431,6 +625,17 @@ impl<M: Manager> Pool<M> {
     /// A health check: one checkout and one round trip on it
     /// ([`Manager::validate`]), within `timeout` in all. A connection that
     /// fails the round trip is closed, as a failed validation is.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// use std::time::Duration;
+    ///
+    /// let health = pool.check(Duration::from_secs(1)).await;
+    /// assert!(health.healthy, "{:?}", health.error);
+    /// # Ok(()) }
+    /// ```
     pub async fn check(&self, timeout: Duration) -> crate::status::Health {
         let start = Instant::now();
         // The checkout's own timeout carries the last create error.
@@ -464,12 +669,35 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Counters and latency summaries since the pool was built.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// drop(pool.get().await?);
+    /// let m = pool.metrics();
+    /// assert_eq!((m.gets, m.creates), (1, 1));
+    /// # Ok(()) }
+    /// ```
     pub fn metrics(&self) -> Metrics {
         self.handle.shared.read(|st| st.counters()).snapshot()
     }
 
     /// A new listener for this pool's events. Listeners that fall behind
     /// lose the oldest events; the pool never waits for them.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// use aquifer::PoolEvent;
+    ///
+    /// let mut events = pool.events();
+    /// drop(pool.get().await?);
+    /// let first = events.recv().await;
+    /// assert!(matches!(first, Some(PoolEvent::Created { .. })), "{first:?}");
+    /// # Ok(()) }
+    /// ```
     pub fn events(&self) -> EventStream {
         self.handle.shared.events.subscribe()
     }
@@ -479,6 +707,19 @@ impl<M: Manager> Pool<M> {
     /// while only such listeners exist those are not even built, so the
     /// checkout path pays nothing for them. (They still arrive while
     /// another listener asks for every event.)
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// use aquifer::PoolEvent;
+    ///
+    /// let mut events = pool.lifecycle_events();
+    /// drop(pool.get().await?);
+    /// // A create, but no Acquired or Released.
+    /// assert!(matches!(events.recv().await, Some(PoolEvent::Created { .. })));
+    /// # Ok(()) }
+    /// ```
     pub fn lifecycle_events(&self) -> EventStream {
         self.handle.shared.events.subscribe_lifecycle()
     }
@@ -487,6 +728,17 @@ impl<M: Manager> Pool<M> {
     /// query helpers: listeners get [`PoolEvent::OperationFailed`], `tracing`
     /// a warning, and [`Metrics::operation_failures`] counts it. The message
     /// must not hold secrets.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// use aquifer::Operation;
+    ///
+    /// pool.report(Operation::Query, "relation \"users\" does not exist");
+    /// assert_eq!(pool.metrics().operation_failures, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn report(&self, op: Operation, error: impl std::fmt::Display) {
         self.handle.shared.count(Tally::OperationFailed);
         self.handle.shared.emit(PoolEvent::OperationFailed {
@@ -501,6 +753,17 @@ impl<M: Manager> Pool<M> {
     /// failure, saying whether the transaction's code panicked or its
     /// future was dropped mid-way. Rolling back stays the driver's job;
     /// this makes the abandoned transaction visible.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// let watch = pool.watch_transaction();
+    /// // ... BEGIN, the transaction's work, COMMIT ...
+    /// watch.finished(); // dropped without this, it reports the transaction
+    /// assert_eq!(pool.metrics().operation_failures, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn watch_transaction(&self) -> TransactionWatch<'_, M> {
         TransactionWatch {
             pool: self,
@@ -510,6 +773,14 @@ impl<M: Manager> Pool<M> {
 
     /// The pool's configuration (`max` as built; see [`status`](Pool::status)
     /// for the current one).
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// assert_eq!(pool.config().max, 4);
+    /// # Ok(()) }
+    /// ```
     pub fn config(&self) -> &PoolConfig {
         &self.handle.shared.cfg
     }
@@ -520,11 +791,28 @@ impl<M: Manager> Pool<M> {
 
     /// The newest create failure since the last success, if creates are
     /// failing now: what a caller that gave up waiting can report.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// drop(pool.get().await?);
+    /// assert!(pool.last_create_error().is_none()); // creates succeed
+    /// # Ok(()) }
+    /// ```
     pub fn last_create_error(&self) -> Option<CreateError<M::Error>> {
         self.handle.shared.read(|st| st.last_error())
     }
 
     /// The manager.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// let _connector: &Connector = pool.manager();
+    /// # Ok(()) }
+    /// ```
     pub fn manager(&self) -> &M {
         &self.handle.shared.manager
     }
@@ -556,6 +844,16 @@ pub struct TransactionWatch<'a, M: Manager> {
 
 impl<M: Manager> TransactionWatch<'_, M> {
     /// The transaction committed or rolled back: nothing to report.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let pool = pool()?;
+    /// let watch = pool.watch_transaction();
+    /// watch.finished();
+    /// assert_eq!(pool.metrics().operation_failures, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn finished(mut self) {
         self.armed = false;
     }

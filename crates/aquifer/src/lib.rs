@@ -44,7 +44,8 @@ pub use mux::{
 };
 pub use object::Metadata;
 pub use pool::builder::Builder;
-pub use pool::{PendingInfo, Pool, Pooled, TransactionWatch};
+pub use pool::control::PendingInfo;
+pub use pool::{Pool, Pooled, TransactionWatch};
 pub use roles::{Fallback, Role, RoleCheck, RoleManager, RoleSignal, Roles, SplitBrain};
 pub use selector::{RegexError, Selector};
 pub use status::{Health, Status};

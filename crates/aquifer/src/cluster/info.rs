@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::manager::Manager;
 use crate::metrics::Metrics;
-use crate::pool::PendingInfo;
+use crate::pool::control::PendingInfo;
 use crate::status::Status;
 
 use super::{Cluster, Mode, ReadStats, RoleInfo};

@@ -9,29 +9,29 @@ pub(crate) mod builder;
 mod config;
 mod error;
 mod multiplexed;
+mod shared;
 mod state;
 mod status;
 
 use std::fmt;
-use std::ops::Deref;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::error::{CreateError, PoolError};
-use crate::events::{EventStream, Reason};
+use crate::error::CreateError;
+use crate::events::EventStream;
 use crate::metrics::Metrics;
-use crate::pool::{Pool, Pooled};
+use crate::pool::Pool;
 
 pub use config::{MuxConfig, Spread};
 pub use error::MuxError;
 pub use multiplexed::Multiplexed;
 pub use status::{Closes, MuxMetrics, MuxStatus};
 
-use state::{Asked, Closed, Handed, Handoffs, MuxState, Taken};
+pub use shared::Lease;
+
+use shared::MuxShared;
 
 /// Many requests over a set of shared connections. See the
 /// [crate docs](crate) for when to use it rather than a [`Pool`].
@@ -67,69 +67,11 @@ pub struct Multiplexer<M: Multiplexed> {
     inner: Arc<MuxShared<M>>,
 }
 
-struct MuxShared<M: Multiplexed> {
-    pool: Pool<M>,
-    cfg: MuxConfig,
-    state: Mutex<MuxState<M>>,
-    /// Usable and open connections, and whether closed: what `ready` and
-    /// `close` wait on.
-    counts: watch::Sender<Counts>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Counts {
-    usable: usize,
-    open: usize,
-    closed: bool,
-    /// Opens that failed, so that a waiter on `ready` hears of each.
-    open_failures: u64,
-}
-
-impl<M: Multiplexed> MuxState<M> {
-    fn counts(&self) -> Counts {
-        Counts {
-            usable: self.usable(),
-            open: self.open(),
-            closed: self.is_closed(),
-            open_failures: self.open_failures(),
-        }
-    }
-}
-
-/// What to do once the lock is gone.
-struct MuxWork<M: Multiplexed> {
-    handoffs: Handoffs<M>,
-    closes: Vec<(Arc<Pooled<M>>, Closed)>,
-    opens: usize,
-    counts: Option<Counts>,
-}
-
-impl<M: Multiplexed> Default for MuxWork<M> {
-    fn default() -> Self {
-        Self {
-            handoffs: Vec::new(),
-            closes: Vec::new(),
-            opens: 0,
-            counts: None,
-        }
-    }
-}
-
 impl<M: Multiplexed> Multiplexer<M> {
     fn start(pool: Pool<M>, cfg: MuxConfig) -> Self {
-        let state = MuxState::new(cfg.limits());
-        let inner = Arc::new(MuxShared {
-            pool,
-            state: Mutex::new(state),
-            counts: watch::Sender::new(Counts::default()),
-            cfg,
-        });
-        inner.locked(|st, after| after.opens = st.reserve_opens());
-        tokio::spawn(maintain(
-            Arc::downgrade(&inner),
-            inner.cfg.maintenance_interval,
-        ));
-        Multiplexer { inner }
+        Multiplexer {
+            inner: MuxShared::start(pool, cfg),
+        }
     }
 
     /// Takes a slot on a connection, waiting up to `acquire_timeout`. The
@@ -462,321 +404,6 @@ impl<M: Multiplexed> Multiplexer<M> {
     /// ```
     pub fn manager(&self) -> &M {
         self.inner.pool.manager()
-    }
-}
-
-impl<M: Multiplexed> MuxShared<M> {
-    fn broken(&self) -> impl Fn(&M::Type) -> bool + '_ {
-        |obj| self.pool.manager().is_broken(obj)
-    }
-
-    /// The door into the state: runs `f` under the lock, then does what
-    /// it left in `after` (see [`finish`](Self::finish)).
-    fn locked<R>(self: &Arc<Self>, f: impl FnOnce(&mut MuxState<M>, &mut MuxWork<M>) -> R) -> R {
-        let mut after = MuxWork::default();
-        let r = f(&mut self.state.lock(), &mut after);
-        self.finish(after);
-        r
-    }
-
-    /// Runs `f` on the locked state, which it only reads.
-    fn read<R>(&self, f: impl FnOnce(&MuxState<M>) -> R) -> R {
-        f(&self.state.lock())
-    }
-
-    async fn lease(self: &Arc<Self>, timeout: Duration) -> Result<Lease<M>, MuxError<M::Error>> {
-        let now = Instant::now();
-        let asked = self.locked(|st, after| {
-            let asked = st.ask(now, &self.broken());
-            if let Ok(Asked::Queued(..)) = asked {
-                // The demand just rose: a connection may take more now.
-                st.dispatch(now, &self.broken(), &mut after.handoffs);
-                after.opens = st.reserve_opens();
-            }
-            asked
-        });
-        let mut queued = match asked? {
-            Asked::Taken(taken) => return Ok(Lease::new(taken, self, now)),
-            Asked::Queued(id, rx) => Queued {
-                mux: self,
-                id,
-                rx,
-                armed: true,
-            },
-        };
-        let got = tokio::time::timeout(timeout, &mut queued.rx).await;
-        match got {
-            Ok(Ok(got)) => {
-                queued.armed = false;
-                got.map(|(taken, since)| Lease::new(taken, self, since))
-            }
-            // The sender went without a word: the multiplexer is gone.
-            Ok(Err(_)) => {
-                queued.armed = false;
-                Err(MuxError::Closed)
-            }
-            Err(_) => {
-                let last = self.locked(|st, _| {
-                    st.leave(queued.id, true);
-                    st.last_error()
-                });
-                queued.armed = false;
-                // A slot handed over just as the time ran out: take it.
-                if let Some(got) = queued.take_late() {
-                    return got.map(|(taken, since)| Lease::new(taken, self, since));
-                }
-                // An open still under way knows its newest failure.
-                let last_open_error = self.pool.last_create_error().or(last);
-                Err(MuxError::Timeout {
-                    waited: now.elapsed(),
-                    last_open_error,
-                })
-            }
-        }
-    }
-
-    /// A request's slot comes back.
-    fn release(self: &Arc<Self>, conn: Arc<Pooled<M>>, since: Instant, depth: usize) {
-        let now = Instant::now();
-        let broken = self.pool.manager().is_broken(&conn);
-        self.locked(|st, after| {
-            if let Some(close) = st.release(&conn, (now - since, depth), broken, now) {
-                after.closes.push(close);
-            }
-            st.dispatch(now, &self.broken(), &mut after.handoffs);
-            if broken || !after.closes.is_empty() {
-                after.opens = st.reserve_opens();
-                after.counts = Some(st.counts());
-            }
-            // This request's reference goes before the closes look at the
-            // connection's count: the one that closes it must hold the last.
-            drop(conn);
-        });
-    }
-
-    /// An open ended.
-    fn opened(self: &Arc<Self>, got: Result<Pooled<M>, PoolError<M::Error>>, took: Duration) {
-        let now = Instant::now();
-        self.locked(|st, after| {
-            match got {
-                Ok(conn) => {
-                    tracing::debug!(target: "aquifer::mux", id = conn.id(), "connection opened");
-                    if let Some(refused) = st.opened(conn, took, now) {
-                        after.closes.push((refused, Closed::Shutdown));
-                    } else {
-                        st.dispatch(now, &self.broken(), &mut after.handoffs);
-                        after.opens = st.reserve_opens();
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(target: "aquifer::mux", error = %crate::error::error_chain(&e), "open failed");
-                    let permanent = matches!(e, PoolError::Create(_));
-                    st.open_failed(e.create_error().cloned(), permanent, &mut after.handoffs);
-                    // The next open waits for a request or the next tick,
-                    // so that a refusal does not become a busy loop.
-                }
-            }
-            after.counts = Some(st.counts());
-        });
-    }
-
-    /// The maintenance tick: closes surplus and broken connections, opens
-    /// up to `min`. Returns `false` once the multiplexer is closed and empty.
-    fn maintain(self: &Arc<Self>) -> bool {
-        let now = Instant::now();
-        self.locked(|st, after| {
-            after.closes = st.surplus(now, self.cfg.scale_down_after, &self.broken());
-            st.dispatch(now, &self.broken(), &mut after.handoffs);
-            after.opens = st.reserve_opens();
-            after.counts = Some(st.counts());
-            !(st.is_closed() && st.open() == 0)
-        })
-    }
-
-    /// Does what a locked step decided: hands slots to waiters, closes
-    /// connections, starts opens, publishes the counts.
-    fn finish(self: &Arc<Self>, after: MuxWork<M>) {
-        if !after.handoffs.is_empty() {
-            self.hand_over(after.handoffs);
-        }
-        for (conn, why) in after.closes {
-            self.close_conn(conn, why);
-        }
-        self.spawn_opens(after.opens);
-        if let Some(c) = after.counts {
-            self.counts
-                .send_if_modified(|old| std::mem::replace(old, c) != c);
-        }
-    }
-
-    /// Sends slots (or errors) to queued requests.
-    fn hand_over(self: &Arc<Self>, handoffs: Handoffs<M>) {
-        let now = Instant::now();
-        for (tx, got) in handoffs {
-            // A waiter that left: its slot comes straight back.
-            if let Err(Ok((taken, since))) = tx.send(got.map(|taken| (taken, now))) {
-                drop(Lease::new(taken, self, since));
-            }
-        }
-    }
-
-    fn close_conn(&self, conn: Arc<Pooled<M>>, why: Closed) {
-        let reason = match why {
-            Closed::ScaledDown => Reason::Idle,
-            Closed::Broken => Reason::Broken,
-            Closed::Lifetime => Reason::Lifetime,
-            Closed::Shutdown => Reason::Closed,
-            Closed::Session => Reason::SessionChanged,
-        };
-        tracing::debug!(target: "aquifer::mux", reason = reason.as_str(), "connection closing");
-        // A connection closes only once no request holds it.
-        if let Ok(conn) = Arc::try_unwrap(conn) {
-            conn.destroy_for(reason);
-        }
-    }
-
-    fn spawn_opens(self: &Arc<Self>, n: usize) {
-        for _ in 0..n {
-            let pool = self.pool.clone();
-            let mux = Arc::downgrade(self);
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let got = pool.get().await;
-                match mux.upgrade() {
-                    Some(mux) => mux.opened(got, started.elapsed()),
-                    // Gone: the connection goes back to the pool, which closes.
-                    None => drop(got),
-                }
-            });
-        }
-    }
-}
-
-/// A queued request's place; if its future is dropped, it leaves the
-/// queue and gives back a slot handed to it in the meantime.
-struct Queued<'a, M: Multiplexed> {
-    mux: &'a Arc<MuxShared<M>>,
-    id: u64,
-    rx: oneshot::Receiver<Handed<M>>,
-    armed: bool,
-}
-
-impl<M: Multiplexed> Queued<'_, M> {
-    /// Closes the channel and takes what was sent before: a send after
-    /// this fails, and the sender gives the slot back itself.
-    fn take_late(&mut self) -> Option<Handed<M>> {
-        self.rx.close();
-        self.rx.try_recv().ok()
-    }
-}
-
-impl<M: Multiplexed> Drop for Queued<'_, M> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.mux.locked(|st, _| st.leave(self.id, false));
-            if let Some(Ok((taken, since))) = self.take_late() {
-                drop(Lease::new(taken, self.mux, since));
-            }
-        }
-    }
-}
-
-async fn maintain<M: Multiplexed>(mux: Weak<MuxShared<M>>, every: Duration) {
-    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(mux) = mux.upgrade() else { return };
-        if !mux.maintain() {
-            return;
-        }
-        for conn in mux.locked(|st, _| st.start_checks()) {
-            tokio::spawn(check_session(Arc::clone(&mux), conn, every));
-        }
-    }
-}
-
-/// One connection's session check. One that has not answered within ten
-/// ticks (stuck behind long requests) counts as unchanged, so that the
-/// connection can close when it must.
-async fn check_session<M: Multiplexed>(
-    mux: Arc<MuxShared<M>>,
-    conn: Arc<Pooled<M>>,
-    every: Duration,
-) {
-    let changed = tokio::time::timeout(every * 10, mux.pool.manager().session_changed(&conn))
-        .await
-        .unwrap_or(false);
-    if changed {
-        tracing::warn!(
-            target: "aquifer::mux", id = conn.id(),
-            "a statement changed the shared session; the connection is retired and replaced"
-        );
-    }
-    mux.locked(|st, after| {
-        if let Some(close) = st.checked(&conn, changed) {
-            after.closes.push(close);
-        }
-        if changed {
-            st.dispatch(Instant::now(), &mux.broken(), &mut after.handoffs);
-            after.opens = st.reserve_opens();
-            after.counts = Some(st.counts());
-        }
-        // As on a release: the close must hold the last reference.
-        drop(conn);
-    });
-}
-
-/// A slot on a shared connection: it derefs to the connection, and the
-/// slot is given back when it is dropped. Other requests use the same
-/// connection meanwhile, so it gives only `&` access.
-#[must_use = "dropping a Lease gives its slot back at once"]
-pub struct Lease<M: Multiplexed> {
-    conn: Option<Arc<Pooled<M>>>,
-    mux: Arc<MuxShared<M>>,
-    since: Instant,
-    depth: usize,
-}
-
-impl<M: Multiplexed> Lease<M> {
-    fn new(taken: Taken<M>, mux: &Arc<MuxShared<M>>, since: Instant) -> Self {
-        Lease {
-            conn: Some(taken.conn),
-            mux: Arc::clone(mux),
-            since,
-            depth: taken.depth,
-        }
-    }
-
-    /// The connection's id, unique within the multiplexer.
-    pub fn id(&self) -> u64 {
-        self.conn.as_ref().expect(LEASED).id()
-    }
-}
-
-const LEASED: &str = "a Lease holds its connection until dropped";
-
-impl<M: Multiplexed> Deref for Lease<M> {
-    type Target = M::Type;
-
-    fn deref(&self) -> &M::Type {
-        self.conn.as_ref().expect(LEASED)
-    }
-}
-
-impl<M: Multiplexed> Drop for Lease<M> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.mux.release(conn, self.since, self.depth);
-        }
-    }
-}
-
-impl<M: Multiplexed> fmt::Debug for Lease<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease")
-            .field("id", &self.id())
-            .finish_non_exhaustive()
     }
 }
 

@@ -596,3 +596,24 @@ impl<M: Multiplexed> MuxState<M> {
         }
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Counts {
+    pub(super) usable: usize,
+    pub(super) open: usize,
+    pub(super) closed: bool,
+    /// Opens that failed, so that a waiter on `ready` hears of each.
+    pub(super) open_failures: u64,
+}
+
+impl<M: Multiplexed> MuxState<M> {
+    /// What `ready` and `close` wait on, now.
+    pub(super) fn counts(&self) -> Counts {
+        Counts {
+            usable: self.usable(),
+            open: self.open(),
+            closed: self.is_closed(),
+            open_failures: self.open_failures(),
+        }
+    }
+}

@@ -8,7 +8,7 @@ use crate::manager::Manager;
 use crate::thread;
 
 use super::members::List;
-use super::ClusterShared;
+use super::shared::ClusterShared;
 
 /// How a [`Cluster`](super::Cluster) picks among the pools a selector matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -16,8 +16,10 @@ use crate::roles::{RoleManager, Roles};
 use crate::thread;
 
 use super::balance::{mode_code, Mode, Seed};
+use super::error::ClusterBuildError;
+use super::handle::Cluster;
 use super::members::Members;
-use super::{Cluster, ClusterBuildError, ClusterShared};
+use super::shared::ClusterShared;
 
 /// Settings for a [`Cluster`] of pools of `M`.
 #[must_use]

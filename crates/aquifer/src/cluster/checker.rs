@@ -14,7 +14,7 @@ use crate::error::{error_chain, human_duration};
 use crate::roles::{Role, RoleCheck, RoleManager};
 
 use super::members::Member;
-use super::ClusterShared;
+use super::shared::ClusterShared;
 
 pub(super) fn start_checker<M: RoleManager>(
     inner: Weak<ClusterShared<M>>,

@@ -19,8 +19,9 @@ use crate::selector::Selector;
 use crate::thread;
 
 use super::balance::{Bits, Mode};
+use super::error::ClusterError;
+use super::handle::Cluster;
 use super::members::Member;
-use super::{Cluster, ClusterError};
 
 /// A connection from a cluster: the pooled object and the pool it came from.
 pub struct ClusterConn<M: Manager> {

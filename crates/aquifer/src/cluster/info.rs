@@ -10,7 +10,10 @@ use crate::metrics::Metrics;
 use crate::pool::control::PendingInfo;
 use crate::status::Status;
 
-use super::{Cluster, Mode, ReadStats, RoleInfo};
+use super::balance::Mode;
+use super::handle::Cluster;
+use super::primary::RoleInfo;
+use super::reads::ReadStats;
 
 /// A connection that failed to close, in a pool of the cluster or in one
 /// removed from it.

@@ -15,10 +15,10 @@ use crate::pool::Pool;
 use crate::sync::{SpinGuard, SpinLock};
 use crate::thread;
 
+use super::error::ClusterError;
 use super::primary::MemberRole;
 use super::watcher::Watcher;
 use super::write::Retirements;
-use super::ClusterError;
 
 /// A pool and how the cluster knows it, for [`Cluster::add`](super::Cluster::add).
 pub struct ClusterPool<M: Manager> {

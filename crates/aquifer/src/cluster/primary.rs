@@ -16,8 +16,9 @@ use crate::error::human_duration;
 use crate::manager::Manager;
 use crate::roles::{Role, RoleCheck, RoleManager, Roles, SplitBrain};
 
+use super::handle::Cluster;
 use super::members::Member;
-use super::{Cluster, ClusterShared};
+use super::shared::ClusterShared;
 
 /// One member's role as the cluster knows it, from
 /// [`Cluster::role`] and in [`PoolInfo`](super::PoolInfo).

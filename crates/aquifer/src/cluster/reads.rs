@@ -13,10 +13,11 @@ use crate::roles::{Fallback, Role, RoleCheck, RoleManager, Roles};
 use crate::token::{gtids_cover, Repr, WriteToken};
 
 use super::balance::Bits;
+use super::error::ClusterError;
 use super::get::ClusterConn;
+use super::handle::Cluster;
 use super::members::Member;
 use super::write::WriteConn;
-use super::{Cluster, ClusterError};
 
 /// The set's side of reads: the primary's newest position, and counts.
 #[derive(Debug, Default)]

@@ -9,8 +9,9 @@ use crate::manager::Manager;
 use crate::roles::{Role, RoleManager};
 use crate::token::{Repr, WriteToken};
 
+use super::error::ClusterError;
 use super::get::ClusterConn;
-use super::{Cluster, ClusterError};
+use super::handle::Cluster;
 
 /// Reads that never go back in time: each is served by a standby whose
 /// last check showed it at or past every position this session has read

@@ -8,7 +8,7 @@ use crate::events::{EventStream, PoolEvent};
 use crate::manager::Manager;
 use crate::pool::Pool;
 
-use super::ClusterShared;
+use super::shared::ClusterShared;
 
 /// The task that turns a member pool's trouble events into the cluster's
 /// warnings, until it is stopped or the pool or the cluster is gone (or

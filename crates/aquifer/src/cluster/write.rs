@@ -12,9 +12,10 @@ use tokio::time::Instant;
 use crate::manager::Manager;
 
 use super::checker::first;
+use super::error::ClusterError;
 use super::get::ClusterConn;
+use super::handle::Cluster;
 use super::members::Member;
-use super::{Cluster, ClusterError};
 
 impl<M: Manager> Cluster<M> {
     /// A connection to the primary: the member whose server says it takes

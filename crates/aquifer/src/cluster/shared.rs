@@ -1,0 +1,170 @@
+//! What every handle of one cluster shares, and the warnings it keeps.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+
+use crate::eventlog::EventLog;
+use crate::manager::Manager;
+use crate::warning::Warning;
+
+use super::balance::Seed;
+use super::members::{Member, Members, Retired};
+
+/// What every handle of one cluster shares.
+pub(super) struct ClusterShared<M: Manager> {
+    pub(super) members: Members<M>,
+    pub(super) mode: AtomicU8,
+    pub(super) cursor: AtomicUsize,
+    /// The random pick's generator states, one per thread slot (indexed
+    /// like a pool's idle shards), so that gets on several cores do not
+    /// all write one cache line.
+    pub(super) seeds: Box<[Seed]>,
+    /// The member id failover sticks to (0: none yet).
+    pub(super) sticky: AtomicU64,
+    pub(super) warnings: Mutex<VecDeque<Warning>>,
+    /// Warnings of one kind about one pool within the last minute: the
+    /// first is recorded, the rest counted and summed up.
+    pub(super) repeats: Mutex<HashMap<(Option<String>, String), Repeat>>,
+    /// Removed pools that still hold connections that failed to close,
+    /// watched until they are closed, so that later failures warn too.
+    pub(super) retired: Mutex<Vec<Retired<M>>>,
+    pub(super) ban_time: Duration,
+    pub(super) max_warnings: usize,
+    pub(super) acquire_timeout: Option<Duration>,
+    pub(super) shut: AtomicBool,
+    pub(super) log: Option<EventLog>,
+    pub(super) next_id: AtomicU64,
+    /// Role watching, when the cluster is a replica set.
+    pub(super) roles: Option<super::primary::Board<M>>,
+}
+
+impl<M: Manager> ClusterShared<M> {
+    /// Bans `m` for `ban_time` (with a warning saying why) unless it is
+    /// banned already: a failed get and the pool's own report of the same
+    /// failed create warn once.
+    pub(super) fn ban(&self, m: &Member<M>, why: impl fmt::Display) {
+        if m.is_banned() {
+            return;
+        }
+        m.ban(self.ban_time, why.to_string());
+        self.members.flags_changed();
+        let ban_time = crate::error::human_duration(self.ban_time);
+        // The failure behind it was logged by the pool: the log says only
+        // what the cluster does about it; the warning keeps the cause.
+        tracing::warn!(
+            target: "aquifer::cluster", pool = %m.name,
+            "banned for {ban_time}; gets go to the other pools until then"
+        );
+        self.warn_repeating(
+            Some(&m.name),
+            format!("banned for {ban_time}: {why}"),
+            false,
+        );
+    }
+
+    /// A warning that may repeat: the first about a pool in a minute is
+    /// recorded, the same again (but for its numbers) is counted and summed
+    /// up in one line ("… 57 more like this in the last minute") when the
+    /// minute is over. `trace`: logged as well (a pool event's warning is
+    /// not: the pool logged the event itself).
+    pub(super) fn warn_repeating(&self, pool: Option<&str>, message: String, trace: bool) {
+        let now = tokio::time::Instant::now();
+        let shape: String = message.chars().filter(|c| !c.is_ascii_digit()).collect();
+        let summary = {
+            let mut repeats = self.repeats.lock();
+            let r = repeats
+                .entry((pool.map(str::to_owned), shape))
+                .or_insert(Repeat {
+                    since: now,
+                    more: 0,
+                    last: String::new(),
+                    trace,
+                    fresh: true,
+                });
+            if !r.fresh && now.saturating_duration_since(r.since) < REPEAT_WINDOW {
+                r.more += 1;
+                r.last = message;
+                return;
+            }
+            r.fresh = false;
+            r.since = now;
+            r.take_summary()
+        };
+        if let Some(s) = summary {
+            self.record(pool, s, trace);
+        }
+        self.record(pool, message, trace);
+    }
+
+    /// Sums up the repeats whose minute is over.
+    pub(super) fn flush_repeats(&self) {
+        let now = tokio::time::Instant::now();
+        let mut repeats = self.repeats.lock();
+        let due: Vec<(Option<String>, String, bool)> = repeats
+            .iter_mut()
+            .filter(|(_, r)| now.saturating_duration_since(r.since) >= REPEAT_WINDOW)
+            .filter_map(|((pool, _), r)| Some((pool.clone(), r.take_summary()?, r.trace)))
+            .collect();
+        // Minutes over and summed up: forgotten, so the map stays small.
+        repeats.retain(|_, r| now.saturating_duration_since(r.since) < REPEAT_WINDOW);
+        drop(repeats);
+        for (pool, summary, trace) in due {
+            self.record(pool.as_deref(), summary, trace);
+        }
+    }
+
+    pub(super) fn warn(&self, pool: Option<&str>, message: String) {
+        self.record(pool, message, true);
+    }
+
+    pub(super) fn record(&self, pool: Option<&str>, message: String, trace: bool) {
+        if trace {
+            tracing::warn!(target: "aquifer::cluster", pool, %message, "cluster warning");
+        }
+        let w = Warning {
+            at: SystemTime::now(),
+            pool: pool.map(str::to_owned),
+            message,
+        };
+        if let Some(log) = &self.log {
+            log.append(&w);
+        }
+        let mut all = self.warnings.lock();
+        if all.len() >= self.max_warnings {
+            all.pop_front();
+        }
+        all.push_back(w);
+    }
+}
+
+/// How long warnings of one kind about one pool are summed up in one.
+const REPEAT_WINDOW: Duration = Duration::from_secs(60);
+
+/// The repeats of one kind of warning about one pool.
+pub(super) struct Repeat {
+    /// When the current window began (its first warning was recorded).
+    since: tokio::time::Instant,
+    /// Warnings counted, not recorded, since then.
+    more: u64,
+    /// The newest of them.
+    last: String,
+    trace: bool,
+    /// Nothing recorded yet.
+    fresh: bool,
+}
+
+impl Repeat {
+    fn take_summary(&mut self) -> Option<String> {
+        let n = std::mem::take(&mut self.more);
+        (n > 0).then(|| {
+            format!(
+                "… {n} more like this in the last minute; the last: {}",
+                std::mem::take(&mut self.last)
+            )
+        })
+    }
+}

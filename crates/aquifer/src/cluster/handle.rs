@@ -116,7 +116,7 @@ impl<M: Manager> Cluster<M> {
         if members.get().iter().any(|m| *m.name == *p.name) {
             return Err(ClusterError::Duplicate(p.name));
         }
-        let watcher = Watcher::start(&p.pool, Arc::downgrade(&self.inner), p.name.clone());
+        let watcher = Watcher::start(&p.pool, self.inner.event_recorder(p.name.clone()));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = p.name.into();
         // The first cluster name sticks; in another cluster the pool's

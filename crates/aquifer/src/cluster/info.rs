@@ -12,8 +12,8 @@ use crate::status::Status;
 
 use super::balance::Mode;
 use super::handle::Cluster;
+use super::lag::ReadStats;
 use super::primary::RoleInfo;
-use super::reads::ReadStats;
 
 /// A connection that failed to close, in a pool of the cluster or in one
 /// removed from it.

@@ -2,7 +2,7 @@
 //!
 //! The handle and the operator's controls are in `handle`, what its
 //! handles share (and the warnings) in `shared`; how pools are kept in
-//! `members`, how one is picked in `balance` and `get`, the warnings a
+//! `members`, the modes in `balance`, how one is picked in `pick`, a get in `get`, the warnings a
 //! pool's events become in `watcher`, reports in `info`. As a replica set:
 //! each member's role in `role`, the primary in `primary`, their checks in
 //! `checker`, writes in `write`, lag in `lag`, reads in `reads` and
@@ -15,7 +15,9 @@ mod error;
 mod get;
 mod handle;
 mod info;
+mod lag;
 mod members;
+mod pick;
 mod primary;
 mod reads;
 mod session;
@@ -29,8 +31,8 @@ pub use error::{ClusterBuildError, ClusterError};
 pub use get::ClusterConn;
 pub use handle::Cluster;
 pub use info::{ClusterInfo, ClusterPending, PoolInfo};
+pub use lag::ReadStats;
 pub use members::ClusterPool;
 pub use primary::RoleInfo;
-pub use reads::ReadStats;
 pub use session::ReadSession;
 pub use write::WriteConn;

@@ -86,7 +86,7 @@ pub(super) struct MemberRole {
     /// The driver's count of connections refused, as last seen.
     pub(super) refusals: u64,
     /// How far behind, and whether reads may go there.
-    pub(super) lag: super::reads::MemberLag,
+    pub(super) lag: super::lag::MemberLag,
     /// The database system it belongs to, when its server says.
     pub(super) system: Option<u64>,
     /// The GTIDs it has applied, when its server says.
@@ -107,7 +107,7 @@ impl Default for MemberRole {
             streak: 0,
             signals: 0,
             refusals: 0,
-            lag: super::reads::MemberLag::default(),
+            lag: super::lag::MemberLag::default(),
             system: None,
             gtid: None,
         }
@@ -125,7 +125,7 @@ pub(super) struct Board<M: Manager> {
     /// Bumped after every check, for callers waiting for roles to be known.
     checks: watch::Sender<u64>,
     /// The primary's position, for replicas' lag; reads' counters.
-    pub(super) lag: super::reads::Board,
+    pub(super) lag: super::lag::LagBoard,
     /// Starts a member's checker; made where `M: RoleManager` is known.
     start: fn(Weak<ClusterShared<M>>, Arc<Member<M>>) -> AbortHandle,
 }
@@ -150,7 +150,7 @@ impl<M: RoleManager> Board<M> {
             epoch: watch::Sender::new(0),
             check_now: Arc::new(Notify::new()),
             checks: watch::Sender::new(0),
-            lag: super::reads::Board::default(),
+            lag: super::lag::LagBoard::default(),
             start: super::checker::start_checker::<M>,
         }
     }

@@ -1,7 +1,6 @@
-//! Reads from the replicas of a replica set: each standby's lag from its
-//! checks, whether it is in the read rotation and why not, and `read()`.
+//! Reads from the replicas of a replica set: `read()`, bounded reads and
+//! reads at a write's token. Each standby's lag is kept in `lag`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,165 +8,16 @@ use tokio::time::Instant;
 
 use crate::error::human_duration;
 use crate::manager::Manager;
-use crate::roles::{Fallback, Role, RoleCheck, RoleManager, Roles};
+use crate::roles::{Fallback, Role, RoleManager};
 use crate::token::{gtids_cover, Repr, WriteToken};
 
 use super::balance::Bits;
 use super::error::ClusterError;
 use super::get::ClusterConn;
 use super::handle::Cluster;
+use super::lag::ReadStats;
 use super::members::Member;
 use super::write::WriteConn;
-
-/// The set's side of reads: the primary's newest position, and counts.
-#[derive(Debug, Default)]
-pub(super) struct Board {
-    /// The primary's write-ahead log position at its last check (0: not
-    /// known).
-    pub(super) primary_wal: AtomicU64,
-    /// Reads served by a replica.
-    replica_reads: AtomicU64,
-    /// Reads that went to the primary because no replica could serve.
-    fallbacks: AtomicU64,
-    /// Token reads served by a replica already known to have the write.
-    token_known: AtomicU64,
-    /// Token reads that waited on a replica, and for how long in all.
-    token_waits: AtomicU64,
-    token_wait_micros: AtomicU64,
-}
-
-/// How far behind one member is, as its last check found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct MemberLag {
-    /// Its own position at its last check.
-    pub(super) position: Option<u64>,
-    /// How far behind its server said it is.
-    reported: Option<Duration>,
-    /// When it was last seen with nothing to replay.
-    caught_up_at: Option<Instant>,
-    pub(super) bytes: Option<u64>,
-    pub(super) time: Option<Duration>,
-    pub(super) replicating: Option<bool>,
-    /// Why reads do not go there (`None`: in the rotation).
-    pub(super) out: Option<String>,
-}
-
-impl Board {
-    /// Folds a member's check into its lag: a primary's position is what
-    /// the standbys are measured against; a standby leaves the rotation
-    /// when over a bound and comes back below half of it.
-    pub(super) fn record(&self, settings: &Roles, lag: &mut MemberLag, check: &RoleCheck) {
-        match check.role {
-            Role::Primary => {
-                if let Some(p) = check.wal_position {
-                    self.primary_wal.store(p, Ordering::Release);
-                }
-                *lag = MemberLag {
-                    out: Some("the primary".into()),
-                    ..MemberLag::default()
-                };
-            }
-            Role::Standby => {
-                lag.position = check.wal_position;
-                lag.reported = check.behind;
-                lag.replicating = check.replicating;
-                self.measure(settings, lag);
-            }
-            Role::ReadOnly | Role::Unknown => {
-                *lag = MemberLag {
-                    out: Some(format!("{}: not a standby", check.role)),
-                    ..MemberLag::default()
-                };
-            }
-        }
-    }
-}
-
-impl Board {
-    /// A standby's lag in bytes against the primary's newest position, and
-    /// whether that keeps it in the rotation. Run on the standby's check
-    /// and again on the primary's, so that whichever of the two is checked
-    /// last in a tick, the lag compares the standby with the primary's
-    /// newer position (erring towards more lag, never less).
-    pub(super) fn measure(&self, settings: &Roles, lag: &mut MemberLag) {
-        let primary = self.primary_wal.load(Ordering::Acquire);
-        lag.bytes = lag
-            .position
-            .filter(|_| primary > 0)
-            .map(|me| primary.saturating_sub(me));
-        let now = Instant::now();
-        let caught_up = match lag.bytes {
-            Some(b) => b == 0,
-            None => lag.reported == Some(Duration::ZERO),
-        };
-        if caught_up {
-            lag.caught_up_at = Some(now);
-        }
-        lag.time = match lag.bytes {
-            Some(0) => Some(Duration::ZERO),
-            // Behind the primary, and the server gives no time (PostgreSQL
-            // has none before a standby's first replayed transaction) or
-            // says zero (it replayed all it received, but has not received
-            // all): the time since it was last caught up, no less than how
-            // stale its data is.
-            Some(_) => lag
-                .reported
-                .filter(|t| !t.is_zero())
-                .or_else(|| lag.caught_up_at.map(|t| now.saturating_duration_since(t))),
-            None => lag.reported,
-        };
-        lag.out = judge(settings, lag, lag.out.is_none());
-    }
-}
-
-/// Why a standby is out of the read rotation, or `None`. One in the
-/// rotation leaves it over a bound; one out of it comes back below half
-/// of each bound, so that a replica near the bound does not flap.
-fn judge(s: &Roles, lag: &MemberLag, in_now: bool) -> Option<String> {
-    if lag.replicating == Some(false) {
-        return Some("not replicating".into());
-    }
-    let limit = |max: u64| if in_now { max } else { max / 2 };
-    if let (Some(max), Some(b)) = (s.max_lag_bytes, lag.bytes) {
-        if b > limit(max) {
-            return Some(format!(
-                "{b} bytes behind (max_lag_bytes {max}{})",
-                if in_now { "" } else { "; back below half" }
-            ));
-        }
-    }
-    if let (Some(max), Some(t)) = (s.max_lag, lag.time) {
-        let bound = if in_now { max } else { max / 2 };
-        if t > bound {
-            return Some(format!(
-                "{} behind (max_lag {}{})",
-                human_duration(t),
-                human_duration(max),
-                if in_now { "" } else { "; back below half" }
-            ));
-        }
-    }
-    None
-}
-
-/// Counts of a replica set's reads, from [`Cluster::read_stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub struct ReadStats {
-    /// Reads served by a replica.
-    pub replica_reads: u64,
-    /// Reads that went to the primary because no replica could serve.
-    pub fallbacks: u64,
-    /// Token reads served by a replica already known to have the write,
-    /// with no round trip to ask.
-    pub token_known: u64,
-    /// Token reads that waited on a replica for the write.
-    pub token_waits: u64,
-    /// The time those waits took, in all.
-    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::report::secs"))]
-    pub token_wait_time: Duration,
-}
 
 impl<M: Manager> Cluster<M> {
     /// A connection for reading: from a standby in the read rotation
@@ -243,7 +93,7 @@ impl<M: Manager> Cluster<M> {
             left.remove(i);
             match self.try_one(Arc::clone(&list[i]), share).await {
                 Ok(conn) => {
-                    board.lag.replica_reads.fetch_add(1, Ordering::Relaxed);
+                    board.lag.count_replica_read();
                     return Ok(conn);
                 }
                 Err((m, e)) => why_not.push(format!("{} failed: {}", m.name, e)),
@@ -251,7 +101,7 @@ impl<M: Manager> Cluster<M> {
         }
         match board.settings.fallback {
             Fallback::Primary => {
-                board.lag.fallbacks.fetch_add(1, Ordering::Relaxed);
+                board.lag.count_fallback();
                 self.write().await.map(WriteConn::into_cluster_conn)
             }
             Fallback::Error => Err(ClusterError::NoReplica {
@@ -313,15 +163,7 @@ impl<M: Manager> Cluster<M> {
         self.inner
             .roles
             .as_ref()
-            .map_or_else(ReadStats::default, |b| ReadStats {
-                replica_reads: b.lag.replica_reads.load(Ordering::Relaxed),
-                fallbacks: b.lag.fallbacks.load(Ordering::Relaxed),
-                token_known: b.lag.token_known.load(Ordering::Relaxed),
-                token_waits: b.lag.token_waits.load(Ordering::Relaxed),
-                token_wait_time: Duration::from_micros(
-                    b.lag.token_wait_micros.load(Ordering::Relaxed),
-                ),
-            })
+            .map_or_else(ReadStats::default, |b| b.lag.stats())
     }
 }
 
@@ -409,8 +251,8 @@ impl<M: RoleManager> Cluster<M> {
         if known.count() > 0 {
             let i = self.inner.pick(mode, &list, &known, true);
             if let Ok(conn) = self.try_one(Arc::clone(&list[i]), budget).await {
-                board.lag.token_known.fetch_add(1, Ordering::Relaxed);
-                board.lag.replica_reads.fetch_add(1, Ordering::Relaxed);
+                board.lag.count_token_known();
+                board.lag.count_replica_read();
                 return Ok(conn);
             }
         } else if let (true, Some(wait)) = (trusted.count() > 0, wait) {
@@ -424,18 +266,14 @@ impl<M: RoleManager> Cluster<M> {
                     .wait_for_token(&mut conn, token, wait)
                     .await;
                 let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                board.lag.token_waits.fetch_add(1, Ordering::Relaxed);
-                board
-                    .lag
-                    .token_wait_micros
-                    .fetch_add(took, Ordering::Relaxed);
+                board.lag.count_token_wait(took);
                 if matches!(applied, Ok(true)) {
-                    board.lag.replica_reads.fetch_add(1, Ordering::Relaxed);
+                    board.lag.count_replica_read();
                     return Ok(conn);
                 }
             }
         }
-        board.lag.fallbacks.fetch_add(1, Ordering::Relaxed);
+        board.lag.count_fallback();
         self.write().await.map(WriteConn::into_cluster_conn)
     }
 }

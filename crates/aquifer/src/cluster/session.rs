@@ -1,8 +1,6 @@
 //! Monotonic reads: a session that never reads from a replica behind one
 //! it already read from.
 
-use std::sync::atomic::Ordering;
-
 use parking_lot::Mutex;
 
 use crate::manager::Manager;
@@ -139,9 +137,7 @@ impl<M: RoleManager> ReadSession<M> {
                     return Some(WriteToken(Repr::Gtid(g.clone())));
                 }
                 let position = match r.role {
-                    Role::Primary => {
-                        Some(board.lag.primary_wal.load(Ordering::Acquire)).filter(|&p| p > 0)
-                    }
+                    Role::Primary => Some(board.lag.primary_wal()).filter(|&p| p > 0),
                     _ => r.lag.position,
                 };
                 Some(WriteToken::wal(r.system?, r.timeline?, position?))

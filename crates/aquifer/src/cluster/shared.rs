@@ -3,16 +3,19 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
 use crate::eventlog::EventLog;
+use crate::events::PoolEvent;
 use crate::manager::Manager;
 use crate::warning::Warning;
 
 use super::balance::Seed;
 use super::members::{Member, Members, Retired};
+use super::watcher::warning_of;
 
 /// What every handle of one cluster shares.
 pub(super) struct ClusterShared<M: Manager> {
@@ -166,5 +169,41 @@ impl Repeat {
                 std::mem::take(&mut self.last)
             )
         })
+    }
+}
+
+impl<M: Manager> ClusterShared<M> {
+    /// What a member's watcher does with its pool's events: a trouble
+    /// event becomes a warning, and a create failing in the background
+    /// (the pool's own health check) bans the member. Holds the cluster
+    /// weakly; `false` once it is gone.
+    pub(super) fn event_recorder(
+        self: &Arc<Self>,
+        name: String,
+    ) -> impl Fn(&PoolEvent) -> bool + Send + Sync + 'static {
+        let inner = Arc::downgrade(self);
+        move |e: &PoolEvent| match inner.upgrade() {
+            Some(inner) => {
+                if let Some(message) = warning_of(e) {
+                    inner.warn_repeating(Some(&name), message, false);
+                }
+                // A create that fails in the background (refilling to `min`,
+                // replacing what keepalive or eviction threw out) is the
+                // pool's health check failing: the server is not there.
+                if let PoolEvent::CreateFailed { error, .. } = e {
+                    let member = inner
+                        .members
+                        .read()
+                        .iter()
+                        .find(|m| *m.name == *name)
+                        .cloned();
+                    if let Some(m) = member {
+                        inner.ban(&m, error);
+                    }
+                }
+                true
+            }
+            None => false,
+        }
     }
 }

@@ -1,14 +1,11 @@
 //! The task that turns a member pool's trouble events into the cluster's
 //! warnings and bans.
 
-use std::sync::Weak;
 use std::task::Poll;
 
 use crate::events::{EventStream, PoolEvent};
 use crate::manager::Manager;
 use crate::pool::Pool;
-
-use super::shared::ClusterShared;
 
 /// The task that turns a member pool's trouble events into the cluster's
 /// warnings, until it is stopped or the pool or the cluster is gone (or
@@ -27,38 +24,16 @@ pub(super) enum Command {
 }
 
 impl Watcher {
-    /// Starts watching `pool` (if there is a runtime to watch on).
+    /// Starts watching `pool` (if there is a runtime to watch on): every
+    /// event goes to `record`, which returns `false` once the cluster is
+    /// gone (the watcher then ends).
     pub(super) fn start<M: Manager>(
         pool: &Pool<M>,
-        inner: Weak<ClusterShared<M>>,
-        name: String,
+        record: impl Fn(&PoolEvent) -> bool + Send + Sync + 'static,
     ) -> Option<Self> {
         let rt = tokio::runtime::Handle::try_current().ok()?;
         let mut events = pool.lifecycle_events();
         let (orders, mut ordered) = tokio::sync::mpsc::unbounded_channel();
-        let record = move |e: &PoolEvent| match inner.upgrade() {
-            Some(inner) => {
-                if let Some(message) = warning_of(e) {
-                    inner.warn_repeating(Some(&name), message, false);
-                }
-                // A create that fails in the background (refilling to `min`,
-                // replacing what keepalive or eviction threw out) is the
-                // pool's health check failing: the server is not there.
-                if let PoolEvent::CreateFailed { error, .. } = e {
-                    let member = inner
-                        .members
-                        .read()
-                        .iter()
-                        .find(|m| *m.name == *name)
-                        .cloned();
-                    if let Some(m) = member {
-                        inner.ban(&m, error);
-                    }
-                }
-                true
-            }
-            None => false,
-        };
         let task = rt.spawn(async move {
             // Records what is buffered now without waiting; `false` once
             // the cluster is gone.

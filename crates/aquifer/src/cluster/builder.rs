@@ -16,10 +16,11 @@ use crate::roles::{RoleManager, Roles};
 use crate::thread;
 
 use super::balance::{mode_code, Mode, Seed};
+use super::checker::start_checker;
 use super::error::ClusterBuildError;
 use super::handle::Cluster;
 use super::members::Members;
-use super::shared::ClusterShared;
+use super::shared::{ClusterShared, RoleBoard};
 
 /// Settings for a [`Cluster`] of pools of `M`.
 #[must_use]
@@ -29,8 +30,31 @@ pub struct ClusterBuilder<M: Manager> {
     max_warnings: usize,
     acquire_timeout: Option<Duration>,
     log: Option<(PathBuf, u64)>,
-    roles: Option<super::primary::Board<M>>,
+    roles: Option<RoleBoard<M>>,
     manager: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M: Manager> Cluster<M> {
+    /// Settings for a new cluster.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// use std::time::Duration;
+    /// use aquifer::Mode;
+    ///
+    /// let cluster: Cluster<Server> = Cluster::builder()
+    ///     .mode(Mode::LeastBusy)
+    ///     .ban_time(Duration::from_secs(10))
+    ///     .build();
+    /// assert_eq!(cluster.mode(), Mode::LeastBusy);
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> ClusterBuilder<M> {
+        ClusterBuilder::default()
+    }
 }
 
 impl<M: Manager> fmt::Debug for ClusterBuilder<M> {
@@ -112,7 +136,7 @@ impl<M: Manager> ClusterBuilder<M> {
     where
         M: RoleManager,
     {
-        self.roles = Some(super::primary::Board::new(roles));
+        self.roles = Some(RoleBoard::new(roles, start_checker::<M>));
         self
     }
 

@@ -1,19 +1,16 @@
 //! The cluster's handle and the operator's controls: adding and removing
-//! pools, freezing, banning, warnings, shutting down.
+//! pools, freezing, banning, shutting down.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::eventlog::EventLog;
 use crate::manager::Manager;
 use crate::pool::Pool;
 use crate::selector::Selector;
-use crate::warning::Warning;
 
 use super::balance::{mode_code, mode_of, Mode};
-use super::builder::ClusterBuilder;
 use super::error::ClusterError;
 use super::members::{check_name, ClusterPool, Member, Retired};
 use super::shared::ClusterShared;
@@ -67,27 +64,6 @@ impl<M: Manager> fmt::Debug for Cluster<M> {
 }
 
 impl<M: Manager> Cluster<M> {
-    /// Settings for a new cluster.
-    ///
-    /// ```
-    /// # use aquifer::doc_support::*;
-    /// # use aquifer::{Cluster, ClusterPool, Pool};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
-    /// # let cluster = cluster()?;
-    /// use std::time::Duration;
-    /// use aquifer::Mode;
-    ///
-    /// let cluster: Cluster<Server> = Cluster::builder()
-    ///     .mode(Mode::LeastBusy)
-    ///     .ban_time(Duration::from_secs(10))
-    ///     .build();
-    /// assert_eq!(cluster.mode(), Mode::LeastBusy);
-    /// # Ok(()) }
-    /// ```
-    pub fn builder() -> ClusterBuilder<M> {
-        ClusterBuilder::default()
-    }
-
     /// Adds a pool. Inside a Tokio runtime its trouble events (failed
     /// creates and closes, full queues, timeouts, failed queries) become
     /// [`warnings`](Cluster::warnings).
@@ -533,90 +509,6 @@ impl<M: Manager> Cluster<M> {
     /// ```
     pub fn set_mode(&self, mode: Mode) {
         self.inner.mode.store(mode_code(mode), Ordering::Relaxed);
-    }
-
-    /// Warnings, oldest first.
-    ///
-    /// ```
-    /// # use aquifer::doc_support::*;
-    /// # use aquifer::{Cluster, ClusterPool, Pool};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
-    /// # let cluster = cluster()?;
-    /// cluster.add_warning(Some("eu_1"), "disk almost full");
-    /// let w = cluster.warnings();
-    /// assert_eq!(w[0].message, "disk almost full");
-    /// # Ok(()) }
-    /// ```
-    pub fn warnings(&self) -> Vec<Warning> {
-        self.inner.flush_repeats();
-        self.inner.warnings.lock().iter().cloned().collect()
-    }
-
-    /// Forgets every warning.
-    ///
-    /// ```
-    /// # use aquifer::doc_support::*;
-    /// # use aquifer::{Cluster, ClusterPool, Pool};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
-    /// # let cluster = cluster()?;
-    /// cluster.add_warning(None, "maintenance at 02:00");
-    /// cluster.clear_warnings();
-    /// assert!(cluster.warnings().is_empty());
-    /// # Ok(()) }
-    /// ```
-    pub fn clear_warnings(&self) {
-        self.inner.warnings.lock().clear();
-    }
-
-    /// Records a warning of your own.
-    ///
-    /// ```
-    /// # use aquifer::doc_support::*;
-    /// # use aquifer::{Cluster, ClusterPool, Pool};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
-    /// # let cluster = cluster()?;
-    /// cluster.add_warning(Some("us_1"), "failing over to us_2 tonight");
-    /// assert_eq!(cluster.warnings()[0].pool.as_deref(), Some("us_1"));
-    /// # Ok(()) }
-    /// ```
-    pub fn add_warning(&self, pool: Option<&str>, message: impl Into<String>) {
-        self.inner.warn(pool, message.into());
-    }
-
-    /// Every warning in the event log file, this run's and earlier runs',
-    /// oldest first (empty without a log file).
-    ///
-    /// # Errors
-    /// The I/O error when the file cannot be read.
-    ///
-    /// ```
-    /// # use aquifer::doc_support::*;
-    /// # use aquifer::{Cluster, ClusterPool, Pool};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
-    /// # let cluster = cluster()?;
-    /// // Without `ClusterBuilder::log_file` there is no log to read.
-    /// assert!(cluster.log_messages()?.is_empty());
-    /// # Ok(()) }
-    /// ```
-    pub fn log_messages(&self) -> std::io::Result<Vec<Warning>> {
-        match &self.inner.log {
-            Some(log) => log.read_back(),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    /// Warnings the event log dropped because its writer fell behind.
-    ///
-    /// ```
-    /// # use aquifer::doc_support::*;
-    /// # use aquifer::{Cluster, ClusterPool, Pool};
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
-    /// # let cluster = cluster()?;
-    /// assert_eq!(cluster.log_dropped(), 0);
-    /// # Ok(()) }
-    /// ```
-    pub fn log_dropped(&self) -> u64 {
-        self.inner.log.as_ref().map_or(0, EventLog::dropped)
     }
 
     pub(super) fn all_pools(&self) -> Vec<(String, Pool<M>)> {

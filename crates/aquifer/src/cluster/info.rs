@@ -1,19 +1,21 @@
-//! What the cluster reports: counts, one pool in detail, and the
-//! connections that failed to close.
+//! What the cluster reports: counts, one pool in detail, the connections
+//! that failed to close, each member's role, and the warnings.
 
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use crate::eventlog::EventLog;
 use crate::manager::Manager;
 use crate::metrics::Metrics;
 use crate::pool::control::PendingInfo;
 use crate::status::Status;
+use crate::warning::Warning;
 
 use super::balance::Mode;
 use super::handle::Cluster;
 use super::lag::ReadStats;
-use super::primary::RoleInfo;
+use super::role::RoleInfo;
 
 /// A connection that failed to close, in a pool of the cluster or in one
 /// removed from it.
@@ -227,5 +229,185 @@ impl<M: Manager> Cluster<M> {
     /// ```
     pub fn has_pending(&self) -> bool {
         !self.pending().is_empty()
+    }
+}
+
+impl<M: Manager> Cluster<M> {
+    /// The member writes go to now, if one is known.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// assert_eq!(set.primary().as_deref(), Some("main"));
+    /// # Ok(()) }
+    /// ```
+    pub fn primary(&self) -> Option<String> {
+        let board = self.inner.roles.as_ref()?;
+        let p = board.primary.lock();
+        p.current.as_ref().map(|c| c.0.to_string())
+    }
+
+    /// A member's role as the cluster knows it; `None` when no pool has
+    /// that name or the cluster does not watch roles.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// let info = set.role("copy").expect("watched");
+    /// assert_eq!(info.role, Role::Standby);
+    /// # Ok(()) }
+    /// ```
+    pub fn role(&self, name: &str) -> Option<RoleInfo> {
+        let board = self.inner.roles.as_ref()?;
+        let current = board.current_id();
+        self.inner
+            .members
+            .read()
+            .iter()
+            .find(|m| &*m.name == name)
+            .map(|m| m.role_info(current == Some(m.id)))
+    }
+
+    /// Whether the cluster watches its members' roles.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// assert!(set.watches_roles());
+    /// assert!(!Cluster::<Server>::builder().build().watches_roles());
+    /// # Ok(()) }
+    /// ```
+    pub fn watches_roles(&self) -> bool {
+        self.inner.roles.is_some()
+    }
+
+    /// Waits until every member's role was checked at least once (a
+    /// cluster just built checks at once), at most `timeout`. Returns
+    /// whether they all were; `true` at once when the cluster does not
+    /// watch roles.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, Role};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let set = replica_set().await?;
+    /// use std::time::Duration;
+    ///
+    /// assert!(set.roles_checked(Duration::from_secs(1)).await);
+    /// # Ok(()) }
+    /// ```
+    pub async fn roles_checked(&self, timeout: Duration) -> bool {
+        let Some(board) = self.inner.roles.as_ref() else {
+            return true;
+        };
+        let mut checks = board.checks.subscribe();
+        let all = || {
+            self.inner
+                .members
+                .read()
+                .iter()
+                .all(|m| m.role.lock().checked_at.is_some())
+        };
+        let waited = tokio::time::timeout(timeout, async {
+            while !all() {
+                if checks.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        waited.is_ok() && all()
+    }
+}
+
+impl<M: Manager> Cluster<M> {
+    /// Warnings, oldest first.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.add_warning(Some("eu_1"), "disk almost full");
+    /// let w = cluster.warnings();
+    /// assert_eq!(w[0].message, "disk almost full");
+    /// # Ok(()) }
+    /// ```
+    pub fn warnings(&self) -> Vec<Warning> {
+        self.inner.flush_repeats();
+        self.inner.warnings.lock().iter().cloned().collect()
+    }
+
+    /// Forgets every warning.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.add_warning(None, "maintenance at 02:00");
+    /// cluster.clear_warnings();
+    /// assert!(cluster.warnings().is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn clear_warnings(&self) {
+        self.inner.warnings.lock().clear();
+    }
+
+    /// Records a warning of your own.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// cluster.add_warning(Some("us_1"), "failing over to us_2 tonight");
+    /// assert_eq!(cluster.warnings()[0].pool.as_deref(), Some("us_1"));
+    /// # Ok(()) }
+    /// ```
+    pub fn add_warning(&self, pool: Option<&str>, message: impl Into<String>) {
+        self.inner.warn(pool, message.into());
+    }
+
+    /// Every warning in the event log file, this run's and earlier runs',
+    /// oldest first (empty without a log file).
+    ///
+    /// # Errors
+    /// The I/O error when the file cannot be read.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// // Without `ClusterBuilder::log_file` there is no log to read.
+    /// assert!(cluster.log_messages()?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn log_messages(&self) -> std::io::Result<Vec<Warning>> {
+        match &self.inner.log {
+            Some(log) => log.read_back(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Warnings the event log dropped because its writer fell behind.
+    ///
+    /// ```
+    /// # use aquifer::doc_support::*;
+    /// # use aquifer::{Cluster, ClusterPool, Pool};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// # let cluster = cluster()?;
+    /// assert_eq!(cluster.log_dropped(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn log_dropped(&self) -> u64 {
+        self.inner.log.as_ref().map_or(0, EventLog::dropped)
     }
 }

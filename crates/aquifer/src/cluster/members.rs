@@ -16,9 +16,8 @@ use crate::sync::{SpinGuard, SpinLock};
 use crate::thread;
 
 use super::error::ClusterError;
-use super::primary::MemberRole;
+use super::role::{MemberRole, RoleInfo};
 use super::watcher::Watcher;
-use super::write::Retirements;
 
 /// A pool and how the cluster knows it, for [`Cluster::add`](super::Cluster::add).
 pub struct ClusterPool<M: Manager> {
@@ -76,7 +75,7 @@ pub(super) struct Member<M: Manager> {
     pub(super) watcher: Mutex<Option<Watcher>>,
     /// Its role, in a cluster that watches roles.
     pub(super) role: Mutex<MemberRole>,
-    pub(super) retired: Retirements,
+    pub(super) retired: AtomicU64,
     /// The task that checks its role, stopped when it is removed.
     pub(super) checker: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -89,6 +88,23 @@ pub(super) struct Retired<M: Manager> {
 }
 
 impl<M: Manager> Member<M> {
+    /// Its server stopped being the primary: the connections `write()`
+    /// handed out close when they come back, and its idle ones close now.
+    pub(super) fn retire(&self) {
+        self.retired.fetch_add(1, Ordering::AcqRel);
+        let pool = self.pool.clone();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(async move {
+                pool.clear().await;
+            });
+        }
+    }
+
+    /// Its role as an operator sees it; `writes_here`: writes go to it now.
+    pub(super) fn role_info(&self, writes_here: bool) -> RoleInfo {
+        self.role.lock().info(writes_here)
+    }
+
     /// A new member for `p`, active and not banned.
     pub(super) fn new(
         id: u64,

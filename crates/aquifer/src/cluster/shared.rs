@@ -3,18 +3,23 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
+use tokio::task::AbortHandle;
 
 use crate::eventlog::EventLog;
 use crate::events::PoolEvent;
 use crate::manager::Manager;
+use crate::roles::Roles;
 use crate::warning::Warning;
 
 use super::balance::Seed;
+use super::lag::LagBoard;
 use super::members::{Member, Members, Retired};
+use super::role::Primary;
 use super::watcher::warning_of;
 
 /// What every handle of one cluster shares.
@@ -42,7 +47,7 @@ pub(super) struct ClusterShared<M: Manager> {
     pub(super) log: Option<EventLog>,
     pub(super) next_id: AtomicU64,
     /// Role watching, when the cluster is a replica set.
-    pub(super) roles: Option<super::primary::Board<M>>,
+    pub(super) roles: Option<RoleBoard<M>>,
 }
 
 impl<M: Manager> ClusterShared<M> {
@@ -205,5 +210,62 @@ impl<M: Manager> ClusterShared<M> {
             }
             None => false,
         }
+    }
+}
+
+/// The cluster's part of role watching.
+pub(super) struct RoleBoard<M: Manager> {
+    pub(super) settings: Roles,
+    pub(super) primary: Mutex<Primary>,
+    /// Bumped whenever the primary changes (to none included).
+    pub(super) epoch: watch::Sender<u64>,
+    /// Every checker checks at once (the primary was lost).
+    pub(super) check_now: Arc<Notify>,
+    /// Bumped after every check, for callers waiting for roles to be known.
+    pub(super) checks: watch::Sender<u64>,
+    /// The primary's position, for replicas' lag; reads' counters.
+    pub(super) lag: LagBoard,
+    /// Starts a member's checker; made where `M: RoleManager` is known.
+    start: fn(Weak<ClusterShared<M>>, Arc<Member<M>>) -> AbortHandle,
+}
+
+impl<M: Manager> RoleBoard<M> {
+    /// A board for `settings`; `start` starts a member's checker.
+    pub(super) fn new(
+        settings: Roles,
+        start: fn(Weak<ClusterShared<M>>, Arc<Member<M>>) -> AbortHandle,
+    ) -> Self {
+        RoleBoard {
+            settings,
+            primary: Mutex::new(Primary::default()),
+            epoch: watch::Sender::new(0),
+            check_now: Arc::new(Notify::new()),
+            checks: watch::Sender::new(0),
+            lag: LagBoard::default(),
+            start,
+        }
+    }
+}
+
+impl<M: Manager> RoleBoard<M> {
+    /// Starts checking a member just added; outside a Tokio runtime no
+    /// check can run, and its evidence says so.
+    pub(super) fn watch(&self, inner: Weak<ClusterShared<M>>, m: &Arc<Member<M>>) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            *m.checker.lock() = Some((self.start)(inner, Arc::clone(m)));
+        } else {
+            m.role.lock().evidence = "never checked: added outside a Tokio runtime, \
+                where its checks cannot run; add pools inside one"
+                .into();
+        }
+    }
+
+    pub(super) fn current_id(&self) -> Option<u64> {
+        self.primary.lock().current.as_ref().map(|c| c.1)
+    }
+
+    /// The current primary's timeline, when one is known and has one.
+    pub(super) fn primary_timeline(&self) -> Option<u64> {
+        self.primary.lock().current.as_ref().and_then(|c| c.2)
     }
 }

@@ -3,7 +3,7 @@
 //! the primary.
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,11 +132,6 @@ impl<M: Manager> Cluster<M> {
         each.join("; ")
     }
 }
-
-/// How many times the member stopped being the primary: a connection
-/// handed out by `write()` remembers it, and is closed on return when it
-/// moved.
-pub(super) type Retirements = AtomicU64;
 
 /// A connection to the primary, from [`Cluster::write`]. It derefs to the
 /// pooled object as a [`ClusterConn`] does; if its server stops being the

@@ -34,11 +34,7 @@ pub struct ClusterConn<M: Manager> {
 
 impl<M: Manager> ClusterConn<M> {
     pub(super) fn new(conn: Pooled<M>, m: &Arc<Member<M>>) -> Self {
-        let known = conn
-            .pool()
-            .cluster_name
-            .get()
-            .is_some_and(|n| Arc::ptr_eq(n, &m.name));
+        let known = conn.cluster_name().is_some_and(|n| Arc::ptr_eq(n, &m.name));
         ClusterConn {
             conn,
             from: (!known).then(|| Arc::clone(m)),
@@ -61,9 +57,7 @@ impl<M: Manager> ClusterConn<M> {
             Some(m) => &m.name,
             None => self
                 .conn
-                .pool()
-                .cluster_name
-                .get()
+                .cluster_name()
                 .expect("set before the pool served the cluster"),
         }
     }

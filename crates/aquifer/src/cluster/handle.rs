@@ -97,7 +97,7 @@ impl<M: Manager> Cluster<M> {
         let name: Arc<str> = p.name.into();
         // The first cluster name sticks; in another cluster the pool's
         // connections keep a reference to their member instead.
-        let _ = p.pool.shared().cluster_name.set(Arc::clone(&name));
+        p.pool.set_cluster_name(&name);
         let member = Arc::new(Member::new(id, name, (p.pool, p.tags, p.weight), watcher));
         if let Some(board) = &self.inner.roles {
             board.watch(Arc::downgrade(&self.inner), &member);

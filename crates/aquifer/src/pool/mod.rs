@@ -440,8 +440,12 @@ impl<M: Manager> Pool<M> {
         &self.handle.shared.cfg
     }
 
-    pub(crate) fn shared(&self) -> &Shared<M> {
-        &self.handle.shared
+    /// Names the pool after the first cluster member it becomes, so that
+    /// its connections can say where they came from (see
+    /// [`Pooled::cluster_name`]) without a reference to the member. Later
+    /// names are ignored.
+    pub(crate) fn set_cluster_name(&self, name: &Arc<str>) {
+        let _ = self.handle.shared.cluster_name.set(Arc::clone(name));
     }
 
     /// The newest create failure since the last success, if creates are

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::events::Reason;
@@ -36,6 +37,12 @@ impl<M: Manager> Pooled<M> {
     #[inline]
     pub(crate) fn pool(&self) -> &Shared<M> {
         self.entry().obj.pool.as_ref().expect(OWNED)
+    }
+
+    /// The name of the first cluster member its pool became, if any.
+    #[inline]
+    pub(crate) fn cluster_name(&self) -> Option<&Arc<str>> {
+        self.pool().cluster_name.get()
     }
 
     /// The object's id, unique within its pool.

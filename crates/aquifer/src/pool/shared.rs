@@ -49,7 +49,7 @@ pub(crate) struct Shared<M: Manager> {
     /// The name of the first cluster member this pool became, so that a
     /// connection can tell where it came from without a reference of its
     /// own to the member.
-    pub(crate) cluster_name: OnceLock<Arc<str>>,
+    pub(super) cluster_name: OnceLock<Arc<str>>,
     /// Read on checkout and return.
     pub(crate) clock: PoolClock,
     /// The idle objects (shared with the state), reached without the pool

@@ -35,7 +35,7 @@ impl<M: Manager> Pooled<M> {
     }
 
     #[inline]
-    pub(crate) fn pool(&self) -> &Shared<M> {
+    fn pool(&self) -> &Shared<M> {
         self.entry().obj.pool.as_ref().expect(OWNED)
     }
 

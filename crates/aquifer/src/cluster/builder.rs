@@ -1,26 +1,20 @@
 //! Settings for a cluster.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use crate::error::BuildError;
 use crate::eventlog::EventLog;
 use crate::manager::Manager;
 use crate::roles::{RoleManager, Roles};
-use crate::thread;
 
-use super::balance::{mode_code, Mode, Seed};
+use super::balance::Mode;
 use super::checker::start_checker;
 use super::error::ClusterBuildError;
 use super::handle::Cluster;
-use super::members::Members;
-use super::shared::{ClusterShared, RoleBoard};
+use super::shared::{ClusterShared, RoleBoard, Settings};
 
 /// Settings for a [`Cluster`] of pools of `M`.
 #[must_use]
@@ -241,25 +235,14 @@ impl<M: Manager> ClusterBuilder<M> {
 
     fn assemble(self, log: Option<EventLog>) -> Cluster<M> {
         Cluster {
-            inner: Arc::new(ClusterShared {
-                members: Members::default(),
-                mode: AtomicU8::new(mode_code(self.mode)),
-                cursor: AtomicUsize::new(0),
-                seeds: (0..thread::shard_count())
-                    .map(|_| Seed(AtomicU64::new(fastrand::u64(..))))
-                    .collect(),
-                sticky: AtomicU64::new(0),
-                warnings: Mutex::new(VecDeque::new()),
-                repeats: Mutex::new(std::collections::HashMap::new()),
-                retired: Mutex::new(Vec::new()),
+            inner: Arc::new(ClusterShared::new(Settings {
+                mode: self.mode,
                 ban_time: self.ban_time,
                 max_warnings: self.max_warnings,
                 acquire_timeout: self.acquire_timeout,
-                shut: AtomicBool::new(false),
                 log,
-                next_id: AtomicU64::new(1),
                 roles: self.roles,
-            }),
+            })),
         }
     }
 }

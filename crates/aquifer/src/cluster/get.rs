@@ -176,7 +176,7 @@ impl<M: Manager> Cluster<M> {
         members: &[Arc<Member<M>>],
         sel: &Selector,
     ) -> Result<(Bits, usize), ClusterError<M::Error>> {
-        if self.inner.shut.load(Ordering::Acquire) {
+        if self.inner.is_shut() {
             return Err(ClusterError::ShutDown);
         }
         if sel.is_empty() {
@@ -273,7 +273,7 @@ impl<M: Manager> Cluster<M> {
     /// How long a whole get may take.
     fn budget(&self, first: &Member<M>) -> Duration {
         self.inner
-            .acquire_timeout
+            .acquire_timeout()
             .unwrap_or_else(|| first.pool.config().acquire_timeout)
     }
 
@@ -336,7 +336,7 @@ impl<M: Manager> Cluster<M> {
     #[inline(always)]
     fn quick_any(&self) -> Quick<M> {
         let mode = self.mode();
-        if self.inner.shut.load(Ordering::Acquire) {
+        if self.inner.is_shut() {
             return Quick::No;
         }
         let members = self.inner.members.read_local();

@@ -2,7 +2,6 @@
 //! pools, freezing, banning, shutting down.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use crate::manager::Manager;
 use crate::pool::Pool;
 use crate::selector::Selector;
 
-use super::balance::{mode_code, mode_of, Mode};
+use super::balance::Mode;
 use super::error::ClusterError;
 use super::members::{check_name, ClusterPool, Member, Retired};
 use super::shared::ClusterShared;
@@ -85,7 +84,7 @@ impl<M: Manager> Cluster<M> {
     /// ```
     pub fn add(&self, p: ClusterPool<M>) -> Result<(), ClusterError<M::Error>> {
         check_name(&p.name)?;
-        if self.inner.shut.load(Ordering::Acquire) {
+        if self.inner.is_shut() {
             return Err(ClusterError::ShutDown);
         }
         let mut members = self.inner.members.write();
@@ -93,7 +92,7 @@ impl<M: Manager> Cluster<M> {
             return Err(ClusterError::Duplicate(p.name));
         }
         let watcher = Watcher::start(&p.pool, self.inner.event_recorder(p.name.clone()));
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.inner.next_member_id();
         let name: Arc<str> = p.name.into();
         // The first cluster name sticks; in another cluster the pool's
         // connections keep a reference to their member instead.
@@ -372,7 +371,7 @@ impl<M: Manager> Cluster<M> {
     ) -> Result<usize, ClusterError<M::Error>> {
         let sel = sel.into();
         let found = self.matching(&sel)?;
-        let for_ = for_.unwrap_or(self.inner.ban_time);
+        let for_ = for_.unwrap_or(self.inner.ban_time());
         for m in &found {
             m.ban(for_, "by an operator".to_owned());
             self.inner.warn(
@@ -467,7 +466,7 @@ impl<M: Manager> Cluster<M> {
                 if let Some(w) = &watcher {
                     w.flush().await;
                 }
-                self.inner.retired.lock().push(Retired {
+                self.inner.keep_retired(Retired {
                     name: m.name.to_string(),
                     pool: m.pool.clone(),
                     watcher,
@@ -491,7 +490,7 @@ impl<M: Manager> Cluster<M> {
     /// # Ok(()) }
     /// ```
     pub fn mode(&self) -> Mode {
-        mode_of(self.inner.mode.load(Ordering::Relaxed))
+        self.inner.mode()
     }
 
     /// Changes the mode for the gets that follow.
@@ -508,7 +507,7 @@ impl<M: Manager> Cluster<M> {
     /// # Ok(()) }
     /// ```
     pub fn set_mode(&self, mode: Mode) {
-        self.inner.mode.store(mode_code(mode), Ordering::Relaxed);
+        self.inner.set_mode(mode);
     }
 
     pub(super) fn all_pools(&self) -> Vec<(String, Pool<M>)> {
@@ -521,10 +520,7 @@ impl<M: Manager> Cluster<M> {
             .collect();
         all.extend(
             self.inner
-                .retired
-                .lock()
-                .iter()
-                .map(|r| (r.name.clone(), r.pool.clone())),
+                .with_retired(|r| (r.name.clone(), r.pool.clone())),
         );
         all
     }
@@ -547,14 +543,7 @@ impl<M: Manager> Cluster<M> {
         }
         // Retired pools whose connections all closed are let go; every
         // other pool's failed retries are warnings before this returns.
-        let closed: Vec<Retired<M>> = {
-            let mut retired = self.inner.retired.lock();
-            let (closed, kept) = std::mem::take(&mut *retired)
-                .into_iter()
-                .partition(|r| r.pool.pending().is_empty());
-            *retired = kept;
-            closed
-        };
+        let closed = self.inner.release_retired();
         for r in closed {
             if let Some(w) = r.watcher {
                 w.finish().await;
@@ -569,10 +558,9 @@ impl<M: Manager> Cluster<M> {
             .collect();
         flushes.extend(
             self.inner
-                .retired
-                .lock()
-                .iter()
-                .filter_map(|r| r.watcher.as_ref().map(Watcher::flush)),
+                .with_retired(|r| r.watcher.as_ref().map(Watcher::flush))
+                .into_iter()
+                .flatten(),
         );
         for flushed in flushes {
             flushed.await;
@@ -598,7 +586,7 @@ impl<M: Manager> Cluster<M> {
     /// # Ok(()) }
     /// ```
     pub async fn shutdown(&self, wait: Duration, force: bool) -> usize {
-        self.inner.shut.store(true, Ordering::Release);
+        self.inner.shut_down();
         let _ = self.remove(Selector::Any, wait).await;
         self.close_pending(force).await
     }

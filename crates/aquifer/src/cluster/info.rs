@@ -128,7 +128,7 @@ impl<M: Manager> Cluster<M> {
             active: 0,
             frozen: 0,
             banned: 0,
-            warnings: self.inner.warnings.lock().len(),
+            warnings: self.inner.warning_count(),
             pending: self.pending().len(),
             size: 0,
             idle: 0,
@@ -341,7 +341,7 @@ impl<M: Manager> Cluster<M> {
     /// ```
     pub fn warnings(&self) -> Vec<Warning> {
         self.inner.flush_repeats();
-        self.inner.warnings.lock().iter().cloned().collect()
+        self.inner.warnings()
     }
 
     /// Forgets every warning.
@@ -357,7 +357,7 @@ impl<M: Manager> Cluster<M> {
     /// # Ok(()) }
     /// ```
     pub fn clear_warnings(&self) {
-        self.inner.warnings.lock().clear();
+        self.inner.clear_warnings();
     }
 
     /// Records a warning of your own.
@@ -391,7 +391,7 @@ impl<M: Manager> Cluster<M> {
     /// # Ok(()) }
     /// ```
     pub fn log_messages(&self) -> std::io::Result<Vec<Warning>> {
-        match &self.inner.log {
+        match self.inner.log() {
             Some(log) => log.read_back(),
             None => Ok(Vec::new()),
         }
@@ -408,6 +408,6 @@ impl<M: Manager> Cluster<M> {
     /// # Ok(()) }
     /// ```
     pub fn log_dropped(&self) -> u64 {
-        self.inner.log.as_ref().map_or(0, EventLog::dropped)
+        self.inner.log().map_or(0, EventLog::dropped)
     }
 }

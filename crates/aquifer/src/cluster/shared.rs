@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -14,9 +14,10 @@ use crate::eventlog::EventLog;
 use crate::events::PoolEvent;
 use crate::manager::Manager;
 use crate::roles::Roles;
+use crate::thread;
 use crate::warning::Warning;
 
-use super::balance::Seed;
+use super::balance::{mode_code, mode_of, Mode, Seed};
 use super::lag::LagBoard;
 use super::members::{Member, Members, Retired};
 use super::role::Primary;
@@ -24,30 +25,137 @@ use super::watcher::warning_of;
 
 /// What every handle of one cluster shares.
 pub(super) struct ClusterShared<M: Manager> {
+    /// The pools; changed through its own writer.
     pub(super) members: Members<M>,
-    pub(super) mode: AtomicU8,
+    mode: AtomicU8,
+    /// The picker's (`pick.rs`): the round-robin turn.
     pub(super) cursor: AtomicUsize,
-    /// The random pick's generator states, one per thread slot (indexed
-    /// like a pool's idle shards), so that gets on several cores do not
-    /// all write one cache line.
+    /// The picker's: the random pick's generator states, one per thread
+    /// slot (indexed like a pool's idle shards), so that gets on several
+    /// cores do not all write one cache line.
     pub(super) seeds: Box<[Seed]>,
-    /// The member id failover sticks to (0: none yet).
+    /// The picker's: the member id failover sticks to (0: none yet).
     pub(super) sticky: AtomicU64,
-    pub(super) warnings: Mutex<VecDeque<Warning>>,
+    warnings: Mutex<VecDeque<Warning>>,
     /// Warnings of one kind about one pool within the last minute: the
     /// first is recorded, the rest counted and summed up.
-    pub(super) repeats: Mutex<HashMap<(Option<String>, String), Repeat>>,
+    repeats: Mutex<HashMap<(Option<String>, String), Repeat>>,
     /// Removed pools that still hold connections that failed to close,
     /// watched until they are closed, so that later failures warn too.
-    pub(super) retired: Mutex<Vec<Retired<M>>>,
+    retired: Mutex<Vec<Retired<M>>>,
+    ban_time: Duration,
+    max_warnings: usize,
+    acquire_timeout: Option<Duration>,
+    shut: AtomicBool,
+    log: Option<EventLog>,
+    next_id: AtomicU64,
+    /// Role watching, when the cluster is a replica set.
+    pub(super) roles: Option<RoleBoard<M>>,
+}
+
+/// A new cluster's settings, as its builder checked them.
+pub(super) struct Settings<M: Manager> {
+    pub(super) mode: Mode,
     pub(super) ban_time: Duration,
     pub(super) max_warnings: usize,
     pub(super) acquire_timeout: Option<Duration>,
-    pub(super) shut: AtomicBool,
     pub(super) log: Option<EventLog>,
-    pub(super) next_id: AtomicU64,
-    /// Role watching, when the cluster is a replica set.
     pub(super) roles: Option<RoleBoard<M>>,
+}
+
+impl<M: Manager> ClusterShared<M> {
+    pub(super) fn new(s: Settings<M>) -> Self {
+        ClusterShared {
+            members: Members::default(),
+            mode: AtomicU8::new(mode_code(s.mode)),
+            cursor: AtomicUsize::new(0),
+            seeds: (0..thread::shard_count())
+                .map(|_| Seed(AtomicU64::new(fastrand::u64(..))))
+                .collect(),
+            sticky: AtomicU64::new(0),
+            warnings: Mutex::new(VecDeque::new()),
+            repeats: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
+            ban_time: s.ban_time,
+            max_warnings: s.max_warnings,
+            acquire_timeout: s.acquire_timeout,
+            shut: AtomicBool::new(false),
+            log: s.log,
+            next_id: AtomicU64::new(1),
+            roles: s.roles,
+        }
+    }
+
+    pub(super) fn mode(&self) -> Mode {
+        mode_of(self.mode.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn set_mode(&self, mode: Mode) {
+        self.mode.store(mode_code(mode), Ordering::Relaxed);
+    }
+
+    /// Refuses new pools and gets from now on.
+    pub(super) fn shut_down(&self) {
+        self.shut.store(true, Ordering::Release);
+    }
+
+    pub(super) fn is_shut(&self) -> bool {
+        self.shut.load(Ordering::Acquire)
+    }
+
+    /// An id for a new member, unique within the cluster.
+    pub(super) fn next_member_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How long a ban lasts unless the operator says otherwise.
+    pub(super) fn ban_time(&self) -> Duration {
+        self.ban_time
+    }
+
+    /// The cluster's own acquire timeout, if it was given one.
+    pub(super) fn acquire_timeout(&self) -> Option<Duration> {
+        self.acquire_timeout
+    }
+
+    /// The persistent event log, if there is one.
+    pub(super) fn log(&self) -> Option<&EventLog> {
+        self.log.as_ref()
+    }
+
+    /// The warnings kept, oldest first.
+    pub(super) fn warnings(&self) -> Vec<Warning> {
+        self.warnings.lock().iter().cloned().collect()
+    }
+
+    pub(super) fn warning_count(&self) -> usize {
+        self.warnings.lock().len()
+    }
+
+    pub(super) fn clear_warnings(&self) {
+        self.warnings.lock().clear();
+    }
+
+    /// Keeps watching a removed pool whose connections failed to close.
+    pub(super) fn keep_retired(&self, r: Retired<M>) {
+        self.retired.lock().push(r);
+    }
+
+    /// `f` of each removed pool still watched.
+    pub(super) fn with_retired<R>(&self, f: impl FnMut(&Retired<M>) -> R) -> Vec<R> {
+        self.retired.lock().iter().map(f).collect()
+    }
+
+    /// Lets go of the removed pools whose connections have all closed,
+    /// and returns them.
+    pub(super) fn release_retired(&self) -> Vec<Retired<M>> {
+        let mut retired = self.retired.lock();
+        let (closed, kept) = std::mem::take(&mut *retired)
+            .into_iter()
+            .partition(|r| r.pool.pending().is_empty());
+        *retired = kept;
+        closed
+    }
 }
 
 impl<M: Manager> ClusterShared<M> {

@@ -48,7 +48,7 @@ impl<M: Manager> Cluster<M> {
         let deadline = started + budget;
         let mut epochs = board.epoch.subscribe();
         loop {
-            if self.inner.shut.load(Ordering::Acquire) {
+            if self.inner.is_shut() {
                 return Err(ClusterError::ShutDown);
             }
             let epoch = *epochs.borrow_and_update();
@@ -109,7 +109,7 @@ impl<M: Manager> Cluster<M> {
     /// How long a write or read may take: the cluster's acquire timeout,
     /// else its first pool's.
     pub(super) fn budget_of(&self, members: &[Arc<Member<M>>]) -> Duration {
-        self.inner.acquire_timeout.unwrap_or_else(|| {
+        self.inner.acquire_timeout().unwrap_or_else(|| {
             members
                 .first()
                 .map_or(Duration::from_secs(30), |m| m.pool.config().acquire_timeout)

@@ -60,11 +60,11 @@ fn pool(max: usize) -> Arc<Model> {
     })
 }
 
-type QueuedWaiter = Arc<Waiter<Handoff<u32, NoError>>>;
+type WaiterRef = Arc<Waiter<Handoff<u32, NoError>>>;
 
 /// A caller that must wait (a second to its deadline): its waiter, and how
 /// many creates it reserved.
-fn enqueue(pool: &Model) -> (QueuedWaiter, usize) {
+fn enqueue(pool: &Model) -> (WaiterRef, usize) {
     let before = pool.left.lock().0;
     let deadline = Stamp::default().after(Duration::from_secs(1));
     let step = pool.locked(|st, after| st.acquire(0, Stamp::default(), deadline, true, 0, after));
@@ -83,7 +83,7 @@ fn release_at(pool: &Model, e: Item<u32>, now: Stamp) -> Placed {
 }
 
 /// A waiter's wait to the end, as a get's: the object it was served.
-fn wait(pool: &Model, waiter: QueuedWaiter) -> Option<Item<u32>> {
+fn wait(pool: &Model, waiter: WaiterRef) -> Option<Item<u32>> {
     let mut queued = Queued::new(pool, waiter, 0);
     let handed = loom::future::block_on(std::future::poll_fn(|cx| queued.poll_handoff(cx)));
     handed.ok().map(|(e, _)| e)
@@ -92,7 +92,7 @@ fn wait(pool: &Model, waiter: QueuedWaiter) -> Option<Item<u32>> {
 type Waiting = thread::JoinHandle<Option<Item<u32>>>;
 
 /// Each waiter's caller waiting on a thread of its own until it is served.
-fn wait_on_threads(p: &Arc<Model>, queued: Vec<QueuedWaiter>) -> Vec<Waiting> {
+fn wait_on_threads(p: &Arc<Model>, queued: Vec<WaiterRef>) -> Vec<Waiting> {
     queued
         .into_iter()
         .map(|waiter| {

@@ -106,7 +106,7 @@ impl<M: Multiplexed> MuxShared<M> {
         });
         let mut queued = match asked? {
             Asked::Taken(taken) => return Ok(Lease::new(taken, self, now)),
-            Asked::Queued(id, rx) => Queued {
+            Asked::Queued(id, rx) => RequestClaim {
                 mux: self,
                 id,
                 rx,
@@ -263,14 +263,14 @@ impl<M: Multiplexed> MuxShared<M> {
 
 /// A queued request's place; if its future is dropped, it leaves the
 /// queue and gives back a slot handed to it in the meantime.
-struct Queued<'a, M: Multiplexed> {
+struct RequestClaim<'a, M: Multiplexed> {
     mux: &'a Arc<MuxShared<M>>,
     id: u64,
     rx: oneshot::Receiver<Handed<M>>,
     armed: bool,
 }
 
-impl<M: Multiplexed> Queued<'_, M> {
+impl<M: Multiplexed> RequestClaim<'_, M> {
     /// Closes the channel and takes what was sent before: a send after
     /// this fails, and the sender gives the slot back itself.
     fn take_late(&mut self) -> Option<Handed<M>> {
@@ -279,7 +279,7 @@ impl<M: Multiplexed> Queued<'_, M> {
     }
 }
 
-impl<M: Multiplexed> Drop for Queued<'_, M> {
+impl<M: Multiplexed> Drop for RequestClaim<'_, M> {
     fn drop(&mut self) {
         if self.armed {
             self.mux.locked(|st, _| st.leave(self.id, false));

@@ -49,7 +49,7 @@ pub(super) enum Closed {
 }
 
 /// A request waiting for a open.
-pub(super) struct Waiter<M: Multiplexed> {
+pub(super) struct QueuedRequest<M: Multiplexed> {
     id: u64,
     since: Instant,
     tx: oneshot::Sender<Handed<M>>,
@@ -88,7 +88,7 @@ pub(super) struct MuxState<M: Multiplexed> {
     conns: Vec<OpenConn<M>>,
     /// Opens in flight.
     opening: usize,
-    queue: VecDeque<Waiter<M>>,
+    queue: VecDeque<QueuedRequest<M>>,
     next_waiter: u64,
     in_flight: usize,
     /// Round-robin position, for [`Spread::RoundRobin`].
@@ -275,7 +275,7 @@ impl<M: Multiplexed> MuxState<M> {
         let (tx, rx) = oneshot::channel();
         let id = self.next_waiter;
         self.next_waiter += 1;
-        self.queue.push_back(Waiter { id, since: now, tx });
+        self.queue.push_back(QueuedRequest { id, since: now, tx });
         self.m.waited += 1;
         Ok(Asked::Queued(id, rx))
     }

@@ -101,7 +101,7 @@ impl<M: Manager> Shared<M> {
 }
 
 /// The waiter a queued caller waits on.
-type QueuedWaiter<M> = crate::sync::Arc<Waiter<Handoff<Owned<M>, <M as Manager>::Error>>>;
+type WaiterRef<M> = crate::sync::Arc<Waiter<Handoff<Owned<M>, <M as Manager>::Error>>>;
 
 impl<M: Manager> Shared<M> {
     /// A full checkout.
@@ -364,7 +364,7 @@ impl<M: Manager> Shared<M> {
 
     async fn wait(
         self: &Arc<Self>,
-        waiter: QueuedWaiter<M>,
+        waiter: WaiterRef<M>,
         deadline: Stamp,
         start: Stamp,
     ) -> Result<(Item<Owned<M>>, Stamp), PoolError<M::Error>> {

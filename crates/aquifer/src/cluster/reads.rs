@@ -22,8 +22,8 @@ use super::write::WriteConn;
 impl<M: Manager> Cluster<M> {
     /// A connection for reading: from a standby in the read rotation
     /// (replicating, within `max_lag_bytes` and `max_lag` of
-    /// [`Roles`]), picked by the cluster's mode; when none can serve, from
-    /// the primary, or an error if [`Roles::fallback`] says so.
+    /// [`Roles`](crate::Roles)), picked by the cluster's mode; when none can serve, from
+    /// the primary, or an error if [`Roles::fallback`](crate::Roles::fallback) says so.
     ///
     /// # Errors
     /// [`ClusterError::NoReplica`] (with `Fallback::Error`), else as

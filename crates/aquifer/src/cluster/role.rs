@@ -11,7 +11,7 @@ use crate::roles::Role;
 use super::lag::MemberLag;
 
 /// One member's role as the cluster knows it, from
-/// [`Cluster::role`] and in [`PoolInfo`](super::PoolInfo).
+/// [`Cluster::role`](crate::Cluster::role) and in [`PoolInfo`](super::PoolInfo).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]

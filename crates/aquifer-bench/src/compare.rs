@@ -17,16 +17,17 @@ pub struct DbOpts {
 }
 
 /// Parses `[--json] [--rounds N] [--millis MS] [--size N] [--tasks N]
-/// [--pools a,b]` for a comparison of `known` pools.
+/// [--pools a,b]` for a comparison of `known` pools, and of `more` ones
+/// when `--pools` names them.
 pub fn parse(
     command: &str,
-    known: &[&str],
+    (known, more): (&[&str], &[&str]),
     (size, tasks): (usize, usize),
     args: impl Iterator<Item = String>,
 ) -> Result<DbOpts, String> {
     let usage = format!(
         "usage: aquifer-bench {command} [--json] [--rounds N] [--millis MS] [--size {size}] [--tasks {tasks}] [--pools {}]",
-        known.join(",")
+        known.iter().chain(more).copied().collect::<Vec<_>>().join(",")
     );
     let mut o = DbOpts {
         size,
@@ -49,8 +50,10 @@ pub fn parse(
             "--tasks" => o.tasks = val()?.parse().map_err(|_| "bad --tasks")?,
             "--pools" => {
                 o.pools = val()?.split(',').map(str::to_owned).collect();
-                if let Some(p) = o.pools.iter().find(|p| !known.contains(&p.as_str())) {
-                    return Err(format!("unknown pool {p}; known: {}", known.join(",")));
+                let is_known = |p: &str| known.contains(&p) || more.contains(&p);
+                if let Some(p) = o.pools.iter().find(|p| !is_known(p)) {
+                    let all: Vec<_> = known.iter().chain(more).copied().collect();
+                    return Err(format!("unknown pool {p}; known: {}", all.join(",")));
                 }
             }
             "-h" | "--help" => return Err(usage),

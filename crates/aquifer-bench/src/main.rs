@@ -479,19 +479,25 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1).peekable();
     let parsed = if args.peek().map(String::as_str) == Some("pg") {
         args.next();
-        compare::parse("pg", pg::POOLS, (16, 64), args).map(pg::run)
+        compare::parse("pg", (pg::POOLS, &[]), (16, 64), args).map(pg::run)
     } else if args.peek().map(String::as_str) == Some("pg-mux") {
         args.next();
-        compare::parse("pg-mux", pgmux::MUX_ROWS, (16, 256), args).map(pgmux::run_select)
+        compare::parse(
+            "pg-mux",
+            (pgmux::MUX_ROWS, pgmux::MUX_SIZING_ROWS),
+            (16, 256),
+            args,
+        )
+        .map(pgmux::run_select)
     } else if args.peek().map(String::as_str) == Some("pg-sleep") {
         args.next();
         pgmux::parse_sleep(args).map(pgmux::run_sleep)
     } else if args.peek().map(String::as_str) == Some("mysql") {
         args.next();
-        compare::parse("mysql", mysql::POOLS, (16, 64), args).map(mysql::run)
+        compare::parse("mysql", (mysql::POOLS, &[]), (16, 64), args).map(mysql::run)
     } else if args.peek().map(String::as_str) == Some("sqlite") {
         args.next();
-        compare::parse("sqlite", sqlite::POOLS, (4, 16), args).map(sqlite::run)
+        compare::parse("sqlite", (sqlite::POOLS, &[]), (4, 16), args).map(sqlite::run)
     } else if args.peek().map(String::as_str) == Some("cluster") {
         args.next();
         parse(args).map(|o| cluster::run(o.rounds, o.window))
@@ -538,13 +544,39 @@ mod tests {
 
     #[test]
     fn pg_arguments_parse_and_bad_ones_are_refused() {
-        let args =
-            |v: &[&str]| compare::parse("pg", pg::POOLS, (16, 64), v.iter().map(|s| s.to_string()));
+        let args = |v: &[&str]| {
+            compare::parse(
+                "pg",
+                (pg::POOLS, &[]),
+                (16, 64),
+                v.iter().map(|s| s.to_string()),
+            )
+        };
         let o = args(&["--size", "8", "--pools", "aquifer,raw-exclusive"]).unwrap();
         assert_eq!((o.size, o.tasks), (8, 64));
         assert_eq!(o.pools, vec!["aquifer", "raw-exclusive"]);
         assert!(args(&["--pools", "sqlx"]).is_err());
         assert!(args(&["--size", "0"]).is_err());
+    }
+
+    #[test]
+    fn pg_mux_runs_its_sizing_rows_only_when_named() {
+        let args = |v: &[&str]| {
+            compare::parse(
+                "pg-mux",
+                (pgmux::MUX_ROWS, pgmux::MUX_SIZING_ROWS),
+                (16, 256),
+                v.iter().map(|s| s.to_string()),
+            )
+        };
+        let all = args(&[]).unwrap();
+        assert!(!all.pools.iter().any(|p| p == "aquifer-mux-scale"));
+        let o = args(&["--pools", "aquifer-mux-1,aquifer-mux-scale"]).unwrap();
+        assert_eq!(o.pools, vec!["aquifer-mux-1", "aquifer-mux-scale"]);
+        match args(&["--pools", "aquifer-mux-3"]) {
+            Err(err) => assert!(err.contains("aquifer-mux-scale"), "{err}"),
+            Ok(_) => panic!("an unknown row must be refused"),
+        }
     }
 
     #[test]

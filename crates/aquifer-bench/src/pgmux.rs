@@ -42,6 +42,18 @@ pub const MUX_ROWS: &[&str] = &[
     "raw-shared",
 ];
 
+/// Rows `pg-mux` runs only when `--pools` names them: the multiplexer
+/// fixed at 1, 2, 8 or 16 connections, and left to scale between 1 and
+/// `size` (`aquifer-mux-scale`, which says on stderr how many it ended
+/// with): what a sizing policy is measured against.
+pub const MUX_SIZING_ROWS: &[&str] = &[
+    "aquifer-mux-1",
+    "aquifer-mux-2",
+    "aquifer-mux-8",
+    "aquifer-mux-16",
+    "aquifer-mux-scale",
+];
+
 /// The rows of `pg-sleep`.
 pub const SLEEP_ROWS: &[&str] = &[
     "aquifer-mux",
@@ -71,8 +83,34 @@ async fn select_one(
 ) -> Option<Sample> {
     let config: tokio_postgres::Config = url.parse().expect("testkit URL");
     match row {
-        "aquifer-mux-4" | "aquifer-mux" | "aquifer-mux-rr" => {
-            let n = if row == "aquifer-mux-4" { 4 } else { size };
+        "aquifer-mux-scale" => {
+            let mux = PgMultiplexer::builder(PgMuxManager::new(url).expect("testkit URL"))
+                .min(1)
+                .max(size)
+                .build()
+                .expect("valid config");
+            mux.ready().await.expect("connect");
+            let sample = crate::drive(
+                tasks,
+                window,
+                task!(mux, |m| {
+                    m.simple_query("SELECT 1").await.expect("SELECT 1");
+                }),
+            )
+            .await;
+            eprintln!(
+                "aquifer-mux-scale: {} connections at the end of the window",
+                mux.status().connections
+            );
+            mux.close().await;
+            sample
+        }
+        row if row.starts_with("aquifer-mux") => {
+            // `aquifer-mux-N`: N connections; `aquifer-mux`: `size`.
+            let n = row
+                .strip_prefix("aquifer-mux-")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(size);
             let spread = if row == "aquifer-mux-rr" {
                 Spread::RoundRobin
             } else {
@@ -135,7 +173,7 @@ pub fn run_select(o: DbOpts) -> ExitCode {
     });
     compare::report(
         "postgres-mux-select-1",
-        "SELECT 1 round trips/s (aquifer-mux-4: 4 connections; every other row: `size`)",
+        "SELECT 1 round trips/s (aquifer-mux-N: N connections; aquifer-mux-scale: 1 to `size`; every other row: `size`)",
         &o,
         &samples,
         Some("raw-shared"),

@@ -98,10 +98,7 @@ async fn select_one(
                 }),
             )
             .await;
-            eprintln!(
-                "aquifer-mux-scale: {} connections at the end of the window",
-                mux.status().connections
-            );
+            report_status("aquifer-mux-scale", &mux.status());
             mux.close().await;
             sample
         }
@@ -132,6 +129,7 @@ async fn select_one(
                 }),
             )
             .await;
+            report_status(row, &mux.status());
             mux.close().await;
             sample
         }
@@ -159,6 +157,18 @@ async fn select_one(
         }
         other => unreachable!("unknown row {other}"),
     }
+}
+
+/// Says on stderr where a multiplexer row ended: its connections and
+/// how long a request kept one busy.
+fn report_status(row: &str, s: &aquifer::MuxStatus) {
+    let service = s
+        .service_time
+        .map_or_else(|| "-".to_owned(), |d| format!("{} µs", d.as_micros()));
+    eprintln!(
+        "{row}: {} connections at the end of the window, service time {service}",
+        s.connections
+    );
 }
 
 /// Runs `pg-mux` and prints its table.

@@ -721,3 +721,39 @@ async fn short_requests_pipeline_and_long_ones_wait_for_a_free_slot() {
     assert!(mux.lease().await.unwrap_err().is_timeout());
     drop(first);
 }
+
+/// The status reports the measurements the sizing of connections rests
+/// on: how long a request keeps a connection busy (shared by the requests
+/// pipelined with it) and how long an open takes; none before any.
+#[tokio::test(start_paused = true)]
+async fn status_reports_the_service_and_open_times_it_measured() {
+    let (f, m) = fake();
+    f.create.set(Step::Slow(ms(20)));
+    let mux = Multiplexer::builder(m)
+        .pipeline_horizon(None)
+        .min(1)
+        .max(1)
+        .max_in_flight(2)
+        .build()
+        .unwrap();
+    let before = mux.status();
+    assert_eq!((before.service_time, before.open_time), (None, None));
+    mux.ready().await.unwrap();
+    assert_eq!(mux.status().open_time, Some(ms(20)));
+    // One request alone for 10 ms: 10 ms of the connection's time.
+    let one = mux.lease().await.unwrap();
+    tokio::time::sleep(ms(10)).await;
+    drop(one);
+    assert_eq!(mux.status().service_time, Some(ms(10)));
+    // Two pipelined for 40 ms: the first, given the connection alone,
+    // counts 40 ms, the second (given it with one ahead) 20 ms; each moves
+    // the average an eighth of the way.
+    let (a, b) = (mux.lease().await.unwrap(), mux.lease().await.unwrap());
+    tokio::time::sleep(ms(40)).await;
+    drop(a);
+    let micros = |d: Option<std::time::Duration>| d.map(|d| d.as_micros());
+    assert_eq!(micros(mux.status().service_time), Some(13_750));
+    drop(b);
+    assert_eq!(micros(mux.status().service_time), Some(14_531));
+    check(&mux.status());
+}

@@ -577,6 +577,8 @@ impl<M: Multiplexed> MuxState<M> {
             min: self.limits.min,
             max: self.limits.max,
             max_in_flight: self.limits.max_in_flight,
+            service_time: (self.service_ns > 0).then(|| Duration::from_nanos(self.service_ns)),
+            open_time: (self.open_ns > 0).then(|| Duration::from_nanos(self.open_ns)),
         }
     }
 

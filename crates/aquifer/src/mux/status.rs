@@ -1,6 +1,8 @@
 //! What a multiplexer reports: where its connections and requests are,
 //! and its counters since it was built.
 
+use std::time::Duration;
+
 use crate::metrics::Summary;
 
 /// A snapshot of a multiplexer's connections and requests.
@@ -29,6 +31,22 @@ pub struct MuxStatus {
     pub max: usize,
     /// The configured most requests per connection at once.
     pub max_in_flight: usize,
+    /// How long one request keeps a connection busy (its run time over the
+    /// requests it shared the connection with), a moving average; `None`
+    /// until a request has ended. On a server short of CPU it grows with
+    /// the connections; on one that waits (`pg_sleep`, locks) it does not.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "service_time_s", serialize_with = "crate::report::opt_secs")
+    )]
+    pub service_time: Option<Duration>,
+    /// How long opening a connection takes, a moving average; `None`
+    /// until one has opened.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "open_time_s", serialize_with = "crate::report::opt_secs")
+    )]
+    pub open_time: Option<Duration>,
 }
 
 /// Connections closed, by reason.

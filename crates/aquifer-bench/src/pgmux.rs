@@ -83,43 +83,29 @@ async fn select_one(
 ) -> Option<Sample> {
     let config: tokio_postgres::Config = url.parse().expect("testkit URL");
     match row {
-        "aquifer-mux-scale" => {
-            let mux = PgMultiplexer::builder(PgMuxManager::new(url).expect("testkit URL"))
-                .min(1)
-                .max(size)
-                .build()
-                .expect("valid config");
-            mux.ready().await.expect("connect");
-            let sample = crate::drive(
-                tasks,
-                window,
-                task!(mux, |m| {
-                    m.simple_query("SELECT 1").await.expect("SELECT 1");
-                }),
-            )
-            .await;
-            report_status("aquifer-mux-scale", &mux.status());
-            mux.close().await;
-            sample
-        }
         row if row.starts_with("aquifer-mux") => {
-            // `aquifer-mux-N`: N connections; `aquifer-mux`: `size`.
-            let n = row
-                .strip_prefix("aquifer-mux-")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(size);
-            let spread = if row == "aquifer-mux-rr" {
-                Spread::RoundRobin
+            let builder = PgMultiplexer::builder(PgMuxManager::new(url).expect("testkit URL"));
+            let builder = if row == "aquifer-mux-scale" {
+                // Left to itself between 1 and `size`, at its defaults.
+                builder.min(1).max(size)
             } else {
-                Spread::LeastLoaded
+                // `aquifer-mux-N`: N connections; `aquifer-mux`: `size`.
+                let n = row
+                    .strip_prefix("aquifer-mux-")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(size);
+                let spread = if row == "aquifer-mux-rr" {
+                    Spread::RoundRobin
+                } else {
+                    Spread::LeastLoaded
+                };
+                builder
+                    .min(n)
+                    .max(n)
+                    .max_in_flight(tasks.div_ceil(n).max(1))
+                    .spread(spread)
             };
-            let mux = PgMultiplexer::builder(PgMuxManager::new(url).expect("testkit URL"))
-                .min(n)
-                .max(n)
-                .max_in_flight(tasks.div_ceil(n).max(1))
-                .spread(spread)
-                .build()
-                .expect("valid config");
+            let mux = builder.build().expect("valid config");
             mux.ready().await.expect("connect");
             let sample = crate::drive(
                 tasks,

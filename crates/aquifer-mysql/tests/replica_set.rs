@@ -8,10 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aquifer::{Backoff, Cluster, ClusterError, ClusterPool, Role, Roles};
+use aquifer::{Backoff, Cluster, ClusterPool, Role, Roles};
 use aquifer_mysql::mysql_async::prelude::Queryable;
 use aquifer_mysql::{MySqlManager, MySqlPool};
-use aquifer_testkit::{MariaDbServer, Outcome, Writers};
+use aquifer_testkit::{no_primary, MariaDbServer, Outcome, Writers};
 use common::*;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -66,16 +66,7 @@ fn writers(cluster: &Cluster<MySqlManager>, n: usize) -> Writers {
                     let r = conn.exec_drop("INSERT INTO kv VALUES (?)", (key,)).await;
                     (Some(pool), r.map_err(|e| chain(&e)))
                 }
-                Err(e) => {
-                    assert!(
-                        matches!(
-                            e,
-                            ClusterError::NoPrimary { .. } | ClusterError::Unavailable { .. }
-                        ),
-                        "{e}"
-                    );
-                    (None, Err(chain(&e)))
-                }
+                Err(e) => no_primary(&e),
             }
         }
     })

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use aquifer::{Backoff, Cluster, ClusterError, ClusterPool, Role, Roles};
 use aquifer_postgres::{PgManager, PgPool};
-use aquifer_testkit::{Outcome, PgServer, Writers};
+use aquifer_testkit::{no_primary, Outcome, PgServer, Writers};
 use common::*;
 
 /// Servers and replication on two cores: one test at a time.
@@ -71,16 +71,7 @@ fn writers(cluster: &Cluster<PgManager>, n: usize, table: &'static str) -> Write
                     let r = conn.execute(&sql, &[&key]).await;
                     (Some(pool), r.map(drop).map_err(|e| chain(&e)))
                 }
-                Err(e) => {
-                    assert!(
-                        matches!(
-                            e,
-                            ClusterError::NoPrimary { .. } | ClusterError::Unavailable { .. }
-                        ),
-                        "{e}"
-                    );
-                    (None, Err(chain(&e)))
-                }
+                Err(e) => no_primary(&e),
             }
         }
     })

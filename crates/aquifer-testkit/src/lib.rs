@@ -48,7 +48,7 @@ pub use mariadb::{
 pub use pg::{PgServer, PgServerBuilder, PG_PASSWORD};
 pub use pki::{CapturedLogs, TestPki};
 pub use proxy::{Fault, FaultProxy};
-pub use writers::{Outcome, Writers};
+pub use writers::{no_primary, Outcome, Writers};
 
 /// Why a test server or proxy could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,23 @@ impl Outcome {
     }
 }
 
+/// A write that found no primary to go to, as [`Writers::start`]'s
+/// `write` reports it. Panics unless the cluster said there was none
+/// (`NoPrimary`) or none answered (`Unavailable`): any other refusal
+/// during a failover is a defect the test must show.
+pub fn no_primary<E: std::error::Error + 'static>(
+    e: &aquifer::ClusterError<E>,
+) -> (Option<String>, Result<(), String>) {
+    assert!(
+        matches!(
+            e,
+            aquifer::ClusterError::NoPrimary { .. } | aquifer::ClusterError::Unavailable { .. }
+        ),
+        "{e}"
+    );
+    (None, Err(aquifer::error_chain(e)))
+}
+
 /// Tasks that write keys 1, 2, 3… (each key once, across all tasks) until
 /// [`finish`](Writers::finish), recording every outcome.
 #[derive(Debug)]

@@ -349,6 +349,11 @@ impl PgManager {
         self.prepared_statements
     }
 
+    /// Whether an `after_connect` hook runs on each new connection.
+    pub(crate) fn has_after_connect(&self) -> bool {
+        self.after_connect.is_some()
+    }
+
     pub(crate) fn statement_capacity(&self) -> usize {
         self.statement_cache_capacity
     }

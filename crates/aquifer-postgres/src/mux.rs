@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aquifer::{Manager, Multiplexed, Multiplexer, MuxError};
 use parking_lot::Mutex;
@@ -28,7 +28,16 @@ pub type PgMultiplexer = Multiplexer<PgMuxManager>;
 /// timeouts, `after_connect`, `statement_cache_capacity` and
 /// `prepared_statements` apply).
 #[derive(Debug, Clone)]
-pub struct PgMuxManager(PgManager);
+pub struct PgMuxManager(PgManager, FreshSession);
+
+/// The fingerprint of a session as it opens, once one has been read.
+/// Sessions opened by the same manager without an `after_connect` hook
+/// start alike (what the server, the role and the database set has other
+/// sources than `session`), so one read serves every later open, and an
+/// open costs no extra round trip; a fresh backend's first look at the
+/// catalogs is slow, and a burst of opens would wait for it.
+#[derive(Debug, Clone, Default)]
+struct FreshSession(Arc<OnceLock<String>>);
 
 impl PgMuxManager {
     /// A manager for `postgres://…` or a `key=value` connection string.
@@ -36,7 +45,7 @@ impl PgMuxManager {
     /// # Errors
     /// [`PgConfigError`] naming the malformed part.
     pub fn new(url: &str) -> Result<Self, PgConfigError> {
-        PgManager::new(url).map(Self)
+        PgManager::new(url).map(Self::from)
     }
 
     /// The connection manager inside.
@@ -47,7 +56,7 @@ impl PgMuxManager {
 
 impl From<PgManager> for PgMuxManager {
     fn from(m: PgManager) -> Self {
-        Self(m)
+        Self(m, FreshSession::default())
     }
 }
 
@@ -60,7 +69,17 @@ impl Manager for PgMuxManager {
         let capacity = self.0.statement_capacity();
         // The session as it opened (after `after_connect`): what every
         // request may count on, and what the checks compare with.
-        let baseline = fingerprint(conn.client()).await?;
+        let fresh = &(self.1).0;
+        let baseline = match fresh.get() {
+            Some(b) if !self.0.has_after_connect() => b.clone(),
+            _ => {
+                let b = fingerprint(conn.client()).await?;
+                if !self.0.has_after_connect() {
+                    let _ = fresh.set(b.clone());
+                }
+                b
+            }
+        };
         Ok(MuxConnection {
             conn,
             prepared: self.0.uses_prepared_statements(),

@@ -40,7 +40,8 @@ pub use manager::Manager;
 pub use metrics::{Evictions, Metrics, Summary};
 pub use mux::builder::MuxBuilder;
 pub use mux::{
-    Closes, Lease, Multiplexed, Multiplexer, MuxConfig, MuxError, MuxMetrics, MuxStatus, Spread,
+    Closes, Lease, LimitReason, LimitSample, Multiplexed, Multiplexer, MuxConfig, MuxError,
+    MuxLimit, MuxMetrics, MuxStatus, Spread,
 };
 pub use object::Metadata;
 pub use pool::builder::Builder;

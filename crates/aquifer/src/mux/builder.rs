@@ -142,6 +142,14 @@ impl<M: Multiplexed> MuxBuilder<M> {
         self
     }
 
+    /// Whether the number of connections between `min` and `max` follows
+    /// what is measured ([`MuxConfig::adaptive`]) rather than the demand
+    /// alone. Default on.
+    pub fn adaptive(mut self, on: bool) -> Self {
+        self.config.adaptive = on;
+        self
+    }
+
     /// Builds the multiplexer and starts opening `min` connections.
     ///
     /// # Errors

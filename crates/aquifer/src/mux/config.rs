@@ -64,6 +64,16 @@ pub struct MuxConfig {
     /// Default 100 ms.
     #[cfg_attr(feature = "serde", serde(with = "crate::config::opt_duration"))]
     pub pipeline_horizon: Option<Duration>,
+    /// Whether the multiplexer finds its number of connections between
+    /// `min` and `max` from what it measures: it tries counts near the
+    /// one it has, keeps the one with the most throughput per unit of
+    /// latency, and tries again now and then or when the load changes.
+    /// Statements that would queue past `pipeline_horizon` or
+    /// `max_in_flight` get connections at once, measured or not. Off (or
+    /// `min == max`), connections open with the demand up to `max`.
+    /// [`MuxStatus::limit`](crate::MuxStatus::limit) shows the limit, why
+    /// it last changed and the measurements. Default on.
+    pub adaptive: bool,
     /// How connections are opened and closed: `create_timeout`,
     /// `backoff`, `create_concurrency` (how many open at once),
     /// `destroy_timeout`, `validate_on_borrow`, `event_capacity`, and
@@ -87,6 +97,7 @@ impl Default for MuxConfig {
             acquire_timeout: Duration::from_secs(30),
             spread: Spread::default(),
             pipeline_horizon: Some(Duration::from_millis(100)),
+            adaptive: true,
             pool: PoolConfig::default(),
         }
     }
@@ -142,6 +153,7 @@ impl MuxConfig {
             max_queued: self.max_queued,
             open_concurrency: self.pool.create_concurrency,
             spread: self.spread,
+            adaptive: self.adaptive && self.min < self.max,
             horizon_ns: self.pipeline_horizon.map_or(u64::MAX, |d| {
                 u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
             }),
@@ -157,6 +169,8 @@ pub(super) struct Limits {
     pub(super) max_queued: Option<usize>,
     pub(super) open_concurrency: usize,
     pub(super) spread: Spread,
+    /// `adaptive`, and room between `min` and `max` to adapt in.
+    pub(super) adaptive: bool,
     pub(super) horizon_ns: u64,
 }
 
@@ -168,13 +182,15 @@ mod tests {
     fn a_config_reads_from_a_file_and_refuses_unknown_fields() {
         let cfg: MuxConfig = serde_json::from_str(
             r#"{"min": 2, "max": 16, "scale_down_after": "10s", "pipeline_horizon": "off",
-                "spread": "round_robin", "pool": {"create_concurrency": 8}}"#,
+                "spread": "round_robin", "adaptive": false, "pool": {"create_concurrency": 8}}"#,
         )
         .unwrap();
         assert_eq!((cfg.min, cfg.max, cfg.max_in_flight), (2, 16, 100));
         assert_eq!(cfg.scale_down_after, Duration::from_secs(10));
         assert_eq!(cfg.pipeline_horizon, None);
         assert_eq!(cfg.spread, Spread::RoundRobin);
+        assert!(!cfg.adaptive);
+        assert!(MuxConfig::default().adaptive);
         assert_eq!(cfg.pool.create_concurrency, 8);
         let back: MuxConfig = serde_json::from_value(serde_json::to_value(&cfg).unwrap()).unwrap();
         assert_eq!(back.pipeline_horizon, None);

@@ -1,5 +1,5 @@
 //! The multiplexer: many requests share each connection at once, over a
-//! set of connections that grows under load and shrinks when it falls.
+//! set of connections sized by what it measures, within `min` and `max`.
 //!
 //! Connections come from an inner [`Pool`], which opens them (with its
 //! create timeout, backoff, permanent-error check and events); the
@@ -8,6 +8,7 @@
 pub(crate) mod builder;
 mod config;
 mod error;
+mod limit;
 mod multiplexed;
 mod shared;
 mod state;
@@ -27,7 +28,7 @@ use crate::pool::Pool;
 pub use config::{MuxConfig, Spread};
 pub use error::MuxError;
 pub use multiplexed::Multiplexed;
-pub use status::{Closes, MuxMetrics, MuxStatus};
+pub use status::{Closes, LimitReason, LimitSample, MuxLimit, MuxMetrics, MuxStatus};
 
 pub use shared::Lease;
 
@@ -38,10 +39,13 @@ use shared::MuxShared;
 ///
 /// A request takes a slot with [`lease`](Multiplexer::lease) (or runs a
 /// closure with [`run`](Multiplexer::run)) on the connection with the
-/// fewest requests in flight. Below `max` connections, a request that
-/// would queue behind another opens a connection instead; at `max`,
-/// requests pipeline up to `max_in_flight` per connection, then queue in
-/// arrival order. A connection unused for `scale_down_after` closes while
+/// fewest requests in flight. Below its limit of connections, a request
+/// that would queue behind another opens a connection instead; at the
+/// limit, requests pipeline up to `max_in_flight` per connection, then
+/// queue in arrival order. The limit is the count between `min` and `max`
+/// that measured best ([`MuxConfig::adaptive`], on by default): fewer
+/// connections, each carrying more, for short statements on a busy server;
+/// more for statements that wait. With `adaptive` off it is `max`. A connection unused for `scale_down_after` closes while
 /// more than `min` are open; one past `max_lifetime` retires and is
 /// replaced.
 ///
@@ -329,7 +333,7 @@ impl<M: Multiplexed> Multiplexer<M> {
     /// # Ok(()) }
     /// ```
     pub fn status(&self) -> MuxStatus {
-        self.inner.read(|st| st.status())
+        self.inner.read(|st| st.status(Instant::now()))
     }
 
     /// The multiplexer's counters.

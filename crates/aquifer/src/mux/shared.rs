@@ -54,7 +54,7 @@ impl<M: Multiplexed> MuxShared<M> {
     /// A multiplexer's shared part over `pool`: opens up to `min` and
     /// starts maintenance.
     pub(super) fn start(pool: Pool<M>, cfg: MuxConfig) -> Arc<Self> {
-        let state = MuxState::new(cfg.limits());
+        let state = MuxState::new(cfg.limits(), Instant::now());
         let inner = Arc::new(MuxShared {
             pool,
             state: Mutex::new(state),
@@ -105,7 +105,7 @@ impl<M: Multiplexed> MuxShared<M> {
             asked
         });
         let mut queued = match asked? {
-            Asked::Taken(taken) => return Ok(Lease::new(taken, self, now)),
+            Asked::Taken(taken) => return Ok(Lease::new(taken, self, now, Some(now))),
             Asked::Queued(id, rx) => RequestClaim {
                 mux: self,
                 id,
@@ -117,7 +117,7 @@ impl<M: Multiplexed> MuxShared<M> {
         match got {
             Ok(Ok(got)) => {
                 queued.armed = false;
-                got.map(|(taken, since)| Lease::new(taken, self, since))
+                got.map(|(taken, since)| Lease::new(taken, self, since, Some(now)))
             }
             // The sender went without a word: the multiplexer is gone.
             Ok(Err(_)) => {
@@ -132,7 +132,7 @@ impl<M: Multiplexed> MuxShared<M> {
                 queued.armed = false;
                 // A slot handed over just as the time ran out: take it.
                 if let Some(got) = queued.take_late() {
-                    return got.map(|(taken, since)| Lease::new(taken, self, since));
+                    return got.map(|(taken, since)| Lease::new(taken, self, since, Some(now)));
                 }
                 // An open still under way knows its newest failure.
                 let last_open_error = self.pool.last_create_error().or(last);
@@ -145,15 +145,19 @@ impl<M: Multiplexed> MuxShared<M> {
     }
 
     /// A request's slot comes back.
-    fn release(self: &Arc<Self>, conn: Arc<Pooled<M>>, since: Instant, depth: usize) {
+    fn release(self: &Arc<Self>, conn: Arc<Pooled<M>>, lease: &Lease<M>) {
         let now = Instant::now();
         let broken = self.pool.manager().is_broken(&conn);
         self.locked(|st, after| {
-            if let Some(close) = st.release(&conn, (now - since, depth), broken, now) {
+            if let Some(close) = st.release(&conn, (now - lease.since, lease.depth), broken, now) {
                 after.closes.push(close);
             }
+            // A slot given back unused (its request had left) is no measurement.
+            let changed = lease
+                .asked
+                .is_some_and(|asked| st.adapt(now, now - asked, &mut after.closes));
             st.dispatch(now, &self.broken(), &mut after.handoffs);
-            if broken || !after.closes.is_empty() {
+            if broken || changed || !after.closes.is_empty() {
                 after.opens = st.reserve_opens();
                 after.counts = Some(st.counts());
             }
@@ -173,6 +177,8 @@ impl<M: Multiplexed> MuxShared<M> {
                     if let Some(refused) = st.opened(conn, took, now) {
                         after.closes.push((refused, Closed::Shutdown));
                     } else {
+                        // An open that landed after the limit came down.
+                        after.closes = st.shrink();
                         st.dispatch(now, &self.broken(), &mut after.handoffs);
                         after.opens = st.reserve_opens();
                     }
@@ -195,6 +201,7 @@ impl<M: Multiplexed> MuxShared<M> {
         let now = Instant::now();
         self.locked(|st, after| {
             after.closes = st.surplus(now, self.cfg.scale_down_after, &self.broken());
+            st.raise_if_queued(now);
             st.dispatch(now, &self.broken(), &mut after.handoffs);
             after.opens = st.reserve_opens();
             after.counts = Some(st.counts());
@@ -224,7 +231,7 @@ impl<M: Multiplexed> MuxShared<M> {
         for (tx, got) in handoffs {
             // A waiter that left: its slot comes straight back.
             if let Err(Ok((taken, since))) = tx.send(got.map(|taken| (taken, now))) {
-                drop(Lease::new(taken, self, since));
+                drop(Lease::new(taken, self, since, None));
             }
         }
     }
@@ -236,6 +243,7 @@ impl<M: Multiplexed> MuxShared<M> {
             Closed::Lifetime => Reason::Lifetime,
             Closed::Shutdown => Reason::Closed,
             Closed::Session => Reason::SessionChanged,
+            Closed::Limited => Reason::Resized,
         };
         tracing::debug!(target: "aquifer::mux", reason = reason.as_str(), "connection closing");
         // A connection closes only once no request holds it.
@@ -284,7 +292,7 @@ impl<M: Multiplexed> Drop for RequestClaim<'_, M> {
         if self.armed {
             self.mux.locked(|st, _| st.leave(self.id, false));
             if let Some(Ok((taken, since))) = self.take_late() {
-                drop(Lease::new(taken, self.mux, since));
+                drop(Lease::new(taken, self.mux, since, None));
             }
         }
     }
@@ -299,20 +307,27 @@ async fn maintain<M: Multiplexed>(mux: Weak<MuxShared<M>>, every: Duration) {
         if !mux.maintain() {
             return;
         }
-        for conn in mux.locked(|st, _| st.start_checks()) {
-            tokio::spawn(check_session(Arc::clone(&mux), conn, every));
+        // Spread over the tick, so that the checks do not all reach the
+        // server at once and stall every connection together.
+        let checks = mux.locked(|st, _| st.start_checks());
+        let spread = every / u32::try_from(checks.len()).unwrap_or(u32::MAX).max(1);
+        for (k, conn) in checks.into_iter().enumerate() {
+            let after = spread * u32::try_from(k).unwrap_or(u32::MAX);
+            tokio::spawn(check_session(Arc::clone(&mux), conn, every, after));
         }
     }
 }
 
-/// One connection's session check. One that has not answered within ten
-/// ticks (stuck behind long requests) counts as unchanged, so that the
-/// connection can close when it must.
+/// One connection's session check, `after` into the tick. One that has
+/// not answered within ten ticks (stuck behind long requests) counts as
+/// unchanged, so that the connection can close when it must.
 async fn check_session<M: Multiplexed>(
     mux: Arc<MuxShared<M>>,
     conn: Arc<Pooled<M>>,
     every: Duration,
+    after: Duration,
 ) {
+    tokio::time::sleep(after).await;
     let changed = tokio::time::timeout(every * 10, mux.pool.manager().session_changed(&conn))
         .await
         .unwrap_or(false);
@@ -327,7 +342,8 @@ async fn check_session<M: Multiplexed>(
             after.closes.push(close);
         }
         if changed {
-            st.dispatch(Instant::now(), &mux.broken(), &mut after.handoffs);
+            let now = Instant::now();
+            st.dispatch(now, &mux.broken(), &mut after.handoffs);
             after.opens = st.reserve_opens();
             after.counts = Some(st.counts());
         }
@@ -344,15 +360,23 @@ pub struct Lease<M: Multiplexed> {
     conn: Option<Arc<Pooled<M>>>,
     mux: Arc<MuxShared<M>>,
     since: Instant,
+    /// When its request asked; `None` for a slot given back unused.
+    asked: Option<Instant>,
     depth: usize,
 }
 
 impl<M: Multiplexed> Lease<M> {
-    fn new(taken: Taken<M>, mux: &Arc<MuxShared<M>>, since: Instant) -> Self {
+    fn new(
+        taken: Taken<M>,
+        mux: &Arc<MuxShared<M>>,
+        since: Instant,
+        asked: Option<Instant>,
+    ) -> Self {
         Lease {
             conn: Some(taken.conn),
             mux: Arc::clone(mux),
             since,
+            asked,
             depth: taken.depth,
         }
     }
@@ -376,7 +400,7 @@ impl<M: Multiplexed> Deref for Lease<M> {
 impl<M: Multiplexed> Drop for Lease<M> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.mux.release(conn, self.since, self.depth);
+            self.mux.release(conn, self);
         }
     }
 }

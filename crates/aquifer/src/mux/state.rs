@@ -17,6 +17,9 @@ use crate::pool::Pooled;
 
 use super::config::{Limits, Spread};
 use super::error::MuxError;
+use super::limit::Limiter;
+
+mod sizing;
 use super::multiplexed::Multiplexed;
 use super::status::{Closes, MuxMetrics, MuxStatus};
 
@@ -46,13 +49,22 @@ pub(super) enum Closed {
     Shutdown,
     /// `Multiplexed::session_changed` said so.
     Session,
+    /// The adaptive limit came down.
+    Limited,
 }
 
-/// A request waiting for a open.
+/// A request waiting for a slot.
 pub(super) struct QueuedRequest<M: Multiplexed> {
     id: u64,
     since: Instant,
     tx: oneshot::Sender<Handed<M>>,
+}
+
+impl<M: Multiplexed> QueuedRequest<M> {
+    /// When it asked.
+    fn since(&self) -> Instant {
+        self.since
+    }
 }
 
 /// A slot given to a request: its connection, and how many requests
@@ -106,6 +118,8 @@ pub(super) struct MuxState<M: Multiplexed> {
     /// moving averages, 0 until measured.
     service_ns: u64,
     open_ns: u64,
+    /// The adaptive limit, when `adaptive` is on and `min < max`.
+    limiter: Option<Limiter>,
     m: MuxCounters,
 }
 
@@ -135,8 +149,11 @@ struct MuxCounters {
 }
 
 impl<M: Multiplexed> MuxState<M> {
-    pub(super) fn new(limits: Limits) -> Self {
+    pub(super) fn new(limits: Limits, now: Instant) -> Self {
         Self {
+            limiter: limits
+                .adaptive
+                .then(|| Limiter::new(limits.min, limits.max, now)),
             limits,
             conns: Vec::new(),
             opening: 0,
@@ -163,47 +180,6 @@ impl<M: Multiplexed> MuxState<M> {
     /// Connections open on the server, draining ones included.
     pub(super) fn open(&self) -> usize {
         self.conns.len()
-    }
-
-    /// How many requests a connection may carry now. Below `max`
-    /// connections, a request behind another on the same connection waits
-    /// for it (the server runs one statement per connection at a time), so
-    /// the demand is spread over as many connections as `max` allows and
-    /// only the rest is pipelined, up to `max_in_flight`. While opens fail,
-    /// only the connections already usable count.
-    fn per_connection(&self, extra: usize) -> usize {
-        let demand = self.in_flight + self.queue.len() + extra;
-        let usable = self.usable();
-        let reach = if self.opens_failing {
-            usable
-        } else {
-            // Draining connections still count against `max`.
-            self.limits.max.saturating_sub(self.open() - usable)
-        };
-        let reach = reach.max(1);
-        demand.div_ceil(reach).clamp(1, self.limits.max_in_flight)
-    }
-
-    /// How many requests a connection may carry now: `per_connection`,
-    /// and no more than the horizon allows. A request does not queue
-    /// behind more work than the horizon (requests ahead times the time one
-    /// keeps a connection busy), nor, while connections are being opened,
-    /// behind more than an open takes: long statements then wait for the
-    /// first slot that frees or a fresh connection, short ones pipeline
-    /// deep. Until one request has been timed, none queues behind another
-    /// (unless the horizon is unbounded).
-    fn depth(&self, extra: usize) -> usize {
-        let mut horizon = self.limits.horizon_ns;
-        if self.opening > 0 && !self.opens_failing {
-            horizon = horizon.min(self.open_ns);
-        }
-        let behind = match horizon.checked_div(self.service_ns) {
-            // `pipeline_horizon: None`.
-            _ if horizon == u64::MAX => usize::MAX,
-            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-            None => 0,
-        };
-        self.per_connection(extra).min(behind.saturating_add(1))
     }
 
     /// The connection a request goes to, if one has room: the fewest
@@ -383,26 +359,6 @@ impl<M: Multiplexed> MuxState<M> {
         }
     }
 
-    /// Reserves the opens that are useful and allowed now: enough
-    /// connections for the demand at the current per-connection load, and
-    /// `min`; never past `max` (draining connections count, as they are
-    /// still open on the server) nor `open_concurrency` at once.
-    pub(super) fn reserve_opens(&mut self) -> usize {
-        if self.closed {
-            return 0;
-        }
-        let demand = self.in_flight + self.queue.len();
-        let needed = demand.div_ceil(self.depth(0)).max(self.limits.min);
-        let have = self.usable() + self.opening;
-        let room = self.limits.max.saturating_sub(self.open() + self.opening);
-        let n = needed
-            .saturating_sub(have)
-            .min(room)
-            .min(self.limits.open_concurrency.saturating_sub(self.opening));
-        self.opening += n;
-        n
-    }
-
     /// An open finished with a connection after `took`. A closed
     /// multiplexer gives it back, to be closed.
     pub(super) fn opened(
@@ -563,10 +519,11 @@ impl<M: Multiplexed> MuxState<M> {
             Closed::Lifetime => self.m.closes.lifetime += 1,
             Closed::Shutdown => self.m.closes.shutdown += 1,
             Closed::Session => self.m.closes.session_changed += 1,
+            Closed::Limited => self.m.closes.limited += 1,
         }
     }
 
-    pub(super) fn status(&self) -> MuxStatus {
+    pub(super) fn status(&self, now: Instant) -> MuxStatus {
         MuxStatus {
             connections: self.usable(),
             draining: self.open() - self.usable(),
@@ -579,6 +536,7 @@ impl<M: Multiplexed> MuxState<M> {
             max_in_flight: self.limits.max_in_flight,
             service_time: (self.service_ns > 0).then(|| Duration::from_nanos(self.service_ns)),
             open_time: (self.open_ns > 0).then(|| Duration::from_nanos(self.open_ns)),
+            limit: self.limiter.as_ref().map(|l| l.status(now)),
         }
     }
 

@@ -47,6 +47,87 @@ pub struct MuxStatus {
         serde(rename = "open_time_s", serialize_with = "crate::report::opt_secs")
     )]
     pub open_time: Option<Duration>,
+    /// The adaptive limit on connections; `None` when the multiplexer
+    /// is not adaptive (`adaptive` off, or `min == max`): its limit is
+    /// then `max`.
+    pub limit: Option<MuxLimit>,
+}
+
+/// Where the adaptive limit on connections stands, why, and what it
+/// measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct MuxLimit {
+    /// Most connections the multiplexer opens now, between `min` and `max`.
+    pub limit: usize,
+    /// Why the limit last changed (or was confirmed).
+    pub reason: LimitReason,
+    /// How long ago that was.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "changed_s_ago", serialize_with = "crate::report::secs")
+    )]
+    pub changed: Duration,
+    /// How many times the limit changed since the multiplexer was built.
+    pub changes: u64,
+    /// The search settled on `limit`; it tries one connection either side
+    /// again now and then.
+    pub settled: bool,
+    /// What each count of connections measured since the load last
+    /// changed, fewest first.
+    pub measured: Vec<LimitSample>,
+}
+
+/// What one count of connections measured over a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct LimitSample {
+    /// Connections that carried the requests.
+    pub connections: usize,
+    /// Requests ended per second.
+    pub throughput: u64,
+    /// Their mean time from asking to giving the slot back.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "latency_s", serialize_with = "crate::report::secs")
+    )]
+    pub latency: Duration,
+}
+
+/// Why the adaptive limit last changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum LimitReason {
+    /// Nothing measured yet: the limit is `max`, and connections open
+    /// with the demand.
+    Start,
+    /// Trying this count for one window.
+    Probe,
+    /// This count measured the most throughput per unit of latency among
+    /// its neighbours (fewer connections win a tie).
+    Measured,
+    /// Fewer connections than the limit carried the load.
+    Unused,
+    /// Requests would otherwise queue past the pipeline horizon or
+    /// `max_in_flight`: statements that take long need connections.
+    Queued,
+}
+
+impl LimitReason {
+    /// A short lowercase name, for logs and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitReason::Start => "start",
+            LimitReason::Probe => "probe",
+            LimitReason::Measured => "measured",
+            LimitReason::Unused => "unused",
+            LimitReason::Queued => "queued",
+        }
+    }
 }
 
 /// Connections closed, by reason.
@@ -64,6 +145,8 @@ pub struct Closes {
     pub shutdown: u64,
     /// Retired because their session changed.
     pub session_changed: u64,
+    /// Closed because the adaptive limit came down.
+    pub limited: u64,
 }
 
 /// A multiplexer's counters since it was built.

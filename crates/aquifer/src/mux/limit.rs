@@ -1,0 +1,420 @@
+//! The adaptive limit on a multiplexer's connections, from what it
+//! measures rather than from how much is asked.
+//!
+//! Over windows of requests the limiter measures the throughput and the
+//! mean latency (asked to given back) at the count of connections in
+//! use, and searches the counts between `min` and `max` for the one with
+//! the most throughput per unit of latency: Kleinrock's power, which is
+//! the most throughput for a fixed number of callers and the least latency
+//! for a fixed rate of requests. The search is a pattern search: it tries
+//! the count a step below and the one a step above, moves to the best,
+//! and halves the step when the count it stands on is best; at step 0 it
+//! has settled, and it re-probes one connection either side every
+//! [`REPROBE`]. When the requests in the system double or halve, the load
+//! has changed and the search starts again. Fewer connections win a tie
+//! (within [`TOLERANCE`]). Each count is judged by the better of its last
+//! two windows: whatever else runs on the machine only slows a window
+//! down, so the better one is nearer what the count can do.
+//!
+//! Two rules need no search: the limit rises at once when a request has
+//! queued in the multiplexer past the pipeline horizon (statements that
+//! wait rather than work, like `pg_sleep`, need connections; the state
+//! sees that and calls [`Limiter::raise`], and a probe that caused it is
+//! remembered as no good), and it falls to the connections a window used
+//! when fewer carried the load.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::status::{LimitReason, LimitSample, MuxLimit};
+
+/// The shortest window; a window also lasts at least
+/// [`WINDOW_LATENCIES`] mean latencies and [`MIN_REQUESTS`] requests.
+const WINDOW: Duration = Duration::from_millis(50);
+const WINDOW_LATENCIES: u32 = 16;
+const MIN_REQUESTS: u64 = 32;
+/// How much better, in power, a count with more connections must measure
+/// to be chosen over one with fewer.
+const TOLERANCE: f64 = 0.03;
+/// A probe's first window decides alone when its power differs from the
+/// count the search stands on by this factor; a closer one takes a
+/// second window.
+const DECISIVE: f64 = 1.5;
+/// How long a settled limit holds before it tries its neighbours again:
+/// [`FIRST_REPROBE`] after the search settles, twice as long each time a
+/// re-probe confirms the count, up to [`REPROBE`]. The early re-probes
+/// catch a count chosen on a window something else slowed down.
+const FIRST_REPROBE: Duration = Duration::from_secs(1);
+pub(super) const REPROBE: Duration = Duration::from_secs(10);
+/// The factor by which the requests in the system must change for the
+/// load to count as changed.
+const LOAD_CHANGE: f64 = 2.0;
+/// The shortest time after a change before the next window starts, so
+/// that connections that drain or open do not blur it.
+const SETTLE: Duration = Duration::from_millis(5);
+
+/// What one window measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Sample {
+    /// Requests ended per second.
+    throughput: f64,
+    /// Their mean latency, in seconds.
+    latency: f64,
+}
+
+impl Sample {
+    fn power(self) -> f64 {
+        self.throughput / self.latency
+    }
+
+    /// The mean number of requests in the system (Little's law).
+    fn demand(self) -> f64 {
+        self.throughput * self.latency
+    }
+}
+
+/// The window being measured: requests that ended since `from`.
+struct Window {
+    from: Instant,
+    requests: u64,
+    latency_ns: u128,
+}
+
+impl Window {
+    fn after(now: Instant, settle: Duration) -> Self {
+        Window {
+            from: now + settle,
+            requests: 0,
+            latency_ns: 0,
+        }
+    }
+}
+
+/// What the state tells the limiter at the end of a window.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct InUse {
+    /// Usable connections that carried a request during the window.
+    pub(super) used: usize,
+    /// How long an open takes (moving average).
+    pub(super) open_time: Duration,
+}
+
+pub(super) struct Limiter {
+    min: usize,
+    max: usize,
+    limit: usize,
+    reason: LimitReason,
+    changed_at: Instant,
+    changes: u64,
+    /// The count the search stands on; the limit differs while a probe runs.
+    base: usize,
+    /// How far the search looks either side; 0 once settled.
+    step: usize,
+    /// When a settled search looks again.
+    reprobe_at: Option<Instant>,
+    /// How long the next settled count holds.
+    hold: Duration,
+    /// The count a re-probe under way started from.
+    reprobing: Option<usize>,
+    /// What each count measured since the load last changed: its last
+    /// two windows, newest first.
+    seen: Vec<(usize, [Option<Sample>; 2])>,
+    /// The requests in the system when the load last changed.
+    demand: Option<f64>,
+    last: Option<Sample>,
+    window: Window,
+}
+
+impl Limiter {
+    /// Starts at `max`: until something is measured, connections open
+    /// with the demand.
+    pub(super) fn new(min: usize, max: usize, now: Instant) -> Self {
+        Limiter {
+            min,
+            max,
+            limit: max,
+            reason: LimitReason::Start,
+            changed_at: now,
+            changes: 0,
+            base: max,
+            step: (max / 2).max(1),
+            reprobe_at: None,
+            hold: FIRST_REPROBE,
+            reprobing: None,
+            seen: Vec::new(),
+            demand: None,
+            last: None,
+            window: Window::after(now, Duration::ZERO),
+        }
+    }
+
+    pub(super) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// When the window under way started counting.
+    pub(super) fn window_start(&self) -> Instant {
+        self.window.from
+    }
+
+    /// A request ended at `now`, `latency` after it was asked for.
+    /// Requests that end while a change settles are not counted.
+    pub(super) fn record(&mut self, now: Instant, latency: Duration) {
+        if now >= self.window.from {
+            self.window.requests += 1;
+            self.window.latency_ns += latency.as_nanos();
+        }
+    }
+
+    /// Whether the window under way is long enough to be judged.
+    pub(super) fn due(&self, now: Instant) -> bool {
+        let w = &self.window;
+        let elapsed = now.saturating_duration_since(w.from);
+        // The cheap tests first: this runs as every request ends.
+        if w.requests < MIN_REQUESTS || elapsed < WINDOW {
+            return false;
+        }
+        let mean = w.latency_ns / u128::from(w.requests);
+        elapsed >= Duration::from_nanos(u64::try_from(mean).unwrap_or(u64::MAX)) * WINDOW_LATENCIES
+    }
+
+    /// Ends the window under way and decides. Returns the new limit when
+    /// it changed.
+    pub(super) fn evaluate(&mut self, now: Instant, seen: InUse) -> Option<usize> {
+        let w = &self.window;
+        let secs = now.saturating_duration_since(w.from).as_secs_f64();
+        if w.requests == 0 || secs <= 0.0 {
+            return None;
+        }
+        let sample = Sample {
+            throughput: w.requests as f64 / secs,
+            latency: (w.latency_ns as f64 / w.requests as f64 / 1e9).max(1e-9),
+        };
+        self.last = Some(sample);
+        self.window = Window::after(now, Duration::ZERO);
+        let decided = self.decide(now, sample, seen);
+        tracing::trace!(
+            target: "aquifer::mux",
+            limit = self.limit, used = seen.used, demand = sample.demand(),
+            throughput = sample.throughput, latency_s = sample.latency,
+            decided = ?decided, "connection limit window"
+        );
+        let (to, why) = decided?;
+        tracing::debug!(
+            target: "aquifer::mux",
+            from = self.limit, to, reason = why.as_str(),
+            throughput = sample.throughput, latency_s = sample.latency,
+            "connection limit changed"
+        );
+        let before = self.limit;
+        self.set(to, why, now, seen.open_time);
+        (to != before).then_some(to)
+    }
+
+    /// Drops the window under way, as something other than the limit
+    /// changed the connections (an open is under way).
+    pub(super) fn restart_window(&mut self, now: Instant) {
+        self.window = Window::after(now, Duration::ZERO);
+    }
+
+    /// Raises the limit to `to` at once (requests would queue past the
+    /// horizon). Returns whether it rose.
+    pub(super) fn raise(&mut self, to: usize, now: Instant, open_time: Duration) -> bool {
+        let to = to.min(self.max);
+        if to <= self.limit {
+            return false;
+        }
+        if self.limit < self.base {
+            // A probe below let requests queue: that count is no good.
+            let probe = self.limit;
+            let queued = Sample {
+                throughput: 0.0,
+                latency: 1.0,
+            };
+            self.remember(probe, queued);
+            self.remember(probe, queued);
+        }
+        self.base = self.base.max(to);
+        self.step = self.step.max(1);
+        self.reprobe_at = None;
+        self.reprobing = None;
+        self.set(to, LimitReason::Queued, now, open_time);
+        true
+    }
+
+    fn set(&mut self, to: usize, why: LimitReason, now: Instant, open_time: Duration) {
+        self.reason = why;
+        self.changed_at = now;
+        if to != self.limit {
+            self.limit = to;
+            self.changes += 1;
+            let latency = self.last.map_or(Duration::ZERO, |s| {
+                Duration::from_secs_f64(s.latency.min(1e3)) * 2
+            });
+            self.window = Window::after(now, SETTLE.max(open_time + latency));
+        }
+    }
+
+    fn decide(&mut self, now: Instant, s: Sample, seen: InUse) -> Option<(usize, LimitReason)> {
+        let demand = s.demand();
+        match self.demand {
+            None => self.demand = Some(demand),
+            Some(d) if demand <= d * LOAD_CHANGE && demand >= d / LOAD_CHANGE => {}
+            Some(_) => {
+                // The load changed during this window, which measured
+                // some of each: the search starts again from the next.
+                self.demand = None;
+                self.seen.clear();
+                self.base = self.limit;
+                self.step = (self.limit / 2).max(1);
+                self.reprobe_at = None;
+                self.reprobing = None;
+                return None;
+            }
+        }
+        let at = self.limit;
+        if seen.used < at {
+            // Fewer connections carried the load: that is what was measured,
+            // and a probe above them is no better.
+            let to = seen.used.max(self.min);
+            self.remember(seen.used.max(self.min), s);
+            if at > self.base {
+                self.remember(at, s);
+                self.remember(at, s);
+            }
+            if to < at {
+                self.base = to;
+                self.step = self.step.max(1);
+                self.reprobe_at = None;
+                self.reprobing = None;
+                return Some((to, LimitReason::Unused));
+            }
+        } else {
+            self.remember(at, s);
+        }
+        if self.step == 0 {
+            match self.reprobe_at {
+                Some(t) if now >= t => {
+                    let base = self.base;
+                    self.seen.retain(|&(n, _)| n == base);
+                    self.step = 1;
+                    self.reprobe_at = None;
+                    self.reprobing = Some(base);
+                }
+                _ => return None,
+            }
+        }
+        self.search(now, demand)
+    }
+
+    /// Probes the nearest count not measured yet (for up to two windows),
+    /// or moves to the best.
+    fn search(&mut self, now: Instant, demand: f64) -> Option<(usize, LimitReason)> {
+        let at = self.limit;
+        // Each turn probes, moves to a better count, or halves the step.
+        for _ in 0..64 {
+            let base = self.base;
+            let down = base.saturating_sub(self.step).max(self.min);
+            // A connection gets work only if there are requests for it.
+            let up = (base + self.step)
+                .min(self.max)
+                .min(demand.round() as usize);
+            let near = [(down < base).then_some(down), (up > base).then_some(up)];
+            if let Some(n) = near.into_iter().flatten().find(|&n| !self.decided(n, base)) {
+                return Some((n, LimitReason::Probe));
+            }
+            let best = self.best(base, near.into_iter().flatten());
+            if best != base {
+                self.base = best;
+                continue;
+            }
+            self.step /= 2;
+            if self.step == 0 {
+                self.hold = match self.reprobing.take() {
+                    Some(from) if from == base => (self.hold * 2).min(REPROBE),
+                    _ => FIRST_REPROBE,
+                };
+                self.reprobe_at = Some(now + self.hold);
+                return Some((base, LimitReason::Measured));
+            }
+        }
+        (at != self.base).then_some((self.base, LimitReason::Measured))
+    }
+
+    /// Among `base` and `near`, the fewest connections whose power is
+    /// within [`TOLERANCE`] of the best.
+    fn best(&self, base: usize, near: impl Iterator<Item = usize>) -> usize {
+        let mut counts: Vec<(usize, f64)> = std::iter::once(base)
+            .chain(near)
+            .filter_map(|n| Some((n, self.measured(n)?.power())))
+            .collect();
+        counts.sort_by_key(|&(n, _)| n);
+        let top = counts.iter().map(|&(_, p)| p).fold(0.0, f64::max);
+        counts
+            .iter()
+            .find(|&&(_, p)| p >= top * (1.0 - TOLERANCE))
+            .map_or(base, |&(n, _)| n)
+    }
+
+    /// What count `n` measured: the better of its last two windows, as
+    /// whatever else runs on the machine only ever slows a window down
+    /// (or its one window, until it has two).
+    fn measured(&self, n: usize) -> Option<Sample> {
+        let &(_, [a, b]) = self.seen.iter().find(|&&(k, _)| k == n)?;
+        match (a?, b) {
+            (a, Some(b)) if b.power() > a.power() => Some(b),
+            (a, _) => Some(a),
+        }
+    }
+
+    /// Whether count `n` is measured enough to compare with `base`: two
+    /// windows, or one that differs from `base` by [`DECISIVE`].
+    fn decided(&self, n: usize, base: usize) -> bool {
+        let Some(&(_, [_, second])) = self.seen.iter().find(|&&(k, _)| k == n) else {
+            return false;
+        };
+        if second.is_some() {
+            return true;
+        }
+        let (Some(probe), Some(here)) = (self.measured(n), self.measured(base)) else {
+            return false;
+        };
+        let ratio = probe.power() / here.power();
+        !(1.0 / DECISIVE..=DECISIVE).contains(&ratio)
+    }
+
+    fn remember(&mut self, n: usize, s: Sample) {
+        match self.seen.iter_mut().find(|(k, _)| *k == n) {
+            Some((_, last)) => *last = [Some(s), last[0]],
+            None => self.seen.push((n, [Some(s), None])),
+        }
+    }
+
+    pub(super) fn status(&self, now: Instant) -> MuxLimit {
+        let mut measured: Vec<LimitSample> = self
+            .seen
+            .iter()
+            .filter_map(|&(connections, _)| {
+                let s = self.measured(connections)?;
+                Some(LimitSample {
+                    connections,
+                    throughput: s.throughput.round() as u64,
+                    latency: Duration::from_secs_f64(s.latency.min(1e6)),
+                })
+            })
+            .collect();
+        measured.sort_by_key(|s| s.connections);
+        MuxLimit {
+            limit: self.limit,
+            reason: self.reason,
+            changed: now.saturating_duration_since(self.changed_at),
+            changes: self.changes,
+            settled: self.step == 0,
+            measured,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

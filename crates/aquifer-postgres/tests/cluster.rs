@@ -326,20 +326,20 @@ async fn selectors_and_modes_route_to_the_right_servers_in_the_promised_shares()
     let seen = served_by(&cluster, &ports, None, 300).await;
     assert_eq!(seen.get("asia_1"), Some(&300), "failover: {seen:?}");
 
-    // Least busy: with two connections out on asia_1 and two on asia_2,
-    // every get goes to africa_1; with three out on asia_1 and one each on
-    // the others, those two share the gets and asia_1 gets none. The
-    // margins hold even when the connection a get just gave back is still
-    // on its way (a return may finish on another task a moment later).
+    // Least busy: with three connections out on asia_1 and three on
+    // asia_2, every get goes to africa_1; with three out on asia_1 and one
+    // each on the others, those two share the gets and asia_1 gets none.
+    // The margins hold even when connections a get just gave back are
+    // still on their way (a return may finish on another task a moment
+    // later, two of them on a loaded machine).
     cluster.set_mode(Mode::LeastBusy);
     let mut held = Vec::new();
-    for name in ["asia_1", "asia_1", "asia_2", "asia_2"] {
+    for name in ["asia_1", "asia_1", "asia_1", "asia_2", "asia_2", "asia_2"] {
         held.push(cluster.get(name).await.unwrap());
     }
     let seen = served_by(&cluster, &ports, None, 100).await;
     only(&seen, &["africa_1"]);
-    held.pop();
-    held.push(cluster.get("asia_1").await.unwrap());
+    held.truncate(4);
     held.push(cluster.get("africa_1").await.unwrap());
     let seen = served_by(&cluster, &ports, None, 100).await;
     only(&seen, &["asia_2", "africa_1"]);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aquifer::{Role, Summary};
+use aquifer::{LimitReason, Role, Summary};
 use axum::extract::State as With;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -310,6 +310,7 @@ impl prometheus_client::collector::Collector for Scrape {
             ]
         })?;
         roles(e, p)?;
+        limits(e, p)?;
         reads(e, &self.1)
     }
 }
@@ -397,6 +398,58 @@ fn roles(e: &mut DescriptorEncoder, pools: &[PoolReport]) -> Fmt {
         "aquifer_read_rotation",
         "1 while reads may go to the standby (replicating, within the set's max lag).",
         |p| i64::from(info(p).in_rotation),
+    )
+}
+
+/// For multiplexers with an adaptive limit: the limit, why it last
+/// changed, and how often it changed.
+fn limits(e: &mut DescriptorEncoder, pools: &[PoolReport]) -> Fmt {
+    let adaptive: Vec<PoolReport> = pools
+        .iter()
+        .filter(|p| p.multiplexer.as_ref().is_some_and(|m| m.limit.is_some()))
+        .cloned()
+        .collect();
+    if adaptive.is_empty() {
+        return Ok(());
+    }
+    let p = &adaptive[..];
+    let limit = |p: &PoolReport| {
+        p.multiplexer
+            .as_ref()
+            .and_then(|m| m.limit.clone())
+            .expect("filtered")
+    };
+    gauges(
+        e,
+        p,
+        "aquifer_mux_connection_limit",
+        "Most connections the multiplexer's adaptive limit lets it open now.",
+        |p| n(limit(p).limit),
+    )?;
+    let reason = (
+        "aquifer_mux_limit_reason",
+        "1 for why the adaptive limit last changed: start, probe, measured, unused or queued.",
+        MetricType::Gauge,
+    );
+    by(e, p, reason, "reason", |p| {
+        let now = limit(p).reason;
+        [
+            LimitReason::Start,
+            LimitReason::Probe,
+            LimitReason::Measured,
+            LimitReason::Unused,
+            LimitReason::Queued,
+        ]
+        .into_iter()
+        .map(|r| (r.as_str(), u64::from(r == now)))
+        .collect()
+    })?;
+    counters(
+        e,
+        p,
+        "aquifer_mux_limit_changes",
+        "Times the adaptive limit changed.",
+        |p| limit(p).changes,
     )
 }
 

@@ -65,7 +65,8 @@ impl<M: Multiplexed> Source for NamedMux<M> {
         metrics.creates = m.opened;
         metrics.create_failures = m.open_failures;
         let c = m.closes;
-        metrics.destroys = c.scaled_down + c.broken + c.lifetime + c.shutdown + c.session_changed;
+        metrics.destroys =
+            c.scaled_down + c.broken + c.lifetime + c.shutdown + c.session_changed + c.limited;
         metrics.wait_time = m.wait_time;
         metrics.usage_time = m.run_time;
         let frozen = self.mux.is_frozen();

@@ -412,6 +412,11 @@ async fn a_multiplexer_is_a_row_that_can_be_frozen_checked_and_closed() {
         2
     );
     assert!(row["metrics"]["gets"].as_u64().unwrap() >= 1, "{row}");
+    // Its adaptive limit: at `max` until it has measured something.
+    let limit = &row["multiplexer"]["limit"];
+    assert_eq!(limit["limit"], 4, "{row}");
+    assert_eq!(limit["reason"], "start", "{row}");
+    assert_eq!(limit["measured"].as_array().unwrap().len(), 0, "{row}");
 
     let (s, ready) = json(&app, "GET", "/readyz", None).await;
     assert_eq!(s, StatusCode::OK, "{ready}");
@@ -422,6 +427,13 @@ async fn a_multiplexer_is_a_row_that_can_be_frozen_checked_and_closed() {
         ),
         "{metrics}"
     );
+    for line in [
+        r#"aquifer_mux_connection_limit{cluster="mux",pool="mux",tags="multiplexer"} 4"#,
+        r#"aquifer_mux_limit_reason{cluster="mux",pool="mux",tags="multiplexer",reason="start"} 1"#,
+        r#"aquifer_mux_limit_changes_total{cluster="mux",pool="mux",tags="multiplexer"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 
     let (s, _) = json(&app, "POST", "/api/pools/mux/freeze", Some(TOKEN)).await;
     assert_eq!(s, StatusCode::OK);

@@ -294,6 +294,13 @@ async fn the_dashboard_shows_and_steers_the_pools_in_a_real_browser() {
         "document.querySelector('tr[data-pool=\"reads/reads\"] .col-active').textContent === '1 · 1 req'",
     )
     .await;
+    // Its adaptive limit, and why it stands there.
+    until(
+        &c,
+        "the multiplexer's limit",
+        "document.querySelector('tr[data-pool=\"reads/reads\"] .col-size').textContent === '1/2 (max 2)' && document.querySelector('tr[data-pool=\"reads/reads\"] .col-size').title.startsWith('adaptive limit 2: start')",
+    )
+    .await;
     drop(held);
     let clear = c
         .find_all(Locator::Css(

@@ -113,6 +113,7 @@ max = 8
 url = "postgres://app@db2.internal:5432/app"   # password: AQUIFER_MULTIPLEXERS_READS_PASSWORD
 min = 1
 max = 10
+adaptive = true             # keep the count between min and max that measures best; false: follow the demand
 max_in_flight = 100         # requests on one connection at once
 pipeline_horizon = "100ms"  # never queue behind more measured work than this; "off": no bound
 scale_down_after = "30s"

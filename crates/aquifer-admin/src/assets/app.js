@@ -142,10 +142,18 @@ function row(p) {
       (role.out_of_rotation && role.role === "standby" ? "; no reads: " + role.out_of_rotation : "") +
       (role.changed_at ? "; changed at " + clock(role.changed_at) : "")
     : "";
-  c.size.textContent = s.size + "/" + s.max;
-  c.idle.textContent = s.idle;
-  // A multiplexer: busy connections, and the requests on them.
+  // A multiplexer: its adaptive limit, busy connections, and the
+  // requests on them.
   const mux = p.multiplexer;
+  const limit = mux && mux.limit;
+  c.size.textContent = s.size + "/" + (limit ? limit.limit + " (max " + s.max + ")" : s.max);
+  c.size.title = limit
+    ? "adaptive limit " + limit.limit + ": " + limit.reason + (limit.settled ? ", settled" : "") +
+      (limit.measured.length
+        ? "; measured: " + limit.measured.map((m) => m.connections + " → " + m.throughput + "/s").join(", ")
+        : "")
+    : "";
+  c.idle.textContent = s.idle;
   c.active.textContent = mux ? s.borrowed + " · " + mux.in_flight + " req" : s.borrowed;
   c.active.title = mux ? "requests on each connection: " + (mux.per_connection.join(", ") || "none") : "";
   c.waiting.textContent = s.waiting;

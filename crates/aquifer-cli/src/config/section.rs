@@ -219,7 +219,7 @@ impl<'a> Section<'a> {
     /// is an error naming it.
     pub(super) fn mux_options(&self) -> Option<MuxConfig> {
         self.settings::<MuxConfig>(
-            "a multiplexer takes url, password_file, password_env and the settings of aquifer::MuxConfig (min, max, max_in_flight, pipeline_horizon, scale_down_after, acquire_timeout, pool…)",
+            "a multiplexer takes url, password_file, password_env and the settings of aquifer::MuxConfig (min, max, adaptive, max_in_flight, pipeline_horizon, scale_down_after, acquire_timeout, pool…)",
             MuxConfig::validate,
         )
     }

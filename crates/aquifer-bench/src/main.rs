@@ -278,6 +278,7 @@ mod mysql;
 mod noop;
 mod pg;
 mod pgmux;
+mod settle;
 mod sqlite;
 
 /// Runs `op` in a loop on `tasks` OS threads for `window` (for the
@@ -476,19 +477,24 @@ fn run(o: Opts) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // `RUST_LOG=aquifer::mux=trace` shows, for one, each window the
+    // multiplexer's adaptive limit judged.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut args = std::env::args().skip(1).peekable();
     let parsed = if args.peek().map(String::as_str) == Some("pg") {
         args.next();
         compare::parse("pg", (pg::POOLS, &[]), (16, 64), args).map(pg::run)
     } else if args.peek().map(String::as_str) == Some("pg-mux") {
         args.next();
-        compare::parse(
-            "pg-mux",
-            (pgmux::MUX_ROWS, pgmux::MUX_SIZING_ROWS),
-            (16, 256),
-            args,
-        )
-        .map(pgmux::run_select)
+        pgmux::parse_select(args).map(pgmux::run_select)
+    } else if args.peek().map(String::as_str) == Some("pg-mux-settle") {
+        args.next();
+        settle::parse(args).map(settle::run)
     } else if args.peek().map(String::as_str) == Some("pg-sleep") {
         args.next();
         pgmux::parse_sleep(args).map(pgmux::run_sleep)
@@ -577,6 +583,26 @@ mod tests {
             Err(err) => assert!(err.contains("aquifer-mux-scale"), "{err}"),
             Ok(_) => panic!("an unknown row must be refused"),
         }
+    }
+
+    #[test]
+    fn pg_mux_refuses_a_warm_up_or_a_mix_that_no_row_would_use() {
+        let args = |v: &[&str]| pgmux::parse_select(v.iter().map(|s| s.to_string()));
+        let (_, m) = args(&[
+            "--warmup-ms",
+            "500",
+            "--pools",
+            "aquifer-mux-2,aquifer-mux-scale",
+        ])
+        .unwrap();
+        assert_eq!(m.warmup, std::time::Duration::from_millis(500));
+        let err = args(&["--warmup-ms", "500"]).err().unwrap();
+        assert!(err.contains("aquifer-mux-scale"), "{err}");
+        let err = args(&["--mixed", "--pools", "aquifer,aquifer-mux-2"])
+            .err()
+            .unwrap();
+        assert!(err.contains("aquifer"), "{err}");
+        assert!(args(&["--warmup-ms", "soon"]).is_err());
     }
 
     #[test]

@@ -43,15 +43,17 @@ pub const MUX_ROWS: &[&str] = &[
 ];
 
 /// Rows `pg-mux` runs only when `--pools` names them: the multiplexer
-/// fixed at 1, 2, 8 or 16 connections, and left to scale between 1 and
-/// `size` (`aquifer-mux-scale`, which says on stderr how many it ended
-/// with): what a sizing policy is measured against.
+/// fixed at 1, 2, 8 or 16 connections; left to size itself between 1 and
+/// `size` (`aquifer-mux-scale`, at its defaults: the adaptive limit); and
+/// scaling with the demand alone (`aquifer-mux-demand`, adaptive off).
+/// Each says on stderr how many connections it ended with.
 pub const MUX_SIZING_ROWS: &[&str] = &[
     "aquifer-mux-1",
     "aquifer-mux-2",
     "aquifer-mux-8",
     "aquifer-mux-16",
     "aquifer-mux-scale",
+    "aquifer-mux-demand",
 ];
 
 /// The rows of `pg-sleep`.
@@ -63,7 +65,8 @@ pub const SLEEP_ROWS: &[&str] = &[
     "raw-ramp",
 ];
 
-fn start_server() -> Result<PgServer, ExitCode> {
+/// A throwaway server for the multiplexer benchmarks.
+pub(crate) fn start_server() -> Result<PgServer, ExitCode> {
     PgServer::builder()
         .max_connections(400)
         .trust()
@@ -74,13 +77,78 @@ fn start_server() -> Result<PgServer, ExitCode> {
         })
 }
 
+/// What `pg-mux` runs beyond the common options: `--warmup-ms` runs the
+/// rows that size themselves (`aquifer-mux-scale`, `aquifer-mux-demand`)
+/// that long before their window, so that the window measures where they
+/// settled (the fixed rows have nothing to settle: their connections are
+/// open before the window); `--mixed` makes one statement in ten (at
+/// random) a 50 ms `pg_sleep`.
+#[derive(Clone, Copy, Default)]
+pub struct MuxOpts {
+    pub warmup: Duration,
+    pub mixed: bool,
+}
+
+/// Parses `pg-mux`'s options: the common ones and `--warmup-ms MS`,
+/// `--mixed`.
+pub fn parse_select(args: impl Iterator<Item = String>) -> Result<(DbOpts, MuxOpts), String> {
+    let mut rest = Vec::new();
+    let mut m = MuxOpts::default();
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--warmup-ms" => {
+                let v = args.next().ok_or("--warmup-ms needs a value")?;
+                m.warmup = Duration::from_millis(v.parse().map_err(|_| "bad --warmup-ms")?);
+            }
+            "--mixed" => m.mixed = true,
+            _ => rest.push(a),
+        }
+    }
+    let o = compare::parse(
+        "pg-mux [--warmup-ms MS] [--mixed]",
+        (MUX_ROWS, MUX_SIZING_ROWS),
+        (16, 256),
+        rest.into_iter(),
+    )?;
+    let sizes_itself = |p: &String| p == "aquifer-mux-scale" || p == "aquifer-mux-demand";
+    if !m.warmup.is_zero() && !o.pools.iter().any(sizes_itself) {
+        return Err(
+            "--warmup-ms warms only the rows that size themselves: name aquifer-mux-scale or aquifer-mux-demand with --pools"
+                .into(),
+        );
+    }
+    if m.mixed {
+        if let Some(p) = o
+            .pools
+            .iter()
+            .find(|p| *p == "aquifer" || *p == "deadpool-postgres")
+        {
+            return Err(format!(
+                "--mixed runs the multiplexer rows and raw-shared only, not {p}: name them with --pools"
+            ));
+        }
+    }
+    Ok((o, m))
+}
+
+/// The next statement: `SELECT 1`, or with `--mixed` one time in ten a
+/// 50 ms sleep.
+fn statement(mixed: bool) -> &'static str {
+    if mixed && fastrand::u8(..10) == 0 {
+        "SELECT pg_sleep(0.05)"
+    } else {
+        "SELECT 1"
+    }
+}
+
 async fn select_one(
     url: &str,
     row: &str,
-    size: usize,
-    tasks: usize,
-    window: Duration,
+    (size, tasks, window): (usize, usize, Duration),
+    extra: MuxOpts,
 ) -> Option<Sample> {
+    let mixed = extra.mixed;
     let config: tokio_postgres::Config = url.parse().expect("testkit URL");
     match row {
         row if row.starts_with("aquifer-mux") => {
@@ -88,6 +156,8 @@ async fn select_one(
             let builder = if row == "aquifer-mux-scale" {
                 // Left to itself between 1 and `size`, at its defaults.
                 builder.min(1).max(size)
+            } else if row == "aquifer-mux-demand" {
+                builder.min(1).max(size).adaptive(false)
             } else {
                 // `aquifer-mux-N`: N connections; `aquifer-mux`: `size`.
                 let n = row
@@ -107,14 +177,15 @@ async fn select_one(
             };
             let mux = builder.build().expect("valid config");
             mux.ready().await.expect("connect");
-            let sample = crate::drive(
-                tasks,
-                window,
-                task!(mux, |m| {
-                    m.simple_query("SELECT 1").await.expect("SELECT 1");
-                }),
-            )
-            .await;
+            let load = task!(mux, |m| {
+                m.simple_query(statement(mixed)).await.expect("statement");
+            });
+            if !extra.warmup.is_zero()
+                && (row == "aquifer-mux-scale" || row == "aquifer-mux-demand")
+            {
+                crate::drive(tasks, extra.warmup, &load).await;
+            }
+            let sample = crate::drive(tasks, window, &load).await;
             report_status(row, &mux.status());
             mux.close().await;
             sample
@@ -124,22 +195,23 @@ async fn select_one(
         "raw-shared" => {
             let clients = Arc::new(crate::pg::connect_raw(&config, size).await);
             let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            crate::drive(tasks, window, move |stop, count| {
+            let load = move |stop: Arc<std::sync::atomic::AtomicBool>,
+                             count: Arc<std::sync::atomic::AtomicU64>| {
                 let clients = Arc::clone(&clients);
                 let mine = next.fetch_add(1, Ordering::Relaxed) % clients.len();
                 tokio::spawn(async move {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         clients[mine]
-                            .simple_query("SELECT 1")
+                            .simple_query(statement(mixed))
                             .await
-                            .expect("SELECT 1");
+                            .expect("statement");
                         n += 1;
                         count.store(n, Ordering::Relaxed);
                     }
                 })
-            })
-            .await
+            };
+            crate::drive(tasks, window, &load).await
         }
         other => unreachable!("unknown row {other}"),
     }
@@ -151,29 +223,96 @@ fn report_status(row: &str, s: &aquifer::MuxStatus) {
     let service = s
         .service_time
         .map_or_else(|| "-".to_owned(), |d| format!("{} µs", d.as_micros()));
+    let limit = s.limit.as_ref().map_or_else(String::new, |l| {
+        format!(
+            ", limit {} ({}, {} changes{})",
+            l.limit,
+            l.reason.as_str(),
+            l.changes,
+            if l.settled { ", settled" } else { "" }
+        )
+    });
     eprintln!(
-        "{row}: {} connections at the end of the window, service time {service}",
+        "{row}: {} connections at the end of the window, service time {service}{limit}",
         s.connections
     );
 }
 
 /// Runs `pg-mux` and prints its table.
-pub fn run_select(o: DbOpts) -> ExitCode {
+pub fn run_select((o, extra): (DbOpts, MuxOpts)) -> ExitCode {
     let server = match start_server() {
         Ok(s) => s,
         Err(code) => return code,
     };
     let url = server.url();
     let samples = compare::rounds(&o, async |row| {
-        select_one(&url, row, o.size, o.tasks, o.window).await
+        select_one(&url, row, (o.size, o.tasks, o.window), extra).await
     });
-    compare::report(
-        "postgres-mux-select-1",
-        "SELECT 1 round trips/s (aquifer-mux-N: N connections; aquifer-mux-scale: 1 to `size`; every other row: `size`)",
+    let what = match (extra.mixed, extra.warmup.is_zero()) {
+        (false, true) => "SELECT 1 round trips/s".to_owned(),
+        (true, true) => "statements/s (90% SELECT 1, 10% pg_sleep(0.05))".to_owned(),
+        (false, false) => format!(
+            "SELECT 1 round trips/s ({:?} of warm-up for the rows that size themselves)",
+            extra.warmup
+        ),
+        (true, false) => format!(
+            "statements/s (90% SELECT 1, 10% pg_sleep(0.05); {:?} of warm-up for the rows that size themselves)",
+            extra.warmup
+        ),
+    };
+    let code = compare::report(
+        if extra.mixed { "postgres-mux-mixed" } else { "postgres-mux-select-1" },
+        &format!("{what} (aquifer-mux-N: N connections; aquifer-mux-scale: 1 to `size`, adaptive; aquifer-mux-demand: 1 to `size` with the demand; every other row: `size`)"),
         &o,
         &samples,
         Some("raw-shared"),
-    )
+    );
+    if !o.json {
+        against_best_fixed(&o, &samples);
+    }
+    code
+}
+
+/// The adaptive row against the best fixed count of each round (the
+/// strictest comparison: the best count is known only afterwards): the
+/// median and the worst of the per-round ratios.
+fn against_best_fixed(o: &DbOpts, samples: &[Vec<Option<Sample>>]) {
+    let at = |name: &str| o.pools.iter().position(|p| p == name);
+    let Some(adaptive) = at("aquifer-mux-scale") else {
+        return;
+    };
+    let fixed: Vec<usize> = [
+        "aquifer-mux-1",
+        "aquifer-mux-2",
+        "aquifer-mux-4",
+        "aquifer-mux-8",
+        "aquifer-mux-16",
+    ]
+    .iter()
+    .filter_map(|r| at(r))
+    .collect();
+    if fixed.is_empty() {
+        return;
+    }
+    let mut ratios: Vec<f64> = (0..o.rounds)
+        .filter_map(|r| {
+            let ours = samples[adaptive][r]?.ops;
+            let best = fixed
+                .iter()
+                .filter_map(|&i| samples[i][r].map(|s| s.ops))
+                .fold(0.0, f64::max);
+            (best > 0.0).then(|| ours / best)
+        })
+        .collect();
+    if ratios.is_empty() {
+        return;
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "aquifer-mux-scale / the best fixed count of each round: median {:.2}x, worst {:.2}x",
+        ratios[ratios.len() / 2],
+        ratios[0]
+    );
 }
 
 /// Settings of `pg-sleep`.

@@ -7,14 +7,18 @@
 //! the most throughput per unit of latency: Kleinrock's power, which is
 //! the most throughput for a fixed number of callers and the least latency
 //! for a fixed rate of requests. The search is a pattern search: it tries
-//! the count a step below and the one a step above, moves to the best,
-//! and halves the step when the count it stands on is best; at step 0 it
-//! has settled, and it re-probes one connection either side every
+//! the count a step below (and, unless that one does as well, the one a
+//! step above), moves to the better with a step half the count it moved
+//! to, and halves the step when the count it stands on is best; at step 0
+//! it has settled, and it re-probes one connection either side every
 //! [`REPROBE`]. When the requests in the system double or halve, the load
 //! has changed and the search starts again. Fewer connections win a tie
 //! (within [`TOLERANCE`]). Each count is judged by the better of its last
 //! two windows: whatever else runs on the machine only slows a window
-//! down, so the better one is nearer what the count can do.
+//! down, so the better one is nearer what the count can do. Only windows
+//! among the last [`FRESH`] count: a window that happened to run fast
+//! does not stand for its count for long, and the count the search
+//! stands on is measured again before it is kept.
 //!
 //! Two rules need no search: the limit rises at once when a request has
 //! queued in the multiplexer past the pipeline horizon (statements that
@@ -47,6 +51,8 @@ const DECISIVE: f64 = 1.5;
 /// catch a count chosen on a window something else slowed down.
 const FIRST_REPROBE: Duration = Duration::from_secs(1);
 pub(super) const REPROBE: Duration = Duration::from_secs(10);
+/// How many of the latest windows a count's measurement may come from.
+const FRESH: u64 = 6;
 /// The factor by which the requests in the system must change for the
 /// load to count as changed.
 const LOAD_CHANGE: f64 = 2.0;
@@ -111,6 +117,9 @@ pub(super) struct Limiter {
     base: usize,
     /// How far the search looks either side; 0 once settled.
     step: usize,
+    /// The step has not been halved since the search started: a move
+    /// sets it to half the count moved to.
+    coarse: bool,
     /// When a settled search looks again.
     reprobe_at: Option<Instant>,
     /// How long the next settled count holds.
@@ -118,8 +127,10 @@ pub(super) struct Limiter {
     /// The count a re-probe under way started from.
     reprobing: Option<usize>,
     /// What each count measured since the load last changed: its last
-    /// two windows, newest first.
-    seen: Vec<(usize, [Option<Sample>; 2])>,
+    /// two windows, newest first, each with its number.
+    seen: Vec<(usize, [Option<(u64, Sample)>; 2])>,
+    /// Windows judged so far.
+    windows: u64,
     /// The requests in the system when the load last changed.
     demand: Option<f64>,
     last: Option<Sample>,
@@ -139,10 +150,12 @@ impl Limiter {
             changes: 0,
             base: max,
             step: (max / 2).max(1),
+            coarse: true,
             reprobe_at: None,
             hold: FIRST_REPROBE,
             reprobing: None,
             seen: Vec::new(),
+            windows: 0,
             demand: None,
             last: None,
             window: Window::after(now, Duration::ZERO),
@@ -192,6 +205,7 @@ impl Limiter {
             latency: (w.latency_ns as f64 / w.requests as f64 / 1e9).max(1e-9),
         };
         self.last = Some(sample);
+        self.windows += 1;
         self.window = Window::after(now, Duration::ZERO);
         let decided = self.decide(now, sample, seen);
         tracing::trace!(
@@ -228,15 +242,21 @@ impl Limiter {
         if self.limit < self.base {
             // A probe below let requests queue: that count is no good.
             let probe = self.limit;
-            let queued = Sample {
-                throughput: 0.0,
-                latency: 1.0,
-            };
-            self.remember(probe, queued);
-            self.remember(probe, queued);
+            let queued = Some((
+                u64::MAX,
+                Sample {
+                    throughput: 0.0,
+                    latency: 1.0,
+                },
+            ));
+            match self.seen.iter_mut().find(|(k, _)| *k == probe) {
+                Some((_, last)) => *last = [queued, queued],
+                None => self.seen.push((probe, [queued, queued])),
+            }
         }
         self.base = self.base.max(to);
         self.step = self.step.max(1);
+        self.coarse = false;
         self.reprobe_at = None;
         self.reprobing = None;
         self.set(to, LimitReason::Queued, now, open_time);
@@ -268,6 +288,7 @@ impl Limiter {
                 self.seen.clear();
                 self.base = self.limit;
                 self.step = (self.limit / 2).max(1);
+                self.coarse = true;
                 self.reprobe_at = None;
                 self.reprobing = None;
                 return None;
@@ -299,8 +320,20 @@ impl Limiter {
                     let base = self.base;
                     self.seen.retain(|&(n, _)| n == base);
                     self.step = 1;
+                    self.coarse = false;
                     self.reprobe_at = None;
                     self.reprobing = Some(base);
+                }
+                // Back on the count it settled on, its new windows are
+                // compared with its neighbours' while those are fresh:
+                // a count kept on a window that ran fast by chance is
+                // left at once, not at the next re-probe.
+                _ if [at.saturating_sub(1), at + 1]
+                    .into_iter()
+                    .any(|n| n != at && self.better(n, at)) =>
+                {
+                    self.step = 1;
+                    self.reprobe_at = None;
                 }
                 _ => return None,
             }
@@ -308,28 +341,43 @@ impl Limiter {
         self.search(now, demand)
     }
 
-    /// Probes the nearest count not measured yet (for up to two windows),
-    /// or moves to the best.
+    /// Probes the next count not measured yet (for up to two windows),
+    /// moves to a better one, or narrows the search.
     fn search(&mut self, now: Instant, demand: f64) -> Option<(usize, LimitReason)> {
         let at = self.limit;
         // Each turn probes, moves to a better count, or halves the step.
-        for _ in 0..64 {
+        'turn: for _ in 0..64 {
             let base = self.base;
             let down = base.saturating_sub(self.step).max(self.min);
             // A connection gets work only if there are requests for it.
             let up = (base + self.step)
                 .min(self.max)
                 .min(demand.round() as usize);
-            let near = [(down < base).then_some(down), (up > base).then_some(up)];
-            if let Some(n) = near.into_iter().flatten().find(|&n| !self.decided(n, base)) {
-                return Some((n, LimitReason::Probe));
-            }
-            let best = self.best(base, near.into_iter().flatten());
-            if best != base {
-                self.base = best;
-                continue;
+            // The count below first: when it does as well, the one above
+            // is not tried.
+            for n in [(down < base).then_some(down), (up > base).then_some(up)]
+                .into_iter()
+                .flatten()
+            {
+                if !self.decided(n, base) {
+                    return Some((n, LimitReason::Probe));
+                }
+                if at != base && self.measured(base).is_none() {
+                    // Its windows are too old to compare with the probe's.
+                    return Some((base, LimitReason::Probe));
+                }
+                if self.better(n, base) {
+                    self.base = n;
+                    // Until it narrows, the search looks as far again as
+                    // half the count it moved to.
+                    if self.coarse {
+                        self.step = (n / 2).max(1);
+                    }
+                    continue 'turn;
+                }
             }
             self.step /= 2;
+            self.coarse = false;
             if self.step == 0 {
                 self.hold = match self.reprobing.take() {
                     Some(from) if from == base => (self.hold * 2).min(REPROBE),
@@ -342,39 +390,44 @@ impl Limiter {
         (at != self.base).then_some((self.base, LimitReason::Measured))
     }
 
-    /// Among `base` and `near`, the fewest connections whose power is
-    /// within [`TOLERANCE`] of the best.
-    fn best(&self, base: usize, near: impl Iterator<Item = usize>) -> usize {
-        let mut counts: Vec<(usize, f64)> = std::iter::once(base)
-            .chain(near)
-            .filter_map(|n| Some((n, self.measured(n)?.power())))
-            .collect();
-        counts.sort_by_key(|&(n, _)| n);
-        let top = counts.iter().map(|&(_, p)| p).fold(0.0, f64::max);
-        counts
-            .iter()
-            .find(|&&(_, p)| p >= top * (1.0 - TOLERANCE))
-            .map_or(base, |&(n, _)| n)
-    }
-
-    /// What count `n` measured: the better of its last two windows, as
-    /// whatever else runs on the machine only ever slows a window down
-    /// (or its one window, until it has two).
-    fn measured(&self, n: usize) -> Option<Sample> {
-        let &(_, [a, b]) = self.seen.iter().find(|&&(k, _)| k == n)?;
-        match (a?, b) {
-            (a, Some(b)) if b.power() > a.power() => Some(b),
-            (a, _) => Some(a),
+    /// Whether count `n` beats `base`: fewer connections within
+    /// [`TOLERANCE`] of its power, more by more than that.
+    fn better(&self, n: usize, base: usize) -> bool {
+        let (Some(probe), Some(here)) = (self.measured(n), self.measured(base)) else {
+            return false;
+        };
+        if n < base {
+            probe.power() >= here.power() * (1.0 - TOLERANCE)
+        } else {
+            probe.power() * (1.0 - TOLERANCE) > here.power()
         }
     }
 
+    /// What count `n` measured: the better of its last two windows among
+    /// the [`FRESH`] latest, as whatever else runs on the machine only
+    /// ever slows a window down (or its one fresh window).
+    fn measured(&self, n: usize) -> Option<Sample> {
+        self.samples(n, self.windows.saturating_sub(FRESH))
+    }
+
+    /// The better of `n`'s last two windows numbered `from` or later.
+    fn samples(&self, n: usize, from: u64) -> Option<Sample> {
+        let &(_, last) = self.seen.iter().find(|&&(k, _)| k == n)?;
+        last.into_iter()
+            .flatten()
+            .filter(|&(i, _)| i > from)
+            .map(|(_, s)| s)
+            .max_by(|a, b| a.power().total_cmp(&b.power()))
+    }
+
     /// Whether count `n` is measured enough to compare with `base`: two
-    /// windows, or one that differs from `base` by [`DECISIVE`].
+    /// fresh windows, or one that differs from `base` by [`DECISIVE`].
     fn decided(&self, n: usize, base: usize) -> bool {
-        let Some(&(_, [_, second])) = self.seen.iter().find(|&&(k, _)| k == n) else {
+        let Some(&(_, last)) = self.seen.iter().find(|&&(k, _)| k == n) else {
             return false;
         };
-        if second.is_some() {
+        let from = self.windows.saturating_sub(FRESH);
+        if last.iter().flatten().filter(|&&(i, _)| i > from).count() == 2 {
             return true;
         }
         let (Some(probe), Some(here)) = (self.measured(n), self.measured(base)) else {
@@ -385,9 +438,10 @@ impl Limiter {
     }
 
     fn remember(&mut self, n: usize, s: Sample) {
+        let s = Some((self.windows, s));
         match self.seen.iter_mut().find(|(k, _)| *k == n) {
-            Some((_, last)) => *last = [Some(s), last[0]],
-            None => self.seen.push((n, [Some(s), None])),
+            Some((_, last)) => *last = [s, last[0]],
+            None => self.seen.push((n, [s, None])),
         }
     }
 
@@ -396,7 +450,8 @@ impl Limiter {
             .seen
             .iter()
             .filter_map(|&(connections, _)| {
-                let s = self.measured(connections)?;
+                // Everything it measured, fresh or not.
+                let s = self.samples(connections, 0)?;
                 Some(LimitSample {
                     connections,
                     throughput: s.throughput.round() as u64,

@@ -8,17 +8,22 @@
 //! the most throughput for a fixed number of callers and the least latency
 //! for a fixed rate of requests. The search is a pattern search: it tries
 //! the count a step below (and, unless that one does as well, the one a
-//! step above), moves to the better with a step half the count it moved
-//! to, and halves the step when the count it stands on is best; at step 0
-//! it has settled, and it re-probes one connection either side every
-//! [`REPROBE`]. When the requests in the system double or halve, the load
-//! has changed and the search starts again. Fewer connections win a tie
-//! (within [`TOLERANCE`]). Each count is judged by the better of its last
-//! two windows: whatever else runs on the machine only slows a window
-//! down, so the better one is nearer what the count can do. Only windows
-//! among the last [`FRESH`] count: a window that happened to run fast
-//! does not stand for its count for long, and the count the search
-//! stands on is measured again before it is kept.
+//! step above), moves to the better (until the step first halves, with a
+//! step half the count it moved to: from 16 it tries 8, 4, 2), and halves
+//! the step when the count it stands on is best; at step 0 it has settled,
+//! and it re-probes one connection either side, after [`FIRST_REPROBE`]
+//! and then ever less often, up to every [`REPROBE`]. When the requests in
+//! the system double or halve, the load has changed and the search starts
+//! again. Fewer connections win a tie (within [`TOLERANCE`]).
+//!
+//! Each count is judged by the better of its last two windows: whatever
+//! else runs on the machine only slows a window down, so the better one is
+//! nearer what the count can do. Only windows among the last [`FRESH`]
+//! count, so that a window that happened to run fast does not stand for
+//! its count for long, and the count the search stands on is measured
+//! again before the probes are compared with it; once settled, a count
+//! whose next two windows fall short of what it was kept on by
+//! [`DECISIVE`] is searched from again at once.
 //!
 //! Two rules need no search: the limit rises at once when a request has
 //! queued in the multiplexer past the pipeline horizon (statements that
@@ -36,20 +41,27 @@ use super::status::{LimitReason, LimitSample, MuxLimit};
 /// The shortest window; a window also lasts at least
 /// [`WINDOW_LATENCIES`] mean latencies and [`MIN_REQUESTS`] requests.
 const WINDOW: Duration = Duration::from_millis(50);
+/// The shortest window once the search looks one connection either side
+/// (and while settled): neighbours differ by a few percent, less than
+/// short windows vary.
+const FINE_WINDOW: Duration = Duration::from_millis(200);
 const WINDOW_LATENCIES: u32 = 16;
 const MIN_REQUESTS: u64 = 32;
 /// How much better, in power, a count with more connections must measure
 /// to be chosen over one with fewer.
 const TOLERANCE: f64 = 0.03;
-/// A probe's first window decides alone when its power differs from the
-/// count the search stands on by this factor; a closer one takes a
+/// A probe's first window decides alone, for it, when its power beats
+/// the count the search stands on by this factor; a closer one takes a
 /// second window.
 const DECISIVE: f64 = 1.5;
+/// A probe's first window decides alone, against it, when its power is
+/// below this share of the count the search stands on.
+const REJECT: f64 = 0.9;
 /// How long a settled limit holds before it tries its neighbours again:
 /// [`FIRST_REPROBE`] after the search settles, twice as long each time a
 /// re-probe confirms the count, up to [`REPROBE`]. The early re-probes
 /// catch a count chosen on a window something else slowed down.
-const FIRST_REPROBE: Duration = Duration::from_secs(1);
+const FIRST_REPROBE: Duration = Duration::from_secs(2);
 pub(super) const REPROBE: Duration = Duration::from_secs(10);
 /// How many of the latest windows a count's measurement may come from.
 const FRESH: u64 = 6;
@@ -79,6 +91,9 @@ impl Sample {
         self.throughput * self.latency
     }
 }
+
+/// A count's last two windows, newest first, each with its number.
+type LastTwo = [Option<(u64, Sample)>; 2];
 
 /// The window being measured: requests that ended since `from`.
 struct Window {
@@ -126,9 +141,12 @@ pub(super) struct Limiter {
     hold: Duration,
     /// The count a re-probe under way started from.
     reprobing: Option<usize>,
+    /// When the search last settled: the window then, and the power of
+    /// the count it settled on.
+    kept: Option<(u64, f64)>,
     /// What each count measured since the load last changed: its last
     /// two windows, newest first, each with its number.
-    seen: Vec<(usize, [Option<(u64, Sample)>; 2])>,
+    seen: Vec<(usize, LastTwo)>,
     /// Windows judged so far.
     windows: u64,
     /// The requests in the system when the load last changed.
@@ -154,6 +172,7 @@ impl Limiter {
             reprobe_at: None,
             hold: FIRST_REPROBE,
             reprobing: None,
+            kept: None,
             seen: Vec::new(),
             windows: 0,
             demand: None,
@@ -185,7 +204,8 @@ impl Limiter {
         let w = &self.window;
         let elapsed = now.saturating_duration_since(w.from);
         // The cheap tests first: this runs as every request ends.
-        if w.requests < MIN_REQUESTS || elapsed < WINDOW {
+        let shortest = if self.step <= 1 { FINE_WINDOW } else { WINDOW };
+        if w.requests < MIN_REQUESTS || elapsed < shortest {
             return false;
         }
         let mean = w.latency_ns / u128::from(w.requests);
@@ -215,15 +235,18 @@ impl Limiter {
             decided = ?decided, "connection limit window"
         );
         let (to, why) = decided?;
+        let before = self.limit;
+        self.set(to, why, now, seen.open_time);
+        if to == before {
+            return None;
+        }
         tracing::debug!(
             target: "aquifer::mux",
-            from = self.limit, to, reason = why.as_str(),
+            from = before, to, reason = why.as_str(),
             throughput = sample.throughput, latency_s = sample.latency,
             "connection limit changed"
         );
-        let before = self.limit;
-        self.set(to, why, now, seen.open_time);
-        (to != before).then_some(to)
+        Some(to)
     }
 
     /// Drops the window under way, as something other than the limit
@@ -286,6 +309,7 @@ impl Limiter {
                 // some of each: the search starts again from the next.
                 self.demand = None;
                 self.seen.clear();
+                self.kept = None;
                 self.base = self.limit;
                 self.step = (self.limit / 2).max(1);
                 self.coarse = true;
@@ -315,27 +339,23 @@ impl Limiter {
             self.remember(at, s);
         }
         if self.step == 0 {
-            match self.reprobe_at {
-                Some(t) if now >= t => {
-                    let base = self.base;
-                    self.seen.retain(|&(n, _)| n == base);
-                    self.step = 1;
-                    self.coarse = false;
-                    self.reprobe_at = None;
-                    self.reprobing = Some(base);
-                }
-                // Back on the count it settled on, its new windows are
-                // compared with its neighbours' while those are fresh:
-                // a count kept on a window that ran fast by chance is
-                // left at once, not at the next re-probe.
-                _ if [at.saturating_sub(1), at + 1]
-                    .into_iter()
-                    .any(|n| n != at && self.better(n, at)) =>
-                {
-                    self.step = 1;
-                    self.reprobe_at = None;
-                }
-                _ => return None,
+            if self.reprobe_at.is_some_and(|t| now >= t) {
+                let base = self.base;
+                self.seen.retain(|&(n, _)| n == base);
+                self.step = 1;
+                self.coarse = false;
+                self.reprobe_at = None;
+                self.reprobing = Some(base);
+            } else if self.kept_on_a_fluke(at) {
+                // Back on the count it settled on, its first two windows
+                // are compared with what it was kept on: a count kept on
+                // a window that ran fast by chance is searched from again
+                // at once, not at the next re-probe.
+                self.step = 1;
+                self.reprobe_at = None;
+                self.reprobing = None;
+            } else {
+                return None;
             }
         }
         self.search(now, demand)
@@ -384,10 +404,33 @@ impl Limiter {
                     _ => FIRST_REPROBE,
                 };
                 self.reprobe_at = Some(now + self.hold);
+                self.kept = self.measured(base).map(|s| (self.windows, s.power()));
                 return Some((base, LimitReason::Measured));
             }
         }
         (at != self.base).then_some((self.base, LimitReason::Measured))
+    }
+
+    /// Whether the count the search settled on, `at`, measures in its
+    /// first two windows since by [`DECISIVE`] less than what it was kept
+    /// on. Asked once per settling.
+    fn kept_on_a_fluke(&mut self, at: usize) -> bool {
+        let Some((from, kept)) = self.kept else {
+            return false;
+        };
+        let Some(since) = self.samples(at, from) else {
+            return false;
+        };
+        let two = self
+            .seen
+            .iter()
+            .find(|&&(k, _)| k == at)
+            .is_some_and(|(_, last)| last.iter().flatten().all(|&(i, _)| i > from));
+        if !two {
+            return false;
+        }
+        self.kept = None;
+        since.power() * DECISIVE < kept
     }
 
     /// Whether count `n` beats `base`: fewer connections within
@@ -421,7 +464,9 @@ impl Limiter {
     }
 
     /// Whether count `n` is measured enough to compare with `base`: two
-    /// fresh windows, or one that differs from `base` by [`DECISIVE`].
+    /// fresh windows, or one that beats `base` by [`DECISIVE`] or loses
+    /// to it by more than [`REJECT`] (keeping the count it has is the
+    /// safe mistake, so it needs less proof).
     fn decided(&self, n: usize, base: usize) -> bool {
         let Some(&(_, last)) = self.seen.iter().find(|&&(k, _)| k == n) else {
             return false;
@@ -434,7 +479,7 @@ impl Limiter {
             return false;
         };
         let ratio = probe.power() / here.power();
-        !(1.0 / DECISIVE..=DECISIVE).contains(&ratio)
+        !(REJECT..=DECISIVE).contains(&ratio)
     }
 
     fn remember(&mut self, n: usize, s: Sample) {

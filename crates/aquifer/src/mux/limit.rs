@@ -41,12 +41,12 @@ use super::status::{LimitReason, LimitSample, MuxLimit};
 /// The shortest window; a window also lasts at least
 /// [`WINDOW_LATENCIES`] mean latencies and [`MIN_REQUESTS`] requests.
 const WINDOW: Duration = Duration::from_millis(50);
+const WINDOW_LATENCIES: u32 = 16;
+const MIN_REQUESTS: u64 = 32;
 /// The shortest window once the search looks one connection either side
 /// (and while settled): neighbours differ by a few percent, less than
 /// short windows vary.
 const FINE_WINDOW: Duration = Duration::from_millis(200);
-const WINDOW_LATENCIES: u32 = 16;
-const MIN_REQUESTS: u64 = 32;
 /// How much better, in power, a count with more connections must measure
 /// to be chosen over one with fewer.
 const TOLERANCE: f64 = 0.03;

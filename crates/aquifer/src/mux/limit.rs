@@ -425,7 +425,9 @@ impl Limiter {
             .seen
             .iter()
             .find(|&&(k, _)| k == at)
-            .is_some_and(|(_, last)| last.iter().flatten().all(|&(i, _)| i > from));
+            .is_some_and(|(_, last)| {
+                last.iter().flatten().filter(|&&(i, _)| i > from).count() == 2
+            });
         if !two {
             return false;
         }

@@ -76,11 +76,7 @@ pub fn rounds(
     o: &DbOpts,
     measure: impl AsyncFn(&str) -> Option<Sample>,
 ) -> Vec<Vec<Option<Sample>>> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::runtime();
     let n = o.pools.len();
     let mut samples: Vec<Vec<Option<Sample>>> = vec![Vec::new(); n];
     for round in 0..o.rounds {

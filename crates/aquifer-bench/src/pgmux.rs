@@ -554,11 +554,7 @@ pub fn run_sleep(o: SleepOpts) -> ExitCode {
         Err(code) => return code,
     };
     let url = server.url();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::runtime();
     let limit = o.sleep.as_secs_f64() * o.queries as f64 / o.max as f64;
     let n = o.rows.len();
     let mut ratios = vec![Vec::new(); n];

@@ -142,11 +142,7 @@ pub fn run(o: SettleOpts) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::runtime();
     println!(
         "The adaptive limit through phases of {:?} SELECT 1 callers, {:?} each, max {}",
         o.phases, o.phase, o.size

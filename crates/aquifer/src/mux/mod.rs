@@ -45,9 +45,9 @@ use shared::MuxShared;
 /// queue in arrival order. The limit is the count between `min` and `max`
 /// that measured best ([`MuxConfig::adaptive`], on by default): fewer
 /// connections, each carrying more, for short statements on a busy server;
-/// more for statements that wait. With `adaptive` off it is `max`. A connection unused for `scale_down_after` closes while
-/// more than `min` are open; one past `max_lifetime` retires and is
-/// replaced.
+/// more for statements that wait. With `adaptive` off it is `max`. A
+/// connection unused for `scale_down_after` closes while more than `min`
+/// are open; one past `max_lifetime` retires and is replaced.
 ///
 /// ```
 /// # use std::convert::Infallible;

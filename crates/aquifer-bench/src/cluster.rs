@@ -65,7 +65,7 @@ async fn cluster(mode: Mode, tasks: usize, window: Duration) -> Option<Sample> {
 /// back (in alternating order from round to round), and the overhead is
 /// the median over the rounds of each pair's ratio.
 pub fn run(rounds: usize, window: Duration) -> std::process::ExitCode {
-    let rt = crate::runtime();
+    let rt = crate::compare::runtime();
     println!(
         "cluster of 8 no-op pools: get_any() + release vs one pool's get() + release, ops/s; \
          {rounds} rounds of {window:?}, each mode paired with a single-pool run"

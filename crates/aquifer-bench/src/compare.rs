@@ -66,6 +66,16 @@ pub fn parse(
     Ok(o)
 }
 
+/// The runtime every comparison runs on: two workers, as many as the
+/// machine's cores, with the servers on the same cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Runs every pool once per round on a 2-worker Tokio runtime and returns
 /// `samples[pool][round]`. Each round runs the pools in a shuffled order
 /// (the same for the same round number in every run), so that no pool is
@@ -76,7 +86,7 @@ pub fn rounds(
     o: &DbOpts,
     measure: impl AsyncFn(&str) -> Option<Sample>,
 ) -> Vec<Vec<Option<Sample>>> {
-    let rt = crate::runtime();
+    let rt = runtime();
     let n = o.pools.len();
     let mut samples: Vec<Vec<Option<Sample>>> = vec![Vec::new(); n];
     for round in 0..o.rounds {

@@ -341,18 +341,8 @@ pub(crate) fn human(ops: f64) -> String {
     }
 }
 
-/// The runtime every comparison runs on: two workers, as many as the
-/// machine's cores, with the servers on the same cores.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn run(o: Opts) -> ExitCode {
-    let rt = crate::runtime();
+    let rt = compare::runtime();
     let cells: Vec<(usize, usize)> = o
         .sizes
         .iter()

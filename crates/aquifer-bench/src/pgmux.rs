@@ -554,7 +554,7 @@ pub fn run_sleep(o: SleepOpts) -> ExitCode {
         Err(code) => return code,
     };
     let url = server.url();
-    let rt = crate::runtime();
+    let rt = crate::compare::runtime();
     let limit = o.sleep.as_secs_f64() * o.queries as f64 / o.max as f64;
     let n = o.rows.len();
     let mut ratios = vec![Vec::new(); n];

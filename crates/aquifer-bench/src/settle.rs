@@ -142,7 +142,7 @@ pub fn run(o: SettleOpts) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let rt = crate::runtime();
+    let rt = crate::compare::runtime();
     println!(
         "The adaptive limit through phases of {:?} SELECT 1 callers, {:?} each, max {}",
         o.phases, o.phase, o.size

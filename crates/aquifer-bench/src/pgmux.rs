@@ -282,8 +282,9 @@ pub fn run_select((o, extra): (DbOpts, MuxOpts)) -> ExitCode {
 }
 
 /// The adaptive row against the best fixed count of each round (the
-/// strictest comparison: the best count is known only afterwards): the
-/// median and the worst of the per-round ratios.
+/// strictest comparison: the best count is known only afterwards) and
+/// against the fixed count with the best median: the median and the worst
+/// of the per-round ratios.
 fn against_best_fixed(o: &DbOpts, samples: &[Vec<Option<Sample>>]) {
     let at = |name: &str| o.pools.iter().position(|p| p == name);
     let Some(adaptive) = at("aquifer-mux-scale") else {
@@ -302,51 +303,41 @@ fn against_best_fixed(o: &DbOpts, samples: &[Vec<Option<Sample>>]) {
     if fixed.is_empty() {
         return;
     }
-    let mut ratios: Vec<f64> = (0..o.rounds)
-        .filter_map(|r| {
-            let ours = samples[adaptive][r]?.ops;
-            let best = fixed
-                .iter()
-                .filter_map(|&i| samples[i][r].map(|s| s.ops))
-                .fold(0.0, f64::max);
-            (best > 0.0).then(|| ours / best)
-        })
-        .collect();
-    if ratios.is_empty() {
-        return;
-    }
-    ratios.sort_by(f64::total_cmp);
-    println!(
-        "aquifer-mux-scale / the best fixed count of each round: median {:.2}x, worst {:.2}x",
-        ratios[ratios.len() / 2],
-        ratios[0]
-    );
-    // The count with the best median over the run, as a user who measured
-    // the counts once would fix it.
-    let median = |i: usize| {
-        let mut ops: Vec<f64> = samples[i].iter().flatten().map(|s| s.ops).collect();
-        ops.sort_by(f64::total_cmp);
-        ops.get(ops.len() / 2).copied()
-    };
-    let Some(best) = fixed
+    let ratios = (0..o.rounds).filter_map(|r| {
+        let ours = samples[adaptive][r]?.ops;
+        let best = fixed
+            .iter()
+            .filter_map(|&i| samples[i][r].map(|s| s.ops))
+            .fold(0.0, f64::max);
+        (best > 0.0).then(|| ours / best)
+    });
+    print_ratios("the best fixed count of each round", ratios.collect());
+    // The count with the best median over the run (the median the table
+    // shows), as a user who measured the counts once would fix it.
+    let best = fixed
         .iter()
-        .copied()
-        .filter_map(|i| Some((i, median(i)?)))
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(i, _)| i)
-    else {
-        return;
-    };
-    let mut ratios: Vec<f64> = (0..o.rounds)
-        .filter_map(|r| Some(samples[adaptive][r]?.ops / samples[best][r]?.ops))
-        .collect();
+        .map(|&i| (i, crate::median(&samples[i], |s| s.ops)))
+        .filter(|(_, m)| m.is_finite())
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((best, _)) = best {
+        let ratios =
+            (0..o.rounds).filter_map(|r| Some(samples[adaptive][r]?.ops / samples[best][r]?.ops));
+        let what = format!(
+            "{} (the best fixed count of the run), per round",
+            o.pools[best]
+        );
+        print_ratios(&what, ratios.collect());
+    }
+}
+
+/// Prints the median and the worst of the adaptive row's `ratios` to `what`.
+fn print_ratios(what: &str, mut ratios: Vec<f64>) {
     if ratios.is_empty() {
         return;
     }
     ratios.sort_by(f64::total_cmp);
     println!(
-        "aquifer-mux-scale / {} (the best fixed count of the run), per round: median {:.2}x, worst {:.2}x",
-        o.pools[best],
+        "aquifer-mux-scale / {what}: median {:.2}x, worst {:.2}x",
         ratios[ratios.len() / 2],
         ratios[0]
     );

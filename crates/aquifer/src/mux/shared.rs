@@ -342,8 +342,7 @@ async fn check_session<M: Multiplexed>(
             after.closes.push(close);
         }
         if changed {
-            let now = Instant::now();
-            st.dispatch(now, &mux.broken(), &mut after.handoffs);
+            st.dispatch(Instant::now(), &mux.broken(), &mut after.handoffs);
             after.opens = st.reserve_opens();
             after.counts = Some(st.counts());
         }

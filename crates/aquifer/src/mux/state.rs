@@ -18,10 +18,10 @@ use crate::pool::Pooled;
 use super::config::{Limits, Spread};
 use super::error::MuxError;
 use super::limit::Limiter;
-
-mod sizing;
 use super::multiplexed::Multiplexed;
 use super::status::{Closes, MuxMetrics, MuxStatus};
+
+mod sizing;
 
 /// One open connection and what it carries.
 pub(super) struct OpenConn<M: Multiplexed> {
@@ -58,13 +58,6 @@ pub(super) struct QueuedRequest<M: Multiplexed> {
     id: u64,
     since: Instant,
     tx: oneshot::Sender<Handed<M>>,
-}
-
-impl<M: Multiplexed> QueuedRequest<M> {
-    /// When it asked.
-    fn since(&self) -> Instant {
-        self.since
-    }
 }
 
 /// A slot given to a request: its connection, and how many requests

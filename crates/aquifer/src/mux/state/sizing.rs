@@ -80,7 +80,7 @@ impl<M: Multiplexed> MuxState<M> {
         let Some(front) = self.queue.front() else {
             return false;
         };
-        let waited = now.saturating_duration_since(front.since());
+        let waited = now.saturating_duration_since(front.since);
         if self.opening > 0 || waited < Duration::from_nanos(horizon) {
             return false;
         }

@@ -74,8 +74,9 @@ pub struct MuxLimit {
     /// The search settled on `limit`; it tries one connection either side
     /// again now and then.
     pub settled: bool,
-    /// What each count of connections measured since the load last
-    /// changed, fewest first.
+    /// What each count of connections measured (the better of its last
+    /// two windows) since the search last started or re-probed, fewest
+    /// first.
     pub measured: Vec<LimitSample>,
 }
 
@@ -105,7 +106,8 @@ pub enum LimitReason {
     /// Nothing measured yet: the limit is `max`, and connections open
     /// with the demand.
     Start,
-    /// Trying this count for one window.
+    /// Trying this count against the one the search stands on (for one
+    /// or two windows), or measuring that one again.
     Probe,
     /// This count measured the most throughput per unit of latency among
     /// its neighbours (fewer connections win a tie).

@@ -323,7 +323,7 @@ impl Limiter {
             // Fewer connections carried the load: that is what was measured,
             // and a probe above them is no better.
             let to = seen.used.max(self.min);
-            self.remember(seen.used.max(self.min), s);
+            self.remember(to, s);
             if at > self.base {
                 self.remember(at, s);
                 self.remember(at, s);
